@@ -1,0 +1,17 @@
+//! GGUF reader and writer, with dequantisation of the common ggml block types.
+//!
+//! This crate knows nothing about models or tensors on devices: it turns a
+//! file into metadata values and f32 buffers, and refuses broken files with an
+//! error that names the file and the problem.
+
+mod dequant;
+mod reader;
+mod types;
+mod value;
+mod writer;
+
+pub use dequant::{DequantError, dequantize};
+pub use reader::{DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufError, GgufFile, TensorInfo};
+pub use types::GgmlType;
+pub use value::{Value, ValueType};
+pub use writer::{GgufWriter, WriteSizeError};
