@@ -1,1 +1,328 @@
+//! Calibration and evaluation token sets.
+//!
+//! Text comes from a file or a folder of `.txt` files (read in sorted order),
+//! is tokenised without special tokens, and is cut into sequences. Samples
+//! are drawn deterministically from a seed, and every token set and sample
+//! has an id (a sha256) that names exactly which tokens it holds, so that
+//! fitness results can be cached against it.
+//!
+//! This crate does not know the tokenizer type: the caller passes an encode
+//! function and the tokenizer's fingerprint.
 
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Problems with text data. Every variant names the file or folder.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not valid UTF-8 text")]
+    NotUtf8 { path: PathBuf },
+    #[error("{path}: no text (an empty file, or a folder without .txt files)")]
+    Empty { path: PathBuf },
+    #[error("{path}: tokenizer failed: {message}")]
+    Tokenize { path: PathBuf, message: String },
+    #[error("{path}: has {have} tokens, but {need} are needed ({what})")]
+    TooFew {
+        path: PathBuf,
+        have: usize,
+        need: usize,
+        what: String,
+    },
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = DataError> = std::result::Result<T, E>;
+
+/// The text files behind `path`: the file itself, or every `.txt` file below
+/// the folder, recursively, in sorted order.
+pub fn text_files(path: &Path) -> Result<Vec<PathBuf>> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| DataError::Io { path: p, source }
+    };
+    let meta = std::fs::metadata(path).map_err(io(path))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
+            let p = entry.map_err(io(&dir))?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "txt") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(out)
+}
+
+/// All tokens of a text source, documents concatenated in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenSet {
+    pub source: PathBuf,
+    pub tokens: Vec<u32>,
+    /// sha256 of the tokenizer fingerprint and the token ids.
+    pub id: String,
+}
+
+/// Tokenise the text at `path` (a file or folder). Each document is encoded on
+/// its own, without special tokens; documents are joined by `separator`
+/// tokens, if any.
+pub fn tokenize_path(
+    path: &Path,
+    encode: &dyn Fn(&str) -> Result<Vec<u32>, String>,
+    tokenizer_fingerprint: &str,
+    separator: &[u32],
+) -> Result<TokenSet> {
+    let mut tokens = Vec::new();
+    for (i, f) in text_files(path)?.iter().enumerate() {
+        let bytes = std::fs::read(f).map_err(|source| DataError::Io {
+            path: f.clone(),
+            source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| DataError::NotUtf8 { path: f.clone() })?;
+        let ids = encode(&text).map_err(|message| DataError::Tokenize {
+            path: f.clone(),
+            message,
+        })?;
+        if i > 0 {
+            tokens.extend_from_slice(separator);
+        }
+        tokens.extend(ids);
+    }
+    if tokens.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut h = Sha256::new();
+    h.update(tokenizer_fingerprint.as_bytes());
+    for t in &tokens {
+        h.update(t.to_le_bytes());
+    }
+    Ok(TokenSet {
+        source: path.to_path_buf(),
+        tokens,
+        id: hex::encode(h.finalize()),
+    })
+}
+
+/// A set of equal-length token sequences with an id naming exactly them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub id: String,
+    pub seq_len: usize,
+    pub sequences: Vec<Vec<u32>>,
+}
+
+impl Sample {
+    pub fn n_tokens(&self) -> usize {
+        self.sequences.iter().map(Vec::len).sum()
+    }
+
+    fn from_sequences(label: &str, parent: &str, sequences: Vec<Vec<u32>>) -> Sample {
+        let mut h = Sha256::new();
+        h.update(label.as_bytes());
+        h.update(parent.as_bytes());
+        for s in &sequences {
+            h.update((s.len() as u64).to_le_bytes());
+            for t in s {
+                h.update(t.to_le_bytes());
+            }
+        }
+        Sample {
+            id: hex::encode(h.finalize()),
+            seq_len: sequences.first().map_or(0, Vec::len),
+            sequences,
+        }
+    }
+}
+
+impl TokenSet {
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The first `n_tokens` tokens cut into consecutive, non-overlapping
+    /// windows of `context` tokens (the last one shorter if `context` does not
+    /// divide `n_tokens`).
+    pub fn windows(&self, n_tokens: usize, context: usize) -> Result<Vec<Vec<u32>>> {
+        if context < 2 {
+            return Err(DataError::Invalid(format!(
+                "context must be at least 2 tokens, got {context}"
+            )));
+        }
+        if n_tokens < 2 {
+            return Err(DataError::Invalid(format!(
+                "need at least 2 tokens, got {n_tokens}"
+            )));
+        }
+        if self.tokens.len() < n_tokens {
+            return Err(DataError::TooFew {
+                path: self.source.clone(),
+                have: self.tokens.len(),
+                need: n_tokens,
+                what: "the requested token count".into(),
+            });
+        }
+        Ok(self.tokens[..n_tokens]
+            .chunks(context)
+            .filter(|w| w.len() >= 2)
+            .map(<[u32]>::to_vec)
+            .collect())
+    }
+
+    /// [`Self::windows`] as a [`Sample`] with an id.
+    pub fn window_sample(&self, n_tokens: usize, context: usize) -> Result<Sample> {
+        let w = self.windows(n_tokens, context)?;
+        Ok(Sample::from_sequences(
+            &format!("windows:{n_tokens}:{context}"),
+            &self.id,
+            w,
+        ))
+    }
+
+    /// `n_seqs` distinct, non-overlapping windows of `seq_len` tokens, chosen
+    /// at random from all aligned windows; the same seed gives the same sample.
+    pub fn sample(&self, n_seqs: usize, seq_len: usize, seed: u64) -> Result<Sample> {
+        if seq_len < 2 || n_seqs == 0 {
+            return Err(DataError::Invalid(format!(
+                "a sample needs sequences of at least 2 tokens and at least one sequence (got {n_seqs} x {seq_len})"
+            )));
+        }
+        let available = self.tokens.len() / seq_len;
+        if available < n_seqs {
+            return Err(DataError::TooFew {
+                path: self.source.clone(),
+                have: self.tokens.len(),
+                need: n_seqs * seq_len,
+                what: format!("{n_seqs} sequences of {seq_len} tokens"),
+            });
+        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut idx: Vec<usize> = (0..available).collect();
+        // Partial Fisher-Yates: the first n_seqs entries are a uniform sample.
+        for i in 0..n_seqs {
+            let j = rng.random_range(i..available);
+            idx.swap(i, j);
+        }
+        let sequences = idx[..n_seqs]
+            .iter()
+            .map(|&w| self.tokens[w * seq_len..(w + 1) * seq_len].to_vec())
+            .collect();
+        Ok(Sample::from_sequences(
+            &format!("sample:{n_seqs}:{seq_len}:{seed}"),
+            &self.id,
+            sequences,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_encode(s: &str) -> Result<Vec<u32>, String> {
+        Ok(s.bytes().map(u32::from).collect())
+    }
+
+    fn set(n: usize) -> TokenSet {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        std::fs::write(&p, "x".repeat(n)).unwrap();
+        tokenize_path(&p, &bytes_encode, "bytes", &[]).unwrap()
+    }
+
+    #[test]
+    fn folder_is_read_in_sorted_order_with_separators() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("b.txt"), "B").unwrap();
+        std::fs::write(dir.path().join("a.txt"), "A").unwrap();
+        std::fs::write(dir.path().join("sub/c.txt"), "C").unwrap();
+        std::fs::write(dir.path().join("ignored.json"), "J").unwrap();
+        let t = tokenize_path(dir.path(), &bytes_encode, "bytes", &[0]).unwrap();
+        assert_eq!(t.tokens, [65, 0, 66, 0, 67]);
+    }
+
+    #[test]
+    fn windows_are_consecutive_and_checked() {
+        let t = set(10);
+        let w = t.windows(10, 4).unwrap();
+        assert_eq!(w.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 2]);
+        let e = t.windows(11, 4).unwrap_err().to_string();
+        assert!(
+            e.contains("a.txt") && e.contains("10 tokens") && e.contains("11"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn samples_are_deterministic_distinct_and_identified() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.txt");
+        let text: String = (0..4000)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        std::fs::write(&p, &text).unwrap();
+        let enc = |s: &str| -> Result<Vec<u32>, String> {
+            Ok(s.bytes()
+                .enumerate()
+                .map(|(i, b)| b as u32 + 1000 * i as u32)
+                .collect())
+        };
+        let t = tokenize_path(&p, &enc, "pos", &[]).unwrap();
+        let a = t.sample(8, 64, 7).unwrap();
+        let b = t.sample(8, 64, 7).unwrap();
+        let c = t.sample(8, 64, 8).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a.id, c.id);
+        assert_ne!(a.sequences, c.sequences);
+        let mut starts: Vec<u32> = a.sequences.iter().map(|s| s[0]).collect();
+        starts.sort();
+        starts.dedup();
+        assert_eq!(starts.len(), 8, "windows are distinct");
+        assert!(t.sample(100, 64, 0).is_err());
+    }
+
+    #[test]
+    fn bad_input_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bin.txt");
+        std::fs::write(&p, [0xff, 0xfe, 0x00]).unwrap();
+        let e = tokenize_path(&p, &bytes_encode, "b", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bin.txt") && e.contains("UTF-8"), "{e}");
+        let e = tokenize_path(&dir.path().join("missing.txt"), &bytes_encode, "b", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.txt"), "{e}");
+        let empty = tempfile::tempdir().unwrap();
+        let e = text_files(empty.path()).unwrap_err().to_string();
+        assert!(e.contains("no text"), "{e}");
+    }
+}

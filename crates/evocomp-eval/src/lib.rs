@@ -1,1 +1,418 @@
+//! Fitness evaluation on burn: teacher outputs computed once and kept,
+//! KL(teacher ‖ student) per token, and perplexity.
+//!
+//! All heavy work (forward, log-softmax, top-k, gathers) runs on the model's
+//! device; only `[batch, tokens, k]`-sized results come back to the host.
 
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor, TensorData};
+use evocomp_data::Sample;
+use evocomp_model::{ForwardError, LlamaModel};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+    #[error("the backend failed: {0}")]
+    Backend(String),
+    #[error(
+        "full teacher logits for {tokens} tokens x {vocab} vocab need {need_mib} MiB, over the limit of {limit_mib} MiB; use top-k teacher outputs instead"
+    )]
+    Memory {
+        tokens: usize,
+        vocab: usize,
+        need_mib: usize,
+        limit_mib: usize,
+    },
+    #[error(
+        "teacher outputs were computed for sample {teacher}, but the evaluation sample is {sample}"
+    )]
+    SampleMismatch { teacher: String, sample: String },
+    #[error("invalid evaluation settings: {0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = EvalError> = std::result::Result<T, E>;
+
+/// What is kept of the teacher's output distribution per token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TeacherMode {
+    /// Every log-probability: exact KL, 4 bytes x vocab per token.
+    Full,
+    /// The `k` most likely tokens' log-probabilities: KL over the partition
+    /// {top-k tokens, everything else}, 8 bytes x k per token.
+    TopK(usize),
+}
+
+impl TeacherMode {
+    /// A stable name, used in cache keys.
+    pub fn key(&self) -> String {
+        match self {
+            TeacherMode::Full => "full".into(),
+            TeacherMode::TopK(k) => format!("top{k}"),
+        }
+    }
+}
+
+/// The teacher's outputs for one sequence.
+#[derive(Debug, Clone, PartialEq)]
+enum TeacherSeq {
+    /// `[T, vocab]` log-probabilities.
+    Full(Vec<f32>),
+    /// `[T, k]` token ids and their log-probabilities.
+    TopK { ids: Vec<i64>, logp: Vec<f32> },
+}
+
+/// Teacher outputs for every sequence of one sample, computed once.
+#[derive(Debug, Clone)]
+pub struct Teacher {
+    pub sample_id: String,
+    pub mode: TeacherMode,
+    vocab: usize,
+    seqs: Vec<TeacherSeq>,
+}
+
+impl Teacher {
+    /// Bytes held on the host.
+    pub fn host_bytes(&self) -> usize {
+        self.seqs
+            .iter()
+            .map(|s| match s {
+                TeacherSeq::Full(v) => v.len() * 4,
+                TeacherSeq::TopK { ids, logp } => ids.len() * 8 + logp.len() * 4,
+            })
+            .sum()
+    }
+}
+
+/// Settings of an evaluation run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalOptions {
+    /// Sequences per forward pass.
+    pub batch_size: usize,
+    /// Most host memory full teacher logits may take.
+    pub max_teacher_bytes: usize,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 4,
+            max_teacher_bytes: 4 << 30,
+        }
+    }
+}
+
+/// A progress bar over tokens with rate and ETA, drawn on stderr when it is a terminal.
+pub fn token_progress(total_tokens: u64, message: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total_tokens);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:>12} [{bar:30.cyan/blue}] {human_pos}/{human_len} tokens  {per_sec}  ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(message.to_string());
+    bar
+}
+
+/// Consecutive runs of equal-length sequences, at most `batch` long.
+fn batches(seqs: &[Vec<u32>], batch: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < seqs.len() {
+        let mut end = start + 1;
+        while end < seqs.len() && end - start < batch && seqs[end].len() == seqs[start].len() {
+            end += 1;
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
+fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.try_into_data()
+        .map_err(|e| EvalError::Backend(format!("{e:?}")))?
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| EvalError::Backend(format!("{e:?}")))
+}
+
+fn read_i64<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
+    t.try_into_data()
+        .map_err(|e| EvalError::Backend(format!("{e:?}")))?
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .map_err(|e| EvalError::Backend(format!("{e:?}")))
+}
+
+fn check_batch(opts: &EvalOptions) -> Result<()> {
+    if opts.batch_size == 0 {
+        return Err(EvalError::Invalid("batch size must be at least 1".into()));
+    }
+    Ok(())
+}
+
+/// Log-probabilities `[B, T, vocab]` of the model on a batch.
+fn log_probs(model: &LlamaModel, batch: &[Vec<u32>]) -> Result<Tensor<3>> {
+    Ok(log_softmax(model.forward(batch)?, 2))
+}
+
+/// Per-position next-token log-likelihoods `[B, T-1]` from log-probs.
+fn target_logp(model: &LlamaModel, lp: Tensor<3>, batch: &[Vec<u32>]) -> Result<Vec<f32>> {
+    let [b, t, v] = lp.dims();
+    let targets: Vec<i64> = batch
+        .iter()
+        .flat_map(|s| s[1..].iter().map(|&x| x as i64))
+        .collect();
+    let idx = Tensor::<3, Int>::from_data(TensorData::new(targets, [b, t - 1, 1]), model.device());
+    read_f32(lp.slice([0..b, 0..t - 1, 0..v]).gather(2, idx))
+}
+
+/// Compute and keep the teacher's outputs on `sample`.
+pub fn compute_teacher(
+    model: &LlamaModel,
+    sample: &Sample,
+    mode: TeacherMode,
+    opts: &EvalOptions,
+    progress: &ProgressBar,
+) -> Result<Teacher> {
+    check_batch(opts)?;
+    let vocab = model.config().vocab;
+    if let TeacherMode::TopK(k) = mode
+        && (k == 0 || k > vocab)
+    {
+        return Err(EvalError::Invalid(format!(
+            "top-k must be in 1..={vocab}, got {k}"
+        )));
+    }
+    if mode == TeacherMode::Full {
+        let tokens = sample.n_tokens();
+        let need = tokens * vocab * 4;
+        if need > opts.max_teacher_bytes {
+            return Err(EvalError::Memory {
+                tokens,
+                vocab,
+                need_mib: need >> 20,
+                limit_mib: opts.max_teacher_bytes >> 20,
+            });
+        }
+    }
+    let mut seqs = Vec::with_capacity(sample.sequences.len());
+    for r in batches(&sample.sequences, opts.batch_size) {
+        let batch = &sample.sequences[r];
+        let lp = log_probs(model, batch)?;
+        let [b, t, v] = lp.dims();
+        match mode {
+            TeacherMode::Full => {
+                let all = read_f32(lp)?;
+                seqs.extend(
+                    all.chunks_exact(t * v)
+                        .map(|c| TeacherSeq::Full(c.to_vec())),
+                );
+            }
+            TeacherMode::TopK(k) => {
+                let (vals, idx) = lp.topk_with_indices(k, 2);
+                let vals = read_f32(vals)?;
+                let idx = read_i64(idx)?;
+                for i in 0..b {
+                    let r = i * t * k..(i + 1) * t * k;
+                    seqs.push(TeacherSeq::TopK {
+                        ids: idx[r.clone()].to_vec(),
+                        logp: vals[r].to_vec(),
+                    });
+                }
+            }
+        }
+        progress.inc(batch.iter().map(|s| s.len() as u64).sum());
+    }
+    Ok(Teacher {
+        sample_id: sample.id.clone(),
+        mode,
+        vocab,
+        seqs,
+    })
+}
+
+/// KL over the partition {each of the teacher's top-k tokens, the rest}:
+/// exact when k covers the vocabulary, a lower bound otherwise, and 0 when
+/// the two distributions agree.
+pub fn topk_kl(teacher_logp: &[f32], student_logp: &[f32]) -> f64 {
+    let (mut kl, mut p_sum, mut q_sum) = (0.0f64, 0.0f64, 0.0f64);
+    for (&a, &b) in teacher_logp.iter().zip(student_logp) {
+        let (a, b) = (a as f64, b as f64);
+        let p = a.exp();
+        kl += p * (a - b);
+        p_sum += p;
+        q_sum += b.exp();
+    }
+    let rest_p = 1.0 - p_sum;
+    let rest_q = 1.0 - q_sum;
+    if rest_p > 1e-9 {
+        kl += rest_p * (rest_p.ln() - rest_q.max(1e-30).ln());
+    }
+    kl.max(0.0)
+}
+
+/// The result of scoring a student against its teacher.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KlResult {
+    /// Mean KL(teacher ‖ student) per token, in nats.
+    pub kl: f64,
+    /// Mean next-token negative log-likelihood of the student on the sample.
+    pub nll: f64,
+    pub tokens: usize,
+}
+
+impl KlResult {
+    pub fn perplexity(&self) -> f64 {
+        self.nll.exp()
+    }
+}
+
+/// Score `model` against the teacher outputs for `sample`.
+pub fn kl_to_teacher(
+    model: &LlamaModel,
+    sample: &Sample,
+    teacher: &Teacher,
+    opts: &EvalOptions,
+    progress: &ProgressBar,
+) -> Result<KlResult> {
+    check_batch(opts)?;
+    if teacher.sample_id != sample.id || teacher.seqs.len() != sample.sequences.len() {
+        return Err(EvalError::SampleMismatch {
+            teacher: teacher.sample_id.clone(),
+            sample: sample.id.clone(),
+        });
+    }
+    let device = model.device().clone();
+    let (mut kl_sum, mut kl_n, mut nll_sum, mut nll_n) = (0.0f64, 0usize, 0.0f64, 0usize);
+    for r in batches(&sample.sequences, opts.batch_size) {
+        let batch = &sample.sequences[r.clone()];
+        let lp = log_probs(model, batch)?;
+        let [b, t, v] = lp.dims();
+        if v != teacher.vocab {
+            return Err(EvalError::Invalid(format!(
+                "student vocab {v} differs from the teacher's {}",
+                teacher.vocab
+            )));
+        }
+        let tl = target_logp(model, lp.clone(), batch)?;
+        nll_sum -= tl.iter().map(|&x| x as f64).sum::<f64>();
+        nll_n += tl.len();
+        match teacher.mode {
+            TeacherMode::Full => {
+                let mut all = Vec::with_capacity(b * t * v);
+                for s in &teacher.seqs[r] {
+                    let TeacherSeq::Full(x) = s else {
+                        unreachable!("mode is Full")
+                    };
+                    all.extend_from_slice(x);
+                }
+                let tlp = Tensor::<3>::from_data(TensorData::new(all, [b, t, v]), &device);
+                let kl = (tlp.clone().exp() * (tlp - lp)).sum_dim(2);
+                let kl = read_f32(kl)?;
+                kl_sum += kl.iter().map(|&x| (x as f64).max(0.0)).sum::<f64>();
+                kl_n += kl.len();
+            }
+            TeacherMode::TopK(k) => {
+                let mut ids = Vec::with_capacity(b * t * k);
+                for s in &teacher.seqs[r.clone()] {
+                    let TeacherSeq::TopK { ids: i, .. } = s else {
+                        unreachable!("mode is TopK")
+                    };
+                    ids.extend_from_slice(i);
+                }
+                let idx = Tensor::<3, Int>::from_data(TensorData::new(ids, [b, t, k]), &device);
+                let slp = read_f32(lp.gather(2, idx))?;
+                for (i, s) in teacher.seqs[r].iter().enumerate() {
+                    let TeacherSeq::TopK { logp, .. } = s else {
+                        unreachable!()
+                    };
+                    for pos in 0..t {
+                        let o = pos * k;
+                        kl_sum += topk_kl(&logp[o..o + k], &slp[i * t * k + o..i * t * k + o + k]);
+                    }
+                    kl_n += t;
+                }
+            }
+        }
+        progress.inc(batch.iter().map(|s| s.len() as u64).sum());
+    }
+    Ok(KlResult {
+        kl: kl_sum / kl_n.max(1) as f64,
+        nll: nll_sum / nll_n.max(1) as f64,
+        tokens: kl_n,
+    })
+}
+
+/// Perplexity over whole windows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PplResult {
+    pub perplexity: f64,
+    pub nll: f64,
+    /// Scored next-token predictions (each window of C tokens gives C-1).
+    pub predictions: usize,
+}
+
+/// exp(mean NLL) over every window's next-token predictions.
+pub fn perplexity(
+    model: &LlamaModel,
+    windows: &[Vec<u32>],
+    opts: &EvalOptions,
+    progress: &ProgressBar,
+) -> Result<PplResult> {
+    check_batch(opts)?;
+    if windows.is_empty() {
+        return Err(EvalError::Invalid("no windows to score".into()));
+    }
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for r in batches(windows, opts.batch_size) {
+        let batch = &windows[r];
+        if batch[0].len() < 2 {
+            return Err(EvalError::Invalid(
+                "a window needs at least 2 tokens".into(),
+            ));
+        }
+        let lp = log_probs(model, batch)?;
+        let tl = target_logp(model, lp, batch)?;
+        sum -= tl.iter().map(|&x| x as f64).sum::<f64>();
+        n += tl.len();
+        progress.inc(batch.iter().map(|s| s.len() as u64).sum());
+    }
+    let nll = sum / n as f64;
+    Ok(PplResult {
+        perplexity: nll.exp(),
+        nll,
+        predictions: n,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batching_keeps_equal_lengths_together() {
+        let seqs = vec![vec![0; 4], vec![0; 4], vec![0; 4], vec![0; 2]];
+        assert_eq!(batches(&seqs, 2), vec![0..2, 2..3, 3..4]);
+        assert_eq!(batches(&seqs, 8), vec![0..3, 3..4]);
+    }
+
+    #[test]
+    fn topk_kl_is_zero_for_equal_and_positive_otherwise() {
+        let p = [-0.5f32, -1.5, -2.5];
+        assert_eq!(topk_kl(&p, &p), 0.0);
+        let q = [-0.7f32, -1.2, -2.5];
+        assert!(topk_kl(&p, &q) > 0.0);
+        // With k covering the whole vocabulary it is the exact KL.
+        let full_p = [0.5f64.ln() as f32, 0.5f64.ln() as f32];
+        let full_q = [0.25f64.ln() as f32, 0.75f64.ln() as f32];
+        let exact = 0.5 * (0.5f64 / 0.25).ln() + 0.5 * (0.5f64 / 0.75).ln();
+        assert!((topk_kl(&full_p, &full_q) - exact).abs() < 1e-6);
+    }
+}

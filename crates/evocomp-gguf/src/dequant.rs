@@ -7,7 +7,9 @@ use half::{bf16, f16};
 /// Why a buffer could not be dequantised.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DequantError {
-    #[error("dequantising {0} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K)")]
+    #[error(
+        "dequantising {0} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K)"
+    )]
     Unsupported(GgmlType),
     #[error("{ty}: {n_elements} elements need {expected} bytes, got {actual}")]
     Size {

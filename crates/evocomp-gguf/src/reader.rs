@@ -22,7 +22,9 @@ pub enum GgufError {
     BadMagic { path: PathBuf, found: Vec<u8> },
     #[error("{path}: GGUF version {version} is not supported (supported: 2, 3)")]
     UnsupportedVersion { path: PathBuf, version: u32 },
-    #[error("{path}: file is truncated: it ends at byte {len} while reading {what} at byte {offset}")]
+    #[error(
+        "{path}: file is truncated: it ends at byte {len} while reading {what} at byte {offset}"
+    )]
     Truncated {
         path: PathBuf,
         what: String,
@@ -34,7 +36,11 @@ pub enum GgufError {
     #[error("{path}: metadata key {key:?} is not valid UTF-8")]
     BadString { path: PathBuf, key: String },
     #[error("{path}: tensor {tensor:?} has unknown ggml type id {id}")]
-    UnknownType { path: PathBuf, tensor: String, id: u32 },
+    UnknownType {
+        path: PathBuf,
+        tensor: String,
+        id: u32,
+    },
     #[error("{path}: tensor {tensor:?}: {problem}")]
     BadTensor {
         path: PathBuf,
@@ -176,12 +182,12 @@ impl<'a> Cursor<'a> {
             ValueType::I64 => Value::I64(i64::from_le_bytes(self.array(&what)?)),
             ValueType::F64 => Value::F64(f64::from_le_bytes(self.array(&what)?)),
             ValueType::Bool => Value::Bool(self.array::<1>(&what)?[0] != 0),
-            ValueType::String => Value::String(self.string(&what)?.map_err(|_| {
-                GgufError::BadString {
+            ValueType::String => {
+                Value::String(self.string(&what)?.map_err(|_| GgufError::BadString {
                     path: self.path.to_path_buf(),
                     key: key.to_string(),
-                }
-            })?),
+                })?)
+            }
             ValueType::Array => {
                 let id = self.u32(&what)?;
                 let elem = ValueType::from_id(id).ok_or_else(|| GgufError::BadValueType {
@@ -434,7 +440,10 @@ impl GgufFile {
             .as_array()
             .ok_or_else(|| self.wrong(key, "an array of strings", v))?;
         arr.iter()
-            .map(|e| e.as_str().ok_or_else(|| self.wrong(key, "an array of strings", v)))
+            .map(|e| {
+                e.as_str()
+                    .ok_or_else(|| self.wrong(key, "an array of strings", v))
+            })
             .collect()
     }
 
@@ -460,16 +469,12 @@ impl GgufFile {
                 path: self.path.clone(),
                 name: name.to_string(),
             })?;
-        let data = dequantize(
-            info.ty,
-            self.tensor_bytes(info),
-            info.n_elements() as usize,
-        )
-        .map_err(|source| GgufError::Dequant {
-            path: self.path.clone(),
-            tensor: name.to_string(),
-            source,
-        })?;
+        let data = dequantize(info.ty, self.tensor_bytes(info), info.n_elements() as usize)
+            .map_err(|source| GgufError::Dequant {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+                source,
+            })?;
         Ok((info.shape(), data))
     }
 }

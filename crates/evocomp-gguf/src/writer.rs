@@ -30,7 +30,10 @@ impl GgufWriter {
 
     /// Use a non-default alignment (also written as `general.alignment`).
     pub fn alignment(mut self, alignment: u64) -> Self {
-        assert!(alignment.is_power_of_two(), "alignment must be a power of two");
+        assert!(
+            alignment.is_power_of_two(),
+            "alignment must be a power of two"
+        );
         self.alignment = Some(alignment);
         self.metadata
             .push(("general.alignment".into(), Value::U32(alignment as u32)));
@@ -42,7 +45,11 @@ impl GgufWriter {
         self
     }
 
-    pub fn meta_strings<S: AsRef<str>>(&mut self, key: impl Into<String>, items: &[S]) -> &mut Self {
+    pub fn meta_strings<S: AsRef<str>>(
+        &mut self,
+        key: impl Into<String>,
+        items: &[S],
+    ) -> &mut Self {
         let v = items
             .iter()
             .map(|s| Value::String(s.as_ref().to_string()))
@@ -74,7 +81,12 @@ impl GgufWriter {
     }
 
     /// Add an F32 tensor with a row-major `shape` (PyTorch order).
-    pub fn tensor_f32(&mut self, name: impl Into<String>, shape: &[usize], data: &[f32]) -> &mut Self {
+    pub fn tensor_f32(
+        &mut self,
+        name: impl Into<String>,
+        shape: &[usize],
+        data: &[f32],
+    ) -> &mut Self {
         let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
         let bytes = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.tensor_raw(name, &dims, GgmlType::F32, bytes)

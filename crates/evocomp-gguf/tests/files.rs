@@ -43,7 +43,11 @@ fn every_supported_dtype_matches_the_python_reference() {
         let (block, _) = ty.block_geometry();
         // Two rows, to exercise the row-major shape.
         let n = values.len() as u64;
-        let dims = if (n / 2) % block as u64 == 0 { vec![n / 2, 2] } else { vec![n] };
+        let dims = if (n / 2) % block as u64 == 0 {
+            vec![n / 2, 2]
+        } else {
+            vec![n]
+        };
         w.tensor_raw(format!("t.{name}"), &dims, ty, bytes).unwrap();
         expected.push((name, dims, values));
     }
@@ -86,7 +90,10 @@ fn metadata_round_trips_with_custom_alignment() {
     assert_eq!(f.get_f64("llama.rope.freq_base").unwrap(), 10000.0);
     assert_eq!(f.get("some.i64").unwrap().as_i64(), Some(-5));
     assert_eq!(f.get("some.bool").unwrap().as_bool(), Some(true));
-    assert_eq!(f.get_str_array("tokenizer.ggml.tokens").unwrap(), ["a", "b", "ünï"]);
+    assert_eq!(
+        f.get_str_array("tokenizer.ggml.tokens").unwrap(),
+        ["a", "b", "ünï"]
+    );
     assert_eq!(f.get("empty").unwrap().as_array().unwrap().len(), 0);
     let (shape, x) = f.dequantize("x").unwrap();
     assert_eq!(shape, [3, 2]);
@@ -94,11 +101,20 @@ fn metadata_round_trips_with_custom_alignment() {
     assert_eq!(f.dequantize("y").unwrap().1, [9.0; 5]);
     // Typed getters name the key and what was found.
     let e = f.get_u64("general.architecture").unwrap_err().to_string();
-    assert!(e.contains("general.architecture") && e.contains("llama"), "{e}");
+    assert!(
+        e.contains("general.architecture") && e.contains("llama"),
+        "{e}"
+    );
     let e = f.get_u64("nope").unwrap_err().to_string();
-    assert!(e.contains("meta.gguf") && e.contains("\"nope\" is missing"), "{e}");
+    assert!(
+        e.contains("meta.gguf") && e.contains("\"nope\" is missing"),
+        "{e}"
+    );
     let e = f.dequantize("missing.weight").unwrap_err().to_string();
-    assert!(e.contains("meta.gguf") && e.contains("missing.weight"), "{e}");
+    assert!(
+        e.contains("meta.gguf") && e.contains("missing.weight"),
+        "{e}"
+    );
 }
 
 fn small_file() -> Vec<u8> {
@@ -128,14 +144,19 @@ fn truncated_file_is_a_clear_error_at_every_length() {
         assert!(
             matches!(
                 e,
-                GgufError::Truncated { .. } | GgufError::TensorOutOfBounds { .. } | GgufError::BadMagic { .. }
+                GgufError::Truncated { .. }
+                    | GgufError::TensorOutOfBounds { .. }
+                    | GgufError::BadMagic { .. }
             ),
             "cut {cut}: {msg}"
         );
     }
     let (_d, r) = open_bytes(&bytes[..bytes.len() - 1]);
     let msg = r.unwrap_err().to_string();
-    assert!(msg.contains("tensor \"w\"") && msg.contains("truncated"), "{msg}");
+    assert!(
+        msg.contains("tensor \"w\"") && msg.contains("truncated"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -160,20 +181,30 @@ fn unknown_dtype_is_refused_and_unsupported_dtype_fails_on_dequantize() {
     let mut bytes = small_file();
     let name_at = bytes.windows(3).position(|w| w == b"\x00\x00w").unwrap() + 3;
     let ty_at = name_at + 4 + 16;
-    assert_eq!(u32::from_le_bytes(bytes[ty_at..ty_at + 4].try_into().unwrap()), 0);
+    assert_eq!(
+        u32::from_le_bytes(bytes[ty_at..ty_at + 4].try_into().unwrap()),
+        0
+    );
     bytes[ty_at..ty_at + 4].copy_from_slice(&77u32.to_le_bytes());
     let (_d, r) = open_bytes(&bytes);
     let msg = r.unwrap_err().to_string();
-    assert!(msg.contains("unknown ggml type id 77") && msg.contains("\"w\""), "{msg}");
+    assert!(
+        msg.contains("unknown ggml type id 77") && msg.contains("\"w\""),
+        "{msg}"
+    );
 
     // A known type we cannot dequantise opens, but dequantising names it.
     let dir = tempfile::tempdir().unwrap();
     let mut w = GgufWriter::new();
-    w.tensor_raw("k", &[256], GgmlType::Q5_K, vec![0; 176]).unwrap();
+    w.tensor_raw("k", &[256], GgmlType::Q5_K, vec![0; 176])
+        .unwrap();
     let p = write(dir.path(), "q5k.gguf", &w);
     let f = GgufFile::open(&p).unwrap();
     let msg = f.dequantize("k").unwrap_err().to_string();
-    assert!(msg.contains("q5k.gguf") && msg.contains("Q5_K") && msg.contains("not supported"), "{msg}");
+    assert!(
+        msg.contains("q5k.gguf") && msg.contains("Q5_K") && msg.contains("not supported"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -182,7 +213,8 @@ fn row_length_must_fit_the_block_size() {
     // 40 values of Q8_0 is not a whole number of 32-blocks in a row of 40.
     let mut bytes = {
         let mut w = GgufWriter::new();
-        w.tensor_raw("q", &[64], GgmlType::Q8_0, vec![0; 68]).unwrap();
+        w.tensor_raw("q", &[64], GgmlType::Q8_0, vec![0; 68])
+            .unwrap();
         w.to_bytes()
     };
     let name_at = bytes.windows(1).position(|w| w == b"q").unwrap() + 1;
@@ -191,5 +223,8 @@ fn row_length_must_fit_the_block_size() {
     let p = dir.path().join("bad.gguf");
     std::fs::write(&p, &bytes).unwrap();
     let msg = GgufFile::open(&p).unwrap_err().to_string();
-    assert!(msg.contains("not a multiple") && msg.contains("Q8_0"), "{msg}");
+    assert!(
+        msg.contains("not a multiple") && msg.contains("Q8_0"),
+        "{msg}"
+    );
 }

@@ -1,1 +1,28 @@
+//! Llama-family models for evocomp: loading (GGUF and HF safetensors), the
+//! tokenizer, and the forward pass on burn with per-layer hooks.
+//!
+//! **API boundary:** weights live on the host as [`HostTensor`]s in PyTorch
+//! orientation; [`LlamaModel`] uploads them to whatever `burn` `Device` the
+//! caller chose. No code in this crate picks a backend.
 
+mod config;
+mod error;
+mod kv;
+mod llama;
+mod load;
+pub mod testing;
+mod tokenizer;
+mod weights;
+
+pub use config::{LlamaConfig, RopeScaling};
+pub use error::{ModelError, Result};
+pub use kv::{Eviction, KvGroup, KvPolicy, KvQuant};
+pub use llama::{ForwardError, ForwardHook, LlamaModel, NoHook};
+pub use load::{
+    LoadedModel, ModelFormat, ModelInfo, TensorEntry, inspect_model, load_model,
+    save_hf_safetensors,
+};
+pub use tokenizer::TextTokenizer;
+pub use weights::{
+    HostTensor, LayerWeights, LinearKind, LlamaWeights, permute_rope_rows, unpermute_rope_rows,
+};

@@ -1,0 +1,163 @@
+//! KL(teacher ‖ student) and perplexity on a seeded random tiny model.
+
+use burn::tensor::Device;
+use evocomp_data::Sample;
+use evocomp_eval::{
+    EvalError, EvalOptions, TeacherMode, compute_teacher, kl_to_teacher, perplexity,
+};
+use evocomp_model::testing::{random_weights, tiny_config};
+use evocomp_model::{LinearKind, LlamaModel};
+use indicatif::ProgressBar;
+
+fn sample() -> Sample {
+    let sequences = (0..5u32)
+        .map(|s| (0..24u32).map(|i| 4 + (i * 31 + s * 17) % 256).collect())
+        .collect();
+    Sample {
+        id: "test-sample".into(),
+        seq_len: 24,
+        sequences,
+    }
+}
+
+fn opts(batch_size: usize) -> EvalOptions {
+    EvalOptions {
+        batch_size,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn kl_of_a_model_to_itself_is_zero_and_grows_when_a_layer_is_perturbed() {
+    let cfg = tiny_config();
+    let w = random_weights(&cfg, 11);
+    let d = Device::flex();
+    let mut m = LlamaModel::new(&cfg, &w, &d);
+    let s = sample();
+    let bar = ProgressBar::hidden();
+    for mode in [TeacherMode::Full, TeacherMode::TopK(16)] {
+        let teacher = compute_teacher(&m, &s, mode, &opts(2), &bar).unwrap();
+        let same = kl_to_teacher(&m, &s, &teacher, &opts(2), &bar).unwrap();
+        assert!(same.kl.abs() < 1e-7, "{mode:?}: KL(p||p) = {}", same.kl);
+        assert_eq!(same.tokens, s.n_tokens());
+
+        // Perturb one layer: KL becomes clearly positive, and more so for a bigger change.
+        let orig = w.layers[1].linear(LinearKind::Down).clone();
+        let mut kls = Vec::new();
+        for scale in [0.9f32, 0.5] {
+            let mut p = orig.clone();
+            p.data.iter_mut().for_each(|x| *x *= scale);
+            m.set_linear(1, LinearKind::Down, &p).unwrap();
+            kls.push(kl_to_teacher(&m, &s, &teacher, &opts(3), &bar).unwrap().kl);
+        }
+        m.set_linear(1, LinearKind::Down, &orig).unwrap();
+        assert!(kls[0] > 1e-6, "{mode:?}: {kls:?}");
+        assert!(kls[1] > kls[0], "{mode:?}: {kls:?}");
+    }
+}
+
+#[test]
+fn topk_kl_is_a_lower_bound_and_exact_at_full_vocab() {
+    let cfg = tiny_config();
+    let d = Device::flex();
+    let teacher_model = LlamaModel::new(&cfg, &random_weights(&cfg, 12), &d);
+    let mut student = teacher_model.clone();
+    student.set_skip_mlp(0, true);
+    let s = sample();
+    let bar = ProgressBar::hidden();
+    let full = compute_teacher(&teacher_model, &s, TeacherMode::Full, &opts(4), &bar).unwrap();
+    let kl_full = kl_to_teacher(&student, &s, &full, &opts(4), &bar).unwrap();
+    let top8 = compute_teacher(&teacher_model, &s, TeacherMode::TopK(8), &opts(4), &bar).unwrap();
+    let kl_top8 = kl_to_teacher(&student, &s, &top8, &opts(4), &bar).unwrap();
+    let all = compute_teacher(
+        &teacher_model,
+        &s,
+        TeacherMode::TopK(cfg.vocab),
+        &opts(4),
+        &bar,
+    )
+    .unwrap();
+    let kl_all = kl_to_teacher(&student, &s, &all, &opts(4), &bar).unwrap();
+    assert!(kl_full.kl > 0.0);
+    assert!(
+        kl_top8.kl <= kl_full.kl + 1e-6,
+        "{} > {}",
+        kl_top8.kl,
+        kl_full.kl
+    );
+    assert!(
+        (kl_all.kl - kl_full.kl).abs() < 1e-4 * kl_full.kl.max(1.0),
+        "{} vs {}",
+        kl_all.kl,
+        kl_full.kl
+    );
+    // The NLL does not depend on the teacher mode.
+    assert!((kl_full.nll - kl_top8.nll).abs() < 1e-9);
+    // Top-k teachers are far smaller than full ones.
+    assert!(top8.host_bytes() * 10 < full.host_bytes());
+}
+
+#[test]
+fn batch_size_does_not_change_the_result() {
+    let cfg = tiny_config();
+    let m = LlamaModel::new(&cfg, &random_weights(&cfg, 13), &Device::flex());
+    let mut student = m.clone();
+    student.set_skip_attention(1, true);
+    let s = sample();
+    let bar = ProgressBar::hidden();
+    let t = compute_teacher(&m, &s, TeacherMode::TopK(4), &opts(1), &bar).unwrap();
+    let a = kl_to_teacher(&student, &s, &t, &opts(1), &bar).unwrap();
+    let b = kl_to_teacher(&student, &s, &t, &opts(5), &bar).unwrap();
+    assert!(
+        (a.kl - b.kl).abs() < 1e-5 * a.kl.max(1e-3),
+        "{} vs {}",
+        a.kl,
+        b.kl
+    );
+    assert!((a.nll - b.nll).abs() < 1e-5);
+}
+
+#[test]
+fn perplexity_matches_the_nll_of_the_kl_pass() {
+    let cfg = tiny_config();
+    let m = LlamaModel::new(&cfg, &random_weights(&cfg, 14), &Device::flex());
+    let s = sample();
+    let bar = ProgressBar::hidden();
+    let p = perplexity(&m, &s.sequences, &opts(2), &bar).unwrap();
+    assert_eq!(p.predictions, 5 * 23);
+    let t = compute_teacher(&m, &s, TeacherMode::TopK(4), &opts(2), &bar).unwrap();
+    let k = kl_to_teacher(&m, &s, &t, &opts(2), &bar).unwrap();
+    assert!((p.perplexity - k.perplexity()).abs() < 1e-6 * p.perplexity);
+    // A random model is confidently wrong: a large but finite perplexity.
+    assert!(
+        p.perplexity.is_finite() && p.perplexity > 1.0,
+        "{}",
+        p.perplexity
+    );
+}
+
+#[test]
+fn bad_settings_are_errors() {
+    let cfg = tiny_config();
+    let m = LlamaModel::new(&cfg, &random_weights(&cfg, 15), &Device::flex());
+    let s = sample();
+    let bar = ProgressBar::hidden();
+    let small = EvalOptions {
+        batch_size: 2,
+        max_teacher_bytes: 1000,
+    };
+    assert!(matches!(
+        compute_teacher(&m, &s, TeacherMode::Full, &small, &bar),
+        Err(EvalError::Memory { .. })
+    ));
+    assert!(compute_teacher(&m, &s, TeacherMode::TopK(0), &opts(2), &bar).is_err());
+    assert!(compute_teacher(&m, &s, TeacherMode::TopK(4), &opts(0), &bar).is_err());
+    let t = compute_teacher(&m, &s, TeacherMode::TopK(4), &opts(2), &bar).unwrap();
+    let mut other = sample();
+    other.id = "another".into();
+    assert!(matches!(
+        kl_to_teacher(&m, &other, &t, &opts(2), &bar),
+        Err(EvalError::SampleMismatch { .. })
+    ));
+    assert!(perplexity(&m, &[], &opts(2), &bar).is_err());
+}

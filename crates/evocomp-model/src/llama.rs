@@ -1,0 +1,377 @@
+//! The Llama-family forward pass on burn. The device (flex CPU, wgpu, ...) is
+//! whatever `Device` the caller hands in; nothing here names a backend.
+
+use crate::config::LlamaConfig;
+use crate::kv::KvPolicy;
+use crate::weights::{HostTensor, LinearKind, LlamaWeights};
+use burn::tensor::module::{attention, embedding, linear};
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Int, Tensor, TensorData, activation};
+use std::ops::Range;
+
+/// Bad input to the forward pass.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ForwardError {
+    #[error("batch is empty")]
+    EmptyBatch,
+    #[error(
+        "sequence {index} has {len} tokens, but sequence 0 has {expected}: a batch needs equal lengths"
+    )]
+    RaggedBatch {
+        index: usize,
+        len: usize,
+        expected: usize,
+    },
+    #[error("sequence length {len} exceeds the model's context of {max}")]
+    TooLong { len: usize, max: usize },
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    BadToken { id: u32, vocab: usize },
+    #[error("layer range {start}..{end} is outside 0..{n_layers}")]
+    BadLayers {
+        start: usize,
+        end: usize,
+        n_layers: usize,
+    },
+    #[error("layer {layer} {kind:?}: weight has shape {found:?}, expected {expected:?}")]
+    BadWeight {
+        layer: usize,
+        kind: LinearKind,
+        expected: [usize; 2],
+        found: Vec<usize>,
+    },
+}
+
+/// Observes the forward pass. Every method has a no-op default.
+pub trait ForwardHook {
+    /// The input `[tokens, in_features]` of one linear layer, as it is about
+    /// to be multiplied (Q, K and V see the same input).
+    fn linear_input(&mut self, _layer: usize, _kind: LinearKind, _x: &Tensor<2>) {}
+}
+
+/// A hook that does nothing.
+pub struct NoHook;
+impl ForwardHook for NoHook {}
+
+/// One block on the device. Linear weights are stored `[in, out]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Block {
+    pub(crate) attn_norm: Tensor<3>,
+    pub(crate) mlp_norm: Tensor<3>,
+    pub(crate) linears: [Tensor<2>; 7],
+    pub(crate) skip_attn: bool,
+    pub(crate) skip_mlp: bool,
+}
+
+/// A Llama-family model resident on one device.
+#[derive(Debug, Clone)]
+pub struct LlamaModel {
+    pub(crate) cfg: LlamaConfig,
+    pub(crate) device: Device,
+    embed: Tensor<2>,
+    pub(crate) blocks: Vec<Block>,
+    final_norm: Tensor<3>,
+    /// `[hidden, vocab]`.
+    head: Tensor<2>,
+    /// `[positions, head_dim]`, HF rotate-half layout.
+    pub(crate) rope_cos: Tensor<2>,
+    pub(crate) rope_sin: Tensor<2>,
+    /// `x @ rot` is rotate_half(x) on the last dimension.
+    pub(crate) rot: Tensor<2>,
+    rope_len: usize,
+    /// Per-layer KV-cache policies; any set switches to the chunked prefill.
+    pub(crate) kv: Vec<Option<KvPolicy>>,
+    pub(crate) kv_chunk: usize,
+}
+
+fn upload(t: &HostTensor, device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device)
+}
+
+fn upload_norm(t: &HostTensor, device: &Device) -> Tensor<3> {
+    let n = t.data.len();
+    Tensor::from_data(TensorData::new(t.data.clone(), [1, 1, n]), device)
+}
+
+/// Most positions the RoPE tables are built for.
+const MAX_ROPE_TABLE: usize = 32_768;
+
+impl LlamaModel {
+    /// Upload `weights` to `device`.
+    pub fn new(cfg: &LlamaConfig, weights: &LlamaWeights, device: &Device) -> Self {
+        let blocks = weights
+            .layers
+            .iter()
+            .map(|l| Block {
+                attn_norm: upload_norm(&l.attn_norm, device),
+                mlp_norm: upload_norm(&l.mlp_norm, device),
+                linears: LinearKind::ALL.map(|k| upload(&l.linear(k).transposed(), device)),
+                skip_attn: false,
+                skip_mlp: false,
+            })
+            .collect();
+        let head = weights
+            .lm_head
+            .as_ref()
+            .unwrap_or(&weights.embed)
+            .transposed();
+        let rope_len = cfg.max_context.clamp(1, MAX_ROPE_TABLE);
+        let (cos, sin) = rope_tables(cfg, rope_len);
+        let hd = cfg.head_dim;
+        let half = hd / 2;
+        let mut rot = vec![0.0f32; hd * hd];
+        for i in 0..half {
+            rot[(i + half) * hd + i] = -1.0;
+            rot[i * hd + i + half] = 1.0;
+        }
+        Self {
+            cfg: cfg.clone(),
+            device: device.clone(),
+            embed: upload(&weights.embed, device),
+            blocks,
+            final_norm: upload_norm(&weights.final_norm, device),
+            head: upload(&head, device),
+            rope_cos: Tensor::from_data(TensorData::new(cos, [rope_len, hd]), device),
+            rope_sin: Tensor::from_data(TensorData::new(sin, [rope_len, hd]), device),
+            rot: Tensor::from_data(TensorData::new(rot, [hd, hd]), device),
+            rope_len,
+            kv: vec![None; cfg.n_layers],
+            kv_chunk: 64,
+        }
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn n_layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Replace one linear layer's weight (`[out, in]`, PyTorch orientation).
+    pub fn set_linear(
+        &mut self,
+        layer: usize,
+        kind: LinearKind,
+        w: &HostTensor,
+    ) -> Result<(), ForwardError> {
+        let expected = kind.shape(&self.cfg);
+        if layer >= self.blocks.len() {
+            return Err(ForwardError::BadLayers {
+                start: layer,
+                end: layer + 1,
+                n_layers: self.blocks.len(),
+            });
+        }
+        if w.shape != expected {
+            return Err(ForwardError::BadWeight {
+                layer,
+                kind,
+                expected,
+                found: w.shape.clone(),
+            });
+        }
+        self.blocks[layer].linears[kind as usize] = upload(&w.transposed(), &self.device);
+        Ok(())
+    }
+
+    /// Skip (or restore) a layer's attention sub-block: it becomes the
+    /// identity on the residual stream.
+    pub fn set_skip_attention(&mut self, layer: usize, skip: bool) {
+        self.blocks[layer].skip_attn = skip;
+    }
+
+    /// Skip (or restore) a layer's MLP sub-block.
+    pub fn set_skip_mlp(&mut self, layer: usize, skip: bool) {
+        self.blocks[layer].skip_mlp = skip;
+    }
+
+    pub fn is_skipped(&self, layer: usize) -> (bool, bool) {
+        (self.blocks[layer].skip_attn, self.blocks[layer].skip_mlp)
+    }
+
+    /// Check a batch of equal-length token sequences and upload it as `[B, T]`.
+    pub fn tokens_to_device(&self, batch: &[Vec<u32>]) -> Result<Tensor<2, Int>, ForwardError> {
+        let first = batch.first().ok_or(ForwardError::EmptyBatch)?;
+        let t = first.len();
+        if t == 0 {
+            return Err(ForwardError::EmptyBatch);
+        }
+        if t > self.rope_len {
+            return Err(ForwardError::TooLong {
+                len: t,
+                max: self.rope_len,
+            });
+        }
+        let mut ids = Vec::with_capacity(batch.len() * t);
+        for (index, seq) in batch.iter().enumerate() {
+            if seq.len() != t {
+                return Err(ForwardError::RaggedBatch {
+                    index,
+                    len: seq.len(),
+                    expected: t,
+                });
+            }
+            for &id in seq {
+                if id as usize >= self.cfg.vocab {
+                    return Err(ForwardError::BadToken {
+                        id,
+                        vocab: self.cfg.vocab,
+                    });
+                }
+                ids.push(id as i64);
+            }
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(ids, [batch.len(), t]),
+            &self.device,
+        ))
+    }
+
+    /// Token embeddings `[B, T, hidden]`.
+    pub fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        embedding(self.embed.clone(), tokens)
+    }
+
+    /// Run blocks `layers` on hidden states `[B, T, hidden]` (positions start at 0).
+    pub fn forward_layers(
+        &self,
+        mut h: Tensor<3>,
+        layers: Range<usize>,
+        hook: &mut dyn ForwardHook,
+    ) -> Result<Tensor<3>, ForwardError> {
+        if layers.start > layers.end || layers.end > self.blocks.len() {
+            return Err(ForwardError::BadLayers {
+                start: layers.start,
+                end: layers.end,
+                n_layers: self.blocks.len(),
+            });
+        }
+        for l in layers {
+            h = self.block(l, h, hook);
+        }
+        Ok(h)
+    }
+
+    /// Final norm and output head: logits `[B, T, vocab]`.
+    pub fn head(&self, h: Tensor<3>) -> Tensor<3> {
+        linear(self.rms_norm(h, &self.final_norm), self.head.clone(), None)
+    }
+
+    /// Logits `[B, T, vocab]` for a batch of equal-length sequences.
+    pub fn forward(&self, batch: &[Vec<u32>]) -> Result<Tensor<3>, ForwardError> {
+        self.forward_hooked(batch, &mut NoHook)
+    }
+
+    /// Logits with `hook` observing every linear input. With a KV-cache
+    /// policy set on any layer this is the chunked prefill of
+    /// [`LlamaModel::forward_kv`], which calls no hooks.
+    pub fn forward_hooked(
+        &self,
+        batch: &[Vec<u32>],
+        hook: &mut dyn ForwardHook,
+    ) -> Result<Tensor<3>, ForwardError> {
+        if self.has_kv_policy() {
+            return Ok(self.forward_kv(batch)?.0);
+        }
+        let tokens = self.tokens_to_device(batch)?;
+        let h = self.embed(tokens);
+        let h = self.forward_layers(h, 0..self.blocks.len(), hook)?;
+        Ok(self.head(h))
+    }
+
+    pub(crate) fn rms_norm(&self, x: Tensor<3>, w: &Tensor<3>) -> Tensor<3> {
+        let var = x.clone().square().mean_dim(2);
+        x * (var + self.cfg.rms_eps).sqrt().recip() * w.clone()
+    }
+
+    fn rope(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, h, t, d] = x.dims();
+        let cos = self.rope_cos.clone().slice([0..t]).reshape([1, 1, t, d]);
+        let sin = self.rope_sin.clone().slice([0..t]).reshape([1, 1, t, d]);
+        let rotated = x
+            .clone()
+            .reshape([b * h * t, d])
+            .matmul(self.rot.clone())
+            .reshape([b, h, t, d]);
+        x * cos + rotated * sin
+    }
+
+    fn block(&self, l: usize, h: Tensor<3>, hook: &mut dyn ForwardHook) -> Tensor<3> {
+        let blk = &self.blocks[l];
+        let cfg = &self.cfg;
+        let [b, t, hidden] = h.dims();
+        let n = b * t;
+        let w = |k: LinearKind| blk.linears[k as usize].clone();
+        let mut h = h;
+        if !blk.skip_attn {
+            let x = self
+                .rms_norm(h.clone(), &blk.attn_norm)
+                .reshape([n, hidden]);
+            hook.linear_input(l, LinearKind::Q, &x);
+            hook.linear_input(l, LinearKind::K, &x);
+            hook.linear_input(l, LinearKind::V, &x);
+            let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+            let heads = |y: Tensor<2>, nheads: usize| y.reshape([b, t, nheads, hd]).swap_dims(1, 2);
+            let q = self.rope(heads(linear(x.clone(), w(LinearKind::Q), None), nh));
+            let k = self.rope(heads(linear(x.clone(), w(LinearKind::K), None), nkv));
+            let v = heads(linear(x, w(LinearKind::V), None), nkv);
+            let (k, v) = if nkv == nh {
+                (k, v)
+            } else {
+                let rep = nh / nkv;
+                let expand = |y: Tensor<4>| {
+                    y.unsqueeze_dim::<5>(2)
+                        .expand([b, nkv, rep, t, hd])
+                        .reshape([b, nh, t, hd])
+                };
+                (expand(k), expand(v))
+            };
+            let opts = AttentionModuleOptions {
+                scale: None,
+                softcap: None,
+                is_causal: true,
+            };
+            let o = attention(q, k, v, None, None, opts)
+                .swap_dims(1, 2)
+                .reshape([n, nh * hd]);
+            hook.linear_input(l, LinearKind::O, &o);
+            h = h + linear(o, w(LinearKind::O), None).reshape([b, t, hidden]);
+        }
+        if !blk.skip_mlp {
+            let x = self.rms_norm(h.clone(), &blk.mlp_norm).reshape([n, hidden]);
+            hook.linear_input(l, LinearKind::Gate, &x);
+            hook.linear_input(l, LinearKind::Up, &x);
+            let g = activation::silu(linear(x.clone(), w(LinearKind::Gate), None));
+            let u = linear(x, w(LinearKind::Up), None);
+            let a = g * u;
+            hook.linear_input(l, LinearKind::Down, &a);
+            h = h + linear(a, w(LinearKind::Down), None).reshape([b, t, hidden]);
+        }
+        h
+    }
+}
+
+/// cos/sin tables `[len, head_dim]` in HF's rotate-half layout.
+fn rope_tables(cfg: &LlamaConfig, len: usize) -> (Vec<f32>, Vec<f32>) {
+    let inv = cfg.rope_inv_freq();
+    let scale = cfg.rope_position_scale();
+    let hd = cfg.head_dim;
+    let half = hd / 2;
+    let mut cos = vec![0.0f32; len * hd];
+    let mut sin = vec![0.0f32; len * hd];
+    for p in 0..len {
+        for (i, f) in inv.iter().enumerate() {
+            let a = p as f64 * scale * f;
+            let (s, c) = a.sin_cos();
+            cos[p * hd + i] = c as f32;
+            cos[p * hd + i + half] = c as f32;
+            sin[p * hd + i] = s as f32;
+            sin[p * hd + i + half] = s as f32;
+        }
+    }
+    (cos, sin)
+}

@@ -1,0 +1,416 @@
+//! Loading a model from a GGUF file or an HF folder (config.json + safetensors
+//! + tokenizer.json).
+
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use crate::tokenizer::TextTokenizer;
+use crate::weights::{
+    HostTensor, LinearKind, LlamaWeights, Names, TensorSource, unpermute_rope_rows,
+};
+use evocomp_gguf::GgufFile;
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The on-disk format of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    Gguf,
+    HfSafetensors,
+}
+
+/// One stored tensor, as `inspect` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorEntry {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+}
+
+/// What a model file or folder holds, without dequantising its weights.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub format: ModelFormat,
+    pub config: LlamaConfig,
+    /// Every file the model is made of (hashed for the fingerprint).
+    pub files: Vec<PathBuf>,
+    pub tensors: Vec<TensorEntry>,
+}
+
+impl ModelInfo {
+    /// sha256 over the model's files, in order: names the exact weights.
+    pub fn fingerprint(&self) -> Result<String> {
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        for f in &self.files {
+            let mut file = std::fs::File::open(f).map_err(ModelError::io(f))?;
+            loop {
+                let n = file.read(&mut buf).map_err(ModelError::io(f))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+
+    /// Tensor counts per stored dtype, e.g. `Q4_1: 210`.
+    pub fn dtype_counts(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for t in &self.tensors {
+            *m.entry(t.dtype.clone()).or_insert(0) += 1;
+        }
+        m
+    }
+}
+
+/// A loaded model: its architecture, f32 host weights and tokenizer.
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    pub info: ModelInfo,
+    pub weights: LlamaWeights,
+    pub tokenizer: TextTokenizer,
+}
+
+impl LoadedModel {
+    pub fn config(&self) -> &LlamaConfig {
+        &self.info.config
+    }
+}
+
+fn detect(path: &Path) -> Result<ModelFormat> {
+    if path.is_dir() {
+        if path.join("config.json").is_file() {
+            return Ok(ModelFormat::HfSafetensors);
+        }
+        return Err(ModelError::Unsupported {
+            path: path.to_path_buf(),
+            message: "folder has no config.json (expected an HF model folder or a .gguf file)"
+                .into(),
+        });
+    }
+    if !path.exists() {
+        return Err(ModelError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+        });
+    }
+    Ok(ModelFormat::Gguf)
+}
+
+/// Read a model's architecture and tensor table.
+pub fn inspect_model(path: impl AsRef<Path>) -> Result<ModelInfo> {
+    let path = path.as_ref();
+    match detect(path)? {
+        ModelFormat::Gguf => {
+            let f = GgufFile::open(path)?;
+            gguf_info(&f)
+        }
+        ModelFormat::HfSafetensors => Ok(HfFolder::open(path)?.info),
+    }
+}
+
+/// Load a model: weights dequantised to f32 and checked against the config,
+/// and its tokenizer.
+pub fn load_model(path: impl AsRef<Path>) -> Result<LoadedModel> {
+    let path = path.as_ref();
+    match detect(path)? {
+        ModelFormat::Gguf => {
+            let f = GgufFile::open(path)?;
+            let info = gguf_info(&f)?;
+            let tokenizer = TextTokenizer::from_gguf(&f)?;
+            let src = GgufSource {
+                n_heads: info.config.n_heads,
+                n_kv_heads: info.config.n_kv_heads,
+                file: f,
+            };
+            let names = Names {
+                embed: "token_embd.weight".into(),
+                final_norm: "output_norm.weight".into(),
+                lm_head: "output.weight".into(),
+                attn_norm: |l| format!("blk.{l}.attn_norm.weight"),
+                mlp_norm: |l| format!("blk.{l}.ffn_norm.weight"),
+                linear: |k, l| k.gguf_name(l),
+            };
+            let weights = LlamaWeights::read(&info.config, &src, &names)?;
+            check_vocab(&info, &tokenizer)?;
+            Ok(LoadedModel {
+                info,
+                weights,
+                tokenizer,
+            })
+        }
+        ModelFormat::HfSafetensors => {
+            let folder = HfFolder::open(path)?;
+            let tokenizer = TextTokenizer::from_file(&path.join("tokenizer.json"))?;
+            let names = Names {
+                embed: "model.embed_tokens.weight".into(),
+                final_norm: "model.norm.weight".into(),
+                lm_head: "lm_head.weight".into(),
+                attn_norm: |l| format!("model.layers.{l}.input_layernorm.weight"),
+                mlp_norm: |l| format!("model.layers.{l}.post_attention_layernorm.weight"),
+                linear: |k, l| k.hf_name(l),
+            };
+            let weights = LlamaWeights::read(&folder.info.config, &folder, &names)?;
+            check_vocab(&folder.info, &tokenizer)?;
+            Ok(LoadedModel {
+                info: folder.info,
+                weights,
+                tokenizer,
+            })
+        }
+    }
+}
+
+fn check_vocab(info: &ModelInfo, tk: &TextTokenizer) -> Result<()> {
+    if tk.vocab_size() > info.config.vocab {
+        return Err(ModelError::BadConfig {
+            path: tk.source().to_path_buf(),
+            message: format!(
+                "tokenizer has {} tokens but the model's vocab is {}",
+                tk.vocab_size(),
+                info.config.vocab
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn gguf_info(f: &GgufFile) -> Result<ModelInfo> {
+    let config = LlamaConfig::from_gguf(f)?;
+    Ok(ModelInfo {
+        path: f.path().to_path_buf(),
+        format: ModelFormat::Gguf,
+        config,
+        files: vec![f.path().to_path_buf()],
+        tensors: f
+            .tensors()
+            .iter()
+            .map(|t| TensorEntry {
+                name: t.name.clone(),
+                dtype: t.ty.to_string(),
+                shape: t.shape(),
+            })
+            .collect(),
+    })
+}
+
+struct GgufSource {
+    file: GgufFile,
+    n_heads: usize,
+    n_kv_heads: usize,
+}
+
+impl TensorSource for GgufSource {
+    fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    fn read(&self, name: &str) -> Result<Option<HostTensor>> {
+        if self.file.tensor_info(name).is_none() {
+            return Ok(None);
+        }
+        let (shape, data) = self.file.dequantize(name)?;
+        let t = HostTensor::new(shape, data);
+        // Q and K rows are stored permuted for llama.cpp's RoPE.
+        let heads = if name.ends_with(".attn_q.weight") {
+            Some(self.n_heads)
+        } else if name.ends_with(".attn_k.weight") {
+            Some(self.n_kv_heads)
+        } else {
+            None
+        };
+        Ok(Some(match heads {
+            Some(n) if t.shape.len() == 2 && t.shape[0] % n == 0 && (t.shape[0] / n) % 2 == 0 => {
+                unpermute_rope_rows(&t, n)
+            }
+            _ => t,
+        }))
+    }
+}
+
+/// An HF folder: config.json, one or more safetensors shards.
+struct HfFolder {
+    info: ModelInfo,
+    /// (file, map), and which shard holds each tensor.
+    shards: Vec<(PathBuf, Mmap)>,
+    location: BTreeMap<String, usize>,
+}
+
+impl HfFolder {
+    fn open(dir: &Path) -> Result<Self> {
+        let config = LlamaConfig::from_hf_json(&dir.join("config.json"))?;
+        let index = dir.join("model.safetensors.index.json");
+        let files: Vec<PathBuf> = if index.is_file() {
+            let text = std::fs::read_to_string(&index).map_err(ModelError::io(&index))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|source| ModelError::Json {
+                    path: index.clone(),
+                    source,
+                })?;
+            let map = v["weight_map"]
+                .as_object()
+                .ok_or_else(|| ModelError::BadConfig {
+                    path: index.clone(),
+                    message: "no \"weight_map\" object".into(),
+                })?;
+            let mut files: Vec<String> = map
+                .values()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect();
+            files.sort();
+            files.dedup();
+            files.into_iter().map(|f| dir.join(f)).collect()
+        } else if dir.join("model.safetensors").is_file() {
+            vec![dir.join("model.safetensors")]
+        } else {
+            return Err(ModelError::Unsupported {
+                path: dir.to_path_buf(),
+                message: "no model.safetensors or model.safetensors.index.json".into(),
+            });
+        };
+        let mut shards = Vec::new();
+        let mut location = BTreeMap::new();
+        let mut tensors = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let file = std::fs::File::open(f).map_err(ModelError::io(f))?;
+            // SAFETY: read-only map of a file we do not modify while loading.
+            let mmap = unsafe { Mmap::map(&file) }.map_err(ModelError::io(f))?;
+            let st = SafeTensors::deserialize(&mmap).map_err(|e| ModelError::Safetensors {
+                path: f.clone(),
+                message: e.to_string(),
+            })?;
+            let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
+            names.sort();
+            for name in names {
+                let view = st.tensor(&name).map_err(|e| ModelError::Safetensors {
+                    path: f.clone(),
+                    message: e.to_string(),
+                })?;
+                tensors.push(TensorEntry {
+                    name: name.clone(),
+                    dtype: format!("{:?}", view.dtype()),
+                    shape: view.shape().to_vec(),
+                });
+                location.insert(name, i);
+            }
+            drop(st);
+            shards.push((f.clone(), mmap));
+        }
+        let mut all_files = vec![dir.join("config.json")];
+        all_files.extend(files);
+        Ok(Self {
+            info: ModelInfo {
+                path: dir.to_path_buf(),
+                format: ModelFormat::HfSafetensors,
+                config,
+                files: all_files,
+                tensors,
+            },
+            shards,
+            location,
+        })
+    }
+}
+
+impl TensorSource for HfFolder {
+    fn path(&self) -> &Path {
+        &self.info.path
+    }
+
+    fn read(&self, name: &str) -> Result<Option<HostTensor>> {
+        let Some(&i) = self.location.get(name) else {
+            return Ok(None);
+        };
+        let (path, mmap) = &self.shards[i];
+        let bad = |message: String| ModelError::Safetensors {
+            path: path.clone(),
+            message,
+        };
+        let st = SafeTensors::deserialize(mmap).map_err(|e| bad(e.to_string()))?;
+        let view = st.tensor(name).map_err(|e| bad(e.to_string()))?;
+        let bytes = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(ModelError::UnsupportedDtype {
+                    path: path.clone(),
+                    name: name.to_string(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        Ok(Some(HostTensor::new(view.shape().to_vec(), data)))
+    }
+}
+
+/// Write weights as an HF folder: config.json + model.safetensors (f32).
+/// The tokenizer is written by the caller (it may come from elsewhere).
+pub fn save_hf_safetensors(cfg: &LlamaConfig, w: &LlamaWeights, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(ModelError::io(dir))?;
+    let mut tensors: Vec<(String, &HostTensor)> = vec![
+        ("model.embed_tokens.weight".into(), &w.embed),
+        ("model.norm.weight".into(), &w.final_norm),
+    ];
+    if let Some(h) = &w.lm_head {
+        tensors.push(("lm_head.weight".into(), h));
+    }
+    for (l, layer) in w.layers.iter().enumerate() {
+        tensors.push((
+            format!("model.layers.{l}.input_layernorm.weight"),
+            &layer.attn_norm,
+        ));
+        tensors.push((
+            format!("model.layers.{l}.post_attention_layernorm.weight"),
+            &layer.mlp_norm,
+        ));
+        for k in LinearKind::ALL {
+            tensors.push((k.hf_name(l), layer.linear(k)));
+        }
+    }
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .into_iter()
+        .map(|(n, t)| {
+            (
+                n,
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                t.shape.clone(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+        .iter()
+        .map(|(n, b, s)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+                    .expect("byte count matches the shape"),
+            )
+        })
+        .collect();
+    let st_path = dir.join("model.safetensors");
+    safetensors::serialize_to_file(views, None, &st_path).map_err(|e| ModelError::Safetensors {
+        path: st_path.clone(),
+        message: e.to_string(),
+    })?;
+    let cfg_path = dir.join("config.json");
+    let text = serde_json::to_string_pretty(&cfg.to_hf_json()).expect("json");
+    std::fs::write(&cfg_path, text).map_err(ModelError::io(&cfg_path))?;
+    Ok(())
+}

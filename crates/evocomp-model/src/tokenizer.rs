@@ -1,0 +1,178 @@
+//! The text tokenizer: rebuilt from GGUF metadata, or read from `tokenizer.json`.
+
+use crate::error::{ModelError, Result};
+use evocomp_gguf::GgufFile;
+use std::path::{Path, PathBuf};
+use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+
+/// llama.cpp's split for Llama 3 style vocabularies ("llama-bpe").
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// A tokenizer with its special ids.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    source: PathBuf,
+    pub bos_id: Option<u32>,
+    pub eos_id: Option<u32>,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer")
+            .field("source", &self.source)
+            .field("vocab", &self.vocab_size())
+            .finish()
+    }
+}
+
+impl TextTokenizer {
+    /// Rebuild a GPT-2 style byte-level BPE tokenizer from `tokenizer.ggml.*`.
+    pub fn from_gguf(f: &GgufFile) -> Result<Self> {
+        let path = f.path();
+        let err = |message: String| ModelError::Tokenizer {
+            path: path.to_path_buf(),
+            message,
+        };
+        let model = f.get_str("tokenizer.ggml.model")?;
+        if model != "gpt2" {
+            return Err(err(format!(
+                "tokenizer model {model:?} is not supported from GGUF (supported: \"gpt2\", byte-level BPE); \
+                 load the HF folder with its tokenizer.json instead"
+            )));
+        }
+        let tokens = f.get_str_array("tokenizer.ggml.tokens")?;
+        let merges = f.get_str_array("tokenizer.ggml.merges")?;
+        let types: Vec<i64> = match f
+            .get("tokenizer.ggml.token_type")
+            .and_then(|v| v.as_array())
+        {
+            Some(a) => a.iter().map(|v| v.as_i64().unwrap_or(1)).collect(),
+            None => vec![1; tokens.len()],
+        };
+        let vocab: Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i as u32))
+            .collect();
+        if vocab.len() != tokens.len() {
+            return Err(err("the vocabulary has duplicate tokens".into()));
+        }
+        let merges = merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| err(format!("merge {m:?} is not two tokens")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| err(format!("cannot build BPE: {e}")))?;
+        let pre = f
+            .get("tokenizer.ggml.pre")
+            .and_then(|v| v.as_str())
+            .unwrap_or("default");
+        let byte_level = ByteLevel::new(false, true, true);
+        let pre_tokenizer: PreTokenizerWrapper = match pre {
+            "default" | "gpt2" | "gpt-2" => byte_level.into(),
+            // SmolLM: every digit alone, then GPT-2's split.
+            "smollm" | "starcoder" => {
+                Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
+            }
+            "llama-bpe" | "llama3" | "llama-v3" => {
+                let split = Split::new(
+                    SplitPattern::Regex(LLAMA3_SPLIT.into()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map_err(|e| err(format!("bad split regex: {e}")))?;
+                Sequence::new(vec![
+                    split.into(),
+                    ByteLevel::new(false, true, false).into(),
+                ])
+                .into()
+            }
+            other => {
+                return Err(err(format!(
+                    "pre-tokenizer {other:?} is not supported (supported: default, gpt2, smollm, llama-bpe)"
+                )));
+            }
+        };
+        let mut tk = Tokenizer::new(bpe);
+        tk.with_pre_tokenizer(Some(pre_tokenizer));
+        tk.with_decoder(Some(ByteLevel::default()));
+        // Control tokens (type 3) are special: matched whole, never split.
+        let specials: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, t)| **t == 3)
+            .map(|(s, _)| AddedToken::from(s.to_string(), true))
+            .collect();
+        tk.add_special_tokens(specials)
+            .map_err(|e| err(format!("cannot add special tokens: {e}")))?;
+        let id = |k: &str| f.get(k).and_then(|v| v.as_u64()).map(|v| v as u32);
+        Ok(Self {
+            inner: tk,
+            source: path.to_path_buf(),
+            bos_id: id("tokenizer.ggml.bos_token_id"),
+            eos_id: id("tokenizer.ggml.eos_token_id"),
+        })
+    }
+
+    /// Read an HF `tokenizer.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(ModelError::Tokenizer {
+                path: path.to_path_buf(),
+                message: "file not found".into(),
+            });
+        }
+        let inner = Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let special = |names: &[&str]| names.iter().find_map(|n| inner.token_to_id(n));
+        Ok(Self {
+            bos_id: special(&["<|begin_of_text|>", "<s>", "<|endoftext|>", "<|im_start|>"]),
+            eos_id: special(&["<|end_of_text|>", "</s>", "<|endoftext|>", "<|im_end|>"]),
+            inner,
+            source: path.to_path_buf(),
+        })
+    }
+
+    /// Token ids of `text`, without special tokens added.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        self.inner
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String, String> {
+        self.inner.decode(ids, false).map_err(|e| e.to_string())
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The tokenizer as HF `tokenizer.json` text (for export, and as a fingerprint).
+    pub fn to_json(&self) -> Result<String, String> {
+        self.inner.to_string(false).map_err(|e| e.to_string())
+    }
+
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+}

@@ -1,0 +1,291 @@
+//! Host-side f32 weights in PyTorch orientation (`[out, in]` for linears),
+//! with Q/K rows in HF order (GGUF's RoPE permutation undone).
+
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// A dense f32 tensor in row-major order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "shape {shape:?} does not match {} values",
+            data.len()
+        );
+        Self { shape, data }
+    }
+
+    /// The transpose of a 2-D tensor.
+    pub fn transposed(&self) -> HostTensor {
+        assert_eq!(self.shape.len(), 2, "transpose needs a 2-D tensor");
+        let (r, c) = (self.shape[0], self.shape[1]);
+        let mut out = vec![0.0; r * c];
+        // Blocked to stay cache-friendly on large matrices.
+        const B: usize = 32;
+        for i0 in (0..r).step_by(B) {
+            for j0 in (0..c).step_by(B) {
+                for i in i0..(i0 + B).min(r) {
+                    for j in j0..(j0 + B).min(c) {
+                        out[j * r + i] = self.data[i * c + j];
+                    }
+                }
+            }
+        }
+        HostTensor::new(vec![c, r], out)
+    }
+}
+
+/// The seven linear layers of a Llama block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum LinearKind {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl LinearKind {
+    pub const ALL: [LinearKind; 7] = [
+        LinearKind::Q,
+        LinearKind::K,
+        LinearKind::V,
+        LinearKind::O,
+        LinearKind::Gate,
+        LinearKind::Up,
+        LinearKind::Down,
+    ];
+
+    /// `[out, in]` for this layer under `cfg`.
+    pub fn shape(self, cfg: &LlamaConfig) -> [usize; 2] {
+        let h = cfg.hidden;
+        match self {
+            LinearKind::Q => [cfg.q_dim(), h],
+            LinearKind::K | LinearKind::V => [cfg.kv_dim(), h],
+            LinearKind::O => [h, cfg.q_dim()],
+            LinearKind::Gate | LinearKind::Up => [cfg.intermediate, h],
+            LinearKind::Down => [h, cfg.intermediate],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LinearKind::Q => "q",
+            LinearKind::K => "k",
+            LinearKind::V => "v",
+            LinearKind::O => "o",
+            LinearKind::Gate => "gate",
+            LinearKind::Up => "up",
+            LinearKind::Down => "down",
+        }
+    }
+
+    pub fn gguf_name(self, layer: usize) -> String {
+        let s = match self {
+            LinearKind::Q => "attn_q",
+            LinearKind::K => "attn_k",
+            LinearKind::V => "attn_v",
+            LinearKind::O => "attn_output",
+            LinearKind::Gate => "ffn_gate",
+            LinearKind::Up => "ffn_up",
+            LinearKind::Down => "ffn_down",
+        };
+        format!("blk.{layer}.{s}.weight")
+    }
+
+    pub fn hf_name(self, layer: usize) -> String {
+        let s = match self {
+            LinearKind::Q => "self_attn.q_proj",
+            LinearKind::K => "self_attn.k_proj",
+            LinearKind::V => "self_attn.v_proj",
+            LinearKind::O => "self_attn.o_proj",
+            LinearKind::Gate => "mlp.gate_proj",
+            LinearKind::Up => "mlp.up_proj",
+            LinearKind::Down => "mlp.down_proj",
+        };
+        format!("model.layers.{layer}.{s}.weight")
+    }
+}
+
+/// The weights of one block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerWeights {
+    pub attn_norm: HostTensor,
+    pub mlp_norm: HostTensor,
+    /// Indexed by `LinearKind as usize`, each `[out, in]`.
+    pub linears: [HostTensor; 7],
+}
+
+impl LayerWeights {
+    pub fn linear(&self, kind: LinearKind) -> &HostTensor {
+        &self.linears[kind as usize]
+    }
+
+    pub fn linear_mut(&mut self, kind: LinearKind) -> &mut HostTensor {
+        &mut self.linears[kind as usize]
+    }
+}
+
+/// All weights of a Llama-family model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaWeights {
+    /// `[vocab, hidden]`.
+    pub embed: HostTensor,
+    pub layers: Vec<LayerWeights>,
+    pub final_norm: HostTensor,
+    /// `[vocab, hidden]`; `None` when tied to `embed`.
+    pub lm_head: Option<HostTensor>,
+}
+
+/// Where the weights come from, with names in one format's convention.
+pub(crate) trait TensorSource {
+    fn path(&self) -> &Path;
+    /// The tensor as f32 with its row-major shape, or `None` if absent.
+    fn read(&self, name: &str) -> Result<Option<HostTensor>>;
+}
+
+/// The names of one format.
+pub(crate) struct Names {
+    pub embed: String,
+    pub final_norm: String,
+    pub lm_head: String,
+    pub attn_norm: fn(usize) -> String,
+    pub mlp_norm: fn(usize) -> String,
+    pub linear: fn(LinearKind, usize) -> String,
+}
+
+impl LlamaWeights {
+    /// Read every tensor named by `names`, checking each shape against `cfg`.
+    pub(crate) fn read(cfg: &LlamaConfig, src: &dyn TensorSource, names: &Names) -> Result<Self> {
+        let get = |name: &str, expected: &[usize]| -> Result<HostTensor> {
+            let t = src.read(name)?.ok_or_else(|| ModelError::MissingTensor {
+                path: src.path().to_path_buf(),
+                name: name.to_string(),
+            })?;
+            check_shape(src.path(), name, &t, expected)?;
+            Ok(t)
+        };
+        let h = cfg.hidden;
+        let embed = get(&names.embed, &[cfg.vocab, h])?;
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for l in 0..cfg.n_layers {
+            let attn_norm = get(&(names.attn_norm)(l), &[h])?;
+            let mlp_norm = get(&(names.mlp_norm)(l), &[h])?;
+            let linears = LinearKind::ALL.map(|k| get(&(names.linear)(k, l), &k.shape(cfg)));
+            let [q, k, v, o, g, u, d] = linears;
+            layers.push(LayerWeights {
+                attn_norm,
+                mlp_norm,
+                linears: [q?, k?, v?, o?, g?, u?, d?],
+            });
+        }
+        let final_norm = get(&names.final_norm, &[h])?;
+        let lm_head = if cfg.tied_embeddings {
+            None
+        } else {
+            Some(get(&names.lm_head, &[cfg.vocab, h])?)
+        };
+        Ok(LlamaWeights {
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+        })
+    }
+}
+
+fn check_shape(path: &Path, name: &str, t: &HostTensor, expected: &[usize]) -> Result<()> {
+    // A 1-D norm may be stored as [1, h] by some exporters.
+    let squeezed: Vec<usize> = t.shape.iter().copied().filter(|&d| d != 1).collect();
+    let want: Vec<usize> = expected.iter().copied().filter(|&d| d != 1).collect();
+    if t.shape != expected && !(expected.len() == 1 && squeezed == want) {
+        return Err(ModelError::ShapeMismatch {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            expected: expected.to_vec(),
+            found: t.shape.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Undo llama.cpp's RoPE row permutation of a Q or K weight `[n_head * head_dim, in]`.
+///
+/// llama.cpp's converter stores HF row `half * head_dim/2 + i` of each head at
+/// row `2 * i + half`, so that RoPE can rotate adjacent pairs. Reading GGUF
+/// row `2 * i + half` back into HF row `half * head_dim/2 + i` restores HF's
+/// rotate-half layout.
+pub fn unpermute_rope_rows(w: &HostTensor, n_head: usize) -> HostTensor {
+    permute_rows(w, n_head, false)
+}
+
+/// Apply llama.cpp's permutation (the inverse of [`unpermute_rope_rows`]).
+pub fn permute_rope_rows(w: &HostTensor, n_head: usize) -> HostTensor {
+    permute_rows(w, n_head, true)
+}
+
+fn permute_rows(w: &HostTensor, n_head: usize, to_gguf: bool) -> HostTensor {
+    let (rows, cols) = (w.shape[0], w.shape[1]);
+    let head_dim = rows / n_head;
+    let half = head_dim / 2;
+    let mut out = vec![0.0; rows * cols];
+    for h in 0..n_head {
+        for part in 0..2 {
+            for i in 0..half {
+                let hf = h * head_dim + part * half + i;
+                let gguf = h * head_dim + 2 * i + part;
+                let (dst, src) = if to_gguf { (gguf, hf) } else { (hf, gguf) };
+                out[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&w.data[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    HostTensor::new(w.shape.clone(), out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rope_permutation_round_trips_and_matches_llama_cpp() {
+        // 2 heads of dim 4, 3 columns; row r holds r in every column.
+        let rows = 8;
+        let w = HostTensor::new(
+            vec![rows, 3],
+            (0..rows).flat_map(|r| [r as f32; 3]).collect(),
+        );
+        let g = permute_rope_rows(&w, 2);
+        // llama.cpp: w.reshape(n_head, 2, hd/2, dim).swapaxes(1, 2):
+        // within a head, HF rows [0,1 | 2,3] become [0,2,1,3].
+        let order: Vec<f32> = g.data.chunks(3).map(|r| r[0]).collect();
+        assert_eq!(order, [0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
+        assert_eq!(unpermute_rope_rows(&g, 2), w);
+        // head_dim 8: a non-trivial permutation whose inverse differs from itself.
+        let w = HostTensor::new(vec![8, 1], (0..8).map(|r| r as f32).collect());
+        let g = permute_rope_rows(&w, 1);
+        assert_eq!(g.data, [0.0, 4.0, 1.0, 5.0, 2.0, 6.0, 3.0, 7.0]);
+        assert_ne!(unpermute_rope_rows(&w, 1), g);
+        assert_eq!(unpermute_rope_rows(&g, 1), w);
+    }
+
+    #[test]
+    fn transpose() {
+        let t = HostTensor::new(vec![2, 3], vec![1., 2., 3., 4., 5., 6.]);
+        let tt = t.transposed();
+        assert_eq!(tt.shape, [3, 2]);
+        assert_eq!(tt.data, [1., 4., 2., 5., 3., 6.]);
+        assert_eq!(tt.transposed(), t);
+    }
+}

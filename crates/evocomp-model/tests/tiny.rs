@@ -1,0 +1,302 @@
+//! Loading and running small seeded random models, written as real files.
+
+use burn::tensor::{Device, Tensor};
+use evocomp_model::testing::{random_weights, tiny_config, write_gguf, write_gguf_filtered};
+use evocomp_model::{
+    ForwardHook, LinearKind, LlamaModel, ModelError, inspect_model, load_model, save_hf_safetensors,
+};
+use std::path::Path;
+
+fn logits(m: &LlamaModel, batch: &[Vec<u32>]) -> Vec<f32> {
+    let t: Tensor<3> = m.forward(batch).unwrap();
+    t.into_data().try_into_vec().unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn tokens(seed: u32, n: usize) -> Vec<u32> {
+    (0..n as u32)
+        .map(|i| 4 + (i * 37 + seed * 11) % 256)
+        .collect()
+}
+
+#[test]
+fn gguf_round_trip_restores_weights_and_rope_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config();
+    let w = random_weights(&cfg, 7);
+    let path = dir.path().join("tiny.gguf");
+    write_gguf(&cfg, &w, &path).unwrap();
+    let m = load_model(&path).unwrap();
+    assert_eq!(m.config(), &cfg);
+    // Q and K were written permuted (llama.cpp order) and come back in HF order.
+    assert_eq!(m.weights, w);
+    let info = inspect_model(&path).unwrap();
+    assert_eq!(
+        info.dtype_counts().get("F32"),
+        Some(&(2 + 9 * cfg.n_layers))
+    );
+}
+
+#[test]
+fn hf_safetensors_folder_gives_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config();
+    let w = random_weights(&cfg, 8);
+    let gguf = dir.path().join("tiny.gguf");
+    write_gguf(&cfg, &w, &gguf).unwrap();
+    let from_gguf = load_model(&gguf).unwrap();
+    let hf = dir.path().join("hf");
+    save_hf_safetensors(&cfg, &w, &hf).unwrap();
+    std::fs::write(
+        hf.join("tokenizer.json"),
+        from_gguf.tokenizer.to_json().unwrap(),
+    )
+    .unwrap();
+    let from_hf = load_model(&hf).unwrap();
+    assert_eq!(from_hf.config(), &cfg);
+    assert_eq!(from_hf.weights, w);
+    let text = "Hello, world! 12345 tokens.";
+    assert_eq!(
+        from_hf.tokenizer.encode(text).unwrap(),
+        from_gguf.tokenizer.encode(text).unwrap()
+    );
+    let d = Device::flex();
+    let batch = vec![tokens(1, 16)];
+    let a = logits(&LlamaModel::new(&cfg, &from_gguf.weights, &d), &batch);
+    let b = logits(&LlamaModel::new(&cfg, &from_hf.weights, &d), &batch);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn sharded_safetensors_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config();
+    let w = random_weights(&cfg, 9);
+    let gguf = dir.path().join("tiny.gguf");
+    write_gguf(&cfg, &w, &gguf).unwrap();
+    let tk = load_model(&gguf).unwrap().tokenizer;
+    let hf = dir.path().join("hf");
+    save_hf_safetensors(&cfg, &w, &hf).unwrap();
+    // Split the single file into two shards plus an index.
+    let bytes = std::fs::read(hf.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    let (a, b) = names.split_at(names.len() / 2);
+    let mut map = serde_json::Map::new();
+    for (shard, part) in [
+        ("model-00001-of-00002.safetensors", a),
+        ("model-00002-of-00002.safetensors", b),
+    ] {
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = part
+            .iter()
+            .map(|n| (n.clone(), st.tensor(n).unwrap()))
+            .collect();
+        safetensors::serialize_to_file(views, None, &hf.join(shard)).unwrap();
+        for n in part {
+            map.insert(n.clone(), serde_json::Value::String(shard.into()));
+        }
+    }
+    std::fs::remove_file(hf.join("model.safetensors")).unwrap();
+    std::fs::write(
+        hf.join("model.safetensors.index.json"),
+        serde_json::json!({ "metadata": {}, "weight_map": map }).to_string(),
+    )
+    .unwrap();
+    std::fs::write(hf.join("tokenizer.json"), tk.to_json().unwrap()).unwrap();
+    let m = load_model(&hf).unwrap();
+    assert_eq!(m.weights, w);
+}
+
+fn expect_err(path: &Path) -> String {
+    let e = load_model(path).expect_err("loading must fail");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&path.file_name().unwrap().to_string_lossy().to_string()),
+        "error does not name the file: {msg}"
+    );
+    msg
+}
+
+#[test]
+fn missing_tensor_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config();
+    let w = random_weights(&cfg, 1);
+    let path = dir.path().join("missing.gguf");
+    write_gguf_filtered(&cfg, &w, &path, |n| n != "blk.1.ffn_up.weight").unwrap();
+    let msg = expect_err(&path);
+    assert!(
+        msg.contains("blk.1.ffn_up.weight") && msg.contains("missing"),
+        "{msg}"
+    );
+    match load_model(&path) {
+        Err(ModelError::MissingTensor { name, .. }) => assert_eq!(name, "blk.1.ffn_up.weight"),
+        other => panic!("expected a missing tensor, got {other:?}"),
+    }
+}
+
+#[test]
+fn config_shape_mismatch_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config();
+    let w = random_weights(&cfg, 1);
+    // The metadata claims a wider MLP than the tensors have.
+    let mut lying = cfg.clone();
+    lying.intermediate = 48;
+    let path = dir.path().join("mismatch.gguf");
+    write_gguf(&lying, &w, &path).unwrap();
+    let msg = expect_err(&path);
+    assert!(msg.contains("ffn_gate") && msg.contains("48"), "{msg}");
+
+    // The same in an HF folder: config.json disagrees with the safetensors.
+    let hf = dir.path().join("hf-mismatch");
+    save_hf_safetensors(&cfg, &w, &hf).unwrap();
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+    c["hidden_size"] = 40.into();
+    std::fs::write(hf.join("config.json"), c.to_string()).unwrap();
+    let ok = dir.path().join("ok.gguf");
+    write_gguf(&cfg, &w, &ok).unwrap();
+    let tk = load_model(&ok).unwrap().tokenizer;
+    std::fs::write(hf.join("tokenizer.json"), tk.to_json().unwrap()).unwrap();
+    let e = load_model(&hf).expect_err("must fail").to_string();
+    assert!(
+        e.contains("hf-mismatch") && (e.contains("shape") || e.contains("hidden")),
+        "{e}"
+    );
+}
+
+#[test]
+fn hf_folder_without_weights_or_config_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = load_model(dir.path())
+        .expect_err("no config.json")
+        .to_string();
+    assert!(e.contains("config.json"), "{e}");
+    std::fs::write(dir.path().join("config.json"), "{ not json").unwrap();
+    let e = load_model(dir.path()).expect_err("bad json").to_string();
+    assert!(e.contains("config.json"), "{e}");
+}
+
+#[test]
+fn causal_and_batch_independent() {
+    let cfg = tiny_config();
+    let m = LlamaModel::new(&cfg, &random_weights(&cfg, 3), &Device::flex());
+    let a = tokens(1, 24);
+    let mut b = a.clone();
+    b[20] = 100;
+    let v = cfg.vocab;
+    let la = logits(&m, std::slice::from_ref(&a));
+    let lb = logits(&m, std::slice::from_ref(&b));
+    // Positions before the change see the same prefix.
+    assert!(max_diff(&la[..20 * v], &lb[..20 * v]) < 1e-5);
+    assert!(max_diff(&la[20 * v..], &lb[20 * v..]) > 1e-3);
+    // A sequence's logits do not depend on its batch-mates.
+    let both = logits(&m, &[a.clone(), b.clone()]);
+    assert!(max_diff(&both[..24 * v], &la) < 1e-4);
+    assert!(max_diff(&both[24 * v..], &lb) < 1e-4);
+}
+
+#[test]
+fn skipping_and_swapping_change_the_output() {
+    let cfg = tiny_config();
+    let w = random_weights(&cfg, 4);
+    let d = Device::flex();
+    let mut m = LlamaModel::new(&cfg, &w, &d);
+    let batch = vec![tokens(2, 16)];
+    let base = logits(&m, &batch);
+    m.set_skip_mlp(1, true);
+    let no_mlp = logits(&m, &batch);
+    assert!(max_diff(&base, &no_mlp) > 1e-3);
+    m.set_skip_mlp(1, false);
+    assert_eq!(logits(&m, &batch), base);
+    m.set_skip_attention(0, true);
+    assert!(max_diff(&base, &logits(&m, &batch)) > 1e-3);
+    m.set_skip_attention(0, false);
+
+    // Swapping in the same weight changes nothing; zeroing it does.
+    let up = w.layers[0].linear(LinearKind::Up).clone();
+    m.set_linear(0, LinearKind::Up, &up).unwrap();
+    assert_eq!(logits(&m, &batch), base);
+    let mut zero = up.clone();
+    zero.data.iter_mut().for_each(|x| *x = 0.0);
+    m.set_linear(0, LinearKind::Up, &zero).unwrap();
+    assert!(max_diff(&base, &logits(&m, &batch)) > 1e-3);
+    // A weight of the wrong shape is refused.
+    let wrong = w.layers[0].linear(LinearKind::Down).clone();
+    assert!(m.set_linear(0, LinearKind::Up, &wrong).is_err());
+}
+
+#[test]
+fn hooks_see_every_linear_input_with_its_shape() {
+    struct Capture(Vec<(usize, LinearKind, [usize; 2])>);
+    impl ForwardHook for Capture {
+        fn linear_input(&mut self, layer: usize, kind: LinearKind, x: &Tensor<2>) {
+            self.0.push((layer, kind, x.dims()));
+        }
+    }
+    let cfg = tiny_config();
+    let m = LlamaModel::new(&cfg, &random_weights(&cfg, 5), &Device::flex());
+    let mut cap = Capture(Vec::new());
+    m.forward_hooked(&[tokens(0, 10), tokens(1, 10)], &mut cap)
+        .unwrap();
+    assert_eq!(cap.0.len(), 7 * cfg.n_layers);
+    for (layer, kind, dims) in cap.0 {
+        assert!(layer < cfg.n_layers);
+        assert_eq!(dims, [20, kind.shape(&cfg)[1]], "{kind:?}");
+    }
+}
+
+#[test]
+fn layer_ranges_compose() {
+    let cfg = tiny_config();
+    let m = LlamaModel::new(&cfg, &random_weights(&cfg, 6), &Device::flex());
+    let batch = vec![tokens(3, 12)];
+    let full = logits(&m, &batch);
+    let h = m.embed(m.tokens_to_device(&batch).unwrap());
+    let mut none = evocomp_model::NoHook;
+    let h = m.forward_layers(h, 0..1, &mut none).unwrap();
+    let h = m.forward_layers(h, 1..2, &mut none).unwrap();
+    let split: Vec<f32> = m.head(h).into_data().try_into_vec().unwrap();
+    assert!(max_diff(&full, &split) < 1e-6);
+    assert!(
+        m.forward_layers(
+            m.embed(m.tokens_to_device(&batch).unwrap()),
+            1..3,
+            &mut none
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn bad_batches_are_errors() {
+    let cfg = tiny_config();
+    let m = LlamaModel::new(&cfg, &random_weights(&cfg, 6), &Device::flex());
+    assert!(m.forward(&[]).is_err());
+    assert!(m.forward(&[vec![1, 2, 3], vec![1, 2]]).is_err());
+    assert!(m.forward(&[vec![1, 2, 9999]]).is_err());
+    assert!(m.forward(&[vec![5; cfg.max_context + 1]]).is_err());
+}
+
+#[test]
+fn untied_head_is_used() {
+    let mut cfg = tiny_config();
+    cfg.tied_embeddings = false;
+    let dir = tempfile::tempdir().unwrap();
+    let w = random_weights(&cfg, 10);
+    assert!(w.lm_head.is_some());
+    let path = dir.path().join("untied.gguf");
+    write_gguf(&cfg, &w, &path).unwrap();
+    let m = load_model(&path).unwrap();
+    assert!(!m.config().tied_embeddings);
+    assert_eq!(m.weights.lm_head, w.lm_head);
+}
