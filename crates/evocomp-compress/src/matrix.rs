@@ -1,0 +1,64 @@
+use crate::hessian::Hessian;
+use faer::{Accum, Mat, MatRef, Par};
+
+/// A dense `[rows, cols]` f32 matrix in row-major order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+impl Matrix {
+    /// `data` must hold `rows * cols` values.
+    pub fn new(rows: usize, cols: usize, data: Vec<f32>) -> Self {
+        assert_eq!(
+            data.len(),
+            rows * cols,
+            "a {rows}x{cols} matrix needs {} values",
+            rows * cols
+        );
+        Self { rows, cols, data }
+    }
+
+    pub fn zeros(rows: usize, cols: usize) -> Self {
+        Self::new(rows, cols, vec![0.0; rows * cols])
+    }
+
+    pub fn numel(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn row(&self, r: usize) -> &[f32] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+
+    pub fn count_zeros(&self) -> usize {
+        self.data.iter().filter(|&&x| x == 0.0).count()
+    }
+
+    /// ‖WX − ŴX‖² summed over the `n` calibration rows of X, from
+    /// `H = 2XᵀX/n`: `n/2 · tr(Δ H Δᵀ)` with `Δ = W − Ŵ`.
+    pub fn reconstruction_error(&self, other: &Matrix, h: &Hessian) -> f64 {
+        assert_eq!((self.rows, self.cols), (other.rows, other.cols));
+        assert_eq!(h.dim, self.cols);
+        let (r, n) = (self.rows, self.cols);
+        let d: Vec<f64> = self
+            .data
+            .iter()
+            .zip(&other.data)
+            .map(|(a, b)| (a - b) as f64)
+            .collect();
+        let dm = MatRef::from_row_major_slice(&d, r, n);
+        let hm = MatRef::from_row_major_slice(&h.h, n, n);
+        let mut dh = Mat::<f64>::zeros(r, n);
+        faer::linalg::matmul::matmul(dh.as_mut(), Accum::Replace, dm, hm, 1.0, Par::Seq);
+        let mut total = 0.0;
+        for i in 0..r {
+            for j in 0..n {
+                total += dh[(i, j)] * d[i * n + j];
+            }
+        }
+        total * h.n_tokens as f64 / 2.0
+    }
+}
