@@ -1,0 +1,245 @@
+//! Opening a database and putting a genome into a live model, reloading only
+//! the units whose level changed.
+
+use crate::build::level_tensor;
+use crate::manifest::{Manifest, sha256_file};
+use crate::units::UnitTarget;
+use crate::{DbError, Result};
+use evocomp_config::{Compression, EvictionSpec, KvGroupSpec};
+use evocomp_model::{Eviction, HostTensor, KvGroup, KvPolicy, KvQuant, LlamaModel};
+use memmap2::Mmap;
+use safetensors::SafeTensors;
+use std::path::{Path, PathBuf};
+
+/// A finished database on disk.
+#[derive(Debug)]
+pub struct Database {
+    dir: PathBuf,
+    pub manifest: Manifest,
+    maps: Vec<Option<Mmap>>,
+}
+
+impl Database {
+    /// Open a complete database; every variant file must exist with the size
+    /// the manifest records (a partial file is an error naming it). Files are
+    /// memory-mapped.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let manifest = Manifest::read(dir)?.ok_or_else(|| DbError::Corrupt {
+            path: Manifest::path(dir),
+            message: "no manifest: not an evocomp database (run `evocomp db build`)".into(),
+        })?;
+        if !manifest.complete {
+            return Err(DbError::Corrupt {
+                path: Manifest::path(dir),
+                message: "the build is not finished; run `evocomp db build` again to continue it"
+                    .into(),
+            });
+        }
+        let mut maps = Vec::with_capacity(manifest.units.len());
+        for u in &manifest.units {
+            let Some(rel) = &u.file else {
+                maps.push(None);
+                continue;
+            };
+            let p = dir.join(rel);
+            let f = std::fs::File::open(&p).map_err(DbError::io(&p))?;
+            let len = f.metadata().map_err(DbError::io(&p))?.len();
+            if Some(len) != u.bytes {
+                return Err(DbError::Corrupt {
+                    path: p,
+                    message: format!(
+                        "{len} bytes, but the manifest records {:?} (partial or replaced file)",
+                        u.bytes
+                    ),
+                });
+            }
+            // SAFETY: read-only map; the database is not modified while open.
+            maps.push(Some(unsafe { Mmap::map(&f) }.map_err(DbError::io(&p))?));
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            maps,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Refuse a database built for another model.
+    pub fn check_model(&self, fingerprint: &str) -> Result<()> {
+        if self.manifest.model_fingerprint != fingerprint {
+            return Err(DbError::Mismatch {
+                path: Manifest::path(&self.dir),
+                what: "model",
+                in_db: self.manifest.model_fingerprint.clone(),
+                given: fingerprint.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Check every file's sha256 against the manifest.
+    pub fn verify(&self) -> Result<()> {
+        for u in &self.manifest.units {
+            if let (Some(rel), Some(sha)) = (&u.file, &u.sha256) {
+                let p = self.dir.join(rel);
+                let got = sha256_file(&p)?;
+                if &got != sha {
+                    return Err(DbError::Corrupt {
+                        path: p,
+                        message: format!("sha256 {got}, but the manifest records {sha}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored weight of unit `ui` at `level`.
+    pub fn variant(&self, ui: usize, level: i64) -> Result<HostTensor> {
+        let u = &self.manifest.units[ui];
+        let path = self.dir.join(u.file.as_deref().unwrap_or("?"));
+        let map = self.maps[ui]
+            .as_ref()
+            .ok_or_else(|| DbError::BadGenome(format!("{} has no stored variants", u.name)))?;
+        let bad = |message: String| DbError::Corrupt {
+            path: path.clone(),
+            message,
+        };
+        let st = SafeTensors::deserialize(map).map_err(|e| bad(e.to_string()))?;
+        let view = st
+            .tensor(&level_tensor(level))
+            .map_err(|e| bad(format!("level {level}: {e}")))?;
+        if view.dtype() != safetensors::Dtype::F32
+            || Some([view.shape()[0], view.shape()[1]]) != u.shape
+        {
+            return Err(bad(format!(
+                "level {level}: {:?} {:?}, expected F32 {:?}",
+                view.dtype(),
+                view.shape(),
+                u.shape
+            )));
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok(HostTensor::new(view.shape().to_vec(), data))
+    }
+}
+
+/// Tracks which level each unit of a live model is at.
+#[derive(Debug, Clone)]
+pub struct Applier {
+    /// None: the model's original weights.
+    current: Vec<Option<i64>>,
+}
+
+/// What one [`Applier::apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub changed: usize,
+}
+
+impl Applier {
+    /// For a model that holds its original weights.
+    pub fn new(db: &Database) -> Self {
+        Self {
+            current: vec![None; db.manifest.units.len()],
+        }
+    }
+
+    pub fn current(&self) -> &[Option<i64>] {
+        &self.current
+    }
+
+    /// Put `genome` into `model`: only units whose level differs from the
+    /// model's current one are touched.
+    pub fn apply(
+        &mut self,
+        db: &Database,
+        model: &mut LlamaModel,
+        genome: &[i64],
+    ) -> Result<ApplyStats> {
+        db.manifest.check_genome(genome)?;
+        let mut changed = 0;
+        for (ui, &g) in genome.iter().enumerate() {
+            if self.current[ui] == Some(g) {
+                continue;
+            }
+            let u = &db.manifest.units[ui];
+            let layer = u.unit.layer;
+            match u.unit.target {
+                UnitTarget::Linear(kind) => {
+                    let w = db.variant(ui, g)?;
+                    model.set_linear(layer, kind, &w)?;
+                }
+                UnitTarget::Attention => model.set_skip_attention(layer, g == 1),
+                UnitTarget::Mlp => model.set_skip_mlp(layer, g == 1),
+                UnitTarget::Block => {
+                    model.set_skip_attention(layer, g == 1);
+                    model.set_skip_mlp(layer, g == 1);
+                }
+                UnitTarget::KvBudget | UnitTarget::KvKeys | UnitTarget::KvValues => {
+                    let param = u.levels[u.level_index(g).expect("checked")].param;
+                    let mut p = model.kv_policy(layer).unwrap_or(KvPolicy::FULL);
+                    match (&db.manifest.compression, u.unit.target) {
+                        (
+                            Compression::KvBudget {
+                                eviction, chunk, ..
+                            },
+                            _,
+                        ) => {
+                            p.budget = Some(param as usize);
+                            p.eviction = match *eviction {
+                                EvictionSpec::Streaming { sinks } => Eviction::Streaming { sinks },
+                                EvictionSpec::SnapKv { window, recent } => {
+                                    Eviction::SnapKv { window, recent }
+                                }
+                            };
+                            model.set_kv_chunk(*chunk);
+                        }
+                        (
+                            Compression::KvBits {
+                                keys,
+                                values,
+                                group_size,
+                                chunk,
+                                ..
+                            },
+                            t,
+                        ) => {
+                            let group = if t == UnitTarget::KvKeys {
+                                *keys
+                            } else {
+                                *values
+                            };
+                            let q = (param < 16).then_some(KvQuant {
+                                bits: param as u8,
+                                group: match group {
+                                    KvGroupSpec::PerToken => KvGroup::PerToken,
+                                    KvGroupSpec::PerChannel => KvGroup::PerChannel,
+                                },
+                                group_size: *group_size,
+                            });
+                            if t == UnitTarget::KvKeys {
+                                p.keys = q;
+                            } else {
+                                p.values = q;
+                            }
+                            model.set_kv_chunk(*chunk);
+                        }
+                        _ => unreachable!("KV units come only from KV kinds"),
+                    }
+                    model.set_kv_policy(layer, Some(p));
+                }
+            }
+            self.current[ui] = Some(g);
+            changed += 1;
+        }
+        Ok(ApplyStats { changed })
+    }
+}

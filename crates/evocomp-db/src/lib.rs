@@ -1,0 +1,65 @@
+//! The per-layer variant database: every unit of a model compressed at every
+//! level, built once into a folder (safetensors files plus `manifest.json`),
+//! and put into a live model one genome at a time.
+//!
+//! Layout of a database folder:
+//!
+//! ```text
+//! manifest.json            model fingerprint, calibration id, method and
+//!                          parameters, every unit's levels and exact costs
+//! units/L03.q.safetensors  one tensor per level, `level_<n>`, f32 [out, in]
+//! ```
+
+mod apply;
+mod build;
+mod capture;
+mod manifest;
+mod units;
+
+pub use apply::{Applier, ApplyStats, Database};
+pub use build::{BuildOptions, BuildReport, UNITS_DIR, build_database, compress_one, level_tensor};
+pub use capture::{INPUT_GROUPS, XtxCapture, input_group};
+pub use manifest::{FORMAT_VERSION, MANIFEST, Manifest, UnitEntry, sha256_file, write_atomic};
+pub use units::{Level, UnitId, UnitTarget, cost_unit, plan, sub_block_params};
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt or partial database: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error(
+        "{path}: this database was built for another {what}: the database has {in_db}, this run has {given}"
+    )]
+    Mismatch {
+        path: PathBuf,
+        what: &'static str,
+        in_db: String,
+        given: String,
+    },
+    #[error("cannot plan the units: {0}")]
+    Plan(String),
+    #[error("compression failed: {0}")]
+    Compress(String),
+    #[error("invalid genome: {0}")]
+    BadGenome(String),
+    #[error(transparent)]
+    Forward(#[from] evocomp_model::ForwardError),
+    #[error("the backend failed: {0}")]
+    Backend(String),
+}
+
+impl DbError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| DbError::Io { path, source }
+    }
+}
+
+pub type Result<T, E = DbError> = std::result::Result<T, E>;

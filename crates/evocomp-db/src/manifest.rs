@@ -1,0 +1,152 @@
+//! `manifest.json`: what a database holds, for which model and data, and
+//! every level's cost. Written atomically after each finished unit.
+
+use crate::units::{Level, UnitId};
+use crate::{DbError, Result};
+use evocomp_config::Compression;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST: &str = "manifest.json";
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One unit's entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitEntry {
+    pub unit: UnitId,
+    pub name: String,
+    /// `[out, in]` of a linear unit.
+    pub shape: Option<[usize; 2]>,
+    pub levels: Vec<Level>,
+    /// The variants file (relative to the database folder), once built.
+    pub file: Option<String>,
+    pub bytes: Option<u64>,
+    pub sha256: Option<String>,
+    /// ‖WX − ŴX‖² on the calibration inputs, per level (same order as `levels`).
+    pub errors: Option<Vec<f64>>,
+}
+
+impl UnitEntry {
+    pub fn is_built(&self) -> bool {
+        self.file.is_some() || !self.needs_file()
+    }
+
+    /// Depth units need no stored data.
+    pub fn needs_file(&self) -> bool {
+        self.shape.is_some()
+    }
+
+    pub fn level_index(&self, level: i64) -> Option<usize> {
+        self.levels.iter().position(|l| l.level == level)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    /// sha256 of the model's files.
+    pub model_fingerprint: String,
+    /// Id of the calibration sample (tokenizer, text and exact tokens), when used.
+    pub calibration_id: Option<String>,
+    pub compression: Compression,
+    pub cost_unit: String,
+    pub units: Vec<UnitEntry>,
+    /// Every unit is built.
+    pub complete: bool,
+}
+
+impl Manifest {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(MANIFEST)
+    }
+
+    pub fn read(dir: &Path) -> Result<Option<Manifest>> {
+        let p = Self::path(dir);
+        if !p.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&p).map_err(DbError::io(&p))?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| DbError::Corrupt {
+            path: p.clone(),
+            message: format!("unreadable manifest: {e}"),
+        })?;
+        if m.format_version != FORMAT_VERSION {
+            return Err(DbError::Corrupt {
+                path: p,
+                message: format!(
+                    "manifest format {} is not supported (this evocomp reads {FORMAT_VERSION})",
+                    m.format_version
+                ),
+            });
+        }
+        Ok(Some(m))
+    }
+
+    /// Write atomically: a temporary file, fsync, rename.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("manifest serialises");
+        write_atomic(&Self::path(dir), text.as_bytes())
+    }
+
+    /// Total cost of `genome` (one level per unit, in unit order).
+    pub fn cost(&self, genome: &[i64]) -> Result<u64> {
+        self.check_genome(genome)?;
+        Ok(self
+            .units
+            .iter()
+            .zip(genome)
+            .map(|(u, &g)| u.levels[u.level_index(g).expect("checked")].cost)
+            .sum())
+    }
+
+    pub fn check_genome(&self, genome: &[i64]) -> Result<()> {
+        if genome.len() != self.units.len() {
+            return Err(DbError::BadGenome(format!(
+                "genome has {} entries, the database has {} units",
+                genome.len(),
+                self.units.len()
+            )));
+        }
+        for (u, &g) in self.units.iter().zip(genome) {
+            if u.level_index(g).is_none() {
+                let lv: Vec<i64> = u.levels.iter().map(|l| l.level).collect();
+                return Err(DbError::BadGenome(format!(
+                    "{}: level {g} is not one of {lv:?}",
+                    u.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Write `bytes` to `path` atomically (temporary file in the same folder,
+/// fsync, rename), so a kill leaves the old file or the new one, never half.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    let mut f = std::fs::File::create(&tmp).map_err(DbError::io(&tmp))?;
+    f.write_all(bytes).map_err(DbError::io(&tmp))?;
+    f.sync_all().map_err(DbError::io(&tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(DbError::io(path))?;
+    Ok(())
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(DbError::io(path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(DbError::io(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}

@@ -1,0 +1,284 @@
+//! Units (what one genome entry controls), their levels and exact costs.
+
+use evocomp_compress::{SparsityGrid, quant_cost_bits};
+use evocomp_config::{Compression, DepthUnit, KvGroupSpec};
+use evocomp_model::{LinearKind, LlamaConfig};
+use serde::{Deserialize, Serialize};
+
+/// What one unit of the model is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum UnitTarget {
+    /// One linear layer of a block.
+    Linear(LinearKind),
+    /// A block's attention sub-block (norm, q, k, v, o).
+    Attention,
+    /// A block's MLP sub-block (norm, gate, up, down).
+    Mlp,
+    /// A whole block.
+    Block,
+    /// A layer's KV-cache token budget.
+    KvBudget,
+    /// The bits of a layer's cached keys.
+    KvKeys,
+    /// The bits of a layer's cached values.
+    KvValues,
+}
+
+/// One unit: a layer index and a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UnitId {
+    pub layer: usize,
+    pub target: UnitTarget,
+}
+
+impl UnitId {
+    /// A stable, file-name-safe name: `L03.q`, `L03.attn`, `L03.block`.
+    pub fn name(&self) -> String {
+        let t = match self.target {
+            UnitTarget::Linear(k) => k.name(),
+            UnitTarget::Attention => "attn",
+            UnitTarget::Mlp => "mlp",
+            UnitTarget::Block => "block",
+            UnitTarget::KvBudget => "kv",
+            UnitTarget::KvKeys => "kbits",
+            UnitTarget::KvValues => "vbits",
+        };
+        format!("L{:02}.{t}", self.layer)
+    }
+}
+
+/// One level of one unit and what it costs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Level {
+    /// Higher means more compressed.
+    pub level: i64,
+    /// The unit's exact cost at this level, in the kind's cost unit.
+    pub cost: u64,
+    /// A human label: `52.4% sparse`, `3 bits`, `dropped`.
+    pub label: String,
+    /// Weights zeroed (sparsity) or bit-width (quantization), for the builder.
+    pub param: u64,
+}
+
+/// The unit a kind's costs are counted in.
+pub fn cost_unit(c: &Compression) -> &'static str {
+    match c {
+        Compression::Sparsity { .. } => "non-zero weights",
+        Compression::Quantization { .. } => "bits",
+        Compression::Depth { .. } => "parameters",
+        Compression::KvBudget { .. } => "cached tokens",
+        Compression::KvBits { .. } => "bits per cached token",
+    }
+}
+
+fn linear_units(cfg: &LlamaConfig) -> Vec<UnitId> {
+    (0..cfg.n_layers)
+        .flat_map(|layer| {
+            LinearKind::ALL.map(|k| UnitId {
+                layer,
+                target: UnitTarget::Linear(k),
+            })
+        })
+        .collect()
+}
+
+fn numel(cfg: &LlamaConfig, k: LinearKind) -> usize {
+    let [o, i] = k.shape(cfg);
+    o * i
+}
+
+/// Parameters of a sub-block, norms included.
+pub fn sub_block_params(cfg: &LlamaConfig, t: UnitTarget) -> u64 {
+    let attn = cfg.hidden
+        + [LinearKind::Q, LinearKind::K, LinearKind::V, LinearKind::O]
+            .iter()
+            .map(|&k| numel(cfg, k))
+            .sum::<usize>();
+    let mlp = cfg.hidden
+        + [LinearKind::Gate, LinearKind::Up, LinearKind::Down]
+            .iter()
+            .map(|&k| numel(cfg, k))
+            .sum::<usize>();
+    (match t {
+        UnitTarget::Attention => attn,
+        UnitTarget::Mlp => mlp,
+        UnitTarget::Block => attn + mlp,
+        UnitTarget::Linear(k) => numel(cfg, k),
+        UnitTarget::KvBudget | UnitTarget::KvKeys | UnitTarget::KvValues => 0,
+    }) as u64
+}
+
+/// Every unit of `cfg` under `c`, with its levels, lowest (least compressed) first.
+pub fn plan(cfg: &LlamaConfig, c: &Compression) -> Result<Vec<(UnitId, Vec<Level>)>, String> {
+    match c {
+        Compression::Sparsity {
+            target,
+            step_fraction,
+            max_sparsity,
+            max_levels,
+            ..
+        } => {
+            let units = linear_units(cfg);
+            let numels: Vec<usize> = units
+                .iter()
+                .map(|u| match u.target {
+                    UnitTarget::Linear(k) => numel(cfg, k),
+                    _ => unreachable!("linear units"),
+                })
+                .collect();
+            let grid =
+                SparsityGrid::fit(&numels, *target, *step_fraction, *max_sparsity, *max_levels)
+                    .map_err(|e| e.to_string())?;
+            Ok(units
+                .into_iter()
+                .zip(numels)
+                .map(|(u, n)| {
+                    let levels = grid
+                        .unit_levels(n)
+                        .into_iter()
+                        .map(|l| {
+                            let z = grid.zeros(n, l).expect("unit_levels are valid");
+                            Level {
+                                level: l,
+                                cost: (n - z) as u64,
+                                label: format!("{:.2}% sparse", 100.0 * z as f64 / n as f64),
+                                param: z as u64,
+                            }
+                        })
+                        .collect();
+                    (u, levels)
+                })
+                .collect())
+        }
+        Compression::Quantization { bits, spec, .. } => Ok(linear_units(cfg)
+            .into_iter()
+            .map(|u| {
+                let UnitTarget::Linear(k) = u.target else {
+                    unreachable!()
+                };
+                let [o, i] = k.shape(cfg);
+                // Most bits first: level 0 is the least compressed.
+                let levels = bits
+                    .iter()
+                    .rev()
+                    .enumerate()
+                    .map(|(lv, &b)| {
+                        let s = evocomp_compress::QuantSpec { bits: b, ..*spec };
+                        Level {
+                            level: lv as i64,
+                            cost: quant_cost_bits(o, i, &s),
+                            label: format!("{b} bits"),
+                            param: b as u64,
+                        }
+                    })
+                    .collect();
+                (u, levels)
+            })
+            .collect()),
+        Compression::Depth { unit } => {
+            let targets: &[UnitTarget] = match unit {
+                DepthUnit::SubBlock => &[UnitTarget::Attention, UnitTarget::Mlp],
+                DepthUnit::Block => &[UnitTarget::Block],
+            };
+            Ok((0..cfg.n_layers)
+                .flat_map(|layer| targets.iter().map(move |&target| UnitId { layer, target }))
+                .map(|u| {
+                    let p = sub_block_params(cfg, u.target);
+                    let levels = vec![
+                        Level {
+                            level: 0,
+                            cost: p,
+                            label: "kept".into(),
+                            param: 0,
+                        },
+                        Level {
+                            level: 1,
+                            cost: 0,
+                            label: "dropped".into(),
+                            param: 1,
+                        },
+                    ];
+                    (u, levels)
+                })
+                .collect())
+        }
+        Compression::KvBudget { budgets, .. } => Ok((0..cfg.n_layers)
+            .map(|layer| {
+                let levels = budgets
+                    .iter()
+                    .enumerate()
+                    .map(|(lv, &b)| Level {
+                        level: lv as i64,
+                        cost: b as u64,
+                        label: format!("{b} tokens"),
+                        param: b as u64,
+                    })
+                    .collect();
+                (
+                    UnitId {
+                        layer,
+                        target: UnitTarget::KvBudget,
+                    },
+                    levels,
+                )
+            })
+            .collect()),
+        Compression::KvBits {
+            bits,
+            keys,
+            values,
+            group_size,
+            chunk,
+        } => Ok((0..cfg.n_layers)
+            .flat_map(|layer| {
+                [(UnitTarget::KvKeys, *keys), (UnitTarget::KvValues, *values)].map(
+                    |(target, group)| {
+                        let levels = bits
+                            .iter()
+                            .enumerate()
+                            .map(|(lv, &b)| Level {
+                                level: lv as i64,
+                                cost: kv_bits_per_token(cfg, b, group, *group_size, *chunk),
+                                label: if b >= 16 {
+                                    "16 bits (fp16)".into()
+                                } else {
+                                    format!("{b} bits")
+                                },
+                                param: b as u64,
+                            })
+                            .collect();
+                        (UnitId { layer, target }, levels)
+                    },
+                )
+            })
+            .collect()),
+    }
+}
+
+/// Bits one cached token of one layer takes for keys (or values): the
+/// quantized values plus a 16-bit scale and a 16-bit minimum per group.
+/// Per-channel groups span a chunk of tokens, so their share is amortised.
+pub fn kv_bits_per_token(
+    cfg: &LlamaConfig,
+    bits: u8,
+    group: KvGroupSpec,
+    group_size: usize,
+    chunk: usize,
+) -> u64 {
+    let width = (cfg.n_kv_heads * cfg.head_dim) as u64;
+    if bits >= 16 {
+        return width * 16;
+    }
+    let overhead = match group {
+        KvGroupSpec::PerToken => {
+            let gs = if group_size == 0 || cfg.head_dim % group_size != 0 {
+                cfg.head_dim
+            } else {
+                group_size
+            };
+            (cfg.n_kv_heads * (cfg.head_dim / gs)) as u64 * 32
+        }
+        KvGroupSpec::PerChannel => (width * 32).div_ceil(chunk.max(1) as u64),
+    };
+    width * bits as u64 + overhead
+}

@@ -1,0 +1,390 @@
+//! Building, resuming, checking and applying databases on a seeded tiny model.
+
+use burn::tensor::{Device, Tensor};
+use evocomp_compress::{ObsOptions, QuantMethod, QuantSpec, SparsityMethod};
+use evocomp_config::{Compression, DepthUnit};
+use evocomp_data::Sample;
+use evocomp_db::{Applier, BuildOptions, Database, DbError, Manifest, UnitTarget, build_database};
+use evocomp_model::testing::{random_weights, tiny_config, write_gguf};
+use evocomp_model::{LlamaModel, LoadedModel, load_model};
+use std::path::Path;
+
+fn tiny_model(dir: &Path) -> (LoadedModel, String) {
+    let cfg = tiny_config();
+    let path = dir.join("tiny.gguf");
+    write_gguf(&cfg, &random_weights(&cfg, 31), &path).unwrap();
+    let m = load_model(&path).unwrap();
+    let fp = m.info.fingerprint().unwrap();
+    (m, fp)
+}
+
+fn calib(seed: u32) -> Sample {
+    Sample {
+        id: format!("calib-{seed}"),
+        seq_len: 32,
+        sequences: (0..6u32)
+            .map(|s| {
+                (0..32u32)
+                    .map(|i| 4 + (i * 13 + s * 29 + seed * 7) % 256)
+                    .collect()
+            })
+            .collect(),
+    }
+}
+
+fn sparsity() -> Compression {
+    Compression::Sparsity {
+        method: SparsityMethod::SparseGpt,
+        target: 0.5,
+        step_fraction: 0.1,
+        max_sparsity: 0.9,
+        max_levels: 2,
+        obs: ObsOptions {
+            block_size: 16,
+            damp: 0.01,
+        },
+    }
+}
+
+fn build(
+    m: &LoadedModel,
+    fp: &str,
+    c: &Compression,
+    dir: &Path,
+    stop: Option<usize>,
+) -> Result<evocomp_db::BuildReport, DbError> {
+    build_database(
+        m,
+        fp,
+        Some(&calib(0)),
+        c,
+        dir,
+        &Device::flex(),
+        &BuildOptions {
+            stop_after_units: stop,
+            progress: false,
+        },
+    )
+}
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = vec![(
+        "manifest.json".to_string(),
+        std::fs::read(dir.join("manifest.json")).unwrap(),
+    )];
+    let mut names: Vec<_> = std::fs::read_dir(dir.join("units"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    for p in names {
+        out.push((
+            p.file_name().unwrap().to_string_lossy().into(),
+            std::fs::read(&p).unwrap(),
+        ));
+    }
+    out
+}
+
+fn same_files(a: &Path, b: &Path) {
+    let (fa, fb) = (files(a), files(b));
+    assert_eq!(
+        fa.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        fb.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for ((name, x), (_, y)) in fa.iter().zip(&fb) {
+        if x != y {
+            let (x, y) = (String::from_utf8_lossy(x), String::from_utf8_lossy(y));
+            let line = x.lines().zip(y.lines()).find(|(p, q)| p != q);
+            panic!("{name} differs: {line:?}");
+        }
+    }
+}
+
+fn logits(m: &LlamaModel) -> Vec<f32> {
+    let t: Tensor<3> = m.forward(&calib(9).sequences[..2]).unwrap();
+    t.into_data().try_into_vec().unwrap()
+}
+
+#[test]
+fn levels_have_exact_costs_and_switches_keep_the_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, fp) = tiny_model(tmp.path());
+    let dir = tmp.path().join("db");
+    let r = build(&m, &fp, &sparsity(), &dir, None).unwrap();
+    assert_eq!(r.built, 7 * 2);
+    let db = Database::open(&dir).unwrap();
+    db.verify().unwrap();
+    for (ui, u) in db.manifest.units.iter().enumerate() {
+        let [o, i] = u.shape.unwrap();
+        assert_eq!(u.levels.len(), 5, "{}", u.name);
+        for l in &u.levels {
+            let w = db.variant(ui, l.level).unwrap();
+            let zeros = w.data.iter().filter(|&&x| x == 0.0).count() as u64;
+            assert_eq!(zeros, l.param, "{} level {}", u.name, l.level);
+            assert_eq!(l.cost, (o * i) as u64 - zeros);
+        }
+        // Errors grow with sparsity.
+        let e = u.errors.as_ref().unwrap();
+        assert!(e.windows(2).all(|w| w[0] <= w[1]), "{}: {e:?}", u.name);
+    }
+    // +1 on one unit and -1 on another, between units of different shapes.
+    let base = vec![0i64; db.manifest.units.len()];
+    let total = db.manifest.cost(&base).unwrap();
+    let q = db
+        .manifest
+        .units
+        .iter()
+        .position(|u| u.name == "L00.q")
+        .unwrap();
+    let down = db
+        .manifest
+        .units
+        .iter()
+        .position(|u| u.name == "L01.down")
+        .unwrap();
+    let k = db
+        .manifest
+        .units
+        .iter()
+        .position(|u| u.name == "L01.k")
+        .unwrap();
+    for (a, b) in [(q, down), (down, k), (k, q)] {
+        let mut g = base.clone();
+        g[a] += 1;
+        g[b] -= 1;
+        assert_eq!(db.manifest.cost(&g).unwrap(), total);
+    }
+    let mut bad = base.clone();
+    bad[0] = 7;
+    assert!(matches!(db.manifest.cost(&bad), Err(DbError::BadGenome(_))));
+}
+
+#[test]
+fn a_killed_build_continues_to_identical_files_and_a_finished_one_does_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, fp) = tiny_model(tmp.path());
+    let whole = tmp.path().join("whole");
+    build(&m, &fp, &sparsity(), &whole, None).unwrap();
+
+    let parts = tmp.path().join("parts");
+    let r = build(&m, &fp, &sparsity(), &parts, Some(5)).unwrap();
+    assert!(r.stopped && r.built == 5);
+    assert!(
+        Database::open(&parts).is_err(),
+        "an unfinished database must not open"
+    );
+    // A half-written file left by the kill is ignored and removed.
+    std::fs::write(parts.join("units/L01.up.safetensors.tmp"), b"half").unwrap();
+    let r = build(&m, &fp, &sparsity(), &parts, None).unwrap();
+    assert_eq!((r.built, r.skipped), (9, 5));
+    same_files(&parts, &whole);
+
+    let again = build(&m, &fp, &sparsity(), &whole, None).unwrap();
+    assert_eq!((again.built, again.skipped), (0, 14));
+    same_files(&parts, &whole);
+}
+
+#[test]
+fn another_model_or_calibration_set_is_refused_naming_both_hashes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, fp) = tiny_model(tmp.path());
+    let dir = tmp.path().join("db");
+    build(&m, &fp, &sparsity(), &dir, Some(1)).unwrap();
+    let e = build(&m, "0123other", &sparsity(), &dir, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&fp) && e.contains("0123other") && e.contains("model"),
+        "{e}"
+    );
+    let e = build_database(
+        &m,
+        &fp,
+        Some(&calib(1)),
+        &sparsity(),
+        &dir,
+        &Device::flex(),
+        &BuildOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("calib-0") && e.contains("calib-1") && e.contains("calibration"),
+        "{e}"
+    );
+    build(&m, &fp, &sparsity(), &dir, None).unwrap();
+    let db = Database::open(&dir).unwrap();
+    assert!(db.check_model("0123other").is_err());
+    db.check_model(&fp).unwrap();
+}
+
+#[test]
+fn corrupt_or_partial_variant_files_are_detected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, fp) = tiny_model(tmp.path());
+    let dir = tmp.path().join("db");
+    build(&m, &fp, &sparsity(), &dir, None).unwrap();
+    let f = dir.join("units/L01.o.safetensors");
+    let mut bytes = std::fs::read(&f).unwrap();
+    // A flipped byte: same size, caught by the checksum.
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x55;
+    std::fs::write(&f, &bytes).unwrap();
+    let e = Database::open(&dir)
+        .unwrap()
+        .verify()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("L01.o.safetensors") && e.contains("sha256"),
+        "{e}"
+    );
+    // A truncated file: caught on open.
+    std::fs::write(&f, &bytes[..n / 2]).unwrap();
+    let e = Database::open(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("L01.o.safetensors") && e.contains("partial"),
+        "{e}"
+    );
+    // Building again repairs it.
+    let r = build(&m, &fp, &sparsity(), &dir, None).unwrap();
+    assert_eq!(r.built, 1);
+    Database::open(&dir).unwrap().verify().unwrap();
+}
+
+#[test]
+fn applying_reloads_only_changed_units_and_matches_a_fresh_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, fp) = tiny_model(tmp.path());
+    let dir = tmp.path().join("db");
+    let quant = Compression::Quantization {
+        method: QuantMethod::Gptq,
+        bits: vec![2, 3, 4, 8],
+        spec: QuantSpec {
+            bits: 2,
+            group_size: 16,
+            symmetric: false,
+            act_order: false,
+        },
+        obs: ObsOptions::default(),
+    };
+    build(&m, &fp, &quant, &dir, None).unwrap();
+    let db = Database::open(&dir).unwrap();
+    let n = db.manifest.units.len();
+    // Level 0 is the most bits.
+    assert_eq!(db.manifest.units[0].levels[0].label, "8 bits");
+    let d = Device::flex();
+    let mut live = LlamaModel::new(m.config(), &m.weights, &d);
+    let mut ap = Applier::new(&db);
+    let g1 = vec![1i64; n];
+    assert_eq!(ap.apply(&db, &mut live, &g1).unwrap().changed, n);
+    let mut g2 = g1.clone();
+    g2[3] = 3;
+    g2[10] = 0;
+    assert_eq!(ap.apply(&db, &mut live, &g2).unwrap().changed, 2);
+    assert_eq!(ap.apply(&db, &mut live, &g2).unwrap().changed, 0);
+    // The same genome put into a fresh model from scratch gives the same logits.
+    let mut fresh = LlamaModel::new(m.config(), &m.weights, &d);
+    for (ui, u) in db.manifest.units.iter().enumerate() {
+        let UnitTarget::Linear(k) = u.unit.target else {
+            unreachable!()
+        };
+        fresh
+            .set_linear(u.unit.layer, k, &db.variant(ui, g2[ui]).unwrap())
+            .unwrap();
+    }
+    assert_eq!(logits(&live), logits(&fresh));
+    // Fewer bits cost less, exactly as counted.
+    let cheap = db.manifest.cost(&vec![3; n]).unwrap();
+    let dear = db.manifest.cost(&vec![0; n]).unwrap();
+    assert!(cheap * 3 < dear);
+}
+
+#[test]
+fn dropping_a_block_equals_removing_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, fp) = tiny_model(tmp.path());
+    let dir = tmp.path().join("db");
+    let depth = Compression::Depth {
+        unit: DepthUnit::Block,
+    };
+    let r = build_database(
+        &m,
+        &fp,
+        None,
+        &depth,
+        &dir,
+        &Device::flex(),
+        &BuildOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(r.built, 0);
+    let db = Database::open(&dir).unwrap();
+    assert_eq!(db.manifest.units.len(), 2);
+    let d = Device::flex();
+    let mut live = LlamaModel::new(m.config(), &m.weights, &d);
+    Applier::new(&db).apply(&db, &mut live, &[0, 1]).unwrap();
+    // The same model without its last block.
+    let mut cfg = m.config().clone();
+    cfg.n_layers = 1;
+    let mut w = m.weights.clone();
+    w.layers.truncate(1);
+    let removed = LlamaModel::new(&cfg, &w, &d);
+    assert_eq!(logits(&live), logits(&removed));
+    // Costs: a kept block costs its parameters, a dropped one nothing.
+    let kept = db.manifest.cost(&[0, 0]).unwrap();
+    assert_eq!(db.manifest.cost(&[0, 1]).unwrap() * 2, kept);
+    assert!(Manifest::read(&dir).unwrap().unwrap().complete);
+}
+
+#[test]
+fn kv_units_set_the_cache_policy_and_cost_tokens_or_bits() {
+    use evocomp_config::{EvictionSpec, KvGroupSpec};
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, fp) = tiny_model(tmp.path());
+    let d = Device::flex();
+    let budget = Compression::KvBudget {
+        budgets: vec![64, 16, 8],
+        eviction: EvictionSpec::Streaming { sinks: 2 },
+        chunk: 8,
+    };
+    let dir = tmp.path().join("kv");
+    build_database(&m, &fp, None, &budget, &dir, &d, &BuildOptions::default()).unwrap();
+    let db = Database::open(&dir).unwrap();
+    assert_eq!(db.manifest.cost_unit, "cached tokens");
+    assert_eq!(db.manifest.cost(&[0, 2]).unwrap(), 64 + 8);
+    let mut live = LlamaModel::new(m.config(), &m.weights, &d);
+    Applier::new(&db).apply(&db, &mut live, &[1, 2]).unwrap();
+    let (_, lens) = live.forward_kv(&[calib(3).sequences[0].clone()]).unwrap();
+    assert_eq!(lens, vec![16, 8]);
+
+    let bits = Compression::KvBits {
+        bits: vec![16, 4, 2],
+        keys: KvGroupSpec::PerChannel,
+        values: KvGroupSpec::PerToken,
+        group_size: 4,
+        chunk: 8,
+    };
+    let dir = tmp.path().join("kvbits");
+    build_database(&m, &fp, None, &bits, &dir, &d, &BuildOptions::default()).unwrap();
+    let db = Database::open(&dir).unwrap();
+    assert_eq!(db.manifest.units.len(), 4);
+    let cfg = m.config();
+    let width = (cfg.n_kv_heads * cfg.head_dim) as u64;
+    // Values at 4 bits per token: the values plus a scale and a minimum per group of 4.
+    assert_eq!(
+        db.manifest.units[1].levels[1].cost,
+        width * 4 + (width / 4) * 32
+    );
+    assert_eq!(db.manifest.units[0].levels[0].cost, width * 16);
+    let mut live = LlamaModel::new(m.config(), &m.weights, &d);
+    let before = logits(&live);
+    Applier::new(&db)
+        .apply(&db, &mut live, &[2, 2, 0, 0])
+        .unwrap();
+    assert!(live.kv_policy(0).unwrap().keys.is_some());
+    assert!(live.kv_policy(1).unwrap().keys.is_none());
+    assert_ne!(logits(&live), before);
+}
