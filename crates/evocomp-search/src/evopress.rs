@@ -1,0 +1,307 @@
+//! EvoPress (Sieberling et al., 2024): a (1+λ) evolutionary search with
+//! level-switch mutation and multi-step selection on fresh token samples.
+//!
+//! The strategy is an ask/tell state machine and a plain serde value, so a
+//! checkpoint is the value itself. All randomness is derived from the seed
+//! and the generation number: the same seed and the same told fitnesses give
+//! the same asks, before or after a checkpoint round trip.
+
+use crate::rng::rng_for;
+use crate::space::{Budget, Genome, Space};
+use crate::{Request, SampleSpec, Scored, SearchError};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+/// One selection stage: how many candidates survive it, scored on how many tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stage {
+    pub survivors: usize,
+    pub tokens: usize,
+}
+
+/// EvoPress's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvoPressConfig {
+    pub generations: usize,
+    /// λ: offspring per generation.
+    pub offspring: usize,
+    /// Multi-step selection; the parent joins only the last stage.
+    pub stages: Vec<Stage>,
+    /// Flips per child are `min(U{1..=max_flips}, U{1..=max_flips})`.
+    pub max_flips: usize,
+    pub seed: u64,
+}
+
+impl EvoPressConfig {
+    /// The published unstructured-sparsity preset: 400 generations, 64
+    /// offspring, 8/2048 → 2/16384 → 1/65536.
+    pub fn sparsity(seed: u64) -> Self {
+        Self::with(400, 64, &[(8, 2048), (2, 16384), (1, 65536)], seed)
+    }
+
+    /// Quantization: 150 generations, 128 offspring, 16/2048 → 4/16384 → 1/131072.
+    pub fn quantization(seed: u64) -> Self {
+        Self::with(150, 128, &[(16, 2048), (4, 16384), (1, 131072)], seed)
+    }
+
+    /// Depth: k(n−k)/1.5 generations for dropping k of n, 32 offspring, 2/2048 → 1/32768.
+    pub fn depth(n: usize, k: usize, seed: u64) -> Self {
+        let gens = ((k * n.saturating_sub(k)) as f64 / 1.5).ceil() as usize;
+        Self::with(gens.max(1), 32, &[(2, 2048), (1, 32768)], seed)
+    }
+
+    /// "Super-fast": 400 generations, 16 offspring, 1/512 → 1/8192.
+    pub fn super_fast(seed: u64) -> Self {
+        Self::with(400, 16, &[(1, 512), (1, 8192)], seed)
+    }
+
+    fn with(generations: usize, offspring: usize, stages: &[(usize, usize)], seed: u64) -> Self {
+        Self {
+            generations,
+            offspring,
+            stages: stages
+                .iter()
+                .map(|&(survivors, tokens)| Stage { survivors, tokens })
+                .collect(),
+            max_flips: 3,
+            seed,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), SearchError> {
+        let bad = |m: &str| Err(SearchError::Config(m.into()));
+        if self.offspring == 0 {
+            return bad("offspring must be at least 1");
+        }
+        if self.stages.is_empty() {
+            return bad("at least one selection stage is needed");
+        }
+        if self
+            .stages
+            .iter()
+            .any(|s| s.survivors == 0 || s.tokens == 0)
+        {
+            return bad("every stage keeps at least 1 survivor and scores at least 1 token");
+        }
+        if self.stages.last().expect("non-empty").survivors != 1 {
+            return bad("the last stage must keep exactly 1 survivor (the next parent)");
+        }
+        if self.max_flips == 0 {
+            return bad("max_flips must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Where the state machine is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Phase {
+    /// Candidates of `stage` of the current generation await scores.
+    Stage {
+        stage: usize,
+        pool: Vec<Genome>,
+    },
+    Done,
+}
+
+/// The EvoPress strategy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvoPress {
+    pub cfg: EvoPressConfig,
+    pub budget: Budget,
+    pub parent: Genome,
+    /// The parent's fitness on the last stage it was scored in.
+    pub parent_fitness: Option<f64>,
+    pub generation: usize,
+    phase: Phase,
+    /// (generation, parent fitness) after each generation.
+    pub history: Vec<(usize, f64)>,
+}
+
+/// The sample seed of `stage` in `generation`: fresh per stage and generation.
+fn sample_seed(seed: u64, generation: usize, stage: usize) -> u64 {
+    crate::rng::mix(seed, &[0x5a3b, generation as u64, stage as u64])
+}
+
+impl EvoPress {
+    /// Start from `initial`, which must meet `budget`.
+    pub fn new(
+        cfg: EvoPressConfig,
+        space: &Space,
+        budget: Budget,
+        initial: Genome,
+    ) -> Result<Self, SearchError> {
+        cfg.validate()?;
+        space.check(&initial)?;
+        if !budget.allows(space.cost(&initial)) {
+            return Err(SearchError::Config(format!(
+                "the initial genome costs {}, which does not meet the budget {budget:?}",
+                space.cost(&initial)
+            )));
+        }
+        let mut s = Self {
+            cfg,
+            budget,
+            parent: initial,
+            parent_fitness: None,
+            generation: 0,
+            phase: Phase::Done,
+            history: Vec::new(),
+        };
+        s.phase = s.start_generation(space);
+        Ok(s)
+    }
+
+    fn start_generation(&self, space: &Space) -> Phase {
+        if self.generation >= self.cfg.generations {
+            return Phase::Done;
+        }
+        let mut pool = offspring(
+            space,
+            &self.parent,
+            &self.budget,
+            &self.cfg,
+            self.generation,
+        );
+        if self.cfg.stages.len() == 1 {
+            pool.push(self.parent.clone());
+        }
+        if pool.is_empty() {
+            return Phase::Done;
+        }
+        Phase::Stage { stage: 0, pool }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// The genomes to score now, each on its stage's sample (empty when done).
+    pub fn ask(&self) -> Vec<Request> {
+        match &self.phase {
+            Phase::Done => Vec::new(),
+            Phase::Stage { stage, pool } => {
+                let s = self.cfg.stages[*stage];
+                let sample = SampleSpec {
+                    tokens: s.tokens,
+                    seed: sample_seed(self.cfg.seed, self.generation, *stage),
+                };
+                pool.iter()
+                    .map(|g| Request {
+                        genome: g.clone(),
+                        sample,
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Scores for exactly the last `ask` (any order); lower fitness is better.
+    pub fn tell(&mut self, space: &Space, scored: &[Scored]) -> Result<(), SearchError> {
+        let Phase::Stage { stage, pool } = &self.phase else {
+            return Err(SearchError::Protocol(
+                "tell after the search finished".into(),
+            ));
+        };
+        let (stage, pool) = (*stage, pool.clone());
+        let mut fit = Vec::with_capacity(pool.len());
+        for g in &pool {
+            let s = scored
+                .iter()
+                .find(|s| &s.genome == g)
+                .ok_or_else(|| SearchError::Protocol("a requested genome was not scored".into()))?;
+            if !s.fitness.is_finite() {
+                return Err(SearchError::Protocol(format!(
+                    "fitness {} is not finite",
+                    s.fitness
+                )));
+            }
+            fit.push(s.fitness);
+        }
+        let mut order: Vec<usize> = (0..pool.len()).collect();
+        order.sort_by(|&a, &b| fit[a].total_cmp(&fit[b]).then(a.cmp(&b)));
+        let keep = self.cfg.stages[stage].survivors.min(pool.len());
+        let survivors: Vec<Genome> = order[..keep].iter().map(|&i| pool[i].clone()).collect();
+        let last = stage + 1 == self.cfg.stages.len();
+        if last {
+            self.parent = survivors[0].clone();
+            self.parent_fitness = Some(fit[order[0]]);
+            self.history.push((self.generation, fit[order[0]]));
+            self.generation += 1;
+            self.phase = self.start_generation(space);
+        } else {
+            let mut next = survivors;
+            if stage + 2 == self.cfg.stages.len() && !next.contains(&self.parent) {
+                next.push(self.parent.clone());
+            }
+            self.phase = Phase::Stage {
+                stage: stage + 1,
+                pool: next,
+            };
+        }
+        Ok(())
+    }
+}
+
+/// λ distinct children of `parent`, each different from it and meeting the budget.
+pub fn offspring(
+    space: &Space,
+    parent: &[i64],
+    budget: &Budget,
+    cfg: &EvoPressConfig,
+    generation: usize,
+) -> Vec<Genome> {
+    let mut rng = rng_for(cfg.seed, &[0x0ff5, generation as u64]);
+    let mut seen: HashSet<Genome> = HashSet::new();
+    seen.insert(parent.to_vec());
+    let mut out = Vec::new();
+    let mut attempts = 0;
+    while out.len() < cfg.offspring && attempts < cfg.offspring * 200 {
+        attempts += 1;
+        let flips = rng
+            .random_range(1..=cfg.max_flips)
+            .min(rng.random_range(1..=cfg.max_flips));
+        let mut child = parent.to_vec();
+        let mut ok = true;
+        for _ in 0..flips {
+            if !level_switch(space, &mut child, &mut rng) {
+                ok = false;
+                break;
+            }
+        }
+        if ok && budget.allows(space.cost(&child)) && seen.insert(child.clone()) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Raise one random unit by a level and lower another: the total stays
+/// exact when every level step costs the same (EvoPress's grid). Returns
+/// false when no such pair exists.
+pub fn level_switch(space: &Space, g: &mut [i64], rng: &mut impl rand::Rng) -> bool {
+    let up: Vec<usize> = (0..g.len())
+        .filter(|&i| g[i] < space.units[i].max())
+        .collect();
+    let down: Vec<usize> = (0..g.len())
+        .filter(|&i| g[i] > space.units[i].min())
+        .collect();
+    if up.is_empty() || down.is_empty() || (up.len() == 1 && down.len() == 1 && up[0] == down[0]) {
+        return false;
+    }
+    loop {
+        let a = up[rng.random_range(0..up.len())];
+        let b = down[rng.random_range(0..down.len())];
+        if a != b {
+            g[a] = next_level(&space.units[a], g[a], 1);
+            g[b] = next_level(&space.units[b], g[b], -1);
+            return true;
+        }
+    }
+}
+
+fn next_level(u: &crate::space::UnitLevels, level: i64, dir: i64) -> i64 {
+    let i = u.index(level).expect("a valid level") as i64 + dir;
+    u.levels[i as usize]
+}

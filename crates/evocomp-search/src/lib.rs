@@ -1,0 +1,57 @@
+//! Pure search strategies over per-unit compression levels.
+//!
+//! **Architecture invariant:** this crate never sees a tensor, a file or a
+//! database. It depends on no burn, no sled and no GPU; strategies are plain
+//! serde values (a checkpoint is the value itself), deterministic from their
+//! seed, driven through ask/tell: `ask` returns the genomes to score and on
+//! which token sample, `tell` takes their fitness (lower is better).
+
+mod cmaes;
+mod dp;
+mod evopress;
+mod nsga2;
+pub mod pareto;
+pub mod rng;
+mod space;
+
+pub use cmaes::CmaEs;
+pub use dp::knapsack;
+pub use evopress::{EvoPress, EvoPressConfig, Stage, level_switch, offspring};
+pub use nsga2::{LevelGenomes, Member, Nsga2, Nsga2Config, RealVector, Representation};
+pub use space::{Budget, Genome, Space, SpaceError, UnitLevels};
+
+use serde::{Deserialize, Serialize};
+
+/// Which token sample a genome is scored on: `tokens` tokens drawn with `seed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SampleSpec {
+    pub tokens: usize,
+    pub seed: u64,
+}
+
+/// One evaluation a strategy asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub genome: Genome,
+    pub sample: SampleSpec,
+}
+
+/// A genome's fitness (lower is better) on the sample it was asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    pub genome: Genome,
+    pub fitness: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SearchError {
+    #[error(transparent)]
+    Space(#[from] SpaceError),
+    #[error("invalid strategy settings: {0}")]
+    Config(String),
+    #[error("ask/tell out of step: {0}")]
+    Protocol(String),
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,159 @@
+//! The search space as strategies see it: one level per unit, each level
+//! with an exact cost, and a budget on the total.
+
+use serde::{Deserialize, Serialize};
+
+/// One level per unit, in the space's unit order.
+pub type Genome = Vec<i64>;
+
+/// One unit's levels (ascending) and their costs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitLevels {
+    pub name: String,
+    pub levels: Vec<i64>,
+    pub costs: Vec<u64>,
+}
+
+impl UnitLevels {
+    pub fn index(&self, level: i64) -> Option<usize> {
+        self.levels.iter().position(|&l| l == level)
+    }
+
+    pub fn min(&self) -> i64 {
+        self.levels[0]
+    }
+
+    pub fn max(&self) -> i64 {
+        *self.levels.last().expect("a unit has levels")
+    }
+}
+
+/// The constraint on a genome's total cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Budget {
+    /// The total must equal this.
+    Exact(u64),
+    /// The total must not exceed this.
+    AtMost(u64),
+}
+
+impl Budget {
+    pub fn allows(&self, cost: u64) -> bool {
+        match *self {
+            Budget::Exact(b) => cost == b,
+            Budget::AtMost(b) => cost <= b,
+        }
+    }
+
+    pub fn limit(&self) -> u64 {
+        match *self {
+            Budget::Exact(b) | Budget::AtMost(b) => b,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpaceError {
+    #[error("the space has no units")]
+    Empty,
+    #[error("unit {0} has no levels, or levels and costs of different lengths, or unsorted levels")]
+    BadUnit(String),
+    #[error("genome has {found} entries, the space has {units} units")]
+    Length { found: usize, units: usize },
+    #[error("unit {unit}: level {level} is not one of its levels")]
+    Level { unit: String, level: i64 },
+    #[error("no genome of this space meets the budget {0:?}")]
+    Infeasible(Budget),
+}
+
+/// Every unit and its levels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Space {
+    pub units: Vec<UnitLevels>,
+}
+
+impl Space {
+    pub fn new(units: Vec<UnitLevels>) -> Result<Self, SpaceError> {
+        if units.is_empty() {
+            return Err(SpaceError::Empty);
+        }
+        for u in &units {
+            if u.levels.is_empty()
+                || u.levels.len() != u.costs.len()
+                || !u.levels.windows(2).all(|w| w[0] < w[1])
+            {
+                return Err(SpaceError::BadUnit(u.name.clone()));
+            }
+        }
+        Ok(Self { units })
+    }
+
+    pub fn len(&self) -> usize {
+        self.units.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+
+    pub fn check(&self, g: &[i64]) -> Result<(), SpaceError> {
+        if g.len() != self.units.len() {
+            return Err(SpaceError::Length {
+                found: g.len(),
+                units: self.units.len(),
+            });
+        }
+        for (u, &l) in self.units.iter().zip(g) {
+            if u.index(l).is_none() {
+                return Err(SpaceError::Level {
+                    unit: u.name.clone(),
+                    level: l,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The exact total cost (the genome must be valid).
+    pub fn cost(&self, g: &[i64]) -> u64 {
+        self.units
+            .iter()
+            .zip(g)
+            .map(|(u, &l)| u.costs[u.index(l).expect("a valid genome")])
+            .sum()
+    }
+
+    pub fn feasible(&self, g: &[i64], budget: &Budget) -> bool {
+        self.check(g).is_ok() && budget.allows(self.cost(g))
+    }
+
+    /// The same level everywhere, where every unit has it.
+    pub fn uniform(&self, level: i64) -> Option<Genome> {
+        self.units
+            .iter()
+            .all(|u| u.index(level).is_some())
+            .then(|| vec![level; self.units.len()])
+    }
+
+    /// True when one level step changes every unit's cost by the same amount
+    /// everywhere (EvoPress's sparsity grid): a +1/−1 switch then keeps the
+    /// total exactly.
+    pub fn equal_steps(&self) -> bool {
+        let mut step: Option<(i64, i128)> = None;
+        for u in &self.units {
+            for w in 0..u.levels.len().saturating_sub(1) {
+                let dl = u.levels[w + 1] - u.levels[w];
+                let dc = u.costs[w + 1] as i128 - u.costs[w] as i128;
+                if dl != 1 {
+                    return false;
+                }
+                match step {
+                    None => step = Some((dl, dc)),
+                    Some((_, s)) if s != dc => return false,
+                    _ => {}
+                }
+            }
+        }
+        true
+    }
+}

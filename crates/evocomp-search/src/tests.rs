@@ -1,0 +1,232 @@
+use super::*;
+use proptest::prelude::*;
+
+/// A sparsity-like space: units of different sizes, levels -2..=2, every
+/// level step zeroing the same 1000 weights.
+fn sparsity_space(n: usize) -> Space {
+    Space::new(
+        (0..n)
+            .map(|i| {
+                let numel = 20_000 + 7_000 * (i as u64 % 4);
+                let levels: Vec<i64> = (-2..=2).collect();
+                let costs = levels
+                    .iter()
+                    .map(|&l| (numel as i64 - (numel as i64 / 2 + l * 1000)) as u64)
+                    .collect();
+                UnitLevels {
+                    name: format!("u{i}"),
+                    levels,
+                    costs,
+                }
+            })
+            .collect(),
+    )
+    .unwrap()
+}
+
+/// Units differ in how much compression hurts them.
+fn fitness(g: &[i64]) -> f64 {
+    g.iter()
+        .enumerate()
+        .map(|(i, &l)| (1.0 + (i % 5) as f64) * (0.9 * l as f64).exp())
+        .sum()
+}
+
+fn run(strategy: &mut EvoPress, space: &Space, stop_after: Option<usize>) -> usize {
+    let mut tells = 0;
+    while !strategy.is_done() {
+        if stop_after == Some(tells) {
+            break;
+        }
+        let scored: Vec<Scored> = strategy
+            .ask()
+            .into_iter()
+            .map(|r| Scored {
+                fitness: fitness(&r.genome),
+                genome: r.genome,
+            })
+            .collect();
+        strategy.tell(space, &scored).unwrap();
+        tells += 1;
+    }
+    tells
+}
+
+fn small_cfg(seed: u64) -> EvoPressConfig {
+    EvoPressConfig {
+        generations: 60,
+        offspring: 8,
+        stages: vec![
+            Stage {
+                survivors: 2,
+                tokens: 64,
+            },
+            Stage {
+                survivors: 1,
+                tokens: 256,
+            },
+        ],
+        max_flips: 3,
+        seed,
+    }
+}
+
+/// The best genome of `space` with the same total as `g0`, by brute force.
+fn brute_force_best(space: &Space, total: u64) -> f64 {
+    let n = space.len();
+    let mut best = f64::INFINITY;
+    let mut g = vec![-2i64; n];
+    loop {
+        if space.cost(&g) == total {
+            best = best.min(fitness(&g));
+        }
+        let mut i = 0;
+        while i < n && g[i] == 2 {
+            g[i] = -2;
+            i += 1;
+        }
+        if i == n {
+            return best;
+        }
+        g[i] += 1;
+    }
+}
+
+#[test]
+fn evopress_beats_uniform_and_nears_the_optimum_under_an_exact_budget() {
+    let space = sparsity_space(8);
+    assert!(space.equal_steps());
+    let uniform = space.uniform(0).unwrap();
+    let budget = Budget::Exact(space.cost(&uniform));
+    let mut s = EvoPress::new(small_cfg(1), &space, budget, uniform.clone()).unwrap();
+    run(&mut s, &space, None);
+    assert_eq!(s.generation, 60);
+    assert_eq!(space.cost(&s.parent), budget.limit());
+    let (u, best) = (fitness(&uniform), fitness(&s.parent));
+    let optimum = brute_force_best(&space, budget.limit());
+    assert!(best < u, "uniform {u}, evopress {best}");
+    assert!(
+        best <= optimum * 1.02,
+        "evopress {best}, optimum {optimum}, uniform {u}"
+    );
+    // The most sensitive units (i % 5 == 4) end less compressed than the robust ones.
+    assert!(
+        s.parent[4] < s.parent[0] && s.parent[4] < s.parent[5],
+        "{:?}",
+        s.parent
+    );
+    // Monotone: a parent is only replaced by a better child (noise-free fitness).
+    assert!(s.history.windows(2).all(|w| w[1].1 <= w[0].1));
+}
+
+#[test]
+fn same_seed_same_search_and_checkpoints_resume_exactly() {
+    let space = sparsity_space(8);
+    let g0 = space.uniform(0).unwrap();
+    let budget = Budget::Exact(space.cost(&g0));
+    let mut a = EvoPress::new(small_cfg(7), &space, budget, g0.clone()).unwrap();
+    run(&mut a, &space, None);
+    let mut b = EvoPress::new(small_cfg(7), &space, budget, g0.clone()).unwrap();
+    run(&mut b, &space, None);
+    assert_eq!(a, b);
+    // Stop mid-stage, checkpoint through JSON, continue.
+    let mut c = EvoPress::new(small_cfg(7), &space, budget, g0.clone()).unwrap();
+    run(&mut c, &space, Some(37));
+    let text = serde_json::to_string(&c).unwrap();
+    let mut c: EvoPress = serde_json::from_str(&text).unwrap();
+    run(&mut c, &space, None);
+    assert_eq!(a, c);
+    // Another seed searches differently.
+    let mut d = EvoPress::new(small_cfg(8), &space, budget, g0).unwrap();
+    run(&mut d, &space, None);
+    assert_ne!(a.history, d.history);
+}
+
+#[test]
+fn stages_sample_fresh_tokens_and_the_parent_joins_last() {
+    let space = sparsity_space(6);
+    let g0 = space.uniform(0).unwrap();
+    let mut s = EvoPress::new(
+        small_cfg(3),
+        &space,
+        Budget::Exact(space.cost(&g0)),
+        g0.clone(),
+    )
+    .unwrap();
+    let first = s.ask();
+    assert_eq!(first.len(), 8);
+    assert!(
+        first
+            .iter()
+            .all(|r| r.genome != g0 && r.sample.tokens == 64)
+    );
+    let scored: Vec<Scored> = first
+        .iter()
+        .map(|r| Scored {
+            fitness: fitness(&r.genome),
+            genome: r.genome.clone(),
+        })
+        .collect();
+    s.tell(&space, &scored).unwrap();
+    let second = s.ask();
+    assert_eq!(second.len(), 3, "2 survivors plus the parent");
+    assert!(second.iter().any(|r| r.genome == g0));
+    assert!(
+        second
+            .iter()
+            .all(|r| r.sample.tokens == 256 && r.sample.seed != first[0].sample.seed)
+    );
+    // Telling a result for a genome that was not asked is an error.
+    let wrong = vec![Scored {
+        genome: vec![9; 6],
+        fitness: 1.0,
+    }];
+    assert!(s.tell(&space, &wrong).is_err());
+}
+
+#[test]
+fn presets_follow_the_paper() {
+    let s = EvoPressConfig::sparsity(0);
+    assert_eq!((s.generations, s.offspring), (400, 64));
+    assert_eq!(
+        s.stages
+            .iter()
+            .map(|x| (x.survivors, x.tokens))
+            .collect::<Vec<_>>(),
+        vec![(8, 2048), (2, 16384), (1, 65536)]
+    );
+    assert_eq!(EvoPressConfig::quantization(0).offspring, 128);
+    assert_eq!(EvoPressConfig::depth(32, 8, 0).generations, 128);
+    for c in [
+        EvoPressConfig::sparsity(0),
+        EvoPressConfig::quantization(0),
+        EvoPressConfig::depth(30, 6, 0),
+        EvoPressConfig::super_fast(0),
+    ] {
+        c.validate().unwrap();
+    }
+    let mut bad = small_cfg(0);
+    bad.stages.last_mut().unwrap().survivors = 2;
+    assert!(bad.validate().is_err());
+}
+
+proptest! {
+    /// Every child keeps the parent's exact total, stays in range and is new.
+    #[test]
+    fn mutation_keeps_the_budget_exactly(levels in proptest::collection::vec(-2i64..=2, 9), seed in 0u64..1000, generation in 0usize..50) {
+        let space = sparsity_space(9);
+        let budget = Budget::Exact(space.cost(&levels));
+        let cfg = EvoPressConfig { seed, ..small_cfg(seed) };
+        let kids = offspring(&space, &levels, &budget, &cfg, generation);
+        prop_assert!(!kids.is_empty());
+        let mut seen = std::collections::HashSet::new();
+        for k in &kids {
+            prop_assert!(space.check(k).is_ok());
+            prop_assert_eq!(space.cost(k), budget.limit());
+            prop_assert!(k != &levels);
+            let changed = k.iter().zip(&levels).filter(|(a, b)| a != b).count();
+            prop_assert!((1..=6).contains(&changed));
+            prop_assert!(seen.insert(k.clone()));
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The study store: the only crate that uses sled.
+//!
+//! A study folder holds one sled database with
+//! - `meta`: the store format version and the resolved experiment;
+//! - `trials`: the journal of every evaluation (genome, cost, fitness per
+//!   stage, time, worker), keyed by trial number;
+//! - `fitness`: fitness by [`CacheKey`] (model, database manifest, fitness
+//!   spec, token sample, genome), so nothing is evaluated twice;
+//! - `state`: the strategy checkpoint.
+//!
+//! [`Study::commit`] writes trials, their fitness and the checkpoint that
+//! covers them in one sled transaction and flushes it: after a crash the
+//! store holds all of a commit or none of it.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::path::{Path, PathBuf};
+
+/// The store layout version; a study of another version is refused.
+pub const STORE_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: study is in use by pid {pid}")]
+    InUse { path: PathBuf, pid: String },
+    #[error("{path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("{path}: the study store has format version {found}, this evocomp uses {expected}")]
+    Version {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error("{path}: no study here")]
+    Missing { path: PathBuf },
+    #[error("{path}: the store failed: {message} (is the disk full?)")]
+    Io { path: PathBuf, message: String },
+    #[error("{path}: corrupt record {key}: {message}")]
+    Corrupt {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The identity of one fitness value: sha256 over everything it depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CacheKey(pub String);
+
+impl CacheKey {
+    pub fn new(
+        model: &str,
+        manifest: &str,
+        fitness_spec: &str,
+        sample: &str,
+        genome: &[i64],
+    ) -> Self {
+        let mut h = Sha256::new();
+        for part in [model, manifest, fitness_spec, sample] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        h.update((genome.len() as u64).to_le_bytes());
+        for g in genome {
+            h.update(g.to_le_bytes());
+        }
+        Self(hex::encode(h.finalize()))
+    }
+}
+
+/// One evaluation in the journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    pub number: u64,
+    pub genome: Vec<i64>,
+    pub cost: u64,
+    /// The selection stage (or generation step) it was asked for.
+    pub stage: usize,
+    /// Token sample id it was scored on.
+    pub sample: String,
+    pub fitness: f64,
+    /// Seconds the evaluation took (0 for a cache hit).
+    pub seconds: f64,
+    pub worker: String,
+    /// Served from the fitness cache.
+    pub cached: bool,
+}
+
+/// Everything one step of a study writes, atomically.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    pub trials: Vec<Trial>,
+    pub fitness: Vec<(CacheKey, f64)>,
+    /// The strategy checkpoint after these trials.
+    pub checkpoint: Option<Vec<u8>>,
+}
+
+/// An open study; the process holds it exclusively.
+pub struct Study {
+    path: PathBuf,
+    db: sled::Db,
+    meta: sled::Tree,
+    trials: sled::Tree,
+    fitness: sled::Tree,
+    state: sled::Tree,
+    pid_file: PathBuf,
+}
+
+impl std::fmt::Debug for Study {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Study").field("path", &self.path).finish()
+    }
+}
+
+fn io(path: &Path) -> impl Fn(sled::Error) -> StoreError + '_ {
+    move |e| StoreError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+impl Study {
+    /// Open the study in `dir` (created when `create` is set).
+    pub fn open(dir: &Path, create: bool) -> Result<Self> {
+        let db_path = dir.join("study.sled");
+        if !create && !db_path.exists() {
+            return Err(StoreError::Missing {
+                path: dir.to_path_buf(),
+            });
+        }
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let pid_file = dir.join("study.pid");
+        let db = match sled::Config::new()
+            .path(&db_path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+        {
+            Ok(db) => db,
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
+            {
+                let pid = std::fs::read_to_string(&pid_file).unwrap_or_else(|_| "unknown".into());
+                return Err(StoreError::InUse {
+                    path: dir.to_path_buf(),
+                    pid: pid.trim().to_string(),
+                });
+            }
+            Err(e) => {
+                return Err(StoreError::Open {
+                    path: db_path,
+                    message: e.to_string(),
+                });
+            }
+        };
+        let _ = std::fs::write(&pid_file, std::process::id().to_string());
+        let t = |name: &str| db.open_tree(name).map_err(io(dir));
+        let s = Study {
+            meta: t("meta")?,
+            trials: t("trials")?,
+            fitness: t("fitness")?,
+            state: t("state")?,
+            db,
+            path: dir.to_path_buf(),
+            pid_file,
+        };
+        match s.meta.get("version").map_err(io(dir))? {
+            None => {
+                s.meta
+                    .insert("version", &STORE_VERSION.to_le_bytes())
+                    .map_err(io(dir))?;
+                s.db.flush().map_err(io(dir))?;
+            }
+            Some(v) => {
+                let found = u32::from_le_bytes(v.as_ref().try_into().unwrap_or([0; 4]));
+                if found != STORE_VERSION {
+                    return Err(StoreError::Version {
+                        path: dir.to_path_buf(),
+                        found,
+                        expected: STORE_VERSION,
+                    });
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A cached fitness.
+    pub fn cached(&self, key: &CacheKey) -> Result<Option<f64>> {
+        Ok(self
+            .fitness
+            .get(key.0.as_bytes())
+            .map_err(io(&self.path))?
+            .map(|v| f64::from_le_bytes(v.as_ref().try_into().unwrap_or([0; 8]))))
+    }
+
+    /// Write trials, fitness values and the checkpoint in one transaction, durably.
+    pub fn commit(&self, c: &Commit) -> Result<()> {
+        let trials: Vec<(Vec<u8>, Vec<u8>)> = c
+            .trials
+            .iter()
+            .map(|t| {
+                (
+                    t.number.to_be_bytes().to_vec(),
+                    serde_json::to_vec(t).expect("trial serialises"),
+                )
+            })
+            .collect();
+        let r: Result<(), TransactionError<()>> = (&self.trials, &self.fitness, &self.state)
+            .transaction(|(tt, ft, st)| {
+                for (k, v) in &trials {
+                    tt.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, f) in &c.fitness {
+                    ft.insert(k.0.as_bytes(), &f.to_le_bytes())?;
+                }
+                if let Some(cp) = &c.checkpoint {
+                    st.insert("checkpoint", cp.as_slice())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        r.map_err(|e| StoreError::Io {
+            path: self.path.clone(),
+            message: format!("{e:?}"),
+        })?;
+        self.db.flush().map_err(io(&self.path))?;
+        Ok(())
+    }
+
+    /// The latest strategy checkpoint.
+    pub fn checkpoint(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .state
+            .get("checkpoint")
+            .map_err(io(&self.path))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Every trial, in order.
+    pub fn trials(&self) -> Result<Vec<Trial>> {
+        self.trials
+            .iter()
+            .map(|r| {
+                let (k, v) = r.map_err(io(&self.path))?;
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    key: format!("trial {k:?}"),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    pub fn n_trials(&self) -> usize {
+        self.trials.len()
+    }
+
+    /// Store a named document (the resolved experiment, for example).
+    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.meta.insert(key, value).map_err(io(&self.path))?;
+        self.db.flush().map_err(io(&self.path))?;
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .meta
+            .get(key)
+            .map_err(io(&self.path))?
+            .map(|v| v.to_vec()))
+    }
+}
+
+impl Drop for Study {
+    fn drop(&mut self) {
+        let _ = self.db.flush();
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trial(n: u64) -> Trial {
+        Trial {
+            number: n,
+            genome: vec![n as i64, 0, -1],
+            cost: 100 + n,
+            stage: 0,
+            sample: "s".into(),
+            fitness: 0.1 * n as f64 + 1.0 / 3.0,
+            seconds: 0.5,
+            worker: "cpu-0".into(),
+            cached: false,
+        }
+    }
+
+    #[test]
+    fn commits_survive_reopening_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = CacheKey::new("m", "db", "kl", "sample", &[1, 2, 3]);
+        {
+            let s = Study::open(dir.path(), true).unwrap();
+            assert!(s.checkpoint().unwrap().is_none());
+            s.commit(&Commit {
+                trials: vec![trial(0), trial(1)],
+                fitness: vec![(key.clone(), 1.0 / 3.0)],
+                checkpoint: Some(b"state-1".to_vec()),
+            })
+            .unwrap();
+            s.put_meta("experiment", b"{}").unwrap();
+        }
+        let s = Study::open(dir.path(), false).unwrap();
+        assert_eq!(s.trials().unwrap(), vec![trial(0), trial(1)]);
+        assert_eq!(s.cached(&key).unwrap(), Some(1.0 / 3.0));
+        assert_eq!(s.checkpoint().unwrap().unwrap(), b"state-1");
+        assert_eq!(s.meta("experiment").unwrap().unwrap(), b"{}");
+        assert!(
+            s.cached(&CacheKey::new("m", "db", "kl", "sample", &[1, 2, 4]))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn cache_keys_cover_every_input() {
+        let base = CacheKey::new("m", "d", "f", "s", &[1, 2]);
+        for other in [
+            CacheKey::new("m2", "d", "f", "s", &[1, 2]),
+            CacheKey::new("m", "d2", "f", "s", &[1, 2]),
+            CacheKey::new("m", "d", "f2", "s", &[1, 2]),
+            CacheKey::new("m", "d", "f", "s2", &[1, 2]),
+            CacheKey::new("m", "d", "f", "s", &[1, 3]),
+            CacheKey::new("md", "", "f", "s", &[1, 2]),
+        ] {
+            assert_ne!(base, other);
+        }
+        assert_eq!(base, CacheKey::new("m", "d", "f", "s", &[1, 2]));
+    }
+
+    #[test]
+    fn a_missing_study_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Study::open(&dir.path().join("nope"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no study"), "{e}");
+    }
+}
