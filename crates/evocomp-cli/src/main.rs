@@ -1,1 +1,180 @@
-fn main() {}
+//! `evocomp`: find the best non-uniform compression of a language model.
+
+mod backend;
+mod bench;
+mod db;
+
+use anyhow::{Context, Result};
+use backend::BackendChoice;
+use clap::{Parser, Subcommand};
+use evocomp_eval::{EvalOptions, perplexity, token_progress};
+use evocomp_model::{LlamaModel, LoadedModel, inspect_model, load_model};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "evocomp",
+    version,
+    about = "Non-uniform compression search for LLMs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a model's architecture and its tensors' dtypes.
+    Inspect {
+        /// A .gguf file or an HF folder (config.json + safetensors + tokenizer.json).
+        #[arg(long)]
+        model: PathBuf,
+        /// List every tensor, not only the count per dtype.
+        #[arg(long)]
+        tensors: bool,
+    },
+    /// Perplexity of a model on a text: the first N tokens in windows of C.
+    Perplexity {
+        #[arg(long)]
+        model: PathBuf,
+        /// A text file, or a folder of .txt files.
+        #[arg(long)]
+        text: PathBuf,
+        #[arg(long, default_value_t = 1024)]
+        tokens: usize,
+        #[arg(long, default_value_t = 512)]
+        context: usize,
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+        /// Windows per forward pass.
+        #[arg(long, default_value_t = 2)]
+        batch_size: usize,
+    },
+    /// KL-fitness throughput (tokens/s) on each backend, beside PyTorch.
+    Bench(bench::BenchArgs),
+    /// The per-layer variant database.
+    Db {
+        #[command(subcommand)]
+        command: db::DbCommand,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Inspect { model, tensors } => inspect(&model, tensors),
+        Command::Perplexity {
+            model,
+            text,
+            tokens,
+            context,
+            backend,
+            batch_size,
+        } => {
+            let chosen = backend::choose(backend)?;
+            eprintln!("backend: {}", chosen.description);
+            let loaded = load(&model)?;
+            let windows = load_windows(&loaded, &text, tokens, context)?;
+            let m = LlamaModel::new(loaded.config(), &loaded.weights, &chosen.device);
+            let bar = token_progress(tokens as u64, "perplexity");
+            let t0 = Instant::now();
+            let opts = EvalOptions {
+                batch_size,
+                ..Default::default()
+            };
+            let r = perplexity(&m, &windows, &opts, &bar)?;
+            bar.finish_and_clear();
+            eprintln!(
+                "{} predictions in {} windows, {:.1} s",
+                r.predictions,
+                windows.len(),
+                t0.elapsed().as_secs_f64()
+            );
+            println!("perplexity: {:.4}", r.perplexity);
+            Ok(())
+        }
+        Command::Bench(args) => bench::run(args),
+        Command::Db { command } => db::run(command),
+    }
+}
+
+pub(crate) fn load(path: &Path) -> Result<LoadedModel> {
+    let t0 = Instant::now();
+    let m = load_model(path)?;
+    tracing::info!(
+        "loaded {} in {:.1} s",
+        path.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(m)
+}
+
+/// The first `tokens` tokens of `text`, without special tokens, in windows of `context`.
+pub(crate) fn load_windows(
+    m: &LoadedModel,
+    text: &Path,
+    tokens: usize,
+    context: usize,
+) -> Result<Vec<Vec<u32>>> {
+    let set = token_set(m, text)?;
+    Ok(set.windows(tokens, context)?)
+}
+
+pub(crate) fn token_set(m: &LoadedModel, text: &Path) -> Result<evocomp_data::TokenSet> {
+    let fp = m
+        .tokenizer
+        .to_json()
+        .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
+    let encode = |s: &str| m.tokenizer.encode(s);
+    evocomp_data::tokenize_path(text, &encode, &fp, &[])
+        .with_context(|| format!("reading text {}", text.display()))
+}
+
+fn inspect(path: &Path, list: bool) -> Result<()> {
+    let info = inspect_model(path)?;
+    let c = &info.config;
+    println!("model: {}", path.display());
+    println!("format: {:?}", info.format);
+    println!("architecture: llama");
+    println!("layers: {}", c.n_layers);
+    println!("hidden: {}", c.hidden);
+    println!("intermediate: {}", c.intermediate);
+    println!("heads: {}", c.n_heads);
+    println!("kv heads: {}", c.n_kv_heads);
+    println!("head dim: {}", c.head_dim);
+    println!("vocab: {}", c.vocab);
+    println!("context: {}", c.max_context);
+    println!("rope theta: {}", c.rope_theta);
+    println!("rope scaling: {:?}", c.rope_scaling);
+    println!("rms eps: {:e}", c.rms_eps);
+    println!("tied embeddings: {}", c.tied_embeddings);
+    println!(
+        "parameters: {} ({:.1}M)",
+        c.n_params(),
+        c.n_params() as f64 / 1e6
+    );
+    println!("tensors: {}", info.tensors.len());
+    for (dtype, n) in info.dtype_counts() {
+        println!("  {dtype}: {n}");
+    }
+    if list {
+        for t in &info.tensors {
+            println!("  {:<40} {:<6} {:?}", t.name, t.dtype, t.shape);
+        }
+    }
+    Ok(())
+}

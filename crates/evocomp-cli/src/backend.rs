@@ -1,0 +1,128 @@
+//! The one place that decides which burn device runs the model.
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::wgpu::{WgpuBackend, wgpu};
+use burn::tensor::{Device, DeviceKind};
+use clap::ValueEnum;
+use std::future::Future;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// wgpu when a GPU adapter exists, else the CPU.
+    Auto,
+    /// burn's wgpu backend (Vulkan; a software Vulkan driver if no GPU).
+    Wgpu,
+    /// burn's `flex` CPU backend.
+    Cpu,
+}
+
+/// A chosen device and a line describing it.
+pub struct Chosen {
+    pub device: Device,
+    pub description: String,
+}
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// The graphics API we drive wgpu through. OpenGL is never used: burn's
+/// kernels hang on Mesa's llvmpipe GL.
+fn native_api() -> (wgpu::Backends, WgpuBackend) {
+    if cfg!(target_os = "macos") {
+        (wgpu::Backends::METAL, WgpuBackend::Metal)
+    } else if cfg!(target_os = "windows") {
+        (
+            wgpu::Backends::VULKAN | wgpu::Backends::DX12,
+            WgpuBackend::Auto,
+        )
+    } else {
+        (wgpu::Backends::VULKAN, WgpuBackend::Vulkan)
+    }
+}
+
+/// (name, is a real GPU) of every adapter on the native API.
+fn adapters() -> Vec<(String, wgpu::DeviceType)> {
+    let (backends, _) = native_api();
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    let instance = wgpu::Instance::new(desc);
+    block_on(instance.enumerate_adapters(backends))
+        .into_iter()
+        .map(|a| {
+            let info = a.get_info();
+            (
+                format!("{} ({:?}, {:?})", info.name, info.device_type, info.backend),
+                info.device_type,
+            )
+        })
+        .collect()
+}
+
+fn is_gpu(t: wgpu::DeviceType) -> bool {
+    matches!(
+        t,
+        wgpu::DeviceType::DiscreteGpu
+            | wgpu::DeviceType::IntegratedGpu
+            | wgpu::DeviceType::VirtualGpu
+    )
+}
+
+fn wgpu_device(kind: DeviceKind) -> Result<Device> {
+    let (_, api) = native_api();
+    Device::wgpu_options()
+        .device_kind(kind)
+        .graphics_api(api)
+        .init()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .context("initialising wgpu")
+}
+
+pub fn choose(choice: BackendChoice) -> Result<Chosen> {
+    let cpu = || Chosen {
+        device: Device::flex(),
+        description: "cpu (burn flex)".into(),
+    };
+    match choice {
+        BackendChoice::Cpu => Ok(cpu()),
+        BackendChoice::Auto => {
+            let found = adapters();
+            match found.iter().find(|(_, t)| is_gpu(*t)) {
+                Some((name, _)) => Ok(Chosen {
+                    device: wgpu_device(DeviceKind::DefaultDevice)?,
+                    description: format!("wgpu on {name}"),
+                }),
+                None => {
+                    tracing::info!("no GPU adapter found ({found:?}); using the CPU backend");
+                    Ok(cpu())
+                }
+            }
+        }
+        BackendChoice::Wgpu => {
+            let found = adapters();
+            if let Some((name, _)) = found.iter().find(|(_, t)| is_gpu(*t)) {
+                return Ok(Chosen {
+                    device: wgpu_device(DeviceKind::DefaultDevice)?,
+                    description: format!("wgpu on {name}"),
+                });
+            }
+            if let Some((name, _)) = found.iter().find(|(_, t)| *t == wgpu::DeviceType::Cpu) {
+                return Ok(Chosen {
+                    device: wgpu_device(DeviceKind::Cpu)?,
+                    description: format!("wgpu on {name} (software driver: slow)"),
+                });
+            }
+            bail!(
+                "--backend wgpu: no Vulkan adapter found. Without a GPU, install Mesa's software \
+                 driver (Debian: apt-get install mesa-vulkan-drivers libvulkan1)"
+            )
+        }
+    }
+}

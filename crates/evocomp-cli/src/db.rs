@@ -1,0 +1,238 @@
+//! `evocomp db ...`: build, describe and check a variant database.
+
+use crate::backend::{self, BackendChoice};
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use evocomp_db::{BuildOptions, Database, build_database};
+use std::path::PathBuf;
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Build every (unit, level) variant described by CONFIG.ron; a killed
+    /// build continues where it stopped, a finished one does nothing.
+    Build {
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+    },
+    /// Print a database's units, levels and costs.
+    Info {
+        dir: PathBuf,
+        /// Every level of every unit, with its reconstruction error.
+        #[arg(long)]
+        levels: bool,
+    },
+    /// Check every variant file against the manifest's sha256.
+    Verify { dir: PathBuf },
+    /// Perplexity of the model with a genome from the database applied, and
+    /// how long applying takes.
+    Eval {
+        dir: PathBuf,
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        text: PathBuf,
+        /// The same level in every unit.
+        #[arg(long, default_value_t = 0, conflicts_with = "genome")]
+        level: i64,
+        /// One level per unit, comma-separated, in the manifest's unit order.
+        #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+        genome: Option<Vec<i64>>,
+        #[arg(long, default_value_t = 1024)]
+        tokens: usize,
+        #[arg(long, default_value_t = 512)]
+        context: usize,
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+    },
+}
+
+pub fn run(cmd: DbCommand) -> Result<()> {
+    match cmd {
+        DbCommand::Build { config, backend } => build(config, backend),
+        DbCommand::Info { dir, levels } => info(dir, levels),
+        DbCommand::Verify { dir } => {
+            let db = Database::open(&dir)?;
+            db.verify()?;
+            println!(
+                "ok: {} units, every file matches its sha256",
+                db.manifest.units.len()
+            );
+            Ok(())
+        }
+        DbCommand::Eval {
+            dir,
+            model,
+            text,
+            level,
+            genome,
+            tokens,
+            context,
+            backend,
+        } => eval(dir, model, text, level, genome, tokens, context, backend),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn eval(
+    dir: PathBuf,
+    model: PathBuf,
+    text: PathBuf,
+    level: i64,
+    genome: Option<Vec<i64>>,
+    tokens: usize,
+    context: usize,
+    backend: BackendChoice,
+) -> Result<()> {
+    use evocomp_eval::{EvalOptions, perplexity, token_progress};
+    use std::time::Instant;
+    let db = Database::open(&dir)?;
+    let loaded = crate::load(&model)?;
+    db.check_model(&loaded.info.fingerprint()?)?;
+    let genome = genome.unwrap_or_else(|| vec![level; db.manifest.units.len()]);
+    db.manifest.check_genome(&genome)?;
+    let windows = crate::load_windows(&loaded, &text, tokens, context)?;
+    let chosen = backend::choose(backend)?;
+    eprintln!("backend: {}", chosen.description);
+    let mut m = evocomp_model::LlamaModel::new(loaded.config(), &loaded.weights, &chosen.device);
+    let mut ap = evocomp_db::Applier::new(&db);
+    let t0 = Instant::now();
+    let all = ap.apply(&db, &mut m, &genome)?;
+    chosen.device.sync().ok();
+    let apply_all = t0.elapsed().as_secs_f64();
+    let bar = token_progress(tokens as u64, "perplexity");
+    let t1 = Instant::now();
+    let r = perplexity(&m, &windows, &EvalOptions::default(), &bar)?;
+    bar.finish_and_clear();
+    let eval_s = t1.elapsed().as_secs_f64();
+    // A child that differs in two units, as in one mutation step.
+    let mut child = genome.clone();
+    let mut switched = 0;
+    for (i, u) in db.manifest.units.iter().enumerate() {
+        if switched == 2 {
+            break;
+        }
+        if let Some(other) = u.levels.iter().map(|l| l.level).find(|&l| l != genome[i]) {
+            child[i] = other;
+            switched += 1;
+        }
+    }
+    let t2 = Instant::now();
+    let two = ap.apply(&db, &mut m, &child)?;
+    chosen.device.sync().ok();
+    let apply_two = t2.elapsed().as_secs_f64();
+    println!(
+        "cost: {} {}",
+        db.manifest.cost(&genome)?,
+        db.manifest.cost_unit
+    );
+    println!(
+        "apply: {} units in {:.3} s; a child differing in {} units: {:.1} ms",
+        all.changed,
+        apply_all,
+        two.changed,
+        apply_two * 1e3
+    );
+    println!(
+        "evaluation: {} predictions in {:.2} s",
+        r.predictions, eval_s
+    );
+    println!("perplexity: {:.4}", r.perplexity);
+    Ok(())
+}
+
+fn build(config: PathBuf, backend: BackendChoice) -> Result<()> {
+    let cfg = evocomp_config::load_database_config(&config)?;
+    let loaded = crate::load(&cfg.model)?;
+    eprintln!("hashing {}", cfg.model.display());
+    let fingerprint = loaded.info.fingerprint()?;
+    let sample = if cfg.compression.needs_calibration() {
+        let set = crate::token_set(&loaded, &cfg.calibration.text)?;
+        let c = &cfg.calibration;
+        let s = set
+            .sample(c.sequences, c.seq_len, c.seed)
+            .with_context(|| format!("{}: calibration", config.display()))?;
+        eprintln!(
+            "calibration: {} sequences x {} tokens from {} (seed {})",
+            c.sequences,
+            c.seq_len,
+            c.text.display(),
+            c.seed
+        );
+        Some(s)
+    } else {
+        None
+    };
+    let chosen = backend::choose(backend)?;
+    eprintln!("backend: {}", chosen.description);
+    let r = build_database(
+        &loaded,
+        &fingerprint,
+        sample.as_ref(),
+        &cfg.compression,
+        &cfg.output,
+        &chosen.device,
+        &BuildOptions {
+            stop_after_units: None,
+            progress: true,
+        },
+    )?;
+    println!(
+        "database {}: built {} units, {} already built, {:.1} s",
+        cfg.output.display(),
+        r.built,
+        r.skipped,
+        r.seconds
+    );
+    Ok(())
+}
+
+fn info(dir: PathBuf, levels: bool) -> Result<()> {
+    let m = evocomp_db::Manifest::read(&dir)?.with_context(|| {
+        format!(
+            "{}: no manifest.json: not an evocomp database",
+            dir.display()
+        )
+    })?;
+    println!("database: {}", dir.display());
+    println!("model: {}", m.model_fingerprint);
+    println!(
+        "calibration: {}",
+        m.calibration_id.as_deref().unwrap_or("none")
+    );
+    println!("compression: {:?}", m.compression);
+    println!("cost unit: {}", m.cost_unit);
+    let built = m.units.iter().filter(|u| u.is_built()).count();
+    println!(
+        "units: {} ({built} built{})",
+        m.units.len(),
+        if m.complete { ", complete" } else { "" }
+    );
+    for u in &m.units {
+        let lv: Vec<i64> = u.levels.iter().map(|l| l.level).collect();
+        println!(
+            "  {:<10} levels {:?}  cost {}..{}",
+            u.name,
+            (
+                lv.first().copied().unwrap_or(0),
+                lv.last().copied().unwrap_or(0)
+            ),
+            u.levels.iter().map(|l| l.cost).min().unwrap_or(0),
+            u.levels.iter().map(|l| l.cost).max().unwrap_or(0)
+        );
+        if levels {
+            for (i, l) in u.levels.iter().enumerate() {
+                let err = u
+                    .errors
+                    .as_ref()
+                    .map(|e| format!("  error {:.4e}", e[i]))
+                    .unwrap_or_default();
+                println!(
+                    "      level {:>3}: {:<16} cost {}{err}",
+                    l.level, l.label, l.cost
+                );
+            }
+        }
+    }
+    Ok(())
+}
