@@ -20,7 +20,7 @@ mod sparse;
 
 pub use grid::{GridError, SparsityGrid};
 pub use hessian::Hessian;
-pub use matrix::Matrix;
+pub use matrix::{Matrix, random_matrix};
 pub use quant::{QuantMethod, QuantSpec, quant_cost_bits, quantize, quantize_rtn_row};
 pub use sparse::{ObsOptions, SparsityMethod, prune, sparsegpt_with_mask};
 

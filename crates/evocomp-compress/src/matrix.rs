@@ -62,3 +62,16 @@ impl Matrix {
         total * h.n_tokens as f64 / 2.0
     }
 }
+
+/// A seeded matrix of uniform values in [-1, 1) (tests and benchmarks).
+pub fn random_matrix(rows: usize, cols: usize, seed: u64) -> Matrix {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    Matrix::new(
+        rows,
+        cols,
+        (0..rows * cols)
+            .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+            .collect(),
+    )
+}

@@ -243,19 +243,9 @@ fn gptq(w: &Matrix, h: &Hessian, spec: &QuantSpec, opts: &ObsOptions) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matrix::random_matrix as random;
     use rand::rngs::StdRng;
     use rand::{RngExt, SeedableRng};
-
-    fn random(rows: usize, cols: usize, seed: u64) -> Matrix {
-        let mut rng = StdRng::seed_from_u64(seed);
-        Matrix::new(
-            rows,
-            cols,
-            (0..rows * cols)
-                .map(|_| rng.random::<f32>() * 2.0 - 1.0)
-                .collect(),
-        )
-    }
 
     fn inputs(n: usize, dim: usize, seed: u64) -> Vec<f32> {
         let mut rng = StdRng::seed_from_u64(seed);

@@ -279,19 +279,9 @@ pub(crate) fn lazy_update(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matrix::random_matrix as random;
     use rand::rngs::StdRng;
     use rand::{RngExt, SeedableRng};
-
-    fn random(rows: usize, cols: usize, seed: u64) -> Matrix {
-        let mut rng = StdRng::seed_from_u64(seed);
-        Matrix::new(
-            rows,
-            cols,
-            (0..rows * cols)
-                .map(|_| rng.random::<f32>() * 2.0 - 1.0)
-                .collect(),
-        )
-    }
 
     /// Correlated inputs with uneven feature scales, like a real layer's.
     pub(crate) fn inputs(n: usize, dim: usize, seed: u64) -> Vec<f32> {

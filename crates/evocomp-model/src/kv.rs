@@ -7,7 +7,7 @@
 //! back to the budget. A layer without a policy keeps every token, so with no
 //! policy anywhere the result equals the plain causal forward pass.
 
-use crate::llama::{ForwardError, LlamaModel};
+use crate::llama::{ForwardError, LlamaModel, NoHook};
 use crate::weights::LinearKind;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::linear;
@@ -134,26 +134,6 @@ impl LlamaModel {
         Ok((Tensor::cat(outs, 1), lens))
     }
 
-    fn rope_at(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
-        let [b, h, t, d] = x.dims();
-        let cos = self
-            .rope_cos
-            .clone()
-            .slice([start..start + t])
-            .reshape([1, 1, t, d]);
-        let sin = self
-            .rope_sin
-            .clone()
-            .slice([start..start + t])
-            .reshape([1, 1, t, d]);
-        let rotated = x
-            .clone()
-            .reshape([b * h * t, d])
-            .matmul(self.rot.clone())
-            .reshape([b, h, t, d]);
-        x * cos + rotated * sin
-    }
-
     fn block_chunk(
         &self,
         l: usize,
@@ -212,12 +192,7 @@ impl LlamaModel {
             *cache = Some(evict(k_all, v_all, probs, &policy, n, rep, &self.device));
         }
         if !blk.skip_mlp {
-            let x = self
-                .rms_norm(h.clone(), &blk.mlp_norm)
-                .reshape([rows, hidden]);
-            let g = burn::tensor::activation::silu(linear(x.clone(), w(LinearKind::Gate), None));
-            let u = linear(x, w(LinearKind::Up), None);
-            h = h + linear(g * u, w(LinearKind::Down), None).reshape([b, n, hidden]);
+            h = self.mlp(l, h, &mut NoHook);
         }
         h
     }

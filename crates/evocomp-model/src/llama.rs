@@ -289,9 +289,22 @@ impl LlamaModel {
     }
 
     fn rope(&self, x: Tensor<4>) -> Tensor<4> {
+        self.rope_at(x, 0)
+    }
+
+    /// RoPE for `[B, H, T, D]` at positions `start..start + T`.
+    pub(crate) fn rope_at(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
         let [b, h, t, d] = x.dims();
-        let cos = self.rope_cos.clone().slice([0..t]).reshape([1, 1, t, d]);
-        let sin = self.rope_sin.clone().slice([0..t]).reshape([1, 1, t, d]);
+        let cos = self
+            .rope_cos
+            .clone()
+            .slice([start..start + t])
+            .reshape([1, 1, t, d]);
+        let sin = self
+            .rope_sin
+            .clone()
+            .slice([start..start + t])
+            .reshape([1, 1, t, d]);
         let rotated = x
             .clone()
             .reshape([b * h * t, d])
@@ -342,16 +355,26 @@ impl LlamaModel {
             h = h + linear(o, w(LinearKind::O), None).reshape([b, t, hidden]);
         }
         if !blk.skip_mlp {
-            let x = self.rms_norm(h.clone(), &blk.mlp_norm).reshape([n, hidden]);
-            hook.linear_input(l, LinearKind::Gate, &x);
-            hook.linear_input(l, LinearKind::Up, &x);
-            let g = activation::silu(linear(x.clone(), w(LinearKind::Gate), None));
-            let u = linear(x, w(LinearKind::Up), None);
-            let a = g * u;
-            hook.linear_input(l, LinearKind::Down, &a);
-            h = h + linear(a, w(LinearKind::Down), None).reshape([b, t, hidden]);
+            h = self.mlp(l, h, hook);
         }
         h
+    }
+
+    /// The MLP sub-block with its residual: `h + down(silu(gate(x)) * up(x))`.
+    pub(crate) fn mlp(&self, l: usize, h: Tensor<3>, hook: &mut dyn ForwardHook) -> Tensor<3> {
+        let blk = &self.blocks[l];
+        let [b, t, hidden] = h.dims();
+        let w = |k: LinearKind| blk.linears[k as usize].clone();
+        let x = self
+            .rms_norm(h.clone(), &blk.mlp_norm)
+            .reshape([b * t, hidden]);
+        hook.linear_input(l, LinearKind::Gate, &x);
+        hook.linear_input(l, LinearKind::Up, &x);
+        let g = activation::silu(linear(x.clone(), w(LinearKind::Gate), None));
+        let u = linear(x, w(LinearKind::Up), None);
+        let a = g * u;
+        hook.linear_input(l, LinearKind::Down, &a);
+        h + linear(a, w(LinearKind::Down), None).reshape([b, t, hidden])
     }
 }
 
