@@ -239,11 +239,12 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// Whether building this kind needs calibration inputs.
+    /// Whether building this kind uses calibration inputs: every weight
+    /// method does, to record each level's reconstruction error ‖WX − ŴX‖²
+    /// (magnitude and RTN use them for nothing else).
     pub fn needs_calibration(&self) -> bool {
         match self {
-            Compression::Sparsity { method, .. } => method.needs_hessian(),
-            Compression::Quantization { method, .. } => *method == QuantMethod::Gptq,
+            Compression::Sparsity { .. } | Compression::Quantization { .. } => true,
             Compression::Depth { .. }
             | Compression::KvBudget { .. }
             | Compression::KvBits { .. } => false,
