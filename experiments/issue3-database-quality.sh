@@ -6,7 +6,7 @@
 #   bash experiments/issue3-database-quality.sh > experiments/issue3-database-quality.md
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bin="${CARGO_TARGET_DIR:-$HOME/.cache/evocomp-target}/release/evocomp"
+bin="${CARGO_TARGET_DIR:-target}/release/evocomp"
 model=assets/models/SmolLM2-135M-Instruct.Q4_1.gguf
 text=assets/text/sotu/eval/2021_joseph_r_biden_d.txt
 echo "# Variant databases on SmolLM2-135M: reconstruction error and perplexity"
