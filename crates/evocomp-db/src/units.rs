@@ -271,7 +271,7 @@ pub fn kv_bits_per_token(
     }
     let overhead = match group {
         KvGroupSpec::PerToken => {
-            let gs = if group_size == 0 || cfg.head_dim % group_size != 0 {
+            let gs = if group_size == 0 || !cfg.head_dim.is_multiple_of(group_size) {
                 cfg.head_dim
             } else {
                 group_size

@@ -166,7 +166,7 @@ impl GgmlType {
     /// a whole number of blocks.
     pub fn byte_size(self, n_elements: u64) -> Option<u64> {
         let (block, bytes) = self.block_geometry();
-        if n_elements % block as u64 != 0 {
+        if !n_elements.is_multiple_of(block as u64) {
             return None;
         }
         (n_elements / block as u64).checked_mul(bytes as u64)

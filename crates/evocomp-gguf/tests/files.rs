@@ -43,7 +43,7 @@ fn every_supported_dtype_matches_the_python_reference() {
         let (block, _) = ty.block_geometry();
         // Two rows, to exercise the row-major shape.
         let n = values.len() as u64;
-        let dims = if (n / 2) % block as u64 == 0 {
+        let dims = if (n / 2).is_multiple_of(block as u64) {
             vec![n / 2, 2]
         } else {
             vec![n]

@@ -226,7 +226,11 @@ impl TensorSource for GgufSource {
             None
         };
         Ok(Some(match heads {
-            Some(n) if t.shape.len() == 2 && t.shape[0] % n == 0 && (t.shape[0] / n) % 2 == 0 => {
+            Some(n)
+                if t.shape.len() == 2
+                    && t.shape[0].is_multiple_of(n)
+                    && (t.shape[0] / n).is_multiple_of(2) =>
+            {
                 unpermute_rope_rows(&t, n)
             }
             _ => t,
