@@ -30,20 +30,14 @@ pub enum DbCommand {
         dir: PathBuf,
         #[arg(long)]
         model: PathBuf,
-        #[arg(long)]
-        text: PathBuf,
+        #[command(flatten)]
+        windows: crate::WindowArgs,
         /// The same level in every unit.
         #[arg(long, default_value_t = 0, conflicts_with = "genome")]
         level: i64,
         /// One level per unit, comma-separated, in the manifest's unit order.
         #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
         genome: Option<Vec<i64>>,
-        #[arg(long, default_value_t = 1024)]
-        tokens: usize,
-        #[arg(long, default_value_t = 512)]
-        context: usize,
-        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-        backend: BackendChoice,
     },
 }
 
@@ -63,27 +57,26 @@ pub fn run(cmd: DbCommand) -> Result<()> {
         DbCommand::Eval {
             dir,
             model,
-            text,
+            windows,
             level,
             genome,
-            tokens,
-            context,
-            backend,
-        } => eval(dir, model, text, level, genome, tokens, context, backend),
+        } => eval(dir, model, windows, level, genome),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn eval(
     dir: PathBuf,
     model: PathBuf,
-    text: PathBuf,
+    windows: crate::WindowArgs,
     level: i64,
     genome: Option<Vec<i64>>,
-    tokens: usize,
-    context: usize,
-    backend: BackendChoice,
 ) -> Result<()> {
+    let crate::WindowArgs {
+        text,
+        tokens,
+        context,
+        backend,
+    } = windows;
     use evocomp_eval::{EvalOptions, perplexity, token_progress};
     use std::time::Instant;
     let db = Database::open(&dir)?;

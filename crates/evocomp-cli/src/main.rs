@@ -23,6 +23,22 @@ struct Cli {
     command: Command,
 }
 
+/// The scored text and how it is cut, shared by `perplexity` and `db eval`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct WindowArgs {
+    /// A text file, or a folder of .txt files.
+    #[arg(long)]
+    pub text: PathBuf,
+    /// Tokens scored: the first N of the text.
+    #[arg(long, default_value_t = 1024)]
+    pub tokens: usize,
+    /// Window length C; each window gives C-1 predictions.
+    #[arg(long, default_value_t = 512)]
+    pub context: usize,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Print a model's architecture and its tensors' dtypes.
@@ -38,15 +54,8 @@ enum Command {
     Perplexity {
         #[arg(long)]
         model: PathBuf,
-        /// A text file, or a folder of .txt files.
-        #[arg(long)]
-        text: PathBuf,
-        #[arg(long, default_value_t = 1024)]
-        tokens: usize,
-        #[arg(long, default_value_t = 512)]
-        context: usize,
-        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-        backend: BackendChoice,
+        #[command(flatten)]
+        windows: WindowArgs,
         /// Windows per forward pass.
         #[arg(long, default_value_t = 2)]
         batch_size: usize,
@@ -79,10 +88,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect { model, tensors } => inspect(&model, tensors),
         Command::Perplexity {
             model,
-            text,
-            tokens,
-            context,
-            backend,
+            windows:
+                WindowArgs {
+                    text,
+                    tokens,
+                    context,
+                    backend,
+                },
             batch_size,
         } => {
             let chosen = backend::choose(backend)?;
