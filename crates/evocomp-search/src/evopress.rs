@@ -191,6 +191,7 @@ impl EvoPress {
                     .map(|g| Request {
                         genome: g.clone(),
                         sample,
+                        probe: false,
                     })
                     .collect()
             }

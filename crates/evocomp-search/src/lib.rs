@@ -9,16 +9,21 @@
 mod cmaes;
 mod dp;
 mod evopress;
+pub mod heuristics;
 mod nsga2;
 pub mod pareto;
 pub mod rng;
 mod space;
+mod strategy;
 
 pub use cmaes::CmaEs;
 pub use dp::knapsack;
 pub use evopress::{EvoPress, EvoPressConfig, Stage, level_switch, offspring};
 pub use nsga2::{LevelGenomes, Member, Nsga2, Nsga2Config, RealVector, Representation};
 pub use space::{Budget, Genome, Space, SpaceError, UnitLevels};
+pub use strategy::{
+    EvolKv, EvolKvConfig, Fixed, Greedy, GreedyConfig, LevelNsga2, Progress, Strategy,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +39,10 @@ pub struct SampleSpec {
 pub struct Request {
     pub genome: Genome,
     pub sample: SampleSpec,
+    /// A measurement (greedy's single-unit sensitivity probes), not a
+    /// candidate: it may be off budget and never becomes a result.
+    #[serde(default)]
+    pub probe: bool,
 }
 
 /// A genome's fitness (lower is better) on the sample it was asked for.

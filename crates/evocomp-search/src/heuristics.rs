@@ -1,0 +1,279 @@
+//! Genomes from scores: the one-shot baselines (uniform, OWL, ShortGPT,
+//! random feasible configurations) and the budget repair they share.
+//!
+//! The scores themselves (outlier ratios, block cosines) are measured on
+//! the model by the engine; here they are plain numbers.
+
+use crate::evopress::level_switch;
+use crate::rng::rng_for;
+use crate::space::{Budget, Genome, Space, SpaceError};
+use rand::RngExt;
+
+/// The genome nearest to real-valued per-unit level `targets` that meets
+/// `budget`: each unit is rounded to its nearest level, then units are moved
+/// one level at a time, where the rounding was furthest from the target,
+/// until the budget holds (higher levels are cheaper). For an `Exact` budget
+/// on an equal-step grid the result is exact; otherwise it is the cheapest
+/// genome reached not above the limit.
+pub fn round_to_budget(
+    space: &Space,
+    targets: &[f64],
+    budget: &Budget,
+) -> Result<Genome, SpaceError> {
+    if targets.len() != space.len() {
+        return Err(SpaceError::Length {
+            found: targets.len(),
+            units: space.len(),
+        });
+    }
+    let mut g: Genome = space
+        .units
+        .iter()
+        .zip(targets)
+        .map(|(u, &t)| {
+            *u.levels
+                .iter()
+                .min_by(|a, b| ((**a as f64) - t).abs().total_cmp(&((**b as f64) - t).abs()))
+                .expect("levels")
+        })
+        .collect();
+    let step = |g: &mut Genome, i: usize, dir: i64| {
+        let u = &space.units[i];
+        let k = u.index(g[i]).expect("valid") as i64 + dir;
+        g[i] = u.levels[k as usize];
+    };
+    // Too expensive: compress the unit furthest below its target.
+    while space.cost(&g) > budget.limit() {
+        let best = (0..g.len())
+            .filter(|&i| g[i] < space.units[i].max())
+            .max_by(|&a, &b| {
+                (targets[a] - g[a] as f64)
+                    .total_cmp(&(targets[b] - g[b] as f64))
+                    .then(b.cmp(&a))
+            });
+        match best {
+            Some(i) => step(&mut g, i, 1),
+            None => return Err(SpaceError::Infeasible(*budget)),
+        }
+    }
+    // Spend what is left: decompress the unit furthest above its target, as
+    // long as the total stays within the limit.
+    loop {
+        let cost = space.cost(&g);
+        if cost == budget.limit() {
+            break;
+        }
+        let mut order: Vec<usize> = (0..g.len())
+            .filter(|&i| g[i] > space.units[i].min())
+            .collect();
+        order.sort_by(|&a, &b| {
+            (g[b] as f64 - targets[b])
+                .total_cmp(&(g[a] as f64 - targets[a]))
+                .then(a.cmp(&b))
+        });
+        let mut moved = false;
+        for i in order {
+            let mut h = g.clone();
+            step(&mut h, i, -1);
+            if space.cost(&h) <= budget.limit() {
+                g = h;
+                moved = true;
+                break;
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    if !budget.allows(space.cost(&g)) {
+        return Err(SpaceError::Infeasible(*budget));
+    }
+    Ok(g)
+}
+
+/// OWL (Yin et al., 2024): a layer with more outliers gets less sparsity.
+/// `lor[l]` is the outlier ratio of layer `l`; `unit_layer[u]` the layer
+/// of unit `u`; `levels_per_sparsity[u]` how many level steps of unit `u`
+/// one unit of sparsity (1.0 = 100%) is. Layer `l` aims at sparsity
+/// `s − 2λ·(LOR_l − min)/(max − min) + λ` (centred, so the mean offset is
+/// about zero), then the result is rounded onto the budget.
+pub fn owl_genome(
+    space: &Space,
+    base_level: i64,
+    unit_layer: &[usize],
+    lor: &[f64],
+    lambda: f64,
+    levels_per_sparsity: &[f64],
+    budget: &Budget,
+) -> Result<Genome, SpaceError> {
+    let (lo, hi) = lor
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let targets: Vec<f64> = unit_layer
+        .iter()
+        .zip(levels_per_sparsity)
+        .map(|(&l, &k)| {
+            let offset = lambda - 2.0 * lambda * (lor[l] - lo) / span;
+            base_level as f64 + offset * k
+        })
+        .collect();
+    round_to_budget(space, &targets, budget)
+}
+
+/// ShortGPT (Men et al., 2024): compress the units with the lowest score
+/// (block influence, 1 − cos(input, output)) first, one level at a time,
+/// until the budget holds; every other unit stays at its lowest level.
+pub fn lowest_scores_first(
+    space: &Space,
+    scores: &[f64],
+    budget: &Budget,
+) -> Result<Genome, SpaceError> {
+    if scores.len() != space.len() {
+        return Err(SpaceError::Length {
+            found: scores.len(),
+            units: space.len(),
+        });
+    }
+    let mut g: Genome = space.units.iter().map(|u| u.min()).collect();
+    let mut order: Vec<usize> = (0..g.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(a.cmp(&b)));
+    for &i in &order {
+        while space.cost(&g) > budget.limit() && g[i] < space.units[i].max() {
+            let u = &space.units[i];
+            g[i] = u.levels[u.index(g[i]).expect("valid") + 1];
+        }
+    }
+    if !budget.allows(space.cost(&g)) {
+        return Err(SpaceError::Infeasible(*budget));
+    }
+    Ok(g)
+}
+
+/// `n` distinct random feasible genomes: random walks of level switches
+/// from `start` (which must be feasible) when the grid has equal steps,
+/// otherwise random levels rounded onto the budget.
+pub fn random_feasible(
+    space: &Space,
+    start: &[i64],
+    budget: &Budget,
+    n: usize,
+    seed: u64,
+) -> Vec<Genome> {
+    let mut out: Vec<Genome> = Vec::new();
+    let equal = space.equal_steps() && budget.allows(space.cost(start));
+    let mut attempt = 0u64;
+    while out.len() < n && attempt < 100 * n as u64 + 100 {
+        let mut rng = rng_for(seed, &[0xbe57, attempt]);
+        attempt += 1;
+        let g = if equal {
+            let mut g = start.to_vec();
+            for _ in 0..4 * space.len() {
+                level_switch(space, &mut g, &mut rng);
+            }
+            g
+        } else {
+            let targets: Vec<f64> = space
+                .units
+                .iter()
+                .map(|u| u.levels[rng.random_range(0..u.levels.len())] as f64)
+                .collect();
+            match round_to_budget(space, &targets, budget) {
+                Ok(g) => g,
+                Err(_) => continue,
+            }
+        };
+        if budget.allows(space.cost(&g)) && !out.contains(&g) {
+            out.push(g);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::space::UnitLevels;
+
+    fn grid(n: usize) -> Space {
+        Space::new(
+            (0..n)
+                .map(|i| {
+                    let numel = 10_000 + 3_000 * i as u64;
+                    let levels: Vec<i64> = (-2..=2).collect();
+                    UnitLevels {
+                        name: format!("u{i}"),
+                        costs: levels
+                            .iter()
+                            .map(|&l| (numel as i64 / 2 - l * 500) as u64)
+                            .collect(),
+                        levels,
+                    }
+                })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn rounding_meets_an_exact_budget_and_follows_the_targets() {
+        let s = grid(6);
+        let budget = Budget::Exact(s.cost(&s.uniform(0).unwrap()));
+        let g = round_to_budget(&s, &[1.4, 1.4, -0.6, -0.6, 0.2, -1.9], &budget).unwrap();
+        assert_eq!(s.cost(&g), budget.limit());
+        assert_eq!(g.iter().sum::<i64>(), 0);
+        assert!(g[0] >= 1 && g[5] <= -1, "{g:?}");
+    }
+
+    #[test]
+    fn owl_gives_outlier_layers_less_sparsity() {
+        let s = grid(4);
+        let budget = Budget::Exact(s.cost(&s.uniform(0).unwrap()));
+        let g = owl_genome(
+            &s,
+            0,
+            &[0, 1, 2, 3],
+            &[0.10, 0.01, 0.02, 0.03],
+            0.08,
+            &[20.0; 4],
+            &budget,
+        )
+        .unwrap();
+        assert_eq!(s.cost(&g), budget.limit());
+        // Layer 0 has the most outliers: least compressed.
+        assert_eq!(*g.iter().min().unwrap(), g[0]);
+        assert!(g[0] < 0 && g[1] > 0, "{g:?}");
+    }
+
+    #[test]
+    fn shortgpt_drops_the_least_influential_units() {
+        let s = Space::new(
+            (0..5)
+                .map(|i| UnitLevels {
+                    name: format!("b{i}"),
+                    levels: vec![0, 1],
+                    costs: vec![100, 0],
+                })
+                .collect(),
+        )
+        .unwrap();
+        let g = lowest_scores_first(&s, &[0.5, 0.1, 0.9, 0.05, 0.3], &Budget::Exact(300)).unwrap();
+        assert_eq!(g, vec![0, 1, 0, 1, 0]);
+    }
+
+    #[test]
+    fn random_feasible_genomes_are_distinct_feasible_and_seeded() {
+        let s = grid(8);
+        let start = s.uniform(0).unwrap();
+        let budget = Budget::Exact(s.cost(&start));
+        let a = random_feasible(&s, &start, &budget, 10, 7);
+        assert_eq!(a.len(), 10);
+        for g in &a {
+            assert!(s.feasible(g, &budget));
+        }
+        assert_eq!(a, random_feasible(&s, &start, &budget, 10, 7));
+        assert_ne!(a, random_feasible(&s, &start, &budget, 10, 8));
+    }
+}
