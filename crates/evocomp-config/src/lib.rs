@@ -25,6 +25,14 @@ pub enum ConfigError {
         col: usize,
         message: String,
     },
+    #[error("{path}:{line}:{col}: {field}: {message}")]
+    At {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+        field: String,
+        message: String,
+    },
     #[error("{path}: {field}: {message}")]
     Invalid {
         path: PathBuf,
@@ -282,12 +290,67 @@ pub fn parse_ron<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Res
         })
 }
 
+/// Where `field` (a dotted path such as `strategy.generations`) is written
+/// in RON `text`: each part is searched as `name:` after the previous one,
+/// outside comments. 1-based line and column.
+pub fn locate(text: &str, field: &str) -> Option<(usize, usize)> {
+    // Blank out comments so that field names inside them are not found.
+    let mut clean = String::with_capacity(text.len());
+    for line in text.lines() {
+        match line.find("//") {
+            Some(i) => {
+                clean.push_str(&line[..i]);
+                clean.push_str(&" ".repeat(line.len() - i));
+            }
+            None => clean.push_str(line),
+        }
+        clean.push('\n');
+    }
+    let mut from = 0;
+    let mut at = None;
+    for part in field.split('.') {
+        let part = part.split('[').next().unwrap_or(part);
+        let mut found = None;
+        let mut search = from;
+        while let Some(i) = clean[search..].find(part) {
+            let start = search + i;
+            let end = start + part.len();
+            let before_ok = start == 0
+                || !clean.as_bytes()[start - 1].is_ascii_alphanumeric()
+                    && clean.as_bytes()[start - 1] != b'_';
+            let rest = clean[end..].trim_start();
+            if before_ok && (rest.starts_with(':') || rest.starts_with('(')) {
+                found = Some(start);
+                break;
+            }
+            search = end;
+        }
+        let start = found?;
+        at = Some(start);
+        from = start + part.len();
+    }
+    let at = at?;
+    let line = clean[..at].matches('\n').count() + 1;
+    let col = at - clean[..at].rfind('\n').map_or(0, |i| i + 1) + 1;
+    Some((line, col))
+}
+
 struct Checker<'a> {
     path: &'a Path,
+    text: Option<&'a str>,
 }
 
 impl Checker<'_> {
     fn fail<T>(&self, field: &str, message: impl Into<String>) -> Result<T> {
+        if let Some((line, col)) = self.text.and_then(|t| locate(t, field)) {
+            return Err(ConfigError::At {
+                path: self.path.to_path_buf(),
+                line,
+                col,
+                field: field.into(),
+                message: message.into(),
+            });
+        }
         Err(ConfigError::Invalid {
             path: self.path.to_path_buf(),
             field: field.into(),
@@ -311,7 +374,11 @@ impl Checker<'_> {
 impl DatabaseSpec {
     /// Validate and resolve.
     pub fn resolve(self, path: &Path) -> Result<DatabaseConfig> {
-        let c = Checker { path };
+        self.resolve_in(path, None)
+    }
+
+    fn resolve_in(self, path: &Path, text: Option<&str>) -> Result<DatabaseConfig> {
+        let c = Checker { path, text };
         c.exists(&self.model, "model")?;
         c.exists(&self.calibration.text, "calibration.text")?;
         c.ensure(
@@ -512,8 +579,11 @@ impl DatabaseSpec {
 pub fn load_database_config(path: &Path) -> Result<DatabaseConfig> {
     let text = read(path)?;
     let spec: DatabaseSpec = parse_ron(path, &text)?;
-    spec.resolve(path)
+    spec.resolve_in(path, Some(&text))
 }
+
+mod experiment;
+pub use experiment::*;
 
 #[cfg(test)]
 mod tests {

@@ -119,8 +119,9 @@ pub fn token_progress(total_tokens: u64, message: &str) -> ProgressBar {
     bar
 }
 
-/// Consecutive runs of equal-length sequences, at most `batch` long.
-fn batches(seqs: &[Vec<u32>], batch: usize) -> Vec<std::ops::Range<usize>> {
+/// Consecutive runs of equal-length sequences, at most `batch` long: the
+/// batches every evaluation of a sample uses, in order.
+pub fn batches(seqs: &[Vec<u32>], batch: usize) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < seqs.len() {
@@ -282,6 +283,21 @@ pub fn kl_to_teacher(
     opts: &EvalOptions,
     progress: &ProgressBar,
 ) -> Result<KlResult> {
+    kl_to_teacher_with(model, sample, teacher, opts, progress, &mut |_, batch| {
+        Ok(model.forward(batch)?)
+    })
+}
+
+/// [`kl_to_teacher`] with the logits of batch `i` (of [`batches`]) made by
+/// `logits`: the hook that lets a caller resume from cached hidden states.
+pub fn kl_to_teacher_with(
+    model: &LlamaModel,
+    sample: &Sample,
+    teacher: &Teacher,
+    opts: &EvalOptions,
+    progress: &ProgressBar,
+    logits: &mut dyn FnMut(usize, &[Vec<u32>]) -> Result<Tensor<3>>,
+) -> Result<KlResult> {
     check_batch(opts)?;
     if teacher.sample_id != sample.id || teacher.seqs.len() != sample.sequences.len() {
         return Err(EvalError::SampleMismatch {
@@ -291,9 +307,12 @@ pub fn kl_to_teacher(
     }
     let device = model.device().clone();
     let (mut kl_sum, mut kl_n, mut nll_sum, mut nll_n) = (0.0f64, 0usize, 0.0f64, 0usize);
-    for r in batches(&sample.sequences, opts.batch_size) {
+    for (bi, r) in batches(&sample.sequences, opts.batch_size)
+        .into_iter()
+        .enumerate()
+    {
         let batch = &sample.sequences[r.clone()];
-        let lp = log_probs(model, batch)?;
+        let lp = log_softmax(logits(bi, batch)?, 2);
         let [b, t, v] = lp.dims();
         if v != teacher.vocab {
             return Err(EvalError::Invalid(format!(

@@ -1,0 +1,662 @@
+//! `evocomp run CONFIG.ron`: one search study.
+//!
+//! Stage 1 is [`ExperimentSpec`], the RON as written (unknown fields are
+//! refused at file:line:column). Stage 2 is [`Experiment`]: every default
+//! filled in, every value checked, the database config loaded, and saved as
+//! JSON beside the study. Checks that need the database's levels (an
+//! impossible budget) happen when the study opens the database, and point
+//! at the config's `budget` line through [`ExperimentSpec::error_at`].
+
+use super::{
+    Checker, ConfigError, DatabaseConfig, Result, load_database_config, parse_ron, read,
+};
+#[cfg(test)]
+use super::locate;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The raw experiment, as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename = "Experiment")]
+pub struct ExperimentSpec {
+    /// The study's name; its folder is `results/<name>` unless `output` says otherwise.
+    pub name: String,
+    /// A .gguf file or an HF folder.
+    pub model: PathBuf,
+    /// The variant database's build config (`configs/db/*.ron`); built first if needed.
+    pub database: PathBuf,
+    pub data: DataSpec,
+    pub budget: BudgetSpec,
+    pub strategy: StrategySpec,
+    #[serde(default)]
+    pub fitness: FitnessSpec,
+    #[serde(default)]
+    pub backend: BackendSpec,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub output: Option<PathBuf>,
+    /// Offspring resume from their parent's hidden states at the first layer they change.
+    #[serde(default = "yes")]
+    pub prefix_reuse: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Search data and held-out data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// Text the search scores candidates on (fresh random windows per stage).
+    pub calibration: PathBuf,
+    /// Held-out text the final configuration is measured on.
+    pub evaluation: PathBuf,
+    /// Held-out tokens (the first ones of `evaluation`, in windows of `held_out_context`).
+    #[serde(default = "default_held_out")]
+    pub held_out_tokens: usize,
+    #[serde(default = "default_context")]
+    pub held_out_context: usize,
+}
+
+fn default_held_out() -> usize {
+    4096
+}
+fn default_context() -> usize {
+    512
+}
+
+/// The constraint on the total cost.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum BudgetSpec {
+    /// Exactly the cost of every unit at this level (EvoPress: level 0 is the target).
+    UniformLevel(i64),
+    /// This many units at their most compressed level, the rest at their least
+    /// (depth: blocks dropped).
+    Dropped(usize),
+    /// At most this total cost, in the database's cost unit.
+    AtMost(u64),
+    /// Exactly this total cost.
+    Exact(u64),
+    /// At most this fraction of the cost of every unit at its least compressed level.
+    Fraction(f64),
+}
+
+/// What a candidate is scored by (lower is better).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Metric {
+    /// Mean KL(teacher ‖ candidate) per token, teacher = the uncompressed model.
+    Kl,
+    /// Mean next-token negative log-likelihood (log perplexity).
+    Nll,
+}
+
+/// What is kept of the teacher's outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TeacherSpec {
+    Full,
+    TopK(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FitnessSpec {
+    #[serde(default = "default_metric")]
+    pub metric: Metric,
+    #[serde(default = "default_teacher")]
+    pub teacher: TeacherSpec,
+    /// Tokens per sequence of every sample.
+    #[serde(default = "default_seq_len")]
+    pub seq_len: usize,
+    /// Tokens per sample for strategies with one fixed sample.
+    #[serde(default = "default_tokens")]
+    pub tokens: usize,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+fn default_metric() -> Metric {
+    Metric::Kl
+}
+fn default_teacher() -> TeacherSpec {
+    TeacherSpec::TopK(64)
+}
+fn default_seq_len() -> usize {
+    256
+}
+fn default_tokens() -> usize {
+    2048
+}
+fn default_batch() -> usize {
+    4
+}
+
+impl Default for FitnessSpec {
+    fn default() -> Self {
+        Self {
+            metric: default_metric(),
+            teacher: default_teacher(),
+            seq_len: default_seq_len(),
+            tokens: default_tokens(),
+            batch_size: default_batch(),
+        }
+    }
+}
+
+impl FitnessSpec {
+    /// A stable text naming everything a fitness value depends on (besides
+    /// model, database, sample and genome): part of every cache key.
+    pub fn key(&self) -> String {
+        let t = match self.teacher {
+            TeacherSpec::Full => "full".to_string(),
+            TeacherSpec::TopK(k) => format!("top{k}"),
+        };
+        format!("{:?}/{t}/seq{}", self.metric, self.seq_len)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum BackendSpec {
+    /// wgpu on a GPU, else the CPU.
+    #[default]
+    Auto,
+    Wgpu,
+    Cpu,
+}
+
+/// EvoPress presets (the published defaults per kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Preset {
+    Sparsity,
+    Quantization,
+    Depth,
+    SuperFast,
+}
+
+/// The search strategy and its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum StrategySpec {
+    /// EvoPress: a preset, any field of which may be overridden.
+    EvoPress {
+        preset: Preset,
+        #[serde(default)]
+        generations: Option<usize>,
+        #[serde(default)]
+        offspring: Option<usize>,
+        /// (survivors, tokens) per selection stage.
+        #[serde(default)]
+        stages: Option<Vec<(usize, usize)>>,
+        #[serde(default)]
+        max_flips: Option<usize>,
+    },
+    /// Every unit at the budget's level.
+    Uniform,
+    /// The best of `n` random feasible configurations.
+    Random { n: usize },
+    /// OWL: less sparsity where activations have more outliers.
+    Owl {
+        #[serde(default = "default_owl_lambda")]
+        lambda: f64,
+        /// Outlier threshold M (a score above M × the layer's mean).
+        #[serde(default = "default_owl_m")]
+        m: f64,
+    },
+    /// ShortGPT: drop the blocks whose input and output are most alike.
+    ShortGpt,
+    /// Shift a level from the unit where it hurts most to where it hurts least, while it helps.
+    Greedy {
+        #[serde(default = "default_greedy_steps")]
+        max_steps: usize,
+        #[serde(default = "default_greedy_tries")]
+        tries: usize,
+    },
+    /// SPDY-style DP: per-unit normalised errors from the database, exact knapsack.
+    Dp {
+        #[serde(default = "default_dp_states")]
+        max_states: usize,
+    },
+    /// EvolKV: grouped CMA-ES, bottom-up, with the cache-score objective.
+    EvolKv {
+        #[serde(default = "default_group")]
+        group_size: usize,
+        #[serde(default = "default_kv_generations")]
+        generations: usize,
+        #[serde(default = "default_sigma")]
+        sigma0: f64,
+        #[serde(default)]
+        population: Option<usize>,
+        #[serde(default = "default_kv_lambda")]
+        lambda: f64,
+        #[serde(default = "default_gamma")]
+        gamma: f64,
+    },
+    /// NSGA-II over (fitness, cost): a whole front, every member within the budget's limit.
+    Nsga2 { population: usize, generations: usize },
+}
+
+fn default_owl_lambda() -> f64 {
+    0.08
+}
+fn default_owl_m() -> f64 {
+    5.0
+}
+fn default_greedy_steps() -> usize {
+    50
+}
+fn default_greedy_tries() -> usize {
+    4
+}
+fn default_dp_states() -> usize {
+    2_000_000
+}
+fn default_group() -> usize {
+    8
+}
+fn default_kv_generations() -> usize {
+    10
+}
+fn default_sigma() -> f64 {
+    0.3
+}
+fn default_kv_lambda() -> f64 {
+    0.3
+}
+fn default_gamma() -> f64 {
+    0.2
+}
+
+impl StrategySpec {
+    /// A short name for tables and plots.
+    pub fn label(&self) -> &'static str {
+        match self {
+            StrategySpec::EvoPress { .. } => "EvoPress",
+            StrategySpec::Uniform => "uniform",
+            StrategySpec::Random { .. } => "random",
+            StrategySpec::Owl { .. } => "OWL",
+            StrategySpec::ShortGpt => "ShortGPT",
+            StrategySpec::Greedy { .. } => "greedy",
+            StrategySpec::Dp { .. } => "DP",
+            StrategySpec::EvolKv { .. } => "EvolKV",
+            StrategySpec::Nsga2 { .. } => "NSGA-II",
+        }
+    }
+}
+
+/// A validated experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Experiment {
+    /// The config file it came from.
+    pub source: PathBuf,
+    pub name: String,
+    pub model: PathBuf,
+    /// The database config file and its build settings' output folder.
+    pub database_config: PathBuf,
+    pub database: PathBuf,
+    pub data: DataSpec,
+    pub budget: BudgetSpec,
+    pub strategy: StrategySpec,
+    pub fitness: FitnessSpec,
+    pub backend: BackendSpec,
+    pub seed: u64,
+    pub output: PathBuf,
+    pub prefix_reuse: bool,
+}
+
+impl Experiment {
+    /// The database build this experiment uses.
+    pub fn database_build(&self) -> Result<DatabaseConfig> {
+        load_database_config(&self.database_config)
+    }
+
+    /// An error about `field`, pointing into the config file when it still
+    /// exists and the field can be found in it.
+    pub fn error_at(&self, field: &str, message: impl Into<String>) -> ConfigError {
+        let text = std::fs::read_to_string(&self.source).ok();
+        let c = Checker {
+            path: &self.source,
+            text: text.as_deref(),
+        };
+        c.fail::<()>(field, message).unwrap_err()
+    }
+}
+
+impl ExperimentSpec {
+    fn resolve_in(self, path: &Path, text: Option<&str>) -> Result<Experiment> {
+        let c = Checker { path, text };
+        c.ensure(
+            !self.name.is_empty()
+                && self
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+                && !self.name.starts_with('.'),
+            "name",
+            format!(
+                "{:?}: use letters, digits, '-', '_' and '.' (it names a folder)",
+                self.name
+            ),
+        )?;
+        c.exists(&self.model, "model")?;
+        c.exists(&self.database, "database")?;
+        c.exists(&self.data.calibration, "data.calibration")?;
+        c.exists(&self.data.evaluation, "data.evaluation")?;
+        c.ensure(
+            self.data.held_out_context >= 2,
+            "data.held_out_context",
+            "must be at least 2",
+        )?;
+        c.ensure(
+            self.data.held_out_tokens >= self.data.held_out_context,
+            "data.held_out_tokens",
+            "must be at least one context window",
+        )?;
+        let db = load_database_config(&self.database).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field: "database".into(),
+            message: e.to_string(),
+        })?;
+        if db.model != self.model {
+            return c.fail(
+                "database",
+                format!(
+                    "the database is built from {}, the experiment's model is {}",
+                    db.model.display(),
+                    self.model.display()
+                ),
+            );
+        }
+        let f = &self.fitness;
+        c.ensure(f.seq_len >= 2, "fitness.seq_len", "must be at least 2")?;
+        c.ensure(
+            f.tokens >= f.seq_len,
+            "fitness.tokens",
+            "must be at least one sequence (seq_len tokens)",
+        )?;
+        c.ensure(f.batch_size >= 1, "fitness.batch_size", "must be at least 1")?;
+        if let TeacherSpec::TopK(k) = f.teacher {
+            c.ensure(k >= 1, "fitness.teacher", "top-k needs k >= 1")?;
+        }
+        match &self.budget {
+            BudgetSpec::Fraction(x) => c.ensure(
+                *x > 0.0 && *x <= 1.0,
+                "budget",
+                format!("a fraction must be in (0, 1], got {x}"),
+            )?,
+            BudgetSpec::AtMost(0) | BudgetSpec::Exact(0) => {
+                return c.fail("budget", "a budget of 0 leaves nothing of the model");
+            }
+            _ => {}
+        }
+        match &self.strategy {
+            StrategySpec::EvoPress {
+                generations,
+                offspring,
+                stages,
+                max_flips,
+                ..
+            } => {
+                c.ensure(
+                    generations.is_none_or(|g| g >= 1),
+                    "strategy.generations",
+                    "must be at least 1",
+                )?;
+                c.ensure(
+                    offspring.is_none_or(|g| g >= 1),
+                    "strategy.offspring",
+                    "must be at least 1",
+                )?;
+                c.ensure(
+                    max_flips.is_none_or(|g| g >= 1),
+                    "strategy.max_flips",
+                    "must be at least 1",
+                )?;
+                if let Some(st) = stages {
+                    c.ensure(
+                        !st.is_empty(),
+                        "strategy.stages",
+                        "needs at least one stage",
+                    )?;
+                    c.ensure(
+                        st.last().is_some_and(|s| s.0 == 1),
+                        "strategy.stages",
+                        "the last stage must keep exactly 1 survivor",
+                    )?;
+                    for &(keep, tokens) in st {
+                        c.ensure(
+                            keep >= 1 && tokens >= f.seq_len,
+                            "strategy.stages",
+                            format!(
+                                "({keep}, {tokens}): every stage keeps >= 1 and scores >= seq_len ({}) tokens",
+                                f.seq_len
+                            ),
+                        )?;
+                    }
+                }
+            }
+            StrategySpec::Random { n } => {
+                c.ensure(*n >= 1, "strategy.n", "must be at least 1")?
+            }
+            StrategySpec::Owl { lambda, m } => {
+                c.ensure(
+                    (0.0..0.5).contains(lambda),
+                    "strategy.lambda",
+                    format!("must be in [0, 0.5), got {lambda}"),
+                )?;
+                c.ensure(
+                    *m > 1.0,
+                    "strategy.m",
+                    format!("must be above 1, got {m}"),
+                )?;
+            }
+            StrategySpec::Greedy { tries, .. } => {
+                c.ensure(*tries >= 1, "strategy.tries", "must be at least 1")?
+            }
+            StrategySpec::Dp { max_states } => c.ensure(
+                *max_states >= 16,
+                "strategy.max_states",
+                "must be at least 16",
+            )?,
+            StrategySpec::EvolKv {
+                group_size,
+                generations,
+                sigma0,
+                lambda,
+                gamma,
+                ..
+            } => {
+                c.ensure(*group_size >= 1, "strategy.group_size", "must be at least 1")?;
+                c.ensure(
+                    *generations >= 1,
+                    "strategy.generations",
+                    "must be at least 1",
+                )?;
+                c.ensure(
+                    *sigma0 > 0.0 && sigma0.is_finite(),
+                    "strategy.sigma0",
+                    "must be positive",
+                )?;
+                c.ensure(*lambda >= 0.0, "strategy.lambda", "must be >= 0")?;
+                c.ensure(
+                    (0.0..=1.0).contains(gamma),
+                    "strategy.gamma",
+                    "must be in [0, 1]",
+                )?;
+            }
+            StrategySpec::Nsga2 {
+                population,
+                generations,
+            } => {
+                c.ensure(
+                    *population >= 4,
+                    "strategy.population",
+                    "must be at least 4",
+                )?;
+                c.ensure(
+                    *generations >= 1,
+                    "strategy.generations",
+                    "must be at least 1",
+                )?;
+            }
+            StrategySpec::Uniform | StrategySpec::ShortGpt => {}
+        }
+        let output = self
+            .output
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("results").join(&self.name));
+        Ok(Experiment {
+            source: path.to_path_buf(),
+            name: self.name,
+            model: self.model,
+            database_config: self.database,
+            database: db.output,
+            data: self.data,
+            budget: self.budget,
+            strategy: self.strategy,
+            fitness: self.fitness,
+            backend: self.backend,
+            seed: self.seed,
+            output,
+            prefix_reuse: self.prefix_reuse,
+        })
+    }
+}
+
+/// Read, parse and validate an experiment config.
+pub fn load_experiment(path: &Path) -> Result<Experiment> {
+    let text = read(path)?;
+    let spec: ExperimentSpec = parse_ron(path, &text)?;
+    spec.resolve_in(path, Some(&text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn setup(dir: &Path) -> String {
+        let model = write(dir, "m.gguf", "x");
+        let text = write(dir, "t.txt", "hello");
+        write(
+            dir,
+            "db.ron",
+            &format!(
+                r#"DatabaseSpec(
+    model: "{}",
+    output: "{}/db",
+    calibration: (text: "{}", sequences: 8, seq_len: 128),
+    compression: Sparsity(method: SparseGpt, target: 0.5),
+)"#,
+                model.display(),
+                dir.display(),
+                text.display()
+            ),
+        );
+        format!(
+            r#"// a test experiment
+Experiment(
+    name: "t1",
+    model: "{d}/m.gguf",
+    database: "{d}/db.ron",
+    data: (calibration: "{d}/t.txt", evaluation: "{d}/t.txt"),
+    budget: UniformLevel(0),
+    strategy: EvoPress(preset: Sparsity, generations: Some(5)),
+    seed: 3,
+)"#,
+            d = dir.display()
+        )
+    }
+
+    #[test]
+    fn a_good_experiment_resolves_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "e.ron", &setup(dir.path()));
+        let e = load_experiment(&p).unwrap();
+        assert_eq!(e.output, PathBuf::from("results/t1"));
+        assert_eq!(e.database, dir.path().join("db"));
+        assert_eq!(e.fitness, FitnessSpec::default());
+        assert_eq!(e.backend, BackendSpec::Auto);
+        assert!(e.prefix_reuse);
+        assert_eq!(e.data.held_out_tokens, 4096);
+        // The resolved experiment round-trips through JSON (it is saved beside the study).
+        let json = serde_json_like(&e);
+        assert!(json.contains("t1"));
+    }
+
+    fn serde_json_like(e: &Experiment) -> String {
+        ron::to_string(e).unwrap()
+    }
+
+    #[test]
+    fn unknown_fields_and_wrong_types_point_at_the_spot() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = setup(dir.path());
+        for (from, to, line) in [
+            ("seed: 3,", "sed: 3,", 9),
+            ("generations: Some(5)", "generations: Some(\"five\")", 8),
+            ("generations: Some(5)", "generatoins: Some(5)", 8),
+            ("UniformLevel(0)", "Percent(60)", 7),
+        ] {
+            let p = write(dir.path(), "bad.ron", &good.replace(from, to));
+            let e = load_experiment(&p).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("{}:{line}:", p.display())),
+                "{to}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_values_point_at_their_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = setup(dir.path());
+        for (from, to, line, field) in [
+            ("generations: Some(5)", "generations: Some(0)", 8, "strategy.generations"),
+            ("UniformLevel(0)", "Fraction(1.5)", 7, "budget"),
+            ("name: \"t1\"", "name: \"../x\"", 3, "name"),
+            (
+                "preset: Sparsity, generations: Some(5)",
+                "preset: Sparsity, stages: Some([(2, 512)])",
+                8,
+                "strategy.stages",
+            ),
+        ] {
+            let p = write(dir.path(), "bad.ron", &good.replace(from, to));
+            let e = load_experiment(&p).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("{}:{line}:", p.display())) && e.contains(field),
+                "{to}: {e}"
+            );
+        }
+        let p = write(
+            dir.path(),
+            "bad.ron",
+            &good.replace("t.txt\")", "missing.txt\")"),
+        );
+        let e = load_experiment(&p).unwrap_err().to_string();
+        assert!(e.contains("data.evaluation") && e.contains("missing.txt"), "{e}");
+    }
+
+    #[test]
+    fn locate_skips_comments_and_follows_paths() {
+        let text = "// budget: no\nE(\n  budget: X,\n  strategy: S(generations: 1),\n)";
+        assert_eq!(locate(text, "budget"), Some((3, 3)));
+        assert_eq!(locate(text, "strategy.generations"), Some((4, 15)));
+        assert_eq!(locate(text, "nope"), None);
+    }
+
+    #[test]
+    fn error_at_points_into_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "e.ron", &setup(dir.path()));
+        let e = load_experiment(&p).unwrap();
+        let msg = e.error_at("budget", "level 9 is not a level").to_string();
+        assert!(msg.starts_with(&format!("{}:7:5: budget", p.display())), "{msg}");
+    }
+}
