@@ -3,6 +3,7 @@
 mod backend;
 mod bench;
 mod db;
+mod study;
 
 use anyhow::{Context, Result};
 use backend::BackendChoice;
@@ -67,6 +68,27 @@ enum Command {
         #[command(subcommand)]
         command: db::DbCommand,
     },
+    /// Start (or continue, or re-open) the study CONFIG.ron describes, in
+    /// results/<name>/. Ctrl-C stops at the next trial boundary.
+    Run {
+        config: PathBuf,
+        #[command(flatten)]
+        args: study::RunArgs,
+    },
+    /// Continue a stopped or killed study.
+    Resume {
+        dir: PathBuf,
+        #[command(flatten)]
+        args: study::RunArgs,
+    },
+    /// A study's progress and its best configuration so far.
+    Status { dir: PathBuf },
+    /// A study's best configuration(s), and the front for NSGA-II.
+    Best {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() {
@@ -121,6 +143,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(args) => bench::run(args),
         Command::Db { command } => db::run(command),
+        Command::Run { config, args } => study::run(&config, args),
+        Command::Resume { dir, args } => study::resume(&dir, args),
+        Command::Status { dir } => study::status(&dir),
+        Command::Best { dir, json } => study::best(&dir, json),
     }
 }
 

@@ -7,11 +7,9 @@
 //! impossible budget) happen when the study opens the database, and point
 //! at the config's `budget` line through [`ExperimentSpec::error_at`].
 
-use super::{
-    Checker, ConfigError, DatabaseConfig, Result, load_database_config, parse_ron, read,
-};
 #[cfg(test)]
 use super::locate;
+use super::{Checker, ConfigError, DatabaseConfig, Result, load_database_config, parse_ron, read};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -233,7 +231,10 @@ pub enum StrategySpec {
         gamma: f64,
     },
     /// NSGA-II over (fitness, cost): a whole front, every member within the budget's limit.
-    Nsga2 { population: usize, generations: usize },
+    Nsga2 {
+        population: usize,
+        generations: usize,
+    },
 }
 
 fn default_owl_lambda() -> f64 {
@@ -374,7 +375,11 @@ impl ExperimentSpec {
             "fitness.tokens",
             "must be at least one sequence (seq_len tokens)",
         )?;
-        c.ensure(f.batch_size >= 1, "fitness.batch_size", "must be at least 1")?;
+        c.ensure(
+            f.batch_size >= 1,
+            "fitness.batch_size",
+            "must be at least 1",
+        )?;
         if let TeacherSpec::TopK(k) = f.teacher {
             c.ensure(k >= 1, "fitness.teacher", "top-k needs k >= 1")?;
         }
@@ -435,20 +440,14 @@ impl ExperimentSpec {
                     }
                 }
             }
-            StrategySpec::Random { n } => {
-                c.ensure(*n >= 1, "strategy.n", "must be at least 1")?
-            }
+            StrategySpec::Random { n } => c.ensure(*n >= 1, "strategy.n", "must be at least 1")?,
             StrategySpec::Owl { lambda, m } => {
                 c.ensure(
                     (0.0..0.5).contains(lambda),
                     "strategy.lambda",
                     format!("must be in [0, 0.5), got {lambda}"),
                 )?;
-                c.ensure(
-                    *m > 1.0,
-                    "strategy.m",
-                    format!("must be above 1, got {m}"),
-                )?;
+                c.ensure(*m > 1.0, "strategy.m", format!("must be above 1, got {m}"))?;
             }
             StrategySpec::Greedy { tries, .. } => {
                 c.ensure(*tries >= 1, "strategy.tries", "must be at least 1")?
@@ -466,7 +465,11 @@ impl ExperimentSpec {
                 gamma,
                 ..
             } => {
-                c.ensure(*group_size >= 1, "strategy.group_size", "must be at least 1")?;
+                c.ensure(
+                    *group_size >= 1,
+                    "strategy.group_size",
+                    "must be at least 1",
+                )?;
                 c.ensure(
                     *generations >= 1,
                     "strategy.generations",
@@ -617,7 +620,12 @@ Experiment(
         let dir = tempfile::tempdir().unwrap();
         let good = setup(dir.path());
         for (from, to, line, field) in [
-            ("generations: Some(5)", "generations: Some(0)", 8, "strategy.generations"),
+            (
+                "generations: Some(5)",
+                "generations: Some(0)",
+                8,
+                "strategy.generations",
+            ),
             ("UniformLevel(0)", "Fraction(1.5)", 7, "budget"),
             ("name: \"t1\"", "name: \"../x\"", 3, "name"),
             (
@@ -640,7 +648,10 @@ Experiment(
             &good.replace("t.txt\")", "missing.txt\")"),
         );
         let e = load_experiment(&p).unwrap_err().to_string();
-        assert!(e.contains("data.evaluation") && e.contains("missing.txt"), "{e}");
+        assert!(
+            e.contains("data.evaluation") && e.contains("missing.txt"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -657,6 +668,9 @@ Experiment(
         let p = write(dir.path(), "e.ron", &setup(dir.path()));
         let e = load_experiment(&p).unwrap();
         let msg = e.error_at("budget", "level 9 is not a level").to_string();
-        assert!(msg.starts_with(&format!("{}:7:5: budget", p.display())), "{msg}");
+        assert!(
+            msg.starts_with(&format!("{}:7:5: budget", p.display())),
+            "{msg}"
+        );
     }
 }

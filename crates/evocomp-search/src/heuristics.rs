@@ -33,7 +33,11 @@ pub fn round_to_budget(
         .map(|(u, &t)| {
             *u.levels
                 .iter()
-                .min_by(|a, b| ((**a as f64) - t).abs().total_cmp(&((**b as f64) - t).abs()))
+                .min_by(|a, b| {
+                    ((**a as f64) - t)
+                        .abs()
+                        .total_cmp(&((**b as f64) - t).abs())
+                })
                 .expect("levels")
         })
         .collect();

@@ -445,7 +445,8 @@ impl EvolKv {
         self.pending_mean.clear();
         for y in ys {
             let x = self.costs_of(space, &y);
-            self.pending_mean.push(x.iter().sum::<f64>() / x.len() as f64);
+            self.pending_mean
+                .push(x.iter().sum::<f64>() / x.len() as f64);
             self.pending.push(Self::complete(space, &x, &self.budget));
         }
     }
@@ -667,8 +668,7 @@ impl Strategy {
                 label: "step".into(),
             },
             Strategy::EvolKv(s) => Progress {
-                step: s.group * s.cfg.generations
-                    + s.cma.as_ref().map_or(0, |c| c.generation),
+                step: s.group * s.cfg.generations + s.cma.as_ref().map_or(0, |c| c.generation),
                 total: s.n_groups() * s.cfg.generations,
                 label: "CMA-ES generation".into(),
             },

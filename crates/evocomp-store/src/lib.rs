@@ -72,14 +72,19 @@ impl CacheKey {
     }
 }
 
-/// One evaluation in the journal.
+/// One evaluation in the journal. The journal is append-only: `number`
+/// counts every entry ever written, so an evaluation done twice would show
+/// as two entries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trial {
     pub number: u64,
+    /// The strategy step (ask/tell round) it was asked in.
+    pub step: u64,
     pub genome: Vec<i64>,
     pub cost: u64,
-    /// The selection stage (or generation step) it was asked for.
-    pub stage: usize,
+    /// A measurement (greedy's probes), not a candidate.
+    #[serde(default)]
+    pub probe: bool,
     /// Token sample id it was scored on.
     pub sample: String,
     pub fitness: f64,
@@ -265,6 +270,38 @@ impl Study {
         self.trials.len()
     }
 
+    /// The number the next journal entry gets.
+    pub fn next_trial_number(&self) -> Result<u64> {
+        Ok(self
+            .trials
+            .last()
+            .map_err(io(&self.path))?
+            .map_or(0, |(k, _)| {
+                u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1
+            }))
+    }
+
+    /// The journal entries of `step`, newest last (scanning back from the end).
+    pub fn trials_of_step(&self, step: u64) -> Result<Vec<Trial>> {
+        let mut out = Vec::new();
+        for r in self.trials.iter().rev() {
+            let (k, v) = r.map_err(io(&self.path))?;
+            let t: Trial = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                key: format!("trial {k:?}"),
+                message: e.to_string(),
+            })?;
+            if t.step < step {
+                break;
+            }
+            if t.step == step {
+                out.push(t);
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     /// Store a named document (the resolved experiment, for example).
     pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
         self.meta.insert(key, value).map_err(io(&self.path))?;
@@ -278,6 +315,66 @@ impl Study {
             .get(key)
             .map_err(io(&self.path))?
             .map(|v| v.to_vec()))
+    }
+}
+
+/// A fitness cache shared by every study under one results folder: a
+/// candidate scored by an earlier study on the same sample is never scored
+/// again. Same keys as a study's own cache; a second process gets
+/// [`StoreError::InUse`].
+pub struct SharedCache {
+    path: PathBuf,
+    db: sled::Db,
+    fitness: sled::Tree,
+}
+
+impl SharedCache {
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let db = match sled::Config::new().path(dir.join("cache.sled")).open() {
+            Ok(db) => db,
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
+            {
+                return Err(StoreError::InUse {
+                    path: dir.to_path_buf(),
+                    pid: "another evocomp".into(),
+                });
+            }
+            Err(e) => {
+                return Err(StoreError::Open {
+                    path: dir.to_path_buf(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        let fitness = db.open_tree("fitness").map_err(io(dir))?;
+        Ok(Self {
+            path: dir.to_path_buf(),
+            db,
+            fitness,
+        })
+    }
+
+    pub fn get(&self, key: &CacheKey) -> Result<Option<f64>> {
+        Ok(self
+            .fitness
+            .get(key.0.as_bytes())
+            .map_err(io(&self.path))?
+            .map(|v| f64::from_le_bytes(v.as_ref().try_into().unwrap_or([0; 8]))))
+    }
+
+    pub fn put(&self, entries: &[(CacheKey, f64)]) -> Result<()> {
+        for (k, f) in entries {
+            self.fitness
+                .insert(k.0.as_bytes(), &f.to_le_bytes())
+                .map_err(io(&self.path))?;
+        }
+        self.db.flush().map_err(io(&self.path))?;
+        Ok(())
     }
 }
 
@@ -295,9 +392,10 @@ mod tests {
     fn trial(n: u64) -> Trial {
         Trial {
             number: n,
+            step: n / 2,
             genome: vec![n as i64, 0, -1],
             cost: 100 + n,
-            stage: 0,
+            probe: false,
             sample: "s".into(),
             fitness: 0.1 * n as f64 + 1.0 / 3.0,
             seconds: 0.5,
@@ -323,6 +421,9 @@ mod tests {
         }
         let s = Study::open(dir.path(), false).unwrap();
         assert_eq!(s.trials().unwrap(), vec![trial(0), trial(1)]);
+        assert_eq!(s.next_trial_number().unwrap(), 2);
+        assert_eq!(s.trials_of_step(0).unwrap(), vec![trial(0), trial(1)]);
+        assert!(s.trials_of_step(1).unwrap().is_empty());
         assert_eq!(s.cached(&key).unwrap(), Some(1.0 / 3.0));
         assert_eq!(s.checkpoint().unwrap().unwrap(), b"state-1");
         assert_eq!(s.meta("experiment").unwrap().unwrap(), b"{}");

@@ -1,0 +1,363 @@
+//! Studies end to end on a small random model: every strategy runs, a study
+//! killed with SIGKILL (and stopped with SIGINT) again and again resumes to
+//! exactly the uninterrupted result without evaluating anything twice, a
+//! finished study re-run evaluates nothing, and a second process is refused.
+
+use evocomp_model::testing::{random_weights, tiny_config, write_gguf};
+use evocomp_store::{Study, Trial};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_evocomp"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn evocomp(dir: &Path, args: &[&str]) -> Output {
+    bin()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed ({:?}):\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A 4-layer random model, a text, and database configs (sparsity grid,
+/// blocks, KV budgets) in `dir`; paths in configs are relative to `dir`.
+fn setup(dir: &Path) {
+    let mut cfg = tiny_config();
+    cfg.n_layers = 4;
+    write_gguf(&cfg, &random_weights(&cfg, 5), &dir.join("tiny.gguf")).unwrap();
+    let words = [
+        "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
+    ];
+    let body: Vec<&str> = (0..1500)
+        .map(|i| words[(i * 7 + i / 3 + i / 11) % words.len()])
+        .collect();
+    std::fs::write(dir.join("text.txt"), body.join(" ")).unwrap();
+    let db = |name: &str, compression: &str| {
+        std::fs::write(
+            dir.join(format!("{name}.ron")),
+            format!(
+                r#"DatabaseSpec(
+    model: "tiny.gguf",
+    output: "db/{name}",
+    calibration: (text: "text.txt", sequences: 4, seq_len: 64, seed: 0),
+    compression: {compression},
+)"#
+            ),
+        )
+        .unwrap();
+    };
+    db(
+        "grid",
+        "Sparsity(method: SparseGpt, target: 0.5, step_fraction: 0.1, max_levels: 2)",
+    );
+    db("blocks", "Depth(unit: Block)");
+    db(
+        "kv",
+        "KvBudget(budgets: [64, 32, 16, 8], eviction: Streaming(sinks: 2), chunk: 16)",
+    );
+}
+
+fn experiment(dir: &Path, name: &str, db: &str, budget: &str, strategy: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.ron"));
+    std::fs::write(
+        &p,
+        format!(
+            r#"Experiment(
+    name: "{name}",
+    model: "tiny.gguf",
+    database: "{db}.ron",
+    data: (calibration: "text.txt", evaluation: "text.txt", held_out_tokens: 256, held_out_context: 64),
+    budget: {budget},
+    strategy: {strategy},
+    fitness: (metric: Kl, teacher: TopK(16), seq_len: 32, tokens: 64, batch_size: 2),
+    backend: Cpu,
+    seed: 11,
+)"#
+        ),
+    )
+    .unwrap();
+    p
+}
+
+const EVO: &str = "EvoPress(preset: Sparsity, generations: Some(40), offspring: Some(8), stages: Some([(2, 64), (1, 128)]))";
+
+fn summary(dir: &Path, study: &str) -> serde_json::Value {
+    let out = ok(&evocomp(dir, &["best", study, "--json"]));
+    serde_json::from_str(&out).unwrap()
+}
+
+fn journal(dir: &Path) -> Vec<Trial> {
+    Study::open(dir, false).unwrap().trials().unwrap()
+}
+
+/// (sample, genome) of every evaluation that was computed, not served from a cache.
+fn computed(trials: &[Trial]) -> Vec<(String, Vec<i64>)> {
+    trials
+        .iter()
+        .filter(|t| !t.cached)
+        .map(|t| (t.sample.clone(), t.genome.clone()))
+        .collect()
+}
+
+#[test]
+fn every_strategy_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let uniform = {
+        experiment(d, "uniform", "grid", "UniformLevel(0)", "Uniform");
+        ok(&evocomp(d, &["run", "uniform.ron", "--no-shared-cache"]));
+        summary(d, "results/uniform")
+    };
+    let u_fit = uniform["best"]["search_fitness"].as_f64().unwrap();
+    let u_cost = uniform["best"]["cost"].as_u64().unwrap();
+    for (name, db, budget, strategy) in [
+        ("evo", "grid", "UniformLevel(0)", EVO),
+        ("random", "grid", "UniformLevel(0)", "Random(n: 6)"),
+        ("owl", "grid", "UniformLevel(0)", "Owl(lambda: 0.1, m: 3.0)"),
+        (
+            "greedy",
+            "grid",
+            "UniformLevel(0)",
+            "Greedy(max_steps: 3, tries: 3)",
+        ),
+        ("dp", "grid", "UniformLevel(0)", "Dp(max_states: 100000)"),
+        (
+            "nsga",
+            "grid",
+            "UniformLevel(-2)",
+            "Nsga2(population: 8, generations: 4)",
+        ),
+        ("shortgpt", "blocks", "Dropped(1)", "ShortGpt"),
+        (
+            "depth",
+            "blocks",
+            "Dropped(1)",
+            "EvoPress(preset: Depth, generations: Some(3), stages: Some([(2, 64), (1, 128)]))",
+        ),
+        (
+            "evolkv",
+            "kv",
+            "UniformLevel(1)",
+            "EvolKv(group_size: 2, generations: 2)",
+        ),
+    ] {
+        experiment(d, name, db, budget, strategy);
+        ok(&evocomp(
+            d,
+            &["run", &format!("{name}.ron"), "--no-shared-cache"],
+        ));
+        let s = summary(d, &format!("results/{name}"));
+        let best = &s["best"];
+        assert!(best["held_out_kl"].as_f64().unwrap() >= 0.0, "{name}: {s}");
+        assert!(
+            best["held_out_perplexity"].as_f64().unwrap() > 1.0,
+            "{name}"
+        );
+        let cost = best["cost"].as_u64().unwrap();
+        match name {
+            "nsga" => {
+                let front = s["front"].as_array().unwrap();
+                assert!(!front.is_empty(), "{s}");
+                let limit = s["budget"]["AtMost"].as_u64().unwrap();
+                for m in front {
+                    assert!(m["cost"].as_u64().unwrap() <= limit);
+                }
+            }
+            "shortgpt" | "depth" => {
+                let g: Vec<i64> = serde_json::from_value(best["genome"].clone()).unwrap();
+                assert_eq!(g.iter().sum::<i64>(), 1, "one block dropped: {g:?}");
+            }
+            "evolkv" => {
+                assert!(cost <= s["budget"]["AtMost"].as_u64().unwrap(), "{s}");
+            }
+            _ => {
+                // Sparsity strategies keep the uniform total exactly.
+                assert_eq!(cost, u_cost, "{name}");
+            }
+        }
+        if name == "evo" {
+            assert!(
+                best["search_fitness"].as_f64().unwrap() <= u_fit,
+                "EvoPress starts from uniform and never gets worse"
+            );
+        }
+    }
+    // `status` of a finished study.
+    let out = ok(&evocomp(d, &["status", "results/evo"]));
+    assert!(out.contains("finished"), "{out}");
+}
+
+#[test]
+fn killed_studies_resume_to_the_same_result_without_repeating_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    experiment(d, "ref", "grid", "UniformLevel(0)", EVO);
+    ok(&evocomp(d, &["run", "ref.ron", "--no-shared-cache"]));
+    let reference = summary(d, "results/ref");
+    let ref_journal = journal(&d.join("results/ref"));
+    let total_steps = reference["steps"].as_u64().unwrap();
+
+    // The same experiment under another name, interrupted again and again:
+    // each time after a few more steps (read from status.json), plus a few
+    // milliseconds so that some interruptions land inside an evaluation or a commit.
+    experiment(d, "killed", "grid", "UniformLevel(0)", EVO);
+    let study = d.join("results/killed");
+    let status_file = study.join("status.json");
+    let step_now = || -> u64 {
+        std::fs::read(&status_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["step"].as_u64())
+            .unwrap_or(0)
+    };
+    let mut interruptions = 0;
+    let mut attempt = 0u64;
+    let mut finished = false;
+    while interruptions < 6 && attempt < 40 {
+        attempt += 1;
+        let target = step_now() + 1 + (attempt * 7) % (total_steps / 12).max(2);
+        let mut child = bin()
+            .current_dir(d)
+            .args(["run", "killed.ron", "--no-shared-cache"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while step_now() < target
+            && child.try_wait().unwrap().is_none()
+            && t0.elapsed() < Duration::from_secs(120)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis((attempt * 3) % 7));
+        if child.try_wait().unwrap().is_some() {
+            finished = true;
+            break;
+        }
+        if attempt % 3 == 0 {
+            // Ctrl-C: a clean stop at the next trial boundary.
+            Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            let st = child.wait().unwrap();
+            assert!(
+                st.code() == Some(130) || st.success(),
+                "Ctrl-C exit status {st:?}"
+            );
+        } else {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+        }
+        interruptions += 1;
+    }
+    assert!(
+        interruptions >= 5,
+        "only {interruptions} interruptions before the run finished ({finished})"
+    );
+    ok(&evocomp(
+        d,
+        &["resume", "results/killed", "--no-shared-cache"],
+    ));
+    let resumed = summary(d, "results/killed");
+    for field in ["best", "front", "steps", "evaluations"] {
+        assert_eq!(
+            resumed[field], reference[field],
+            "{field} differs after resume"
+        );
+    }
+    // Every evaluation was computed exactly once.
+    let j = journal(&study);
+    let c = computed(&j);
+    let unique: HashSet<_> = c.iter().cloned().collect();
+    assert_eq!(unique.len(), c.len(), "an evaluation was computed twice");
+    assert_eq!(c.len(), computed(&ref_journal).len());
+
+    // Re-running the finished study's config evaluates nothing.
+    let before = journal(&study).len();
+    let o = evocomp(d, &["run", "killed.ron", "--no-shared-cache"]);
+    ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("0 new evaluations"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(journal(&study).len(), before);
+}
+
+#[test]
+fn a_second_process_is_refused_with_the_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    experiment(d, "busy", "grid", "UniformLevel(0)", EVO);
+    let mut child = bin()
+        .current_dir(d)
+        .args(["run", "busy.ron", "--no-shared-cache"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = d.join("results/busy/status.json");
+    let t0 = Instant::now();
+    while !status.exists() && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = evocomp(d, &["run", "busy.ron", "--no-shared-cache"]);
+    let still_running = child.try_wait().unwrap().is_none();
+    child.kill().ok();
+    child.wait().unwrap();
+    if still_running {
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("study is in use by pid {}", child.id())),
+            "{err}"
+        );
+    }
+    assert!(still_running, "the first run finished before the check");
+}
+
+#[test]
+fn config_errors_name_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let p = experiment(d, "bad", "grid", "UniformLevel(0)", EVO);
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, text.replace("seed: 11", "seeed: 11")).unwrap();
+    let o = evocomp(d, &["run", "bad.ron"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.ron:10:") && err.contains("seeed"),
+        "{err}"
+    );
+    // An impossible budget, found once the database's levels are known.
+    experiment(d, "bad2", "grid", "UniformLevel(7)", "Uniform");
+    let o = evocomp(d, &["run", "bad2.ron"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("bad2.ron:6:") && err.contains("level 7"),
+        "{err}"
+    );
+}

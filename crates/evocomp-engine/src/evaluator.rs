@@ -1,0 +1,266 @@
+//! One worker's evaluator: a student model that genomes are applied to, the
+//! uncompressed teacher's outputs per token sample (computed once), and the
+//! prefix cache: the hidden states of an anchor genome (EvoPress's parent)
+//! at every layer boundary, from which a child resumes at the first layer
+//! where it differs.
+
+use anyhow::{Context as _, Result};
+use burn::tensor::{Device, Tensor};
+use evocomp_config::{FitnessSpec, Metric, TeacherSpec};
+use evocomp_data::{Sample, TokenSet};
+use evocomp_db::{Applier, Database};
+use evocomp_eval::{
+    EvalOptions, KlResult, Teacher, TeacherMode, batches, compute_teacher, kl_to_teacher_with,
+};
+use evocomp_model::{LlamaModel, LoadedModel, NoHook};
+use evocomp_search::{Genome, SampleSpec};
+use indicatif::ProgressBar;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The token sample a spec names: ⌈tokens / seq_len⌉ random windows of the
+/// calibration text, drawn with the spec's seed.
+pub fn sample_for(calib: &TokenSet, spec: SampleSpec, seq_len: usize) -> Result<Sample> {
+    let n = spec.tokens.div_ceil(seq_len).max(1);
+    calib
+        .sample(n, seq_len, spec.seed)
+        .with_context(|| format!("a sample of {n} x {seq_len} tokens"))
+}
+
+/// Layers run, against layers a full forward would have run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReuseStats {
+    pub layers_run: u64,
+    pub layers_full: u64,
+    pub anchors_built: u64,
+}
+
+struct Anchor {
+    sample_id: String,
+    genome: Genome,
+    /// Per batch, the hidden states entering each layer (index L: after the last).
+    states: Vec<Vec<Tensor<3>>>,
+}
+
+pub struct Evaluator {
+    teacher_model: LlamaModel,
+    model: LlamaModel,
+    applier: Applier,
+    db: Arc<Database>,
+    unit_layer: Vec<usize>,
+    calib: Arc<TokenSet>,
+    fitness: FitnessSpec,
+    opts: EvalOptions,
+    samples: HashMap<SampleSpec, Sample>,
+    teachers: Vec<Teacher>,
+    anchor: Option<Anchor>,
+    reuse: bool,
+    /// Most bytes of hidden states one anchor may hold.
+    max_anchor_bytes: usize,
+    pub stats: ReuseStats,
+}
+
+impl Evaluator {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        loaded: &LoadedModel,
+        db: Arc<Database>,
+        unit_layer: Vec<usize>,
+        calib: Arc<TokenSet>,
+        fitness: FitnessSpec,
+        reuse: bool,
+        device: &Device,
+    ) -> Self {
+        let teacher_model = LlamaModel::new(loaded.config(), &loaded.weights, device);
+        let model = LlamaModel::new(loaded.config(), &loaded.weights, device);
+        let applier = Applier::new(&db);
+        Self {
+            teacher_model,
+            model,
+            applier,
+            db,
+            unit_layer,
+            calib,
+            opts: EvalOptions {
+                batch_size: fitness.batch_size,
+                ..Default::default()
+            },
+            fitness,
+            samples: HashMap::new(),
+            teachers: Vec::new(),
+            anchor: None,
+            reuse,
+            max_anchor_bytes: 2 << 30,
+            stats: ReuseStats::default(),
+        }
+    }
+
+    fn mode(&self) -> TeacherMode {
+        match self.fitness.teacher {
+            TeacherSpec::Full => TeacherMode::Full,
+            TeacherSpec::TopK(k) => TeacherMode::TopK(k),
+        }
+    }
+
+    fn sample(&mut self, spec: SampleSpec) -> Result<Sample> {
+        if let Some(s) = self.samples.get(&spec) {
+            return Ok(s.clone());
+        }
+        let s = sample_for(&self.calib, spec, self.fitness.seq_len)?;
+        if self.samples.len() > 64 {
+            self.samples.clear();
+        }
+        self.samples.insert(spec, s.clone());
+        Ok(s)
+    }
+
+    /// The teacher's outputs on `sample`, computed once and kept (the last few samples).
+    fn teacher(&mut self, sample: &Sample) -> Result<usize> {
+        if let Some(i) = self.teachers.iter().position(|t| t.sample_id == sample.id) {
+            return Ok(i);
+        }
+        let t = compute_teacher(
+            &self.teacher_model,
+            sample,
+            self.mode(),
+            &self.opts,
+            &ProgressBar::hidden(),
+        )?;
+        if self.teachers.len() >= 4 {
+            self.teachers.remove(0);
+        }
+        self.teachers.push(t);
+        Ok(self.teachers.len() - 1)
+    }
+
+    fn value(&self, r: &KlResult) -> f64 {
+        match self.fitness.metric {
+            Metric::Kl => r.kl,
+            Metric::Nll => r.nll,
+        }
+    }
+
+    /// The first layer whose units differ between two genomes (n_layers if none).
+    fn first_diff(&self, a: &[i64], b: &[i64]) -> usize {
+        a.iter()
+            .zip(b)
+            .zip(&self.unit_layer)
+            .filter(|((x, y), _)| x != y)
+            .map(|(_, &l)| l)
+            .min()
+            .unwrap_or(self.model.n_layers())
+    }
+
+    fn build_anchor(&mut self, sample: &Sample, genome: &[i64]) -> Result<()> {
+        if self
+            .anchor
+            .as_ref()
+            .is_some_and(|a| a.sample_id == sample.id && a.genome == genome)
+        {
+            return Ok(());
+        }
+        self.anchor = None;
+        self.applier.apply(&self.db, &mut self.model, genome)?;
+        let n = self.model.n_layers();
+        let mut states = Vec::new();
+        for r in batches(&sample.sequences, self.opts.batch_size) {
+            let tokens = self.model.tokens_to_device(&sample.sequences[r])?;
+            let mut h = self.model.embed(tokens);
+            let mut per = Vec::with_capacity(n + 1);
+            per.push(h.clone());
+            for l in 0..n {
+                h = self.model.forward_layers(h, l..l + 1, &mut NoHook)?;
+                per.push(h.clone());
+            }
+            states.push(per);
+        }
+        self.stats.anchors_built += 1;
+        self.stats.layers_run += n as u64;
+        self.anchor = Some(Anchor {
+            sample_id: sample.id.clone(),
+            genome: genome.to_vec(),
+            states,
+        });
+        Ok(())
+    }
+
+    /// The fitness of `genome` on the sample `spec` names (lower is better).
+    /// With an `anchor` (a genome most requests share prefixes with), the
+    /// anchor's hidden states on this sample are kept and children resume
+    /// from them.
+    pub fn fitness(
+        &mut self,
+        genome: &[i64],
+        spec: SampleSpec,
+        anchor: Option<&Genome>,
+    ) -> Result<f64> {
+        let sample = self.sample(spec)?;
+        let ti = self.teacher(&sample)?;
+        let n = self.model.n_layers();
+        let bytes = sample.n_tokens() * self.model.config().hidden * 4 * (n + 1);
+        let reuse = self.reuse && anchor.is_some() && bytes <= self.max_anchor_bytes;
+        let start = if reuse {
+            self.build_anchor(&sample, anchor.expect("checked"))?;
+            let a = self.anchor.as_ref().expect("built");
+            self.first_diff(&a.genome, genome)
+        } else {
+            0
+        };
+        self.applier.apply(&self.db, &mut self.model, genome)?;
+        let Self {
+            model,
+            anchor,
+            teachers,
+            opts,
+            stats,
+            ..
+        } = self;
+        let r = if reuse {
+            let states = &anchor.as_ref().expect("built").states;
+            kl_to_teacher_with(
+                model,
+                &sample,
+                &teachers[ti],
+                opts,
+                &ProgressBar::hidden(),
+                &mut |bi, _| {
+                    let h = states[bi][start].clone();
+                    let h = model.forward_layers(h, start..n, &mut NoHook)?;
+                    Ok(model.head(h))
+                },
+            )?
+        } else {
+            kl_to_teacher_with(
+                model,
+                &sample,
+                &teachers[ti],
+                opts,
+                &ProgressBar::hidden(),
+                &mut |_, batch| Ok(model.forward(batch)?),
+            )?
+        };
+        stats.layers_run += (n - start) as u64;
+        stats.layers_full += n as u64;
+        Ok(self.value(&r))
+    }
+
+    /// KL to the teacher and NLL of `genome` on a held-out sample.
+    pub fn held_out(&mut self, genome: &[i64], sample: &Sample) -> Result<KlResult> {
+        let ti = self.teacher(sample)?;
+        self.applier.apply(&self.db, &mut self.model, genome)?;
+        let r = kl_to_teacher_with(
+            &self.model,
+            sample,
+            &self.teachers[ti],
+            &self.opts,
+            &ProgressBar::hidden(),
+            &mut |_, batch| Ok(self.model.forward(batch)?),
+        )?;
+        Ok(r)
+    }
+
+    /// The live student model (for measurements such as OWL's or ShortGPT's scores).
+    pub fn teacher_model(&self) -> &LlamaModel {
+        &self.teacher_model
+    }
+}

@@ -1,0 +1,157 @@
+//! The evaluation boundary: a queue of jobs served by workers, one per
+//! device. Workers hold models and teachers; they never touch the store
+//! (only the coordinator owns sled). A later step can put workers on other
+//! machines behind the same `Job`/`Done` messages.
+
+use crate::context::Prepared;
+use crate::evaluator::{Evaluator, ReuseStats};
+use anyhow::{Result, anyhow};
+use burn::tensor::Device;
+use evocomp_eval::KlResult;
+use evocomp_search::{Genome, SampleSpec};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// What to evaluate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum JobKind {
+    /// A candidate's fitness on a search sample; `anchor` is the genome whose
+    /// hidden states are worth keeping for this sample.
+    Fitness {
+        genome: Genome,
+        sample: SampleSpec,
+        anchor: Option<Genome>,
+    },
+    /// KL and NLL on the held-out sample.
+    HeldOut { genome: Genome },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: u64,
+    pub kind: JobKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Output {
+    Fitness(f64),
+    HeldOut(KlResult),
+    /// Not started: the run is stopping.
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    pub id: u64,
+    pub result: Result<Output, String>,
+    pub seconds: f64,
+    pub worker: String,
+}
+
+/// Workers serving one queue.
+pub struct Pool {
+    jobs: Option<Sender<Job>>,
+    done: Receiver<Done>,
+    handles: Vec<JoinHandle<()>>,
+    pub stats: Arc<Mutex<ReuseStats>>,
+}
+
+impl Pool {
+    /// One worker per `(name, device)`; each builds its own evaluator.
+    pub fn spawn(
+        prep: &Prepared,
+        devices: Vec<(String, Device)>,
+        reuse: bool,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        let (jobs_tx, jobs_rx) = channel::<Job>();
+        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        let (done_tx, done_rx) = channel::<Done>();
+        let stats = Arc::new(Mutex::new(ReuseStats::default()));
+        let mut handles = Vec::new();
+        for (name, device) in devices {
+            let loaded = prep.loaded.clone();
+            let db = prep.db.clone();
+            let unit_layer = prep.unit_layer.clone();
+            let calib = prep.calib.clone();
+            let fitness = prep.exp.fitness;
+            let held_out = prep.held_out.clone();
+            let jobs_rx = jobs_rx.clone();
+            let done_tx = done_tx.clone();
+            let stop = stop.clone();
+            let stats = stats.clone();
+            handles.push(std::thread::spawn(move || {
+                let mut ev =
+                    Evaluator::new(&loaded, db, unit_layer, calib, fitness, reuse, &device);
+                loop {
+                    let job = {
+                        let rx = jobs_rx.lock().expect("queue lock");
+                        rx.recv()
+                    };
+                    let Ok(job) = job else { break };
+                    let t0 = Instant::now();
+                    let result = if stop.load(Ordering::SeqCst) {
+                        Ok(Output::Skipped)
+                    } else {
+                        match &job.kind {
+                            JobKind::Fitness {
+                                genome,
+                                sample,
+                                anchor,
+                            } => ev
+                                .fitness(genome, *sample, anchor.as_ref())
+                                .map(Output::Fitness),
+                            JobKind::HeldOut { genome } => {
+                                ev.held_out(genome, &held_out).map(Output::HeldOut)
+                            }
+                        }
+                        .map_err(|e| format!("{e:#}"))
+                    };
+                    *stats.lock().expect("stats lock") = ev.stats;
+                    let d = Done {
+                        id: job.id,
+                        result,
+                        seconds: t0.elapsed().as_secs_f64(),
+                        worker: name.clone(),
+                    };
+                    if done_tx.send(d).is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        Self {
+            jobs: Some(jobs_tx),
+            done: done_rx,
+            handles,
+            stats,
+        }
+    }
+
+    pub fn submit(&self, job: Job) -> Result<()> {
+        self.jobs
+            .as_ref()
+            .expect("open until drop")
+            .send(job)
+            .map_err(|_| anyhow!("every worker has stopped"))
+    }
+
+    pub fn recv(&self) -> Result<Done> {
+        self.done
+            .recv()
+            .map_err(|_| anyhow!("every worker has stopped (a worker panicked?)"))
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
