@@ -30,3 +30,26 @@ fn shipped_database_configs_are_valid() {
         spec.resolve(&f).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+#[test]
+fn shipped_experiment_configs_are_valid() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // Experiment paths are relative to the repository root, where evocomp runs.
+    std::env::set_current_dir(&root).unwrap();
+    let mut files = vec![PathBuf::from("configs/quickstart.ron")];
+    ron_files(Path::new("configs/studies"), &mut files);
+    assert!(files.len() >= 10, "{files:?}");
+    let mut names = std::collections::HashSet::new();
+    for f in files {
+        let e = evocomp_config::load_experiment(&f).unwrap_or_else(|e| panic!("{e}"));
+        assert!(names.insert(e.name.clone()), "two configs named {}", e.name);
+        assert_eq!(e.output, Path::new("results").join(&e.name));
+        // The config's first line says how to run it.
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            text.starts_with(&format!("// evocomp run {}", f.display())),
+            "{}",
+            f.display()
+        );
+    }
+}
