@@ -27,7 +27,7 @@ done
 for reuse in true false; do
   cfg=$(mktemp --suffix=.ron)
   sed -e "s/name: \"sparsity60-evopress\"/name: \"reuse-$reuse\"/" \
-      -e "s/generations: Some(30)/generations: Some(4)/" \
+      -e "s/generations: Some(12)/generations: Some(3)/" \
       -e "s/    seed: 0,/    seed: 0,\n    prefix_reuse: $reuse,/" \
       configs/studies/sparsity60-evopress.ron > "$cfg"
   rm -rf "results/reuse-$reuse"

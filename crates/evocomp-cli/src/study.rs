@@ -110,7 +110,7 @@ fn print_genome(units: &[String], g: &[i64]) {
 pub fn print_summary(s: &Summary, genomes: bool) {
     println!("study: {} ({})", s.name, s.strategy);
     println!(
-        "budget: {:?} {} (full model: {})",
+        "budget: {:?} {} (every unit at its least compressed level: {})",
         s.budget, s.cost_unit, s.full_cost
     );
     println!(
@@ -122,7 +122,7 @@ pub fn print_summary(s: &Summary, genomes: bool) {
     }
     let b = &s.best;
     println!(
-        "best: cost {} ({:.2}% of full), search fitness {:.6}",
+        "best: cost {} ({:.2}% of the least compressed), search fitness {:.6}",
         b.cost,
         100.0 * b.cost as f64 / s.full_cost.max(1) as f64,
         b.search_fitness
@@ -139,7 +139,7 @@ pub fn print_summary(s: &Summary, genomes: bool) {
         println!("front ({} points, cheapest first):", s.front.len());
         println!(
             "  {:>14} {:>10} {:>12} {:>12}",
-            "cost", "% full", "held-out KL", "perplexity"
+            "cost", "% max", "held-out KL", "perplexity"
         );
         for m in &s.front {
             println!(

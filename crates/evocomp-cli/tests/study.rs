@@ -253,7 +253,7 @@ fn killed_studies_resume_to_the_same_result_without_repeating_work() {
             finished = true;
             break;
         }
-        if attempt % 3 == 0 {
+        if attempt.is_multiple_of(3) {
             // Ctrl-C: a clean stop at the next trial boundary.
             Command::new("kill")
                 .args(["-INT", &child.id().to_string()])

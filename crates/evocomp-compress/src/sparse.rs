@@ -368,8 +368,8 @@ mod tests {
                 }
                 row[i] = 0.0;
             }
-            for j in 0..n {
-                out.data[r * n + j] = row[j] as f32;
+            for (o, &v) in out.data[r * n..(r + 1) * n].iter_mut().zip(&row) {
+                *o = v as f32;
             }
         }
         out

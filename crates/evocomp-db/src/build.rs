@@ -238,7 +238,8 @@ pub fn build_database(
             .iter()
             .flat_map(|&u| (0..manifest.units[u].levels.len()).map(move |l| (u, l)))
             .collect();
-        let results: Vec<Result<(usize, usize, Matrix, Option<f64>)>> = tasks
+        type Built = Result<(usize, usize, Matrix, Option<f64>)>;
+        let results: Vec<Built> = tasks
             .par_iter()
             .map(|&(ui, li)| {
                 let entry = &manifest.units[ui];

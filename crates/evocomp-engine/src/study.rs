@@ -193,7 +193,7 @@ fn new_strategy(prep: &Prepared, device: &Device) -> Result<Strategy> {
                 cfg.max_flips = *f;
             }
             let start = start_genome(exp, space, &budget)?;
-            Strategy::EvoPress(EvoPress::new(cfg, space, budget, start)?)
+            Strategy::EvoPress(Box::new(EvoPress::new(cfg, space, budget, start)?))
         }
         StrategySpec::Uniform => {
             let g = uniform_genome(space, &budget).ok_or_else(|| {
@@ -296,7 +296,7 @@ fn new_strategy(prep: &Prepared, device: &Device) -> Result<Strategy> {
             population,
             lambda,
             gamma,
-        } => Strategy::EvolKv(EvolKv::new(
+        } => Strategy::EvolKv(Box::new(EvolKv::new(
             EvolKvConfig {
                 group_size: *group_size,
                 generations: *generations,
@@ -309,7 +309,7 @@ fn new_strategy(prep: &Prepared, device: &Device) -> Result<Strategy> {
             },
             space,
             budget,
-        )?),
+        )?)),
         StrategySpec::Nsga2 {
             population,
             generations,

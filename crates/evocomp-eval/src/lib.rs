@@ -288,6 +288,9 @@ pub fn kl_to_teacher(
     })
 }
 
+/// Makes the logits `[B, T, vocab]` of batch `i` (of [`batches`]).
+pub type LogitsFn<'a> = dyn FnMut(usize, &[Vec<u32>]) -> Result<Tensor<3>> + 'a;
+
 /// [`kl_to_teacher`] with the logits of batch `i` (of [`batches`]) made by
 /// `logits`: the hook that lets a caller resume from cached hidden states.
 pub fn kl_to_teacher_with(
@@ -296,7 +299,7 @@ pub fn kl_to_teacher_with(
     teacher: &Teacher,
     opts: &EvalOptions,
     progress: &ProgressBar,
-    logits: &mut dyn FnMut(usize, &[Vec<u32>]) -> Result<Tensor<3>>,
+    logits: &mut LogitsFn<'_>,
 ) -> Result<KlResult> {
     check_batch(opts)?;
     if teacher.sample_id != sample.id || teacher.seqs.len() != sample.sequences.len() {

@@ -73,7 +73,11 @@ impl LlamaConfig {
                 self.head_dim
             )));
         }
-        if !(self.rope_theta > 0.0) || !(self.rms_eps > 0.0) {
+        if self.rope_theta.is_nan()
+            || self.rope_theta <= 0.0
+            || self.rms_eps.is_nan()
+            || self.rms_eps <= 0.0
+        {
             return Err(bad(format!(
                 "rope theta ({}) and RMS epsilon ({}) must be positive",
                 self.rope_theta, self.rms_eps
@@ -303,11 +307,9 @@ impl LlamaConfig {
             intermediate: raw.intermediate_size,
             n_heads,
             n_kv_heads: raw.num_key_value_heads.unwrap_or(n_heads),
-            head_dim: raw.head_dim.unwrap_or(if n_heads > 0 {
-                raw.hidden_size / n_heads
-            } else {
-                0
-            }),
+            head_dim: raw
+                .head_dim
+                .unwrap_or(raw.hidden_size.checked_div(n_heads).unwrap_or(0)),
             vocab: raw.vocab_size,
             rope_theta,
             rope_scaling,

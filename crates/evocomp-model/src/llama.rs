@@ -298,12 +298,12 @@ impl LlamaModel {
         let cos = self
             .rope_cos
             .clone()
-            .slice([start..start + t])
+            .slice(start..start + t)
             .reshape([1, 1, t, d]);
         let sin = self
             .rope_sin
             .clone()
-            .slice([start..start + t])
+            .slice(start..start + t)
             .reshape([1, 1, t, d]);
         let rotated = x
             .clone()

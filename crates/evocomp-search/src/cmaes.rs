@@ -133,6 +133,8 @@ impl CmaEs {
     }
 
     /// Function values of the last ask, in its order.
+    // Index loops mirror the tutorial's formulas.
+    #[allow(clippy::needless_range_loop)]
     pub fn tell(&mut self, values: &[f64]) -> Result<(), SearchError> {
         if values.len() != self.asked.len() || self.asked.is_empty() {
             return Err(SearchError::Protocol(format!(

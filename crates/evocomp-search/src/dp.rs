@@ -76,14 +76,14 @@ pub fn knapsack(
     for (u, s) in scaled.iter().enumerate() {
         let mut next = vec![f64::INFINITY; cap + 1];
         let mut pick = vec![u16::MAX; cap + 1];
-        for c in 0..=cap {
-            if !best[c].is_finite() {
+        for (c, &here) in best.iter().enumerate().take(cap + 1) {
+            if !here.is_finite() {
                 continue;
             }
             for (li, &d) in s.iter().enumerate() {
                 let nc = c + d;
                 if nc <= cap {
-                    let e = best[c] + errors[u][li];
+                    let e = here + errors[u][li];
                     if e < next[nc] {
                         next[nc] = e;
                         pick[nc] = li as u16;

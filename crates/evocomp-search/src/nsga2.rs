@@ -228,6 +228,7 @@ impl Representation for RealVector {
     }
 
     /// Deb's bounded polynomial mutation: steps shrink near the bounds.
+    #[allow(clippy::needless_range_loop)] // g, lo and hi share the index
     fn mutate(&self, g: &mut Vec<f64>, rng: &mut StdRng) {
         const ETA: f64 = 20.0;
         let rate = 1.0 / g.len() as f64;

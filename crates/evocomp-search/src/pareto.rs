@@ -64,6 +64,7 @@ pub fn crowding_distance(front: &[usize], objs: &[Vec<f64>]) -> Vec<f64> {
         return d;
     }
     let m = objs[front[0]].len();
+    #[allow(clippy::needless_range_loop)] // k indexes every member's objectives
     for k in 0..m {
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by(|&a, &b| {

@@ -159,7 +159,9 @@ impl Greedy {
 
     fn ask(&self, space: &Space) -> Vec<Request> {
         match &self.phase {
-            GreedyPhase::Start => requests(&[self.current.clone()], self.cfg.sample, false),
+            GreedyPhase::Start => {
+                requests(std::slice::from_ref(&self.current), self.cfg.sample, false)
+            }
             GreedyPhase::Probe => requests(&self.probes(space), self.cfg.sample, true),
             GreedyPhase::Try(c) => requests(c, self.cfg.sample, false),
             GreedyPhase::Done => Vec::new(),
@@ -531,10 +533,10 @@ impl LevelNsga2 {
 /// Any strategy, as one serde value: the checkpoint is this value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Strategy {
-    EvoPress(EvoPress),
+    EvoPress(Box<EvoPress>),
     Greedy(Greedy),
     Fixed(Fixed),
-    EvolKv(EvolKv),
+    EvolKv(Box<EvolKv>),
     Nsga2(LevelNsga2),
 }
 
@@ -803,7 +805,7 @@ mod tests {
             sample: SampleSpec { tokens: 8, seed: 0 },
             seed: 3,
         };
-        let mut s = Strategy::EvolKv(EvolKv::new(cfg, &sp, budget).unwrap());
+        let mut s = Strategy::EvolKv(Box::new(EvolKv::new(cfg, &sp, budget).unwrap()));
         let mut n_evals = 0;
         while !s.is_done(&sp) {
             let asks = s.ask(&sp);
