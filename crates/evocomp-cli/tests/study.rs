@@ -305,6 +305,46 @@ fn killed_studies_resume_to_the_same_result_without_repeating_work() {
 }
 
 #[test]
+fn a_later_study_reuses_the_shared_fitness_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let new_evals = |o: &Output| -> String {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        err.lines()
+            .find(|l| l.contains("new evaluations"))
+            .unwrap_or_else(|| panic!("{err}"))
+            .to_string()
+    };
+    experiment(d, "first", "grid", "UniformLevel(0)", "Random(n: 4)");
+    let o = evocomp(d, &["run", "first.ron"]);
+    ok(&o);
+    // 4 candidates and the best one's held-out measurement.
+    assert!(
+        new_evals(&o).starts_with("5 new evaluations"),
+        "{}",
+        new_evals(&o)
+    );
+    // Another study asking for some of the same candidates on the same samples
+    // evaluates nothing.
+    experiment(d, "second", "grid", "UniformLevel(0)", "Random(n: 3)");
+    let o = evocomp(d, &["run", "second.ron"]);
+    ok(&o);
+    let j = journal(&d.join("results/second"));
+    assert_eq!(j.len(), 3);
+    assert!(j.iter().all(|t| t.cached), "{j:?}");
+    // Without the shared cache, the same study evaluates again.
+    experiment(d, "third", "grid", "UniformLevel(0)", "Random(n: 3)");
+    let o = evocomp(d, &["run", "third.ron", "--no-shared-cache"]);
+    ok(&o);
+    assert!(
+        new_evals(&o).starts_with("4 new evaluations"),
+        "{}",
+        new_evals(&o)
+    );
+}
+
+#[test]
 fn a_second_process_is_refused_with_the_pid() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -747,8 +747,29 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
     for (g, search_fitness, cost) in &front {
         let kk = keys.held_out(g, "kl");
         let kn = keys.held_out(g, "nll");
-        let r = match (study.cached(&kk)?, study.cached(&kn)?) {
-            (Some(kl), Some(nll)) => KlResult { kl, nll, tokens: 0 },
+        let from_shared = |k: &CacheKey| -> Result<Option<f64>> {
+            Ok(match &shared {
+                Some(c) => c.get(k)?,
+                None => None,
+            })
+        };
+        let kl = match study.cached(&kk)? {
+            Some(v) => Some(v),
+            None => from_shared(&kk)?,
+        };
+        let nll = match study.cached(&kn)? {
+            Some(v) => Some(v),
+            None => from_shared(&kn)?,
+        };
+        let r = match (kl, nll) {
+            (Some(kl), Some(nll)) => {
+                study.commit(&Commit {
+                    trials: Vec::new(),
+                    fitness: vec![(kk.clone(), kl), (kn.clone(), nll)],
+                    checkpoint: None,
+                })?;
+                KlResult { kl, nll, tokens: 0 }
+            }
             _ => {
                 job_id += 1;
                 pool.submit(Job {
@@ -767,11 +788,15 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
                     Ok(_) => bail!("a worker answered the wrong job"),
                     Err(e) => return Err(anyhow!(e)).context("held-out evaluation"),
                 };
+                let entries = vec![(kk, r.kl), (kn, r.nll)];
                 study.commit(&Commit {
                     trials: Vec::new(),
-                    fitness: vec![(kk, r.kl), (kn, r.nll)],
+                    fitness: entries.clone(),
                     checkpoint: None,
                 })?;
+                if let Some(c) = &shared {
+                    c.put(&entries)?;
+                }
                 new_evaluations += 1;
                 r
             }
