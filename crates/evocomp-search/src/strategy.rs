@@ -832,6 +832,115 @@ mod tests {
         assert!(mid < edge, "middle layers keep more cache: {g:?}");
     }
 
+    /// Every strategy, run twice from the same seed (with a checkpoint round
+    /// trip after every tell), asks for the same genomes and ends the same;
+    /// another seed changes the randomised ones.
+    #[test]
+    fn every_strategy_is_deterministic_from_its_seed() {
+        let sp = space(8);
+        let u = sp.uniform(0).unwrap();
+        let budget = Budget::Exact(sp.cost(&u));
+        let sample = SampleSpec { tokens: 8, seed: 1 };
+        let make = |seed: u64| -> Vec<Strategy> {
+            vec![
+                Strategy::EvoPress(Box::new(
+                    EvoPress::new(
+                        crate::EvoPressConfig {
+                            generations: 10,
+                            offspring: 4,
+                            stages: vec![
+                                crate::Stage {
+                                    survivors: 2,
+                                    tokens: 8,
+                                },
+                                crate::Stage {
+                                    survivors: 1,
+                                    tokens: 16,
+                                },
+                            ],
+                            max_flips: 3,
+                            seed,
+                        },
+                        &sp,
+                        budget,
+                        u.clone(),
+                    )
+                    .unwrap(),
+                )),
+                Strategy::Greedy(
+                    Greedy::new(
+                        GreedyConfig {
+                            max_steps: 5,
+                            tries: 2,
+                            sample,
+                        },
+                        &sp,
+                        budget,
+                        u.clone(),
+                    )
+                    .unwrap(),
+                ),
+                Strategy::EvolKv(Box::new(
+                    EvolKv::new(
+                        EvolKvConfig {
+                            group_size: 4,
+                            generations: 3,
+                            sigma0: 0.3,
+                            population: None,
+                            lambda: 0.3,
+                            gamma: 0.2,
+                            sample,
+                            seed,
+                        },
+                        &sp,
+                        Budget::AtMost(budget.limit()),
+                    )
+                    .unwrap(),
+                )),
+                Strategy::Nsga2(
+                    LevelNsga2::new(
+                        Nsga2Config {
+                            population: 8,
+                            generations: 4,
+                            seed,
+                        },
+                        &sp,
+                        budget.limit(),
+                        vec![u.clone()],
+                        sample,
+                    )
+                    .unwrap(),
+                ),
+            ]
+        };
+        let trace = |mut s: Strategy| -> (Vec<Vec<Request>>, Option<(Genome, f64)>) {
+            let mut asks = Vec::new();
+            while !s.is_done(&sp) {
+                let a = s.ask(&sp);
+                let scored: Vec<Scored> = a
+                    .iter()
+                    .map(|r| Scored {
+                        fitness: fit(&r.genome),
+                        genome: r.genome.clone(),
+                    })
+                    .collect();
+                asks.push(a);
+                s.tell(&sp, &scored).unwrap();
+                s = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+            }
+            (asks, s.best())
+        };
+        for (a, b) in make(3).into_iter().zip(make(3)) {
+            assert_eq!(trace(a), trace(b));
+        }
+        let seeded = [0, 2, 3]; // EvoPress, EvolKV and NSGA-II draw random numbers
+        for (i, (a, b)) in make(3).into_iter().zip(make(4)).enumerate() {
+            if seeded.contains(&i) {
+                assert_ne!(trace(a).0, trace(b).0, "strategy {i} ignores its seed");
+            }
+        }
+    }
+
     #[test]
     fn cache_score_matches_the_paper() {
         assert_eq!(EvolKv::cache_score(100.0, 100.0, 0.2), 1.0);
