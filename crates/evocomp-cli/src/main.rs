@@ -89,6 +89,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// report.md, report.html and plots/ (PNG + SVG) over finished studies:
+    /// fronts on shared axes, convergence, per-unit profiles, tables.
+    Report {
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where to write (default: the first study's folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -147,6 +156,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Resume { dir, args } => study::resume(&dir, args),
         Command::Status { dir } => study::status(&dir),
         Command::Best { dir, json } => study::best(&dir, json),
+        Command::Report { dirs, out } => study::report(&dirs, out),
     }
 }
 

@@ -265,3 +265,59 @@ pub fn best(dir: &Path, json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+fn study_input(dir: &Path) -> Result<evocomp_report::StudyInput> {
+    let p = dir.join("summary.json");
+    let bytes = std::fs::read(&p).with_context(|| {
+        format!(
+            "{}: no summary.json: the study is not finished (evocomp status {})",
+            dir.display(),
+            dir.display()
+        )
+    })?;
+    let s: Summary =
+        serde_json::from_slice(&bytes).with_context(|| format!("{}: corrupt", p.display()))?;
+    let point = |m: &evocomp_engine::Measured| evocomp_report::MeasuredPoint {
+        cost: m.cost,
+        held_out_kl: m.held_out_kl,
+        held_out_perplexity: m.held_out_perplexity,
+        genome: m.genome.clone(),
+    };
+    Ok(evocomp_report::StudyInput {
+        name: s.name.clone(),
+        strategy: s.strategy.clone(),
+        cost_unit: s.cost_unit.clone(),
+        full_cost: s.full_cost,
+        units: s.units.clone(),
+        best: point(&s.best),
+        front: s.front.iter().map(point).collect(),
+        history: s
+            .history
+            .iter()
+            .map(|h| evocomp_report::Progress {
+                evaluations: h.evaluations,
+                seconds: h.seconds,
+                best: h.best,
+            })
+            .collect(),
+        evaluations: s.evaluations,
+        cache_hits: s.cache_hits,
+        seconds: s.seconds,
+    })
+}
+
+pub fn report(dirs: &[std::path::PathBuf], out: Option<std::path::PathBuf>) -> Result<()> {
+    let studies = dirs
+        .iter()
+        .map(|d| study_input(d))
+        .collect::<Result<Vec<_>>>()?;
+    let out = out.unwrap_or_else(|| dirs[0].clone());
+    let plots = evocomp_report::write_report(&studies, &out)?;
+    println!(
+        "wrote {}/report.md, report.html and {} plots under {}/plots",
+        out.display(),
+        plots.len(),
+        out.display()
+    );
+    Ok(())
+}

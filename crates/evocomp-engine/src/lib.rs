@@ -16,6 +16,6 @@ pub mod worker;
 pub use context::{Prepared, prepare, resolve_budget, space_of};
 pub use evaluator::{Evaluator, ReuseStats, sample_for};
 pub use study::{
-    Measured, Outcome, RunOptions, State, StatusFile, Summary, run, saved_experiment, state_of,
-    summary_of,
+    Measured, Outcome, RunOptions, State, StatusFile, StepRecord, Summary, run, saved_experiment,
+    state_of, summary_of,
 };

@@ -34,6 +34,22 @@ pub struct State {
     pub strategy: Strategy,
     /// Wall seconds spent in completed steps, over every run.
     pub seconds: f64,
+    /// After every step: where the search stood (for convergence plots).
+    #[serde(default)]
+    pub history: Vec<StepRecord>,
+}
+
+/// The search after one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub step: u64,
+    /// Evaluations computed so far (cache hits excluded).
+    pub evaluations: usize,
+    pub cache_hits: usize,
+    pub seconds: f64,
+    /// The strategy's best fitness so far (on the sample it was last scored on).
+    pub best: Option<f64>,
+    pub best_cost: Option<u64>,
 }
 
 /// A configuration measured on the held-out data.
@@ -69,6 +85,9 @@ pub struct Summary {
     pub seconds: f64,
     /// Layers run / layers a full forward would run (prefix reuse), this process.
     pub layers_run_fraction: Option<f64>,
+    /// The search after every step.
+    #[serde(default)]
+    pub history: Vec<StepRecord>,
 }
 
 /// How a `run` ended.
@@ -485,6 +504,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
                 step: 0,
                 strategy: new_strategy(&prep, &device0)?,
                 seconds: 0.0,
+                history: Vec::new(),
             };
             study.commit(&Commit {
                 trials: Vec::new(),
@@ -715,6 +735,15 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
         state.step += 1;
         state.seconds += t_step.elapsed().as_secs_f64();
         hits += step_trials.len();
+        let best = state.strategy.best();
+        state.history.push(StepRecord {
+            step: state.step,
+            evaluations,
+            cache_hits: hits,
+            seconds: state.seconds,
+            best: best.as_ref().map(|b| b.1),
+            best_cost: best.as_ref().map(|b| space.cost(&b.0)),
+        });
         for t in &mut step_trials {
             t.number = next_number;
             next_number += 1;
@@ -839,6 +868,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
         seconds: state.seconds,
         layers_run_fraction: (stats.layers_full > 0)
             .then(|| stats.layers_run as f64 / stats.layers_full as f64),
+        history: state.history.clone(),
     };
     study.put_meta(SUMMARY_KEY, &serde_json::to_vec(&summary)?)?;
     write_json_atomic(&exp.output.join("summary.json"), &summary)?;

@@ -9,6 +9,12 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+pub mod studies;
+pub use studies::{
+    MeasuredPoint, Progress, Series, SeriesPlot, StudyInput, convergence_plot, front_plot,
+    level_by_layer, markdown, profile_plot, write_report,
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("{path}: cannot draw: {message}")]
