@@ -86,7 +86,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         bail!("--repeats must be at least 1");
     }
     let loaded = crate::load(&a.model)?;
-    let set = crate::token_set(&loaded, &a.text)?;
+    let set = evocomp_engine::token_set(&loaded, &a.text)?;
     let sample = set.sample(a.sequences, a.seq_len, a.seed)?;
     let n_tokens = sample.n_tokens();
     eprintln!(

@@ -3,7 +3,7 @@
 use crate::backend::{self, BackendChoice};
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use evocomp_db::{BuildOptions, Database, build_database};
+use evocomp_db::Database;
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
@@ -139,37 +139,9 @@ fn build(config: PathBuf, backend: BackendChoice) -> Result<()> {
     let loaded = crate::load(&cfg.model)?;
     eprintln!("hashing {}", cfg.model.display());
     let fingerprint = loaded.info.fingerprint()?;
-    let sample = if cfg.compression.needs_calibration() {
-        let set = crate::token_set(&loaded, &cfg.calibration.text)?;
-        let c = &cfg.calibration;
-        let s = set
-            .sample(c.sequences, c.seq_len, c.seed)
-            .with_context(|| format!("{}: calibration", config.display()))?;
-        eprintln!(
-            "calibration: {} sequences x {} tokens from {} (seed {})",
-            c.sequences,
-            c.seq_len,
-            c.text.display(),
-            c.seed
-        );
-        Some(s)
-    } else {
-        None
-    };
     let chosen = backend::choose(backend)?;
     eprintln!("backend: {}", chosen.description);
-    let r = build_database(
-        &loaded,
-        &fingerprint,
-        sample.as_ref(),
-        &cfg.compression,
-        &cfg.output,
-        &chosen.device,
-        &BuildOptions {
-            stop_after_units: None,
-            progress: true,
-        },
-    )?;
+    let r = evocomp_engine::build_from_config(&cfg, &loaded, &fingerprint, &chosen.device, true)?;
     println!(
         "database {}: built {} units, {} already built, {:.1} s",
         cfg.output.display(),

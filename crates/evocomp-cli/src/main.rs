@@ -5,7 +5,7 @@ mod bench;
 mod db;
 mod study;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use backend::BackendChoice;
 use clap::{Parser, Subcommand};
 use evocomp_eval::{EvalOptions, perplexity, token_progress};
@@ -178,18 +178,8 @@ pub(crate) fn load_windows(
     tokens: usize,
     context: usize,
 ) -> Result<Vec<Vec<u32>>> {
-    let set = token_set(m, text)?;
+    let set = evocomp_engine::token_set(m, text)?;
     Ok(set.windows(tokens, context)?)
-}
-
-pub(crate) fn token_set(m: &LoadedModel, text: &Path) -> Result<evocomp_data::TokenSet> {
-    let fp = m
-        .tokenizer
-        .to_json()
-        .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
-    let encode = |s: &str| m.tokenizer.encode(s);
-    evocomp_data::tokenize_path(text, &encode, &fp, &[])
-        .with_context(|| format!("reading text {}", text.display()))
 }
 
 fn inspect(path: &Path, list: bool) -> Result<()> {

@@ -587,13 +587,8 @@ Experiment(
         assert_eq!(e.backend, BackendSpec::Auto);
         assert!(e.prefix_reuse);
         assert_eq!(e.data.held_out_tokens, 4096);
-        // The resolved experiment round-trips through JSON (it is saved beside the study).
-        let json = serde_json_like(&e);
-        assert!(json.contains("t1"));
-    }
-
-    fn serde_json_like(e: &Experiment) -> String {
-        ron::to_string(e).unwrap()
+        // The resolved experiment serialises (it is saved beside the study).
+        assert!(ron::to_string(&e).unwrap().contains("t1"));
     }
 
     #[test]

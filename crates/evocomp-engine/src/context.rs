@@ -4,9 +4,9 @@
 
 use anyhow::{Context as _, Result};
 use burn::tensor::Device;
-use evocomp_config::{BudgetSpec, Experiment};
+use evocomp_config::{BudgetSpec, DatabaseConfig, Experiment};
 use evocomp_data::{Sample, TokenSet};
-use evocomp_db::{BuildOptions, Database, Manifest, build_database};
+use evocomp_db::{BuildOptions, BuildReport, Database, Manifest, build_database};
 use evocomp_model::LoadedModel;
 use evocomp_search::{Budget, Space, UnitLevels};
 use sha2::{Digest, Sha256};
@@ -43,6 +43,46 @@ pub fn token_set(m: &LoadedModel, text: &Path) -> Result<TokenSet> {
         .with_context(|| format!("reading text {}", text.display()))
 }
 
+/// Build (or continue building) the database a config describes; a finished
+/// database is left as it is.
+pub fn build_from_config(
+    cfg: &DatabaseConfig,
+    loaded: &LoadedModel,
+    fingerprint: &str,
+    device: &Device,
+    progress: bool,
+) -> Result<BuildReport> {
+    let sample = if cfg.compression.needs_calibration() {
+        let set = token_set(loaded, &cfg.calibration.text)?;
+        let c = &cfg.calibration;
+        let s = set
+            .sample(c.sequences, c.seq_len, c.seed)
+            .with_context(|| format!("{}: calibration", cfg.source.display()))?;
+        eprintln!(
+            "calibration: {} sequences x {} tokens from {} (seed {})",
+            c.sequences,
+            c.seq_len,
+            c.text.display(),
+            c.seed
+        );
+        Some(s)
+    } else {
+        None
+    };
+    Ok(build_database(
+        loaded,
+        fingerprint,
+        sample.as_ref(),
+        &cfg.compression,
+        &cfg.output,
+        device,
+        &BuildOptions {
+            stop_after_units: None,
+            progress,
+        },
+    )?)
+}
+
 /// Build the experiment's database if it is not complete (a killed build continues).
 pub fn ensure_database(
     exp: &Experiment,
@@ -54,33 +94,17 @@ pub fn ensure_database(
     if Manifest::read(&exp.database)?.is_some_and(|m| m.complete) {
         return Ok(());
     }
-    let cfg = exp.database_build()?;
     eprintln!(
         "database {} is not built yet: building it from {}",
         exp.database.display(),
         exp.database_config.display()
     );
-    let sample = if cfg.compression.needs_calibration() {
-        let set = token_set(loaded, &cfg.calibration.text)?;
-        let c = &cfg.calibration;
-        Some(
-            set.sample(c.sequences, c.seq_len, c.seed)
-                .with_context(|| format!("{}: calibration", cfg.source.display()))?,
-        )
-    } else {
-        None
-    };
-    build_database(
+    build_from_config(
+        &exp.database_build()?,
         loaded,
         fingerprint,
-        sample.as_ref(),
-        &cfg.compression,
-        &cfg.output,
         device,
-        &BuildOptions {
-            stop_after_units: None,
-            progress,
-        },
+        progress,
     )?;
     Ok(())
 }

@@ -13,7 +13,7 @@ pub mod scores;
 pub mod study;
 pub mod worker;
 
-pub use context::{Prepared, prepare, resolve_budget, space_of};
+pub use context::{Prepared, build_from_config, prepare, resolve_budget, space_of, token_set};
 pub use evaluator::{Evaluator, ReuseStats, sample_for};
 pub use study::{
     Measured, Outcome, RunOptions, State, StatusFile, StepRecord, Summary, run, saved_experiment,

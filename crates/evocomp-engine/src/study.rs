@@ -349,6 +349,14 @@ fn new_strategy(prep: &Prepared, device: &Device) -> Result<Strategy> {
     })
 }
 
+/// The progress bar's message.
+fn progress_message(evaluations: usize, hits: usize, best: Option<f64>) -> String {
+    format!(
+        "evals {evaluations} (cache hits {hits})  best {}",
+        best.map_or("-".into(), |f| format!("{f:.5}"))
+    )
+}
+
 fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value)?;
     evocomp_db::write_atomic(path, &bytes)
@@ -571,6 +579,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
         write_json_atomic(&exp.output.join("status.json"), &s)
     };
     status(&state, evaluations, hits, false)?;
+    let mut best_so_far = state.strategy.best().map(|b| b.1);
 
     while !state.strategy.is_done(space) {
         if opts.stop.load(Ordering::SeqCst) {
@@ -708,13 +717,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
             for &i in &idx {
                 fit[i] = Some(f);
             }
-            pb.set_message(format!(
-                "evals {evaluations} (cache hits {hits})  best {}",
-                state
-                    .strategy
-                    .best()
-                    .map_or("-".into(), |(_, f)| format!("{f:.5}"))
-            ));
+            pb.set_message(progress_message(evaluations, hits, best_so_far));
         }
         if stopped || opts.stop.load(Ordering::SeqCst) {
             pb.abandon();
@@ -757,13 +760,8 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
         let p = state.strategy.progress();
         pb.set_length(p.total as u64);
         pb.set_position(p.step as u64);
-        pb.set_message(format!(
-            "evals {evaluations} (cache hits {hits})  best {}",
-            state
-                .strategy
-                .best()
-                .map_or("-".into(), |(_, f)| format!("{f:.5}"))
-        ));
+        best_so_far = best.map(|b| b.1);
+        pb.set_message(progress_message(evaluations, hits, best_so_far));
     }
     pb.finish_and_clear();
 

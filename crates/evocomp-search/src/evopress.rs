@@ -206,20 +206,10 @@ impl EvoPress {
             ));
         };
         let (stage, pool) = (*stage, pool.clone());
-        let mut fit = Vec::with_capacity(pool.len());
-        for g in &pool {
-            let s = scored
-                .iter()
-                .find(|s| &s.genome == g)
-                .ok_or_else(|| SearchError::Protocol("a requested genome was not scored".into()))?;
-            if !s.fitness.is_finite() {
-                return Err(SearchError::Protocol(format!(
-                    "fitness {} is not finite",
-                    s.fitness
-                )));
-            }
-            fit.push(s.fitness);
-        }
+        let fit = pool
+            .iter()
+            .map(|g| crate::lookup(scored, g))
+            .collect::<Result<Vec<f64>, _>>()?;
         let mut order: Vec<usize> = (0..pool.len()).collect();
         order.sort_by(|&a, &b| fit[a].total_cmp(&fit[b]).then(a.cmp(&b)));
         let keep = self.cfg.stages[stage].survivors.min(pool.len());

@@ -52,6 +52,21 @@ pub struct Scored {
     pub fitness: f64,
 }
 
+/// The finite fitness `scored` gives genome `g`.
+pub(crate) fn lookup(scored: &[Scored], g: &Genome) -> Result<f64, SearchError> {
+    let s = scored
+        .iter()
+        .find(|s| &s.genome == g)
+        .ok_or_else(|| SearchError::Protocol("a requested genome was not scored".into()))?;
+    if !s.fitness.is_finite() {
+        return Err(SearchError::Protocol(format!(
+            "fitness {} is not finite",
+            s.fitness
+        )));
+    }
+    Ok(s.fitness)
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SearchError {
     #[error(transparent)]

@@ -7,22 +7,8 @@ use crate::cmaes::CmaEs;
 use crate::evopress::EvoPress;
 use crate::nsga2::{LevelGenomes, Nsga2, Nsga2Config};
 use crate::space::{Budget, Genome, Space};
-use crate::{Request, SampleSpec, Scored, SearchError};
+use crate::{Request, SampleSpec, Scored, SearchError, lookup};
 use serde::{Deserialize, Serialize};
-
-fn lookup(scored: &[Scored], g: &Genome) -> Result<f64, SearchError> {
-    let s = scored
-        .iter()
-        .find(|s| &s.genome == g)
-        .ok_or_else(|| SearchError::Protocol("a requested genome was not scored".into()))?;
-    if !s.fitness.is_finite() {
-        return Err(SearchError::Protocol(format!(
-            "fitness {} is not finite",
-            s.fitness
-        )));
-    }
-    Ok(s.fitness)
-}
 
 fn requests(genomes: &[Genome], sample: SampleSpec, probe: bool) -> Vec<Request> {
     genomes
@@ -293,8 +279,8 @@ pub struct EvolKv {
     pub cma: Option<CmaEs>,
     /// Genomes of the current CMA-ES ask.
     pending: Vec<Genome>,
-    /// Raw (pre-completion) mean cost of each pending candidate.
-    pending_mean: Vec<f64>,
+    /// Raw (pre-completion) unit costs of each pending candidate.
+    pending_costs: Vec<Vec<f64>>,
     /// Best (objective, genome, fitness) so far.
     pub best: Option<(f64, Genome, f64)>,
     /// Best of the current group: (objective, unit costs of the group).
@@ -316,7 +302,7 @@ impl EvolKv {
             group: 0,
             cma: None,
             pending: Vec::new(),
-            pending_mean: Vec::new(),
+            pending_costs: Vec::new(),
             best: None,
             group_best: None,
         };
@@ -444,12 +430,11 @@ impl EvolKv {
         };
         let ys = cma.ask();
         self.pending.clear();
-        self.pending_mean.clear();
+        self.pending_costs.clear();
         for y in ys {
             let x = self.costs_of(space, &y);
-            self.pending_mean
-                .push(x.iter().sum::<f64>() / x.len() as f64);
             self.pending.push(Self::complete(space, &x, &self.budget));
+            self.pending_costs.push(x);
         }
     }
 
@@ -459,22 +444,21 @@ impl EvolKv {
     }
 
     fn tell(&mut self, space: &Space, scored: &[Scored]) -> Result<(), SearchError> {
-        let Some(cma) = self.cma.as_ref() else {
+        if self.cma.is_none() {
             return Err(SearchError::Protocol(
                 "tell after the search finished".into(),
             ));
-        };
-        let ys = cma.clone().ask();
+        }
         let mut values = Vec::with_capacity(self.pending.len());
-        for (k, g) in self.pending.iter().enumerate() {
+        for (g, x) in self.pending.iter().zip(&self.pending_costs) {
             let f = lookup(scored, g)?;
-            let obj = self.objective(f, self.pending_mean[k], space);
+            let mean = x.iter().sum::<f64>() / x.len() as f64;
+            let obj = self.objective(f, mean, space);
             values.push(obj);
             if self.best.as_ref().is_none_or(|(b, _, _)| obj < *b) {
                 self.best = Some((obj, g.clone(), f));
             }
             if self.group_best.as_ref().is_none_or(|(b, _)| obj < *b) {
-                let x = self.costs_of(space, &ys[k]);
                 self.group_best = Some((obj, self.range().map(|i| x[i]).collect()));
             }
         }
@@ -590,8 +574,14 @@ impl Strategy {
         }
     }
 
-    pub fn is_done(&self, space: &Space) -> bool {
-        self.ask(space).is_empty()
+    pub fn is_done(&self, _space: &Space) -> bool {
+        match self {
+            Strategy::EvoPress(s) => s.is_done(),
+            Strategy::Greedy(s) => s.phase == GreedyPhase::Done,
+            Strategy::Fixed(s) => s.fitness.is_some(),
+            Strategy::EvolKv(s) => s.pending.is_empty(),
+            Strategy::Nsga2(s) => s.inner.is_done(),
+        }
     }
 
     /// The best genome so far and its fitness (for NSGA-II: the lowest fitness on the front).
