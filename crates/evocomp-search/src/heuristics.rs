@@ -156,6 +156,48 @@ pub fn lowest_scores_first(
     Ok(g)
 }
 
+/// PyramidKV (Cai et al., 2024): lower layers keep more, the top layer keeps
+/// `total / (beta · L)`, the first `2·total/L −` that, in an arithmetic
+/// sequence over the units in order; each unit's target cost is mapped onto
+/// its levels (linearly between neighbouring levels' costs) and the result
+/// is rounded onto the budget. `beta` is the paper's β (20 by default).
+pub fn pyramid_genome(space: &Space, budget: &Budget, beta: f64) -> Result<Genome, SpaceError> {
+    let n = space.len();
+    let total = budget.limit() as f64;
+    let last = total / (beta * n as f64);
+    let first = 2.0 * total / n as f64 - last;
+    let targets: Vec<f64> = space
+        .units
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let c = if n == 1 {
+                total
+            } else {
+                first + (last - first) * i as f64 / (n - 1) as f64
+            };
+            level_for_cost(&u.levels, &u.costs, c)
+        })
+        .collect();
+    round_to_budget(space, &targets, budget)
+}
+
+/// The real-valued level whose interpolated cost is `c` (levels sorted,
+/// costs falling with the level; clamped at both ends).
+fn level_for_cost(levels: &[i64], costs: &[u64], c: f64) -> f64 {
+    if c >= costs[0] as f64 {
+        return levels[0] as f64;
+    }
+    for k in 0..levels.len().saturating_sub(1) {
+        let (hi, lo) = (costs[k] as f64, costs[k + 1] as f64);
+        if c <= hi && c >= lo {
+            let t = if hi > lo { (hi - c) / (hi - lo) } else { 0.0 };
+            return levels[k] as f64 + t * (levels[k + 1] - levels[k]) as f64;
+        }
+    }
+    *levels.last().expect("levels") as f64
+}
+
 /// `n` distinct random feasible genomes: random walks of level switches
 /// from `start` (which must be feasible) when the grid has equal steps,
 /// otherwise random levels rounded onto the budget.
@@ -265,6 +307,32 @@ mod tests {
         .unwrap();
         let g = lowest_scores_first(&s, &[0.5, 0.1, 0.9, 0.05, 0.3], &Budget::Exact(300)).unwrap();
         assert_eq!(g, vec![0, 1, 0, 1, 0]);
+    }
+
+    #[test]
+    fn pyramid_keeps_more_below_and_meets_the_mean() {
+        // KV budgets 512..32 tokens per layer, 12 layers, a mean of at most 128.
+        let budgets = [512u64, 256, 128, 64, 32];
+        let s = Space::new(
+            (0..12)
+                .map(|i| UnitLevels {
+                    name: format!("L{i}"),
+                    levels: (0..5).collect(),
+                    costs: budgets.to_vec(),
+                })
+                .collect(),
+        )
+        .unwrap();
+        let budget = Budget::AtMost(128 * 12);
+        let g = pyramid_genome(&s, &budget, 20.0).unwrap();
+        assert!(s.cost(&g) <= budget.limit());
+        // Non-increasing cache from bottom to top, and not uniform.
+        assert!(g.windows(2).all(|w| w[0] <= w[1]), "{g:?}");
+        assert!(g[0] < g[11], "{g:?}");
+        // Most of the budget is used (the grid is coarse at the top).
+        assert!(s.cost(&g) as f64 >= 0.8 * budget.limit() as f64, "{g:?}");
+        assert_eq!(level_for_cost(&[0, 1, 2], &[400, 200, 100], 300.0), 0.5);
+        assert_eq!(level_for_cost(&[0, 1, 2], &[400, 200, 100], 50.0), 2.0);
     }
 
     #[test]

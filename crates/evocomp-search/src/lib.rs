@@ -22,7 +22,7 @@ pub use evopress::{EvoPress, EvoPressConfig, Stage, level_switch, offspring};
 pub use nsga2::{LevelGenomes, Member, Nsga2, Nsga2Config, RealVector, Representation};
 pub use space::{Budget, Genome, Space, SpaceError, UnitLevels};
 pub use strategy::{
-    EvolKv, EvolKvConfig, Fixed, Greedy, GreedyConfig, LevelNsga2, Progress, Strategy,
+    EvolKv, EvolKvConfig, Fixed, Greedy, GreedyConfig, LeaveOneOut, LevelNsga2, Progress, Strategy,
 };
 
 use serde::{Deserialize, Serialize};

@@ -62,9 +62,11 @@ impl Fixed {
 /// Greedy's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GreedyConfig {
-    /// Most accepted shifts.
+    /// Most rounds (probe every unit, then accept the best candidate).
     pub max_steps: usize,
-    /// Pairs tried per step, best predicted first.
+    /// Most shifts applied together in one round: the round scores the best
+    /// 1, 2, 4, ... up to `tries` predicted shifts (disjoint units) applied
+    /// together and keeps the best candidate if it beats the current genome.
     pub tries: usize,
     pub sample: SampleSpec,
 }
@@ -81,9 +83,12 @@ enum GreedyPhase {
     Done,
 }
 
-/// Start uniform; then, while it improves the real fitness, shift one level
-/// of compression from the unit where it hurts most to the unit where it
-/// hurts least (as measured by single-unit probes around the current genome).
+/// Start uniform; then, while it improves the real fitness, shift levels of
+/// compression from the units where they hurt most to the units where they
+/// hurt least (as measured by single-unit probes around the current genome).
+/// One round probes every unit one level each way, then scores the best
+/// predicted 1, 2, 4, ... shifts applied together (disjoint pairs), so a
+/// round can move many units on a model with hundreds of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Greedy {
     pub cfg: GreedyConfig,
@@ -189,16 +194,34 @@ impl Greedy {
                     }
                 }
                 pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
-                let mut tries = Vec::new();
+                let mut tries: Vec<Genome> = Vec::new();
+                let mut g = self.current.clone();
+                let mut used = vec![false; space.len()];
+                let mut applied = 0usize;
+                let mut next_mark = 1usize;
                 for (_, i, j) in pairs {
-                    if tries.len() >= self.cfg.tries {
+                    if applied >= self.cfg.tries {
                         break;
                     }
-                    let h = Self::moved(space, &self.current, i, 1).expect("probed");
-                    let h = Self::moved(space, &h, j, -1).expect("probed");
-                    if self.budget.allows(space.cost(&h)) && !tries.contains(&h) {
-                        tries.push(h);
+                    if used[i] || used[j] {
+                        continue;
                     }
+                    let h = Self::moved(space, &g, i, 1).expect("probed");
+                    let h = Self::moved(space, &h, j, -1).expect("probed");
+                    if !self.budget.allows(space.cost(&h)) {
+                        continue;
+                    }
+                    g = h;
+                    used[i] = true;
+                    used[j] = true;
+                    applied += 1;
+                    if applied == next_mark || applied == self.cfg.tries {
+                        tries.push(g.clone());
+                        next_mark *= 2;
+                    }
+                }
+                if applied > 0 && tries.last() != Some(&g) {
+                    tries.push(g);
                 }
                 self.phase = if tries.is_empty() {
                     GreedyPhase::Done
@@ -236,6 +259,81 @@ impl Greedy {
             }
         }
         Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Leave-one-out scores (Shortened LLaMA)
+// ---------------------------------------------------------------------------
+
+/// Shortened LLaMA's one-shot criterion (Kim et al., 2024): score each unit
+/// by the fitness of the model with only that unit compressed to its most
+/// compressed level (for blocks: the perplexity without that block), then
+/// compress the units whose removal hurts least until the budget holds, and
+/// score that genome. The single-unit genomes are probes (off budget).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaveOneOut {
+    pub budget: Budget,
+    pub sample: SampleSpec,
+    /// Fitness with only unit i compressed, once measured.
+    pub scores: Option<Vec<f64>>,
+    /// The chosen genome, once the scores are in.
+    pub chosen: Option<Genome>,
+    pub fitness: Option<f64>,
+}
+
+impl LeaveOneOut {
+    pub fn new(space: &Space, budget: Budget, sample: SampleSpec) -> Result<Self, SearchError> {
+        // Fail now, not after the probes, when no genome meets the budget.
+        crate::heuristics::lowest_scores_first(space, &vec![0.0; space.len()], &budget)?;
+        Ok(Self {
+            budget,
+            sample,
+            scores: None,
+            chosen: None,
+            fitness: None,
+        })
+    }
+
+    /// Unit i alone at its most compressed level.
+    pub fn probes(space: &Space) -> Vec<Genome> {
+        (0..space.len())
+            .map(|i| {
+                let mut g: Genome = space.units.iter().map(|u| u.min()).collect();
+                g[i] = space.units[i].max();
+                g
+            })
+            .collect()
+    }
+
+    fn ask(&self, space: &Space) -> Vec<Request> {
+        match (&self.scores, &self.chosen, self.fitness) {
+            (None, _, _) => requests(&Self::probes(space), self.sample, true),
+            (Some(_), Some(g), None) => requests(std::slice::from_ref(g), self.sample, false),
+            _ => Vec::new(),
+        }
+    }
+
+    fn tell(&mut self, space: &Space, scored: &[Scored]) -> Result<(), SearchError> {
+        match (&self.scores, &self.chosen) {
+            (None, _) => {
+                let scores = Self::probes(space)
+                    .iter()
+                    .map(|g| lookup(scored, g))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let g = crate::heuristics::lowest_scores_first(space, &scores, &self.budget)?;
+                self.scores = Some(scores);
+                self.chosen = Some(g);
+                Ok(())
+            }
+            (Some(_), Some(g)) if self.fitness.is_none() => {
+                self.fitness = Some(lookup(scored, g)?);
+                Ok(())
+            }
+            _ => Err(SearchError::Protocol(
+                "tell after the search finished".into(),
+            )),
+        }
     }
 }
 
@@ -522,6 +620,7 @@ pub enum Strategy {
     Fixed(Fixed),
     EvolKv(Box<EvolKv>),
     Nsga2(LevelNsga2),
+    LeaveOneOut(LeaveOneOut),
 }
 
 impl Strategy {
@@ -539,6 +638,7 @@ impl Strategy {
             }
             Strategy::EvolKv(s) => requests(&s.pending, s.cfg.sample, false),
             Strategy::Nsga2(s) => requests(&s.inner.ask(), s.sample, false),
+            Strategy::LeaveOneOut(s) => s.ask(space),
         }
     }
 
@@ -562,6 +662,7 @@ impl Strategy {
                 Ok(())
             }
             Strategy::EvolKv(s) => s.tell(space, scored),
+            Strategy::LeaveOneOut(s) => s.tell(space, scored),
             Strategy::Nsga2(s) => {
                 let objs = s
                     .inner
@@ -581,6 +682,7 @@ impl Strategy {
             Strategy::Fixed(s) => s.fitness.is_some(),
             Strategy::EvolKv(s) => s.pending.is_empty(),
             Strategy::Nsga2(s) => s.inner.is_done(),
+            Strategy::LeaveOneOut(s) => s.fitness.is_some(),
         }
     }
 
@@ -595,6 +697,7 @@ impl Strategy {
                     .map(|i| (s.genomes[i].clone(), f[i]))
             }),
             Strategy::EvolKv(s) => s.best.as_ref().map(|(_, g, f)| (g.clone(), *f)),
+            Strategy::LeaveOneOut(s) => s.chosen.clone().zip(s.fitness),
             Strategy::Nsga2(s) => s
                 .inner
                 .front()
@@ -652,7 +755,12 @@ impl Strategy {
             Strategy::Greedy(s) => Progress {
                 step: s.steps,
                 total: s.cfg.max_steps,
-                label: "shift".into(),
+                label: "round".into(),
+            },
+            Strategy::LeaveOneOut(s) => Progress {
+                step: usize::from(s.scores.is_some()) + usize::from(s.fitness.is_some()),
+                total: 2,
+                label: "phase".into(),
             },
             Strategy::Fixed(s) => Progress {
                 step: usize::from(s.fitness.is_some()),
@@ -748,6 +856,74 @@ mod tests {
         assert!(f < fit(&u) * 0.95, "{f} vs {}", fit(&u));
         // The most sensitive units (i % 3 == 2) end less compressed than the least.
         assert!(g[2] < g[0] && g[5] < g[3], "{g:?}");
+    }
+
+    #[test]
+    fn a_greedy_round_moves_many_units_at_once() {
+        let sp = space(12);
+        let u = sp.uniform(0).unwrap();
+        let budget = Budget::Exact(sp.cost(&u));
+        let sample = SampleSpec { tokens: 8, seed: 1 };
+        let mut s = Strategy::Greedy(
+            Greedy::new(
+                GreedyConfig {
+                    max_steps: 1,
+                    tries: 8,
+                    sample,
+                },
+                &sp,
+                budget,
+                u.clone(),
+            )
+            .unwrap(),
+        );
+        drive(&mut s, &sp, Some(&budget));
+        let (g, f) = s.best().unwrap();
+        assert!(sp.feasible(&g, &budget));
+        assert!(f < fit(&u));
+        // One round, several shifts: more than one pair of units moved.
+        let moved = g.iter().filter(|&&l| l != 0).count();
+        assert!(moved > 2, "{g:?}");
+    }
+
+    #[test]
+    fn leave_one_out_compresses_the_least_harmful_units() {
+        // Depth-like: 6 blocks, kept (0) or dropped (1); drop 2.
+        let sp = Space::new(
+            (0..6)
+                .map(|i| UnitLevels {
+                    name: format!("b{i}"),
+                    levels: vec![0, 1],
+                    costs: vec![10, 0],
+                })
+                .collect(),
+        )
+        .unwrap();
+        let budget = Budget::Exact(40);
+        let harm = [5.0, 1.0, 4.0, 0.5, 3.0, 2.0];
+        let f = |g: &[i64]| -> f64 { g.iter().zip(harm).map(|(&l, h)| l as f64 * h).sum() };
+        let sample = SampleSpec { tokens: 8, seed: 1 };
+        let mut s = Strategy::LeaveOneOut(LeaveOneOut::new(&sp, budget, sample).unwrap());
+        let mut probes = 0;
+        while !s.is_done(&sp) {
+            let asks = s.ask(&sp);
+            probes += asks.iter().filter(|r| r.probe).count();
+            for r in asks.iter().filter(|r| !r.probe) {
+                assert!(sp.feasible(&r.genome, &budget));
+            }
+            let scored: Vec<Scored> = asks
+                .into_iter()
+                .map(|r| Scored {
+                    fitness: f(&r.genome),
+                    genome: r.genome,
+                })
+                .collect();
+            s.tell(&sp, &scored).unwrap();
+            s = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        }
+        assert_eq!(probes, 6);
+        assert_eq!(s.best().unwrap(), (vec![0, 1, 0, 1, 0, 0], 1.5));
+        assert!(LeaveOneOut::new(&sp, Budget::Exact(5), sample).is_err());
     }
 
     #[test]
