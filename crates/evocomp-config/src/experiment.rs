@@ -24,7 +24,13 @@ pub struct ExperimentSpec {
     /// The variant database's build config (`configs/db/*.ron`); built first if needed.
     pub database: PathBuf,
     pub data: DataSpec,
-    pub budget: BudgetSpec,
+    /// The constraint; give either `budget` or `sweep`.
+    #[serde(default)]
+    pub budget: Option<BudgetSpec>,
+    /// Several budgets, one study each under `results/<name>/<budget>`,
+    /// sharing the fitness cache; the report joins them into one front.
+    #[serde(default)]
+    pub sweep: Vec<BudgetSpec>,
     pub strategy: StrategySpec,
     #[serde(default)]
     pub fitness: FitnessSpec,
@@ -203,6 +209,16 @@ pub enum StrategySpec {
     },
     /// ShortGPT: drop the blocks whose input and output are most alike.
     ShortGpt,
+    /// Shortened LLaMA (one-shot, PPL criterion): score each unit by the
+    /// fitness with only it compressed (use `metric: Nll` for the paper's
+    /// perplexity), compress the least harmful first.
+    ShortenedLlama,
+    /// PyramidKV: per-layer KV budgets falling linearly from bottom to top,
+    /// the top layer keeping total / (beta x layers).
+    PyramidKv {
+        #[serde(default = "default_beta")]
+        beta: f64,
+    },
     /// Shift a level from the unit where it hurts most to where it hurts least, while it helps.
     Greedy {
         #[serde(default = "default_greedy_steps")]
@@ -237,6 +253,9 @@ pub enum StrategySpec {
     },
 }
 
+fn default_beta() -> f64 {
+    20.0
+}
 fn default_owl_lambda() -> f64 {
     0.08
 }
@@ -277,6 +296,8 @@ impl StrategySpec {
             StrategySpec::Random { .. } => "random",
             StrategySpec::Owl { .. } => "OWL",
             StrategySpec::ShortGpt => "ShortGPT",
+            StrategySpec::ShortenedLlama => "Shortened-LLaMA",
+            StrategySpec::PyramidKv { .. } => "PyramidKV",
             StrategySpec::Greedy { .. } => "greedy",
             StrategySpec::Dp { .. } => "DP",
             StrategySpec::EvolKv { .. } => "EvolKV",
@@ -303,9 +324,33 @@ pub struct Experiment {
     pub seed: u64,
     pub output: PathBuf,
     pub prefix_reuse: bool,
+    /// The sweep this study belongs to (its name), if any: the study's
+    /// folder is then `<sweep folder>/<budget label>`.
+    #[serde(default)]
+    pub sweep: Option<String>,
+}
+
+/// A folder-safe name for a budget: `level-2`, `dropped6`, `fraction0.5`, ...
+pub fn budget_label(b: &BudgetSpec) -> String {
+    match b {
+        BudgetSpec::UniformLevel(l) => format!("level{l}"),
+        BudgetSpec::Dropped(n) => format!("dropped{n}"),
+        BudgetSpec::AtMost(c) => format!("atmost{c}"),
+        BudgetSpec::Exact(c) => format!("exact{c}"),
+        BudgetSpec::Fraction(x) => format!("fraction{x}"),
+    }
 }
 
 impl Experiment {
+    /// The folder holding every study of this study's sweep (the results
+    /// root's child), or the study's own folder.
+    pub fn sweep_dir(&self) -> &Path {
+        match &self.sweep {
+            Some(_) => self.output.parent().unwrap_or(&self.output),
+            None => &self.output,
+        }
+    }
+
     /// The database build this experiment uses.
     pub fn database_build(&self) -> Result<DatabaseConfig> {
         load_database_config(&self.database_config)
@@ -319,12 +364,18 @@ impl Experiment {
             path: &self.source,
             text: text.as_deref(),
         };
-        c.fail::<()>(field, message).unwrap_err()
+        // A sweep's budgets are in its `sweep` list.
+        match (&self.sweep, field) {
+            (Some(_), "budget") => c
+                .fail::<()>("sweep", format!("{:?}: {}", self.budget, message.into()))
+                .unwrap_err(),
+            _ => c.fail::<()>(field, message).unwrap_err(),
+        }
     }
 }
 
 impl ExperimentSpec {
-    fn resolve_in(self, path: &Path, text: Option<&str>) -> Result<Experiment> {
+    fn resolve_in(self, path: &Path, text: Option<&str>) -> Result<Vec<Experiment>> {
         let c = Checker { path, text };
         c.ensure(
             !self.name.is_empty()
@@ -383,16 +434,42 @@ impl ExperimentSpec {
         if let TeacherSpec::TopK(k) = f.teacher {
             c.ensure(k >= 1, "fitness.teacher", "top-k needs k >= 1")?;
         }
-        match &self.budget {
-            BudgetSpec::Fraction(x) => c.ensure(
-                *x > 0.0 && *x <= 1.0,
-                "budget",
-                format!("a fraction must be in (0, 1], got {x}"),
-            )?,
-            BudgetSpec::AtMost(0) | BudgetSpec::Exact(0) => {
-                return c.fail("budget", "a budget of 0 leaves nothing of the model");
+        let budgets: Vec<BudgetSpec> = match (&self.budget, self.sweep.is_empty()) {
+            (Some(b), true) => vec![*b],
+            (None, false) => self.sweep.clone(),
+            (Some(_), false) => {
+                return c.fail("sweep", "give either `budget` or `sweep`, not both");
             }
-            _ => {}
+            (None, true) => {
+                return c.fail(
+                    "budget",
+                    "missing: give `budget`, or `sweep` (a list of budgets)",
+                );
+            }
+        };
+        let field = if self.sweep.is_empty() {
+            "budget"
+        } else {
+            "sweep"
+        };
+        for (i, b) in budgets.iter().enumerate() {
+            match b {
+                BudgetSpec::Fraction(x) => c.ensure(
+                    *x > 0.0 && *x <= 1.0,
+                    field,
+                    format!("a fraction must be in (0, 1], got {x}"),
+                )?,
+                BudgetSpec::AtMost(0) | BudgetSpec::Exact(0) => {
+                    return c.fail(field, "a budget of 0 leaves nothing of the model");
+                }
+                _ => {}
+            }
+            if budgets[..i]
+                .iter()
+                .any(|o| budget_label(o) == budget_label(b))
+            {
+                return c.fail(field, format!("{b:?} is listed twice"));
+            }
         }
         match &self.strategy {
             StrategySpec::EvoPress {
@@ -502,35 +579,69 @@ impl ExperimentSpec {
                     "must be at least 1",
                 )?;
             }
-            StrategySpec::Uniform | StrategySpec::ShortGpt => {}
+            StrategySpec::PyramidKv { beta } => c.ensure(
+                *beta >= 1.0 && beta.is_finite(),
+                "strategy.beta",
+                format!("must be at least 1, got {beta}"),
+            )?,
+            StrategySpec::Uniform | StrategySpec::ShortGpt | StrategySpec::ShortenedLlama => {}
         }
         let output = self
             .output
             .clone()
             .unwrap_or_else(|| PathBuf::from("results").join(&self.name));
-        Ok(Experiment {
-            source: path.to_path_buf(),
-            name: self.name,
-            model: self.model,
-            database_config: self.database,
-            database: db.output,
-            data: self.data,
-            budget: self.budget,
-            strategy: self.strategy,
-            fitness: self.fitness,
-            backend: self.backend,
-            seed: self.seed,
-            output,
-            prefix_reuse: self.prefix_reuse,
-        })
+        let sweep = (!self.sweep.is_empty()).then(|| self.name.clone());
+        Ok(budgets
+            .into_iter()
+            .map(|budget| {
+                let (name, output) = match &sweep {
+                    Some(n) => {
+                        let label = budget_label(&budget);
+                        (format!("{n}-{label}"), output.join(label))
+                    }
+                    None => (self.name.clone(), output.clone()),
+                };
+                Experiment {
+                    source: path.to_path_buf(),
+                    name,
+                    model: self.model.clone(),
+                    database_config: self.database.clone(),
+                    database: db.output.clone(),
+                    data: self.data.clone(),
+                    budget,
+                    strategy: self.strategy.clone(),
+                    fitness: self.fitness,
+                    backend: self.backend,
+                    seed: self.seed,
+                    output,
+                    prefix_reuse: self.prefix_reuse,
+                    sweep: sweep.clone(),
+                }
+            })
+            .collect())
     }
 }
 
-/// Read, parse and validate an experiment config.
-pub fn load_experiment(path: &Path) -> Result<Experiment> {
+/// Read, parse and validate an experiment config: one experiment, or one
+/// per budget of a sweep.
+pub fn load_experiments(path: &Path) -> Result<Vec<Experiment>> {
     let text = read(path)?;
     let spec: ExperimentSpec = parse_ron(path, &text)?;
     spec.resolve_in(path, Some(&text))
+}
+
+/// Read, parse and validate a config of one experiment (not a sweep).
+pub fn load_experiment(path: &Path) -> Result<Experiment> {
+    let mut v = load_experiments(path)?;
+    if v.len() != 1 {
+        let text = read(path)?;
+        let c = Checker {
+            path,
+            text: Some(&text),
+        };
+        return c.fail("sweep", "this is a sweep of several studies; expected one");
+    }
+    Ok(v.remove(0))
 }
 
 #[cfg(test)]
@@ -647,6 +758,54 @@ Experiment(
             e.contains("data.evaluation") && e.contains("missing.txt"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_sweep_resolves_to_one_study_per_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = setup(dir.path());
+        let p = write(
+            dir.path(),
+            "s.ron",
+            &good.replace(
+                "budget: UniformLevel(0),",
+                "sweep: [UniformLevel(-1), UniformLevel(0), Dropped(2)],",
+            ),
+        );
+        let v = load_experiments(&p).unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[0].output, PathBuf::from("results/t1/level-1"));
+        assert_eq!(v[2].output, PathBuf::from("results/t1/dropped2"));
+        assert_eq!(v[1].name, "t1-level0");
+        assert_eq!(v[1].budget, BudgetSpec::UniformLevel(0));
+        assert!(v.iter().all(|e| e.sweep.as_deref() == Some("t1")));
+        assert_eq!(v[0].sweep_dir(), Path::new("results/t1"));
+        assert!(load_experiment(&p).is_err());
+        // An impossible member points at the sweep line.
+        let msg = v[2].error_at("budget", "too many").to_string();
+        assert!(
+            msg.starts_with(&format!("{}:7:5: sweep", p.display())),
+            "{msg}"
+        );
+        // Both, neither, or a budget twice: errors.
+        for (from, to) in [
+            (
+                "budget: UniformLevel(0),",
+                "budget: UniformLevel(0), sweep: [Dropped(1)],",
+            ),
+            ("budget: UniformLevel(0),", ""),
+            (
+                "budget: UniformLevel(0),",
+                "sweep: [Dropped(1), Dropped(1)],",
+            ),
+        ] {
+            let p = write(dir.path(), "bad.ron", &good.replace(from, to));
+            let e = load_experiments(&p).unwrap_err().to_string();
+            assert!(e.contains("budget") || e.contains("sweep"), "{e}");
+        }
+        // A single budget is written without Some(..).
+        let p = write(dir.path(), "one.ron", &good);
+        assert_eq!(load_experiments(&p).unwrap().len(), 1);
     }
 
     #[test]

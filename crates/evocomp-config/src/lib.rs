@@ -280,7 +280,9 @@ fn read(path: &Path) -> Result<String> {
 
 /// Parse RON text as `T`, with errors at file:line:col.
 pub fn parse_ron<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
+    // implicit_some: an optional field is written as its value (`Some(..)` also works).
     ron::Options::default()
+        .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
         .from_str(text)
         .map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),

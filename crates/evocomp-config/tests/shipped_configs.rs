@@ -36,20 +36,35 @@ fn shipped_experiment_configs_are_valid() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     // Experiment paths are relative to the repository root, where evocomp runs.
     std::env::set_current_dir(&root).unwrap();
-    let mut files = vec![PathBuf::from("configs/quickstart.ron")];
-    ron_files(Path::new("configs/studies"), &mut files);
-    assert!(files.len() >= 10, "{files:?}");
-    let mut names = std::collections::HashSet::new();
-    for f in files {
-        let e = evocomp_config::load_experiment(&f).unwrap_or_else(|e| panic!("{e}"));
-        assert!(names.insert(e.name.clone()), "two configs named {}", e.name);
-        assert_eq!(e.output, Path::new("results").join(&e.name));
-        // The config's first line says how to run it.
-        let text = std::fs::read_to_string(&f).unwrap();
-        assert!(
-            text.starts_with(&format!("// evocomp run {}", f.display())),
-            "{}",
-            f.display()
-        );
+    let mut studies = vec![PathBuf::from("configs/quickstart.ron")];
+    ron_files(Path::new("configs/studies"), &mut studies);
+    assert!(studies.len() >= 10, "{studies:?}");
+    let mut experiments = Vec::new();
+    ron_files(Path::new("experiments"), &mut experiments);
+    assert!(experiments.len() >= 20, "{experiments:?}");
+    let mut sweeps = 0;
+    for files in [studies, experiments] {
+        let mut names = std::collections::HashSet::new();
+        for f in files {
+            let v = evocomp_config::load_experiments(&f).unwrap_or_else(|e| panic!("{e}"));
+            for e in &v {
+                assert!(names.insert(e.name.clone()), "two configs named {}", e.name);
+                match &e.sweep {
+                    Some(sweep) => {
+                        assert_eq!(e.sweep_dir(), Path::new("results").join(sweep));
+                        sweeps += 1;
+                    }
+                    None => assert_eq!(e.output, Path::new("results").join(&e.name)),
+                }
+            }
+            // The config's first line says how to run it.
+            let text = std::fs::read_to_string(&f).unwrap();
+            assert!(
+                text.starts_with(&format!("// evocomp run {}", f.display())),
+                "{}",
+                f.display()
+            );
+        }
     }
+    assert!(sweeps >= 6, "the experiments use sweeps");
 }
