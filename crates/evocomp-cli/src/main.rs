@@ -3,6 +3,7 @@
 mod backend;
 mod bench;
 mod db;
+mod export;
 mod study;
 
 use anyhow::Result;
@@ -89,14 +90,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// report.md, report.html and plots/ (PNG + SVG) over finished studies:
-    /// fronts on shared axes, convergence, per-unit profiles, tables.
+    /// Write the compressed model at a study's configuration (HF folder:
+    /// config.json, model.safetensors, tokenizer.json) and its level list.
+    Export(export::ExportArgs),
+    /// report.md, report.html and plots/ (PNG + SVG) over finished studies
+    /// and sweeps: fronts on shared axes, convergence, hypervolume, where the
+    /// budget went, tables per budget.
     Report {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
         /// Where to write (default: the first study's folder).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// One series per strategy (joining studies at different budgets)
+        /// instead of one per study or sweep.
+        #[arg(long)]
+        by_strategy: bool,
     },
 }
 
@@ -156,7 +165,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Resume { dir, args } => study::resume(&dir, args),
         Command::Status { dir } => study::status(&dir),
         Command::Best { dir, json } => study::best(&dir, json),
-        Command::Report { dirs, out } => study::report(&dirs, out),
+        Command::Report {
+            dirs,
+            out,
+            by_strategy,
+        } => study::report(&dirs, out, by_strategy),
+        Command::Export(args) => export::run(args),
     }
 }
 

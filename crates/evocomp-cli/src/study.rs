@@ -2,7 +2,7 @@
 
 use crate::backend::{self, BackendChoice};
 use anyhow::{Context, Result, bail};
-use evocomp_config::{BackendSpec, Experiment, load_experiment};
+use evocomp_config::{BackendSpec, Experiment, budget_label, load_experiments};
 use evocomp_engine::{Outcome, RunOptions, StatusFile, Summary, saved_experiment};
 use evocomp_store::{StoreError, Study};
 use std::io::IsTerminal;
@@ -45,12 +45,13 @@ fn stop_flag() -> Arc<AtomicBool> {
     stop
 }
 
-fn execute(exp: &Experiment, args: &RunArgs) -> Result<()> {
+/// Run one study; false when it was stopped (Ctrl-C) before finishing.
+fn execute(exp: &Experiment, args: &RunArgs, stop: &Arc<AtomicBool>) -> Result<bool> {
     let chosen = backend::choose(choice(exp, args))?;
     eprintln!("study {} on {}", exp.output.display(), chosen.description);
     let opts = RunOptions {
         progress: std::io::stderr().is_terminal() || std::env::var_os("EVOCOMP_PROGRESS").is_some(),
-        stop: stop_flag(),
+        stop: stop.clone(),
         shared_cache: !args.no_shared_cache,
         devices: vec![("worker-0".into(), chosen.device)],
     };
@@ -70,12 +71,88 @@ fn execute(exp: &Experiment, args: &RunArgs) -> Result<()> {
             } else {
                 print_summary(&summary, false);
             }
+            Ok(true)
         }
         Outcome::Stopped { step, evaluations } => {
             eprintln!(
                 "stopped at step {step} after {evaluations} evaluations; continue with `evocomp resume {}`",
-                exp.output.display()
+                exp.sweep_dir().display()
             );
+            Ok(false)
+        }
+    }
+}
+
+/// The studies of a sweep, saved in its folder as `sweep.json`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SweepFile {
+    name: String,
+    members: Vec<Experiment>,
+}
+
+const SWEEP_FILE: &str = "sweep.json";
+
+/// The sweep's studies, when `dir` holds one.
+pub fn sweep_members(dir: &Path) -> Result<Option<Vec<Experiment>>> {
+    let p = dir.join(SWEEP_FILE);
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let f: SweepFile = serde_json::from_slice(&std::fs::read(&p)?)
+        .with_context(|| format!("{}: corrupt", p.display()))?;
+    // Members live beside sweep.json, wherever the folder is now.
+    Ok(Some(
+        f.members
+            .into_iter()
+            .map(|e| Experiment {
+                output: dir.join(e.output.file_name().unwrap_or_default()),
+                ..e
+            })
+            .collect(),
+    ))
+}
+
+/// Run every study in order (a sweep's share the fitness cache).
+fn execute_all(exps: &[Experiment], args: &RunArgs) -> Result<()> {
+    let stop = stop_flag();
+    if let Some(name) = &exps[0].sweep {
+        let dir = exps[0].sweep_dir();
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if let Some(old) = sweep_members(dir)? {
+            let same = old.len() == exps.len()
+                && old.iter().zip(exps).all(|(a, b)| {
+                    Experiment {
+                        source: b.source.clone(),
+                        ..a.clone()
+                    } == *b
+                });
+            if !same {
+                bail!(
+                    "{} holds a different sweep; change `name` or `output`, or delete the folder",
+                    dir.display()
+                );
+            }
+        } else {
+            let f = SweepFile {
+                name: name.clone(),
+                members: exps.to_vec(),
+            };
+            evocomp_db::write_atomic(&dir.join(SWEEP_FILE), &serde_json::to_vec_pretty(&f)?)?;
+        }
+        eprintln!(
+            "sweep {name}: {} budgets ({})",
+            exps.len(),
+            exps.iter()
+                .map(|e| budget_label(&e.budget))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    for (i, exp) in exps.iter().enumerate() {
+        if exps.len() > 1 {
+            eprintln!("[{}/{}] budget {:?}", i + 1, exps.len(), exp.budget);
+        }
+        if !execute(exp, args, &stop)? {
             std::process::exit(130);
         }
     }
@@ -83,17 +160,20 @@ fn execute(exp: &Experiment, args: &RunArgs) -> Result<()> {
 }
 
 pub fn run(config: &Path, args: RunArgs) -> Result<()> {
-    let exp = load_experiment(config)?;
-    execute(&exp, &args)
+    let exps = load_experiments(config)?;
+    execute_all(&exps, &args)
 }
 
 pub fn resume(dir: &Path, args: RunArgs) -> Result<()> {
+    if let Some(members) = sweep_members(dir)? {
+        return execute_all(&members, &args);
+    }
     let exp = saved_experiment(dir)?;
     let exp = Experiment {
         output: dir.to_path_buf(),
         ..exp
     };
-    execute(&exp, &args)
+    execute_all(&[exp], &args)
 }
 
 fn print_genome(units: &[String], g: &[i64]) {
@@ -176,6 +256,17 @@ fn open_view(dir: &Path) -> Result<View> {
 }
 
 pub fn status(dir: &Path) -> Result<()> {
+    if let Some(members) = sweep_members(dir)? {
+        for e in members {
+            println!("== {} ({})", e.output.display(), budget_label(&e.budget));
+            if e.output.join("experiment.json").is_file() {
+                status(&e.output)?;
+            } else {
+                println!("not started");
+            }
+        }
+        return Ok(());
+    }
     let exp = saved_experiment(dir)?;
     match open_view(dir)? {
         View::Running(st) => {
@@ -231,6 +322,26 @@ pub fn status(dir: &Path) -> Result<()> {
 }
 
 pub fn best(dir: &Path, json: bool) -> Result<()> {
+    if let Some(members) = sweep_members(dir)? {
+        if json {
+            let v: Vec<serde_json::Value> = members
+                .iter()
+                .filter_map(|e| std::fs::read(e.output.join("summary.json")).ok())
+                .map(|b| serde_json::from_slice(&b))
+                .collect::<std::result::Result<_, _>>()?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            return Ok(());
+        }
+        for e in members {
+            println!("== {} ({})", e.output.display(), budget_label(&e.budget));
+            if e.output.join("experiment.json").is_file() {
+                best(&e.output, false)?;
+            } else {
+                println!("not started");
+            }
+        }
+        return Ok(());
+    }
     saved_experiment(dir)?;
     let study = match open_view(dir)? {
         View::Store(s) => s,
@@ -266,7 +377,8 @@ pub fn best(dir: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn study_input(dir: &Path) -> Result<evocomp_report::StudyInput> {
+/// Read a finished study's summary.
+pub fn finished_summary(dir: &Path) -> Result<Summary> {
     let p = dir.join("summary.json");
     let bytes = std::fs::read(&p).with_context(|| {
         format!(
@@ -275,8 +387,16 @@ fn study_input(dir: &Path) -> Result<evocomp_report::StudyInput> {
             dir.display()
         )
     })?;
-    let s: Summary =
-        serde_json::from_slice(&bytes).with_context(|| format!("{}: corrupt", p.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{}: corrupt", p.display()))
+}
+
+fn study_input(dir: &Path, by_strategy: bool) -> Result<evocomp_report::StudyInput> {
+    let s = finished_summary(dir)?;
+    let exp = saved_experiment(dir)?;
+    let db = exp
+        .database
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let point = |m: &evocomp_engine::Measured| evocomp_report::MeasuredPoint {
         cost: m.cost,
         held_out_kl: m.held_out_kl,
@@ -286,6 +406,12 @@ fn study_input(dir: &Path) -> Result<evocomp_report::StudyInput> {
     Ok(evocomp_report::StudyInput {
         name: s.name.clone(),
         strategy: s.strategy.clone(),
+        series: if by_strategy {
+            s.strategy.clone()
+        } else {
+            exp.sweep.clone().unwrap_or_else(|| s.name.clone())
+        },
+        budget: format!("{db}/{}", budget_label(&exp.budget)),
         cost_unit: s.cost_unit.clone(),
         full_cost: s.full_cost,
         units: s.units.clone(),
@@ -298,6 +424,7 @@ fn study_input(dir: &Path) -> Result<evocomp_report::StudyInput> {
                 evaluations: h.evaluations,
                 seconds: h.seconds,
                 best: h.best,
+                front: h.front.clone(),
             })
             .collect(),
         evaluations: s.evaluations,
@@ -306,11 +433,22 @@ fn study_input(dir: &Path) -> Result<evocomp_report::StudyInput> {
     })
 }
 
-pub fn report(dirs: &[std::path::PathBuf], out: Option<std::path::PathBuf>) -> Result<()> {
-    let studies = dirs
-        .iter()
-        .map(|d| study_input(d))
-        .collect::<Result<Vec<_>>>()?;
+pub fn report(
+    dirs: &[std::path::PathBuf],
+    out: Option<std::path::PathBuf>,
+    by_strategy: bool,
+) -> Result<()> {
+    let mut studies = Vec::new();
+    for d in dirs {
+        match sweep_members(d)? {
+            Some(members) => {
+                for e in members {
+                    studies.push(study_input(&e.output, by_strategy)?);
+                }
+            }
+            None => studies.push(study_input(d, by_strategy)?),
+        }
+    }
     let out = out.unwrap_or_else(|| dirs[0].clone());
     let plots = evocomp_report::write_report(&studies, &out)?;
     println!(

@@ -401,3 +401,119 @@ fn config_errors_name_file_line_and_column() {
         "{err}"
     );
 }
+
+/// The perplexity `evocomp perplexity` prints for a model folder.
+fn perplexity_of(dir: &Path, model: &str) -> f64 {
+    let out = ok(&evocomp(
+        dir,
+        &[
+            "perplexity",
+            "--model",
+            model,
+            "--text",
+            "text.txt",
+            "--tokens",
+            "256",
+            "--context",
+            "64",
+            "--backend",
+            "cpu",
+        ],
+    ));
+    out.lines()
+        .find_map(|l| l.strip_prefix("perplexity: "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_sweep_runs_every_budget_and_exports_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    // A sweep over three depth budgets: one study each, one shared cache.
+    let p = experiment(d, "drop", "blocks", "Dropped(1)", "ShortenedLlama");
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(
+        &p,
+        text.replace(
+            "budget: Dropped(1)",
+            "sweep: [Dropped(1), Dropped(2), Dropped(3)]",
+        ),
+    )
+    .unwrap();
+    let o = evocomp(d, &["run", "drop.ron"]);
+    ok(&o);
+    let mut dropped = Vec::new();
+    for (n, label) in [(1, "dropped1"), (2, "dropped2"), (3, "dropped3")] {
+        let s = summary(d, &format!("results/drop/{label}"));
+        let g: Vec<i64> = serde_json::from_value(s["best"]["genome"].clone()).unwrap();
+        assert_eq!(g.iter().sum::<i64>(), n, "{label}: {g:?}");
+        dropped.push(g);
+    }
+    // Leave-one-out scores are one ranking: each budget drops a superset.
+    for w in dropped.windows(2) {
+        assert!(w[0].iter().zip(&w[1]).all(|(a, b)| a <= b), "{dropped:?}");
+    }
+    // The single-block probes were computed once, by the first budget.
+    let later = journal(&d.join("results/drop/dropped2"));
+    assert!(
+        later.iter().filter(|t| t.probe).all(|t| t.cached),
+        "{later:?}"
+    );
+    // status / best / report take the sweep folder.
+    assert!(ok(&evocomp(d, &["status", "results/drop"])).contains("dropped3"));
+    ok(&evocomp(d, &["report", "results/drop"]));
+    let md = std::fs::read_to_string(d.join("results/drop/report.md")).unwrap();
+    for label in ["dropped1", "dropped2", "dropped3"] {
+        assert!(md.contains(&format!("drop-{label}")), "{md}");
+    }
+
+    // Export: a sweep needs --budget; the exported model loads and its
+    // perplexity is the one the study measured.
+    let o = evocomp(d, &["export", "results/drop", "--out", "x"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("dropped2"));
+    ok(&evocomp(
+        d,
+        &[
+            "export",
+            "results/drop",
+            "--budget",
+            "dropped2",
+            "--out",
+            "exported-depth",
+        ],
+    ));
+    let s = summary(d, "results/drop/dropped2");
+    let want = s["best"]["held_out_perplexity"].as_f64().unwrap();
+    let info = ok(&evocomp(d, &["inspect", "--model", "exported-depth"]));
+    assert!(info.contains("layers: 2"), "{info}");
+    let got = perplexity_of(d, "exported-depth");
+    assert!(
+        (got - want).abs() / want < 1e-3,
+        "exported {got} vs study {want}"
+    );
+    let levels = std::fs::read_to_string(d.join("exported-depth/levels.txt")).unwrap();
+    assert_eq!(levels.lines().filter(|l| !l.starts_with('#')).count(), 4);
+
+    // A sparsity configuration (non-uniform, from DP) round-trips too.
+    experiment(d, "dp", "grid", "UniformLevel(0)", "Dp(max_states: 100000)");
+    ok(&evocomp(d, &["run", "dp.ron"]));
+    ok(&evocomp(
+        d,
+        &["export", "results/dp", "--out", "exported-dp"],
+    ));
+    let want = summary(d, "results/dp")["best"]["held_out_perplexity"]
+        .as_f64()
+        .unwrap();
+    let got = perplexity_of(d, "exported-dp");
+    assert!(
+        (got - want).abs() / want < 1e-3,
+        "exported {got} vs study {want}"
+    );
+    let ron_levels = std::fs::read_to_string(d.join("exported-dp/levels.ron")).unwrap();
+    assert!(ron_levels.contains("(\"L00.q\", "), "{ron_levels}");
+}

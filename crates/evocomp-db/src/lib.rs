@@ -13,12 +13,14 @@
 mod apply;
 mod build;
 mod capture;
+mod export;
 mod manifest;
 mod units;
 
 pub use apply::{Applier, ApplyStats, Database};
 pub use build::{BuildOptions, BuildReport, UNITS_DIR, build_database, compress_one, level_tensor};
 pub use capture::{INPUT_GROUPS, XtxCapture, input_group};
+pub use export::{Materialized, materialize};
 pub use manifest::{FORMAT_VERSION, MANIFEST, Manifest, UnitEntry, sha256_file, write_atomic};
 pub use units::{Level, UnitId, UnitTarget, cost_unit, plan, sub_block_params};
 

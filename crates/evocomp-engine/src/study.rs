@@ -12,10 +12,13 @@ use burn::tensor::Device;
 use evocomp_config::{BudgetSpec, Compression, Experiment, Preset, StrategySpec};
 use evocomp_eval::KlResult;
 use evocomp_model::LlamaModel;
-use evocomp_search::heuristics::{lowest_scores_first, owl_genome, random_feasible};
+use evocomp_search::heuristics::{
+    lowest_scores_first, owl_genome, pyramid_genome, random_feasible,
+};
 use evocomp_search::{
     Budget, EvoPress, EvoPressConfig, EvolKv, EvolKvConfig, Fixed, Genome, Greedy, GreedyConfig,
-    LevelNsga2, Nsga2Config, SampleSpec, Scored, Space, Stage, Strategy, knapsack, rng,
+    LeaveOneOut, LevelNsga2, Nsga2Config, SampleSpec, Scored, Space, Stage, Strategy, knapsack,
+    rng,
 };
 use evocomp_store::{CacheKey, Commit, SharedCache, Study, Trial};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -50,6 +53,9 @@ pub struct StepRecord {
     /// The strategy's best fitness so far (on the sample it was last scored on).
     pub best: Option<f64>,
     pub best_cost: Option<u64>,
+    /// NSGA-II: the current front as (fitness, cost), for hypervolume over time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub front: Vec<(f64, u64)>,
 }
 
 /// A configuration measured on the held-out data.
@@ -273,6 +279,18 @@ fn new_strategy(prep: &Prepared, device: &Device) -> Result<Strategy> {
             tracing::info!("block influence: {bi:?}");
             let scores: Vec<f64> = prep.unit_layer.iter().map(|&l| bi[l]).collect();
             let g = lowest_scores_first(space, &scores, &budget)?;
+            Strategy::Fixed(Fixed::new(vec![g], sample)?)
+        }
+        StrategySpec::ShortenedLlama => {
+            Strategy::LeaveOneOut(LeaveOneOut::new(space, budget, sample)?)
+        }
+        StrategySpec::PyramidKv { beta } => {
+            if !prep.kv {
+                return Err(field_err(
+                    "PyramidKV allocates KV-cache budgets: it needs a KvBudget database".into(),
+                ));
+            }
+            let g = pyramid_genome(space, &budget, *beta)?;
             Strategy::Fixed(Fixed::new(vec![g], sample)?)
         }
         StrategySpec::Greedy { max_steps, tries } => {
@@ -523,8 +541,9 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
         }
     };
     let shared = if opts.shared_cache {
+        // Beside the study, or beside the sweep it belongs to.
         let dir = exp
-            .output
+            .sweep_dir()
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."))
@@ -746,6 +765,15 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
             seconds: state.seconds,
             best: best.as_ref().map(|b| b.1),
             best_cost: best.as_ref().map(|b| space.cost(&b.0)),
+            front: match &state.strategy {
+                Strategy::Nsga2(_) => state
+                    .strategy
+                    .front(space)
+                    .into_iter()
+                    .map(|(_, f, c)| (f, c))
+                    .collect(),
+                _ => Vec::new(),
+            },
         });
         for t in &mut step_trials {
             t.number = next_number;

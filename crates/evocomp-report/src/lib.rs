@@ -11,8 +11,8 @@ use std::path::Path;
 
 pub mod studies;
 pub use studies::{
-    MeasuredPoint, Progress, Series, SeriesPlot, StudyInput, convergence_plot, front_plot,
-    level_by_layer, markdown, profile_plot, write_report,
+    Heatmap, MeasuredPoint, Progress, Series, SeriesPlot, StudyInput, convergence_plot, front_plot,
+    hypervolume_plot, level_by_layer, markdown, profile_heatmap, series_groups, write_report,
 };
 
 #[derive(Debug, thiserror::Error)]

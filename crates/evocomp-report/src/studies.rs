@@ -18,11 +18,14 @@ pub struct MeasuredPoint {
 }
 
 /// Where a search stood after one step.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     pub evaluations: usize,
     pub seconds: f64,
     pub best: Option<f64>,
+    /// NSGA-II: the front as (search fitness, cost) after this step.
+    #[serde(default)]
+    pub front: Vec<(f64, u64)>,
 }
 
 /// What a report needs of one study.
@@ -30,6 +33,10 @@ pub struct Progress {
 pub struct StudyInput {
     pub name: String,
     pub strategy: String,
+    /// The series it is drawn in: a sweep's studies share one (the sweep's name).
+    pub series: String,
+    /// The budget it was run at, as written (`level-2`, `dropped6`, ...).
+    pub budget: String,
     pub cost_unit: String,
     /// Cost of every unit at its least compressed level (100% on the cost axis).
     pub full_cost: u64,
@@ -49,6 +56,9 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// Drawn as a reference (a baseline with one point) rather than a line.
     pub reference: bool,
+    /// The uniform baseline: drawn black and dashed, whatever its length.
+    #[serde(default)]
+    pub baseline: bool,
 }
 
 /// A plot of several series on shared axes.
@@ -121,8 +131,32 @@ impl SeriesPlot {
             .draw()
             .map_err(|e| e.to_string())?;
         for (i, s) in self.series.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
-            if s.reference {
+            let color = if s.baseline {
+                BLACK.to_rgba()
+            } else {
+                Palette99::pick(i).to_rgba()
+            };
+            if s.baseline {
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        s.points.clone(),
+                        6,
+                        4,
+                        color.stroke_width(2),
+                    ))
+                    .map_err(|e| e.to_string())?
+                    .label(&s.name)
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                    });
+                chart
+                    .draw_series(
+                        s.points
+                            .iter()
+                            .map(|&p| Cross::new(p, 6, color.stroke_width(2))),
+                    )
+                    .map_err(|e| e.to_string())?;
+            } else if s.reference {
                 chart
                     .draw_series(
                         s.points
@@ -172,27 +206,51 @@ impl SeriesPlot {
     }
 }
 
-/// Quality against cost: each study's held-out KL at its front's costs, in
-/// percent of the full cost; single-point baselines are reference markers.
+/// The studies grouped by series, in first-appearance order.
+pub fn series_groups(studies: &[StudyInput]) -> Vec<(String, Vec<&StudyInput>)> {
+    let mut out: Vec<(String, Vec<&StudyInput>)> = Vec::new();
+    for s in studies {
+        match out.iter_mut().find(|(n, _)| *n == s.series) {
+            Some((_, v)) => v.push(s),
+            None => out.push((s.series.clone(), vec![s])),
+        }
+    }
+    out
+}
+
+/// Quality against cost: each series' held-out KL at its points' costs (a
+/// sweep joins its studies' results; NSGA-II gives its whole front), in
+/// percent of the full cost. Single points are reference markers; the
+/// uniform baseline is marked as such.
 pub fn front_plot(studies: &[StudyInput]) -> Result<SeriesPlot, ReportError> {
     let unit = studies.first().map_or("cost", |s| s.cost_unit.as_str());
-    let series = studies
-        .iter()
-        .map(|s| {
-            let mut pts: Vec<(f64, f64)> = s
-                .front
+    let series = series_groups(studies)
+        .into_iter()
+        .map(|(name, members)| {
+            let strategy = members[0].strategy.clone();
+            let mut pts: Vec<(f64, f64)> = members
                 .iter()
-                .map(|m| {
-                    (
-                        100.0 * m.cost as f64 / s.full_cost.max(1) as f64,
-                        m.held_out_kl,
-                    )
+                .flat_map(|s| {
+                    s.front.iter().map(|m| {
+                        (
+                            100.0 * m.cost as f64 / s.full_cost.max(1) as f64,
+                            m.held_out_kl,
+                        )
+                    })
                 })
                 .collect();
-            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+            let baseline = strategy == "uniform";
             Series {
-                name: format!("{} ({})", s.name, s.strategy),
-                reference: pts.len() == 1 && s.strategy != "EvoPress",
+                name: if baseline {
+                    format!("{name} (uniform baseline)")
+                } else if name == strategy {
+                    name
+                } else {
+                    format!("{name} ({strategy})")
+                },
+                reference: pts.len() == 1 && strategy != "EvoPress",
+                baseline,
                 points: pts,
             }
         })
@@ -205,6 +263,55 @@ pub fn front_plot(studies: &[StudyInput]) -> Result<SeriesPlot, ReportError> {
     )
 }
 
+/// Hypervolume of each NSGA-II study's front after every step, against one
+/// reference point shared by all of them: (1.1 × the largest search fitness
+/// seen on any recorded front, 100% of the cost). Cost is in fractions of
+/// the full cost, so the value is comparable across studies.
+pub fn hypervolume_plot(studies: &[StudyInput]) -> Result<SeriesPlot, ReportError> {
+    let with_fronts: Vec<&StudyInput> = studies
+        .iter()
+        .filter(|s| s.history.iter().any(|h| !h.front.is_empty()))
+        .collect();
+    let worst = with_fronts
+        .iter()
+        .flat_map(|s| s.history.iter().flat_map(|h| h.front.iter().map(|p| p.0)))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let reference = [1.1 * worst.max(0.0) + 1e-12, 1.0];
+    let series = with_fronts
+        .iter()
+        .map(|s| Series {
+            name: format!("{} ({})", s.name, s.strategy),
+            reference: false,
+            baseline: false,
+            points: s
+                .history
+                .iter()
+                .filter(|h| !h.front.is_empty())
+                .map(|h| {
+                    let pts: Vec<[f64; 2]> = h
+                        .front
+                        .iter()
+                        .map(|&(f, c)| [f, c as f64 / s.full_cost.max(1) as f64])
+                        .collect();
+                    (
+                        h.evaluations as f64,
+                        evocomp_search::pareto::hypervolume_2d(&pts, reference),
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    SeriesPlot::new(
+        &format!(
+            "NSGA-II hypervolume (reference: fitness {:.4}, 100% cost)",
+            reference[0]
+        ),
+        "evaluations",
+        "hypervolume of (search fitness, cost fraction)",
+        series,
+    )
+}
+
 /// Best fitness against evaluations (`by_time` false) or wall seconds.
 pub fn convergence_plot(studies: &[StudyInput], by_time: bool) -> Result<SeriesPlot, ReportError> {
     let series = studies
@@ -213,6 +320,7 @@ pub fn convergence_plot(studies: &[StudyInput], by_time: bool) -> Result<SeriesP
         .map(|s| Series {
             name: format!("{} ({})", s.name, s.strategy),
             reference: false,
+            baseline: false,
             points: s
                 .history
                 .iter()
@@ -247,24 +355,134 @@ pub fn convergence_plot(studies: &[StudyInput], by_time: bool) -> Result<SeriesP
     )
 }
 
-/// The best configuration's level per unit, as one series over unit index.
-pub fn profile_plot(s: &StudyInput) -> Result<SeriesPlot, ReportError> {
-    SeriesPlot::new(
-        &format!("{}: level per unit (higher = more compressed)", s.name),
-        "unit (model order)",
-        "level",
-        vec![Series {
-            name: s.strategy.clone(),
-            reference: false,
-            points: s
-                .best
-                .genome
-                .iter()
-                .enumerate()
-                .map(|(i, &l)| (i as f64, l as f64))
-                .collect(),
-        }],
-    )
+/// Where the budget went: one row per study (its best configuration), one
+/// column per layer, the cell its mean level across the layer's units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heatmap {
+    pub title: String,
+    pub rows: Vec<String>,
+    pub cols: Vec<usize>,
+    /// rows x cols; None where a study has no unit in that layer.
+    pub values: Vec<Vec<Option<f64>>>,
+    /// The colour scale's ends (lowest and highest level seen).
+    pub range: (f64, f64),
+}
+
+/// The level profile of every study, on one colour scale.
+pub fn profile_heatmap(studies: &[StudyInput]) -> Result<Heatmap, ReportError> {
+    let per: Vec<Vec<(usize, f64)>> = studies.iter().map(level_by_layer).collect();
+    let mut cols: Vec<usize> = per.iter().flatten().map(|(l, _)| *l).collect();
+    cols.sort_unstable();
+    cols.dedup();
+    if cols.is_empty() {
+        return Err(ReportError::Empty("profile: no unit names a layer".into()));
+    }
+    let values: Vec<Vec<Option<f64>>> = per
+        .iter()
+        .map(|p| {
+            cols.iter()
+                .map(|c| p.iter().find(|(l, _)| l == c).map(|x| x.1))
+                .collect()
+        })
+        .collect();
+    let all = values.iter().flatten().flatten();
+    let lo = all.clone().fold(f64::INFINITY, |a, &b| a.min(b));
+    let hi = all.fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+    Ok(Heatmap {
+        title: "Mean level per layer of each best configuration (darker = more compressed)".into(),
+        rows: studies
+            .iter()
+            .map(|s| format!("{} ({})", s.name, s.strategy))
+            .collect(),
+        cols,
+        values,
+        range: (lo, hi),
+    })
+}
+
+impl Heatmap {
+    fn draw_on<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let n_rows = self.rows.len();
+        let n_cols = self.cols.len();
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, ("sans-serif", 18))
+            .margin(16)
+            .x_label_area_size(40)
+            .y_label_area_size(260)
+            .build_cartesian_2d(-0.5f64..n_cols as f64 - 0.5, -0.5f64..n_rows as f64 - 0.5)
+            .map_err(|e| e.to_string())?;
+        let rows = self.rows.clone();
+        let cols = self.cols.clone();
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc("layer")
+            .x_labels(n_cols.min(16))
+            .y_labels(n_rows)
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                match cols.get(i as usize) {
+                    Some(l) if (x - i).abs() < 1e-6 && i >= 0.0 => l.to_string(),
+                    _ => String::new(),
+                }
+            })
+            .y_label_formatter(&|y| {
+                let i = y.round();
+                if (y - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < rows.len() {
+                    rows[rows.len() - 1 - i as usize].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let (lo, hi) = self.range;
+        let span = if hi > lo { hi - lo } else { 1.0 };
+        let mut cells = Vec::new();
+        for (r, row) in self.values.iter().enumerate() {
+            let y = (n_rows - 1 - r) as f64;
+            for (c, v) in row.iter().enumerate() {
+                let color = match v {
+                    Some(v) => {
+                        let t = ((v - lo) / span).clamp(0.0, 1.0);
+                        // White (least compressed) to dark blue (most).
+                        RGBColor(
+                            (245.0 - 215.0 * t) as u8,
+                            (245.0 - 185.0 * t) as u8,
+                            (250.0 - 110.0 * t) as u8,
+                        )
+                    }
+                    None => RGBColor(220, 220, 220),
+                };
+                let x = c as f64;
+                cells.push(Rectangle::new(
+                    [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)],
+                    color.filled(),
+                ));
+            }
+        }
+        chart.draw_series(cells).map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())
+    }
+
+    /// Draw as `<stem>.svg` and `<stem>.png`.
+    pub fn draw(&self, stem: &Path) -> Result<(), ReportError> {
+        register_fonts();
+        let svg = stem.with_extension("svg");
+        let png = stem.with_extension("png");
+        let h = (120 + 34 * self.rows.len()) as u32;
+        let err = |p: &Path, m: String| ReportError::Draw {
+            path: p.display().to_string(),
+            message: m,
+        };
+        self.draw_on(&SVGBackend::new(&svg, (1000, h)).into_drawing_area())
+            .map_err(|m| err(&svg, m))?;
+        self.draw_on(&BitMapBackend::new(&png, (1000, h)).into_drawing_area())
+            .map_err(|m| err(&png, m))?;
+        Ok(())
+    }
 }
 
 /// Mean level per layer, from unit names `Lnn.kind`: where the budget went.
@@ -292,16 +510,17 @@ pub fn markdown(studies: &[StudyInput], plots: &[String]) -> String {
     let _ = writeln!(md, "# evocomp report\n");
     let _ = writeln!(
         md,
-        "| study | strategy | cost | % of max | held-out KL | held-out perplexity | evaluations | cache hits | search time (s) |"
+        "| study | strategy | budget | cost | % of max | held-out KL | held-out perplexity | evaluations | cache hits | search time (s) |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
     for s in studies {
         let b = &s.best;
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.2}% | {:.4} | {:.2} | {} | {} | {:.0} |",
+            "| {} | {} | {} | {} | {:.2}% | {:.4} | {:.2} | {} | {} | {:.0} |",
             s.name,
             s.strategy,
+            s.budget,
             b.cost,
             100.0 * b.cost as f64 / s.full_cost.max(1) as f64,
             b.held_out_kl,
@@ -310,6 +529,50 @@ pub fn markdown(studies: &[StudyInput], plots: &[String]) -> String {
             s.cache_hits,
             s.seconds
         );
+    }
+    // Best configuration per budget: every strategy side by side.
+    let mut budgets: Vec<&str> = Vec::new();
+    for s in studies {
+        if !budgets.contains(&s.budget.as_str()) {
+            budgets.push(&s.budget);
+        }
+    }
+    let groups = series_groups(studies);
+    if groups.len() > 1 && !budgets.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Held-out perplexity (KL) per budget\n\nThe best of each row in bold.\n"
+        );
+        let _ = write!(md, "| budget |");
+        for (n, _) in &groups {
+            let _ = write!(md, " {n} |");
+        }
+        let _ = writeln!(md);
+        let _ = writeln!(md, "|---|{}", "---|".repeat(groups.len()));
+        for b in &budgets {
+            let cells: Vec<Option<&MeasuredPoint>> = groups
+                .iter()
+                .map(|(_, m)| m.iter().find(|s| s.budget == *b).map(|s| &s.best))
+                .collect();
+            let best = cells
+                .iter()
+                .flatten()
+                .map(|m| m.held_out_perplexity)
+                .fold(f64::INFINITY, f64::min);
+            let _ = write!(md, "| {b} |");
+            for c in cells {
+                let _ = match c {
+                    Some(m) if m.held_out_perplexity == best => write!(
+                        md,
+                        " **{:.2}** ({:.4}) |",
+                        m.held_out_perplexity, m.held_out_kl
+                    ),
+                    Some(m) => write!(md, " {:.2} ({:.4}) |", m.held_out_perplexity, m.held_out_kl),
+                    None => write!(md, " - |"),
+                };
+            }
+            let _ = writeln!(md);
+        }
     }
     for s in studies.iter().filter(|s| s.front.len() > 1) {
         let _ = writeln!(md, "\n## {}: front\n", s.name);
@@ -377,8 +640,14 @@ pub fn write_report(studies: &[StudyInput], out: &Path) -> Result<Vec<String>, R
     draw("front", front_plot(studies))?;
     draw("convergence-evaluations", convergence_plot(studies, false))?;
     draw("convergence-time", convergence_plot(studies, true))?;
-    for s in studies {
-        draw(&format!("profile-{}", s.name), profile_plot(s))?;
+    draw("hypervolume", hypervolume_plot(studies))?;
+    match profile_heatmap(studies) {
+        Ok(h) => {
+            h.draw(&plots_dir.join("profile"))?;
+            names.push("profile".into());
+        }
+        Err(ReportError::Empty(_)) => {}
+        Err(e) => return Err(e),
     }
     let md = markdown(studies, &names);
     let write = |p: &Path, text: &str| {
@@ -427,6 +696,8 @@ mod tests {
         StudyInput {
             name: name.into(),
             strategy: strategy.into(),
+            series: name.into(),
+            budget: "level0".into(),
             cost_unit: "weights".into(),
             full_cost: 1000,
             units: vec![
@@ -443,6 +714,7 @@ mod tests {
                     evaluations: e,
                     seconds: e as f64 * 2.0,
                     best: Some(b),
+                    front: Vec::new(),
                 })
                 .collect(),
             evaluations: hist.last().map_or(1, |h| h.0),
@@ -482,9 +754,65 @@ mod tests {
         );
         let t = convergence_plot(&s, true).unwrap();
         assert_eq!(t.series[0].points[0], (16.0, 1.1));
+        assert!(f.series[0].baseline && f.series[0].name.contains("uniform baseline"));
         assert_eq!(level_by_layer(&s[0]), vec![(0, 0.5), (1, -0.5)]);
-        let p = profile_plot(&s[1]).unwrap();
-        assert_eq!(p.series[0].points[2], (2.0, -1.0));
+        let h = profile_heatmap(&s).unwrap();
+        assert_eq!(h.cols, vec![0, 1]);
+        assert_eq!(h.values[1], vec![Some(0.5), Some(-0.5)]);
+        assert_eq!(h.range, (-0.5, 0.5));
+        assert_eq!(h.rows.len(), 3);
+    }
+
+    #[test]
+    fn a_sweep_is_one_series_across_budgets() {
+        let mut s = vec![
+            study("u50", "uniform", &[(600, 0.8)], &[(1, 0.8)]),
+            study("u70", "uniform", &[(300, 1.9)], &[(1, 1.9)]),
+            study("e50", "EvoPress", &[(600, 0.6)], &[(8, 0.7), (16, 0.6)]),
+            study("e70", "EvoPress", &[(300, 1.5)], &[(8, 1.6), (16, 1.5)]),
+        ];
+        for (x, series, budget) in [
+            (0, "uniform", "level-2"),
+            (1, "uniform", "level2"),
+            (2, "evopress", "level-2"),
+            (3, "evopress", "level2"),
+        ] {
+            s[x].series = series.into();
+            s[x].budget = budget.into();
+        }
+        let f = front_plot(&s).unwrap();
+        assert_eq!(f.series.len(), 2);
+        assert_eq!(f.series[0].points, vec![(30.0, 1.9), (60.0, 0.8)]);
+        assert!(f.series[0].baseline && !f.series[0].reference);
+        assert_eq!(f.series[1].points, vec![(30.0, 1.5), (60.0, 0.6)]);
+        let md = markdown(&s, &[]);
+        // One row per budget, one column per series, the best in bold.
+        assert!(md.contains("| budget | uniform | evopress |"), "{md}");
+        assert!(
+            md.contains("| level-2 | 18.00 (0.8000) | **16.00** (0.6000) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| level2 | 29.00 (1.9000) | **25.00** (1.5000) |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn hypervolume_grows_as_the_front_improves() {
+        let mut n = study("n", "NSGA-II", &[(400, 1.0)], &[(10, 2.0), (20, 1.0)]);
+        n.history[0].front = vec![(2.0, 500)];
+        n.history[1].front = vec![(1.0, 500), (1.5, 250)];
+        let hv = hypervolume_plot(&[n.clone()]).unwrap();
+        let p = &hv.series[0].points;
+        // Reference (2.2, 1.0): step 1 = 0.2 * 0.5; step 2 = 1.2*0.5 + 0.7*0.25.
+        assert_eq!(p.len(), 2);
+        assert!((p[0].1 - 0.1).abs() < 1e-9, "{p:?}");
+        assert!((p[1].1 - 0.775).abs() < 1e-9, "{p:?}");
+        assert_eq!((p[0].0, p[1].0), (10.0, 20.0));
+        // Without fronts there is nothing to plot.
+        let e = study("e", "EvoPress", &[(500, 0.9)], &[(8, 1.1)]);
+        assert!(hypervolume_plot(&[e]).is_err());
     }
 
     #[test]
@@ -496,6 +824,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let names = write_report(&s, dir.path()).unwrap();
         assert!(names.contains(&"front".to_string()));
+        assert!(names.contains(&"profile".to_string()));
         let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
         for s in &s {
             assert!(md.contains(&format!("| {} |", s.name)), "{md}");

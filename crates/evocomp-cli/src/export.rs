@@ -1,0 +1,194 @@
+//! `evocomp export`: the compressed model at a study's configuration, as an
+//! HF folder (config.json + model.safetensors + tokenizer.json) that the
+//! model loader (and transformers) can read, plus its per-unit level list.
+
+use crate::study::{finished_summary, sweep_members};
+use anyhow::{Context, Result, bail};
+use evocomp_config::budget_label;
+use evocomp_db::{Database, materialize};
+use evocomp_engine::{Measured, Summary, saved_experiment};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// A finished study, or a sweep folder.
+    pub dir: PathBuf,
+    /// Which result: a sweep's budget label (e.g. `level-2`, `dropped6`), or
+    /// for an NSGA-II front the most it may cost, in the database's cost unit
+    /// or as a percentage of the least compressed configuration (`60%`).
+    #[arg(long)]
+    pub budget: Option<String>,
+    /// The folder to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// The front member with the lowest held-out KL within `limit`.
+fn pick<'a>(s: &'a Summary, limit: &str) -> Result<&'a Measured> {
+    let cap = match limit.strip_suffix('%') {
+        Some(p) => {
+            let p: f64 = p
+                .trim()
+                .parse()
+                .with_context(|| format!("--budget {limit}: not a percentage"))?;
+            (p / 100.0 * s.full_cost as f64).floor() as u64
+        }
+        None => limit.trim().parse().with_context(|| {
+            format!(
+                "--budget {limit}: expected a cost in {} or a percentage like 60%",
+                s.cost_unit
+            )
+        })?,
+    };
+    s.front
+        .iter()
+        .filter(|m| m.cost <= cap)
+        .min_by(|a, b| a.held_out_kl.total_cmp(&b.held_out_kl))
+        .with_context(|| {
+            format!(
+                "no front member costs at most {cap} {} (the cheapest costs {})",
+                s.cost_unit,
+                s.front.iter().map(|m| m.cost).min().unwrap_or(0)
+            )
+        })
+}
+
+/// The study folder and the configuration `args` name.
+fn choose(args: &ExportArgs) -> Result<(PathBuf, Summary, Measured)> {
+    let dir = match sweep_members(&args.dir)? {
+        Some(members) => {
+            let labels: Vec<String> = members.iter().map(|e| budget_label(&e.budget)).collect();
+            let Some(b) = &args.budget else {
+                bail!(
+                    "{} is a sweep: choose a budget with --budget ({})",
+                    args.dir.display(),
+                    labels.join(", ")
+                );
+            };
+            match labels.iter().position(|l| l == b) {
+                Some(i) => members[i].output.clone(),
+                None => bail!(
+                    "{}: no budget {b} in this sweep (it has {})",
+                    args.dir.display(),
+                    labels.join(", ")
+                ),
+            }
+        }
+        None => args.dir.clone(),
+    };
+    let s = finished_summary(&dir)?;
+    let m = match (&args.budget, s.front.len() > 1) {
+        (Some(b), true) if !args.dir.join("sweep.json").is_file() => pick(&s, b)?.clone(),
+        (None, true) => bail!(
+            "{} holds a front of {} configurations: choose one with --budget (a cost, or a percentage like 60%)",
+            dir.display(),
+            s.front.len()
+        ),
+        _ => s.best.clone(),
+    };
+    Ok((dir, s, m))
+}
+
+pub fn run(args: ExportArgs) -> Result<()> {
+    let (dir, s, m) = choose(&args)?;
+    let exp = saved_experiment(&dir)?;
+    eprintln!("loading {}", exp.model.display());
+    let loaded = evocomp_model::load_model(&exp.model)?;
+    let db = Database::open(&exp.database)?;
+    db.check_model(&loaded.info.fingerprint()?)?;
+    let mat = materialize(&db, loaded.config(), &loaded.weights, &m.genome)?;
+    let out = &args.out;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    evocomp_model::save_hf_safetensors(&mat.config, &mat.weights, out)?;
+    let tok = loaded
+        .tokenizer
+        .to_json()
+        .map_err(|e| anyhow::anyhow!("{}: tokenizer: {e}", exp.model.display()))?;
+    write(&out.join("tokenizer.json"), &tok)?;
+
+    // The level list, as text and as RON.
+    let mut txt = String::new();
+    let _ = writeln!(
+        txt,
+        "# evocomp export of {} ({})",
+        dir.display(),
+        s.strategy
+    );
+    let _ = writeln!(
+        txt,
+        "# cost {} {} ({:.2}% of the least compressed); held-out KL {:.6}, perplexity {:.4} on {} tokens",
+        m.cost,
+        s.cost_unit,
+        100.0 * m.cost as f64 / s.full_cost.max(1) as f64,
+        m.held_out_kl,
+        m.held_out_perplexity,
+        m.held_out_tokens
+    );
+    let _ = writeln!(txt, "# unit level setting");
+    let mut ron = format!(
+        "// evocomp export of {} ({}); level per unit, with its setting\nLevels(\n    study: {:?},\n    cost: {},\n    cost_unit: {:?},\n    units: [\n",
+        dir.display(),
+        s.strategy,
+        s.name,
+        m.cost,
+        s.cost_unit
+    );
+    for (ui, (name, &g)) in s.units.iter().zip(&m.genome).enumerate() {
+        let u = &db.manifest.units[ui];
+        let param = u.levels[u.level_index(g).context("genome level")?].param;
+        let _ = writeln!(txt, "{name} {g} {param}");
+        let _ = writeln!(ron, "        ({name:?}, {g}, {param}),");
+    }
+    ron.push_str("    ],\n)\n");
+    write(&out.join("levels.txt"), &txt)?;
+    write(&out.join("levels.ron"), &ron)?;
+    let meta = serde_json::json!({
+        "study": dir,
+        "strategy": s.strategy,
+        "model": exp.model,
+        "database": exp.database,
+        "genome": m.genome,
+        "cost": m.cost,
+        "cost_unit": s.cost_unit,
+        "held_out_kl": m.held_out_kl,
+        "held_out_perplexity": m.held_out_perplexity,
+        "held_out_tokens": m.held_out_tokens,
+        "removed_layers": mat.removed_layers,
+        "runtime_only": mat.runtime_only,
+        "weights_dtype": "f32",
+    });
+    write(
+        &out.join("evocomp.json"),
+        &serde_json::to_string_pretty(&meta)?,
+    )?;
+    println!(
+        "wrote {} ({} layers{}): config.json, model.safetensors, tokenizer.json, levels.txt, levels.ron, evocomp.json",
+        out.display(),
+        mat.config.n_layers,
+        if mat.removed_layers.is_empty() {
+            String::new()
+        } else {
+            format!(", blocks {:?} removed", mat.removed_layers)
+        }
+    );
+    println!(
+        "the study measured held-out perplexity {:.4} (KL {:.6}) on {} tokens of {} (windows of {})",
+        m.held_out_perplexity,
+        m.held_out_kl,
+        m.held_out_tokens,
+        exp.data.evaluation.display(),
+        exp.data.held_out_context
+    );
+    if !mat.runtime_only.is_empty() {
+        println!(
+            "note: {} KV-cache settings are a runtime policy, not weights; they are in levels.txt/levels.ron",
+            mat.runtime_only.len()
+        );
+    }
+    Ok(())
+}
+
+fn write(p: &Path, text: &str) -> Result<()> {
+    std::fs::write(p, text).with_context(|| format!("writing {} (is the disk full?)", p.display()))
+}
