@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Unstructured sparsity at 50/60/70% on SmolLM2-135M: uniform, OWL, DP, greedy and EvoPress.
+# Run from anywhere, after scripts/setup.sh; databases are built on first use.
+# Each study resumes if interrupted and re-running a finished one costs nothing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+EVOCOMP=${EVOCOMP:-./target/release/evocomp}
+run() { echo "== $1"; "$EVOCOMP" run "$1" 2>&1 | grep -v XDG_RUNTIME | tail -n 8; }
+for t in 50 60 70; do
+  for s in uniform owl dp evopress greedy; do run experiments/sparsity/$t-$s.ron; done
+done
+dirs=()
+for s in uniform owl dp greedy evopress; do for t in 50 60 70; do dirs+=(results/sparsity-$t-$s); done; done
+"$EVOCOMP" report --by-strategy --out results/sparsity "${dirs[@]}"
