@@ -20,7 +20,7 @@ fn stderr(o: &Output) -> String {
 }
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    manifest_dir().join("../..")
 }
 
 /// A tiny random model and a text of plain bytes (one token per byte).
@@ -285,4 +285,13 @@ DatabaseSpec(
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// The crate's folder, read when the test runs (cargo sets it): a test
+/// binary built from another checkout sharing the target folder (CI's
+/// clone) must not point at that checkout.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -16,7 +16,7 @@ fn ron_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn shipped_database_configs_are_valid() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = manifest_dir().join("../..");
     let mut files = Vec::new();
     ron_files(&root.join("configs/db"), &mut files);
     assert!(files.len() >= 10, "{files:?}");
@@ -33,7 +33,7 @@ fn shipped_database_configs_are_valid() {
 
 #[test]
 fn shipped_experiment_configs_are_valid() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = manifest_dir().join("../..");
     // Experiment paths are relative to the repository root, where evocomp runs.
     std::env::set_current_dir(&root).unwrap();
     let mut studies = vec![PathBuf::from("configs/quickstart.ron")];
@@ -67,4 +67,13 @@ fn shipped_experiment_configs_are_valid() {
         }
     }
     assert!(sweeps >= 6, "the experiments use sweeps");
+}
+
+/// The crate's folder, read when the test runs (cargo sets it): a test
+/// binary built from another checkout sharing the target folder (CI's
+/// clone) must not point at that checkout.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

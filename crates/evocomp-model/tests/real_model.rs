@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    manifest_dir().join("../..")
 }
 
 fn model() -> &'static LoadedModel {
@@ -195,4 +195,13 @@ fn logits_and_perplexity_agree_with_pytorch() {
         ((ppl - want_ppl) / want_ppl).abs() < 0.005,
         "perplexity {ppl} vs {want_ppl}"
     );
+}
+
+/// The crate's folder, read when the test runs (cargo sets it): a test
+/// binary built from another checkout sharing the target folder (CI's
+/// clone) must not point at that checkout.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -61,6 +61,18 @@ pub struct Series {
     pub baseline: bool,
 }
 
+impl Series {
+    /// A plain line of one study.
+    fn line(s: &StudyInput, points: Vec<(f64, f64)>) -> Self {
+        Self {
+            name: format!("{} ({})", s.name, s.strategy),
+            reference: false,
+            baseline: false,
+            points,
+        }
+    }
+}
+
 /// A plot of several series on shared axes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeriesPlot {
@@ -242,7 +254,9 @@ pub fn front_plot(studies: &[StudyInput]) -> Result<SeriesPlot, ReportError> {
             pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
             let baseline = strategy == "uniform";
             Series {
-                name: if baseline {
+                name: if baseline && name == strategy {
+                    format!("{name} (baseline)")
+                } else if baseline {
                     format!("{name} (uniform baseline)")
                 } else if name == strategy {
                     name
@@ -279,11 +293,8 @@ pub fn hypervolume_plot(studies: &[StudyInput]) -> Result<SeriesPlot, ReportErro
     let reference = [1.1 * worst.max(0.0) + 1e-12, 1.0];
     let series = with_fronts
         .iter()
-        .map(|s| Series {
-            name: format!("{} ({})", s.name, s.strategy),
-            reference: false,
-            baseline: false,
-            points: s
+        .map(|s| {
+            let points = s
                 .history
                 .iter()
                 .filter(|h| !h.front.is_empty())
@@ -298,7 +309,8 @@ pub fn hypervolume_plot(studies: &[StudyInput]) -> Result<SeriesPlot, ReportErro
                         evocomp_search::pareto::hypervolume_2d(&pts, reference),
                     )
                 })
-                .collect(),
+                .collect();
+            Series::line(s, points)
         })
         .collect();
     SeriesPlot::new(
@@ -317,26 +329,20 @@ pub fn convergence_plot(studies: &[StudyInput], by_time: bool) -> Result<SeriesP
     let series = studies
         .iter()
         .filter(|s| s.history.len() > 1)
-        .map(|s| Series {
-            name: format!("{} ({})", s.name, s.strategy),
-            reference: false,
-            baseline: false,
-            points: s
+        .map(|s| {
+            let points = s
                 .history
                 .iter()
                 .filter_map(|h| {
-                    h.best.map(|b| {
-                        (
-                            if by_time {
-                                h.seconds
-                            } else {
-                                h.evaluations as f64
-                            },
-                            b,
-                        )
-                    })
+                    let x = if by_time {
+                        h.seconds
+                    } else {
+                        h.evaluations as f64
+                    };
+                    h.best.map(|b| (x, b))
                 })
-                .collect(),
+                .collect();
+            Series::line(s, points)
         })
         .collect();
     SeriesPlot::new(
@@ -389,7 +395,9 @@ pub fn profile_heatmap(studies: &[StudyInput]) -> Result<Heatmap, ReportError> {
     let lo = all.clone().fold(f64::INFINITY, |a, &b| a.min(b));
     let hi = all.fold(f64::NEG_INFINITY, |a, &b| a.max(b));
     Ok(Heatmap {
-        title: "Mean level per layer of each best configuration (darker = more compressed)".into(),
+        title: format!(
+            "Mean level per layer of each best configuration (white = level {lo:+.1}, darkest = {hi:+.1})"
+        ),
         rows: studies
             .iter()
             .map(|s| format!("{} ({})", s.name, s.strategy))
@@ -754,7 +762,7 @@ mod tests {
         );
         let t = convergence_plot(&s, true).unwrap();
         assert_eq!(t.series[0].points[0], (16.0, 1.1));
-        assert!(f.series[0].baseline && f.series[0].name.contains("uniform baseline"));
+        assert!(f.series[0].baseline && f.series[0].name == "u (uniform baseline)");
         assert_eq!(level_by_layer(&s[0]), vec![(0, 0.5), (1, -0.5)]);
         let h = profile_heatmap(&s).unwrap();
         assert_eq!(h.cols, vec![0, 1]);

@@ -831,27 +831,31 @@ mod tests {
         evals
     }
 
-    #[test]
-    fn greedy_improves_on_uniform_and_stays_on_budget() {
-        let sp = space(6);
+    /// Greedy from uniform level 0 on `space(n)`, driven to the end: the
+    /// space, budget, uniform genome and the strategy's best.
+    fn greedy_run(
+        n: usize,
+        max_steps: usize,
+        tries: usize,
+    ) -> (Space, Budget, Genome, (Genome, f64)) {
+        let sp = space(n);
         let u = sp.uniform(0).unwrap();
         let budget = Budget::Exact(sp.cost(&u));
         let sample = SampleSpec { tokens: 8, seed: 1 };
-        let mut s = Strategy::Greedy(
-            Greedy::new(
-                GreedyConfig {
-                    max_steps: 50,
-                    tries: 4,
-                    sample,
-                },
-                &sp,
-                budget,
-                u.clone(),
-            )
-            .unwrap(),
-        );
+        let cfg = GreedyConfig {
+            max_steps,
+            tries,
+            sample,
+        };
+        let mut s = Strategy::Greedy(Greedy::new(cfg, &sp, budget, u.clone()).unwrap());
         drive(&mut s, &sp, Some(&budget));
-        let (g, f) = s.best().unwrap();
+        let best = s.best().unwrap();
+        (sp, budget, u, best)
+    }
+
+    #[test]
+    fn greedy_improves_on_uniform_and_stays_on_budget() {
+        let (sp, budget, u, (g, f)) = greedy_run(6, 50, 4);
         assert!(sp.feasible(&g, &budget));
         assert!(f < fit(&u) * 0.95, "{f} vs {}", fit(&u));
         // The most sensitive units (i % 3 == 2) end less compressed than the least.
@@ -860,25 +864,7 @@ mod tests {
 
     #[test]
     fn a_greedy_round_moves_many_units_at_once() {
-        let sp = space(12);
-        let u = sp.uniform(0).unwrap();
-        let budget = Budget::Exact(sp.cost(&u));
-        let sample = SampleSpec { tokens: 8, seed: 1 };
-        let mut s = Strategy::Greedy(
-            Greedy::new(
-                GreedyConfig {
-                    max_steps: 1,
-                    tries: 8,
-                    sample,
-                },
-                &sp,
-                budget,
-                u.clone(),
-            )
-            .unwrap(),
-        );
-        drive(&mut s, &sp, Some(&budget));
-        let (g, f) = s.best().unwrap();
+        let (sp, budget, u, (g, f)) = greedy_run(12, 1, 8);
         assert!(sp.feasible(&g, &budget));
         assert!(f < fit(&u));
         // One round, several shifts: more than one pair of units moved.
