@@ -101,6 +101,14 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let out = &args.out;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     evocomp_model::save_hf_safetensors(&mat.config, &mat.weights, out)?;
+    // safetensors creates the file owner-only; a model folder is for sharing.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let st = out.join("model.safetensors");
+        std::fs::set_permissions(&st, std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("{}: setting permissions", st.display()))?;
+    }
     let tok = loaded
         .tokenizer
         .to_json()

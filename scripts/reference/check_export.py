@@ -1,0 +1,41 @@
+"""Load a folder written by `evocomp export` with transformers (an independent
+implementation) and print its perplexity on the first TOKENS tokens of a text
+file, in windows of CONTEXT, the way `evocomp perplexity` counts them
+(each window scores its CONTEXT-1 next-token predictions).
+
+    ~/.cache/evocomp-pyref/bin/python scripts/reference/check_export.py DIR TEXT [TOKENS] [CONTEXT]
+
+Compare with:
+
+    evocomp perplexity --model DIR --text TEXT --tokens TOKENS --context CONTEXT
+"""
+import math
+import sys
+
+import torch
+from tokenizers import Tokenizer
+from transformers import LlamaForCausalLM
+
+
+def main() -> None:
+    folder, text_path = sys.argv[1], sys.argv[2]
+    n_tokens = int(sys.argv[3]) if len(sys.argv) > 3 else 2048
+    context = int(sys.argv[4]) if len(sys.argv) > 4 else 512
+    tok = Tokenizer.from_file(f"{folder}/tokenizer.json")
+    with open(text_path, encoding="utf-8") as f:
+        ids = tok.encode(f.read(), add_special_tokens=False).ids[:n_tokens]
+    if len(ids) < context:
+        sys.exit(f"{text_path}: {len(ids)} tokens, fewer than one window of {context}")
+    model = LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(ids) - context + 1, context):
+            x = torch.tensor([ids[i : i + context]])
+            nll += model(x, labels=x).loss.item() * (context - 1)
+            n += context - 1
+    layers = model.config.num_hidden_layers
+    print(f"transformers perplexity: {math.exp(nll / n):.4f} ({n} predictions, {layers} layers)")
+
+
+if __name__ == "__main__":
+    main()
