@@ -388,3 +388,51 @@ fn kv_units_set_the_cache_policy_and_cost_tokens_or_bits() {
     assert!(live.kv_policy(1).unwrap().keys.is_none());
     assert_ne!(logits(&live), before);
 }
+
+#[test]
+fn materialized_sub_blocks_compute_what_the_applied_genome_computes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, fp) = tiny_model(tmp.path());
+    let dir = tmp.path().join("db");
+    let depth = Compression::Depth {
+        unit: DepthUnit::SubBlock,
+    };
+    build_database(
+        &m,
+        &fp,
+        None,
+        &depth,
+        &dir,
+        &Device::flex(),
+        &BuildOptions::default(),
+    )
+    .unwrap();
+    let db = Database::open(&dir).unwrap();
+    // Units: L0.attn, L0.mlp, L1.attn, L1.mlp. Skip layer 0's MLP and layer 1's attention.
+    let genome = [0, 1, 1, 0];
+    let d = Device::flex();
+    let mut live = LlamaModel::new(m.config(), &m.weights, &d);
+    Applier::new(&db).apply(&db, &mut live, &genome).unwrap();
+    let mat = evocomp_db::materialize(&db, m.config(), &m.weights, &genome).unwrap();
+    assert!(mat.removed_layers.is_empty() && mat.runtime_only.is_empty());
+    assert_eq!(mat.config.n_layers, 2);
+    let exported = LlamaModel::new(&mat.config, &mat.weights, &d);
+    let (a, b) = (logits(&live), logits(&exported));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-4, "max |diff| {worst}");
+    // Both blocks dropped through both of their sub-blocks: no layer is removed
+    // (a sub-block database zeroes projections), and the weights differ from the original.
+    let all = evocomp_db::materialize(&db, m.config(), &m.weights, &[1, 1, 1, 1]).unwrap();
+    assert_eq!(all.weights.layers.len(), 2);
+    assert!(
+        all.weights.layers[1]
+            .linears
+            .iter()
+            .any(|t| t.data.iter().all(|&x| x == 0.0))
+    );
+    assert!(evocomp_db::materialize(&db, m.config(), &m.weights, &[0, 2, 0, 0]).is_err());
+}
