@@ -172,11 +172,11 @@ fn bad_model_files_give_one_clear_error() {
         "cpu",
     ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("/nonexistent/text.txt"),
-        "{}",
-        stderr(&o)
-    );
+    let err = stderr(&o);
+    assert!(err.contains("/nonexistent/text.txt"), "{err}");
+    // The cause is said once, not once per layer of the error chain.
+    let error_line = err.lines().find(|l| l.starts_with("error:")).unwrap();
+    assert_eq!(error_line.matches("os error 2").count(), 1, "{err}");
     // Too few tokens for the request.
     let o = evocomp(&[
         "perplexity",
