@@ -633,14 +633,36 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
         let mut job_keys: HashMap<u64, CacheKey> = HashMap::new();
         let mut meta: Vec<(CacheKey, String)> = Vec::with_capacity(asks.len());
         let anchor = state.strategy.anchor();
-        for (i, r) in asks.iter().enumerate() {
+        // Keys, the study's own cache, then the shared cache in one batch.
+        let mut own: Vec<Option<f64>> = Vec::with_capacity(asks.len());
+        for r in &asks {
             let (key, sid) = keys.key(&r.genome, r.sample)?;
-            meta.push((key.clone(), sid.clone()));
-            let cached = match study.cached(&key)? {
+            own.push(study.cached(&key)?);
+            meta.push((key, sid));
+        }
+        let missing: Vec<CacheKey> = meta
+            .iter()
+            .zip(&own)
+            .filter(|(_, o)| o.is_none())
+            .map(|((k, _), _)| k.clone())
+            .collect();
+        let mut from_shared: HashMap<CacheKey, f64> = HashMap::new();
+        if let (Some(c), false) = (&shared, missing.is_empty()) {
+            for (k, v) in missing.iter().zip(c.get_many(&missing)?) {
+                if let Some(v) = v {
+                    from_shared.insert(k.clone(), v);
+                }
+            }
+        }
+        for (i, r) in asks.iter().enumerate() {
+            let (key, sid) = meta[i].clone();
+            let cached = match own[i] {
                 Some(f) => Some(f),
-                None => match shared.as_ref().map(|c| c.get(&key)).transpose()?.flatten() {
-                    Some(f) => {
-                        copy_to_study.push((key.clone(), f));
+                None => match from_shared.get(&key) {
+                    Some(&f) => {
+                        if !copy_to_study.iter().any(|(k, _)| k == &key) {
+                            copy_to_study.push((key.clone(), f));
+                        }
                         Some(f)
                     }
                     None => None,

@@ -319,62 +319,95 @@ impl Study {
 }
 
 /// A fitness cache shared by every study under one results folder: a
-/// candidate scored by an earlier study on the same sample is never scored
-/// again. Same keys as a study's own cache; a second process gets
-/// [`StoreError::InUse`].
+/// candidate scored by an earlier (or a concurrent) study on the same sample
+/// is never scored again. Same keys as a study's own cache.
+///
+/// sled lets one process at a time open a database, so the cache is opened
+/// for each batch of reads or writes and closed right after; a process that
+/// finds it held by another waits for it (up to [`SharedCache::WAIT`]).
 pub struct SharedCache {
     path: PathBuf,
-    db: sled::Db,
-    fitness: sled::Tree,
 }
 
 impl SharedCache {
+    /// The longest wait for another process to close the cache.
+    pub const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
             path: dir.to_path_buf(),
             message: e.to_string(),
         })?;
-        let db = match sled::Config::new().path(dir.join("cache.sled")).open() {
-            Ok(db) => db,
-            Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
+        let c = Self {
+            path: dir.to_path_buf(),
+        };
+        // Fail now, not mid-study, if it cannot be opened at all.
+        c.with_db(|_| Ok(()))?;
+        Ok(c)
+    }
+
+    /// Run `f` on the opened cache, waiting while another process holds it.
+    fn with_db<T>(&self, f: impl FnOnce(&sled::Tree) -> Result<T>) -> Result<T> {
+        let t0 = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(5);
+        let db = loop {
+            match sled::Config::new()
+                .path(self.path.join("cache.sled"))
+                .open()
             {
-                return Err(StoreError::InUse {
-                    path: dir.to_path_buf(),
-                    pid: "another evocomp".into(),
-                });
-            }
-            Err(e) => {
-                return Err(StoreError::Open {
-                    path: dir.to_path_buf(),
-                    message: e.to_string(),
-                });
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("lock") =>
+                {
+                    if t0.elapsed() > Self::WAIT {
+                        return Err(StoreError::InUse {
+                            path: self.path.clone(),
+                            pid: "another evocomp (for over a minute)".into(),
+                        });
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(200));
+                }
+                Err(e) => {
+                    return Err(StoreError::Open {
+                        path: self.path.clone(),
+                        message: e.to_string(),
+                    });
+                }
             }
         };
-        let fitness = db.open_tree("fitness").map_err(io(dir))?;
-        Ok(Self {
-            path: dir.to_path_buf(),
-            db,
-            fitness,
-        })
+        let tree = db.open_tree("fitness").map_err(io(&self.path))?;
+        let out = f(&tree)?;
+        db.flush().map_err(io(&self.path))?;
+        Ok(out)
     }
 
     pub fn get(&self, key: &CacheKey) -> Result<Option<f64>> {
-        Ok(self
-            .fitness
-            .get(key.0.as_bytes())
-            .map_err(io(&self.path))?
-            .map(|v| f64::from_le_bytes(v.as_ref().try_into().unwrap_or([0; 8]))))
+        Ok(self.get_many(std::slice::from_ref(key))?.remove(0))
+    }
+
+    /// Look up many keys with one opening of the cache.
+    pub fn get_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<f64>>> {
+        self.with_db(|t| {
+            keys.iter()
+                .map(|k| {
+                    Ok(t.get(k.0.as_bytes())
+                        .map_err(io(&self.path))?
+                        .map(|v| f64::from_le_bytes(v.as_ref().try_into().unwrap_or([0; 8]))))
+                })
+                .collect()
+        })
     }
 
     pub fn put(&self, entries: &[(CacheKey, f64)]) -> Result<()> {
-        for (k, f) in entries {
-            self.fitness
-                .insert(k.0.as_bytes(), &f.to_le_bytes())
-                .map_err(io(&self.path))?;
-        }
-        self.db.flush().map_err(io(&self.path))?;
-        Ok(())
+        self.with_db(|t| {
+            for (k, f) in entries {
+                t.insert(k.0.as_bytes(), &f.to_le_bytes())
+                    .map_err(io(&self.path))?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -448,6 +481,31 @@ mod tests {
             assert_ne!(base, other);
         }
         assert_eq!(base, CacheKey::new("m", "d", "f", "s", &[1, 2]));
+    }
+
+    #[test]
+    fn the_shared_cache_serves_concurrent_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SharedCache::open(dir.path()).unwrap();
+        let b = SharedCache::open(dir.path()).unwrap();
+        let keys: Vec<CacheKey> = (0..4)
+            .map(|i| CacheKey::new("m", "d", "f", "s", &[i]))
+            .collect();
+        // Writers in parallel threads (each opening and closing the cache)
+        // all land, and both handles read everything.
+        std::thread::scope(|sc| {
+            for (i, k) in keys.iter().enumerate() {
+                let c = if i % 2 == 0 { &a } else { &b };
+                sc.spawn(move || c.put(&[(k.clone(), i as f64 + 0.5)]).unwrap());
+            }
+        });
+        let want: Vec<Option<f64>> = (0..4).map(|i| Some(i as f64 + 0.5)).collect();
+        assert_eq!(a.get_many(&keys).unwrap(), want);
+        assert_eq!(b.get(&keys[3]).unwrap(), Some(3.5));
+        assert_eq!(
+            a.get(&CacheKey::new("m", "d", "f", "s", &[9])).unwrap(),
+            None
+        );
     }
 
     #[test]
