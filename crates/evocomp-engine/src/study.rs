@@ -507,6 +507,50 @@ impl Keys<'_> {
     }
 }
 
+/// The shared fitness cache, if any: an optimisation, so a failure to read or
+/// write it (another process holding it too long, a full disk) is a warning
+/// that turns it off for the rest of the run, never the study's end. Every
+/// result is in the study's own store first.
+struct Shared {
+    cache: Option<SharedCache>,
+    off: std::cell::Cell<bool>,
+}
+
+impl Shared {
+    fn new(cache: Option<SharedCache>) -> Self {
+        Self {
+            cache,
+            off: std::cell::Cell::new(false),
+        }
+    }
+
+    fn usable(&self) -> Option<&SharedCache> {
+        self.cache.as_ref().filter(|_| !self.off.get())
+    }
+
+    fn fail(&self, e: evocomp_store::StoreError) {
+        tracing::warn!("shared fitness cache: {e}; continuing with the study's own");
+        self.off.set(true);
+    }
+
+    fn get_many(&self, keys: &[CacheKey]) -> Vec<Option<f64>> {
+        match self.usable().map(|c| c.get_many(keys)) {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                self.fail(e);
+                vec![None; keys.len()]
+            }
+            None => vec![None; keys.len()],
+        }
+    }
+
+    fn put(&self, entries: &[(CacheKey, f64)]) {
+        if let Some(Err(e)) = self.usable().map(|c| c.put(entries)) {
+            self.fail(e);
+        }
+    }
+}
+
 /// Run (or resume, or re-open) the study of `exp`.
 pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
     let study = open_study(exp)?;
@@ -549,14 +593,14 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
             .unwrap_or_else(|| PathBuf::from("."))
             .join(".fitness-cache");
         match SharedCache::open(&dir) {
-            Ok(c) => Some(c),
+            Ok(c) => Shared::new(Some(c)),
             Err(e) => {
                 tracing::warn!("shared fitness cache unavailable ({e}); using the study's own");
-                None
+                Shared::new(None)
             }
         }
     } else {
-        None
+        Shared::new(None)
     };
     let reuse = exp.prefix_reuse && !prep.kv;
     let pool = Pool::spawn(&prep, opts.devices.clone(), reuse, opts.stop.clone());
@@ -647,8 +691,8 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
             .map(|((k, _), _)| k.clone())
             .collect();
         let mut from_shared: HashMap<CacheKey, f64> = HashMap::new();
-        if let (Some(c), false) = (&shared, missing.is_empty()) {
-            for (k, v) in missing.iter().zip(c.get_many(&missing)?) {
+        if !missing.is_empty() {
+            for (k, v) in missing.iter().zip(shared.get_many(&missing)) {
                 if let Some(v) = v {
                     from_shared.insert(k.clone(), v);
                 }
@@ -750,9 +794,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
                 fitness: vec![(key.clone(), f)],
                 checkpoint: None,
             })?;
-            if let Some(c) = &shared {
-                c.put(&[(key.clone(), f)])?;
-            }
+            shared.put(&[(key.clone(), f)]);
             evaluations += 1;
             new_evaluations += 1;
             for &i in &idx {
@@ -824,19 +866,13 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
     for (g, search_fitness, cost) in &front {
         let kk = keys.held_out(g, "kl");
         let kn = keys.held_out(g, "nll");
-        let from_shared = |k: &CacheKey| -> Result<Option<f64>> {
-            Ok(match &shared {
-                Some(c) => c.get(k)?,
-                None => None,
-            })
-        };
         let kl = match study.cached(&kk)? {
             Some(v) => Some(v),
-            None => from_shared(&kk)?,
+            None => shared.get_many(std::slice::from_ref(&kk))[0],
         };
         let nll = match study.cached(&kn)? {
             Some(v) => Some(v),
-            None => from_shared(&kn)?,
+            None => shared.get_many(std::slice::from_ref(&kn))[0],
         };
         let r = match (kl, nll) {
             (Some(kl), Some(nll)) => {
@@ -871,9 +907,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
                     fitness: entries.clone(),
                     checkpoint: None,
                 })?;
-                if let Some(c) = &shared {
-                    c.put(&entries)?;
-                }
+                shared.put(&entries);
                 new_evaluations += 1;
                 r
             }
