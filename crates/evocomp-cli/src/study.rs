@@ -421,7 +421,8 @@ fn study_input(dir: &Path, by_strategy: bool) -> Result<evocomp_report::StudyInp
             .history
             .iter()
             .map(|h| evocomp_report::Progress {
-                evaluations: h.evaluations,
+                // Candidates scored so far, computed or served from a cache.
+                evaluations: h.evaluations + h.cache_hits,
                 seconds: h.seconds,
                 best: h.best,
                 front: h.front.clone(),

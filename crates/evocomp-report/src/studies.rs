@@ -328,9 +328,8 @@ pub fn hypervolume_plot(studies: &[StudyInput]) -> Result<SeriesPlot, ReportErro
 pub fn convergence_plot(studies: &[StudyInput], by_time: bool) -> Result<SeriesPlot, ReportError> {
     let series = studies
         .iter()
-        .filter(|s| s.history.len() > 1)
         .map(|s| {
-            let points = s
+            let points: Vec<(f64, f64)> = s
                 .history
                 .iter()
                 .filter_map(|h| {
@@ -344,6 +343,8 @@ pub fn convergence_plot(studies: &[StudyInput], by_time: bool) -> Result<SeriesP
                 .collect();
             Series::line(s, points)
         })
+        // A curve needs two points (one-shot baselines have one).
+        .filter(|s| s.points.len() > 1)
         .collect();
     SeriesPlot::new(
         if by_time {
@@ -354,7 +355,7 @@ pub fn convergence_plot(studies: &[StudyInput], by_time: bool) -> Result<SeriesP
         if by_time {
             "search time (s)"
         } else {
-            "evaluations"
+            "candidates scored (computed or from a cache)"
         },
         "best search fitness (KL on its last sample)",
         series,
@@ -409,6 +410,17 @@ pub fn profile_heatmap(studies: &[StudyInput]) -> Result<Heatmap, ReportError> {
 }
 
 impl Heatmap {
+    /// Room for the longest row label (about 7 px a character at 13 px).
+    fn label_width(&self) -> u32 {
+        let longest = self
+            .rows
+            .iter()
+            .map(|r| r.chars().count())
+            .max()
+            .unwrap_or(0);
+        (24 + 7 * longest as u32).clamp(120, 520)
+    }
+
     fn draw_on<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let n_rows = self.rows.len();
@@ -417,7 +429,7 @@ impl Heatmap {
             .caption(&self.title, ("sans-serif", 18))
             .margin(16)
             .x_label_area_size(40)
-            .y_label_area_size(260)
+            .y_label_area_size(self.label_width())
             .build_cartesian_2d(-0.5f64..n_cols as f64 - 0.5, -0.5f64..n_rows as f64 - 0.5)
             .map_err(|e| e.to_string())?;
         let rows = self.rows.clone();
@@ -481,13 +493,14 @@ impl Heatmap {
         let svg = stem.with_extension("svg");
         let png = stem.with_extension("png");
         let h = (120 + 34 * self.rows.len()) as u32;
+        let w = 740 + self.label_width();
         let err = |p: &Path, m: String| ReportError::Draw {
             path: p.display().to_string(),
             message: m,
         };
-        self.draw_on(&SVGBackend::new(&svg, (1000, h)).into_drawing_area())
+        self.draw_on(&SVGBackend::new(&svg, (w, h)).into_drawing_area())
             .map_err(|m| err(&svg, m))?;
-        self.draw_on(&BitMapBackend::new(&png, (1000, h)).into_drawing_area())
+        self.draw_on(&BitMapBackend::new(&png, (w, h)).into_drawing_area())
             .map_err(|m| err(&png, m))?;
         Ok(())
     }
