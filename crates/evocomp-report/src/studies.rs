@@ -236,20 +236,24 @@ pub fn series_groups(studies: &[StudyInput]) -> Vec<(String, Vec<&StudyInput>)> 
 /// uniform baseline is marked as such.
 pub fn front_plot(studies: &[StudyInput]) -> Result<SeriesPlot, ReportError> {
     let unit = studies.first().map_or("cost", |s| s.cost_unit.as_str());
+    // Percent of the least compressed configuration when every study shares
+    // it (one database); otherwise (one grid per target) absolute cost, in
+    // millions, the only axis on which they line up.
+    let same_full = studies.windows(2).all(|w| w[0].full_cost == w[1].full_cost);
+    let x_of = |s: &StudyInput, cost: u64| -> f64 {
+        if same_full {
+            100.0 * cost as f64 / s.full_cost.max(1) as f64
+        } else {
+            cost as f64 / 1e6
+        }
+    };
     let series = series_groups(studies)
         .into_iter()
         .map(|(name, members)| {
             let strategy = members[0].strategy.clone();
             let mut pts: Vec<(f64, f64)> = members
                 .iter()
-                .flat_map(|s| {
-                    s.front.iter().map(|m| {
-                        (
-                            100.0 * m.cost as f64 / s.full_cost.max(1) as f64,
-                            m.held_out_kl,
-                        )
-                    })
-                })
+                .flat_map(|s| s.front.iter().map(|m| (x_of(s, m.cost), m.held_out_kl)))
                 .collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
             let baseline = strategy == "uniform";
@@ -271,7 +275,11 @@ pub fn front_plot(studies: &[StudyInput]) -> Result<SeriesPlot, ReportError> {
         .collect();
     SeriesPlot::new(
         "Held-out KL against size",
-        &format!("{unit}, % of the least compressed configuration"),
+        &if same_full {
+            format!("{unit}, % of the least compressed configuration")
+        } else {
+            format!("{unit} (millions)")
+        },
         "held-out KL to the uncompressed model (nats/token)",
         series,
     )
@@ -806,6 +814,13 @@ mod tests {
         assert_eq!(f.series[0].points, vec![(30.0, 1.9), (60.0, 0.8)]);
         assert!(f.series[0].baseline && !f.series[0].reference);
         assert_eq!(f.series[1].points, vec![(30.0, 1.5), (60.0, 0.6)]);
+        // Studies on different databases (full costs) line up on absolute cost.
+        let mut t = s.clone();
+        t[1].full_cost = 2000;
+        t[3].full_cost = 2000;
+        let g = front_plot(&t).unwrap();
+        assert_eq!(g.series[1].points, vec![(0.0003, 1.5), (0.0006, 0.6)]);
+        assert!(g.x_label.contains("millions"));
         let md = markdown(&s, &[]);
         // One row per budget, one column per series, the best in bold.
         assert!(md.contains("| budget | uniform | evopress |"), "{md}");
