@@ -56,7 +56,9 @@ fn pick<'a>(s: &'a Summary, limit: &str) -> Result<&'a Measured> {
 
 /// The study folder and the configuration `args` name.
 fn choose(args: &ExportArgs) -> Result<(PathBuf, Summary, Measured)> {
-    let dir = match sweep_members(&args.dir)? {
+    // In a sweep, --budget names the study; otherwise it picks a front member.
+    let sweep = sweep_members(&args.dir)?;
+    let dir = match &sweep {
         Some(members) => {
             let labels: Vec<String> = members.iter().map(|e| budget_label(&e.budget)).collect();
             let Some(b) = &args.budget else {
@@ -79,7 +81,7 @@ fn choose(args: &ExportArgs) -> Result<(PathBuf, Summary, Measured)> {
     };
     let s = finished_summary(&dir)?;
     let m = match (&args.budget, s.front.len() > 1) {
-        (Some(b), true) if !args.dir.join("sweep.json").is_file() => pick(&s, b)?.clone(),
+        (Some(b), true) if sweep.is_none() => pick(&s, b)?.clone(),
         (None, true) => bail!(
             "{} holds a front of {} configurations: choose one with --budget (a cost, or a percentage like 60%)",
             dir.display(),

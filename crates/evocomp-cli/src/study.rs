@@ -98,8 +98,12 @@ pub fn sweep_members(dir: &Path) -> Result<Option<Vec<Experiment>>> {
     if !p.is_file() {
         return Ok(None);
     }
-    let f: SweepFile = serde_json::from_slice(&std::fs::read(&p)?)
-        .with_context(|| format!("{}: corrupt", p.display()))?;
+    let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+    let f: SweepFile =
+        serde_json::from_slice(&bytes).with_context(|| format!("{}: corrupt", p.display()))?;
+    if f.members.is_empty() {
+        bail!("{}: corrupt (a sweep with no studies)", p.display());
+    }
     // Members live beside sweep.json, wherever the folder is now.
     Ok(Some(
         f.members
@@ -255,17 +259,22 @@ fn open_view(dir: &Path) -> Result<View> {
     }
 }
 
+/// Run `f` on every started study of a sweep, under a heading each.
+fn each_member(members: &[Experiment], f: impl Fn(&Path) -> Result<()>) -> Result<()> {
+    for e in members {
+        println!("== {} ({})", e.output.display(), budget_label(&e.budget));
+        if e.output.join("experiment.json").is_file() {
+            f(&e.output)?;
+        } else {
+            println!("not started");
+        }
+    }
+    Ok(())
+}
+
 pub fn status(dir: &Path) -> Result<()> {
     if let Some(members) = sweep_members(dir)? {
-        for e in members {
-            println!("== {} ({})", e.output.display(), budget_label(&e.budget));
-            if e.output.join("experiment.json").is_file() {
-                status(&e.output)?;
-            } else {
-                println!("not started");
-            }
-        }
-        return Ok(());
+        return each_member(&members, status);
     }
     let exp = saved_experiment(dir)?;
     match open_view(dir)? {
@@ -332,15 +341,7 @@ pub fn best(dir: &Path, json: bool) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&v)?);
             return Ok(());
         }
-        for e in members {
-            println!("== {} ({})", e.output.display(), budget_label(&e.budget));
-            if e.output.join("experiment.json").is_file() {
-                best(&e.output, false)?;
-            } else {
-                println!("not started");
-            }
-        }
-        return Ok(());
+        return each_member(&members, |d| best(d, false));
     }
     saved_experiment(dir)?;
     let study = match open_view(dir)? {

@@ -690,14 +690,11 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
             .filter(|(_, o)| o.is_none())
             .map(|((k, _), _)| k.clone())
             .collect();
-        let mut from_shared: HashMap<CacheKey, f64> = HashMap::new();
-        if !missing.is_empty() {
-            for (k, v) in missing.iter().zip(shared.get_many(&missing)) {
-                if let Some(v) = v {
-                    from_shared.insert(k.clone(), v);
-                }
-            }
-        }
+        let from_shared: HashMap<CacheKey, f64> = missing
+            .iter()
+            .zip(shared.get_many(&missing))
+            .filter_map(|(k, v)| v.map(|v| (k.clone(), v)))
+            .collect();
         for (i, r) in asks.iter().enumerate() {
             let (key, sid) = meta[i].clone();
             let cached = match own[i] {
@@ -866,13 +863,12 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
     for (g, search_fitness, cost) in &front {
         let kk = keys.held_out(g, "kl");
         let kn = keys.held_out(g, "nll");
-        let kl = match study.cached(&kk)? {
-            Some(v) => Some(v),
-            None => shared.get_many(std::slice::from_ref(&kk))[0],
-        };
-        let nll = match study.cached(&kn)? {
-            Some(v) => Some(v),
-            None => shared.get_many(std::slice::from_ref(&kn))[0],
+        let (kl, nll) = match (study.cached(&kk)?, study.cached(&kn)?) {
+            (Some(kl), Some(nll)) => (Some(kl), Some(nll)),
+            _ => {
+                let v = shared.get_many(&[kk.clone(), kn.clone()]);
+                (v[0], v[1])
+            }
         };
         let r = match (kl, nll) {
             (Some(kl), Some(nll)) => {

@@ -389,6 +389,9 @@ impl SharedCache {
 
     /// Look up many keys with one opening of the cache.
     pub fn get_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<f64>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         self.with_db(|t| {
             keys.iter()
                 .map(|k| {
@@ -401,6 +404,9 @@ impl SharedCache {
     }
 
     pub fn put(&self, entries: &[(CacheKey, f64)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         self.with_db(|t| {
             for (k, f) in entries {
                 t.insert(k.0.as_bytes(), &f.to_le_bytes())
