@@ -48,6 +48,32 @@ fn native_api() -> (wgpu::Backends, WgpuBackend) {
     }
 }
 
+/// Mesa's Vulkan drivers print "error: XDG_RUNTIME_DIR is invalid or not
+/// set in the environment." while the adapters are listed when that
+/// variable is missing (as on servers and in containers): nothing is wrong,
+/// but it reads as a failure. Point it at a private folder of ours first.
+/// Call before any thread starts (it sets an environment variable).
+pub fn quiet_vulkan_environment() {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let usable = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(std::path::PathBuf::from)
+            .is_some_and(|d| d.is_dir());
+        if usable {
+            return;
+        }
+        let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+        let dir = std::env::temp_dir().join(format!("evocomp-xdg-{uid}"));
+        if std::fs::create_dir_all(&dir).is_ok()
+            && std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).is_ok()
+        {
+            // SAFETY: called at the start of main, before any other thread exists.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        }
+    }
+}
+
 /// (name, is a real GPU) of every adapter on the native API.
 fn adapters() -> Vec<(String, wgpu::DeviceType)> {
     let (backends, _) = native_api();

@@ -2,11 +2,10 @@
 //! HF folder (config.json + model.safetensors + tokenizer.json) that the
 //! model loader (and transformers) can read, plus its per-unit level list.
 
-use crate::study::{finished_summary, sweep_members};
 use anyhow::{Context, Result, bail};
 use evocomp_config::budget_label;
 use evocomp_db::{Database, materialize};
-use evocomp_engine::{Measured, Summary, saved_experiment};
+use evocomp_study::{Measured, StudyDir, Summary, SweepDir};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -57,7 +56,7 @@ fn pick<'a>(s: &'a Summary, limit: &str) -> Result<&'a Measured> {
 /// The study folder and the configuration `args` name.
 fn choose(args: &ExportArgs) -> Result<(PathBuf, Summary, Measured)> {
     // In a sweep, --budget names the study; otherwise it picks a front member.
-    let sweep = sweep_members(&args.dir)?;
+    let sweep = SweepDir::new(&args.dir).members()?;
     let dir = match &sweep {
         Some(members) => {
             let labels: Vec<String> = members.iter().map(|e| budget_label(&e.budget)).collect();
@@ -79,7 +78,7 @@ fn choose(args: &ExportArgs) -> Result<(PathBuf, Summary, Measured)> {
         }
         None => args.dir.clone(),
     };
-    let s = finished_summary(&dir)?;
+    let s = StudyDir::new(&dir).summary()?;
     let m = match (&args.budget, s.front.len() > 1) {
         (Some(b), true) if sweep.is_none() => pick(&s, b)?.clone(),
         (None, true) => bail!(
@@ -94,7 +93,7 @@ fn choose(args: &ExportArgs) -> Result<(PathBuf, Summary, Measured)> {
 
 pub fn run(args: ExportArgs) -> Result<()> {
     let (dir, s, m) = choose(&args)?;
-    let exp = saved_experiment(&dir)?;
+    let exp = StudyDir::new(&dir).experiment()?;
     eprintln!("loading {}", exp.model.display());
     let loaded = evocomp_model::load_model(&exp.model)?;
     let db = Database::open(&exp.database)?;
@@ -145,8 +144,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
         s.cost_unit
     );
     for (ui, (name, &g)) in s.units.iter().zip(&m.genome).enumerate() {
-        let u = &db.manifest.units[ui];
-        let param = u.levels[u.level_index(g).context("genome level")?].param;
+        let param = db
+            .level(ui, g)
+            .with_context(|| format!("{name}: level {g} is not in the database"))?
+            .param;
         let _ = writeln!(txt, "{name} {g} {param}");
         let _ = writeln!(ron, "        ({name:?}, {g}, {param}),");
     }
@@ -154,6 +155,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     write(&out.join("levels.txt"), &txt)?;
     write(&out.join("levels.ron"), &ron)?;
     let meta = serde_json::json!({
+        "format_version": evocomp_study::FORMAT_VERSION,
         "study": dir,
         "strategy": s.strategy,
         "model": exp.model,

@@ -110,6 +110,7 @@ enum Command {
 }
 
 fn main() {
+    backend::quiet_vulkan_environment();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

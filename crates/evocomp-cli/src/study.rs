@@ -1,10 +1,10 @@
 //! `evocomp run | resume | status | best`: search studies.
 
 use crate::backend::{self, BackendChoice};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use evocomp_config::{BackendSpec, Experiment, budget_label, load_experiments};
-use evocomp_engine::{Outcome, RunOptions, StatusFile, Summary, saved_experiment};
-use evocomp_store::{StoreError, Study};
+use evocomp_engine::{Outcome, RunOptions};
+use evocomp_study::{Measured, StudyDir, Summary, SweepDir, View};
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
@@ -83,66 +83,16 @@ fn execute(exp: &Experiment, args: &RunArgs, stop: &Arc<AtomicBool>) -> Result<b
     }
 }
 
-/// The studies of a sweep, saved in its folder as `sweep.json`.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SweepFile {
-    name: String,
-    members: Vec<Experiment>,
-}
-
-const SWEEP_FILE: &str = "sweep.json";
-
 /// The sweep's studies, when `dir` holds one.
-pub fn sweep_members(dir: &Path) -> Result<Option<Vec<Experiment>>> {
-    let p = dir.join(SWEEP_FILE);
-    if !p.is_file() {
-        return Ok(None);
-    }
-    let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-    let f: SweepFile =
-        serde_json::from_slice(&bytes).with_context(|| format!("{}: corrupt", p.display()))?;
-    if f.members.is_empty() {
-        bail!("{}: corrupt (a sweep with no studies)", p.display());
-    }
-    // Members live beside sweep.json, wherever the folder is now.
-    Ok(Some(
-        f.members
-            .into_iter()
-            .map(|e| Experiment {
-                output: dir.join(e.output.file_name().unwrap_or_default()),
-                ..e
-            })
-            .collect(),
-    ))
+fn sweep_members(dir: &Path) -> Result<Option<Vec<Experiment>>> {
+    SweepDir::new(dir).members()
 }
 
 /// Run every study in order (a sweep's share the fitness cache).
 fn execute_all(exps: &[Experiment], args: &RunArgs) -> Result<()> {
     let stop = stop_flag();
     if let Some(name) = &exps[0].sweep {
-        let dir = exps[0].sweep_dir();
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        if let Some(old) = sweep_members(dir)? {
-            let same = old.len() == exps.len()
-                && old.iter().zip(exps).all(|(a, b)| {
-                    Experiment {
-                        source: b.source.clone(),
-                        ..a.clone()
-                    } == *b
-                });
-            if !same {
-                bail!(
-                    "{} holds a different sweep; change `name` or `output`, or delete the folder",
-                    dir.display()
-                );
-            }
-        } else {
-            let f = SweepFile {
-                name: name.clone(),
-                members: exps.to_vec(),
-            };
-            evocomp_db::write_atomic(&dir.join(SWEEP_FILE), &serde_json::to_vec_pretty(&f)?)?;
-        }
+        SweepDir::prepare(exps)?;
         eprintln!(
             "sweep {name}: {} budgets ({})",
             exps.len(),
@@ -172,11 +122,7 @@ pub fn resume(dir: &Path, args: RunArgs) -> Result<()> {
     if let Some(members) = sweep_members(dir)? {
         return execute_all(&members, &args);
     }
-    let exp = saved_experiment(dir)?;
-    let exp = Experiment {
-        output: dir.to_path_buf(),
-        ..exp
-    };
+    let exp = StudyDir::new(dir).experiment()?;
     execute_all(&[exp], &args)
 }
 
@@ -237,33 +183,19 @@ pub fn print_summary(s: &Summary, genomes: bool) {
     }
 }
 
-/// The study's store, or its status file when another process holds it.
-enum View {
-    Store(Study),
-    Running(StatusFile),
-}
-
 fn open_view(dir: &Path) -> Result<View> {
-    match Study::open(dir, false) {
-        Ok(s) => Ok(View::Store(s)),
-        Err(StoreError::InUse { pid, .. }) => {
-            let p = dir.join("status.json");
-            let st: StatusFile = serde_json::from_slice(
-                &std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
-            )
-            .with_context(|| format!("{}: corrupt", p.display()))?;
-            eprintln!("(study is in use by pid {pid}; showing its last status)");
-            Ok(View::Running(st))
-        }
-        Err(e) => Err(e.into()),
+    let v = StudyDir::new(dir).view()?;
+    if let View::Running { pid, .. } = &v {
+        eprintln!("(study is in use by pid {pid}; showing its last status)");
     }
+    Ok(v)
 }
 
 /// Run `f` on every started study of a sweep, under a heading each.
 fn each_member(members: &[Experiment], f: impl Fn(&Path) -> Result<()>) -> Result<()> {
     for e in members {
         println!("== {} ({})", e.output.display(), budget_label(&e.budget));
-        if e.output.join("experiment.json").is_file() {
+        if StudyDir::new(&e.output).is_started() {
             f(&e.output)?;
         } else {
             println!("not started");
@@ -276,9 +208,9 @@ pub fn status(dir: &Path) -> Result<()> {
     if let Some(members) = sweep_members(dir)? {
         return each_member(&members, status);
     }
-    let exp = saved_experiment(dir)?;
+    let exp = StudyDir::new(dir).experiment()?;
     match open_view(dir)? {
-        View::Running(st) => {
+        View::Running { status: st, .. } => {
             println!(
                 "study: {} ({}) running as pid {}",
                 st.name, st.strategy, st.pid
@@ -287,26 +219,29 @@ pub fn status(dir: &Path) -> Result<()> {
                 "{}: {}/{}  evaluations: {}  cache hits: {}",
                 st.step_label, st.step, st.total_steps, st.evaluations, st.cache_hits
             );
-            if let Some((g, f)) = st.best {
-                println!("best so far: fitness {f:.6}  genome {g:?}");
+            if let Some(b) = st.best {
+                println!(
+                    "best so far: fitness {:.6}  genome {:?}",
+                    b.fitness, b.genome
+                );
             }
         }
         View::Store(study) => {
-            if let Some(s) = evocomp_engine::summary_of(&study)? {
+            if let Some(s) = study.summary()? {
                 println!("finished");
                 print_summary(&s, false);
                 return Ok(());
             }
-            let trials = study.trials()?;
+            let trials = study.store().trials()?;
             let fresh = trials.iter().filter(|t| !t.cached).count();
             println!(
                 "study: {} ({}) not finished",
                 exp.name,
                 exp.strategy.label()
             );
-            match evocomp_engine::state_of(&study)? {
+            match study.state()? {
                 Some(st) => {
-                    let p = st.strategy.progress();
+                    let p = st.progress();
                     println!(
                         "{}: {}/{}  steps: {}  evaluations: {}  cache hits: {}  search time: {:.1} s",
                         p.label,
@@ -317,9 +252,9 @@ pub fn status(dir: &Path) -> Result<()> {
                         trials.len() - fresh,
                         st.seconds
                     );
-                    if let Some((g, f)) = st.strategy.best() {
-                        println!("best so far: fitness {f:.6}");
-                        println!("  {g:?}");
+                    if let Some(b) = st.best() {
+                        println!("best so far: fitness {:.6}", b.fitness);
+                        println!("  {:?}", b.genome);
                     }
                 }
                 None => println!("no step finished yet"),
@@ -333,32 +268,36 @@ pub fn status(dir: &Path) -> Result<()> {
 pub fn best(dir: &Path, json: bool) -> Result<()> {
     if let Some(members) = sweep_members(dir)? {
         if json {
-            let v: Vec<serde_json::Value> = members
+            let v: Vec<Summary> = members
                 .iter()
-                .filter_map(|e| std::fs::read(e.output.join("summary.json")).ok())
-                .map(|b| serde_json::from_slice(&b))
-                .collect::<std::result::Result<_, _>>()?;
+                .map(|e| StudyDir::new(&e.output))
+                .filter(|d| d.summary().is_ok())
+                .map(|d| d.summary())
+                .collect::<Result<_>>()?;
             println!("{}", serde_json::to_string_pretty(&v)?);
             return Ok(());
         }
         return each_member(&members, |d| best(d, false));
     }
-    saved_experiment(dir)?;
+    StudyDir::new(dir).experiment()?;
     let study = match open_view(dir)? {
         View::Store(s) => s,
-        View::Running(st) => {
-            match st.best {
-                Some((g, f)) => println!("best so far (running): fitness {f:.6}\n{g:?}"),
+        View::Running { status, .. } => {
+            match status.best {
+                Some(b) => println!(
+                    "best so far (running): fitness {:.6}\n{:?}",
+                    b.fitness, b.genome
+                ),
                 None => println!("no result yet"),
             }
             return Ok(());
         }
     };
-    let Some(s) = evocomp_engine::summary_of(&study)? else {
-        match evocomp_engine::state_of(&study)?.and_then(|st| st.strategy.best()) {
-            Some((g, f)) => {
-                println!("not finished; best so far: fitness {f:.6}");
-                println!("{g:?}");
+    let Some(s) = study.summary()? else {
+        match study.state()?.and_then(|st| st.best()) {
+            Some(b) => {
+                println!("not finished; best so far: fitness {:.6}", b.fitness);
+                println!("{:?}", b.genome);
                 return Ok(());
             }
             None => bail!("{}: no result yet", dir.display()),
@@ -378,27 +317,15 @@ pub fn best(dir: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Read a finished study's summary.
-pub fn finished_summary(dir: &Path) -> Result<Summary> {
-    let p = dir.join("summary.json");
-    let bytes = std::fs::read(&p).with_context(|| {
-        format!(
-            "{}: no summary.json: the study is not finished (evocomp status {})",
-            dir.display(),
-            dir.display()
-        )
-    })?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{}: corrupt", p.display()))
-}
-
 fn study_input(dir: &Path, by_strategy: bool) -> Result<evocomp_report::StudyInput> {
-    let s = finished_summary(dir)?;
-    let exp = saved_experiment(dir)?;
+    let d = StudyDir::new(dir);
+    let s = d.summary()?;
+    let exp = d.experiment()?;
     let db = exp
         .database
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let point = |m: &evocomp_engine::Measured| evocomp_report::MeasuredPoint {
+    let point = |m: &Measured| evocomp_report::MeasuredPoint {
         cost: m.cost,
         held_out_kl: m.held_out_kl,
         held_out_perplexity: m.held_out_perplexity,
@@ -407,6 +334,7 @@ fn study_input(dir: &Path, by_strategy: bool) -> Result<evocomp_report::StudyInp
     Ok(evocomp_report::StudyInput {
         name: s.name.clone(),
         strategy: s.strategy.clone(),
+        role: s.role,
         series: if by_strategy {
             s.strategy.clone()
         } else {

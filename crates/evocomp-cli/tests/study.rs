@@ -4,7 +4,8 @@
 //! finished study re-run evaluates nothing, and a second process is refused.
 
 use evocomp_model::testing::{random_weights, tiny_config, write_gguf};
-use evocomp_store::{Study, Trial};
+use evocomp_store::Trial;
+use evocomp_study::{StudyDir, View};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -103,7 +104,10 @@ fn summary(dir: &Path, study: &str) -> serde_json::Value {
 }
 
 fn journal(dir: &Path) -> Vec<Trial> {
-    Study::open(dir, false).unwrap().trials().unwrap()
+    match StudyDir::new(dir).view().unwrap() {
+        View::Store(s) => s.store().trials().unwrap(),
+        View::Running { pid, .. } => panic!("{} is held by {pid}", dir.display()),
+    }
 }
 
 /// (sample, genome) of every evaluation that was computed, not served from a cache.

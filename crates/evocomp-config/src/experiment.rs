@@ -7,9 +7,15 @@
 //! impossible budget) happen when the study opens the database, and point
 //! at the config's `budget` line through [`ExperimentSpec::error_at`].
 
+use crate::database::{DatabaseConfig, load_database_config};
 #[cfg(test)]
-use super::locate;
-use super::{Checker, ConfigError, DatabaseConfig, Result, load_database_config, parse_ron, read};
+use crate::ron::locate;
+use crate::ron::{Checker, ConfigError, Result, parse_ron, read};
+use evocomp_search::{
+    DpSettings, EvoPressSettings, EvolKvSettings, GreedySettings, Nsga2Settings, OwlSettings,
+    PyramidKvSettings, RandomSettings, Settings, ShortGptSettings, ShortenedLlamaSettings,
+    UniformSettings,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -169,140 +175,59 @@ pub enum BackendSpec {
     Cpu,
 }
 
-/// EvoPress presets (the published defaults per kind).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Preset {
-    Sparsity,
-    Quantization,
-    Depth,
-    SuperFast,
-}
-
-/// The search strategy and its settings.
+/// The search strategy and its settings: each variant holds the settings
+/// type its strategy defines in `evocomp-search` (defaults, validation and
+/// construction live there). Written `EvoPress(preset: Sparsity, ...)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub enum StrategySpec {
     /// EvoPress: a preset, any field of which may be overridden.
-    EvoPress {
-        preset: Preset,
-        #[serde(default)]
-        generations: Option<usize>,
-        #[serde(default)]
-        offspring: Option<usize>,
-        /// (survivors, tokens) per selection stage.
-        #[serde(default)]
-        stages: Option<Vec<(usize, usize)>>,
-        #[serde(default)]
-        max_flips: Option<usize>,
-    },
+    EvoPress(EvoPressSettings),
     /// Every unit at the budget's level.
     Uniform,
     /// The best of `n` random feasible configurations.
-    Random { n: usize },
+    Random(RandomSettings),
     /// OWL: less sparsity where activations have more outliers.
-    Owl {
-        #[serde(default = "default_owl_lambda")]
-        lambda: f64,
-        /// Outlier threshold M (a score above M × the layer's mean).
-        #[serde(default = "default_owl_m")]
-        m: f64,
-    },
+    Owl(OwlSettings),
     /// ShortGPT: drop the blocks whose input and output are most alike.
     ShortGpt,
     /// Shortened LLaMA (one-shot, PPL criterion): score each unit by the
     /// fitness with only it compressed (use `metric: Nll` for the paper's
     /// perplexity), compress the least harmful first.
     ShortenedLlama,
-    /// PyramidKV: per-layer KV budgets falling linearly from bottom to top,
-    /// the top layer keeping total / (beta x layers).
-    PyramidKv {
-        #[serde(default = "default_beta")]
-        beta: f64,
-    },
+    /// PyramidKV: per-layer KV budgets falling linearly from bottom to top.
+    PyramidKv(PyramidKvSettings),
     /// Shift a level from the unit where it hurts most to where it hurts least, while it helps.
-    Greedy {
-        #[serde(default = "default_greedy_steps")]
-        max_steps: usize,
-        #[serde(default = "default_greedy_tries")]
-        tries: usize,
-    },
-    /// SPDY-style DP: per-unit normalised errors from the database, exact knapsack.
-    Dp {
-        #[serde(default = "default_dp_states")]
-        max_states: usize,
-    },
+    Greedy(GreedySettings),
+    /// SPDY-style DP: per-unit errors from the database, exact knapsack.
+    Dp(DpSettings),
     /// EvolKV: grouped CMA-ES, bottom-up, with the cache-score objective.
-    EvolKv {
-        #[serde(default = "default_group")]
-        group_size: usize,
-        #[serde(default = "default_kv_generations")]
-        generations: usize,
-        #[serde(default = "default_sigma")]
-        sigma0: f64,
-        #[serde(default)]
-        population: Option<usize>,
-        #[serde(default = "default_kv_lambda")]
-        lambda: f64,
-        #[serde(default = "default_gamma")]
-        gamma: f64,
-    },
+    EvolKv(EvolKvSettings),
     /// NSGA-II over (fitness, cost): a whole front, every member within the budget's limit.
-    Nsga2 {
-        population: usize,
-        generations: usize,
-    },
-}
-
-fn default_beta() -> f64 {
-    20.0
-}
-fn default_owl_lambda() -> f64 {
-    0.08
-}
-fn default_owl_m() -> f64 {
-    5.0
-}
-fn default_greedy_steps() -> usize {
-    50
-}
-fn default_greedy_tries() -> usize {
-    4
-}
-fn default_dp_states() -> usize {
-    2_000_000
-}
-fn default_group() -> usize {
-    8
-}
-fn default_kv_generations() -> usize {
-    10
-}
-fn default_sigma() -> f64 {
-    0.3
-}
-fn default_kv_lambda() -> f64 {
-    0.3
-}
-fn default_gamma() -> f64 {
-    0.2
+    Nsga2(Nsga2Settings),
 }
 
 impl StrategySpec {
+    /// The settings, which build the strategy.
+    pub fn settings(&self) -> &dyn Settings {
+        match self {
+            StrategySpec::EvoPress(s) => s,
+            StrategySpec::Uniform => &UniformSettings,
+            StrategySpec::Random(s) => s,
+            StrategySpec::Owl(s) => s,
+            StrategySpec::ShortGpt => &ShortGptSettings,
+            StrategySpec::ShortenedLlama => &ShortenedLlamaSettings,
+            StrategySpec::PyramidKv(s) => s,
+            StrategySpec::Greedy(s) => s,
+            StrategySpec::Dp(s) => s,
+            StrategySpec::EvolKv(s) => s,
+            StrategySpec::Nsga2(s) => s,
+        }
+    }
+
     /// A short name for tables and plots.
     pub fn label(&self) -> &'static str {
-        match self {
-            StrategySpec::EvoPress { .. } => "EvoPress",
-            StrategySpec::Uniform => "uniform",
-            StrategySpec::Random { .. } => "random",
-            StrategySpec::Owl { .. } => "OWL",
-            StrategySpec::ShortGpt => "ShortGPT",
-            StrategySpec::ShortenedLlama => "Shortened-LLaMA",
-            StrategySpec::PyramidKv { .. } => "PyramidKV",
-            StrategySpec::Greedy { .. } => "greedy",
-            StrategySpec::Dp { .. } => "DP",
-            StrategySpec::EvolKv { .. } => "EvolKV",
-            StrategySpec::Nsga2 { .. } => "NSGA-II",
-        }
+        self.settings().label()
     }
 }
 
@@ -471,120 +396,13 @@ impl ExperimentSpec {
                 return c.fail(field, format!("{b:?} is listed twice"));
             }
         }
-        match &self.strategy {
-            StrategySpec::EvoPress {
-                generations,
-                offspring,
-                stages,
-                max_flips,
-                ..
-            } => {
-                c.ensure(
-                    generations.is_none_or(|g| g >= 1),
-                    "strategy.generations",
-                    "must be at least 1",
-                )?;
-                c.ensure(
-                    offspring.is_none_or(|g| g >= 1),
-                    "strategy.offspring",
-                    "must be at least 1",
-                )?;
-                c.ensure(
-                    max_flips.is_none_or(|g| g >= 1),
-                    "strategy.max_flips",
-                    "must be at least 1",
-                )?;
-                if let Some(st) = stages {
-                    c.ensure(
-                        !st.is_empty(),
-                        "strategy.stages",
-                        "needs at least one stage",
-                    )?;
-                    c.ensure(
-                        st.last().is_some_and(|s| s.0 == 1),
-                        "strategy.stages",
-                        "the last stage must keep exactly 1 survivor",
-                    )?;
-                    for &(keep, tokens) in st {
-                        c.ensure(
-                            keep >= 1 && tokens >= f.seq_len,
-                            "strategy.stages",
-                            format!(
-                                "({keep}, {tokens}): every stage keeps >= 1 and scores >= seq_len ({}) tokens",
-                                f.seq_len
-                            ),
-                        )?;
-                    }
-                }
-            }
-            StrategySpec::Random { n } => c.ensure(*n >= 1, "strategy.n", "must be at least 1")?,
-            StrategySpec::Owl { lambda, m } => {
-                c.ensure(
-                    (0.0..0.5).contains(lambda),
-                    "strategy.lambda",
-                    format!("must be in [0, 0.5), got {lambda}"),
-                )?;
-                c.ensure(*m > 1.0, "strategy.m", format!("must be above 1, got {m}"))?;
-            }
-            StrategySpec::Greedy { tries, .. } => {
-                c.ensure(*tries >= 1, "strategy.tries", "must be at least 1")?
-            }
-            StrategySpec::Dp { max_states } => c.ensure(
-                *max_states >= 16,
-                "strategy.max_states",
-                "must be at least 16",
-            )?,
-            StrategySpec::EvolKv {
-                group_size,
-                generations,
-                sigma0,
-                lambda,
-                gamma,
-                ..
-            } => {
-                c.ensure(
-                    *group_size >= 1,
-                    "strategy.group_size",
-                    "must be at least 1",
-                )?;
-                c.ensure(
-                    *generations >= 1,
-                    "strategy.generations",
-                    "must be at least 1",
-                )?;
-                c.ensure(
-                    *sigma0 > 0.0 && sigma0.is_finite(),
-                    "strategy.sigma0",
-                    "must be positive",
-                )?;
-                c.ensure(*lambda >= 0.0, "strategy.lambda", "must be >= 0")?;
-                c.ensure(
-                    (0.0..=1.0).contains(gamma),
-                    "strategy.gamma",
-                    "must be in [0, 1]",
-                )?;
-            }
-            StrategySpec::Nsga2 {
-                population,
-                generations,
-            } => {
-                c.ensure(
-                    *population >= 4,
-                    "strategy.population",
-                    "must be at least 4",
-                )?;
-                c.ensure(
-                    *generations >= 1,
-                    "strategy.generations",
-                    "must be at least 1",
-                )?;
-            }
-            StrategySpec::PyramidKv { beta } => c.ensure(
-                *beta >= 1.0 && beta.is_finite(),
-                "strategy.beta",
-                format!("must be at least 1, got {beta}"),
-            )?,
-            StrategySpec::Uniform | StrategySpec::ShortGpt | StrategySpec::ShortenedLlama => {}
+        if let Err(e) = self.strategy.settings().validate(f.seq_len) {
+            let field = if e.field.is_empty() {
+                "strategy".to_string()
+            } else {
+                format!("strategy.{}", e.field)
+            };
+            return c.fail(&field, e.message);
         }
         let output = self
             .output

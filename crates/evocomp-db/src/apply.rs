@@ -3,19 +3,25 @@
 
 use crate::build::level_tensor;
 use crate::manifest::{Manifest, sha256_file};
-use crate::units::UnitTarget;
+use crate::spec::Compression;
+use crate::units::{Level, UnitTarget};
 use crate::{DbError, Result};
-use evocomp_config::{Compression, EvictionSpec, KvGroupSpec};
-use evocomp_model::{Eviction, HostTensor, KvGroup, KvPolicy, KvQuant, LlamaModel};
+use evocomp_model::{HostTensor, KvPolicy, KvQuant, LlamaModel};
+use evocomp_search::{Kind, Space, SpaceError, UnitLevels};
 use memmap2::Mmap;
 use safetensors::SafeTensors;
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// A finished database on disk.
 #[derive(Debug)]
 pub struct Database {
     dir: PathBuf,
+    /// What the database holds; presented by `evocomp db info`. Callers
+    /// that compute with it use the accessors below.
     pub manifest: Manifest,
+    /// sha256 of `manifest.json` as read.
+    fingerprint: String,
     maps: Vec<Option<Mmap>>,
 }
 
@@ -35,6 +41,10 @@ impl Database {
                     .into(),
             });
         }
+        let mp = Manifest::path(dir);
+        let fingerprint = hex::encode(Sha256::digest(
+            std::fs::read(&mp).map_err(DbError::io(&mp))?,
+        ));
         let mut maps = Vec::with_capacity(manifest.units.len());
         for u in &manifest.units {
             let Some(rel) = &u.file else {
@@ -59,12 +69,84 @@ impl Database {
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
+            fingerprint,
             maps,
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether `dir` holds a finished build (`open` would not refuse it as partial).
+    pub fn is_built(dir: &Path) -> Result<bool> {
+        Ok(Manifest::read(dir)?.is_some_and(|m| m.complete))
+    }
+
+    /// sha256 of the manifest: names this exact database (part of every
+    /// fitness cache key).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The compression kind, as strategies see it.
+    pub fn kind(&self) -> Kind {
+        self.manifest.compression.kind()
+    }
+
+    /// Whether the units are KV-cache policies (evaluated by chunked
+    /// prefill, not layer by layer).
+    pub fn is_kv(&self) -> bool {
+        matches!(self.kind(), Kind::KvBudget | Kind::KvBits)
+    }
+
+    /// What a cost counts (`non-zero weights`, `bits`, ...).
+    pub fn cost_unit(&self) -> &str {
+        &self.manifest.cost_unit
+    }
+
+    /// The search space: every unit's levels and their exact costs.
+    pub fn space(&self) -> std::result::Result<Space, SpaceError> {
+        Space::new(
+            self.manifest
+                .units
+                .iter()
+                .map(|u| UnitLevels {
+                    name: u.name.clone(),
+                    levels: u.levels.iter().map(|l| l.level).collect(),
+                    costs: u.levels.iter().map(|l| l.cost).collect(),
+                })
+                .collect(),
+        )
+    }
+
+    /// The model layer of every unit, in genome order.
+    pub fn unit_layers(&self) -> Vec<usize> {
+        self.manifest.units.iter().map(|u| u.unit.layer).collect()
+    }
+
+    /// Weights per unit (1 for units that are not a matrix).
+    pub fn unit_numel(&self) -> Vec<u64> {
+        self.manifest
+            .units
+            .iter()
+            .map(|u| u.shape.map_or(1, |s| (s[0] * s[1]) as u64))
+            .collect()
+    }
+
+    /// Unit `unit`'s level `level` (its cost, setting and label), if it has one.
+    pub fn level(&self, unit: usize, level: i64) -> Option<&Level> {
+        let u = self.manifest.units.get(unit)?;
+        u.levels.get(u.level_index(level)?)
+    }
+
+    /// Per unit, every level's reconstruction error, if the build recorded them.
+    pub fn level_errors(&self) -> Option<Vec<Vec<f64>>> {
+        self.manifest
+            .units
+            .iter()
+            .map(|u| u.errors.clone())
+            .collect()
     }
 
     /// Refuse a database built for another model.
@@ -194,12 +276,7 @@ impl Applier {
                             _,
                         ) => {
                             p.budget = Some(param as usize);
-                            p.eviction = match *eviction {
-                                EvictionSpec::Streaming { sinks } => Eviction::Streaming { sinks },
-                                EvictionSpec::SnapKv { window, recent } => {
-                                    Eviction::SnapKv { window, recent }
-                                }
-                            };
+                            p.eviction = *eviction;
                             model.set_kv_chunk(*chunk);
                         }
                         (
@@ -219,10 +296,7 @@ impl Applier {
                             };
                             let q = (param < 16).then_some(KvQuant {
                                 bits: param as u8,
-                                group: match group {
-                                    KvGroupSpec::PerToken => KvGroup::PerToken,
-                                    KvGroupSpec::PerChannel => KvGroup::PerChannel,
-                                },
+                                group,
                                 group_size: *group_size,
                             });
                             if t == UnitTarget::KvKeys {

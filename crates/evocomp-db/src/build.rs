@@ -5,11 +5,11 @@
 
 use crate::capture::{INPUT_GROUPS, XtxCapture, input_group};
 use crate::manifest::{FORMAT_VERSION, Manifest, UnitEntry, sha256_file, write_atomic};
+use crate::spec::Compression;
 use crate::units::{Level, UnitTarget, cost_unit, plan};
 use crate::{DbError, Result};
 use burn::tensor::{Device, Tensor};
 use evocomp_compress::{Hessian, Matrix, QuantSpec, prune, quantize};
-use evocomp_config::Compression;
 use evocomp_data::Sample;
 use evocomp_model::{LinearKind, LlamaModel, LoadedModel, NoHook};
 use indicatif::{ProgressBar, ProgressStyle};

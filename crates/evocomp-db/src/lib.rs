@@ -15,13 +15,17 @@ mod build;
 mod capture;
 mod export;
 mod manifest;
+mod spec;
 mod units;
 
 pub use apply::{Applier, ApplyStats, Database};
 pub use build::{BuildOptions, BuildReport, UNITS_DIR, build_database, compress_one, level_tensor};
 pub use capture::{INPUT_GROUPS, XtxCapture, input_group};
+/// The KV policies a KV database applies (the model's runtime types).
+pub use evocomp_model::{Eviction, KvGroup};
 pub use export::{Materialized, materialize};
 pub use manifest::{FORMAT_VERSION, MANIFEST, Manifest, UnitEntry, sha256_file, write_atomic};
+pub use spec::{Compression, DepthUnit};
 pub use units::{Level, UnitId, UnitTarget, cost_unit, plan, sub_block_params};
 
 use std::path::PathBuf;

@@ -1,12 +1,12 @@
 //! `manifest.json`: what a database holds, for which model and data, and
 //! every level's cost. Written atomically after each finished unit.
 
+use crate::spec::Compression;
 use crate::units::{Level, UnitId};
 use crate::{DbError, Result};
-use evocomp_config::Compression;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub const MANIFEST: &str = "manifest.json";
@@ -122,19 +122,9 @@ impl Manifest {
     }
 }
 
-/// Write `bytes` to `path` atomically (temporary file in the same folder,
-/// fsync, rename), so a kill leaves the old file or the new one, never half.
+/// Write `bytes` to `path` atomically (temporary file, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(DbError::io(&tmp))?;
-    f.write_all(bytes).map_err(DbError::io(&tmp))?;
-    f.sync_all().map_err(DbError::io(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(DbError::io(path))?;
-    Ok(())
+    evocomp_store::write_atomic(path, bytes).map_err(|(p, e)| DbError::io(p)(e))
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {

@@ -1,7 +1,8 @@
 //! Units (what one genome entry controls), their levels and exact costs.
 
+use crate::spec::{Compression, DepthUnit};
 use evocomp_compress::{SparsityGrid, quant_cost_bits};
-use evocomp_config::{Compression, DepthUnit, KvGroupSpec};
+use evocomp_model::KvGroup;
 use evocomp_model::{LinearKind, LlamaConfig};
 use serde::{Deserialize, Serialize};
 
@@ -261,7 +262,7 @@ pub fn plan(cfg: &LlamaConfig, c: &Compression) -> Result<Vec<(UnitId, Vec<Level
 pub fn kv_bits_per_token(
     cfg: &LlamaConfig,
     bits: u8,
-    group: KvGroupSpec,
+    group: KvGroup,
     group_size: usize,
     chunk: usize,
 ) -> u64 {
@@ -270,7 +271,7 @@ pub fn kv_bits_per_token(
         return width * 16;
     }
     let overhead = match group {
-        KvGroupSpec::PerToken => {
+        KvGroup::PerToken => {
             let gs = if group_size == 0 || !cfg.head_dim.is_multiple_of(group_size) {
                 cfg.head_dim
             } else {
@@ -278,7 +279,7 @@ pub fn kv_bits_per_token(
             };
             (cfg.n_kv_heads * (cfg.head_dim / gs)) as u64 * 32
         }
-        KvGroupSpec::PerChannel => (width * 32).div_ceil(chunk.max(1) as u64),
+        KvGroup::PerChannel => (width * 32).div_ceil(chunk.max(1) as u64),
     };
     width * bits as u64 + overhead
 }

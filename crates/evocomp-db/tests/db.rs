@@ -2,9 +2,9 @@
 
 use burn::tensor::{Device, Tensor};
 use evocomp_compress::{ObsOptions, QuantMethod, QuantSpec, SparsityMethod};
-use evocomp_config::{Compression, DepthUnit};
 use evocomp_data::Sample;
 use evocomp_db::{Applier, BuildOptions, Database, DbError, Manifest, UnitTarget, build_database};
+use evocomp_db::{Compression, DepthUnit};
 use evocomp_model::testing::{random_weights, tiny_config, write_gguf};
 use evocomp_model::{LlamaModel, LoadedModel, load_model};
 use std::path::Path;
@@ -341,13 +341,13 @@ fn dropping_a_block_equals_removing_it() {
 
 #[test]
 fn kv_units_set_the_cache_policy_and_cost_tokens_or_bits() {
-    use evocomp_config::{EvictionSpec, KvGroupSpec};
+    use evocomp_model::{Eviction, KvGroup};
     let tmp = tempfile::tempdir().unwrap();
     let (m, fp) = tiny_model(tmp.path());
     let d = Device::flex();
     let budget = Compression::KvBudget {
         budgets: vec![64, 16, 8],
-        eviction: EvictionSpec::Streaming { sinks: 2 },
+        eviction: Eviction::Streaming { sinks: 2 },
         chunk: 8,
     };
     let dir = tmp.path().join("kv");
@@ -362,8 +362,8 @@ fn kv_units_set_the_cache_policy_and_cost_tokens_or_bits() {
 
     let bits = Compression::KvBits {
         bits: vec![16, 4, 2],
-        keys: KvGroupSpec::PerChannel,
-        values: KvGroupSpec::PerToken,
+        keys: KvGroup::PerChannel,
+        values: KvGroup::PerToken,
         group_size: 4,
         chunk: 8,
     };

@@ -1,21 +1,29 @@
-//! The study engine: everything between a resolved experiment and a finished
-//! study. It loads the model and the variant database, measures the
-//! baselines' scores, runs evaluation workers (one per device) behind a job
-//! queue, and drives a strategy from `evocomp-search` against the store of
-//! `evocomp-store`, which only this crate's coordinator opens.
+//! The study engine: everything between a resolved experiment and a
+//! finished study.
 //!
-//! **Architecture invariant:** the engine never picks a device; the binary
-//! passes the devices in.
+//! - `setup.rs`: experiment + database → model, space, budget, token sets,
+//!   and a fresh strategy (built by its settings, with the model
+//!   measurements it asks for);
+//! - `executor.rs`: ask → caches → jobs → commit → tell → checkpoint, then
+//!   the held-out measurement as one batch;
+//! - `observer.rs`: the `Observer` trait and its implementations (progress
+//!   bar, status file, history);
+//! - `worker.rs`: the evaluation boundary (`Job`/`Done` on a queue, one
+//!   worker per device); `evaluator.rs`: one worker's models, teachers and
+//!   prefix cache.
+//!
+//! **Architecture invariant:** the engine never picks a device (the binary
+//! passes them in), never reads database manifest fields (it uses the
+//! database's accessors) and never names a file in a study folder (that is
+//! `evocomp-study`'s).
 
-pub mod context;
 pub mod evaluator;
-pub mod scores;
-pub mod study;
+pub mod executor;
+pub mod observer;
+pub mod setup;
 pub mod worker;
 
-pub use context::{Prepared, build_from_config, prepare, resolve_budget, space_of, token_set};
 pub use evaluator::{Evaluator, ReuseStats, sample_for};
-pub use study::{
-    Measured, Outcome, RunOptions, State, StatusFile, StepRecord, Summary, run, saved_experiment,
-    state_of, summary_of,
-};
+pub use executor::{Outcome, RunOptions, run};
+pub use observer::{History, Observer, ProgressObserver, ResultEvent, StatusWriter, StepEvent};
+pub use setup::{Prepared, build_from_config, new_strategy, prepare, resolve_budget, token_set};

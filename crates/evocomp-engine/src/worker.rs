@@ -3,8 +3,8 @@
 //! (only the coordinator owns sled). A later step can put workers on other
 //! machines behind the same `Job`/`Done` messages.
 
-use crate::context::Prepared;
 use crate::evaluator::{Evaluator, ReuseStats};
+use crate::setup::Prepared;
 use anyhow::{Result, anyhow};
 use burn::tensor::Device;
 use evocomp_eval::KlResult;

@@ -3,8 +3,9 @@
 
 use burn::tensor::Device;
 use evocomp_compress::{ObsOptions, SparsityMethod};
-use evocomp_config::{Compression, FitnessSpec, Metric, TeacherSpec};
+use evocomp_config::{FitnessSpec, Metric, TeacherSpec};
 use evocomp_data::{Sample, TokenSet};
+use evocomp_db::Compression;
 use evocomp_db::{BuildOptions, Database, build_database};
 use evocomp_engine::Evaluator;
 use evocomp_model::load_model;
@@ -47,7 +48,7 @@ fn children_resumed_from_the_anchor_score_exactly_like_full_passes() {
     )
     .unwrap();
     let db = Arc::new(Database::open(&db_dir).unwrap());
-    let unit_layer: Vec<usize> = db.manifest.units.iter().map(|u| u.unit.layer).collect();
+    let unit_layer: Vec<usize> = db.unit_layers();
     let tokens = TokenSet {
         source: path.clone(),
         tokens: (0..2000u32).map(|i| 4 + (i * 7 + i / 5) % 250).collect(),

@@ -3,6 +3,8 @@
 //!
 //! All heavy work (forward, log-softmax, top-k, gathers) runs on the model's
 //! device; only `[batch, tokens, k]`-sized results come back to the host.
+//! `measure.rs` holds the model measurements heuristics use (OWL's outlier
+//! ratios, ShortGPT's block influence).
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -10,6 +12,9 @@ use evocomp_data::Sample;
 use evocomp_model::{ForwardError, LlamaModel};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
+
+mod measure;
+pub use measure::{block_influence, owl_outlier_ratios};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {

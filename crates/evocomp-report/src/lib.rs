@@ -1,6 +1,12 @@
 //! Reports: plot data computed apart from drawing (so it can be tested),
 //! then drawn with plotters.
 //!
+//! - `data.rs`: every plot's and table's data from finished studies
+//!   ([`StudyInput`], built by the caller from a study's summary);
+//! - `draw.rs`: drawing those plots (PNG + SVG, bundled DejaVu font);
+//! - `write.rs`: `report.md`, `report.html` and `plots/`;
+//! - this file: the single-study front plot and the font registration.
+//!
 //! The first plot is the quality-versus-size Pareto front: every evaluated
 //! configuration as (cost, fitness), the non-dominated ones joined in a
 //! staircase, and named reference points (uniform, baselines) marked.
@@ -9,11 +15,15 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-pub mod studies;
-pub use studies::{
+mod data;
+mod draw;
+mod write;
+pub use data::{
     Heatmap, MeasuredPoint, Progress, Series, SeriesPlot, StudyInput, convergence_plot, front_plot,
-    hypervolume_plot, level_by_layer, markdown, profile_heatmap, series_groups, write_report,
+    hypervolume_plot, level_by_layer, profile_heatmap, series_groups,
 };
+pub use evocomp_search::Role;
+pub use write::{markdown, write_report};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -87,7 +97,7 @@ pub fn register_fonts() {
     });
 }
 
-fn padded(lo: f64, hi: f64) -> (f64, f64) {
+pub(crate) fn padded(lo: f64, hi: f64) -> (f64, f64) {
     let span = if hi > lo { hi - lo } else { lo.abs().max(1.0) };
     (lo - 0.05 * span, hi + 0.05 * span)
 }
@@ -247,3 +257,6 @@ mod tests {
         assert!(FrontPlot::new("x", "a", "b", vec![]).is_err());
     }
 }
+
+#[cfg(test)]
+mod report_tests;

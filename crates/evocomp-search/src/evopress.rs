@@ -6,12 +6,130 @@
 //! and the generation number: the same seed and the same told fitnesses give
 //! the same asks, before or after a checkpoint round trip.
 
+use crate::any::AnyStrategy;
+use crate::heuristics::start_genome;
 use crate::rng::rng_for;
+use crate::setup::{BudgetHint, Settings, SettingsError, Setup, ensure};
 use crate::space::{Budget, Genome, Space};
-use crate::{Request, SampleSpec, Scored, SearchError};
+use crate::strategy::{Best, Progress, Request, SampleSpec, Scored, Strategy};
+use crate::{SearchError, results_in_order};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
+
+/// EvoPress presets (the published defaults per kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Preset {
+    Sparsity,
+    Quantization,
+    Depth,
+    SuperFast,
+}
+
+/// EvoPress's settings, as a config holds them: a preset, any field of
+/// which may be overridden.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvoPressSettings {
+    pub preset: Preset,
+    #[serde(default)]
+    pub generations: Option<usize>,
+    #[serde(default)]
+    pub offspring: Option<usize>,
+    /// (survivors, tokens) per selection stage.
+    #[serde(default)]
+    pub stages: Option<Vec<(usize, usize)>>,
+    #[serde(default)]
+    pub max_flips: Option<usize>,
+}
+
+impl EvoPressSettings {
+    /// The preset's config with the overrides applied; `n_units` and the
+    /// budget hint size the depth preset.
+    pub fn config(&self, n_units: usize, hint: BudgetHint, seed: u64) -> EvoPressConfig {
+        let mut cfg = match self.preset {
+            Preset::Sparsity => EvoPressConfig::sparsity(seed),
+            Preset::Quantization => EvoPressConfig::quantization(seed),
+            Preset::SuperFast => EvoPressConfig::super_fast(seed),
+            Preset::Depth => {
+                let k = match hint {
+                    BudgetHint::Dropped(k) => k,
+                    _ => n_units / 4,
+                };
+                EvoPressConfig::depth(n_units, k, seed)
+            }
+        };
+        if let Some(g) = self.generations {
+            cfg.generations = g;
+        }
+        if let Some(o) = self.offspring {
+            cfg.offspring = o;
+        }
+        if let Some(st) = &self.stages {
+            cfg.stages = st
+                .iter()
+                .map(|&(survivors, tokens)| Stage { survivors, tokens })
+                .collect();
+        }
+        if let Some(f) = self.max_flips {
+            cfg.max_flips = f;
+        }
+        cfg
+    }
+}
+
+impl Settings for EvoPressSettings {
+    fn label(&self) -> &'static str {
+        "EvoPress"
+    }
+
+    fn validate(&self, seq_len: usize) -> Result<(), SettingsError> {
+        ensure(
+            self.generations.is_none_or(|g| g >= 1),
+            "generations",
+            "must be at least 1",
+        )?;
+        ensure(
+            self.offspring.is_none_or(|g| g >= 1),
+            "offspring",
+            "must be at least 1",
+        )?;
+        ensure(
+            self.max_flips.is_none_or(|g| g >= 1),
+            "max_flips",
+            "must be at least 1",
+        )?;
+        if let Some(st) = &self.stages {
+            ensure(!st.is_empty(), "stages", "needs at least one stage")?;
+            ensure(
+                st.last().is_some_and(|s| s.0 == 1),
+                "stages",
+                "the last stage must keep exactly 1 survivor",
+            )?;
+            for &(keep, tokens) in st {
+                ensure(
+                    keep >= 1 && tokens >= seq_len,
+                    "stages",
+                    format!(
+                        "({keep}, {tokens}): every stage keeps >= 1 and scores >= seq_len ({seq_len}) tokens"
+                    ),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+        let cfg = self.config(setup.space.len(), setup.hint, setup.seed);
+        let start = start_genome(setup.seed, setup.space, &setup.budget)?;
+        Ok(AnyStrategy::EvoPress(Box::new(EvoPress::new(
+            cfg,
+            setup.space,
+            setup.budget,
+            start,
+        )?)))
+    }
+}
 
 /// One selection stage: how many candidates survive it, scored on how many tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,13 +290,15 @@ impl EvoPress {
         }
         Phase::Stage { stage: 0, pool }
     }
+}
 
-    pub fn is_done(&self) -> bool {
+impl Strategy for EvoPress {
+    fn is_done(&self) -> bool {
         self.phase == Phase::Done
     }
 
     /// The genomes to score now, each on its stage's sample (empty when done).
-    pub fn ask(&self) -> Vec<Request> {
+    fn ask(&self, _space: &Space) -> Vec<Request> {
         match &self.phase {
             Phase::Done => Vec::new(),
             Phase::Stage { stage, pool } => {
@@ -187,29 +307,20 @@ impl EvoPress {
                     tokens: s.tokens,
                     seed: sample_seed(self.cfg.seed, self.generation, *stage),
                 };
-                pool.iter()
-                    .map(|g| Request {
-                        genome: g.clone(),
-                        sample,
-                        probe: false,
-                    })
-                    .collect()
+                crate::strategy::requests(pool, sample, false)
             }
         }
     }
 
     /// Scores for exactly the last `ask` (any order); lower fitness is better.
-    pub fn tell(&mut self, space: &Space, scored: &[Scored]) -> Result<(), SearchError> {
+    fn tell(&mut self, space: &Space, results: &[Scored]) -> Result<(), SearchError> {
         let Phase::Stage { stage, pool } = &self.phase else {
             return Err(SearchError::Protocol(
                 "tell after the search finished".into(),
             ));
         };
         let (stage, pool) = (*stage, pool.clone());
-        let fit = pool
-            .iter()
-            .map(|g| crate::lookup(scored, g))
-            .collect::<Result<Vec<f64>, _>>()?;
+        let fit = results_in_order(pool.len(), results)?;
         let mut order: Vec<usize> = (0..pool.len()).collect();
         order.sort_by(|&a, &b| fit[a].total_cmp(&fit[b]).then(a.cmp(&b)));
         let keep = self.cfg.stages[stage].survivors.min(pool.len());
@@ -232,6 +343,25 @@ impl EvoPress {
             };
         }
         Ok(())
+    }
+
+    fn best(&self) -> Option<Best> {
+        self.parent_fitness.map(|fitness| Best {
+            genome: self.parent.clone(),
+            fitness,
+        })
+    }
+
+    fn anchor(&self) -> Option<Genome> {
+        Some(self.parent.clone())
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            step: self.generation,
+            total: self.cfg.generations,
+            label: "generation".into(),
+        }
     }
 }
 

@@ -238,6 +238,27 @@ pub fn random_feasible(
     out
 }
 
+/// The least compressed level every unit has whose uniform genome meets the budget.
+pub fn uniform_genome(space: &Space, budget: &Budget) -> Option<Genome> {
+    let mut levels: Vec<i64> = space.units[0].levels.clone();
+    levels.retain(|l| space.units.iter().all(|u| u.index(*l).is_some()));
+    levels
+        .into_iter()
+        .filter_map(|l| space.uniform(l))
+        .find(|g| budget.allows(space.cost(g)))
+}
+
+/// A feasible starting genome: uniform where possible, else units compressed
+/// in a random order drawn from `seed` until the budget holds.
+pub fn start_genome(seed: u64, space: &Space, budget: &Budget) -> Result<Genome, SpaceError> {
+    if let Some(g) = uniform_genome(space, budget) {
+        return Ok(g);
+    }
+    let mut r = rng_for(seed, &[0x57a7]);
+    let scores: Vec<f64> = (0..space.len()).map(|_| r.random::<f64>()).collect();
+    lowest_scores_first(space, &scores, budget)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,69 +3,55 @@
 //! **Architecture invariant:** this crate never sees a tensor, a file or a
 //! database. It depends on no burn, no sled and no GPU; strategies are plain
 //! serde values (a checkpoint is the value itself), deterministic from their
-//! seed, driven through ask/tell: `ask` returns the genomes to score and on
-//! which token sample, `tell` takes their fitness (lower is better).
+//! seed, driven through the [`Strategy`] trait's ask/tell: `ask` returns the
+//! requests to score (genome, token sample, id), `tell` takes one [`Scored`]
+//! per request, matched by id (lower fitness is better).
+//!
+//! Layout: one file per strategy family (`evopress.rs`, `greedy.rs`,
+//! `evolkv.rs`, `nsga2.rs`, `leave_one_out.rs`, `fixed.rs`), each with its
+//! settings type (what a config holds, validated here) and its state;
+//! `strategy.rs` holds the trait and the types every strategy shares;
+//! `any.rs` the one serde enum that dispatches to them; `setup.rs` what a
+//! strategy is built from (space, budget, seed, measurements).
 
+mod any;
 mod cmaes;
 mod dp;
+mod evolkv;
 mod evopress;
+mod fixed;
+mod greedy;
 pub mod heuristics;
+mod leave_one_out;
 mod nsga2;
 pub mod pareto;
 pub mod rng;
+mod setup;
 mod space;
 mod strategy;
 
+pub use any::AnyStrategy;
 pub use cmaes::CmaEs;
 pub use dp::knapsack;
-pub use evopress::{EvoPress, EvoPressConfig, Stage, level_switch, offspring};
-pub use nsga2::{LevelGenomes, Member, Nsga2, Nsga2Config, RealVector, Representation};
+pub use evolkv::{EvolKv, EvolKvConfig, EvolKvSettings};
+pub use evopress::{
+    EvoPress, EvoPressConfig, EvoPressSettings, Preset, Stage, level_switch, offspring,
+};
+pub use fixed::{
+    DpSettings, Fixed, OwlSettings, PyramidKvSettings, RandomSettings, ShortGptSettings,
+    UniformSettings,
+};
+pub use greedy::{Greedy, GreedyConfig, GreedySettings};
+pub use leave_one_out::{LeaveOneOut, ShortenedLlamaSettings};
+pub use nsga2::{
+    LevelGenomes, LevelNsga2, Member, Nsga2, Nsga2Config, Nsga2Settings, RealVector, Representation,
+};
+pub use setup::{BudgetHint, Kind, Measurements, Needs, Settings, SettingsError, Setup};
 pub use space::{Budget, Genome, Space, SpaceError, UnitLevels};
 pub use strategy::{
-    EvolKv, EvolKvConfig, Fixed, Greedy, GreedyConfig, LeaveOneOut, LevelNsga2, Progress, Strategy,
+    Best, FrontMember, Progress, Request, Role, SampleSpec, Scored, Strategy, requests,
+    results_in_order,
 };
-
-use serde::{Deserialize, Serialize};
-
-/// Which token sample a genome is scored on: `tokens` tokens drawn with `seed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct SampleSpec {
-    pub tokens: usize,
-    pub seed: u64,
-}
-
-/// One evaluation a strategy asks for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Request {
-    pub genome: Genome,
-    pub sample: SampleSpec,
-    /// A measurement (greedy's single-unit sensitivity probes), not a
-    /// candidate: it may be off budget and never becomes a result.
-    #[serde(default)]
-    pub probe: bool,
-}
-
-/// A genome's fitness (lower is better) on the sample it was asked for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Scored {
-    pub genome: Genome,
-    pub fitness: f64,
-}
-
-/// The finite fitness `scored` gives genome `g`.
-pub(crate) fn lookup(scored: &[Scored], g: &Genome) -> Result<f64, SearchError> {
-    let s = scored
-        .iter()
-        .find(|s| &s.genome == g)
-        .ok_or_else(|| SearchError::Protocol("a requested genome was not scored".into()))?;
-    if !s.fitness.is_finite() {
-        return Err(SearchError::Protocol(format!(
-            "fitness {} is not finite",
-            s.fitness
-        )));
-    }
-    Ok(s.fitness)
-}
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SearchError {
@@ -73,6 +59,8 @@ pub enum SearchError {
     Space(#[from] SpaceError),
     #[error("invalid strategy settings: {0}")]
     Config(String),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     #[error("ask/tell out of step: {0}")]
     Protocol(String),
 }

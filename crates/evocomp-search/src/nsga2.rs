@@ -3,9 +3,16 @@
 //! quality-versus-size front in one study), or real vectors.
 
 use crate::SearchError;
+use crate::any::AnyStrategy;
+use crate::heuristics::uniform_genome;
 use crate::pareto::{crowding_distance, non_dominated_sort, select};
 use crate::rng::rng_for;
-use crate::space::{Genome, Space};
+use crate::setup::{Settings, SettingsError, Setup, ensure};
+use crate::space::{Budget, Genome, Space};
+use crate::strategy::{
+    Best, FrontMember, Progress, Request, Role, SampleSpec, Scored, Strategy, requests,
+    results_in_order,
+};
 use rand::RngExt;
 use rand::rngs::StdRng;
 use serde::de::DeserializeOwned;
@@ -319,6 +326,135 @@ impl Representation for LevelGenomes {
             }
         }
         self.repair(g, rng);
+    }
+}
+
+/// NSGA-II's settings, as a config holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nsga2Settings {
+    pub population: usize,
+    pub generations: usize,
+}
+
+impl Settings for Nsga2Settings {
+    fn label(&self) -> &'static str {
+        "NSGA-II"
+    }
+
+    fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
+        ensure(self.population >= 4, "population", "must be at least 4")?;
+        ensure(self.generations >= 1, "generations", "must be at least 1")
+    }
+
+    /// The whole front up to the budget's total.
+    fn search_budget(&self, budget: Budget) -> Budget {
+        Budget::AtMost(budget.limit())
+    }
+
+    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+        let initial: Vec<Genome> = uniform_genome(setup.space, &setup.budget)
+            .into_iter()
+            .collect();
+        Ok(AnyStrategy::Nsga2(LevelNsga2::new(
+            Nsga2Config {
+                population: self.population,
+                generations: self.generations,
+                seed: setup.seed,
+            },
+            setup.space,
+            setup.budget.limit(),
+            initial,
+            setup.sample,
+        )?))
+    }
+}
+
+/// NSGA-II over (fitness, cost) with genomes at most `max_cost`: a whole
+/// front in one study, all scored on one sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LevelNsga2 {
+    pub inner: Nsga2<LevelGenomes>,
+    pub sample: SampleSpec,
+}
+
+impl LevelNsga2 {
+    pub fn new(
+        cfg: Nsga2Config,
+        space: &Space,
+        max_cost: u64,
+        initial: Vec<Genome>,
+        sample: SampleSpec,
+    ) -> Result<Self, SearchError> {
+        let rep = LevelGenomes {
+            space: space.clone(),
+            max_cost,
+        };
+        Ok(Self {
+            inner: Nsga2::new(cfg, rep, initial)?,
+            sample,
+        })
+    }
+}
+
+impl Strategy for LevelNsga2 {
+    fn ask(&self, _space: &Space) -> Vec<Request> {
+        requests(&self.inner.ask(), self.sample, false)
+    }
+
+    fn tell(&mut self, space: &Space, results: &[Scored]) -> Result<(), SearchError> {
+        let asked = self.inner.ask();
+        let fit = results_in_order(asked.len(), results)?;
+        let objs = asked
+            .iter()
+            .zip(fit)
+            .map(|(g, f)| vec![f, space.cost(g) as f64])
+            .collect();
+        self.inner.tell(objs)
+    }
+
+    fn is_done(&self) -> bool {
+        self.inner.is_done()
+    }
+
+    /// The lowest fitness on the front.
+    fn best(&self) -> Option<Best> {
+        self.inner
+            .front()
+            .into_iter()
+            .min_by(|a, b| a.objectives[0].total_cmp(&b.objectives[0]))
+            .map(|m| Best {
+                fitness: m.objectives[0],
+                genome: m.genome,
+            })
+    }
+
+    fn front(&self, space: &Space) -> Vec<FrontMember> {
+        let mut f: Vec<FrontMember> = self
+            .inner
+            .front()
+            .into_iter()
+            .map(|m| FrontMember {
+                cost: space.cost(&m.genome),
+                fitness: m.objectives[0],
+                genome: m.genome,
+            })
+            .collect();
+        f.sort_by(|a, b| a.cost.cmp(&b.cost).then(a.fitness.total_cmp(&b.fitness)));
+        f.dedup_by(|a, b| a.genome == b.genome);
+        f
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            step: self.inner.generation,
+            total: self.inner.cfg.generations,
+            label: "generation".into(),
+        }
+    }
+
+    fn role(&self) -> Role {
+        Role::Front
     }
 }
 

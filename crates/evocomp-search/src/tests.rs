@@ -1,5 +1,8 @@
 use super::*;
-use proptest::prelude::*;
+use proptest::prelude::{prop_assert, prop_assert_eq, proptest};
+
+mod example;
+mod strategies;
 
 /// A sparsity-like space: units of different sizes, levels -2..=2, every
 /// level step zeroing the same 1000 weights.
@@ -39,11 +42,11 @@ fn run(strategy: &mut EvoPress, space: &Space, stop_after: Option<usize>) -> usi
             break;
         }
         let scored: Vec<Scored> = strategy
-            .ask()
+            .ask(space)
             .into_iter()
             .map(|r| Scored {
+                id: r.id,
                 fitness: fitness(&r.genome),
-                genome: r.genome,
             })
             .collect();
         strategy.tell(space, &scored).unwrap();
@@ -153,7 +156,7 @@ fn stages_sample_fresh_tokens_and_the_parent_joins_last() {
         g0.clone(),
     )
     .unwrap();
-    let first = s.ask();
+    let first = s.ask(&space);
     assert_eq!(first.len(), 8);
     assert!(
         first
@@ -163,12 +166,12 @@ fn stages_sample_fresh_tokens_and_the_parent_joins_last() {
     let scored: Vec<Scored> = first
         .iter()
         .map(|r| Scored {
+            id: r.id,
             fitness: fitness(&r.genome),
-            genome: r.genome.clone(),
         })
         .collect();
     s.tell(&space, &scored).unwrap();
-    let second = s.ask();
+    let second = s.ask(&space);
     assert_eq!(second.len(), 3, "2 survivors plus the parent");
     assert!(second.iter().any(|r| r.genome == g0));
     assert!(
@@ -176,12 +179,26 @@ fn stages_sample_fresh_tokens_and_the_parent_joins_last() {
             .iter()
             .all(|r| r.sample.tokens == 256 && r.sample.seed != first[0].sample.seed)
     );
-    // Telling a result for a genome that was not asked is an error.
-    let wrong = vec![Scored {
-        genome: vec![9; 6],
-        fitness: 1.0,
-    }];
-    assert!(s.tell(&space, &wrong).is_err());
+    // A result for a request that was not asked, a missing or a repeated
+    // one, or a non-finite fitness is an error.
+    let ok: Vec<Scored> = second
+        .iter()
+        .map(|r| Scored {
+            id: r.id,
+            fitness: 1.0,
+        })
+        .collect();
+    let mut wrong = ok.clone();
+    wrong[0].id = 99;
+    assert!(s.clone().tell(&space, &wrong).is_err());
+    assert!(s.clone().tell(&space, &ok[1..]).is_err());
+    let mut twice = ok.clone();
+    twice[1].id = twice[0].id;
+    assert!(s.clone().tell(&space, &twice).is_err());
+    let mut nan = ok.clone();
+    nan[0].fitness = f64::NAN;
+    assert!(s.clone().tell(&space, &nan).is_err());
+    s.tell(&space, &ok).unwrap();
 }
 
 #[test]

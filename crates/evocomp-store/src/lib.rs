@@ -1,6 +1,7 @@
 //! The study store: the only crate that uses sled.
 //!
-//! A study folder holds one sled database with
+//! It knows no file names: the study folder's owner (`evocomp-study`)
+//! passes the database and pid-file paths. A study's sled database holds
 //! - `meta`: the store format version and the resolved experiment;
 //! - `trials`: the journal of every evaluation (genome, cost, fitness per
 //!   stage, time, worker), keyed by trial number;
@@ -129,9 +130,10 @@ fn io(path: &Path) -> impl Fn(sled::Error) -> StoreError + '_ {
 }
 
 impl Study {
-    /// Open the study in `dir` (created when `create` is set).
-    pub fn open(dir: &Path, create: bool) -> Result<Self> {
-        let db_path = dir.join("study.sled");
+    /// Open the sled database at `db_path` (created when `create` is set),
+    /// held exclusively by this process, whose id goes in `pid_file`.
+    pub fn open(db_path: &Path, pid_file: &Path, create: bool) -> Result<Self> {
+        let dir = db_path.parent().unwrap_or(Path::new("."));
         if !create && !db_path.exists() {
             return Err(StoreError::Missing {
                 path: dir.to_path_buf(),
@@ -141,9 +143,9 @@ impl Study {
             path: dir.to_path_buf(),
             message: e.to_string(),
         })?;
-        let pid_file = dir.join("study.pid");
+        let pid_file = pid_file.to_path_buf();
         let db = match sled::Config::new()
-            .path(&db_path)
+            .path(db_path)
             .mode(sled::Mode::HighThroughput)
             .open()
         {
@@ -159,7 +161,7 @@ impl Study {
             }
             Err(e) => {
                 return Err(StoreError::Open {
-                    path: db_path,
+                    path: db_path.to_path_buf(),
                     message: e.to_string(),
                 });
             }
@@ -318,6 +320,30 @@ impl Study {
     }
 }
 
+/// Write `bytes` to `path` atomically (a temporary file in the same folder,
+/// fsync, rename), so a kill leaves the old file or the new one, never half.
+/// The error names the file that failed.
+pub fn write_atomic(
+    path: &Path,
+    bytes: &[u8],
+) -> std::result::Result<(), (PathBuf, std::io::Error)> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    let at = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e: std::io::Error| (p, e)
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(at(&tmp))?;
+    f.write_all(bytes).map_err(at(&tmp))?;
+    f.sync_all().map_err(at(&tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(at(path))?;
+    Ok(())
+}
+
 /// A fitness cache shared by every study under one results folder: a
 /// candidate scored by an earlier (or a concurrent) study on the same sample
 /// is never scored again. Same keys as a study's own cache.
@@ -448,7 +474,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = CacheKey::new("m", "db", "kl", "sample", &[1, 2, 3]);
         {
-            let s = Study::open(dir.path(), true).unwrap();
+            let s =
+                Study::open(&dir.path().join("s.sled"), &dir.path().join("s.pid"), true).unwrap();
             assert!(s.checkpoint().unwrap().is_none());
             s.commit(&Commit {
                 trials: vec![trial(0), trial(1)],
@@ -458,7 +485,7 @@ mod tests {
             .unwrap();
             s.put_meta("experiment", b"{}").unwrap();
         }
-        let s = Study::open(dir.path(), false).unwrap();
+        let s = Study::open(&dir.path().join("s.sled"), &dir.path().join("s.pid"), false).unwrap();
         assert_eq!(s.trials().unwrap(), vec![trial(0), trial(1)]);
         assert_eq!(s.next_trial_number().unwrap(), 2);
         assert_eq!(s.trials_of_step(0).unwrap(), vec![trial(0), trial(1)]);
@@ -517,9 +544,13 @@ mod tests {
     #[test]
     fn a_missing_study_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let e = Study::open(&dir.path().join("nope"), false)
-            .unwrap_err()
-            .to_string();
+        let e = Study::open(
+            &dir.path().join("nope/s.sled"),
+            &dir.path().join("nope/s.pid"),
+            false,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("no study"), "{e}");
     }
 }

@@ -1,15 +1,18 @@
-//! Everything a study needs before its first evaluation: the model, its
-//! fingerprint, the database (built first when missing), the search space
-//! and budget from the database's levels, and the token sets.
+//! Setup: everything a study needs before its first evaluation. The model,
+//! its fingerprint, the database (built first when missing), the search
+//! space and budget from the database's levels, the token sets, and a fresh
+//! strategy built from the config's settings (with the model measurements
+//! they ask for).
 
 use anyhow::{Context as _, Result};
 use burn::tensor::Device;
 use evocomp_config::{BudgetSpec, DatabaseConfig, Experiment};
 use evocomp_data::{Sample, TokenSet};
-use evocomp_db::{BuildOptions, BuildReport, Database, Manifest, build_database};
-use evocomp_model::LoadedModel;
-use evocomp_search::{Budget, Space, UnitLevels};
-use sha2::{Digest, Sha256};
+use evocomp_db::{BuildOptions, BuildReport, Database, build_database};
+use evocomp_model::{LlamaModel, LoadedModel};
+use evocomp_search::{
+    AnyStrategy, Budget, BudgetHint, Measurements, SampleSpec, SearchError, Setup, Space, rng,
+};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,17 +22,12 @@ pub struct Prepared {
     pub loaded: Arc<LoadedModel>,
     pub fingerprint: String,
     pub db: Arc<Database>,
-    /// sha256 of the database manifest: part of every cache key.
-    pub manifest_hash: String,
     pub space: Space,
     /// The layer of every unit, in genome order.
     pub unit_layer: Vec<usize>,
     pub budget: Budget,
     pub calib: Arc<TokenSet>,
     pub held_out: Sample,
-    /// The database holds KV-cache units (no prefix reuse: the chunked
-    /// prefill does not run layer by layer).
-    pub kv: bool,
 }
 
 /// Tokens of a text file or folder with the model's tokenizer.
@@ -91,7 +89,7 @@ pub fn ensure_database(
     device: &Device,
     progress: bool,
 ) -> Result<()> {
-    if Manifest::read(&exp.database)?.is_some_and(|m| m.complete) {
+    if Database::is_built(&exp.database)? {
         return Ok(());
     }
     eprintln!(
@@ -109,24 +107,14 @@ pub fn ensure_database(
     Ok(())
 }
 
-/// The search space of a database: its units, levels and costs.
-pub fn space_of(db: &Database) -> Result<Space> {
-    Ok(Space::new(
-        db.manifest
-            .units
-            .iter()
-            .map(|u| UnitLevels {
-                name: u.name.clone(),
-                levels: u.levels.iter().map(|l| l.level).collect(),
-                costs: u.levels.iter().map(|l| l.cost).collect(),
-            })
-            .collect(),
-    )?)
-}
-
 /// The budget a spec names in this space; impossible budgets point at the
 /// config's `budget` line.
 pub fn resolve_budget(exp: &Experiment, space: &Space) -> Result<Budget> {
+    let b = written_budget(exp, space)?;
+    Ok(exp.strategy.settings().search_budget(b))
+}
+
+fn written_budget(exp: &Experiment, space: &Space) -> Result<Budget> {
     let min_cost: u64 = space
         .units
         .iter()
@@ -176,11 +164,6 @@ pub fn resolve_budget(exp: &Experiment, space: &Space) -> Result<Budget> {
         BudgetSpec::Exact(c) => Budget::Exact(c),
         BudgetSpec::Fraction(f) => Budget::AtMost((max_cost as f64 * f).floor() as u64),
     };
-    // NSGA-II searches everything up to the limit.
-    let b = match (&exp.strategy, b) {
-        (evocomp_config::StrategySpec::Nsga2 { .. }, Budget::Exact(c)) => Budget::AtMost(c),
-        (_, b) => b,
-    };
     if b.limit() < min_cost {
         return Err(fail(format!(
             "{b:?} is below the cheapest configuration ({min_cost})"
@@ -203,36 +186,91 @@ pub fn prepare(exp: &Experiment, device: &Device, progress: bool) -> Result<Prep
     ensure_database(exp, &loaded, &fingerprint, device, progress)?;
     let db = Database::open(&exp.database)?;
     db.check_model(&fingerprint)?;
-    let manifest_bytes = std::fs::read(Manifest::path(&exp.database))
-        .with_context(|| format!("reading {}", Manifest::path(&exp.database).display()))?;
-    let manifest_hash = hex::encode(Sha256::digest(&manifest_bytes));
-    let space = space_of(&db)?;
-    let unit_layer = db.manifest.units.iter().map(|u| u.unit.layer).collect();
+    let space = db.space()?;
+    let unit_layer = db.unit_layers();
     let budget = resolve_budget(exp, &space)?;
     let calib = token_set(&loaded, &exp.data.calibration)?;
     let eval = token_set(&loaded, &exp.data.evaluation)?;
     let held_out = eval
         .window_sample(exp.data.held_out_tokens, exp.data.held_out_context)
         .with_context(|| format!("{}: data.held_out_tokens", exp.source.display()))?;
-    let kv = db.manifest.units.iter().any(|u| {
-        matches!(
-            u.unit.target,
-            evocomp_db::UnitTarget::KvBudget
-                | evocomp_db::UnitTarget::KvKeys
-                | evocomp_db::UnitTarget::KvValues
-        )
-    });
     Ok(Prepared {
         exp: exp.clone(),
         loaded: Arc::new(loaded),
         fingerprint,
         db: Arc::new(db),
-        manifest_hash,
         space,
         unit_layer,
         budget,
         calib: Arc::new(calib),
         held_out,
-        kv,
+    })
+}
+
+/// The one sample strategies with a fixed sample score on.
+fn fixed_sample(exp: &Experiment) -> SampleSpec {
+    SampleSpec {
+        tokens: exp.fitness.tokens,
+        seed: rng::mix(exp.seed, &[0xf17]),
+    }
+}
+
+/// A fresh strategy for the experiment: the model measurements its settings
+/// ask for (on `device`), then the settings build it. Errors in the settings
+/// point at the config's `strategy` line.
+pub fn new_strategy(prep: &Prepared, device: &Device) -> Result<AnyStrategy> {
+    let exp = &prep.exp;
+    let settings = exp.strategy.settings();
+    let needs = settings.needs();
+    let mut measured = Measurements::default();
+    if needs.outlier_ratios.is_some() || needs.block_influence {
+        let sample =
+            crate::evaluator::sample_for(&prep.calib, fixed_sample(exp), exp.fitness.seq_len)?;
+        let model = LlamaModel::new(prep.loaded.config(), &prep.loaded.weights, device);
+        if let Some(m) = needs.outlier_ratios {
+            let lor = evocomp_eval::owl_outlier_ratios(
+                &model,
+                &prep.loaded.weights,
+                &sample,
+                exp.fitness.batch_size,
+                m,
+            )?;
+            tracing::info!("OWL outlier ratios: {lor:?}");
+            measured.outlier_ratios = Some(lor);
+        }
+        if needs.block_influence {
+            let bi = evocomp_eval::block_influence(&model, &sample, exp.fitness.batch_size)?;
+            tracing::info!("block influence: {bi:?}");
+            measured.block_influence = Some(bi);
+        }
+    }
+    let numel = prep.db.unit_numel();
+    let errors = prep.db.level_errors();
+    let setup = Setup {
+        space: &prep.space,
+        budget: prep.budget,
+        hint: match exp.budget {
+            BudgetSpec::UniformLevel(l) => BudgetHint::UniformLevel(l),
+            BudgetSpec::Dropped(k) => BudgetHint::Dropped(k),
+            _ => BudgetHint::Other,
+        },
+        kind: prep.db.kind(),
+        seed: exp.seed,
+        sample: fixed_sample(exp),
+        unit_layer: &prep.unit_layer,
+        unit_numel: Some(&numel),
+        level_errors: errors.as_deref(),
+        measured,
+    };
+    settings.build(&setup).map_err(|e| match e {
+        SearchError::Settings(e) => {
+            let field = if e.field.is_empty() {
+                "strategy".to_string()
+            } else {
+                format!("strategy.{}", e.field)
+            };
+            exp.error_at(&field, e.message).into()
+        }
+        e => anyhow::Error::new(e),
     })
 }

@@ -5,11 +5,11 @@
 #   2. 20% of blocks dropped: ShortGPT and EvoPress;
 #   3. prefix reuse: the same EvoPress study with and without it;
 #   4. re-running a finished study.
-# Writes results/issue4-search/README.md from the studies' summaries.
+# Writes results/search-vs-heuristics/README.md from the studies' summaries.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 EVOCOMP=${EVOCOMP:-./target/release/evocomp}
-mkdir -p results/issue4-search
+mkdir -p results/search-vs-heuristics
 export EVOCOMP_PROGRESS=1
 
 run() { # config
@@ -40,7 +40,7 @@ done
 echo "== re-run sparsity60-evopress"
 /usr/bin/time -f "%e s wall" "$EVOCOMP" run configs/studies/sparsity60-evopress.ron 2>&1 | grep -v XDG_RUNTIME | tail -n 3
 
-python3 - results/issue4-search/README.md <<'PY'
+python3 - results/search-vs-heuristics/README.md <<'PY'
 import json, sys, pathlib
 rows = []
 def s(name):

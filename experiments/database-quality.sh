@@ -3,7 +3,7 @@
 # at 50% and 70%, GPTQ vs RTN at 3 bits. Builds the databases of configs/db,
 # scores each uniformly on a held-out SOTU address, and compares the per-unit
 # reconstruction errors ‖WX − ŴX‖² stored in the manifests.
-#   bash experiments/issue3-database-quality.sh > experiments/issue3-database-quality.md
+#   bash experiments/database-quality.sh > experiments/database-quality.md
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bin="${CARGO_TARGET_DIR:-target}/release/evocomp"

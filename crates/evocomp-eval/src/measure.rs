@@ -1,7 +1,8 @@
-//! Measurements the one-shot baselines need, taken on the uncompressed
-//! model: OWL's layer outlier ratios and ShortGPT's block influence.
+//! Model measurements the one-shot heuristics need, taken on the
+//! uncompressed model: OWL's layer outlier ratios and ShortGPT's block
+//! influence.
 
-use anyhow::{Result, anyhow};
+use crate::{EvalError, Result};
 use burn::tensor::Tensor;
 use evocomp_data::Sample;
 use evocomp_model::{ForwardHook, LinearKind, LlamaModel, LlamaWeights, NoHook};
@@ -9,10 +10,10 @@ use std::collections::HashMap;
 
 fn host(t: Tensor<2>) -> Result<Vec<f32>> {
     t.try_into_data()
-        .map_err(|e| anyhow!("{e:?}"))?
+        .map_err(|e| EvalError::Backend(format!("{e:?}")))?
         .convert::<f32>()
         .try_into_vec::<f32>()
-        .map_err(|e| anyhow!("{e:?}"))
+        .map_err(|e| EvalError::Backend(format!("{e:?}")))
 }
 
 /// Sums of squares of every linear layer's input columns.
@@ -52,7 +53,7 @@ pub fn owl_outlier_ratios(
     for chunk in sample.sequences.chunks(batch_size.max(1)) {
         model.forward_hooked(chunk, &mut hook)?;
         if let Some(e) = hook.error.take() {
-            return Err(anyhow!("reading linear inputs: {e}"));
+            return Err(EvalError::Backend(format!("reading linear inputs: {e}")));
         }
     }
     let mut out = Vec::with_capacity(weights.layers.len());
@@ -60,17 +61,16 @@ pub fn owl_outlier_ratios(
         let mut scores: Vec<f64> = Vec::new();
         for kind in LinearKind::ALL {
             let w = lw.linear(kind);
-            let norms = hook
-                .sums
-                .get(&(l, kind))
-                .ok_or_else(|| anyhow!("no input seen for layer {l} {}", kind.name()))?;
+            let norms = hook.sums.get(&(l, kind)).ok_or_else(|| {
+                EvalError::Invalid(format!("no input seen for layer {l} {}", kind.name()))
+            })?;
             let cols = w.shape[1];
             if norms.len() != cols {
-                return Err(anyhow!(
+                return Err(EvalError::Invalid(format!(
                     "layer {l} {}: {} input columns seen, weight has {cols}",
                     kind.name(),
                     norms.len()
-                ));
+                )));
             }
             let sq: Vec<f64> = norms.iter().map(|s| s.sqrt()).collect();
             scores.extend(

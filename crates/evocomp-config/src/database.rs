@@ -1,0 +1,474 @@
+//! `evocomp db build CONFIG.ron`: the raw database spec as written, and its
+//! resolution into the database's own build description
+//! ([`evocomp_db::Compression`]); the config's syntax is this crate's, the
+//! stored format is the database's.
+
+use crate::ron::{Checker, Result, parse_ron, read};
+use evocomp_compress::{ObsOptions, QuantMethod, QuantSpec, SparsityMethod};
+use evocomp_db::{Compression, DepthUnit, Eviction, KvGroup};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// `evocomp db build CONFIG.ron`: which variants to build, from what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSpec {
+    /// A .gguf file or an HF folder.
+    pub model: PathBuf,
+    /// The database folder.
+    pub output: PathBuf,
+    pub calibration: CalibrationSpec,
+    pub compression: CompressionSpec,
+}
+
+/// Calibration tokens: `sequences` windows of `seq_len` tokens drawn from
+/// `text` with `seed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationSpec {
+    /// A text file or a folder of .txt files.
+    pub text: PathBuf,
+    pub sequences: usize,
+    pub seq_len: usize,
+    #[serde(default)]
+    pub seed: u64,
+    /// Sequences per forward pass while capturing inputs.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+fn default_batch() -> usize {
+    4
+}
+
+/// One compression kind and its method.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum CompressionSpec {
+    /// Unstructured sparsity of every linear layer, on EvoPress's grid of
+    /// equal absolute steps around `target`.
+    Sparsity {
+        method: SparsityMethod,
+        target: f64,
+        /// One level step, as a fraction of the smallest unit's weights.
+        #[serde(default = "default_step")]
+        step_fraction: f64,
+        /// No level of any unit goes above this sparsity.
+        #[serde(default = "default_max_sparsity")]
+        max_sparsity: f64,
+        /// At most this many levels either side of the target.
+        #[serde(default = "default_max_levels")]
+        max_levels: usize,
+        #[serde(default = "default_block")]
+        block_size: usize,
+        #[serde(default = "default_damp")]
+        damp: f64,
+    },
+    /// Weight quantization of every linear layer; one level per bit-width.
+    Quantization {
+        method: QuantMethod,
+        bits: Vec<u8>,
+        #[serde(default = "default_group")]
+        group_size: usize,
+        #[serde(default)]
+        symmetric: bool,
+        #[serde(default)]
+        act_order: bool,
+        #[serde(default = "default_block")]
+        block_size: usize,
+        #[serde(default = "default_damp")]
+        damp: f64,
+    },
+    /// Dropping attention / MLP sub-blocks (or whole blocks): kept or dropped.
+    Depth {
+        #[serde(default)]
+        unit: DepthUnit,
+    },
+    /// Tokens each layer's KV cache keeps; one level per budget.
+    KvBudget {
+        budgets: Vec<usize>,
+        eviction: EvictionSpec,
+        /// Tokens per prefill chunk during evaluation.
+        #[serde(default = "default_chunk")]
+        chunk: usize,
+    },
+    /// Bits of each layer's cached keys and values (two units per layer).
+    KvBits {
+        bits: Vec<u8>,
+        #[serde(default = "default_key_group")]
+        keys: KvGroupSpec,
+        #[serde(default)]
+        values: KvGroupSpec,
+        /// Channels per group for per-token grouping.
+        #[serde(default = "default_kv_group")]
+        group_size: usize,
+        #[serde(default = "default_chunk")]
+        chunk: usize,
+    },
+}
+
+/// KV-cache eviction policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum EvictionSpec {
+    /// StreamingLLM: `sinks` first tokens plus the most recent ones.
+    Streaming { sinks: usize },
+    /// SnapKV: the most-attended tokens from the last `window` queries, plus `recent` tokens.
+    SnapKv { window: usize, recent: usize },
+}
+
+/// How cached keys or values are grouped for quantization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum KvGroupSpec {
+    /// Groups of channels within each token.
+    #[default]
+    PerToken,
+    /// Each channel over a chunk's tokens.
+    PerChannel,
+}
+
+impl From<KvGroupSpec> for KvGroup {
+    fn from(g: KvGroupSpec) -> Self {
+        match g {
+            KvGroupSpec::PerToken => KvGroup::PerToken,
+            KvGroupSpec::PerChannel => KvGroup::PerChannel,
+        }
+    }
+}
+
+fn default_chunk() -> usize {
+    64
+}
+fn default_key_group() -> KvGroupSpec {
+    KvGroupSpec::PerChannel
+}
+fn default_kv_group() -> usize {
+    32
+}
+
+fn default_step() -> f64 {
+    0.05
+}
+fn default_max_sparsity() -> f64 {
+    0.95
+}
+fn default_max_levels() -> usize {
+    4
+}
+fn default_block() -> usize {
+    128
+}
+fn default_damp() -> f64 {
+    0.01
+}
+fn default_group() -> usize {
+    128
+}
+
+/// A validated database build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabaseConfig {
+    /// The config file it came from.
+    pub source: PathBuf,
+    pub model: PathBuf,
+    pub output: PathBuf,
+    pub calibration: CalibrationSpec,
+    pub compression: Compression,
+}
+
+impl DatabaseSpec {
+    /// Validate and resolve.
+    pub fn resolve(self, path: &Path) -> Result<DatabaseConfig> {
+        self.resolve_in(path, None)
+    }
+
+    fn resolve_in(self, path: &Path, text: Option<&str>) -> Result<DatabaseConfig> {
+        let c = Checker { path, text };
+        c.exists(&self.model, "model")?;
+        c.exists(&self.calibration.text, "calibration.text")?;
+        c.ensure(
+            self.calibration.sequences > 0,
+            "calibration.sequences",
+            "must be at least 1",
+        )?;
+        c.ensure(
+            self.calibration.seq_len >= 2,
+            "calibration.seq_len",
+            "must be at least 2",
+        )?;
+        c.ensure(
+            self.calibration.batch_size > 0,
+            "calibration.batch_size",
+            "must be at least 1",
+        )?;
+        c.ensure(
+            !self.output.as_os_str().is_empty(),
+            "output",
+            "must name a folder",
+        )?;
+        let obs = |block_size: usize, damp: f64| -> Result<ObsOptions> {
+            c.ensure(
+                block_size > 0,
+                "compression.block_size",
+                "must be at least 1",
+            )?;
+            c.ensure(
+                damp.is_finite() && damp >= 0.0,
+                "compression.damp",
+                format!("must be a non-negative number, got {damp}"),
+            )?;
+            Ok(ObsOptions { block_size, damp })
+        };
+        let compression = match self.compression {
+            CompressionSpec::Sparsity {
+                method,
+                target,
+                step_fraction,
+                max_sparsity,
+                max_levels,
+                block_size,
+                damp,
+            } => {
+                c.ensure(
+                    (0.0..1.0).contains(&target),
+                    "compression.target",
+                    format!("must be in [0, 1), got {target}"),
+                )?;
+                c.ensure(
+                    step_fraction > 0.0 && step_fraction < 1.0,
+                    "compression.step_fraction",
+                    format!("must be in (0, 1), got {step_fraction}"),
+                )?;
+                c.ensure(
+                    max_sparsity > target && max_sparsity <= 1.0,
+                    "compression.max_sparsity",
+                    format!("must be in (target, 1], got {max_sparsity}"),
+                )?;
+                Compression::Sparsity {
+                    method,
+                    target,
+                    step_fraction,
+                    max_sparsity,
+                    max_levels,
+                    obs: obs(block_size, damp)?,
+                }
+            }
+            CompressionSpec::Quantization {
+                method,
+                mut bits,
+                group_size,
+                symmetric,
+                act_order,
+                block_size,
+                damp,
+            } => {
+                c.ensure(
+                    !bits.is_empty(),
+                    "compression.bits",
+                    "needs at least one bit-width",
+                )?;
+                bits.sort_unstable();
+                bits.dedup();
+                for &b in &bits {
+                    c.ensure(
+                        (2..=8).contains(&b),
+                        "compression.bits",
+                        format!("bit-widths must be in 2..=8, got {b}"),
+                    )?;
+                }
+                c.ensure(
+                    !(act_order && method == QuantMethod::Rtn),
+                    "compression.act_order",
+                    "act-order only applies to GPTQ",
+                )?;
+                Compression::Quantization {
+                    method,
+                    spec: QuantSpec {
+                        bits: bits[0],
+                        group_size,
+                        symmetric,
+                        act_order,
+                    },
+                    bits,
+                    obs: obs(block_size, damp)?,
+                }
+            }
+            CompressionSpec::Depth { unit } => Compression::Depth { unit },
+            CompressionSpec::KvBudget {
+                mut budgets,
+                eviction,
+                chunk,
+            } => {
+                c.ensure(
+                    !budgets.is_empty(),
+                    "compression.budgets",
+                    "needs at least one budget",
+                )?;
+                c.ensure(chunk > 0, "compression.chunk", "must be at least 1")?;
+                budgets.sort_unstable_by(|a, b| b.cmp(a));
+                budgets.dedup();
+                let smallest = *budgets.last().expect("non-empty");
+                c.ensure(
+                    smallest > 0,
+                    "compression.budgets",
+                    "a budget must keep at least 1 token",
+                )?;
+                match eviction {
+                    EvictionSpec::Streaming { sinks } => c.ensure(
+                        sinks < smallest,
+                        "compression.eviction.sinks",
+                        format!("{sinks} sink tokens leave no room for recent ones in a budget of {smallest}"),
+                    )?,
+                    EvictionSpec::SnapKv { window, recent } => {
+                        c.ensure(window > 0, "compression.eviction.window", "must be at least 1")?;
+                        c.ensure(
+                            recent <= smallest,
+                            "compression.eviction.recent",
+                            format!("{recent} recent tokens exceed the smallest budget {smallest}"),
+                        )?;
+                    }
+                }
+                Compression::KvBudget {
+                    budgets,
+                    eviction: match eviction {
+                        EvictionSpec::Streaming { sinks } => Eviction::Streaming { sinks },
+                        EvictionSpec::SnapKv { window, recent } => {
+                            Eviction::SnapKv { window, recent }
+                        }
+                    },
+                    chunk,
+                }
+            }
+            CompressionSpec::KvBits {
+                mut bits,
+                keys,
+                values,
+                group_size,
+                chunk,
+            } => {
+                c.ensure(
+                    !bits.is_empty(),
+                    "compression.bits",
+                    "needs at least one bit-width",
+                )?;
+                c.ensure(chunk > 0, "compression.chunk", "must be at least 1")?;
+                c.ensure(
+                    group_size > 0,
+                    "compression.group_size",
+                    "must be at least 1",
+                )?;
+                bits.sort_unstable_by(|a, b| b.cmp(a));
+                bits.dedup();
+                for &b in &bits {
+                    c.ensure(
+                        (1..=16).contains(&b),
+                        "compression.bits",
+                        format!("KV bit-widths must be in 1..=16, got {b}"),
+                    )?;
+                }
+                Compression::KvBits {
+                    bits,
+                    keys: keys.into(),
+                    values: values.into(),
+                    group_size,
+                    chunk,
+                }
+            }
+        };
+        Ok(DatabaseConfig {
+            source: path.to_path_buf(),
+            model: self.model,
+            output: self.output,
+            calibration: self.calibration,
+            compression,
+        })
+    }
+}
+
+/// Read, parse and validate a database config.
+pub fn load_database_config(path: &Path) -> Result<DatabaseConfig> {
+    let text = read(path)?;
+    let spec: DatabaseSpec = parse_ron(path, &text)?;
+    spec.resolve_in(path, Some(&text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn good(dir: &Path) -> String {
+        let model = write(dir, "m.gguf", "x");
+        let text = write(dir, "t.txt", "hello");
+        format!(
+            r#"DatabaseSpec(
+    model: "{}",
+    output: "{}/db",
+    calibration: (text: "{}", sequences: 8, seq_len: 128, seed: 3),
+    compression: Sparsity(method: SparseGpt, target: 0.5),
+)"#,
+            model.display(),
+            dir.display(),
+            text.display()
+        )
+    }
+
+    #[test]
+    fn a_good_config_resolves_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "db.ron", &good(dir.path()));
+        let c = load_database_config(&p).unwrap();
+        assert_eq!(c.calibration.batch_size, 4);
+        match c.compression {
+            Compression::Sparsity {
+                method,
+                obs,
+                max_levels,
+                ..
+            } => {
+                assert_eq!(method, SparsityMethod::SparseGpt);
+                assert_eq!(obs, ObsOptions::default());
+                assert_eq!(max_levels, 4);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_fields_name_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = good(dir.path()).replace("seed: 3)", "seed: 3, sede: 4)");
+        let p = write(dir.path(), "typo.ron", &text);
+        let e = load_database_config(&p).unwrap_err().to_string();
+        assert!(e.contains("typo.ron:4:"), "{e}");
+        assert!(e.contains("sede"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        for (from, to, field) in [
+            ("target: 0.5", "target: 1.5", "compression.target"),
+            ("sequences: 8", "sequences: 0", "calibration.sequences"),
+            ("m.gguf", "missing.gguf", "model"),
+            (
+                "Sparsity(method: SparseGpt, target: 0.5)",
+                "Quantization(method: Gptq, bits: [3, 9])",
+                "compression.bits",
+            ),
+        ] {
+            let text = good(dir.path()).replace(from, to);
+            let p = write(dir.path(), "bad.ron", &text);
+            let e = load_database_config(&p).unwrap_err().to_string();
+            assert!(e.contains("bad.ron") && e.contains(field), "{to}: {e}");
+        }
+        let p = write(dir.path(), "broken.ron", "DatabaseSpec(model: ");
+        let e = load_database_config(&p).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:1:", p.display())), "{e}");
+    }
+}

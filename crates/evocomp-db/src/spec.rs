@@ -1,0 +1,81 @@
+//! What a database is built as: its compression kind and method. The
+//! database owns this type (it is stored in `manifest.json`); configs build
+//! it from their own syntax.
+
+use evocomp_compress::{ObsOptions, QuantMethod, QuantSpec, SparsityMethod};
+use evocomp_model::{Eviction, KvGroup};
+use serde::{Deserialize, Serialize};
+
+/// What one depth unit is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum DepthUnit {
+    /// Attention and MLP of each block are separate units.
+    #[default]
+    SubBlock,
+    /// Each whole block is one unit.
+    Block,
+}
+
+/// A compression kind, its method and parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Compression {
+    Sparsity {
+        method: SparsityMethod,
+        target: f64,
+        step_fraction: f64,
+        max_sparsity: f64,
+        max_levels: usize,
+        obs: ObsOptions,
+    },
+    Quantization {
+        method: QuantMethod,
+        /// Ascending, distinct; level i is `bits[i]`.
+        bits: Vec<u8>,
+        /// The grid, with `bits` left at the first level's.
+        spec: QuantSpec,
+        obs: ObsOptions,
+    },
+    Depth {
+        unit: DepthUnit,
+    },
+    KvBudget {
+        /// Descending: level 0 keeps the most tokens.
+        budgets: Vec<usize>,
+        eviction: Eviction,
+        chunk: usize,
+    },
+    KvBits {
+        /// Descending: level 0 is the most bits.
+        bits: Vec<u8>,
+        keys: KvGroup,
+        values: KvGroup,
+        group_size: usize,
+        chunk: usize,
+    },
+}
+
+impl Compression {
+    /// Whether building this kind uses calibration inputs: every weight
+    /// method does, to record each level's reconstruction error ‖WX − ŴX‖²
+    /// (magnitude and RTN use them for nothing else).
+    pub fn needs_calibration(&self) -> bool {
+        match self {
+            Compression::Sparsity { .. } | Compression::Quantization { .. } => true,
+            Compression::Depth { .. }
+            | Compression::KvBudget { .. }
+            | Compression::KvBits { .. } => false,
+        }
+    }
+
+    /// The kind, as strategies see it.
+    pub fn kind(&self) -> evocomp_search::Kind {
+        use evocomp_search::Kind;
+        match self {
+            Compression::Sparsity { .. } => Kind::Sparsity,
+            Compression::Quantization { .. } => Kind::Quantization,
+            Compression::Depth { .. } => Kind::Depth,
+            Compression::KvBudget { .. } => Kind::KvBudget,
+            Compression::KvBits { .. } => Kind::KvBits,
+        }
+    }
+}

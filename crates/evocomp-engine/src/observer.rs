@@ -1,0 +1,196 @@
+//! Observers of a running study: the executor tells them about every
+//! result, every step and the end; they draw the progress bar, write
+//! `status.json` and record the history the reports plot. None of them
+//! changes what the study computes.
+
+use anyhow::Result;
+use evocomp_search::{Best, FrontMember, Progress};
+use evocomp_study::{StatusFile, StepRecord, StudyDir, Summary};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Where the study stands: at the start of a run and after each step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepEvent {
+    /// Steps completed.
+    pub step: u64,
+    pub progress: Progress,
+    /// Evaluations computed (cache hits excluded), over every run.
+    pub evaluations: usize,
+    pub cache_hits: usize,
+    /// Search seconds over every run.
+    pub seconds: f64,
+    pub best: Option<Best>,
+    pub best_cost: Option<u64>,
+    /// The current front, for strategies that search one.
+    pub front: Vec<FrontMember>,
+}
+
+/// One evaluation computed by a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultEvent {
+    pub fitness: f64,
+    pub seconds: f64,
+    pub worker: String,
+    pub evaluations: usize,
+    pub cache_hits: usize,
+}
+
+/// Something that watches a study run.
+pub trait Observer {
+    /// The run begins (a resumed study: where it stood).
+    fn on_start(&mut self, _at: &StepEvent) -> Result<()> {
+        Ok(())
+    }
+    fn on_result(&mut self, _r: &ResultEvent) -> Result<()> {
+        Ok(())
+    }
+    fn on_step(&mut self, _at: &StepEvent) -> Result<()> {
+        Ok(())
+    }
+    /// The search is done; held-out measurement follows.
+    fn on_search_end(&mut self) {}
+    /// The run stopped early (Ctrl-C); `resume` continues.
+    fn on_stop(&mut self) {}
+    fn on_finish(&mut self, _summary: &Summary, _at: &StepEvent) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The progress bar: strategy step of total, evaluations, cache hits, best
+/// fitness, ETA.
+pub struct ProgressObserver {
+    bar: ProgressBar,
+    best: Option<f64>,
+}
+
+impl ProgressObserver {
+    /// `label` names the strategy; a hidden bar when `show` is false.
+    pub fn new(show: bool, label: &str) -> Self {
+        let bar = if show {
+            let b = ProgressBar::new(1);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:25.cyan/blue}] {pos}/{len}  {msg}  {elapsed_precise} ETA {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            b.set_prefix(label.to_string());
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        Self { bar, best: None }
+    }
+
+    fn message(&self, evaluations: usize, hits: usize) -> String {
+        format!(
+            "evals {evaluations} (cache hits {hits})  best {}",
+            self.best.map_or("-".into(), |f| format!("{f:.5}"))
+        )
+    }
+}
+
+impl Observer for ProgressObserver {
+    fn on_start(&mut self, at: &StepEvent) -> Result<()> {
+        self.bar
+            .set_prefix(format!("{} {}", self.bar.prefix(), at.progress.label));
+        self.bar.set_length(at.progress.total.max(1) as u64);
+        self.bar.set_position(at.progress.step as u64);
+        self.bar.reset_eta();
+        self.best = at.best.as_ref().map(|b| b.fitness);
+        Ok(())
+    }
+
+    fn on_result(&mut self, r: &ResultEvent) -> Result<()> {
+        self.bar
+            .set_message(self.message(r.evaluations, r.cache_hits));
+        Ok(())
+    }
+
+    fn on_step(&mut self, at: &StepEvent) -> Result<()> {
+        self.bar.set_length(at.progress.total as u64);
+        self.bar.set_position(at.progress.step as u64);
+        self.best = at.best.as_ref().map(|b| b.fitness);
+        self.bar
+            .set_message(self.message(at.evaluations, at.cache_hits));
+        Ok(())
+    }
+
+    fn on_search_end(&mut self) {
+        self.bar.finish_and_clear();
+    }
+
+    fn on_stop(&mut self) {
+        self.bar.abandon();
+    }
+}
+
+/// Keeps `status.json` current, so `evocomp status` can read a study that
+/// another process holds.
+pub struct StatusWriter {
+    dir: StudyDir,
+    name: String,
+    strategy: String,
+}
+
+impl StatusWriter {
+    pub fn new(dir: StudyDir, name: &str, strategy: &str) -> Self {
+        Self {
+            dir,
+            name: name.into(),
+            strategy: strategy.into(),
+        }
+    }
+
+    fn write(&self, at: &StepEvent, finished: bool) -> Result<()> {
+        self.dir.write_status(&StatusFile {
+            name: self.name.clone(),
+            strategy: self.strategy.clone(),
+            pid: std::process::id(),
+            step: at.step,
+            total_steps: at.progress.total,
+            step_label: at.progress.label.clone(),
+            evaluations: at.evaluations,
+            cache_hits: at.cache_hits,
+            best: at.best.clone(),
+            finished,
+        })
+    }
+}
+
+impl Observer for StatusWriter {
+    fn on_start(&mut self, at: &StepEvent) -> Result<()> {
+        self.write(at, false)
+    }
+
+    fn on_step(&mut self, at: &StepEvent) -> Result<()> {
+        self.write(at, false)
+    }
+
+    fn on_finish(&mut self, _summary: &Summary, at: &StepEvent) -> Result<()> {
+        self.write(at, true)
+    }
+}
+
+/// Records where the search stood after every step (convergence and
+/// hypervolume plots); the executor stores the records with each checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    pub records: Vec<StepRecord>,
+}
+
+impl Observer for History {
+    fn on_step(&mut self, at: &StepEvent) -> Result<()> {
+        self.records.push(StepRecord {
+            step: at.step,
+            evaluations: at.evaluations,
+            cache_hits: at.cache_hits,
+            seconds: at.seconds,
+            best: at.best.as_ref().map(|b| b.fitness),
+            best_cost: at.best_cost,
+            front: at.front.iter().map(|m| (m.fitness, m.cost)).collect(),
+        });
+        Ok(())
+    }
+}

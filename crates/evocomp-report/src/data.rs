@@ -1,0 +1,339 @@
+//! The data of every plot and table of a report over finished studies,
+//! computed from plain values (and tested) apart from drawing.
+
+use crate::{ReportError, padded};
+use evocomp_search::Role;
+use serde::{Deserialize, Serialize};
+
+/// One configuration measured on held-out data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeasuredPoint {
+    pub cost: u64,
+    pub held_out_kl: f64,
+    pub held_out_perplexity: f64,
+    pub genome: Vec<i64>,
+}
+
+/// Where a search stood after one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub evaluations: usize,
+    pub seconds: f64,
+    pub best: Option<f64>,
+    /// NSGA-II: the front as (search fitness, cost) after this step.
+    #[serde(default)]
+    pub front: Vec<(f64, u64)>,
+}
+
+/// What a report needs of one study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudyInput {
+    pub name: String,
+    pub strategy: String,
+    /// What the result is: the uniform baseline is drawn as such, one-shot
+    /// heuristics with one point as reference markers.
+    pub role: Role,
+    /// The series it is drawn in: a sweep's studies share one (the sweep's name).
+    pub series: String,
+    /// The budget it was run at, as written (`level-2`, `dropped6`, ...).
+    pub budget: String,
+    pub cost_unit: String,
+    /// Cost of every unit at its least compressed level (100% on the cost axis).
+    pub full_cost: u64,
+    pub units: Vec<String>,
+    pub best: MeasuredPoint,
+    pub front: Vec<MeasuredPoint>,
+    pub history: Vec<Progress>,
+    pub evaluations: usize,
+    pub cache_hits: usize,
+    pub seconds: f64,
+}
+
+/// One named series of (x, y) points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+    /// Drawn as a reference (a baseline with one point) rather than a line.
+    pub reference: bool,
+    /// The uniform baseline: drawn black and dashed, whatever its length.
+    #[serde(default)]
+    pub baseline: bool,
+}
+
+impl Series {
+    /// A plain line of one study.
+    fn line(s: &StudyInput, points: Vec<(f64, f64)>) -> Self {
+        Self {
+            name: format!("{} ({})", s.name, s.strategy),
+            reference: false,
+            baseline: false,
+            points,
+        }
+    }
+}
+
+/// A plot of several series on shared axes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesPlot {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+    pub x_range: (f64, f64),
+    pub y_range: (f64, f64),
+}
+
+impl SeriesPlot {
+    pub fn new(
+        title: &str,
+        x_label: &str,
+        y_label: &str,
+        series: Vec<Series>,
+    ) -> Result<Self, ReportError> {
+        let pts: Vec<(f64, f64)> = series
+            .iter()
+            .flat_map(|s| s.points.iter().copied())
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect();
+        if pts.is_empty() {
+            return Err(ReportError::Empty(title.into()));
+        }
+        let fold = |f: fn(f64, f64) -> f64, init: f64, by: fn(&(f64, f64)) -> f64| {
+            pts.iter().map(by).fold(init, f)
+        };
+        Ok(Self {
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            x_range: padded(
+                fold(f64::min, f64::INFINITY, |p| p.0),
+                fold(f64::max, f64::NEG_INFINITY, |p| p.0),
+            ),
+            y_range: padded(
+                fold(f64::min, f64::INFINITY, |p| p.1),
+                fold(f64::max, f64::NEG_INFINITY, |p| p.1),
+            ),
+            series,
+        })
+    }
+}
+
+/// The studies grouped by series, in first-appearance order.
+pub fn series_groups(studies: &[StudyInput]) -> Vec<(String, Vec<&StudyInput>)> {
+    let mut out: Vec<(String, Vec<&StudyInput>)> = Vec::new();
+    for s in studies {
+        match out.iter_mut().find(|(n, _)| *n == s.series) {
+            Some((_, v)) => v.push(s),
+            None => out.push((s.series.clone(), vec![s])),
+        }
+    }
+    out
+}
+
+/// Quality against cost: each series' held-out KL at its points' costs (a
+/// sweep joins its studies' results; NSGA-II gives its whole front), in
+/// percent of the full cost. Single points are reference markers; the
+/// uniform baseline is marked as such.
+pub fn front_plot(studies: &[StudyInput]) -> Result<SeriesPlot, ReportError> {
+    let unit = studies.first().map_or("cost", |s| s.cost_unit.as_str());
+    // Percent of the least compressed configuration when every study shares
+    // it (one database); otherwise (one grid per target) absolute cost, in
+    // millions, the only axis on which they line up.
+    let same_full = studies.windows(2).all(|w| w[0].full_cost == w[1].full_cost);
+    let x_of = |s: &StudyInput, cost: u64| -> f64 {
+        if same_full {
+            100.0 * cost as f64 / s.full_cost.max(1) as f64
+        } else {
+            cost as f64 / 1e6
+        }
+    };
+    let series = series_groups(studies)
+        .into_iter()
+        .map(|(name, members)| {
+            let strategy = members[0].strategy.clone();
+            let role = members[0].role;
+            let mut pts: Vec<(f64, f64)> = members
+                .iter()
+                .flat_map(|s| s.front.iter().map(|m| (x_of(s, m.cost), m.held_out_kl)))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+            let baseline = role == Role::Uniform;
+            Series {
+                name: if baseline && name == strategy {
+                    format!("{name} (baseline)")
+                } else if baseline {
+                    format!("{name} (uniform baseline)")
+                } else if name == strategy {
+                    name
+                } else {
+                    format!("{name} ({strategy})")
+                },
+                reference: pts.len() == 1 && role != Role::Search,
+                baseline,
+                points: pts,
+            }
+        })
+        .collect();
+    SeriesPlot::new(
+        "Held-out KL against size",
+        &if same_full {
+            format!("{unit}, % of the least compressed configuration")
+        } else {
+            format!("{unit} (millions)")
+        },
+        "held-out KL to the uncompressed model (nats/token)",
+        series,
+    )
+}
+
+/// Hypervolume of each NSGA-II study's front after every step, against one
+/// reference point shared by all of them: (1.1 × the largest search fitness
+/// seen on any recorded front, 100% of the cost). Cost is in fractions of
+/// the full cost, so the value is comparable across studies.
+pub fn hypervolume_plot(studies: &[StudyInput]) -> Result<SeriesPlot, ReportError> {
+    let with_fronts: Vec<&StudyInput> = studies
+        .iter()
+        .filter(|s| s.history.iter().any(|h| !h.front.is_empty()))
+        .collect();
+    let worst = with_fronts
+        .iter()
+        .flat_map(|s| s.history.iter().flat_map(|h| h.front.iter().map(|p| p.0)))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let reference = [1.1 * worst.max(0.0) + 1e-12, 1.0];
+    let series = with_fronts
+        .iter()
+        .map(|s| {
+            let points = s
+                .history
+                .iter()
+                .filter(|h| !h.front.is_empty())
+                .map(|h| {
+                    let pts: Vec<[f64; 2]> = h
+                        .front
+                        .iter()
+                        .map(|&(f, c)| [f, c as f64 / s.full_cost.max(1) as f64])
+                        .collect();
+                    (
+                        h.evaluations as f64,
+                        evocomp_search::pareto::hypervolume_2d(&pts, reference),
+                    )
+                })
+                .collect();
+            Series::line(s, points)
+        })
+        .collect();
+    SeriesPlot::new(
+        &format!(
+            "NSGA-II hypervolume (reference: fitness {:.4}, 100% cost)",
+            reference[0]
+        ),
+        "evaluations",
+        "hypervolume of (search fitness, cost fraction)",
+        series,
+    )
+}
+
+/// Best fitness against evaluations (`by_time` false) or wall seconds.
+pub fn convergence_plot(studies: &[StudyInput], by_time: bool) -> Result<SeriesPlot, ReportError> {
+    let series = studies
+        .iter()
+        .map(|s| {
+            let points: Vec<(f64, f64)> = s
+                .history
+                .iter()
+                .filter_map(|h| {
+                    let x = if by_time {
+                        h.seconds
+                    } else {
+                        h.evaluations as f64
+                    };
+                    h.best.map(|b| (x, b))
+                })
+                .collect();
+            Series::line(s, points)
+        })
+        // A curve needs two points (one-shot baselines have one).
+        .filter(|s| s.points.len() > 1)
+        .collect();
+    SeriesPlot::new(
+        if by_time {
+            "Convergence against time"
+        } else {
+            "Convergence against evaluations"
+        },
+        if by_time {
+            "search time (s)"
+        } else {
+            "candidates scored (computed or from a cache)"
+        },
+        "best search fitness (KL on its last sample)",
+        series,
+    )
+}
+
+/// Where the budget went: one row per study (its best configuration), one
+/// column per layer, the cell its mean level across the layer's units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heatmap {
+    pub title: String,
+    pub rows: Vec<String>,
+    pub cols: Vec<usize>,
+    /// rows x cols; None where a study has no unit in that layer.
+    pub values: Vec<Vec<Option<f64>>>,
+    /// The colour scale's ends (lowest and highest level seen).
+    pub range: (f64, f64),
+}
+
+/// The level profile of every study, on one colour scale.
+pub fn profile_heatmap(studies: &[StudyInput]) -> Result<Heatmap, ReportError> {
+    let per: Vec<Vec<(usize, f64)>> = studies.iter().map(level_by_layer).collect();
+    let mut cols: Vec<usize> = per.iter().flatten().map(|(l, _)| *l).collect();
+    cols.sort_unstable();
+    cols.dedup();
+    if cols.is_empty() {
+        return Err(ReportError::Empty("profile: no unit names a layer".into()));
+    }
+    let values: Vec<Vec<Option<f64>>> = per
+        .iter()
+        .map(|p| {
+            cols.iter()
+                .map(|c| p.iter().find(|(l, _)| l == c).map(|x| x.1))
+                .collect()
+        })
+        .collect();
+    let all = values.iter().flatten().flatten();
+    let lo = all.clone().fold(f64::INFINITY, |a, &b| a.min(b));
+    let hi = all.fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+    Ok(Heatmap {
+        title: format!(
+            "Mean level per layer of each best configuration (white = level {lo:+.1}, darkest = {hi:+.1})"
+        ),
+        rows: studies
+            .iter()
+            .map(|s| format!("{} ({})", s.name, s.strategy))
+            .collect(),
+        cols,
+        values,
+        range: (lo, hi),
+    })
+}
+
+/// Mean level per layer, from unit names `Lnn.kind`: where the budget went.
+pub fn level_by_layer(s: &StudyInput) -> Vec<(usize, f64)> {
+    let mut acc: std::collections::BTreeMap<usize, (f64, usize)> = Default::default();
+    for (name, &l) in s.units.iter().zip(&s.best.genome) {
+        if let Some(layer) = name
+            .strip_prefix('L')
+            .and_then(|r| r.split('.').next())
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            let e = acc.entry(layer).or_insert((0.0, 0));
+            e.0 += l as f64;
+            e.1 += 1;
+        }
+    }
+    acc.into_iter()
+        .map(|(k, (sum, n))| (k, sum / n as f64))
+        .collect()
+}

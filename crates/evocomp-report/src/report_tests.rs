@@ -1,0 +1,175 @@
+//! The report's data, drawing and writing on hand-made studies.
+
+use crate::*;
+use evocomp_search::Role;
+
+fn study(name: &str, strategy: &str, front: &[(u64, f64)], hist: &[(usize, f64)]) -> StudyInput {
+    let pts: Vec<MeasuredPoint> = front
+        .iter()
+        .map(|&(cost, kl)| MeasuredPoint {
+            cost,
+            held_out_kl: kl,
+            held_out_perplexity: 10.0 * (1.0 + kl),
+            genome: vec![0, 1, -1, 0],
+        })
+        .collect();
+    StudyInput {
+        name: name.into(),
+        strategy: strategy.into(),
+        // As the study's strategy reports it.
+        role: match strategy {
+            "uniform" => Role::Uniform,
+            "NSGA-II" => Role::Front,
+            "EvoPress" => Role::Search,
+            _ => Role::Heuristic,
+        },
+        series: name.into(),
+        budget: "level0".into(),
+        cost_unit: "weights".into(),
+        full_cost: 1000,
+        units: vec![
+            "L00.q".into(),
+            "L00.k".into(),
+            "L01.q".into(),
+            "L01.k".into(),
+        ],
+        best: pts[0].clone(),
+        front: pts,
+        history: hist
+            .iter()
+            .map(|&(e, b)| Progress {
+                evaluations: e,
+                seconds: e as f64 * 2.0,
+                best: Some(b),
+                front: Vec::new(),
+            })
+            .collect(),
+        evaluations: hist.last().map_or(1, |h| h.0),
+        cache_hits: 0,
+        seconds: 1.0,
+    }
+}
+
+#[test]
+fn plot_data_follows_the_studies() {
+    let s = vec![
+        study("u", "uniform", &[(500, 1.2)], &[(1, 1.2)]),
+        study(
+            "e",
+            "EvoPress",
+            &[(500, 0.9)],
+            &[(8, 1.1), (16, 1.0), (24, 0.9)],
+        ),
+        study(
+            "n",
+            "NSGA-II",
+            &[(700, 0.5), (400, 1.5)],
+            &[(10, 2.0), (20, 1.4)],
+        ),
+    ];
+    let f = front_plot(&s).unwrap();
+    assert_eq!(f.series.len(), 3);
+    assert!(f.series[0].reference && !f.series[1].reference);
+    // Percent of the full cost, sorted by cost.
+    assert_eq!(f.series[2].points, vec![(40.0, 1.5), (70.0, 0.5)]);
+    assert!(f.x_range.0 < 40.0 && f.x_range.1 > 70.0);
+    let c = convergence_plot(&s, false).unwrap();
+    assert_eq!(c.series.len(), 2, "one-step studies have no curve");
+    assert_eq!(
+        c.series[0].points,
+        vec![(8.0, 1.1), (16.0, 1.0), (24.0, 0.9)]
+    );
+    let t = convergence_plot(&s, true).unwrap();
+    assert_eq!(t.series[0].points[0], (16.0, 1.1));
+    assert!(f.series[0].baseline && f.series[0].name == "u (uniform baseline)");
+    assert_eq!(level_by_layer(&s[0]), vec![(0, 0.5), (1, -0.5)]);
+    let h = profile_heatmap(&s).unwrap();
+    assert_eq!(h.cols, vec![0, 1]);
+    assert_eq!(h.values[1], vec![Some(0.5), Some(-0.5)]);
+    assert_eq!(h.range, (-0.5, 0.5));
+    assert_eq!(h.rows.len(), 3);
+}
+
+#[test]
+fn a_sweep_is_one_series_across_budgets() {
+    let mut s = vec![
+        study("u50", "uniform", &[(600, 0.8)], &[(1, 0.8)]),
+        study("u70", "uniform", &[(300, 1.9)], &[(1, 1.9)]),
+        study("e50", "EvoPress", &[(600, 0.6)], &[(8, 0.7), (16, 0.6)]),
+        study("e70", "EvoPress", &[(300, 1.5)], &[(8, 1.6), (16, 1.5)]),
+    ];
+    for (x, series, budget) in [
+        (0, "uniform", "level-2"),
+        (1, "uniform", "level2"),
+        (2, "evopress", "level-2"),
+        (3, "evopress", "level2"),
+    ] {
+        s[x].series = series.into();
+        s[x].budget = budget.into();
+    }
+    let f = front_plot(&s).unwrap();
+    assert_eq!(f.series.len(), 2);
+    assert_eq!(f.series[0].points, vec![(30.0, 1.9), (60.0, 0.8)]);
+    assert!(f.series[0].baseline && !f.series[0].reference);
+    assert_eq!(f.series[1].points, vec![(30.0, 1.5), (60.0, 0.6)]);
+    // Studies on different databases (full costs) line up on absolute cost.
+    let mut t = s.clone();
+    t[1].full_cost = 2000;
+    t[3].full_cost = 2000;
+    let g = front_plot(&t).unwrap();
+    assert_eq!(g.series[1].points, vec![(0.0003, 1.5), (0.0006, 0.6)]);
+    assert!(g.x_label.contains("millions"));
+    let md = markdown(&s, &[]);
+    // One row per budget, one column per series, the best in bold.
+    assert!(md.contains("| budget | uniform | evopress |"), "{md}");
+    assert!(
+        md.contains("| level-2 | 18.00 (0.8000) | **16.00** (0.6000) |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| level2 | 29.00 (1.9000) | **25.00** (1.5000) |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn hypervolume_grows_as_the_front_improves() {
+    let mut n = study("n", "NSGA-II", &[(400, 1.0)], &[(10, 2.0), (20, 1.0)]);
+    n.history[0].front = vec![(2.0, 500)];
+    n.history[1].front = vec![(1.0, 500), (1.5, 250)];
+    let hv = hypervolume_plot(&[n.clone()]).unwrap();
+    let p = &hv.series[0].points;
+    // Reference (2.2, 1.0): step 1 = 0.2 * 0.5; step 2 = 1.2*0.5 + 0.7*0.25.
+    assert_eq!(p.len(), 2);
+    assert!((p[0].1 - 0.1).abs() < 1e-9, "{p:?}");
+    assert!((p[1].1 - 0.775).abs() < 1e-9, "{p:?}");
+    assert_eq!((p[0].0, p[1].0), (10.0, 20.0));
+    // Without fronts there is nothing to plot.
+    let e = study("e", "EvoPress", &[(500, 0.9)], &[(8, 1.1)]);
+    assert!(hypervolume_plot(&[e]).is_err());
+}
+
+#[test]
+fn the_report_holds_every_study_and_its_plots() {
+    let s = vec![
+        study("uni", "uniform", &[(500, 1.2)], &[(1, 1.2)]),
+        study("evo", "EvoPress", &[(500, 0.9)], &[(8, 1.1), (16, 0.9)]),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let names = write_report(&s, dir.path()).unwrap();
+    assert!(names.contains(&"front".to_string()));
+    assert!(names.contains(&"profile".to_string()));
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    for s in &s {
+        assert!(md.contains(&format!("| {} |", s.name)), "{md}");
+    }
+    for n in &names {
+        let png = dir.path().join("plots").join(format!("{n}.png"));
+        let svg = dir.path().join("plots").join(format!("{n}.svg"));
+        assert!(std::fs::metadata(&png).unwrap().len() > 1000, "{n}.png");
+        assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    }
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("evo"));
+    assert!(write_report(&[], dir.path()).is_err());
+}

@@ -1,0 +1,180 @@
+//! Writing a report: `report.md`, a self-contained `report.html` and
+//! `plots/*.{png,svg}`.
+
+use crate::ReportError;
+use crate::data::{
+    MeasuredPoint, SeriesPlot, StudyInput, convergence_plot, front_plot, hypervolume_plot,
+    level_by_layer, profile_heatmap, series_groups,
+};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The report's tables as Markdown.
+pub fn markdown(studies: &[StudyInput], plots: &[String]) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# evocomp report\n");
+    let _ = writeln!(
+        md,
+        "| study | strategy | budget | cost | % of max | held-out KL | held-out perplexity | evaluations | cache hits | search time (s) |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    for s in studies {
+        let b = &s.best;
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {:.2}% | {:.4} | {:.2} | {} | {} | {:.0} |",
+            s.name,
+            s.strategy,
+            s.budget,
+            b.cost,
+            100.0 * b.cost as f64 / s.full_cost.max(1) as f64,
+            b.held_out_kl,
+            b.held_out_perplexity,
+            s.evaluations,
+            s.cache_hits,
+            s.seconds
+        );
+    }
+    // Best configuration per budget: every strategy side by side.
+    let mut budgets: Vec<&str> = Vec::new();
+    for s in studies {
+        if !budgets.contains(&s.budget.as_str()) {
+            budgets.push(&s.budget);
+        }
+    }
+    let groups = series_groups(studies);
+    if groups.len() > 1 && !budgets.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Held-out perplexity (KL) per budget\n\nThe best of each row in bold.\n"
+        );
+        let _ = write!(md, "| budget |");
+        for (n, _) in &groups {
+            let _ = write!(md, " {n} |");
+        }
+        let _ = writeln!(md);
+        let _ = writeln!(md, "|---|{}", "---|".repeat(groups.len()));
+        for b in &budgets {
+            let cells: Vec<Option<&MeasuredPoint>> = groups
+                .iter()
+                .map(|(_, m)| m.iter().find(|s| s.budget == *b).map(|s| &s.best))
+                .collect();
+            let best = cells
+                .iter()
+                .flatten()
+                .map(|m| m.held_out_perplexity)
+                .fold(f64::INFINITY, f64::min);
+            let _ = write!(md, "| {b} |");
+            for c in cells {
+                let _ = match c {
+                    Some(m) if m.held_out_perplexity == best => write!(
+                        md,
+                        " **{:.2}** ({:.4}) |",
+                        m.held_out_perplexity, m.held_out_kl
+                    ),
+                    Some(m) => write!(md, " {:.2} ({:.4}) |", m.held_out_perplexity, m.held_out_kl),
+                    None => write!(md, " - |"),
+                };
+            }
+            let _ = writeln!(md);
+        }
+    }
+    for s in studies.iter().filter(|s| s.front.len() > 1) {
+        let _ = writeln!(md, "\n## {}: front\n", s.name);
+        let _ = writeln!(
+            md,
+            "| cost | % of max | held-out KL | held-out perplexity |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|");
+        for m in &s.front {
+            let _ = writeln!(
+                md,
+                "| {} | {:.2}% | {:.4} | {:.2} |",
+                m.cost,
+                100.0 * m.cost as f64 / s.full_cost.max(1) as f64,
+                m.held_out_kl,
+                m.held_out_perplexity
+            );
+        }
+    }
+    for s in studies {
+        let layers = level_by_layer(s);
+        if layers.is_empty() {
+            continue;
+        }
+        let _ = writeln!(md, "\n## {}: mean level per layer\n", s.name);
+        let row: Vec<String> = layers
+            .iter()
+            .map(|(l, v)| format!("L{l:02} {v:+.2}"))
+            .collect();
+        for chunk in row.chunks(10) {
+            let _ = writeln!(md, "    {}", chunk.join("  "));
+        }
+    }
+    if !plots.is_empty() {
+        let _ = writeln!(md, "\n## Plots\n");
+        for p in plots {
+            let _ = writeln!(md, "![{p}](plots/{p}.png)");
+        }
+    }
+    md
+}
+
+/// Write `report.md`, `report.html` (SVGs inlined) and `plots/*.{svg,png}` under `out`.
+pub fn write_report(studies: &[StudyInput], out: &Path) -> Result<Vec<String>, ReportError> {
+    if studies.is_empty() {
+        return Err(ReportError::Empty("no study given".into()));
+    }
+    let plots_dir = out.join("plots");
+    std::fs::create_dir_all(&plots_dir).map_err(|e| ReportError::Draw {
+        path: plots_dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let mut names = Vec::new();
+    let mut draw = |name: &str, p: Result<SeriesPlot, ReportError>| -> Result<(), ReportError> {
+        match p {
+            Ok(p) => {
+                p.draw(&plots_dir.join(name))?;
+                names.push(name.to_string());
+                Ok(())
+            }
+            Err(ReportError::Empty(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    };
+    draw("front", front_plot(studies))?;
+    draw("convergence-evaluations", convergence_plot(studies, false))?;
+    draw("convergence-time", convergence_plot(studies, true))?;
+    draw("hypervolume", hypervolume_plot(studies))?;
+    match profile_heatmap(studies) {
+        Ok(h) => {
+            h.draw(&plots_dir.join("profile"))?;
+            names.push("profile".into());
+        }
+        Err(ReportError::Empty(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let md = markdown(studies, &names);
+    let write = |p: &Path, text: &str| {
+        std::fs::write(p, text).map_err(|e| ReportError::Draw {
+            path: p.display().to_string(),
+            message: format!("{e} (is the disk full?)"),
+        })
+    };
+    write(&out.join("report.md"), &md)?;
+    let mut html = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>evocomp report</title>\
+         <style>body{font-family:sans-serif;max-width:960px;margin:auto}table{border-collapse:collapse}\
+         td,th{border:1px solid #ccc;padding:4px 8px}</style></head><body>\n<pre>",
+    );
+    html.push_str(&md.replace('&', "&amp;").replace('<', "&lt;"));
+    html.push_str("</pre>\n");
+    for n in &names {
+        let svg = std::fs::read_to_string(plots_dir.join(format!("{n}.svg"))).unwrap_or_default();
+        html.push_str(&svg);
+        html.push('\n');
+    }
+    html.push_str("</body></html>\n");
+    write(&out.join("report.html"), &html)?;
+    Ok(names)
+}

@@ -1,0 +1,328 @@
+//! A fixed list of genomes, scored once, the best kept: the one-shot
+//! baselines (uniform, OWL, ShortGPT, PyramidKV, DP) and best-of-N random,
+//! with their settings.
+
+use crate::any::AnyStrategy;
+use crate::heuristics::{
+    lowest_scores_first, owl_genome, pyramid_genome, random_feasible, start_genome, uniform_genome,
+};
+use crate::setup::{BudgetHint, Kind, Needs, Settings, SettingsError, Setup, ensure};
+use crate::space::{Genome, Space};
+use crate::strategy::{Best, Progress, Request, Role, SampleSpec, Scored, Strategy, requests};
+use crate::{SearchError, knapsack, results_in_order};
+use serde::{Deserialize, Serialize};
+
+/// Score a fixed list of genomes once and keep the best.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fixed {
+    pub genomes: Vec<Genome>,
+    pub sample: SampleSpec,
+    pub fitness: Option<Vec<f64>>,
+    #[serde(default)]
+    pub role: Role,
+}
+
+impl Fixed {
+    pub fn new(genomes: Vec<Genome>, sample: SampleSpec, role: Role) -> Result<Self, SearchError> {
+        if genomes.is_empty() {
+            return Err(SearchError::Config("no genome to score".into()));
+        }
+        Ok(Self {
+            genomes,
+            sample,
+            fitness: None,
+            role,
+        })
+    }
+}
+
+impl Strategy for Fixed {
+    fn ask(&self, _space: &Space) -> Vec<Request> {
+        if self.fitness.is_some() {
+            Vec::new()
+        } else {
+            requests(&self.genomes, self.sample, false)
+        }
+    }
+
+    fn tell(&mut self, _space: &Space, results: &[Scored]) -> Result<(), SearchError> {
+        if self.fitness.is_some() {
+            return Err(SearchError::Protocol(
+                "tell after the search finished".into(),
+            ));
+        }
+        self.fitness = Some(results_in_order(self.genomes.len(), results)?);
+        Ok(())
+    }
+
+    fn is_done(&self) -> bool {
+        self.fitness.is_some()
+    }
+
+    fn best(&self) -> Option<Best> {
+        self.fitness.as_ref().and_then(|f| {
+            (0..f.len())
+                .min_by(|&a, &b| f[a].total_cmp(&f[b]).then(a.cmp(&b)))
+                .map(|i| Best {
+                    genome: self.genomes[i].clone(),
+                    fitness: f[i],
+                })
+        })
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            step: usize::from(self.fitness.is_some()),
+            total: 1,
+            label: "step".into(),
+        }
+    }
+
+    fn role(&self) -> Role {
+        self.role
+    }
+}
+
+fn fixed(g: Vec<Genome>, setup: &Setup, role: Role) -> Result<AnyStrategy, SearchError> {
+    Ok(AnyStrategy::Fixed(Fixed::new(g, setup.sample, role)?))
+}
+
+/// Every unit at the budget's level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UniformSettings;
+
+impl Settings for UniformSettings {
+    fn label(&self) -> &'static str {
+        "uniform"
+    }
+
+    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+        let g = uniform_genome(setup.space, &setup.budget).ok_or_else(|| {
+            SettingsError::new(
+                "",
+                format!(
+                    "no level common to every unit meets the budget {:?}",
+                    setup.budget
+                ),
+            )
+        })?;
+        fixed(vec![g], setup, Role::Uniform)
+    }
+}
+
+/// The best of `n` random feasible configurations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomSettings {
+    pub n: usize,
+}
+
+impl Settings for RandomSettings {
+    fn label(&self) -> &'static str {
+        "random"
+    }
+
+    fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
+        ensure(self.n >= 1, "n", "must be at least 1")
+    }
+
+    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+        let start = start_genome(setup.seed, setup.space, &setup.budget)?;
+        let gs = random_feasible(setup.space, &start, &setup.budget, self.n, setup.seed);
+        fixed(gs, setup, Role::Heuristic)
+    }
+}
+
+/// OWL (Yin et al., 2024): less sparsity where activations have more outliers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwlSettings {
+    #[serde(default = "default_owl_lambda")]
+    pub lambda: f64,
+    /// Outlier threshold M (a score above M × the layer's mean).
+    #[serde(default = "default_owl_m")]
+    pub m: f64,
+}
+
+fn default_owl_lambda() -> f64 {
+    0.08
+}
+fn default_owl_m() -> f64 {
+    5.0
+}
+
+impl Settings for OwlSettings {
+    fn label(&self) -> &'static str {
+        "OWL"
+    }
+
+    fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
+        ensure(
+            (0.0..0.5).contains(&self.lambda),
+            "lambda",
+            format!("must be in [0, 0.5), got {}", self.lambda),
+        )?;
+        ensure(
+            self.m > 1.0,
+            "m",
+            format!("must be above 1, got {}", self.m),
+        )
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            outlier_ratios: Some(self.m),
+            ..Needs::default()
+        }
+    }
+
+    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+        if setup.kind != Kind::Sparsity {
+            return Err(SettingsError::new(
+                "",
+                "OWL allocates sparsity: it needs a Sparsity database",
+            )
+            .into());
+        }
+        let lor =
+            setup.measured.outlier_ratios.as_ref().ok_or_else(|| {
+                SearchError::Config("OWL needs the layers' outlier ratios".into())
+            })?;
+        let numel = setup
+            .unit_numel
+            .ok_or_else(|| SearchError::Config("OWL needs every unit's size".into()))?;
+        // Level steps per unit of sparsity: numel / (weights zeroed per level).
+        let per: Vec<f64> = setup
+            .space
+            .units
+            .iter()
+            .zip(numel)
+            .map(|(u, &n)| {
+                let step = u
+                    .costs
+                    .windows(2)
+                    .map(|w| w[0].abs_diff(w[1]))
+                    .max()
+                    .unwrap_or(1)
+                    .max(1) as f64;
+                n as f64 / step
+            })
+            .collect();
+        let base = match setup.hint {
+            BudgetHint::UniformLevel(l) => l,
+            _ => 0,
+        };
+        let g = owl_genome(
+            setup.space,
+            base,
+            setup.unit_layer,
+            lor,
+            self.lambda,
+            &per,
+            &setup.budget,
+        )?;
+        fixed(vec![g], setup, Role::Heuristic)
+    }
+}
+
+/// ShortGPT (Men et al., 2024): drop the blocks whose input and output are most alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ShortGptSettings;
+
+impl Settings for ShortGptSettings {
+    fn label(&self) -> &'static str {
+        "ShortGPT"
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            block_influence: true,
+            ..Needs::default()
+        }
+    }
+
+    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+        let bi =
+            setup.measured.block_influence.as_ref().ok_or_else(|| {
+                SearchError::Config("ShortGPT needs the blocks' influence".into())
+            })?;
+        let scores: Vec<f64> = setup.unit_layer.iter().map(|&l| bi[l]).collect();
+        let g = lowest_scores_first(setup.space, &scores, &setup.budget)?;
+        fixed(vec![g], setup, Role::Heuristic)
+    }
+}
+
+/// PyramidKV: per-layer KV budgets falling linearly from bottom to top, the
+/// top layer keeping total / (beta x layers).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PyramidKvSettings {
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+}
+
+fn default_beta() -> f64 {
+    20.0
+}
+
+impl Settings for PyramidKvSettings {
+    fn label(&self) -> &'static str {
+        "PyramidKV"
+    }
+
+    fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
+        ensure(
+            self.beta >= 1.0 && self.beta.is_finite(),
+            "beta",
+            format!("must be at least 1, got {}", self.beta),
+        )
+    }
+
+    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+        if !matches!(setup.kind, Kind::KvBudget | Kind::KvBits) {
+            return Err(SettingsError::new(
+                "",
+                "PyramidKV allocates KV-cache budgets: it needs a KvBudget database",
+            )
+            .into());
+        }
+        let g = pyramid_genome(setup.space, &setup.budget, self.beta)?;
+        fixed(vec![g], setup, Role::Heuristic)
+    }
+}
+
+/// SPDY-style DP: the database's per-unit errors, exact knapsack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpSettings {
+    #[serde(default = "default_dp_states")]
+    pub max_states: usize,
+}
+
+fn default_dp_states() -> usize {
+    2_000_000
+}
+
+impl Settings for DpSettings {
+    fn label(&self) -> &'static str {
+        "DP"
+    }
+
+    fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
+        ensure(self.max_states >= 16, "max_states", "must be at least 16")
+    }
+
+    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+        let errors = setup.level_errors.ok_or_else(|| {
+            SettingsError::new(
+                "",
+                "DP needs per-level reconstruction errors; this database records none",
+            )
+        })?;
+        let (g, _, exact) = knapsack(setup.space, errors, setup.budget, self.max_states)?;
+        if !exact {
+            tracing::warn!("DP rounded costs to a coarser grid (max_states); not exact");
+        }
+        fixed(vec![g], setup, Role::Heuristic)
+    }
+}

@@ -1,0 +1,124 @@
+//! What a strategy is built from: its [`Settings`] (the config's value,
+//! validated here) and a [`Setup`] (space, budget, seed, and the model
+//! measurements a heuristic asked for through [`Needs`]).
+//!
+//! Adding a strategy touches this crate (its file, its settings type, one
+//! arm of [`crate::AnyStrategy`]) and one variant of the config's strategy
+//! enum; the engine builds any strategy through [`Settings::build`].
+
+use crate::SearchError;
+use crate::any::AnyStrategy;
+use crate::space::{Budget, Space};
+use crate::strategy::SampleSpec;
+use serde::{Deserialize, Serialize};
+
+/// What a space's levels mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    Sparsity,
+    Quantization,
+    Depth,
+    KvBudget,
+    KvBits,
+}
+
+/// The budget as the config wrote it, for settings that read it (EvoPress's
+/// depth preset needs the number of blocks dropped, OWL the base level).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BudgetHint {
+    UniformLevel(i64),
+    Dropped(usize),
+    Other,
+}
+
+/// Model measurements a strategy needs before it can be built.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Needs {
+    /// OWL's layer outlier ratios at this threshold M.
+    pub outlier_ratios: Option<f64>,
+    /// ShortGPT's block influence per layer.
+    pub block_influence: bool,
+}
+
+/// The measurements asked for, per layer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Measurements {
+    pub outlier_ratios: Option<Vec<f64>>,
+    pub block_influence: Option<Vec<f64>>,
+}
+
+/// Everything a strategy may be built from.
+#[derive(Debug, Clone)]
+pub struct Setup<'a> {
+    pub space: &'a Space,
+    /// The budget as the strategy searches it ([`Settings::search_budget`]).
+    pub budget: Budget,
+    pub hint: BudgetHint,
+    pub kind: Kind,
+    pub seed: u64,
+    /// The one sample strategies with a fixed sample score on.
+    pub sample: SampleSpec,
+    /// The model layer of every unit, in genome order.
+    pub unit_layer: &'a [usize],
+    /// Weights per unit (linear units), in genome order.
+    pub unit_numel: Option<&'a [u64]>,
+    /// Per unit, the normalised reconstruction error of each level.
+    pub level_errors: Option<&'a [Vec<f64>]>,
+    pub measured: Measurements,
+}
+
+/// A settings value that cannot be used: `field` is the setting's name
+/// (empty for the strategy as a whole); the config adds file:line:column.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}{message}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
+pub struct SettingsError {
+    pub field: String,
+    pub message: String,
+}
+
+impl SettingsError {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `Err` at `field` unless `ok`.
+pub(crate) fn ensure(
+    ok: bool,
+    field: &str,
+    message: impl Into<String>,
+) -> Result<(), SettingsError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(SettingsError::new(field, message))
+    }
+}
+
+/// A strategy's settings, as an experiment config holds them.
+pub trait Settings {
+    /// A short name for tables and plots.
+    fn label(&self) -> &'static str;
+
+    /// Check the values alone; `seq_len` is the tokens per sequence of every sample.
+    fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
+        Ok(())
+    }
+
+    /// The measurements [`Settings::build`] needs in its [`Setup`].
+    fn needs(&self) -> Needs {
+        Needs::default()
+    }
+
+    /// The budget the strategy searches under, given the resolved one
+    /// (NSGA-II searches everything up to an exact budget's total).
+    fn search_budget(&self, budget: Budget) -> Budget {
+        budget
+    }
+
+    /// A fresh strategy.
+    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError>;
+}

@@ -1,0 +1,240 @@
+//! One study's folder: the store, the experiment it holds, its status and
+//! summary files, and the read-only view `status` and `best` use.
+
+use crate::files::{
+    read_file, read_versioned, to_versioned_compact, to_versioned_json, write_file,
+};
+use crate::names;
+use crate::records::{State, StatusFile, Summary};
+use anyhow::{Context as _, Result, bail};
+use evocomp_config::Experiment;
+use evocomp_store::{Commit, StoreError, Study};
+use std::path::{Path, PathBuf};
+
+const EXPERIMENT_KEY: &str = "experiment";
+const SUMMARY_KEY: &str = "summary";
+
+/// The fitness cache shared by every study beside this one (or beside its sweep).
+pub fn shared_cache_dir(exp: &Experiment) -> PathBuf {
+    exp.sweep_dir()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(names::SHARED_CACHE)
+}
+
+/// A study folder (which may not exist yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StudyDir {
+    dir: PathBuf,
+}
+
+/// The experiment as stored, for comparison: where its config file was does not matter.
+fn comparable(exp: &Experiment) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(exp)?;
+    if let Some(o) = v.as_object_mut() {
+        o.remove("source");
+    }
+    Ok(v)
+}
+
+impl StudyDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn open_store(&self, create: bool) -> Result<Study, StoreError> {
+        Study::open(&self.file(names::STORE), &self.file(names::PID), create)
+    }
+
+    /// Whether a study was started here.
+    pub fn is_started(&self) -> bool {
+        self.file(names::EXPERIMENT).is_file()
+    }
+
+    /// The experiment saved here, its `output` set to this folder (wherever it is now).
+    pub fn experiment(&self) -> Result<Experiment> {
+        let p = self.file(names::EXPERIMENT);
+        if !p.is_file() {
+            bail!(
+                "{}: not a study folder (no {}); start one with `evocomp run CONFIG.ron`",
+                self.dir.display(),
+                names::EXPERIMENT
+            );
+        }
+        let exp: Experiment = read_file(&p)?;
+        Ok(Experiment {
+            output: self.dir.clone(),
+            ..exp
+        })
+    }
+
+    /// Open the study of `exp` to run it (created on first use), checking
+    /// that the folder holds this experiment and no other.
+    pub fn open_for(exp: &Experiment) -> Result<OpenStudy> {
+        let dir = StudyDir::new(&exp.output);
+        let store = dir.open_store(true)?;
+        let what = format!(
+            "{} (record {EXPERIMENT_KEY})",
+            dir.file(names::STORE).display()
+        );
+        match store.meta(EXPERIMENT_KEY)? {
+            Some(bytes) => {
+                let saved: Experiment = read_versioned(&bytes, &what)?;
+                if comparable(&saved)? != comparable(exp)? {
+                    bail!(
+                        "{} holds a different experiment (from {}); change `name` or `output`, or delete the folder",
+                        exp.output.display(),
+                        saved.source.display()
+                    );
+                }
+            }
+            None => {
+                write_file(&dir.file(names::EXPERIMENT), exp)?;
+                if let Ok(raw) = std::fs::read(&exp.source) {
+                    let p = dir.file(names::CONFIG);
+                    evocomp_store::write_atomic(&p, &raw).map_err(|(p, e)| {
+                        anyhow::Error::new(e).context(format!("writing {}", p.display()))
+                    })?;
+                }
+                store.put_meta(EXPERIMENT_KEY, &to_versioned_json(exp)?)?;
+            }
+        }
+        Ok(OpenStudy { dir, store })
+    }
+
+    /// The study's store or, while another process runs it, its last status.
+    pub fn view(&self) -> Result<View> {
+        match self.open_store(false) {
+            Ok(store) => Ok(View::Store(OpenStudy {
+                dir: self.clone(),
+                store,
+            })),
+            Err(StoreError::InUse { pid, .. }) => Ok(View::Running {
+                pid,
+                status: read_file(&self.file(names::STATUS))?,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A finished study's result: `summary.json`, or, when that file is
+    /// missing, the copy in the store (the record `resume` writes the file
+    /// from). Reads only.
+    pub fn summary(&self) -> Result<Summary> {
+        let p = self.file(names::SUMMARY);
+        if p.is_file() {
+            return read_file(&p);
+        }
+        if let Ok(View::Store(s)) = self.view()
+            && let Some(summary) = s.summary()?
+        {
+            return Ok(summary);
+        }
+        bail!(
+            "{}: no {}: the study is not finished (evocomp status {})",
+            self.dir.display(),
+            names::SUMMARY,
+            self.dir.display()
+        )
+    }
+
+    /// The last status the running (or last) process wrote.
+    pub fn status(&self) -> Result<StatusFile> {
+        read_file(&self.file(names::STATUS))
+    }
+
+    pub fn write_status(&self, s: &StatusFile) -> Result<()> {
+        write_file(&self.file(names::STATUS), s)
+    }
+}
+
+/// A study held by this process: its store and folder.
+#[derive(Debug)]
+pub struct OpenStudy {
+    dir: StudyDir,
+    store: Study,
+}
+
+/// What `status` and `best` can see of a study.
+#[derive(Debug)]
+pub enum View {
+    Store(OpenStudy),
+    /// Held by process `pid`: its last status file.
+    Running {
+        pid: String,
+        status: StatusFile,
+    },
+}
+
+impl OpenStudy {
+    pub fn dir(&self) -> &StudyDir {
+        &self.dir
+    }
+
+    /// The journal and fitness cache.
+    pub fn store(&self) -> &Study {
+        &self.store
+    }
+
+    fn record_name(&self, key: &str) -> String {
+        format!("{} (record {key})", self.dir.file(names::STORE).display())
+    }
+
+    /// The latest checkpoint.
+    pub fn state(&self) -> Result<Option<State>> {
+        match self.store.checkpoint()? {
+            Some(b) => Ok(Some(read_versioned(&b, &self.record_name("checkpoint"))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Commit `state` with the journal entries and fitness values it covers, atomically.
+    pub fn commit_state(
+        &self,
+        trials: Vec<evocomp_store::Trial>,
+        fitness: Vec<(evocomp_store::CacheKey, f64)>,
+        state: &State,
+    ) -> Result<()> {
+        self.store.commit(&Commit {
+            trials,
+            fitness,
+            checkpoint: Some(to_versioned_compact(state)?),
+        })?;
+        Ok(())
+    }
+
+    /// The result, once finished.
+    pub fn summary(&self) -> Result<Option<Summary>> {
+        match self.store.meta(SUMMARY_KEY)? {
+            Some(b) => Ok(Some(read_versioned(&b, &self.record_name(SUMMARY_KEY))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Write `summary.json` again from the store's record when it is missing
+    /// or unreadable (it is derived from the store).
+    pub fn restore_summary_file(&self, summary: &Summary) -> Result<()> {
+        let p = self.dir.file(names::SUMMARY);
+        if read_file::<Summary>(&p).is_err() {
+            write_file(&p, summary)?;
+        }
+        Ok(())
+    }
+
+    /// Record the result: in the store, then as `summary.json`.
+    pub fn finish(&self, summary: &Summary) -> Result<()> {
+        self.store
+            .put_meta(SUMMARY_KEY, &to_versioned_json(summary)?)
+            .context("recording the summary")?;
+        write_file(&self.dir.file(names::SUMMARY), summary)
+    }
+}

@@ -1,0 +1,103 @@
+//! What a study records: its checkpoint ([`State`]), its progress after
+//! every step, its live status and its result.
+
+use evocomp_search::{AnyStrategy, Best, Budget, Genome, Progress, Role, Strategy};
+use serde::{Deserialize, Serialize};
+
+/// The study's resumable state: the strategy checkpoint and where it is.
+/// Committed to the store with the journal entries of its step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Ask/tell rounds completed.
+    pub step: u64,
+    pub strategy: AnyStrategy,
+    /// Wall seconds spent in completed steps, over every run.
+    pub seconds: f64,
+    /// After every step: where the search stood (for convergence plots).
+    pub history: Vec<StepRecord>,
+}
+
+impl State {
+    /// The strategy's best genome so far.
+    pub fn best(&self) -> Option<Best> {
+        self.strategy.best()
+    }
+
+    /// How far the strategy is.
+    pub fn progress(&self) -> Progress {
+        self.strategy.progress()
+    }
+}
+
+/// The search after one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub step: u64,
+    /// Evaluations computed so far (cache hits excluded).
+    pub evaluations: usize,
+    pub cache_hits: usize,
+    pub seconds: f64,
+    /// The strategy's best fitness so far (on the sample it was last scored on).
+    pub best: Option<f64>,
+    pub best_cost: Option<u64>,
+    /// Front strategies (NSGA-II): the current front as (fitness, cost), for
+    /// hypervolume over time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub front: Vec<(f64, u64)>,
+}
+
+/// A configuration measured on the held-out data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measured {
+    pub genome: Genome,
+    pub cost: u64,
+    /// Fitness on the search's last sample.
+    pub search_fitness: f64,
+    pub held_out_kl: f64,
+    pub held_out_nll: f64,
+    pub held_out_perplexity: f64,
+    pub held_out_tokens: usize,
+}
+
+/// What a finished study found (`summary.json`, and in the store).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub name: String,
+    /// The strategy's label (`EvoPress`, `uniform`, ...).
+    pub strategy: String,
+    /// What the result is: the uniform baseline, a one-shot heuristic, a search, a front.
+    pub role: Role,
+    pub budget: Budget,
+    pub cost_unit: String,
+    /// Cost of every unit at its least compressed level.
+    pub full_cost: u64,
+    pub units: Vec<String>,
+    /// The best configuration.
+    pub best: Measured,
+    /// The front (the best alone for strategies without one), cheapest first.
+    pub front: Vec<Measured>,
+    pub steps: u64,
+    pub evaluations: usize,
+    pub cache_hits: usize,
+    pub seconds: f64,
+    /// Layers run / layers a full forward would run (prefix reuse), last process.
+    pub layers_run_fraction: Option<f64>,
+    /// The search after every step.
+    pub history: Vec<StepRecord>,
+}
+
+/// Live progress (`status.json`), rewritten after every step, readable
+/// while the store is held by the running process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusFile {
+    pub name: String,
+    pub strategy: String,
+    pub pid: u32,
+    pub step: u64,
+    pub total_steps: usize,
+    pub step_label: String,
+    pub evaluations: usize,
+    pub cache_hits: usize,
+    pub best: Option<Best>,
+    pub finished: bool,
+}
