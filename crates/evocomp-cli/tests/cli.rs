@@ -90,6 +90,40 @@ fn perplexity_prints_its_line_on_the_cpu() {
     assert!(p.is_finite() && p > 1.0, "{p}");
 }
 
+/// Nothing but evocomp's own lines reaches the terminal when nothing is
+/// wrong: with XDG_RUNTIME_DIR unset (servers, containers), probing for a GPU
+/// through Mesa's Vulkan drivers used to print "error: XDG_RUNTIME_DIR is
+/// invalid or not set in the environment." twice.
+#[test]
+fn the_gpu_probe_prints_nothing_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, text) = tiny(dir.path());
+    let o = Command::new(env!("CARGO_BIN_EXE_evocomp"))
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("RUST_LOG")
+        .args([
+            "perplexity",
+            "--model",
+            &model,
+            "--text",
+            &text,
+            "--tokens",
+            "128",
+            "--context",
+            "64",
+        ])
+        .output()
+        .expect("the binary runs");
+    perplexity_line(&o);
+    let err = stderr(&o);
+    for line in err.lines() {
+        assert!(
+            line.starts_with("backend: ") || line.contains(" predictions in "),
+            "a line evocomp did not write: {line:?}\n{err}"
+        );
+    }
+}
+
 /// The wgpu path against the CPU backend. Without a GPU this runs on Mesa's
 /// lavapipe (CI installs mesa-vulkan-drivers); it fails if no Vulkan adapter exists.
 #[test]

@@ -49,6 +49,16 @@ pub struct RunOptions {
 
 /// Run (or resume, or re-open) the study of `exp`.
 pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
+    run_observed(exp, opts, Vec::new())
+}
+
+/// [`run`], with `extra` observers told about every result and step after
+/// the built-in ones (progress bar, status file).
+pub fn run_observed(
+    exp: &Experiment,
+    opts: &RunOptions,
+    extra: Vec<Box<dyn Observer>>,
+) -> Result<Outcome> {
     let study = StudyDir::open_for(exp)?;
     if let Some(s) = study.summary()? {
         study.restore_summary_file(&s)?;
@@ -82,6 +92,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<Outcome> {
         Box::new(ProgressObserver::new(opts.progress, label)),
         Box::new(StatusWriter::new(study.dir().clone(), &exp.name, label)),
     ];
+    observers.extend(extra);
     let reuse = exp.prefix_reuse && !prep.db.is_kv();
     let mut ex = Executor {
         prep: &prep,

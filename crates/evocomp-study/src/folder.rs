@@ -238,3 +238,45 @@ impl OpenStudy {
         write_file(&self.dir.file(names::SUMMARY), summary)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_from_another_format_are_errors_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = StudyDir::new(dir.path());
+        let e = d.experiment().unwrap_err().to_string();
+        assert!(e.contains("not a study folder"), "{e}");
+        assert!(!d.is_started());
+        // A study folder written before format versions.
+        std::fs::write(dir.path().join(names::EXPERIMENT), br#"{"name": "x"}"#).unwrap();
+        assert!(d.is_started());
+        let e = format!("{:#}", d.experiment().unwrap_err());
+        assert!(
+            e.contains(names::EXPERIMENT) && e.contains("no format_version"),
+            "{e}"
+        );
+        std::fs::write(
+            dir.path().join(names::SUMMARY),
+            br#"{"format_version": 7, "name": "x"}"#,
+        )
+        .unwrap();
+        let e = format!("{:#}", d.summary().unwrap_err());
+        assert!(
+            e.contains(names::SUMMARY) && e.contains("newer evocomp"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join(names::STATUS), b"{\"format_").unwrap();
+        let e = format!("{:#}", d.status().unwrap_err());
+        assert!(e.contains(names::STATUS) && e.contains("corrupt"), "{e}");
+    }
+
+    #[test]
+    fn an_unfinished_study_has_no_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = StudyDir::new(dir.path()).summary().unwrap_err().to_string();
+        assert!(e.contains("not finished"), "{e}");
+    }
+}
