@@ -18,9 +18,61 @@ pub struct ExportArgs {
     /// or as a percentage of the least compressed configuration (`60%`).
     #[arg(long)]
     pub budget: Option<String>,
-    /// The folder to write.
+    /// The folder to write (new or empty).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace the files of a folder that is not empty (never the study's,
+    /// its model's or its database's own folder).
+    #[arg(long)]
+    pub replace: bool,
+}
+
+/// Whether `a` and `b` are the same folder or one holds the other.
+fn overlaps(a: &Path, b: &Path) -> bool {
+    let (Ok(a), Ok(b)) = (a.canonicalize(), b.canonicalize()) else {
+        return false;
+    };
+    a.starts_with(&b) || b.starts_with(&a)
+}
+
+/// Refuse to write where the export would destroy something: the study's
+/// inputs (its folder, the model, the database) always; any folder that is
+/// not empty unless `--replace`.
+fn check_out(out: &Path, replace: bool, inputs: &[(&str, &Path)]) -> Result<()> {
+    for (what, p) in inputs {
+        // A folder (study, database, HF model) may neither hold nor lie in
+        // the output; a file (a GGUF model) may not lie in it.
+        let clash = if p.is_file() {
+            match (p.canonicalize(), out.canonicalize()) {
+                (Ok(f), Ok(o)) => f.starts_with(&o),
+                _ => false,
+            }
+        } else {
+            overlaps(out, p)
+        };
+        if out.exists() && clash {
+            bail!(
+                "--out {}: that is (or holds, or is inside) the {what} {}; export somewhere else",
+                out.display(),
+                p.display()
+            );
+        }
+    }
+    if out.is_file() {
+        bail!("--out {}: a file, not a folder", out.display());
+    }
+    let non_empty = out.is_dir()
+        && std::fs::read_dir(out)
+            .with_context(|| format!("reading {}", out.display()))?
+            .next()
+            .is_some();
+    if non_empty && !replace {
+        bail!(
+            "--out {} is not empty; choose a new folder, or pass --replace to overwrite its files",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// The front member with the lowest held-out KL within `limit`.
@@ -81,6 +133,10 @@ fn choose(args: &ExportArgs) -> Result<(PathBuf, Summary, Measured)> {
     let s = StudyDir::new(&dir).summary()?;
     let m = match (&args.budget, s.front.len() > 1) {
         (Some(b), true) if sweep.is_none() => pick(&s, b)?.clone(),
+        (Some(b), false) if sweep.is_none() => bail!(
+            "--budget {b}: {} is neither a sweep nor a front; it holds one configuration (export it without --budget)",
+            dir.display()
+        ),
         (None, true) => bail!(
             "{} holds a front of {} configurations: choose one with --budget (a cost, or a percentage like 60%)",
             dir.display(),
@@ -94,6 +150,16 @@ fn choose(args: &ExportArgs) -> Result<(PathBuf, Summary, Measured)> {
 pub fn run(args: ExportArgs) -> Result<()> {
     let (dir, s, m) = choose(&args)?;
     let exp = StudyDir::new(&dir).experiment()?;
+    check_out(
+        &args.out,
+        args.replace,
+        &[
+            ("study folder", &args.dir),
+            ("study folder", &dir),
+            ("model", &exp.model),
+            ("database", &exp.database),
+        ],
+    )?;
     eprintln!("loading {}", exp.model.display());
     let loaded = evocomp_model::load_model(&exp.model)?;
     let db = Database::open(&exp.database)?;

@@ -110,6 +110,13 @@ enum Command {
 }
 
 fn main() {
+    // A closed pipe (`evocomp inspect | head`) ends the command quietly, as
+    // for any Unix tool, instead of a panic on the next print.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     backend::quiet_vulkan_environment();
     tracing_subscriber::fmt()
         .with_env_filter(

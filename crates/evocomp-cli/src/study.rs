@@ -34,13 +34,14 @@ fn choice(exp: &Experiment, args: &RunArgs) -> BackendChoice {
 fn stop_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
-    // A second Ctrl-C kills at once.
+    // Ctrl-C, SIGTERM (job schedulers) and SIGHUP stop at the next trial
+    // boundary; a second one kills at once.
     let _ = ctrlc::set_handler(move || {
         if s.swap(true, Ordering::SeqCst) {
             eprintln!("\ninterrupted again: exiting now");
             std::process::exit(130);
         }
-        eprintln!("\nstopping after the evaluation in progress (Ctrl-C again to kill)...");
+        eprintln!("\nstopping after the evaluation in progress (interrupt again to kill)...");
     });
     stop
 }
@@ -208,7 +209,14 @@ pub fn status(dir: &Path) -> Result<()> {
     if let Some(members) = sweep_members(dir)? {
         return each_member(&members, status);
     }
-    let exp = StudyDir::new(dir).experiment()?;
+    let d = StudyDir::new(dir);
+    let exp = d.experiment()?;
+    // A finished study is read from its files: the store is not opened.
+    if let Ok(s) = d.summary() {
+        println!("finished");
+        print_summary(&s, false);
+        return Ok(());
+    }
     match open_view(dir)? {
         View::Running { status: st, .. } => {
             println!(
@@ -279,7 +287,12 @@ pub fn best(dir: &Path, json: bool) -> Result<()> {
         }
         return each_member(&members, |d| best(d, false));
     }
-    StudyDir::new(dir).experiment()?;
+    let d = StudyDir::new(dir);
+    d.experiment()?;
+    // A finished study is read from its files: the store is not opened.
+    if let Ok(s) = d.summary() {
+        return print_best(&s, json);
+    }
     let study = match open_view(dir)? {
         View::Store(s) => s,
         View::Running { status, .. } => {
@@ -303,11 +316,15 @@ pub fn best(dir: &Path, json: bool) -> Result<()> {
             None => bail!("{}: no result yet", dir.display()),
         }
     };
+    print_best(&s, json)
+}
+
+fn print_best(s: &Summary, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        println!("{}", serde_json::to_string_pretty(s)?);
         return Ok(());
     }
-    print_summary(&s, true);
+    print_summary(s, true);
     if s.front.len() > 1 {
         for (i, m) in s.front.iter().enumerate() {
             println!("front point {i}: cost {}", m.cost);

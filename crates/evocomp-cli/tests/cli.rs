@@ -124,6 +124,38 @@ fn the_gpu_probe_prints_nothing_of_its_own() {
     }
 }
 
+/// `evocomp inspect | head`: a reader that goes away ends the command
+/// quietly (SIGPIPE, as for any Unix tool), never a panic.
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let (model, _) = tiny(dir.path());
+    for args in [
+        vec!["inspect", "--model", &model, "--tensors"],
+        vec!["inspect", "--model", &model],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_evocomp"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the reading end before the command prints anything.
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            o.status.success() || o.status.signal() == Some(13),
+            "{args:?}: {:?} {err}",
+            o.status
+        );
+    }
+}
+
 /// The wgpu path against the CPU backend. Without a GPU this runs on Mesa's
 /// lavapipe (CI installs mesa-vulkan-drivers); it fails if no Vulkan adapter exists.
 #[test]

@@ -258,15 +258,21 @@ fn killed_studies_resume_to_the_same_result_without_repeating_work() {
             break;
         }
         if attempt.is_multiple_of(3) {
-            // Ctrl-C: a clean stop at the next trial boundary.
+            // Ctrl-C, or SIGTERM as a job scheduler sends it: a clean stop
+            // at the next trial boundary.
+            let signal = if attempt.is_multiple_of(2) {
+                "-TERM"
+            } else {
+                "-INT"
+            };
             Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
+                .args([signal, &child.id().to_string()])
                 .status()
                 .unwrap();
             let st = child.wait().unwrap();
             assert!(
                 st.code() == Some(130) || st.success(),
-                "Ctrl-C exit status {st:?}"
+                "{signal} exit status {st:?}"
             );
         } else {
             child.kill().unwrap(); // SIGKILL
@@ -306,6 +312,20 @@ fn killed_studies_resume_to_the_same_result_without_repeating_work() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(journal(&study).len(), before);
+
+    // summary.json is derived from the store: lost, the study is still
+    // finished for every command, and `resume` writes it again.
+    let file = study.join("summary.json");
+    let original = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert!(ok(&evocomp(d, &["status", "results/killed"])).starts_with("finished"));
+    assert_eq!(summary(d, "results/killed"), resumed);
+    ok(&evocomp(d, &["report", "results/killed", "--out", "rep"]));
+    ok(&evocomp(
+        d,
+        &["resume", "results/killed", "--no-shared-cache"],
+    ));
+    assert_eq!(std::fs::read(&file).unwrap(), original);
 }
 
 #[test]
@@ -404,6 +424,49 @@ fn config_errors_name_file_line_and_column() {
         !o.status.success() && err.contains("bad2.ron:6:") && err.contains("level 7"),
         "{err}"
     );
+    // A strategy for another kind of database, at the strategy's line.
+    experiment(d, "bad4", "blocks", "Dropped(1)", "EvolKv(group_size: 2)");
+    let o = evocomp(d, &["run", "bad4.ron"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("bad4.ron:7:") && err.contains("KvBudget"),
+        "{err}"
+    );
+    // Settings the model makes impossible, found before anything is evaluated.
+    let max_context = tiny_config().max_context;
+    let long = format!("seq_len: {}, tokens: {}", max_context + 1, 4 * max_context);
+    let held = format!("held_out_context: {}", 2 * max_context);
+    for (from, to, at, says) in [
+        ("TopK(16)", "TopK(1000000)", "bad3.ron:8:", "vocabulary"),
+        (
+            "seq_len: 32, tokens: 64",
+            long.as_str(),
+            "bad3.ron:8:",
+            "context",
+        ),
+        (
+            "held_out_context: 64",
+            held.as_str(),
+            "bad3.ron:5:",
+            "context",
+        ),
+    ] {
+        let p = experiment(d, "bad3", "grid", "UniformLevel(0)", "Uniform");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let text = text.replace(from, to).replace(
+            "held_out_tokens: 256",
+            &format!("held_out_tokens: {}", 4 * max_context),
+        );
+        std::fs::write(&p, text).unwrap();
+        let o = evocomp(d, &["run", "bad3.ron"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(at) && err.contains(says),
+            "{to}: {err}"
+        );
+        assert!(!d.join("results/bad3/summary.json").exists());
+        std::fs::remove_dir_all(d.join("results/bad3")).ok();
+    }
 }
 
 /// The perplexity `evocomp perplexity` prints for a model folder.
@@ -520,4 +583,30 @@ fn a_sweep_runs_every_budget_and_exports_round_trip() {
     );
     let ron_levels = std::fs::read_to_string(d.join("exported-dp/levels.ron")).unwrap();
     assert!(ron_levels.contains("(\"L00.q\", "), "{ron_levels}");
+
+    // Export never writes where it would destroy something: a folder that
+    // is not empty (unless --replace), and never the study's own inputs.
+    let err = |args: &[&str]| -> String {
+        let o = evocomp(d, args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = err(&["export", "results/dp", "--out", "exported-dp"]);
+    assert!(e.contains("not empty") && e.contains("--replace"), "{e}");
+    ok(&evocomp(
+        d,
+        &["export", "results/dp", "--out", "exported-dp", "--replace"],
+    ));
+    for (out, what) in [
+        ("results/dp", "study folder"),
+        ("db/grid", "database"),
+        (".", "study folder"),
+    ] {
+        let e = err(&["export", "results/dp", "--out", out, "--replace"]);
+        assert!(e.contains(what), "{out}: {e}");
+    }
+    assert!(d.join("tiny.gguf").is_file() && d.join("db/grid/manifest.json").is_file());
+    // --budget names a sweep member or a front member; a single result has neither.
+    let e = err(&["export", "results/dp", "--budget", "level-9", "--out", "e2"]);
+    assert!(e.contains("neither a sweep nor a front"), "{e}");
 }

@@ -440,6 +440,18 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_is_accepted_and_positions_stay_right() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("\u{feff}{}", good(dir.path()));
+        let p = write(dir.path(), "bom.ron", &text);
+        assert_eq!(load_database_config(&p).unwrap().calibration.seed, 3);
+        let bad = text.replace("sequences: 8", "sequences: 0");
+        let p = write(dir.path(), "bom-bad.ron", &bad);
+        let e = load_database_config(&p).unwrap_err().to_string();
+        assert!(e.contains(":4:"), "{e}");
+    }
+
+    #[test]
     fn unknown_fields_name_file_line_and_column() {
         let dir = tempfile::tempdir().unwrap();
         let text = good(dir.path()).replace("seed: 3)", "seed: 3, sede: 4)");

@@ -6,7 +6,7 @@
 
 use anyhow::{Context as _, Result};
 use burn::tensor::Device;
-use evocomp_config::{BudgetSpec, DatabaseConfig, Experiment};
+use evocomp_config::{BudgetSpec, DatabaseConfig, Experiment, TeacherSpec};
 use evocomp_data::{Sample, TokenSet};
 use evocomp_db::{BuildOptions, BuildReport, Database, build_database};
 use evocomp_model::{LlamaModel, LoadedModel};
@@ -179,9 +179,40 @@ fn written_budget(exp: &Experiment, space: &Space) -> Result<Budget> {
     Ok(b)
 }
 
+/// Settings the model makes impossible, found before anything is built or
+/// evaluated, at their line in the config.
+fn check_against_model(exp: &Experiment, loaded: &LoadedModel) -> Result<()> {
+    let cfg = loaded.config();
+    let fail = |field: &str, m: String| -> anyhow::Error { exp.error_at(field, m).into() };
+    if let TeacherSpec::TopK(k) = exp.fitness.teacher
+        && k > cfg.vocab
+    {
+        return Err(fail(
+            "fitness.teacher",
+            format!("top-{k} of a vocabulary of {} tokens", cfg.vocab),
+        ));
+    }
+    for (field, n) in [
+        ("fitness.seq_len", exp.fitness.seq_len),
+        ("data.held_out_context", exp.data.held_out_context),
+    ] {
+        if n > cfg.max_context {
+            return Err(fail(
+                field,
+                format!(
+                    "{n} tokens is longer than the model's context ({} tokens)",
+                    cfg.max_context
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Load everything; `device` is used only to build a missing database.
 pub fn prepare(exp: &Experiment, device: &Device, progress: bool) -> Result<Prepared> {
     let loaded = evocomp_model::load_model(&exp.model)?;
+    check_against_model(exp, &loaded)?;
     let fingerprint = loaded.info.fingerprint()?;
     ensure_database(exp, &loaded, &fingerprint, device, progress)?;
     let db = Database::open(&exp.database)?;

@@ -3,7 +3,7 @@
 
 use crate::any::AnyStrategy;
 use crate::cmaes::CmaEs;
-use crate::setup::{Settings, SettingsError, Setup, ensure};
+use crate::setup::{Kind, Settings, SettingsError, Setup, ensure};
 use crate::space::{Budget, Genome, Space};
 use crate::strategy::{Best, Progress, Request, SampleSpec, Scored, Strategy, requests};
 use crate::{SearchError, results_in_order};
@@ -65,6 +65,13 @@ impl Settings for EvolKvSettings {
     }
 
     fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+        if !matches!(setup.kind, Kind::KvBudget | Kind::KvBits) {
+            return Err(SettingsError::new(
+                "",
+                "EvolKV allocates KV-cache budgets: it needs a KvBudget database",
+            )
+            .into());
+        }
         Ok(AnyStrategy::EvolKv(Box::new(EvolKv::new(
             EvolKvConfig {
                 group_size: self.group_size,

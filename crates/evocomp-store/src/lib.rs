@@ -336,12 +336,18 @@ pub fn write_atomic(
         let p = p.to_path_buf();
         move |e: std::io::Error| (p, e)
     };
-    let mut f = std::fs::File::create(&tmp).map_err(at(&tmp))?;
-    f.write_all(bytes).map_err(at(&tmp))?;
-    f.sync_all().map_err(at(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(at(path))?;
-    Ok(())
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .map_err(at(&tmp))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(at(path)));
+    if written.is_err() {
+        // A full disk must not leave a half-written temporary file behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// A fitness cache shared by every study under one results folder: a
@@ -514,6 +520,26 @@ mod tests {
             assert_ne!(base, other);
         }
         assert_eq!(base, CacheKey::new("m", "d", "f", "s", &[1, 2]));
+    }
+
+    #[test]
+    fn a_failed_atomic_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("status.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        // The rename fails: a non-empty folder stands where the file goes.
+        let blocked = dir.path().join("blocked.json");
+        std::fs::create_dir_all(blocked.join("inside")).unwrap();
+        let (at, _) = write_atomic(&blocked, b"x").unwrap_err();
+        assert_eq!(at, blocked);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
