@@ -12,6 +12,7 @@ use memmap2::Mmap;
 use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// A finished database on disk.
 #[derive(Debug)]
@@ -23,6 +24,9 @@ pub struct Database {
     /// sha256 of `manifest.json` as read.
     fingerprint: String,
     maps: Vec<Option<Mmap>>,
+    /// Per unit, once its file was first read in this process: None when its
+    /// sha256 matched the manifest, else what is wrong.
+    checked: Vec<OnceLock<Option<String>>>,
 }
 
 impl Database {
@@ -68,6 +72,7 @@ impl Database {
         }
         Ok(Self {
             dir: dir.to_path_buf(),
+            checked: (0..manifest.units.len()).map(|_| OnceLock::new()).collect(),
             manifest,
             fingerprint,
             maps,
@@ -190,6 +195,21 @@ impl Database {
             path: path.clone(),
             message,
         };
+        // A study never scores variants it has not verified: each file's
+        // sha256 is checked the first time this process reads it.
+        let damaged = self.checked[ui].get_or_init(|| {
+            let got = hex::encode(Sha256::digest(&map[..]));
+            match &u.sha256 {
+                Some(want) if *want != got => Some(format!(
+                    "sha256 {got}, but the manifest records {want}: the file was damaged or \
+                     replaced; rebuild it with `evocomp db build` (it rebuilds what does not match)"
+                )),
+                _ => None,
+            }
+        });
+        if let Some(m) = damaged {
+            return Err(bad(m.clone()));
+        }
         let st = SafeTensors::deserialize(map).map_err(|e| bad(e.to_string()))?;
         let view = st
             .tensor(&level_tensor(level))

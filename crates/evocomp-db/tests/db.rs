@@ -241,6 +241,25 @@ fn corrupt_or_partial_variant_files_are_detected() {
         e.contains("L01.o.safetensors") && e.contains("sha256"),
         "{e}"
     );
+    // Without `db verify`: the first read of the damaged unit refuses it,
+    // every other unit still serves (a study never scores unverified weights).
+    let db = Database::open(&dir).unwrap();
+    let o = db
+        .manifest
+        .units
+        .iter()
+        .position(|u| u.name == "L01.o")
+        .unwrap();
+    let e = db.variant(o, 0).unwrap_err().to_string();
+    assert!(
+        e.contains("L01.o.safetensors") && e.contains("sha256"),
+        "{e}"
+    );
+    assert!(
+        db.variant(o, 0).is_err(),
+        "checked once, refused every time"
+    );
+    assert!(db.variant((o + 1) % db.manifest.units.len(), 0).is_ok());
     // A truncated file: caught on open.
     std::fs::write(&f, &bytes[..n / 2]).unwrap();
     let e = Database::open(&dir).unwrap_err().to_string();
