@@ -58,6 +58,13 @@ pub enum GgufError {
     },
     #[error("{path}: metadata key {key:?} is missing")]
     MissingKey { path: PathBuf, key: String },
+    #[error("{path}: the header's {count} ({found}) is wrong: {problem}")]
+    BadCount {
+        path: PathBuf,
+        count: &'static str,
+        found: u64,
+        problem: String,
+    },
     #[error("{path}: metadata key {key:?} should be {expected}, found {found}")]
     WrongKeyType {
         path: PathBuf,
@@ -125,6 +132,84 @@ impl std::fmt::Debug for GgufFile {
             .field("n_tensors", &self.tensors.len())
             .finish()
     }
+}
+
+/// One entry of the tensor table: name, dimensions, type, data offset.
+fn tensor_info(
+    c: &mut Cursor,
+    path: &Path,
+    i: u64,
+    n_tensors: u64,
+) -> Result<(String, Vec<u64>, GgmlType, u64), GgufError> {
+    let what = || format!("tensor-info entry {i} of {n_tensors}");
+    let name = c.string(&what)?.map_err(|_| GgufError::BadString {
+        path: path.to_path_buf(),
+        key: format!("tensor #{i}"),
+    })?;
+    let bad = |problem: String| GgufError::BadTensor {
+        path: path.to_path_buf(),
+        tensor: name.clone(),
+        problem,
+    };
+    let n_dims = c.u32(&what)?;
+    if n_dims == 0 || n_dims > 4 {
+        return Err(bad(format!("has {n_dims} dimensions (expected 1 to 4)")));
+    }
+    let mut dims = Vec::with_capacity(n_dims as usize);
+    for _ in 0..n_dims {
+        dims.push(c.u64(&what)?);
+    }
+    let id = c.u32(&what)?;
+    let ty = GgmlType::from_id(id).ok_or_else(|| GgufError::UnknownType {
+        path: path.to_path_buf(),
+        tensor: name.clone(),
+        id,
+    })?;
+    let offset = c.u64(&what)?;
+    let n: Option<u64> = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+    let Some(n) = n else {
+        return Err(bad(format!("dimensions {dims:?} overflow")));
+    };
+    let (block, _) = ty.block_geometry();
+    if dims[0] % block as u64 != 0 || ty.byte_size(n).is_none() {
+        return Err(bad(format!(
+            "row length {} is not a multiple of the {ty} block size {block}",
+            dims[0]
+        )));
+    }
+    Ok((name, dims, ty, offset))
+}
+
+/// Whether the header's metadata count is too small: from `start` (where
+/// the tensor table should begin), one or more well-formed metadata entries
+/// followed by `n_tensors` well-formed tensor entries. The first such key.
+fn hidden_metadata(bytes: &[u8], path: &Path, start: usize, n_tensors: u64) -> Option<String> {
+    let mut c = Cursor {
+        path,
+        bytes,
+        pos: start,
+    };
+    let first = metadata_entry(&mut c)?;
+    loop {
+        let mut t = Cursor {
+            path,
+            bytes,
+            pos: c.pos,
+        };
+        if (0..n_tensors).all(|i| tensor_info(&mut t, path, i, n_tensors).is_ok()) {
+            return Some(first);
+        }
+        metadata_entry(&mut c)?;
+    }
+}
+
+/// The key of a well-formed metadata entry at the cursor, if there is one.
+fn metadata_entry(c: &mut Cursor) -> Option<String> {
+    let what = || "a metadata entry".to_string();
+    let key = c.string(&what).ok()?.ok()?;
+    let ty = ValueType::from_id(c.u32(&what).ok()?)?;
+    c.value(ty, &key).ok()?;
+    Some(key)
 }
 
 struct Cursor<'a> {
@@ -280,42 +365,31 @@ impl GgufFile {
         let mut tensors = Vec::new();
         let mut tensor_index = HashMap::new();
         for i in 0..n_tensors {
-            let what = || format!("tensor-info entry {i} of {n_tensors}");
-            let name = c.string(&what)?.map_err(|_| GgufError::BadString {
-                path: path.to_path_buf(),
-                key: format!("tensor #{i}"),
-            })?;
+            let start = c.pos;
+            let entry = tensor_info(&mut c, path, i, n_tensors);
+            let (name, dims, ty, offset) = match entry {
+                Ok(e) => e,
+                // An entry that does not parse as a tensor but as a metadata
+                // entry: the metadata count in the header is wrong.
+                Err(e) => {
+                    return Err(match hidden_metadata(c.bytes, path, start, n_tensors) {
+                        Some(key) => GgufError::BadCount {
+                            path: path.to_path_buf(),
+                            count: "metadata count",
+                            found: n_kv,
+                            problem: format!(
+                                "metadata key {key:?} follows the {n_kv} entries it announces"
+                            ),
+                        },
+                        None => e,
+                    });
+                }
+            };
             let bad = |problem: String| GgufError::BadTensor {
                 path: path.to_path_buf(),
                 tensor: name.clone(),
                 problem,
             };
-            let n_dims = c.u32(&what)?;
-            if n_dims == 0 || n_dims > 4 {
-                return Err(bad(format!("has {n_dims} dimensions (expected 1 to 4)")));
-            }
-            let mut dims = Vec::with_capacity(n_dims as usize);
-            for _ in 0..n_dims {
-                dims.push(c.u64(&what)?);
-            }
-            let id = c.u32(&what)?;
-            let ty = GgmlType::from_id(id).ok_or_else(|| GgufError::UnknownType {
-                path: path.to_path_buf(),
-                tensor: name.clone(),
-                id,
-            })?;
-            let offset = c.u64(&what)?;
-            let n: Option<u64> = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-            let Some(n) = n else {
-                return Err(bad(format!("dimensions {dims:?} overflow")));
-            };
-            let (block, _) = ty.block_geometry();
-            if dims[0] % block as u64 != 0 || ty.byte_size(n).is_none() {
-                return Err(bad(format!(
-                    "row length {} is not a multiple of the {ty} block size {block}",
-                    dims[0]
-                )));
-            }
             if tensor_index.insert(name.clone(), tensors.len()).is_some() {
                 return Err(bad("appears twice in the tensor table".into()));
             }

@@ -228,3 +228,27 @@ fn row_length_must_fit_the_block_size() {
         "{msg}"
     );
 }
+
+/// A metadata count smaller than the entries written: the entry after the
+/// announced ones is a metadata key, and the error says so (it used to call
+/// it a tensor with an unknown ggml type id).
+#[test]
+fn a_wrong_metadata_count_names_the_key_as_a_key() {
+    let mut w = GgufWriter::new();
+    w.meta("general.architecture", "llama");
+    w.meta("general.quantization_version", 2u32);
+    w.tensor_f32("w", &[4, 8], &[0.5; 32]);
+    let mut bytes = w.to_bytes();
+    // Header: magic (4), version (4), tensor count (8), metadata count (8).
+    let n_kv = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
+    assert!(n_kv >= 2, "the test file needs two metadata entries");
+    bytes[16..24].copy_from_slice(&(n_kv - 1).to_le_bytes());
+    let (_d, r) = open_bytes(&bytes);
+    let e = r.unwrap_err().to_string();
+    assert!(
+        e.contains("metadata count")
+            && e.contains("\"general.quantization_version\"")
+            && !e.contains("ggml type"),
+        "{e}"
+    );
+}

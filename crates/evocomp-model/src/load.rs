@@ -59,6 +59,39 @@ impl ModelInfo {
         Ok(hex::encode(h.finalize()))
     }
 
+    /// The metadata's block count must be the number of blocks the tensors
+    /// hold: a count read from a file is checked before anything is
+    /// allocated for it.
+    fn check_blocks(&self) -> Result<()> {
+        let prefix = match self.format {
+            ModelFormat::Gguf => "blk.",
+            ModelFormat::HfSafetensors => "model.layers.",
+        };
+        let held = self
+            .tensors
+            .iter()
+            .filter_map(|t| {
+                t.name
+                    .strip_prefix(prefix)?
+                    .split('.')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .max()
+            .map_or(0, |m| m + 1);
+        if held != self.config.n_layers {
+            return Err(ModelError::BadConfig {
+                path: self.path.clone(),
+                message: format!(
+                    "the metadata says {} blocks, but the tensors hold {held}",
+                    self.config.n_layers
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Tensor counts per stored dtype, e.g. `Q4_1: 210`.
     pub fn dtype_counts(&self) -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();
@@ -183,7 +216,7 @@ fn check_vocab(info: &ModelInfo, tk: &TextTokenizer) -> Result<()> {
 
 fn gguf_info(f: &GgufFile) -> Result<ModelInfo> {
     let config = LlamaConfig::from_gguf(f)?;
-    Ok(ModelInfo {
+    let info = ModelInfo {
         path: f.path().to_path_buf(),
         format: ModelFormat::Gguf,
         config,
@@ -197,7 +230,9 @@ fn gguf_info(f: &GgufFile) -> Result<ModelInfo> {
                 shape: t.shape(),
             })
             .collect(),
-    })
+    };
+    info.check_blocks()?;
+    Ok(info)
 }
 
 struct GgufSource {
@@ -308,14 +343,16 @@ impl HfFolder {
         }
         let mut all_files = vec![dir.join("config.json")];
         all_files.extend(files);
+        let info = ModelInfo {
+            path: dir.to_path_buf(),
+            format: ModelFormat::HfSafetensors,
+            config,
+            files: all_files,
+            tensors,
+        };
+        info.check_blocks()?;
         Ok(Self {
-            info: ModelInfo {
-                path: dir.to_path_buf(),
-                format: ModelFormat::HfSafetensors,
-                config,
-                files: all_files,
-                tensors,
-            },
+            info,
             shards,
             location,
         })

@@ -178,7 +178,7 @@ impl LlamaWeights {
         };
         let h = cfg.hidden;
         let embed = get(&names.embed, &[cfg.vocab, h])?;
-        let mut layers = Vec::with_capacity(cfg.n_layers);
+        let mut layers = Vec::new();
         for l in 0..cfg.n_layers {
             let attn_norm = get(&(names.attn_norm)(l), &[h])?;
             let mlp_norm = get(&(names.mlp_norm)(l), &[h])?;

@@ -300,3 +300,42 @@ fn untied_head_is_used() {
     assert!(!m.config().tied_embeddings);
     assert_eq!(m.weights.lm_head, w.lm_head);
 }
+
+/// A block count read from a file is checked against the tensors before
+/// anything is allocated for it (0xFFFFFFFF blocks used to abort with a
+/// 1.8 TB allocation).
+#[test]
+fn a_block_count_the_tensors_do_not_hold_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config();
+    let w = random_weights(&cfg, 4);
+    for (blocks, name) in [
+        (u32::MAX as usize, "huge.gguf"),
+        (cfg.n_layers + 1, "one-more.gguf"),
+    ] {
+        let mut lying = cfg.clone();
+        lying.n_layers = blocks;
+        let p = dir.path().join(name);
+        write_gguf(&lying, &w, &p).unwrap();
+        for e in [
+            inspect_model(&p).unwrap_err().to_string(),
+            load_model(&p).unwrap_err().to_string(),
+        ] {
+            assert!(
+                e.contains(name)
+                    && e.contains(&format!("says {blocks} blocks"))
+                    && e.contains(&format!("hold {}", cfg.n_layers)),
+                "{e}"
+            );
+        }
+    }
+    // An HF folder whose config.json claims a block more.
+    let hf = dir.path().join("hf");
+    save_hf_safetensors(&cfg, &w, &hf).unwrap();
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(hf.join("config.json")).unwrap()).unwrap();
+    c["num_hidden_layers"] = (cfg.n_layers + 1).into();
+    std::fs::write(hf.join("config.json"), c.to_string()).unwrap();
+    let e = inspect_model(&hf).unwrap_err().to_string();
+    assert!(e.contains("says") && e.contains("blocks"), "{e}");
+}
