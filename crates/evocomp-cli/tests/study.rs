@@ -424,6 +424,29 @@ fn config_errors_name_file_line_and_column() {
         !o.status.success() && err.contains("bad2.ron:6:") && err.contains("level 7"),
         "{err}"
     );
+    // Budgets that leave no block of the model, at the budget's line, before
+    // anything is evaluated (they used to run and fail without a location,
+    // or measure a model with no blocks).
+    for (i, budget) in [
+        "Dropped(4)",
+        "AtMost(1)",
+        "Fraction(0.000001)",
+        "Exact(123)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let name = format!("nothing{i}");
+        experiment(d, &name, "blocks", budget, "ShortGpt");
+        let o = evocomp(d, &["run", &format!("{name}.ron")]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success()
+                && err.contains(&format!("{name}.ron:6:"))
+                && err.contains("no block"),
+            "{budget}: {err}"
+        );
+    }
     // A strategy for another kind of database, at the strategy's line.
     experiment(d, "bad4", "blocks", "Dropped(1)", "EvolKv(group_size: 2)");
     let o = evocomp(d, &["run", "bad4.ron"]);

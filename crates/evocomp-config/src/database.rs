@@ -267,8 +267,16 @@ impl DatabaseSpec {
                     "compression.bits",
                     "needs at least one bit-width",
                 )?;
+                no_repeats(&c, &bits)?;
+                c.ensure(
+                    group_size >= 8 && group_size.is_power_of_two(),
+                    "compression.group_size",
+                    format!(
+                        "{group_size}: a group size is a power of two, at least 8 (128 is usual; \
+                         a group longer than a row quantizes the row as one group)"
+                    ),
+                )?;
                 bits.sort_unstable();
-                bits.dedup();
                 for &b in &bits {
                     c.ensure(
                         (2..=8).contains(&b),
@@ -357,8 +365,8 @@ impl DatabaseSpec {
                     "compression.group_size",
                     "must be at least 1",
                 )?;
+                no_repeats(&c, &bits)?;
                 bits.sort_unstable_by(|a, b| b.cmp(a));
-                bits.dedup();
                 for &b in &bits {
                     c.ensure(
                         (1..=16).contains(&b),
@@ -383,6 +391,18 @@ impl DatabaseSpec {
             compression,
         })
     }
+}
+
+/// A bit-width listed twice is a mistake in the config, not a level.
+fn no_repeats(c: &Checker, bits: &[u8]) -> Result<()> {
+    for (i, b) in bits.iter().enumerate() {
+        c.ensure(
+            !bits[..i].contains(b),
+            "compression.bits",
+            format!("{b} is listed twice"),
+        )?;
+    }
+    Ok(())
 }
 
 /// Read, parse and validate a database config.
@@ -472,6 +492,31 @@ mod tests {
                 "Sparsity(method: SparseGpt, target: 0.5)",
                 "Quantization(method: Gptq, bits: [3, 9])",
                 "compression.bits",
+            ),
+            (
+                "Sparsity(method: SparseGpt, target: 0.5)",
+                "Quantization(method: Gptq, bits: [3, 3])",
+                "listed twice",
+            ),
+            (
+                "Sparsity(method: SparseGpt, target: 0.5)",
+                "KvBits(bits: [8, 4, 8])",
+                "listed twice",
+            ),
+            (
+                "Sparsity(method: SparseGpt, target: 0.5)",
+                "Quantization(method: Rtn, bits: [3], group_size: 0)",
+                "compression.group_size",
+            ),
+            (
+                "Sparsity(method: SparseGpt, target: 0.5)",
+                "Quantization(method: Rtn, bits: [3], group_size: 7)",
+                "compression.group_size",
+            ),
+            (
+                "Sparsity(method: SparseGpt, target: 0.5)",
+                "Quantization(method: Rtn, bits: [3], group_size: 1000000)",
+                "compression.group_size",
             ),
         ] {
             let text = good(dir.path()).replace(from, to);

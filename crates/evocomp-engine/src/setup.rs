@@ -11,7 +11,8 @@ use evocomp_data::{Sample, TokenSet};
 use evocomp_db::{BuildOptions, BuildReport, Database, build_database};
 use evocomp_model::{LlamaModel, LoadedModel};
 use evocomp_search::{
-    AnyStrategy, Budget, BudgetHint, Measurements, SampleSpec, SearchError, Setup, Space, rng,
+    AnyStrategy, Budget, BudgetHint, Kind, Measurements, SampleSpec, SearchError, Setup, Space,
+    SpaceError, rng,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -109,8 +110,43 @@ pub fn ensure_database(
 
 /// The budget a spec names in this space; impossible budgets point at the
 /// config's `budget` line.
-pub fn resolve_budget(exp: &Experiment, space: &Space) -> Result<Budget> {
+pub fn resolve_budget(exp: &Experiment, space: &Space, kind: Kind) -> Result<Budget> {
     let b = written_budget(exp, space)?;
+    if kind == Kind::Depth {
+        // Some block (or sub-block) must be left: the cheapest configuration
+        // that keeps one unit.
+        let min_cost: u64 = space
+            .units
+            .iter()
+            .map(|u| *u.costs.iter().min().expect("levels"))
+            .sum();
+        let keep_one = space
+            .units
+            .iter()
+            .map(|u| {
+                let lo = *u.costs.iter().min().expect("levels");
+                u.costs
+                    .iter()
+                    .filter(|&&c| c > lo)
+                    .map(|c| c - lo)
+                    .min()
+                    .unwrap_or(0)
+            })
+            .filter(|&d| d > 0)
+            .min()
+            .unwrap_or(0);
+        if b.limit() < min_cost + keep_one {
+            return Err(exp
+                .error_at(
+                    "budget",
+                    format!(
+                        "{b:?} leaves no block of the model (keeping one costs at least {})",
+                        min_cost + keep_one
+                    ),
+                )
+                .into());
+        }
+    }
     Ok(exp.strategy.settings().search_budget(b))
 }
 
@@ -219,7 +255,7 @@ pub fn prepare(exp: &Experiment, device: &Device, progress: bool) -> Result<Prep
     db.check_model(&fingerprint)?;
     let space = db.space()?;
     let unit_layer = db.unit_layers();
-    let budget = resolve_budget(exp, &space)?;
+    let budget = resolve_budget(exp, &space, db.kind())?;
     let calib = token_set(&loaded, &exp.data.calibration)?;
     let eval = token_set(&loaded, &exp.data.evaluation)?;
     let held_out = eval
@@ -294,6 +330,12 @@ pub fn new_strategy(prep: &Prepared, device: &Device) -> Result<AnyStrategy> {
         measured,
     };
     settings.build(&setup).map_err(|e| match e {
+        SearchError::Space(SpaceError::Infeasible(b)) => exp
+            .error_at(
+                "budget",
+                format!("no configuration of the database's levels meets {b:?}"),
+            )
+            .into(),
         SearchError::Settings(e) => {
             let field = if e.field.is_empty() {
                 "strategy".to_string()
