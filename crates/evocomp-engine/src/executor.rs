@@ -67,6 +67,22 @@ pub fn run_observed(
             new_evaluations: 0,
         });
     }
+    // A store that lost its records (damaged, or moved away) while the
+    // checksummed summary.json of this study survived: the study is finished.
+    if let Ok(s) = study.dir().summary_file()
+        && s.name == exp.name
+        && s.strategy == exp.strategy.label()
+    {
+        eprintln!(
+            "{}: the study store had lost its result; restored it from summary.json",
+            exp.output.display()
+        );
+        study.restore_summary_record(&s)?;
+        return Ok(Outcome::Finished {
+            summary: Box::new(s),
+            new_evaluations: 0,
+        });
+    }
     let device0 = opts
         .devices
         .first()

@@ -6,6 +6,7 @@
 
 mod dequant;
 mod reader;
+pub mod testing;
 mod types;
 mod value;
 mod writer;

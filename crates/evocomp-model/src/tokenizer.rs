@@ -134,10 +134,19 @@ impl TextTokenizer {
                 message: "file not found".into(),
             });
         }
-        let inner = Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer {
+        let err = |message: String| ModelError::Tokenizer {
             path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        // Check the JSON first: the tokenizers crate panics on some syntax
+        // errors inside nested parts (its decoder reader unwraps them).
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| err(format!("not valid JSON: {e}")))?;
+        // Whatever else it may refuse by panicking is an error here too.
+        let inner = std::panic::catch_unwind(|| text.parse::<Tokenizer>())
+            .map_err(|_| err("the tokenizers library could not read it".into()))?
+            .map_err(|e| err(e.to_string()))?;
         let special = |names: &[&str]| names.iter().find_map(|n| inner.token_to_id(n));
         Ok(Self {
             bos_id: special(&["<|begin_of_text|>", "<s>", "<|endoftext|>", "<|im_start|>"]),

@@ -160,9 +160,16 @@ impl Study {
                 });
             }
             Err(e) => {
+                let message = match e {
+                    sled::Error::Corruption { .. } => format!(
+                        "the study store is damaged ({e}); move it away and `evocomp resume` \
+                         the study: it recomputes from the shared fitness cache"
+                    ),
+                    e => e.to_string(),
+                };
                 return Err(StoreError::Open {
                     path: db_path.to_path_buf(),
-                    message: e.to_string(),
+                    message,
                 });
             }
         };

@@ -1,9 +1,14 @@
 //! Versioned JSON: every file (and sled record) a study writes is an object
-//! whose first field is `format_version`.
+//! whose first field is `format_version` and whose last is `checksum`, the
+//! sha256 of the content's canonical (compact) JSON. A damaged file is an
+//! error, never a different result: a flipped digit still parses, but no
+//! longer matches its checksum. (Files written before checksums have none
+//! and are read as they are.)
 
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// The version of every JSON document a study writes.
@@ -14,27 +19,35 @@ struct Versioned<'a, T> {
     format_version: u32,
     #[serde(flatten)]
     value: &'a T,
+    checksum: String,
 }
 
-/// `value` as pretty JSON with `format_version` first.
-pub fn to_versioned_json(value: &impl Serialize) -> Result<Vec<u8>> {
-    Ok(serde_json::to_vec_pretty(&Versioned {
+fn checksum(value: &impl Serialize) -> Result<String> {
+    Ok(hex::encode(Sha256::digest(serde_json::to_vec(value)?)))
+}
+
+fn versioned<T: Serialize>(value: &T) -> Result<Versioned<'_, T>> {
+    Ok(Versioned {
         format_version: FORMAT_VERSION,
+        checksum: checksum(value)?,
         value,
-    })?)
+    })
+}
+
+/// `value` as pretty JSON with `format_version` first and `checksum` last.
+pub fn to_versioned_json(value: &impl Serialize) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec_pretty(&versioned(value)?)?)
 }
 
 /// `value` as compact JSON with `format_version` first (for store records).
 pub(crate) fn to_versioned_compact(value: &impl Serialize) -> Result<Vec<u8>> {
-    Ok(serde_json::to_vec(&Versioned {
-        format_version: FORMAT_VERSION,
-        value,
-    })?)
+    Ok(serde_json::to_vec(&versioned(value)?)?)
 }
 
 /// Parse a versioned document; `what` names it in errors (a file path or a
-/// record). A missing, older or newer version is an error.
-pub fn read_versioned<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+/// record). A missing, older or newer version, or content that does not match
+/// its checksum, is an error.
+pub fn read_versioned<T: DeserializeOwned + Serialize>(bytes: &[u8], what: &str) -> Result<T> {
     let mut v: serde_json::Value =
         serde_json::from_slice(bytes).with_context(|| format!("{what}: corrupt (not JSON)"))?;
     let obj = v
@@ -53,7 +66,18 @@ pub fn read_versioned<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T
             "{what}: no format_version: written by an evocomp older than format {FORMAT_VERSION}; rerun the study"
         ),
     }
-    serde_json::from_value(v).with_context(|| format!("{what}: corrupt"))
+    let sum = match obj.remove("checksum") {
+        None => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(_) => bail!("{what}: corrupt (checksum is not a string)"),
+    };
+    let value: T = serde_json::from_value(v).with_context(|| format!("{what}: corrupt"))?;
+    if let Some(sum) = sum
+        && sum != checksum(&value)?
+    {
+        bail!("{what}: damaged: its content does not match its checksum");
+    }
+    Ok(value)
 }
 
 /// Write a versioned document atomically.
@@ -65,7 +89,7 @@ pub(crate) fn write_file(path: &Path, value: &impl Serialize) -> Result<()> {
 }
 
 /// Read a versioned file, naming it in errors.
-pub(crate) fn read_file<T: DeserializeOwned>(path: &Path) -> Result<T> {
+pub(crate) fn read_file<T: DeserializeOwned + Serialize>(path: &Path) -> Result<T> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     read_versioned(&bytes, &path.display().to_string())
 }

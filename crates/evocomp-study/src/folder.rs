@@ -60,7 +60,9 @@ impl StudyDir {
         self.file(names::EXPERIMENT).is_file()
     }
 
-    /// The experiment saved here, its `output` set to this folder (wherever it is now).
+    /// The experiment saved here, its `output` set to this folder (wherever
+    /// it is now). A damaged `experiment.json` is read from the store's copy
+    /// instead (and rewritten by the next run).
     pub fn experiment(&self) -> Result<Experiment> {
         let p = self.file(names::EXPERIMENT);
         if !p.is_file() {
@@ -70,7 +72,16 @@ impl StudyDir {
                 names::EXPERIMENT
             );
         }
-        let exp: Experiment = read_file(&p)?;
+        let exp: Experiment = match read_file(&p) {
+            Ok(e) => e,
+            Err(e) => match self.view() {
+                Ok(View::Store(s)) => match s.experiment()? {
+                    Some(saved) => saved,
+                    None => return Err(e),
+                },
+                _ => return Err(e),
+            },
+        };
         Ok(Experiment {
             output: self.dir.clone(),
             ..exp
@@ -89,6 +100,10 @@ impl StudyDir {
         match store.meta(EXPERIMENT_KEY)? {
             Some(bytes) => {
                 let saved: Experiment = read_versioned(&bytes, &what)?;
+                // The file is derived from the store: restore it if damaged.
+                if read_file::<Experiment>(&dir.file(names::EXPERIMENT)).is_err() {
+                    write_file(&dir.file(names::EXPERIMENT), &saved)?;
+                }
                 if comparable(&saved)? != comparable(exp)? {
                     bail!(
                         "{} holds a different experiment (from {}); change `name` or `output`, or delete the folder",
@@ -127,24 +142,36 @@ impl StudyDir {
     }
 
     /// A finished study's result: `summary.json`, or, when that file is
-    /// missing, the copy in the store (the record `resume` writes the file
-    /// from). Reads only.
+    /// missing or damaged, the copy in the store (the record `resume` writes
+    /// the file from). Reads only.
     pub fn summary(&self) -> Result<Summary> {
         let p = self.file(names::SUMMARY);
-        if p.is_file() {
-            return read_file(&p);
-        }
+        let damaged = match p.is_file() {
+            true => match read_file(&p) {
+                Ok(s) => return Ok(s),
+                Err(e) => Some(e),
+            },
+            false => None,
+        };
         if let Ok(View::Store(s)) = self.view()
             && let Some(summary) = s.summary()?
         {
             return Ok(summary);
         }
-        bail!(
-            "{}: no {}: the study is not finished (evocomp status {})",
-            self.dir.display(),
-            names::SUMMARY,
-            self.dir.display()
-        )
+        match damaged {
+            Some(e) => Err(e),
+            None => bail!(
+                "{}: no {}: the study is not finished (evocomp status {})",
+                self.dir.display(),
+                names::SUMMARY,
+                self.dir.display()
+            ),
+        }
+    }
+
+    /// `summary.json` alone (no fallback to the store).
+    pub fn summary_file(&self) -> Result<Summary> {
+        read_file(&self.file(names::SUMMARY))
     }
 
     /// The last status the running (or last) process wrote.
@@ -189,6 +216,14 @@ impl OpenStudy {
         format!("{} (record {key})", self.dir.file(names::STORE).display())
     }
 
+    /// The experiment the store holds.
+    pub fn experiment(&self) -> Result<Option<Experiment>> {
+        match self.store.meta(EXPERIMENT_KEY)? {
+            Some(b) => Ok(Some(read_versioned(&b, &self.record_name(EXPERIMENT_KEY))?)),
+            None => Ok(None),
+        }
+    }
+
     /// The latest checkpoint.
     pub fn state(&self) -> Result<Option<State>> {
         match self.store.checkpoint()? {
@@ -227,6 +262,14 @@ impl OpenStudy {
         if read_file::<Summary>(&p).is_err() {
             write_file(&p, summary)?;
         }
+        Ok(())
+    }
+
+    /// Put a result back into a store that lost it (from `summary.json`).
+    pub fn restore_summary_record(&self, summary: &Summary) -> Result<()> {
+        self.store
+            .put_meta(SUMMARY_KEY, &to_versioned_json(summary)?)
+            .context("restoring the summary record")?;
         Ok(())
     }
 
