@@ -20,6 +20,9 @@ pub enum BackendChoice {
 pub struct Chosen {
     pub device: Device,
     pub description: String,
+    /// The largest buffer a wgpu device allocates (its adapter's limits);
+    /// None on the CPU.
+    pub max_buffer_bytes: Option<u64>,
 }
 
 fn block_on<F: Future>(f: F) -> F::Output {
@@ -74,8 +77,8 @@ pub fn quiet_vulkan_environment() {
     }
 }
 
-/// (name, is a real GPU) of every adapter on the native API.
-fn adapters() -> Vec<(String, wgpu::DeviceType)> {
+/// (name, device type, largest buffer in bytes) of every adapter on the native API.
+fn adapters() -> Vec<(String, wgpu::DeviceType, u64)> {
     let (backends, _) = native_api();
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = backends;
@@ -84,9 +87,13 @@ fn adapters() -> Vec<(String, wgpu::DeviceType)> {
         .into_iter()
         .map(|a| {
             let info = a.get_info();
+            let limits = a.limits();
             (
                 format!("{} ({:?}, {:?})", info.name, info.device_type, info.backend),
                 info.device_type,
+                limits
+                    .max_storage_buffer_binding_size
+                    .min(limits.max_buffer_size),
             )
         })
         .collect()
@@ -115,15 +122,17 @@ pub fn choose(choice: BackendChoice) -> Result<Chosen> {
     let cpu = || Chosen {
         device: Device::flex(),
         description: "cpu (burn flex)".into(),
+        max_buffer_bytes: None,
     };
     match choice {
         BackendChoice::Cpu => Ok(cpu()),
         BackendChoice::Auto => {
             let found = adapters();
-            match found.iter().find(|(_, t)| is_gpu(*t)) {
-                Some((name, _)) => Ok(Chosen {
+            match found.iter().find(|(_, t, _)| is_gpu(*t)) {
+                Some((name, _, max)) => Ok(Chosen {
                     device: wgpu_device(DeviceKind::DefaultDevice)?,
                     description: format!("wgpu on {name}"),
+                    max_buffer_bytes: Some(*max),
                 }),
                 None => {
                     tracing::info!("no GPU adapter found ({found:?}); using the CPU backend");
@@ -133,16 +142,19 @@ pub fn choose(choice: BackendChoice) -> Result<Chosen> {
         }
         BackendChoice::Wgpu => {
             let found = adapters();
-            if let Some((name, _)) = found.iter().find(|(_, t)| is_gpu(*t)) {
+            if let Some((name, _, max)) = found.iter().find(|(_, t, _)| is_gpu(*t)) {
                 return Ok(Chosen {
                     device: wgpu_device(DeviceKind::DefaultDevice)?,
                     description: format!("wgpu on {name}"),
+                    max_buffer_bytes: Some(*max),
                 });
             }
-            if let Some((name, _)) = found.iter().find(|(_, t)| *t == wgpu::DeviceType::Cpu) {
+            if let Some((name, _, max)) = found.iter().find(|(_, t, _)| *t == wgpu::DeviceType::Cpu)
+            {
                 return Ok(Chosen {
                     device: wgpu_device(DeviceKind::Cpu)?,
                     description: format!("wgpu on {name} (software driver: slow)"),
+                    max_buffer_bytes: Some(*max),
                 });
             }
             bail!(

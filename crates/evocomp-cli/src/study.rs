@@ -54,7 +54,11 @@ fn execute(exp: &Experiment, args: &RunArgs, stop: &Arc<AtomicBool>) -> Result<b
         progress: std::io::stderr().is_terminal() || std::env::var_os("EVOCOMP_PROGRESS").is_some(),
         stop: stop.clone(),
         shared_cache: !args.no_shared_cache,
-        devices: vec![("worker-0".into(), chosen.device)],
+        devices: vec![evocomp_engine::WorkerDevice {
+            name: "worker-0".into(),
+            device: chosen.device,
+            max_buffer_bytes: chosen.max_buffer_bytes,
+        }],
     };
     let t0 = std::time::Instant::now();
     match evocomp_engine::run(exp, &opts)? {

@@ -8,10 +8,9 @@
 //! status file, history) watch; they never change what is computed.
 
 use crate::observer::{History, Observer, ProgressObserver, ResultEvent, StatusWriter, StepEvent};
-use crate::setup::{Prepared, new_strategy, prepare};
-use crate::worker::{Job, JobKind, Output, Pool};
+use crate::setup::{Prepared, batch_for_device, new_strategy, prepare};
+use crate::worker::{Job, JobKind, Output, Pool, WorkerDevice};
 use anyhow::{Context as _, Result, anyhow, bail};
-use burn::tensor::Device;
 use evocomp_config::Experiment;
 use evocomp_eval::KlResult;
 use evocomp_search::{FrontMember, Genome, Request, Role, SampleSpec, Scored, Strategy};
@@ -42,9 +41,9 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// Also read and fill the cache shared by every study under the same results folder.
     pub shared_cache: bool,
-    /// Devices (name, device) to run workers on; the first also builds a
-    /// missing database and takes the heuristics' model measurements.
-    pub devices: Vec<(String, Device)>,
+    /// Devices to run workers on; the first also builds a missing database
+    /// and takes the heuristics' model measurements.
+    pub devices: Vec<WorkerDevice>,
 }
 
 /// Run (or resume, or re-open) the study of `exp`.
@@ -87,15 +86,20 @@ pub fn run_observed(
         .devices
         .first()
         .ok_or_else(|| anyhow!("no device to evaluate on"))?
-        .1
+        .device
         .clone();
     let prep = prepare(exp, &device0, opts.progress)?;
+    let devices = opts
+        .devices
+        .iter()
+        .map(|d| Ok((d.clone(), batch_for_device(exp, &prep, d.max_buffer_bytes)?)))
+        .collect::<Result<Vec<_>>>()?;
     let state = match study.state()? {
         Some(s) => s,
         None => {
             let s = State {
                 step: 0,
-                strategy: new_strategy(&prep, &device0)?,
+                strategy: new_strategy(&prep, &device0, devices[0].1)?,
                 seconds: 0.0,
                 history: Vec::new(),
             };
@@ -114,7 +118,7 @@ pub fn run_observed(
         prep: &prep,
         study: &study,
         shared: Shared::open(opts.shared_cache.then(|| shared_cache_dir(exp))),
-        pool: Pool::spawn(&prep, opts.devices.clone(), reuse, opts.stop.clone()),
+        pool: Pool::spawn(&prep, devices, reuse, opts.stop.clone()),
         stop: opts.stop.clone(),
         keys: Keys::new(&prep),
         history: History {

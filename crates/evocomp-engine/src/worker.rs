@@ -52,6 +52,27 @@ pub struct Done {
     pub worker: String,
 }
 
+/// A device a worker runs on.
+#[derive(Clone)]
+pub struct WorkerDevice {
+    pub name: String,
+    pub device: Device,
+    /// The largest buffer the device allocates, in bytes (a GPU's limit);
+    /// None where no such limit matters (the CPU).
+    pub max_buffer_bytes: Option<u64>,
+}
+
+impl WorkerDevice {
+    /// A device with no buffer limit that matters (burn's `flex` CPU backend).
+    pub fn unlimited(name: impl Into<String>, device: Device) -> Self {
+        Self {
+            name: name.into(),
+            device,
+            max_buffer_bytes: None,
+        }
+    }
+}
+
 /// Workers serving one queue.
 pub struct Pool {
     jobs: Option<Sender<Job>>,
@@ -61,10 +82,11 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// One worker per `(name, device)`; each builds its own evaluator.
+    /// One worker per device, each with its own evaluator, running
+    /// `batch` sequences per forward pass on that device.
     pub fn spawn(
         prep: &Prepared,
-        devices: Vec<(String, Device)>,
+        devices: Vec<(WorkerDevice, usize)>,
         reuse: bool,
         stop: Arc<AtomicBool>,
     ) -> Self {
@@ -73,12 +95,15 @@ impl Pool {
         let (done_tx, done_rx) = channel::<Done>();
         let stats = Arc::new(Mutex::new(ReuseStats::default()));
         let mut handles = Vec::new();
-        for (name, device) in devices {
+        for (WorkerDevice { name, device, .. }, batch_size) in devices {
             let loaded = prep.loaded.clone();
             let db = prep.db.clone();
             let unit_layer = prep.unit_layer.clone();
             let calib = prep.calib.clone();
-            let fitness = prep.exp.fitness;
+            let fitness = evocomp_config::FitnessSpec {
+                batch_size,
+                ..prep.exp.fitness
+            };
             let held_out = prep.held_out.clone();
             let jobs_rx = jobs_rx.clone();
             let done_tx = done_tx.clone();

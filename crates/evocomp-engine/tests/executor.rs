@@ -3,7 +3,9 @@
 //! batch across them), and observers hear of every result and step.
 
 use burn::tensor::Device;
-use evocomp_engine::{Observer, Outcome, ResultEvent, RunOptions, StepEvent, run_observed};
+use evocomp_engine::{
+    Observer, Outcome, ResultEvent, RunOptions, StepEvent, WorkerDevice, run_observed,
+};
 use evocomp_model::testing::{random_weights, tiny_config, write_gguf};
 use evocomp_study::Summary;
 use std::path::Path;
@@ -92,6 +94,15 @@ fn setup(dir: &Path, name: &str) -> std::path::PathBuf {
 }
 
 fn run(dir: &Path, name: &str, devices: usize) -> (Summary, Counts, usize) {
+    run_limited(dir, name, devices, None).unwrap()
+}
+
+fn run_limited(
+    dir: &Path,
+    name: &str,
+    devices: usize,
+    max_buffer_bytes: Option<u64>,
+) -> anyhow::Result<(Summary, Counts, usize)> {
     let exp = evocomp_config::load_experiment(&setup(dir, name)).unwrap();
     let counts = Arc::new(Mutex::new(Counts::default()));
     let opts = RunOptions {
@@ -99,19 +110,46 @@ fn run(dir: &Path, name: &str, devices: usize) -> (Summary, Counts, usize) {
         stop: Arc::new(AtomicBool::new(false)),
         shared_cache: false,
         devices: (0..devices)
-            .map(|i| (format!("worker-{i}"), Device::flex()))
+            .map(|i| WorkerDevice {
+                max_buffer_bytes,
+                ..WorkerDevice::unlimited(format!("worker-{i}"), Device::flex())
+            })
             .collect(),
     };
-    match run_observed(&exp, &opts, vec![Box::new(Counter(counts.clone()))]).unwrap() {
+    match run_observed(&exp, &opts, vec![Box::new(Counter(counts.clone()))])? {
         Outcome::Finished {
             summary,
             new_evaluations,
         } => {
             let c = counts.lock().unwrap().clone();
-            (*summary, c, new_evaluations)
+            Ok((*summary, c, new_evaluations))
         }
         Outcome::Stopped { .. } => panic!("stopped"),
     }
+}
+
+/// A device that allocates only small buffers (a GPU's limit) evaluates in
+/// smaller batches and reaches the same configurations; one whose buffers
+/// cannot hold one sequence's logits is refused at the config line to change.
+#[test]
+fn a_device_buffer_limit_shrinks_batches_or_says_what_to_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (free, _, _) = run(dir.path(), "free", 1);
+    // The tiny model: 260 entries; held-out windows of 32 tokens: 33,280 bytes a sequence.
+    let (tight, _, _) = run_limited(dir.path(), "tight", 1, Some(40_000)).unwrap();
+    assert_eq!(tight.front.len(), free.front.len());
+    for (a, b) in tight.front.iter().zip(&free.front) {
+        assert_eq!(a.genome, b.genome);
+        assert!((a.held_out_kl - b.held_out_kl).abs() <= 1e-6 * b.held_out_kl.max(1e-3));
+    }
+    let e = format!(
+        "{:#}",
+        run_limited(dir.path(), "tiny", 1, Some(30_000)).unwrap_err()
+    );
+    assert!(
+        e.contains("tiny.ron:") && e.contains("MiB") && e.contains("--backend cpu"),
+        "{e}"
+    );
 }
 
 #[test]
