@@ -659,6 +659,9 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// A way to damage a file's bytes, and its name.
+type Damage = (&'static str, fn(&mut Vec<u8>));
+
 /// One flipped byte, a cut or a zeroed file, in any file a study or its database writes: every
 /// command that reads it ends with a clear error or the right result
 /// (recovered from what is intact), never a panic and never a wrong result.
@@ -677,7 +680,7 @@ fn a_flipped_byte_in_any_study_or_database_file_is_never_a_wrong_result() {
     files_under(&pristine, &mut files);
     assert!(files.len() > 10, "{files:?}");
     let mut outcomes = Vec::new();
-    let damages: [(&str, fn(&mut Vec<u8>)); 3] = [
+    let damages: [Damage; 3] = [
         ("a flipped byte", |b| {
             let at = b.len() / 2;
             b[at] ^= 0x55;
