@@ -313,6 +313,35 @@ fn killed_studies_resume_to_the_same_result_without_repeating_work() {
     );
     assert_eq!(journal(&study).len(), before);
 
+    // Read-only commands on a finished study write nothing (with the disk
+    // full they used to fail on the store's writes).
+    let snapshot = || -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+        let mut files = Vec::new();
+        files_under(&study, &mut files);
+        files.sort();
+        files
+            .into_iter()
+            .map(|f| {
+                let m = std::fs::metadata(&f).unwrap();
+                (f, m.len(), m.modified().unwrap())
+            })
+            .collect()
+    };
+    let before = snapshot();
+    std::thread::sleep(Duration::from_millis(20));
+    ok(&evocomp(d, &["status", "results/killed"]));
+    ok(&evocomp(d, &["best", "results/killed"]));
+    ok(&evocomp(d, &["best", "results/killed", "--json"]));
+    ok(&evocomp(
+        d,
+        &["report", "results/killed", "--out", "elsewhere"],
+    ));
+    assert_eq!(
+        snapshot(),
+        before,
+        "a read-only command wrote into the study"
+    );
+
     // summary.json is derived from the store: lost, the study is still
     // finished for every command, and `resume` writes it again.
     let file = study.join("summary.json");
