@@ -239,11 +239,6 @@ pub fn status(dir: &Path) -> Result<()> {
             }
         }
         View::Store(study) => {
-            if let Some(s) = study.summary()? {
-                println!("finished");
-                print_summary(&s, false);
-                return Ok(());
-            }
             let trials = study.store().trials()?;
             let fresh = trials.iter().filter(|t| !t.cached).count();
             println!(
@@ -280,12 +275,11 @@ pub fn status(dir: &Path) -> Result<()> {
 pub fn best(dir: &Path, json: bool) -> Result<()> {
     if let Some(members) = sweep_members(dir)? {
         if json {
+            // The finished members (read once each).
             let v: Vec<Summary> = members
                 .iter()
-                .map(|e| StudyDir::new(&e.output))
-                .filter(|d| d.summary().is_ok())
-                .map(|d| d.summary())
-                .collect::<Result<_>>()?;
+                .filter_map(|e| StudyDir::new(&e.output).summary().ok())
+                .collect();
             println!("{}", serde_json::to_string_pretty(&v)?);
             return Ok(());
         }
@@ -310,17 +304,15 @@ pub fn best(dir: &Path, json: bool) -> Result<()> {
             return Ok(());
         }
     };
-    let Some(s) = study.summary()? else {
-        match study.state()?.and_then(|st| st.best()) {
-            Some(b) => {
-                println!("not finished; best so far: fitness {:.6}", b.fitness);
-                println!("{:?}", b.genome);
-                return Ok(());
-            }
-            None => bail!("{}: no result yet", dir.display()),
+    // Not finished (`summary` above looked in the store too).
+    match study.state()?.and_then(|st| st.best()) {
+        Some(b) => {
+            println!("not finished; best so far: fitness {:.6}", b.fitness);
+            println!("{:?}", b.genome);
+            Ok(())
         }
-    };
-    print_best(&s, json)
+        None => bail!("{}: no result yet", dir.display()),
+    }
 }
 
 fn print_best(s: &Summary, json: bool) -> Result<()> {

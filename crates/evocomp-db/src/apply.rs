@@ -2,7 +2,7 @@
 //! the units whose level changed.
 
 use crate::build::level_tensor;
-use crate::manifest::{Manifest, sha256_file};
+use crate::manifest::Manifest;
 use crate::spec::Compression;
 use crate::units::{Level, UnitTarget};
 use crate::{DbError, Result};
@@ -169,19 +169,33 @@ impl Database {
 
     /// Check every file's sha256 against the manifest.
     pub fn verify(&self) -> Result<()> {
-        for u in &self.manifest.units {
-            if let (Some(rel), Some(sha)) = (&u.file, &u.sha256) {
-                let p = self.dir.join(rel);
-                let got = sha256_file(&p)?;
-                if &got != sha {
-                    return Err(DbError::Corrupt {
-                        path: p,
-                        message: format!("sha256 {got}, but the manifest records {sha}"),
-                    });
-                }
-            }
+        (0..self.manifest.units.len()).try_for_each(|ui| self.check_file(ui))
+    }
+
+    /// Unit `ui`'s file against the sha256 the manifest records, hashed the
+    /// first time this process asks (a study never scores variants it has
+    /// not verified) and remembered.
+    fn check_file(&self, ui: usize) -> Result<()> {
+        let u = &self.manifest.units[ui];
+        let (Some(map), Some(want)) = (&self.maps[ui], &u.sha256) else {
+            return Ok(());
+        };
+        let damaged = self.checked[ui].get_or_init(|| {
+            let got = hex::encode(Sha256::digest(&map[..]));
+            (*want != got).then(|| {
+                format!(
+                    "sha256 {got}, but the manifest records {want}: the file was damaged or \
+                     replaced; rebuild it with `evocomp db build` (it rebuilds what does not match)"
+                )
+            })
+        });
+        match damaged {
+            Some(message) => Err(DbError::Corrupt {
+                path: self.dir.join(u.file.as_deref().unwrap_or("?")),
+                message: message.clone(),
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The stored weight of unit `ui` at `level`.
@@ -195,21 +209,7 @@ impl Database {
             path: path.clone(),
             message,
         };
-        // A study never scores variants it has not verified: each file's
-        // sha256 is checked the first time this process reads it.
-        let damaged = self.checked[ui].get_or_init(|| {
-            let got = hex::encode(Sha256::digest(&map[..]));
-            match &u.sha256 {
-                Some(want) if *want != got => Some(format!(
-                    "sha256 {got}, but the manifest records {want}: the file was damaged or \
-                     replaced; rebuild it with `evocomp db build` (it rebuilds what does not match)"
-                )),
-                _ => None,
-            }
-        });
-        if let Some(m) = damaged {
-            return Err(bad(m.clone()));
-        }
+        self.check_file(ui)?;
         let st = SafeTensors::deserialize(map).map_err(|e| bad(e.to_string()))?;
         let view = st
             .tensor(&level_tensor(level))

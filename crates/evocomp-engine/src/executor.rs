@@ -59,24 +59,7 @@ pub fn run_observed(
     extra: Vec<Box<dyn Observer>>,
 ) -> Result<Outcome> {
     let study = StudyDir::open_for(exp)?;
-    if let Some(s) = study.summary()? {
-        study.restore_summary_file(&s)?;
-        return Ok(Outcome::Finished {
-            summary: Box::new(s),
-            new_evaluations: 0,
-        });
-    }
-    // A store that lost its records (damaged, or moved away) while the
-    // checksummed summary.json of this study survived: the study is finished.
-    if let Ok(s) = study.dir().summary_file()
-        && s.name == exp.name
-        && s.strategy == exp.strategy.label()
-    {
-        eprintln!(
-            "{}: the study store had lost its result; restored it from summary.json",
-            exp.output.display()
-        );
-        study.restore_summary_record(&s)?;
+    if let Some(s) = study.finished(exp)? {
         return Ok(Outcome::Finished {
             summary: Box::new(s),
             new_evaluations: 0,

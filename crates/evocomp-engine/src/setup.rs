@@ -111,46 +111,11 @@ pub fn ensure_database(
 /// The budget a spec names in this space; impossible budgets point at the
 /// config's `budget` line.
 pub fn resolve_budget(exp: &Experiment, space: &Space, kind: Kind) -> Result<Budget> {
-    let b = written_budget(exp, space)?;
-    if kind == Kind::Depth {
-        // Some block (or sub-block) must be left: the cheapest configuration
-        // that keeps one unit.
-        let min_cost: u64 = space
-            .units
-            .iter()
-            .map(|u| *u.costs.iter().min().expect("levels"))
-            .sum();
-        let keep_one = space
-            .units
-            .iter()
-            .map(|u| {
-                let lo = *u.costs.iter().min().expect("levels");
-                u.costs
-                    .iter()
-                    .filter(|&&c| c > lo)
-                    .map(|c| c - lo)
-                    .min()
-                    .unwrap_or(0)
-            })
-            .filter(|&d| d > 0)
-            .min()
-            .unwrap_or(0);
-        if b.limit() < min_cost + keep_one {
-            return Err(exp
-                .error_at(
-                    "budget",
-                    format!(
-                        "{b:?} leaves no block of the model (keeping one costs at least {})",
-                        min_cost + keep_one
-                    ),
-                )
-                .into());
-        }
-    }
+    let b = written_budget(exp, space, kind)?;
     Ok(exp.strategy.settings().search_budget(b))
 }
 
-fn written_budget(exp: &Experiment, space: &Space) -> Result<Budget> {
+fn written_budget(exp: &Experiment, space: &Space, kind: Kind) -> Result<Budget> {
     let min_cost: u64 = space
         .units
         .iter()
@@ -204,6 +169,25 @@ fn written_budget(exp: &Experiment, space: &Space) -> Result<Budget> {
         return Err(fail(format!(
             "{b:?} is below the cheapest configuration ({min_cost})"
         )));
+    }
+    if kind == Kind::Depth {
+        // Some block (or sub-block) must be left: the cheapest configuration
+        // that keeps one unit.
+        let keep_one = space
+            .units
+            .iter()
+            .filter_map(|u| {
+                let lo = *u.costs.iter().min().expect("levels");
+                u.costs.iter().filter(|&&c| c > lo).map(|c| c - lo).min()
+            })
+            .min()
+            .unwrap_or(0);
+        if b.limit() < min_cost + keep_one {
+            return Err(fail(format!(
+                "{b:?} leaves no block of the model (keeping one costs at least {})",
+                min_cost + keep_one
+            )));
+        }
     }
     if let Budget::Exact(c) = b
         && c > max_cost

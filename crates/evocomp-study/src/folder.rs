@@ -9,6 +9,8 @@ use crate::records::{State, StatusFile, Summary};
 use anyhow::{Context as _, Result, bail};
 use evocomp_config::Experiment;
 use evocomp_store::{Commit, StoreError, Study};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
 const EXPERIMENT_KEY: &str = "experiment";
@@ -21,6 +23,15 @@ pub fn shared_cache_dir(exp: &Experiment) -> PathBuf {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
         .join(names::SHARED_CACHE)
+}
+
+/// Write `value` to `path` unless the file there already reads as a valid
+/// document (files derived from the store are restored from it).
+fn restore_if_unreadable<T: Serialize + DeserializeOwned>(path: &Path, value: &T) -> Result<()> {
+    if read_file::<T>(path).is_err() {
+        write_file(path, value)?;
+    }
+    Ok(())
 }
 
 /// A study folder (which may not exist yet).
@@ -92,18 +103,14 @@ impl StudyDir {
     /// that the folder holds this experiment and no other.
     pub fn open_for(exp: &Experiment) -> Result<OpenStudy> {
         let dir = StudyDir::new(&exp.output);
-        let store = dir.open_store(true)?;
-        let what = format!(
-            "{} (record {EXPERIMENT_KEY})",
-            dir.file(names::STORE).display()
-        );
-        match store.meta(EXPERIMENT_KEY)? {
-            Some(bytes) => {
-                let saved: Experiment = read_versioned(&bytes, &what)?;
-                // The file is derived from the store: restore it if damaged.
-                if read_file::<Experiment>(&dir.file(names::EXPERIMENT)).is_err() {
-                    write_file(&dir.file(names::EXPERIMENT), &saved)?;
-                }
+        let study = OpenStudy {
+            store: dir.open_store(true)?,
+            dir,
+        };
+        let file = study.dir.file(names::EXPERIMENT);
+        match study.experiment()? {
+            Some(saved) => {
+                restore_if_unreadable(&file, &saved)?;
                 if comparable(&saved)? != comparable(exp)? {
                     bail!(
                         "{} holds a different experiment (from {}); change `name` or `output`, or delete the folder",
@@ -113,17 +120,19 @@ impl StudyDir {
                 }
             }
             None => {
-                write_file(&dir.file(names::EXPERIMENT), exp)?;
+                write_file(&file, exp)?;
                 if let Ok(raw) = std::fs::read(&exp.source) {
-                    let p = dir.file(names::CONFIG);
+                    let p = study.dir.file(names::CONFIG);
                     evocomp_store::write_atomic(&p, &raw).map_err(|(p, e)| {
                         anyhow::Error::new(e).context(format!("writing {}", p.display()))
                     })?;
                 }
-                store.put_meta(EXPERIMENT_KEY, &to_versioned_json(exp)?)?;
+                study
+                    .store
+                    .put_meta(EXPERIMENT_KEY, &to_versioned_json(exp)?)?;
             }
         }
-        Ok(OpenStudy { dir, store })
+        Ok(study)
     }
 
     /// The study's store or, while another process runs it, its last status.
@@ -167,11 +176,6 @@ impl StudyDir {
                 self.dir.display()
             ),
         }
-    }
-
-    /// `summary.json` alone (no fallback to the store).
-    pub fn summary_file(&self) -> Result<Summary> {
-        read_file(&self.file(names::SUMMARY))
     }
 
     /// The last status the running (or last) process wrote.
@@ -247,7 +251,7 @@ impl OpenStudy {
         Ok(())
     }
 
-    /// The result, once finished.
+    /// The result the store holds, once finished.
     pub fn summary(&self) -> Result<Option<Summary>> {
         match self.store.meta(SUMMARY_KEY)? {
             Some(b) => Ok(Some(read_versioned(&b, &self.record_name(SUMMARY_KEY))?)),
@@ -255,29 +259,40 @@ impl OpenStudy {
         }
     }
 
-    /// Write `summary.json` again from the store's record when it is missing
-    /// or unreadable (it is derived from the store).
-    pub fn restore_summary_file(&self, summary: &Summary) -> Result<()> {
-        let p = self.dir.file(names::SUMMARY);
-        if read_file::<Summary>(&p).is_err() {
-            write_file(&p, summary)?;
+    /// Whether the study of `exp` is finished, with its result, the store's
+    /// record and `summary.json` made whole from each other: the file
+    /// rewritten from the record when missing or damaged, or the record put
+    /// back from this study's checksummed file when the store lost it.
+    pub fn finished(&self, exp: &Experiment) -> Result<Option<Summary>> {
+        let file = self.dir.file(names::SUMMARY);
+        if let Some(s) = self.summary()? {
+            restore_if_unreadable(&file, &s)?;
+            return Ok(Some(s));
         }
-        Ok(())
+        match read_file::<Summary>(&file) {
+            Ok(s) if s.name == exp.name && s.strategy == exp.strategy.label() => {
+                tracing::warn!(
+                    "{}: the study store had lost its result; restored it from {}",
+                    self.dir.path().display(),
+                    names::SUMMARY
+                );
+                self.put_summary(&s)?;
+                Ok(Some(s))
+            }
+            _ => Ok(None),
+        }
     }
 
-    /// Put a result back into a store that lost it (from `summary.json`).
-    pub fn restore_summary_record(&self, summary: &Summary) -> Result<()> {
+    fn put_summary(&self, summary: &Summary) -> Result<()> {
         self.store
             .put_meta(SUMMARY_KEY, &to_versioned_json(summary)?)
-            .context("restoring the summary record")?;
+            .context("recording the summary")?;
         Ok(())
     }
 
     /// Record the result: in the store, then as `summary.json`.
     pub fn finish(&self, summary: &Summary) -> Result<()> {
-        self.store
-            .put_meta(SUMMARY_KEY, &to_versioned_json(summary)?)
-            .context("recording the summary")?;
+        self.put_summary(summary)?;
         write_file(&self.dir.file(names::SUMMARY), summary)
     }
 }
