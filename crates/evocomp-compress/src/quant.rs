@@ -34,7 +34,10 @@ pub struct QuantSpec {
     pub group_size: usize,
     /// Symmetric grid (no stored zero point) or asymmetric.
     pub symmetric: bool,
-    /// GPTQ only: process columns by decreasing Hessian diagonal.
+    /// GPTQ only: process columns by decreasing Hessian diagonal, with
+    /// *static groups*: every group's grid is fitted on the original weights
+    /// in the original column order before reordering, so a group is still a
+    /// run of consecutive columns and no group index is stored.
     pub act_order: bool,
 }
 
@@ -63,18 +66,14 @@ impl QuantSpec {
 }
 
 /// Exact storage of a quantized `[rows, cols]` matrix, in bits: the weights,
-/// a 16-bit scale per row and group, a `bits`-bit zero point per row and group
-/// when asymmetric, and a 32-bit group index per column with act-order groups.
+/// a 16-bit scale per row and group and a `bits`-bit zero point per row and
+/// group when asymmetric. Act-order uses static groups (consecutive columns),
+/// so it stores no group index.
 pub fn quant_cost_bits(rows: usize, cols: usize, spec: &QuantSpec) -> u64 {
     let groups = spec.groups(cols) as u64;
     let (rows, cols, bits) = (rows as u64, cols as u64, spec.bits as u64);
     let zero = if spec.symmetric { 0 } else { bits };
-    let g_idx = if spec.act_order && groups > 1 {
-        32 * cols
-    } else {
-        0
-    };
-    rows * cols * bits + rows * groups * (16 + zero) + g_idx
+    rows * cols * bits + rows * groups * (16 + zero)
 }
 
 /// Scale and zero point of one row over some columns (GPTQ's quantizer).
@@ -197,6 +196,26 @@ fn gptq(w: &Matrix, h: &Hessian, spec: &QuantSpec, opts: &ObsOptions) -> Result<
     } else {
         spec.group_size
     };
+    // Static groups (act-order): each group's grids come from the original
+    // weights of its consecutive columns, fitted before any column moves.
+    let static_grids: Option<Vec<Vec<Grid>>> = spec.act_order.then(|| {
+        (0..cols.div_ceil(group))
+            .map(|g| {
+                let (a, b) = (g * group, ((g + 1) * group).min(cols));
+                (0..rows)
+                    .map(|r| {
+                        let row = &w.data[r * cols + a..r * cols + b];
+                        Grid::fit(
+                            row.iter()
+                                .enumerate()
+                                .map(|(k, &x)| if h.diag(a + k) == 0.0 { 0.0 } else { x as f64 }),
+                            spec,
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    });
     let mut grids: Vec<Grid> = Vec::new();
     let mut err = vec![0.0f64; rows * bs];
     for i1 in (0..cols).step_by(bs) {
@@ -204,7 +223,9 @@ fn gptq(w: &Matrix, h: &Hessian, spec: &QuantSpec, opts: &ObsOptions) -> Result<
         let count = i2 - i1;
         for c in 0..count {
             let i = i1 + c;
-            if i % group == 0 {
+            if let Some(st) = &static_grids {
+                grids.clone_from(&st[perm[i] / group]);
+            } else if i % group == 0 {
                 // Fit each row's grid on the (already updated) next group of columns.
                 let end = (i + group).min(cols);
                 grids = (0..rows)
@@ -329,6 +350,44 @@ mod tests {
     }
 
     #[test]
+    fn act_order_groups_are_static_consecutive_columns_on_the_original_grid() {
+        // With static groups every value of a row's group lies on the grid RTN
+        // fits to that group's original weights, although GPTQ visits the
+        // columns in another order: so the file needs no group index.
+        let (rows, cols, g) = (8, 96, 32);
+        let w = random(rows, cols, 7);
+        let h = Hessian::from_inputs(cols, &inputs(500, cols, 8));
+        let s = spec(3, g, false, true);
+        let opts = ObsOptions {
+            block_size: 40,
+            damp: 0.01,
+        };
+        let q = quantize(&w, Some(&h), QuantMethod::Gptq, &s, &opts).unwrap();
+        let mut moved = 0;
+        for r in 0..rows {
+            for (k, (orig, quant)) in w.row(r).chunks(g).zip(q.row(r).chunks(g)).enumerate() {
+                let grid = Grid::fit(orig.iter().map(|&x| x as f64), &s);
+                let on_grid: Vec<f32> = (0..=7)
+                    .map(|c| (grid.scale * (c as f64 - grid.zero)) as f32)
+                    .collect();
+                for (&a, &b) in orig.iter().zip(quant) {
+                    assert!(
+                        on_grid.contains(&b),
+                        "row {r} group {k}: {b} is off its grid"
+                    );
+                    if grid.apply(a as f64) as f32 != b {
+                        moved += 1;
+                    }
+                }
+            }
+        }
+        // And it is not RTN: error feedback moved some weights to other grid points.
+        assert!(moved > 0);
+        let rtn = quantize(&w, None, QuantMethod::Rtn, &s, &opts).unwrap();
+        assert!(w.reconstruction_error(&q, &h) < w.reconstruction_error(&rtn, &h));
+    }
+
+    #[test]
     fn gptq_without_error_feedback_is_rtn() {
         // With H = I (uncorrelated unit inputs, no damping) GPTQ's updates vanish.
         let w = random(4, 16, 4);
@@ -365,9 +424,10 @@ mod tests {
             quant_cost_bits(10, 256, &spec(3, 0, true, false)),
             10 * 256 * 3 + 10 * 16
         );
+        // Act-order uses static groups: no group index.
         assert_eq!(
             quant_cost_bits(10, 256, &spec(2, 100, false, true)),
-            10 * 256 * 2 + 10 * 3 * (16 + 2) + 32 * 256
+            10 * 256 * 2 + 10 * 3 * (16 + 2)
         );
     }
 }

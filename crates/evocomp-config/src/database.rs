@@ -72,8 +72,9 @@ pub enum CompressionSpec {
         group_size: usize,
         #[serde(default)]
         symmetric: bool,
+        /// GPTQ: act-order with static groups; on by default for GPTQ.
         #[serde(default)]
-        act_order: bool,
+        act_order: Option<bool>,
         #[serde(default = "default_block")]
         block_size: usize,
         #[serde(default = "default_damp")]
@@ -284,6 +285,7 @@ impl DatabaseSpec {
                         format!("bit-widths must be in 2..=8, got {b}"),
                     )?;
                 }
+                let act_order = act_order.unwrap_or(method == QuantMethod::Gptq);
                 c.ensure(
                     !(act_order && method == QuantMethod::Rtn),
                     "compression.act_order",

@@ -39,6 +39,9 @@ pub struct BuildReport {
 }
 
 pub const UNITS_DIR: &str = "units";
+/// The calibration token ids a build used (`{id, seq_len, sequences}`), so that
+/// an independent implementation can be checked on exactly the same inputs.
+pub const CALIBRATION_FILE: &str = "calibration.json";
 
 fn bar(total: u64, show: bool) -> ProgressBar {
     if !show {
@@ -145,6 +148,15 @@ pub fn build_database(
     let units_dir = dir.join(UNITS_DIR);
     std::fs::create_dir_all(&units_dir).map_err(DbError::io(&units_dir))?;
     let mut manifest = start_manifest(dir, model, fingerprint, calib, compression)?;
+    if let Some(sample) = calib.filter(|_| compression.needs_calibration()) {
+        let path = dir.join(CALIBRATION_FILE);
+        if !path.exists() {
+            let text = serde_json::to_vec(sample).map_err(|e| {
+                DbError::Backend(format!("serialising the calibration sample: {e}"))
+            })?;
+            write_atomic(&path, &text)?;
+        }
+    }
     // Leftovers of a killed write are never trusted.
     for e in std::fs::read_dir(&units_dir)
         .map_err(DbError::io(&units_dir))?
