@@ -5,7 +5,7 @@
 
 use crate::ron::{Checker, Result, parse_ron, read};
 use evocomp_compress::{ObsOptions, QuantMethod, QuantSpec, SparsityMethod};
-use evocomp_db::{Compression, DepthUnit, Eviction, KvGroup};
+use evocomp_db::{Compression, DepthUnit, Eviction, KvGroup, Propagation};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -35,6 +35,27 @@ pub struct CalibrationSpec {
     /// Sequences per forward pass while capturing inputs.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// More windows, disjoint from the calibration ones, on which each
+    /// unit's error is measured as well (0: none).
+    #[serde(default = "default_held_out")]
+    pub held_out: usize,
+    /// Sequential calibration: a block's inputs come from the earlier blocks
+    /// compressed at `level`, and inside a block q/k/v, then o, then
+    /// gate/up, then down are fitted in turn. False: every unit is fitted to
+    /// the uncompressed model's inputs.
+    #[serde(default = "default_sequential")]
+    pub sequential: bool,
+    /// The level calibration inputs propagate through; by default the
+    /// target for sparsity (level 0) and the middle bit-width for quantization.
+    #[serde(default)]
+    pub level: Option<i64>,
+}
+
+fn default_held_out() -> usize {
+    8
+}
+fn default_sequential() -> bool {
+    true
 }
 
 fn default_batch() -> usize {
@@ -56,7 +77,10 @@ pub enum CompressionSpec {
         /// No level of any unit goes above this sparsity.
         #[serde(default = "default_max_sparsity")]
         max_sparsity: f64,
-        /// At most this many levels either side of the target.
+        /// At most this many levels either side of the target; each unit
+        /// takes those that keep it between 0% and `max_sparsity` (with the
+        /// defaults on SmolLM2: k/v projections from dense to 95%, the MLP
+        /// matrices ±8% around the target).
         #[serde(default = "default_max_levels")]
         max_levels: usize,
         #[serde(default = "default_block")]
@@ -154,7 +178,7 @@ fn default_max_sparsity() -> f64 {
     0.95
 }
 fn default_max_levels() -> usize {
-    4
+    13
 }
 fn default_block() -> usize {
     128
@@ -220,6 +244,28 @@ impl DatabaseSpec {
             )?;
             Ok(ObsOptions { block_size, damp })
         };
+        let (sequential, level) = (self.calibration.sequential, self.calibration.level);
+        c.ensure(
+            sequential || level.is_none(),
+            "calibration.level",
+            "a calibration level only applies with sequential: true",
+        )?;
+        let level_ok = |lo: i64, hi: i64| -> Result<()> {
+            c.ensure(
+                level.is_none_or(|l| (lo..=hi).contains(&l)),
+                "calibration.level",
+                format!("must be a level of the database, {lo}..={hi}"),
+            )
+        };
+        let propagation = |default: i64| {
+            if sequential {
+                Propagation::Sequential {
+                    level: level.unwrap_or(default),
+                }
+            } else {
+                Propagation::Uncompressed
+            }
+        };
         let compression = match self.compression {
             CompressionSpec::Sparsity {
                 method,
@@ -245,6 +291,7 @@ impl DatabaseSpec {
                     "compression.max_sparsity",
                     format!("must be in (target, 1], got {max_sparsity}"),
                 )?;
+                level_ok(-(max_levels as i64), max_levels as i64)?;
                 Compression::Sparsity {
                     method,
                     target,
@@ -252,6 +299,7 @@ impl DatabaseSpec {
                     max_sparsity,
                     max_levels,
                     obs: obs(block_size, damp)?,
+                    propagation: propagation(0),
                 }
             }
             CompressionSpec::Quantization {
@@ -291,6 +339,7 @@ impl DatabaseSpec {
                     "compression.act_order",
                     "act-order only applies to GPTQ",
                 )?;
+                level_ok(0, bits.len() as i64 - 1)?;
                 Compression::Quantization {
                     method,
                     spec: QuantSpec {
@@ -299,6 +348,8 @@ impl DatabaseSpec {
                         symmetric,
                         act_order,
                     },
+                    // Level i is the i-th most bits: the middle one by default.
+                    propagation: propagation((bits.len() / 2) as i64),
                     bits,
                     obs: obs(block_size, damp)?,
                 }
@@ -446,16 +497,19 @@ mod tests {
         let p = write(dir.path(), "db.ron", &good(dir.path()));
         let c = load_database_config(&p).unwrap();
         assert_eq!(c.calibration.batch_size, 4);
+        assert_eq!(c.calibration.held_out, 8);
         match c.compression {
             Compression::Sparsity {
                 method,
                 obs,
                 max_levels,
+                propagation,
                 ..
             } => {
                 assert_eq!(method, SparsityMethod::SparseGpt);
                 assert_eq!(obs, ObsOptions::default());
-                assert_eq!(max_levels, 4);
+                assert_eq!(max_levels, 13);
+                assert_eq!(propagation, Propagation::Sequential { level: 0 });
             }
             other => panic!("{other:?}"),
         }

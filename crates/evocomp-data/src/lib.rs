@@ -208,35 +208,63 @@ impl TokenSet {
     /// `n_seqs` distinct, non-overlapping windows of `seq_len` tokens, chosen
     /// at random from all aligned windows; the same seed gives the same sample.
     pub fn sample(&self, n_seqs: usize, seq_len: usize, seed: u64) -> Result<Sample> {
+        Ok(self.sample_with_held_out(n_seqs, 0, seq_len, seed)?.0)
+    }
+
+    /// [`Self::sample`] (the same windows, the same id) and `held_out` more
+    /// windows drawn after them, disjoint from them: inputs to check what was
+    /// fitted on the first sample.
+    pub fn sample_with_held_out(
+        &self,
+        n_seqs: usize,
+        held_out: usize,
+        seq_len: usize,
+        seed: u64,
+    ) -> Result<(Sample, Sample)> {
         if seq_len < 2 || n_seqs == 0 {
             return Err(DataError::Invalid(format!(
                 "a sample needs sequences of at least 2 tokens and at least one sequence (got {n_seqs} x {seq_len})"
             )));
         }
         let available = self.tokens.len() / seq_len;
-        if available < n_seqs {
+        let total = n_seqs + held_out;
+        if available < total {
+            let what = if held_out == 0 {
+                format!("{n_seqs} sequences of {seq_len} tokens")
+            } else {
+                format!("{n_seqs} + {held_out} held-out sequences of {seq_len} tokens")
+            };
             return Err(DataError::TooFew {
                 path: self.source.clone(),
                 have: self.tokens.len(),
-                need: n_seqs * seq_len,
-                what: format!("{n_seqs} sequences of {seq_len} tokens"),
+                need: total * seq_len,
+                what,
             });
         }
         let mut rng = StdRng::seed_from_u64(seed);
         let mut idx: Vec<usize> = (0..available).collect();
-        // Partial Fisher-Yates: the first n_seqs entries are a uniform sample.
-        for i in 0..n_seqs {
+        // Partial Fisher-Yates: the first entries are a uniform sample, and
+        // the first n_seqs do not depend on how many more are drawn.
+        for i in 0..total {
             let j = rng.random_range(i..available);
             idx.swap(i, j);
         }
-        let sequences = idx[..n_seqs]
-            .iter()
-            .map(|&w| self.tokens[w * seq_len..(w + 1) * seq_len].to_vec())
-            .collect();
-        Ok(Sample::from_sequences(
-            &format!("sample:{n_seqs}:{seq_len}:{seed}"),
-            &self.id,
-            sequences,
+        let windows = |ix: &[usize]| -> Vec<Vec<u32>> {
+            ix.iter()
+                .map(|&w| self.tokens[w * seq_len..(w + 1) * seq_len].to_vec())
+                .collect()
+        };
+        Ok((
+            Sample::from_sequences(
+                &format!("sample:{n_seqs}:{seq_len}:{seed}"),
+                &self.id,
+                windows(&idx[..n_seqs]),
+            ),
+            Sample::from_sequences(
+                &format!("held-out:{held_out}:after:{n_seqs}:{seq_len}:{seed}"),
+                &self.id,
+                windows(&idx[n_seqs..total]),
+            ),
         ))
     }
 }
@@ -254,6 +282,41 @@ mod tests {
         let p = dir.path().join("a.txt");
         std::fs::write(&p, "x".repeat(n)).unwrap();
         tokenize_path(&p, &bytes_encode, "bytes", &[]).unwrap()
+    }
+
+    #[test]
+    fn held_out_windows_extend_the_sample_and_are_disjoint_from_it() {
+        // Distinct windows, so that each can be located in the text.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        let mut x = 1u64;
+        let text: String = (0..4000)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (b'a' + (x >> 59) as u8 % 26) as char
+            })
+            .collect();
+        std::fs::write(&p, text).unwrap();
+        let t = tokenize_path(&p, &bytes_encode, "bytes", &[]).unwrap();
+        let plain = t.sample(5, 20, 3).unwrap();
+        let (cal, held) = t.sample_with_held_out(5, 7, 20, 3).unwrap();
+        assert_eq!(
+            cal, plain,
+            "the calibration sample (and its id) is unchanged"
+        );
+        assert_eq!(held.sequences.len(), 7);
+        assert_ne!(held.id, cal.id);
+        // Disjoint windows: compare positions through the set's tokens.
+        let start = |s: &Vec<u32>| {
+            (0..t.tokens.len() / 20)
+                .find(|w| t.tokens[w * 20..(w + 1) * 20] == s[..])
+                .unwrap()
+        };
+        let a: std::collections::HashSet<usize> = cal.sequences.iter().map(start).collect();
+        assert!(held.sequences.iter().all(|s| !a.contains(&start(s))));
+        assert!(t.sample_with_held_out(150, 51, 20, 3).is_err());
     }
 
     #[test]

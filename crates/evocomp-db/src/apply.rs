@@ -145,12 +145,19 @@ impl Database {
         u.levels.get(u.level_index(level)?)
     }
 
-    /// Per unit, every level's reconstruction error, if the build recorded them.
+    /// Per unit, every level's normalised reconstruction error
+    /// ‖WX − ŴX‖² / ‖WX‖² on the calibration inputs (EvoPress's DP baseline:
+    /// raw errors would let the units with large outputs dominate), if the
+    /// build recorded them (databases built before the output energy was
+    /// recorded have none).
     pub fn level_errors(&self) -> Option<Vec<Vec<f64>>> {
         self.manifest
             .units
             .iter()
-            .map(|u| u.errors.clone())
+            .map(|u| {
+                let energy = u.output_energy.filter(|&e| e > 0.0)?;
+                Some(u.errors.as_ref()?.iter().map(|e| e / energy).collect())
+            })
             .collect()
     }
 

@@ -5,13 +5,13 @@
 
 use crate::capture::{INPUT_GROUPS, XtxCapture, input_group};
 use crate::manifest::{FORMAT_VERSION, Manifest, UnitEntry, sha256_file, write_atomic};
-use crate::spec::Compression;
+use crate::spec::{Compression, Propagation};
 use crate::units::{Level, UnitTarget, cost_unit, plan};
 use crate::{DbError, Result};
 use burn::tensor::{Device, Tensor};
 use evocomp_compress::{Hessian, Matrix, QuantSpec, prune, quantize};
 use evocomp_data::Sample;
-use evocomp_model::{LinearKind, LlamaModel, LoadedModel, NoHook};
+use evocomp_model::{HostTensor, LinearKind, LlamaModel, LoadedModel, NoHook};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use std::path::Path;
@@ -24,6 +24,9 @@ pub struct BuildOptions {
     pub stop_after_units: Option<usize>,
     /// Draw a progress bar.
     pub progress: bool,
+    /// Held-out inputs (windows disjoint from the calibration sample): each
+    /// unit's normalised error on them is recorded next to its fitted error.
+    pub held_out: Option<Sample>,
 }
 
 /// What a build run did.
@@ -65,10 +68,22 @@ fn start_manifest(
     model: &LoadedModel,
     fingerprint: &str,
     calib: Option<&Sample>,
+    held_out_id: Option<String>,
     compression: &Compression,
 ) -> Result<Manifest> {
     let cfg = model.config();
     let planned = plan(cfg, compression).map_err(DbError::Plan)?;
+    if let Propagation::Sequential { level } = compression.propagation()
+        && let Some((u, _)) = planned
+            .iter()
+            .find(|(_, levels)| !levels.iter().any(|l| l.level == level))
+    {
+        return Err(DbError::Plan(format!(
+            "calibration level {level} (the level calibration inputs propagate through) \
+             is not a level of unit {}",
+            u.name()
+        )));
+    }
     let calibration_id = if compression.needs_calibration() {
         Some(
             calib
@@ -97,6 +112,14 @@ fn start_manifest(
                 given: calibration_id.unwrap_or_else(|| "none".into()),
             });
         }
+        if m.held_out_id != held_out_id {
+            return Err(DbError::Mismatch {
+                path,
+                what: "held-out data",
+                in_db: m.held_out_id.unwrap_or_else(|| "none".into()),
+                given: held_out_id.unwrap_or_else(|| "none".into()),
+            });
+        }
         if m.compression != *compression {
             return Err(DbError::Mismatch {
                 path,
@@ -121,12 +144,15 @@ fn start_manifest(
             bytes: None,
             sha256: None,
             errors: None,
+            output_energy: None,
+            held_out_errors: None,
         })
         .collect();
     Ok(Manifest {
         format_version: FORMAT_VERSION,
         model_fingerprint: fingerprint.to_string(),
         calibration_id,
+        held_out_id,
         compression: compression.clone(),
         cost_unit: cost_unit(compression).to_string(),
         units,
@@ -147,7 +173,8 @@ pub fn build_database(
     let t0 = Instant::now();
     let units_dir = dir.join(UNITS_DIR);
     std::fs::create_dir_all(&units_dir).map_err(DbError::io(&units_dir))?;
-    let mut manifest = start_manifest(dir, model, fingerprint, calib, compression)?;
+    let held_out_id = opts.held_out.as_ref().map(|s| s.id.clone());
+    let mut manifest = start_manifest(dir, model, fingerprint, calib, held_out_id, compression)?;
     if let Some(sample) = calib.filter(|_| compression.needs_calibration()) {
         let path = dir.join(CALIBRATION_FILE);
         if !path.exists() {
@@ -211,103 +238,264 @@ pub fn build_database(
         .map(|&i| manifest.units[i].unit.layer)
         .max()
         .expect("non-empty");
-    let net = LlamaModel::new(cfg, &model.weights, device);
-    let needs_h = compression.needs_calibration();
+    // Only weight units have files, and every weight method calibrates.
+    let calib = calib.ok_or(DbError::Plan("this method needs calibration data".into()))?;
+    let mut net = LlamaModel::new(cfg, &model.weights, device);
     let batch_size = 4usize;
-    let mut hs: Vec<Tensor<3>> = Vec::new();
-    if needs_h {
-        let sample = calib.expect("checked in start_manifest");
-        for batch in sample.sequences.chunks(batch_size) {
-            hs.push(net.embed(net.tokens_to_device(batch)?));
-        }
-    }
+    let embed = |s: &Sample| -> Result<Vec<Tensor<3>>> {
+        s.sequences
+            .chunks(batch_size)
+            .map(|b| Ok(net.embed(net.tokens_to_device(b)?)))
+            .collect()
+    };
+    let mut hs = embed(calib)?;
+    let mut ho = match &opts.held_out {
+        Some(s) => embed(s)?,
+        None => Vec::new(),
+    };
     let progress = bar(todo.len() as u64, opts.progress);
-    for layer in 0..=last_layer {
-        let layer_todo: Vec<usize> = todo
+    let mut ctx = BuildCtx {
+        model,
+        compression,
+        dir,
+        opts,
+        built: &mut report.built,
+        progress: &progress,
+    };
+    let mut stopped = false;
+    'layers: for layer in 0..=last_layer {
+        let in_layer: Vec<usize> = (0..manifest.units.len())
+            .filter(|&i| manifest.units[i].unit.layer == layer && manifest.units[i].needs_file())
+            .collect();
+        let layer_todo: Vec<usize> = in_layer
             .iter()
             .copied()
-            .filter(|&i| manifest.units[i].unit.layer == layer)
+            .filter(|&i| !manifest.units[i].is_built())
             .collect();
-        let mut hessians: Option<Vec<Hessian>> = None;
-        if needs_h {
-            if layer_todo.is_empty() {
-                for h in hs.iter_mut() {
-                    *h = net.forward_layers(h.clone(), layer..layer + 1, &mut NoHook)?;
+        match compression.propagation() {
+            Propagation::Uncompressed => {
+                if layer_todo.is_empty() {
+                    forward_block(&net, layer, &mut hs, &mut ho)?;
+                    continue;
                 }
-            } else {
-                let mut cap = XtxCapture::new(layer);
-                for h in hs.iter_mut() {
-                    *h = net.forward_layers(h.clone(), layer..layer + 1, &mut cap)?;
+                let (cal, held) = capture(&net, layer, &INPUT_GROUPS, &mut hs, &mut ho, true)?;
+                if ctx.build_units(&mut manifest, &layer_todo, &cal, &held)? {
+                    stopped = true;
+                    break 'layers;
                 }
-                hessians = Some(cap.finish().map_err(DbError::Backend)?);
             }
-        }
-        if layer_todo.is_empty() {
-            continue;
-        }
-        // Every (unit, level) of this block, in parallel.
-        let tasks: Vec<(usize, usize)> = layer_todo
-            .iter()
-            .flat_map(|&u| (0..manifest.units[u].levels.len()).map(move |l| (u, l)))
-            .collect();
-        type Built = Result<(usize, usize, Matrix, Option<f64>)>;
-        let results: Vec<Built> = tasks
-            .par_iter()
-            .map(|&(ui, li)| {
-                let entry = &manifest.units[ui];
-                let UnitTarget::Linear(kind) = entry.unit.target else {
-                    unreachable!("only linear units have files")
-                };
-                let w = original(model, layer, kind);
-                let h = hessians.as_ref().map(|hs| {
-                    &hs[INPUT_GROUPS
+            Propagation::Sequential { level } => {
+                for group in INPUT_GROUPS {
+                    let members: Vec<usize> = in_layer
                         .iter()
-                        .position(|&g| g == input_group(kind))
-                        .expect("a group")]
-                });
-                let v = compress_one(&w, h, compression, &entry.levels[li])
-                    .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
-                let err = h.map(|h| w.reconstruction_error(&v, h));
-                Ok((ui, li, v, err))
-            })
-            .collect();
-        let mut per_unit: std::collections::BTreeMap<usize, Vec<(usize, Matrix, Option<f64>)>> =
-            Default::default();
-        for r in results {
-            let (ui, li, m, e) = r?;
-            per_unit.entry(ui).or_default().push((li, m, e));
-        }
-        for (ui, mut variants) in per_unit {
-            variants.sort_by_key(|v| v.0);
-            let entry = &mut manifest.units[ui];
-            let rel = format!("{UNITS_DIR}/{}.safetensors", entry.name);
-            let bytes = variants_file(&entry.name, &entry.levels, &variants)?;
-            let path = dir.join(&rel);
-            write_atomic(&path, &bytes)?;
-            entry.sha256 = Some(sha256_file(&path)?);
-            entry.bytes = Some(bytes.len() as u64);
-            entry.file = Some(rel);
-            entry.errors = if variants.iter().all(|v| v.2.is_some()) {
-                Some(variants.iter().map(|v| v.2.expect("checked")).collect())
-            } else {
-                None
-            };
-            manifest.write(dir)?;
-            report.built += 1;
-            progress.inc(1);
-            if opts.stop_after_units.is_some_and(|n| report.built >= n) {
-                progress.abandon();
-                report.stopped = true;
-                report.seconds = t0.elapsed().as_secs_f64();
-                return Ok(report);
+                        .copied()
+                        .filter(|&i| input_group(linear_kind(&manifest.units[i])) == group)
+                        .collect();
+                    let group_todo: Vec<usize> = members
+                        .iter()
+                        .copied()
+                        .filter(|i| layer_todo.contains(i))
+                        .collect();
+                    if !group_todo.is_empty() {
+                        let (cal, held) = capture(&net, layer, &[group], &mut hs, &mut ho, false)?;
+                        if ctx.build_units(&mut manifest, &group_todo, &cal, &held)? {
+                            stopped = true;
+                            break 'layers;
+                        }
+                    }
+                    // The block's later units see this group compressed at `level`.
+                    for &ui in &members {
+                        let v = read_variant(dir, &manifest.units[ui], level)?;
+                        net.set_linear(layer, linear_kind(&manifest.units[ui]), &v)
+                            .map_err(|e| DbError::Backend(e.to_string()))?;
+                    }
+                }
+                forward_block(&net, layer, &mut hs, &mut ho)?;
             }
         }
+    }
+    drop(ctx);
+    if stopped {
+        progress.abandon();
+        report.stopped = true;
+        report.seconds = t0.elapsed().as_secs_f64();
+        return Ok(report);
     }
     progress.finish_and_clear();
     manifest.complete = manifest.units.iter().all(UnitEntry::is_built);
     manifest.write(dir)?;
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// What building one group of units needs.
+struct BuildCtx<'a> {
+    model: &'a LoadedModel,
+    compression: &'a Compression,
+    dir: &'a Path,
+    opts: &'a BuildOptions,
+    built: &'a mut usize,
+    progress: &'a ProgressBar,
+}
+
+impl BuildCtx<'_> {
+    /// Compress `units` at every level (in parallel) against the calibration
+    /// Hessians `cal`, record errors (held-out ones against `held`), and write
+    /// each unit's file and manifest entry. True when `stop_after_units` says
+    /// to stop.
+    fn build_units(
+        &mut self,
+        manifest: &mut Manifest,
+        units: &[usize],
+        cal: &[Option<Hessian>; 4],
+        held: &[Option<Hessian>; 4],
+    ) -> Result<bool> {
+        let group_of = |kind: LinearKind| {
+            INPUT_GROUPS
+                .iter()
+                .position(|&g| g == input_group(kind))
+                .expect("a group")
+        };
+        let hessian = |hs: &'_ [Option<Hessian>; 4], kind: LinearKind| hs[group_of(kind)].clone();
+        let tasks: Vec<(usize, usize)> = units
+            .iter()
+            .flat_map(|&u| (0..manifest.units[u].levels.len()).map(move |l| (u, l)))
+            .collect();
+        type Built = Result<(usize, usize, Matrix, f64, Option<f64>)>;
+        let results: Vec<Built> = tasks
+            .par_iter()
+            .map(|&(ui, li)| {
+                let entry = &manifest.units[ui];
+                let kind = linear_kind(entry);
+                let w = original(self.model, entry.unit.layer, kind);
+                let h = cal[group_of(kind)].as_ref().ok_or_else(|| {
+                    DbError::Backend(format!("{}: no calibration input was captured", entry.name))
+                })?;
+                let v = compress_one(&w, Some(h), self.compression, &entry.levels[li])
+                    .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
+                let err = w.reconstruction_error(&v, h);
+                let held = held[group_of(kind)].as_ref().map(|hh| {
+                    let energy = w.reconstruction_error(&Matrix::zeros(w.rows, w.cols), hh);
+                    w.reconstruction_error(&v, hh) / energy.max(f64::MIN_POSITIVE)
+                });
+                Ok((ui, li, v, err, held))
+            })
+            .collect();
+        let mut per_unit: std::collections::BTreeMap<
+            usize,
+            Vec<(usize, Matrix, f64, Option<f64>)>,
+        > = Default::default();
+        for r in results {
+            let (ui, li, m, e, h) = r?;
+            per_unit.entry(ui).or_default().push((li, m, e, h));
+        }
+        for (ui, mut variants) in per_unit {
+            variants.sort_by_key(|v| v.0);
+            let entry = &mut manifest.units[ui];
+            let kind = linear_kind(entry);
+            let w = original(self.model, entry.unit.layer, kind);
+            let h = hessian(cal, kind).expect("checked above");
+            let rel = format!("{UNITS_DIR}/{}.safetensors", entry.name);
+            let files: Vec<(usize, Matrix)> = variants.iter().map(|v| (v.0, v.1.clone())).collect();
+            let bytes = variants_file(&entry.name, &entry.levels, &files)?;
+            let path = self.dir.join(&rel);
+            write_atomic(&path, &bytes)?;
+            entry.sha256 = Some(sha256_file(&path)?);
+            entry.bytes = Some(bytes.len() as u64);
+            entry.file = Some(rel);
+            entry.errors = Some(variants.iter().map(|v| v.2).collect());
+            entry.output_energy = Some(w.reconstruction_error(&Matrix::zeros(w.rows, w.cols), &h));
+            entry.held_out_errors = variants.iter().map(|v| v.3).collect();
+            manifest.write(self.dir)?;
+            *self.built += 1;
+            self.progress.inc(1);
+            if self.opts.stop_after_units.is_some_and(|n| *self.built >= n) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The linear layer a weight unit is.
+fn linear_kind(entry: &UnitEntry) -> LinearKind {
+    match entry.unit.target {
+        UnitTarget::Linear(k) => k,
+        _ => unreachable!("only linear units have files"),
+    }
+}
+
+/// Run block `layer` over the calibration (`cal`) and held-out (`held`)
+/// hidden states, capturing the inputs of `groups`; the hidden states move
+/// on to the block's outputs when `advance`. Returns the Hessians of the
+/// four input groups (`None` for those not asked for).
+fn capture(
+    net: &LlamaModel,
+    layer: usize,
+    groups: &[LinearKind],
+    cal: &mut [Tensor<3>],
+    held: &mut [Tensor<3>],
+    advance: bool,
+) -> Result<([Option<Hessian>; 4], [Option<Hessian>; 4])> {
+    let one = |hs: &mut [Tensor<3>]| -> Result<[Option<Hessian>; 4]> {
+        if hs.is_empty() {
+            return Ok([None, None, None, None]);
+        }
+        let mut cap = XtxCapture::only(layer, groups);
+        for h in hs.iter_mut() {
+            let out = net.forward_layers(h.clone(), layer..layer + 1, &mut cap)?;
+            if advance {
+                *h = out;
+            }
+        }
+        cap.finish().map_err(DbError::Backend)
+    };
+    Ok((one(cal)?, one(held)?))
+}
+
+/// Move the hidden states through block `layer` as the network now is.
+fn forward_block(
+    net: &LlamaModel,
+    layer: usize,
+    cal: &mut [Tensor<3>],
+    held: &mut [Tensor<3>],
+) -> Result<()> {
+    for h in cal.iter_mut().chain(held.iter_mut()) {
+        *h = net.forward_layers(h.clone(), layer..layer + 1, &mut NoHook)?;
+    }
+    Ok(())
+}
+
+/// A built unit's variant at `level`, read back from its file.
+fn read_variant(dir: &Path, entry: &UnitEntry, level: i64) -> Result<HostTensor> {
+    let rel = entry.file.as_deref().expect("a built unit");
+    let path = dir.join(rel);
+    let bad = |message: String| DbError::Corrupt {
+        path: path.clone(),
+        message,
+    };
+    let bytes = std::fs::read(&path).map_err(DbError::io(&path))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let view = st.tensor(&level_tensor(level)).map_err(|e| {
+        bad(format!(
+            "{}: the calibration level {level} is not stored ({e})",
+            entry.name
+        ))
+    })?;
+    let shape = entry.shape.expect("a linear unit");
+    if view.dtype() != safetensors::Dtype::F32 || view.shape() != shape {
+        return Err(bad(format!(
+            "level {level}: {:?} {:?}",
+            view.dtype(),
+            view.shape()
+        )));
+    }
+    let data = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(HostTensor::new(shape.to_vec(), data))
 }
 
 fn original(model: &LoadedModel, layer: usize, kind: LinearKind) -> Matrix {
@@ -346,14 +534,10 @@ pub fn level_tensor(level: i64) -> String {
     format!("level_{level}")
 }
 
-fn variants_file(
-    name: &str,
-    levels: &[Level],
-    variants: &[(usize, Matrix, Option<f64>)],
-) -> Result<Vec<u8>> {
+fn variants_file(name: &str, levels: &[Level], variants: &[(usize, Matrix)]) -> Result<Vec<u8>> {
     let data: Vec<(String, Vec<u8>, Vec<usize>)> = variants
         .iter()
-        .map(|(li, m, _)| {
+        .map(|(li, m)| {
             (
                 level_tensor(levels[*li].level),
                 m.data.iter().flat_map(|v| v.to_le_bytes()).collect(),

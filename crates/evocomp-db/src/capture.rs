@@ -22,29 +22,41 @@ pub fn input_group(k: LinearKind) -> LinearKind {
     }
 }
 
-/// Accumulates `XᵀX` for one block's four input groups.
+/// Accumulates `XᵀX` for some of one block's four input groups.
 pub struct XtxCapture {
     pub layer: usize,
+    wanted: [bool; 4],
     sums: [Option<Tensor<2>>; 4],
-    tokens: usize,
+    tokens: [usize; 4],
 }
 
 impl XtxCapture {
+    /// All four input groups of block `layer`.
     pub fn new(layer: usize) -> Self {
+        Self::only(layer, &INPUT_GROUPS)
+    }
+
+    /// Only the input groups `groups` (members of [`INPUT_GROUPS`]).
+    pub fn only(layer: usize, groups: &[LinearKind]) -> Self {
         Self {
             layer,
+            wanted: INPUT_GROUPS.map(|g| groups.contains(&g)),
             sums: [None, None, None, None],
-            tokens: 0,
+            tokens: [0; 4],
         }
     }
 
-    /// The Hessians `2XᵀX/n`, indexed like [`INPUT_GROUPS`].
-    pub fn finish(self) -> Result<Vec<Hessian>, String> {
-        let n = self.tokens;
-        self.sums
-            .into_iter()
-            .map(|s| {
-                let s = s.ok_or("no calibration input reached this layer")?;
+    /// The Hessians `2XᵀX/n`, indexed like [`INPUT_GROUPS`] (`None` for a
+    /// group not asked for).
+    pub fn finish(self) -> Result<[Option<Hessian>; 4], String> {
+        let mut out = [None, None, None, None];
+        for (g, s) in self.sums.into_iter().enumerate() {
+            if !self.wanted[g] {
+                continue;
+            }
+            let n = self.tokens[g];
+            let s = s.ok_or("no calibration input reached this layer")?;
+            out[g] = Some({
                 let [d, _] = s.dims();
                 let v: Vec<f32> = s
                     .into_data()
@@ -52,9 +64,10 @@ impl XtxCapture {
                     .try_into_vec()
                     .map_err(|e| format!("{e:?}"))?;
                 let v: Vec<f64> = v.into_iter().map(f64::from).collect();
-                Ok(Hessian::from_xtx(d, &v, n))
-            })
-            .collect()
+                Hessian::from_xtx(d, &v, n)
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -67,9 +80,10 @@ impl ForwardHook for XtxCapture {
             .iter()
             .position(|&k| k == kind)
             .expect("a group");
-        if g == 0 {
-            self.tokens += x.dims()[0];
+        if !self.wanted[g] {
+            return;
         }
+        self.tokens[g] += x.dims()[0];
         let xtx = x.clone().transpose().matmul(x.clone());
         self.sums[g] = Some(match self.sums[g].take() {
             Some(s) => s + xtx,

@@ -25,7 +25,7 @@ pub use capture::{INPUT_GROUPS, XtxCapture, input_group};
 pub use evocomp_model::{Eviction, KvGroup};
 pub use export::{Materialized, materialize};
 pub use manifest::{FORMAT_VERSION, MANIFEST, Manifest, UnitEntry, sha256_file, write_atomic};
-pub use spec::{Compression, DepthUnit};
+pub use spec::{Compression, DepthUnit, Propagation};
 pub use units::{Level, UnitId, UnitTarget, cost_unit, plan, sub_block_params};
 
 use std::path::PathBuf;

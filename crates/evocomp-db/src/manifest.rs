@@ -26,6 +26,14 @@ pub struct UnitEntry {
     pub sha256: Option<String>,
     /// ‖WX − ŴX‖² on the calibration inputs, per level (same order as `levels`).
     pub errors: Option<Vec<f64>>,
+    /// ‖WX‖² on the calibration inputs (the uncompressed weight on the inputs
+    /// this unit was fitted to): `errors / output_energy` is the normalised error.
+    #[serde(default)]
+    pub output_energy: Option<f64>,
+    /// ‖WX − ŴX‖² / ‖WX‖² on held-out inputs (windows disjoint from the
+    /// calibration sample, propagated the same way), per level.
+    #[serde(default)]
+    pub held_out_errors: Option<Vec<f64>>,
 }
 
 impl UnitEntry {
@@ -50,6 +58,9 @@ pub struct Manifest {
     pub model_fingerprint: String,
     /// Id of the calibration sample (tokenizer, text and exact tokens), when used.
     pub calibration_id: Option<String>,
+    /// Id of the held-out sample the units' held-out errors were measured on.
+    #[serde(default)]
+    pub held_out_id: Option<String>,
     pub compression: Compression,
     pub cost_unit: String,
     pub units: Vec<UnitEntry>,

@@ -16,6 +16,20 @@ pub enum DepthUnit {
     Block,
 }
 
+/// Where each block's calibration inputs come from while a database is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Propagation {
+    /// Every unit is fitted to inputs from the uncompressed model (what
+    /// databases built before sequential calibration used).
+    #[default]
+    Uncompressed,
+    /// Sequential (GPTQ's and EvoPress's protocol): a block's inputs come from
+    /// the earlier blocks compressed at `level`, and inside a block the units
+    /// are fitted true-sequentially (q/k/v, then o, then gate/up, then down),
+    /// each on inputs through the block's earlier units already at `level`.
+    Sequential { level: i64 },
+}
+
 /// A compression kind, its method and parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Compression {
@@ -26,6 +40,8 @@ pub enum Compression {
         max_sparsity: f64,
         max_levels: usize,
         obs: ObsOptions,
+        #[serde(default)]
+        propagation: Propagation,
     },
     Quantization {
         method: QuantMethod,
@@ -34,6 +50,8 @@ pub enum Compression {
         /// The grid, with `bits` left at the first level's.
         spec: QuantSpec,
         obs: ObsOptions,
+        #[serde(default)]
+        propagation: Propagation,
     },
     Depth {
         unit: DepthUnit,
@@ -64,6 +82,15 @@ impl Compression {
             Compression::Depth { .. }
             | Compression::KvBudget { .. }
             | Compression::KvBits { .. } => false,
+        }
+    }
+
+    /// How calibration inputs are propagated (uncompressed for kinds without any).
+    pub fn propagation(&self) -> Propagation {
+        match self {
+            Compression::Sparsity { propagation, .. }
+            | Compression::Quantization { propagation, .. } => *propagation,
+            _ => Propagation::Uncompressed,
         }
     }
 

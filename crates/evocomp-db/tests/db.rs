@@ -4,7 +4,7 @@ use burn::tensor::{Device, Tensor};
 use evocomp_compress::{ObsOptions, QuantMethod, QuantSpec, SparsityMethod};
 use evocomp_data::Sample;
 use evocomp_db::{Applier, BuildOptions, Database, DbError, Manifest, UnitTarget, build_database};
-use evocomp_db::{Compression, DepthUnit};
+use evocomp_db::{Compression, DepthUnit, Propagation};
 use evocomp_model::testing::{random_weights, tiny_config, write_gguf};
 use evocomp_model::{LlamaModel, LoadedModel, load_model};
 use std::path::Path;
@@ -43,6 +43,7 @@ fn sparsity() -> Compression {
             block_size: 16,
             damp: 0.01,
         },
+        propagation: Propagation::Sequential { level: 0 },
     }
 }
 
@@ -63,6 +64,7 @@ fn build(
         &BuildOptions {
             stop_after_units: stop,
             progress: false,
+            held_out: Some(calib(5)),
         },
     )
 }
@@ -288,6 +290,7 @@ fn applying_reloads_only_changed_units_and_matches_a_fresh_model() {
             act_order: false,
         },
         obs: ObsOptions::default(),
+        propagation: Propagation::Uncompressed,
     };
     build(&m, &fp, &quant, &dir, None).unwrap();
     let db = Database::open(&dir).unwrap();
@@ -454,4 +457,112 @@ fn materialized_sub_blocks_compute_what_the_applied_genome_computes() {
             .any(|t| t.data.iter().all(|&x| x == 0.0))
     );
     assert!(evocomp_db::materialize(&db, m.config(), &m.weights, &[0, 2, 0, 0]).is_err());
+}
+
+/// Each unit's recorded error, recomputed from inputs captured here: through
+/// the earlier blocks and the block's earlier input groups set to the
+/// `through` level (None: the uncompressed model).
+fn recomputed_errors(m: &LoadedModel, db: &Database, ui: usize, through: Option<i64>) -> Vec<f64> {
+    use evocomp_compress::Matrix;
+    use evocomp_db::{INPUT_GROUPS, XtxCapture, input_group};
+    let u = &db.manifest.units[ui];
+    let UnitTarget::Linear(kind) = u.unit.target else {
+        panic!("a linear unit")
+    };
+    let pos = |k| {
+        INPUT_GROUPS
+            .iter()
+            .position(|&g| g == input_group(k))
+            .unwrap()
+    };
+    let mut net = LlamaModel::new(m.config(), &m.weights, &Device::flex());
+    if let Some(level) = through {
+        for (vi, v) in db.manifest.units.iter().enumerate() {
+            let UnitTarget::Linear(k) = v.unit.target else {
+                continue;
+            };
+            if v.unit.layer < u.unit.layer || (v.unit.layer == u.unit.layer && pos(k) < pos(kind)) {
+                net.set_linear(v.unit.layer, k, &db.variant(vi, level).unwrap())
+                    .unwrap();
+            }
+        }
+    }
+    let mut cap = XtxCapture::only(u.unit.layer, &[input_group(kind)]);
+    for batch in calib(0).sequences.chunks(4) {
+        let h = net.embed(net.tokens_to_device(batch).unwrap());
+        net.forward_layers(h, 0..u.unit.layer + 1, &mut cap)
+            .unwrap();
+    }
+    let h = cap.finish().unwrap()[pos(kind)].clone().unwrap();
+    let w = m.weights.layers[u.unit.layer].linear(kind);
+    let w = Matrix::new(w.shape[0], w.shape[1], w.data.clone());
+    u.levels
+        .iter()
+        .map(|l| {
+            let v = db.variant(ui, l.level).unwrap();
+            w.reconstruction_error(&Matrix::new(v.shape[0], v.shape[1], v.data), &h)
+        })
+        .collect()
+}
+
+#[test]
+fn a_sequential_build_fits_each_unit_to_the_compressed_prefix_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, fp) = tiny_model(tmp.path());
+    let dir = tmp.path().join("db");
+    let Compression::Sparsity {
+        method,
+        target,
+        step_fraction,
+        max_sparsity,
+        max_levels,
+        obs,
+        ..
+    } = sparsity()
+    else {
+        unreachable!()
+    };
+    let c = Compression::Sparsity {
+        method,
+        target,
+        step_fraction,
+        max_sparsity,
+        max_levels,
+        obs,
+        propagation: Propagation::Sequential { level: 1 },
+    };
+    build(&m, &fp, &c, &dir, None).unwrap();
+    let db = Database::open(&dir).unwrap();
+    let close = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= 1e-6 * x.abs().max(y.abs()))
+    };
+    let mut differs = 0;
+    for (ui, u) in db.manifest.units.iter().enumerate() {
+        let recorded = u.errors.as_ref().unwrap();
+        let seq = recomputed_errors(&m, &db, ui, Some(1));
+        assert!(close(recorded, &seq), "{}: {recorded:?} vs {seq:?}", u.name);
+        // Held-out errors are recorded, normalised, and above zero where weights changed.
+        let held = u.held_out_errors.as_ref().unwrap();
+        assert_eq!(held.len(), u.levels.len());
+        assert!(
+            held.iter().all(|&e| e > 0.0 && e < 10.0),
+            "{}: {held:?}",
+            u.name
+        );
+        assert!(u.output_energy.unwrap() > 0.0);
+        // The first unit group of block 0 sees the uncompressed inputs; every
+        // later one sees compressed inputs, so its errors are not those of an
+        // uncompressed-input build.
+        if !close(recorded, &recomputed_errors(&m, &db, ui, None)) {
+            differs += 1;
+        }
+    }
+    let n = db.manifest.units.len();
+    assert_eq!(
+        differs,
+        n - 3,
+        "all but L00's q, k and v see compressed inputs"
+    );
 }

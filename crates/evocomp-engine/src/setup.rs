@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use burn::tensor::Device;
 use evocomp_config::{BudgetSpec, DatabaseConfig, Experiment, TeacherSpec};
 use evocomp_data::{Sample, TokenSet};
-use evocomp_db::{BuildOptions, BuildReport, Database, build_database};
+use evocomp_db::{BuildOptions, BuildReport, Database, Propagation, build_database};
 use evocomp_model::{LlamaModel, LoadedModel};
 use evocomp_search::{
     AnyStrategy, Budget, BudgetHint, Kind, Measurements, SampleSpec, SearchError, Setup, Space,
@@ -55,18 +55,29 @@ pub fn build_from_config(
         let set = token_set(loaded, &cfg.calibration.text)?;
         let c = &cfg.calibration;
         let s = set
-            .sample(c.sequences, c.seq_len, c.seed)
+            .sample_with_held_out(c.sequences, c.held_out, c.seq_len, c.seed)
             .with_context(|| format!("{}: calibration", cfg.source.display()))?;
+        let how = match cfg.compression.propagation() {
+            Propagation::Uncompressed => "every block fitted to uncompressed inputs".to_string(),
+            Propagation::Sequential { level } => {
+                format!("sequential, propagated through level {level}")
+            }
+        };
         eprintln!(
-            "calibration: {} sequences x {} tokens from {} (seed {})",
+            "calibration: {} sequences x {} tokens from {} (seed {}), {} held out; {how}",
             c.sequences,
             c.seq_len,
             c.text.display(),
-            c.seed
+            c.seed,
+            c.held_out,
         );
         Some(s)
     } else {
         None
+    };
+    let (sample, held_out) = match sample {
+        Some((s, h)) => (Some(s), (!h.sequences.is_empty()).then_some(h)),
+        None => (None, None),
     };
     Ok(build_database(
         loaded,
@@ -78,6 +89,7 @@ pub fn build_from_config(
         &BuildOptions {
             stop_after_units: None,
             progress,
+            held_out,
         },
     )?)
 }

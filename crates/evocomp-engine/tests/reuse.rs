@@ -6,7 +6,7 @@ use evocomp_compress::{ObsOptions, SparsityMethod};
 use evocomp_config::{FitnessSpec, Metric, TeacherSpec};
 use evocomp_data::{Sample, TokenSet};
 use evocomp_db::Compression;
-use evocomp_db::{BuildOptions, Database, build_database};
+use evocomp_db::{BuildOptions, Database, Propagation, build_database};
 use evocomp_engine::Evaluator;
 use evocomp_model::load_model;
 use evocomp_model::testing::{random_weights, tiny_config, write_gguf};
@@ -41,6 +41,7 @@ fn children_resumed_from_the_anchor_score_exactly_like_full_passes() {
             max_sparsity: 0.9,
             max_levels: 2,
             obs: ObsOptions::default(),
+            propagation: Propagation::Sequential { level: 0 },
         },
         &db_dir,
         &Device::flex(),
