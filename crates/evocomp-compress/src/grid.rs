@@ -26,6 +26,13 @@ pub struct SparsityGrid {
     pub below: usize,
     /// Levels above the target (more sparse).
     pub above: usize,
+    /// No level of any unit zeros more than this fraction of its weights.
+    #[serde(default = "one")]
+    pub max: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl SparsityGrid {
@@ -39,9 +46,13 @@ impl SparsityGrid {
         Ok(())
     }
 
-    /// A grid whose step is `step_fraction` of the smallest unit, with as
-    /// many levels either side as fit in every unit between 0% and `max`
-    /// sparsity (at most `max_levels` each side).
+    /// EvoPress's grid: one step of `step_fraction` of the smallest unit's
+    /// weights, the same absolute step in every unit, and up to `max_levels`
+    /// levels either side of the target. Each unit takes every level that
+    /// stays between 0% and `max` sparsity *in that unit*, so a small unit
+    /// (k/v projections) spans from dense to `max` while a large one (the
+    /// MLP matrices) spans `±max_levels` steps around the target; the grid
+    /// keeps only levels some unit can take.
     pub fn fit(
         numels: &[usize],
         target: f64,
@@ -56,14 +67,11 @@ impl SparsityGrid {
             step,
             below: 0,
             above: 0,
+            max,
         };
         g.validate()?;
-        let fits = |g: &SparsityGrid, level: i64| {
-            numels.iter().all(|&n| {
-                g.zeros(n, level)
-                    .is_some_and(|z| z as f64 <= max * n as f64)
-            })
-        };
+        let fits =
+            |g: &SparsityGrid, level: i64| numels.iter().any(|&n| g.zeros(n, level).is_some());
         while g.below < max_levels
             && fits(
                 &SparsityGrid {
@@ -97,7 +105,8 @@ impl SparsityGrid {
         }
         let base = (self.target * numel as f64).round() as i64;
         let z = base + level * self.step as i64;
-        (0..=numel as i64).contains(&z).then_some(z as usize)
+        let most = ((self.max.min(1.0) * numel as f64).floor() as i64).max(base);
+        (0..=most).contains(&z).then_some(z as usize)
     }
 
     /// Every level of the grid, lowest first.
@@ -119,9 +128,35 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn each_unit_spans_its_own_useful_range() {
+        // SmolLM2-135M's shapes at 60%: the step is 5% of a k/v projection.
+        let (kv, q, mlp) = (192 * 576, 576 * 576, 1536 * 576);
+        let g = SparsityGrid::fit(&[q, kv, kv, q, mlp, mlp, mlp], 0.6, 0.05, 0.95, 13).unwrap();
+        let span = |n: usize| {
+            let l = g.unit_levels(n);
+            let z = |lv: i64| g.zeros(n, lv).unwrap() as f64 / n as f64;
+            (z(l[0]), z(*l.last().unwrap()))
+        };
+        // k/v: from dense (within one step) to about 95%.
+        let (lo, hi) = span(kv);
+        assert!(lo < 0.05 && hi > 0.90 && hi <= 0.95, "k/v {lo}..{hi}");
+        // MLP: at least ±8% around the target.
+        let (lo, hi) = span(mlp);
+        assert!(lo <= 0.52 && hi >= 0.68, "mlp {lo}..{hi}");
+        // Every level of every unit is within [0, 95%], and level 0 is the target.
+        for n in [kv, q, mlp] {
+            for l in g.unit_levels(n) {
+                let z = g.zeros(n, l).unwrap();
+                assert!(z as f64 <= 0.95 * n as f64);
+            }
+            assert_eq!(g.zeros(n, 0), Some((0.6 * n as f64).round() as usize));
+        }
+    }
+
+    #[test]
     fn fit_keeps_every_level_valid_in_every_unit() {
         let numels = [576 * 576, 192 * 576, 1536 * 576];
-        let g = SparsityGrid::fit(&numels, 0.5, 0.05, 0.9, 10).unwrap();
+        let g = SparsityGrid::fit(&numels, 0.5, 0.05, 0.9, 4).unwrap();
         assert!(g.below > 0 && g.above > 0);
         for &n in &numels {
             assert_eq!(g.unit_levels(n).len(), g.below + g.above + 1);
@@ -138,7 +173,7 @@ mod tests {
             levels in proptest::collection::vec(-3i64..=3, 12),
             a in 0usize..12, b in 0usize..12, target in 0.3f64..0.7,
         ) {
-            let g = SparsityGrid { target, step: 500, below: 4, above: 4 };
+            let g = SparsityGrid { target, step: 500, below: 4, above: 4, max: 1.0 };
             let n = numels.len();
             let (a, b) = (a % n, b % n);
             prop_assume!(a != b);

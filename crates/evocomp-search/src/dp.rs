@@ -114,6 +114,51 @@ pub fn knapsack(
     Ok((genome, total, exact))
 }
 
+/// [`knapsack`] once per group of units of equal `sizes`, each group held
+/// to its own cost in the uniform genome of `budget` (exactly for an exact
+/// budget, at most otherwise). Returns the joined genome and whether every
+/// group was solved exactly.
+pub fn knapsack_per_group(
+    space: &Space,
+    errors: &[Vec<f64>],
+    budget: Budget,
+    sizes: &[u64],
+    max_states: usize,
+) -> Result<(Genome, bool), SearchError> {
+    if sizes.len() != space.len() {
+        return Err(SearchError::Config("one size per unit is needed".into()));
+    }
+    let uniform = crate::heuristics::uniform_genome(space, &budget).ok_or_else(|| {
+        SearchError::Config(
+            "per-group DP splits the budget as the uniform genome does, and no uniform genome \
+             meets this budget"
+                .into(),
+        )
+    })?;
+    let mut groups: Vec<u64> = sizes.to_vec();
+    groups.sort_unstable();
+    groups.dedup();
+    let mut out = uniform.clone();
+    let mut all_exact = true;
+    for size in groups {
+        let members: Vec<usize> = (0..space.len()).filter(|&i| sizes[i] == size).collect();
+        let sub = Space::new(members.iter().map(|&i| space.units[i].clone()).collect())?;
+        let sub_errors: Vec<Vec<f64>> = members.iter().map(|&i| errors[i].clone()).collect();
+        let share: Vec<i64> = members.iter().map(|&i| uniform[i]).collect();
+        let limit = sub.cost(&share);
+        let sub_budget = match budget {
+            Budget::Exact(_) => Budget::Exact(limit),
+            Budget::AtMost(_) => Budget::AtMost(limit),
+        };
+        let (g, _, exact) = knapsack(&sub, &sub_errors, sub_budget, max_states)?;
+        all_exact &= exact;
+        for (k, &i) in members.iter().enumerate() {
+            out[i] = g[k];
+        }
+    }
+    Ok((out, all_exact))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +229,59 @@ mod tests {
         }
         let (space, errors) = instance(0);
         assert!(knapsack(&space, &errors, Budget::AtMost(1), 100).is_err());
+    }
+
+    #[test]
+    fn per_group_dp_is_brute_force_within_each_group_on_its_share() {
+        // Two groups of equal-size units whose level steps cost the same
+        // within a group: each group keeps the uniform genome's cost and
+        // takes the brute-force best allocation of it.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let sizes = [100u64, 300, 100, 300, 100];
+        let units: Vec<UnitLevels> = (0..5)
+            .map(|i| UnitLevels {
+                name: format!("u{i}"),
+                levels: (0..4).collect(),
+                costs: (0..4).map(|l| sizes[i] - 10 * l as u64).collect(),
+            })
+            .collect();
+        let errors: Vec<Vec<f64>> = (0..5)
+            .map(|_| {
+                let s = rng.random::<f64>() * 3.0;
+                (0..4)
+                    .map(|l| s * (l * l) as f64 + 0.01 * rng.random::<f64>())
+                    .collect()
+            })
+            .collect();
+        let space = Space::new(units).unwrap();
+        let budget = Budget::Exact(space.cost(&[1, 1, 1, 1, 1]));
+        let (g, exact) = knapsack_per_group(&space, &errors, budget, &sizes, 1 << 20).unwrap();
+        assert!(exact);
+        for size in [100u64, 300] {
+            let m: Vec<usize> = (0..5).filter(|&i| sizes[i] == size).collect();
+            // Each group spends exactly what uniform level 1 spends in it.
+            let spent: u64 = m.iter().map(|&i| space.units[i].costs[g[i] as usize]).sum();
+            assert_eq!(
+                spent,
+                m.iter().map(|&i| space.units[i].costs[1]).sum::<u64>()
+            );
+            // And no other allocation of that share has a lower error.
+            let mut best = f64::INFINITY;
+            for code in 0..4usize.pow(m.len() as u32) {
+                let lv: Vec<usize> = (0..m.len())
+                    .map(|k| (code / 4usize.pow(k as u32)) % 4)
+                    .collect();
+                let c: u64 = m
+                    .iter()
+                    .zip(&lv)
+                    .map(|(&i, &l)| space.units[i].costs[l])
+                    .sum();
+                if c == spent {
+                    best = best.min(m.iter().zip(&lv).map(|(&i, &l)| errors[i][l]).sum());
+                }
+            }
+            let got: f64 = m.iter().map(|&i| errors[i][g[i] as usize]).sum();
+            assert!((got - best).abs() < 1e-12, "group {size}: {got} vs {best}");
+        }
     }
 }

@@ -398,9 +398,12 @@ pub fn offspring(
     out
 }
 
-/// Raise one random unit by a level and lower another: the total stays
-/// exact when every level step costs the same (EvoPress's grid). Returns
-/// false when no such pair exists.
+/// Raise one random unit by a level and lower another whose step costs the
+/// same, so the total stays exact: on EvoPress's sparsity grid every pair
+/// qualifies; with quantization only units of the same size (the reference's
+/// default); with attention/MLP sub-blocks only units of the same type. Where
+/// the raised unit has no such partner, any other unit is lowered (the
+/// budget check then decides). Returns false when no pair exists.
 pub fn level_switch(space: &Space, g: &mut [i64], rng: &mut impl rand::Rng) -> bool {
     let up: Vec<usize> = (0..g.len())
         .filter(|&i| g[i] < space.units[i].max())
@@ -411,9 +414,27 @@ pub fn level_switch(space: &Space, g: &mut [i64], rng: &mut impl rand::Rng) -> b
     if up.is_empty() || down.is_empty() || (up.len() == 1 && down.len() == 1 && up[0] == down[0]) {
         return false;
     }
+    // What moving unit i one level in `dir` changes the total by.
+    let delta = |i: usize, dir: i64| -> i128 {
+        let u = &space.units[i];
+        let k = u.index(g[i]).expect("a valid level");
+        let k2 = (k as i64 + dir) as usize;
+        u.costs[k2] as i128 - u.costs[k] as i128
+    };
     loop {
         let a = up[rng.random_range(0..up.len())];
-        let b = down[rng.random_range(0..down.len())];
+        let da = delta(a, 1);
+        let partners: Vec<usize> = down
+            .iter()
+            .copied()
+            .filter(|&b| b != a && delta(b, -1) == -da)
+            .collect();
+        let pool = if partners.is_empty() {
+            &down
+        } else {
+            &partners
+        };
+        let b = pool[rng.random_range(0..pool.len())];
         if a != b {
             g[a] = next_level(&space.units[a], g[a], 1);
             g[b] = next_level(&space.units[b], g[b], -1);

@@ -9,7 +9,7 @@ use crate::heuristics::{
 use crate::setup::{BudgetHint, Kind, Needs, Settings, SettingsError, Setup, ensure};
 use crate::space::{Genome, Space};
 use crate::strategy::{Best, Progress, Request, Role, SampleSpec, Scored, Strategy, requests};
-use crate::{SearchError, knapsack, results_in_order};
+use crate::{SearchError, knapsack, knapsack_per_group, results_in_order};
 use serde::{Deserialize, Serialize};
 
 /// Score a fixed list of genomes once and keep the best.
@@ -297,6 +297,11 @@ impl Settings for PyramidKvSettings {
 pub struct DpSettings {
     #[serde(default = "default_dp_states")]
     pub max_states: usize,
+    /// Solve one knapsack per group of units of equal size, each group
+    /// keeping its share of the uniform genome's cost (EvoPress's DP
+    /// baseline's option), instead of one knapsack over all units.
+    #[serde(default)]
+    pub per_size_group: bool,
 }
 
 fn default_dp_states() -> usize {
@@ -316,10 +321,19 @@ impl Settings for DpSettings {
         let errors = setup.level_errors.ok_or_else(|| {
             SettingsError::new(
                 "",
-                "DP needs per-level reconstruction errors; this database records none",
+                "DP needs per-level normalised reconstruction errors; this database records \
+                 none (build it again with this version)",
             )
         })?;
-        let (g, _, exact) = knapsack(setup.space, errors, setup.budget, self.max_states)?;
+        let (g, exact) = if self.per_size_group {
+            let sizes = setup.unit_numel.ok_or_else(|| {
+                SettingsError::new("per_size_group", "needs units with a weight count")
+            })?;
+            knapsack_per_group(setup.space, errors, setup.budget, sizes, self.max_states)?
+        } else {
+            let (g, _, exact) = knapsack(setup.space, errors, setup.budget, self.max_states)?;
+            (g, exact)
+        };
         if !exact {
             tracing::warn!("DP rounded costs to a coarser grid (max_states); not exact");
         }

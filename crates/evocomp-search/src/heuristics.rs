@@ -98,9 +98,10 @@ pub fn round_to_budget(
 /// OWL (Yin et al., 2024): a layer with more outliers gets less sparsity.
 /// `lor[l]` is the outlier ratio of layer `l`; `unit_layer[u]` the layer
 /// of unit `u`; `levels_per_sparsity[u]` how many level steps of unit `u`
-/// one unit of sparsity (1.0 = 100%) is. Layer `l` aims at sparsity
-/// `s − 2λ·(LOR_l − min)/(max − min) + λ` (centred, so the mean offset is
-/// about zero), then the result is rounded onto the budget.
+/// one unit of sparsity (1.0 = 100%) is. As OWL's code: the ratios are
+/// scaled to `[0, 2λ]`, `n_l = 2λ·(LOR_l − min)/(max − min)`, and layer `l`
+/// aims at sparsity `s − (n_l − mean(n))` (the mean offset is exactly zero),
+/// then the result is rounded onto the budget.
 pub fn owl_genome(
     space: &Space,
     base_level: i64,
@@ -110,21 +111,30 @@ pub fn owl_genome(
     levels_per_sparsity: &[f64],
     budget: &Budget,
 ) -> Result<Genome, SpaceError> {
+    let offsets = owl_offsets(lor, lambda);
+    let targets: Vec<f64> = unit_layer
+        .iter()
+        .zip(levels_per_sparsity)
+        .map(|(&l, &k)| base_level as f64 + offsets[l] * k)
+        .collect();
+    round_to_budget(space, &targets, budget)
+}
+
+/// OWL's per-layer sparsity offsets from the target: `mean(n) − n_l` with
+/// `n_l = 2λ·(LOR_l − min)/(max − min)`; they sum to zero.
+pub fn owl_offsets(lor: &[f64], lambda: f64) -> Vec<f64> {
     let (lo, hi) = lor
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
             (a.min(x), b.max(x))
         });
     let span = if hi > lo { hi - lo } else { 1.0 };
-    let targets: Vec<f64> = unit_layer
+    let scaled: Vec<f64> = lor
         .iter()
-        .zip(levels_per_sparsity)
-        .map(|(&l, &k)| {
-            let offset = lambda - 2.0 * lambda * (lor[l] - lo) / span;
-            base_level as f64 + offset * k
-        })
+        .map(|&x| 2.0 * lambda * (x - lo) / span)
         .collect();
-    round_to_budget(space, &targets, budget)
+    let mean = scaled.iter().sum::<f64>() / scaled.len().max(1) as f64;
+    scaled.iter().map(|n| mean - n).collect()
 }
 
 /// ShortGPT (Men et al., 2024): compress the units with the lowest score
@@ -312,6 +322,19 @@ mod tests {
         // Layer 0 has the most outliers: least compressed.
         assert_eq!(*g.iter().min().unwrap(), g[0]);
         assert!(g[0] < 0 && g[1] > 0, "{g:?}");
+    }
+
+    #[test]
+    fn owl_offsets_are_mean_centred_as_in_owls_code() {
+        // One outlier layer among three alike: centring by λ would give
+        // offsets [-0.08, 0.08, 0.08, 0.08] (mean 0.04, over the target);
+        // OWL subtracts the mean.
+        let o = owl_offsets(&[0.10, 0.01, 0.01, 0.01], 0.08);
+        let want = [-0.12, 0.04, 0.04, 0.04];
+        for (a, b) in o.iter().zip(want) {
+            assert!((a - b).abs() < 1e-12, "{o:?}");
+        }
+        assert!(o.iter().sum::<f64>().abs() < 1e-12);
     }
 
     #[test]

@@ -32,7 +32,7 @@ mod strategy;
 
 pub use any::AnyStrategy;
 pub use cmaes::CmaEs;
-pub use dp::knapsack;
+pub use dp::{knapsack, knapsack_per_group};
 pub use evolkv::{EvolKv, EvolKvConfig, EvolKvSettings};
 pub use evopress::{
     EvoPress, EvoPressConfig, EvoPressSettings, Preset, Stage, level_switch, offspring,

@@ -247,3 +247,52 @@ proptest! {
         }
     }
 }
+
+/// A quantization-like space: units of three sizes, levels 0..=3 = 8, 6, 4,
+/// 2 bits, each level's cost in bits (so steps differ between sizes).
+fn quant_space() -> (Space, Vec<u64>) {
+    let sizes: Vec<u64> = (0..12).map(|i| [1000u64, 3000, 8000][i % 3]).collect();
+    let units = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| UnitLevels {
+            name: format!("u{i}"),
+            levels: (0..4).collect(),
+            costs: [8u64, 6, 4, 2]
+                .iter()
+                .map(|b| n * b + 16 * (n / 100))
+                .collect(),
+        })
+        .collect();
+    (Space::new(units).unwrap(), sizes)
+}
+
+#[test]
+fn quantization_switches_pair_units_of_one_size_and_keep_the_bit_budget_exact() {
+    let (space, sizes) = quant_space();
+    let parent: Vec<i64> = vec![1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2];
+    let budget = Budget::Exact(space.cost(&parent));
+    for seed in 0..20 {
+        let cfg = EvoPressConfig {
+            offspring: 16,
+            ..small_cfg(seed)
+        };
+        let kids = offspring(&space, &parent, &budget, &cfg, 3);
+        // Every draw is a cost-neutral switch, so none is rejected for the budget.
+        assert_eq!(kids.len(), 16, "seed {seed}");
+        for k in &kids {
+            assert_eq!(space.cost(k), budget.limit());
+            // Per size, the levels' sum is unchanged: raised and lowered units share a size.
+            for s in [1000u64, 3000, 8000] {
+                let sum = |g: &[i64]| -> i64 {
+                    g.iter()
+                        .zip(&sizes)
+                        .filter(|(_, n)| **n == s)
+                        .map(|(l, _)| *l)
+                        .sum()
+                };
+                assert_eq!(sum(k), sum(&parent), "seed {seed}: {k:?}");
+            }
+        }
+    }
+}
