@@ -187,11 +187,19 @@ fn info(dir: PathBuf, levels: bool) -> Result<()> {
         );
         if levels {
             for (i, l) in u.levels.iter().enumerate() {
-                let err = u
+                let mut err = u
                     .errors
                     .as_ref()
-                    .map(|e| format!("  error {:.4e}", e[i]))
+                    .map(|e| match u.output_energy.filter(|&x| x > 0.0) {
+                        Some(energy) => {
+                            format!("  error {:.4e} (normalised {:.4})", e[i], e[i] / energy)
+                        }
+                        None => format!("  error {:.4e}", e[i]),
+                    })
                     .unwrap_or_default();
+                if let Some(h) = &u.held_out_errors {
+                    err.push_str(&format!("  held-out {:.4}", h[i]));
+                }
                 println!(
                     "      level {:>3}: {:<16} cost {}{err}",
                     l.level, l.label, l.cost

@@ -314,7 +314,6 @@ pub fn build_database(
             }
         }
     }
-    drop(ctx);
     if stopped {
         progress.abandon();
         report.stopped = true;
@@ -327,6 +326,13 @@ pub fn build_database(
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
 }
+
+/// The Hessians of a block's four input groups, indexed like [`INPUT_GROUPS`]
+/// (`None` for a group not captured).
+type Hessians = [Option<Hessian>; 4];
+
+/// One built variant: level index, weights, fitted error, held-out error.
+type Variant = (usize, Matrix, f64, Option<f64>);
 
 /// What building one group of units needs.
 struct BuildCtx<'a> {
@@ -347,8 +353,8 @@ impl BuildCtx<'_> {
         &mut self,
         manifest: &mut Manifest,
         units: &[usize],
-        cal: &[Option<Hessian>; 4],
-        held: &[Option<Hessian>; 4],
+        cal: &Hessians,
+        held: &Hessians,
     ) -> Result<bool> {
         let group_of = |kind: LinearKind| {
             INPUT_GROUPS
@@ -356,7 +362,7 @@ impl BuildCtx<'_> {
                 .position(|&g| g == input_group(kind))
                 .expect("a group")
         };
-        let hessian = |hs: &'_ [Option<Hessian>; 4], kind: LinearKind| hs[group_of(kind)].clone();
+        let hessian = |hs: &'_ Hessians, kind: LinearKind| hs[group_of(kind)].clone();
         let tasks: Vec<(usize, usize)> = units
             .iter()
             .flat_map(|&u| (0..manifest.units[u].levels.len()).map(move |l| (u, l)))
@@ -381,10 +387,7 @@ impl BuildCtx<'_> {
                 Ok((ui, li, v, err, held))
             })
             .collect();
-        let mut per_unit: std::collections::BTreeMap<
-            usize,
-            Vec<(usize, Matrix, f64, Option<f64>)>,
-        > = Default::default();
+        let mut per_unit: std::collections::BTreeMap<usize, Vec<Variant>> = Default::default();
         for r in results {
             let (ui, li, m, e, h) = r?;
             per_unit.entry(ui).or_default().push((li, m, e, h));
@@ -436,8 +439,8 @@ fn capture(
     cal: &mut [Tensor<3>],
     held: &mut [Tensor<3>],
     advance: bool,
-) -> Result<([Option<Hessian>; 4], [Option<Hessian>; 4])> {
-    let one = |hs: &mut [Tensor<3>]| -> Result<[Option<Hessian>; 4]> {
+) -> Result<(Hessians, Hessians)> {
+    let one = |hs: &mut [Tensor<3>]| -> Result<Hessians> {
         if hs.is_empty() {
             return Ok([None, None, None, None]);
         }

@@ -41,6 +41,23 @@ pub struct EvoPressSettings {
     pub stages: Option<Vec<(usize, usize)>>,
     #[serde(default)]
     pub max_flips: Option<usize>,
+    /// Where the search starts (the preset's by default: the best of 64
+    /// random feasible genomes on 2048 tokens for depth, else the uniform
+    /// genome).
+    #[serde(default)]
+    pub start: Option<Start>,
+}
+
+/// EvoPress's initial parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Start {
+    /// The uniform genome where one meets the budget, else one random
+    /// feasible genome.
+    #[default]
+    Uniform,
+    /// The best of `candidates` random feasible genomes, each scored on
+    /// `tokens` tokens (the reference's depth start: 64 on 2048).
+    BestOfRandom { candidates: usize, tokens: usize },
 }
 
 impl EvoPressSettings {
@@ -74,6 +91,9 @@ impl EvoPressSettings {
         if let Some(f) = self.max_flips {
             cfg.max_flips = f;
         }
+        if let Some(st) = self.start {
+            cfg.start = st;
+        }
         cfg
     }
 }
@@ -99,6 +119,15 @@ impl Settings for EvoPressSettings {
             "max_flips",
             "must be at least 1",
         )?;
+        if let Some(Start::BestOfRandom { candidates, tokens }) = self.start {
+            ensure(
+                candidates >= 1 && tokens >= seq_len,
+                "start",
+                format!(
+                    "BestOfRandom needs at least 1 candidate and at least seq_len ({seq_len}) tokens"
+                ),
+            )?;
+        }
         if let Some(st) = &self.stages {
             ensure(!st.is_empty(), "stages", "needs at least one stage")?;
             ensure(
@@ -149,6 +178,9 @@ pub struct EvoPressConfig {
     /// Flips per child are `min(U{1..=max_flips}, U{1..=max_flips})`.
     pub max_flips: usize,
     pub seed: u64,
+    /// How the first parent is chosen.
+    #[serde(default)]
+    pub start: Start,
 }
 
 impl EvoPressConfig {
@@ -163,10 +195,17 @@ impl EvoPressConfig {
         Self::with(150, 128, &[(16, 2048), (4, 16384), (1, 131072)], seed)
     }
 
-    /// Depth: k(n−k)/1.5 generations for dropping k of n, 32 offspring, 2/2048 → 1/32768.
+    /// Depth: k(n−k)/1.5 generations for dropping k of n, 32 offspring, 2/2048 → 1/32768,
+    /// starting from the best of 64 random feasible genomes on 2048 tokens.
     pub fn depth(n: usize, k: usize, seed: u64) -> Self {
         let gens = ((k * n.saturating_sub(k)) as f64 / 1.5).ceil() as usize;
-        Self::with(gens.max(1), 32, &[(2, 2048), (1, 32768)], seed)
+        Self {
+            start: Start::BestOfRandom {
+                candidates: 64,
+                tokens: 2048,
+            },
+            ..Self::with(gens.max(1), 32, &[(2, 2048), (1, 32768)], seed)
+        }
     }
 
     /// "Super-fast": 400 generations, 16 offspring, 1/512 → 1/8192.
@@ -184,6 +223,7 @@ impl EvoPressConfig {
                 .collect(),
             max_flips: 3,
             seed,
+            start: Start::Uniform,
         }
     }
 
@@ -215,6 +255,11 @@ impl EvoPressConfig {
 /// Where the state machine is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Phase {
+    /// Random feasible candidates for the first parent await scores.
+    Start {
+        pool: Vec<Genome>,
+        tokens: usize,
+    },
     /// Candidates of `stage` of the current generation await scores.
     Stage {
         stage: usize,
@@ -267,7 +312,22 @@ impl EvoPress {
             phase: Phase::Done,
             history: Vec::new(),
         };
-        s.phase = s.start_generation(space);
+        s.phase = match s.cfg.start {
+            Start::Uniform => s.start_generation(space),
+            Start::BestOfRandom { candidates, tokens } => {
+                let mut pool = crate::heuristics::random_feasible(
+                    space,
+                    &s.parent,
+                    &s.budget,
+                    candidates,
+                    crate::rng::mix(s.cfg.seed, &[0x57a2]),
+                );
+                if !pool.contains(&s.parent) && pool.len() < candidates {
+                    pool.push(s.parent.clone());
+                }
+                Phase::Start { pool, tokens }
+            }
+        };
         Ok(s)
     }
 
@@ -301,6 +361,13 @@ impl Strategy for EvoPress {
     fn ask(&self, _space: &Space) -> Vec<Request> {
         match &self.phase {
             Phase::Done => Vec::new(),
+            Phase::Start { pool, tokens } => {
+                let sample = SampleSpec {
+                    tokens: *tokens,
+                    seed: crate::rng::mix(self.cfg.seed, &[0x57a3]),
+                };
+                crate::strategy::requests(pool, sample, false)
+            }
             Phase::Stage { stage, pool } => {
                 let s = self.cfg.stages[*stage];
                 let sample = SampleSpec {
@@ -314,6 +381,16 @@ impl Strategy for EvoPress {
 
     /// Scores for exactly the last `ask` (any order); lower fitness is better.
     fn tell(&mut self, space: &Space, results: &[Scored]) -> Result<(), SearchError> {
+        if let Phase::Start { pool, .. } = &self.phase {
+            let fit = results_in_order(pool.len(), results)?;
+            let best = (0..pool.len())
+                .min_by(|&a, &b| fit[a].total_cmp(&fit[b]).then(a.cmp(&b)))
+                .expect("a non-empty pool");
+            self.parent = pool[best].clone();
+            self.parent_fitness = Some(fit[best]);
+            self.phase = self.start_generation(space);
+            return Ok(());
+        }
         let Phase::Stage { stage, pool } = &self.phase else {
             return Err(SearchError::Protocol(
                 "tell after the search finished".into(),

@@ -35,7 +35,7 @@ pub use cmaes::CmaEs;
 pub use dp::{knapsack, knapsack_per_group};
 pub use evolkv::{EvolKv, EvolKvConfig, EvolKvSettings};
 pub use evopress::{
-    EvoPress, EvoPressConfig, EvoPressSettings, Preset, Stage, level_switch, offspring,
+    EvoPress, EvoPressConfig, EvoPressSettings, Preset, Stage, Start, level_switch, offspring,
 };
 pub use fixed::{
     DpSettings, Fixed, OwlSettings, PyramidKvSettings, RandomSettings, ShortGptSettings,

@@ -71,6 +71,7 @@ fn small_cfg(seed: u64) -> EvoPressConfig {
         ],
         max_flips: 3,
         seed,
+        start: Start::Uniform,
     }
 }
 
@@ -295,4 +296,57 @@ fn quantization_switches_pair_units_of_one_size_and_keep_the_bit_budget_exact() 
             }
         }
     }
+}
+
+#[test]
+fn the_depth_start_is_the_best_of_random_feasible_genomes() {
+    // Drop 3 of 10 equal blocks.
+    let space = Space::new(
+        (0..10)
+            .map(|i| UnitLevels {
+                name: format!("b{i}"),
+                levels: vec![0, 1],
+                costs: vec![100, 0],
+            })
+            .collect(),
+    )
+    .unwrap();
+    let budget = Budget::Exact(700);
+    let start = crate::heuristics::start_genome(0, &space, &budget).unwrap();
+    let cfg = EvoPressConfig::depth(10, 3, 4);
+    assert_eq!(
+        cfg.start,
+        Start::BestOfRandom {
+            candidates: 64,
+            tokens: 2048
+        }
+    );
+    let mut s = EvoPress::new(cfg, &space, budget, start).unwrap();
+    let asked = s.ask(&space);
+    // C(10, 3) = 120 feasible genomes: 64 distinct ones are drawn, all on the budget.
+    assert_eq!(asked.len(), 64);
+    assert!(asked.iter().all(|r| space.cost(&r.genome) == 700));
+    assert!(asked.iter().all(|r| r.sample.tokens == 2048));
+    // The fitness counts dropped blocks among the first three: the best has none there.
+    let fit = |g: &[i64]| g[..3].iter().sum::<i64>() as f64 + 0.01 * g[9] as f64;
+    let scored: Vec<Scored> = asked
+        .iter()
+        .map(|r| Scored {
+            id: r.id,
+            fitness: fit(&r.genome),
+        })
+        .collect();
+    let want = asked
+        .iter()
+        .map(|r| fit(&r.genome))
+        .fold(f64::INFINITY, f64::min);
+    s.tell(&space, &scored).unwrap();
+    assert_eq!(fit(&s.parent), want);
+    assert_eq!(s.generation, 0);
+    // Then the generations run as usual, from that parent.
+    assert!(
+        s.ask(&space)
+            .iter()
+            .all(|r| r.sample.tokens == 2048 && r.genome != s.parent)
+    );
 }

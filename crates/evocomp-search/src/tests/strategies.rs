@@ -223,6 +223,10 @@ fn every_strategy_is_deterministic_from_its_seed() {
                             },
                         ],
                         max_flips: 3,
+                        start: crate::Start::BestOfRandom {
+                            candidates: 5,
+                            tokens: 8,
+                        },
                         seed,
                     },
                     &sp,
