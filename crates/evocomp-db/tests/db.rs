@@ -33,6 +33,10 @@ fn calib(seed: u32) -> Sample {
 }
 
 fn sparsity() -> Compression {
+    sparsity_through(Propagation::Sequential { level: 0 })
+}
+
+fn sparsity_through(propagation: Propagation) -> Compression {
     Compression::Sparsity {
         method: SparsityMethod::SparseGpt,
         target: 0.5,
@@ -43,7 +47,7 @@ fn sparsity() -> Compression {
             block_size: 16,
             damp: 0.01,
         },
-        propagation: Propagation::Sequential { level: 0 },
+        propagation,
     }
 }
 
@@ -510,27 +514,7 @@ fn a_sequential_build_fits_each_unit_to_the_compressed_prefix_outputs() {
     let tmp = tempfile::tempdir().unwrap();
     let (m, fp) = tiny_model(tmp.path());
     let dir = tmp.path().join("db");
-    let Compression::Sparsity {
-        method,
-        target,
-        step_fraction,
-        max_sparsity,
-        max_levels,
-        obs,
-        ..
-    } = sparsity()
-    else {
-        unreachable!()
-    };
-    let c = Compression::Sparsity {
-        method,
-        target,
-        step_fraction,
-        max_sparsity,
-        max_levels,
-        obs,
-        propagation: Propagation::Sequential { level: 1 },
-    };
+    let c = sparsity_through(Propagation::Sequential { level: 1 });
     build(&m, &fp, &c, &dir, None).unwrap();
     let db = Database::open(&dir).unwrap();
     let close = |a: &[f64], b: &[f64]| {

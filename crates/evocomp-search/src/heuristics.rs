@@ -339,16 +339,7 @@ mod tests {
 
     #[test]
     fn shortgpt_drops_the_least_influential_units() {
-        let s = Space::new(
-            (0..5)
-                .map(|i| UnitLevels {
-                    name: format!("b{i}"),
-                    levels: vec![0, 1],
-                    costs: vec![100, 0],
-                })
-                .collect(),
-        )
-        .unwrap();
+        let s = crate::space::kept_or_dropped(5);
         let g = lowest_scores_first(&s, &[0.5, 0.1, 0.9, 0.05, 0.3], &Budget::Exact(300)).unwrap();
         assert_eq!(g, vec![0, 1, 0, 1, 0]);
     }

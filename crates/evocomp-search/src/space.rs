@@ -157,3 +157,18 @@ impl Space {
         true
     }
 }
+
+/// `n` units that are kept (cost 100) or dropped (cost 0): a depth-like space for tests.
+#[cfg(test)]
+pub(crate) fn kept_or_dropped(n: usize) -> Space {
+    Space::new(
+        (0..n)
+            .map(|i| UnitLevels {
+                name: format!("b{i}"),
+                levels: vec![0, 1],
+                costs: vec![100, 0],
+            })
+            .collect(),
+    )
+    .expect("a valid space")
+}
