@@ -112,6 +112,11 @@ pub enum CompressionSpec {
     /// Tokens each layer's KV cache keeps; one level per budget.
     KvBudget {
         budgets: Vec<usize>,
+        /// Fine levels: with a step, `budgets: [lo, hi]` becomes every budget
+        /// lo, lo + step, ... up to hi (hi included), so a search such as
+        /// EvolKV's CMA-ES can move a layer by a few tokens.
+        #[serde(default)]
+        step: Option<usize>,
         eviction: EvictionSpec,
         /// Tokens per prefill chunk during evaluation.
         #[serde(default = "default_chunk")]
@@ -138,8 +143,24 @@ pub enum CompressionSpec {
 pub enum EvictionSpec {
     /// StreamingLLM: `sinks` first tokens plus the most recent ones.
     Streaming { sinks: usize },
-    /// SnapKV: the most-attended tokens from the last `window` queries, plus `recent` tokens.
-    SnapKv { window: usize, recent: usize },
+    /// SnapKV as published: compress once after the first `prompt` tokens of
+    /// each sequence, keeping the `window` last prompt tokens and the prompt
+    /// tokens they attend to most (scores average-pooled over `kernel`
+    /// tokens); later tokens are appended.
+    SnapKv {
+        window: usize,
+        #[serde(default = "default_kernel")]
+        kernel: usize,
+        prompt: usize,
+    },
+    /// Progressive SnapKV-style eviction after every prefill chunk: the
+    /// most-attended tokens from the chunk's last `window` queries, plus
+    /// `recent` tokens.
+    ChunkedSnapKv { window: usize, recent: usize },
+}
+
+fn default_kernel() -> usize {
+    7
 }
 
 /// How cached keys or values are grouped for quantization.
@@ -357,6 +378,7 @@ impl DatabaseSpec {
             CompressionSpec::Depth { unit } => Compression::Depth { unit },
             CompressionSpec::KvBudget {
                 mut budgets,
+                step,
                 eviction,
                 chunk,
             } => {
@@ -365,6 +387,16 @@ impl DatabaseSpec {
                     "compression.budgets",
                     "needs at least one budget",
                 )?;
+                if let Some(step) = step {
+                    c.ensure(step > 0, "compression.step", "must be at least 1 token")?;
+                    c.ensure(
+                        budgets.len() == 2 && budgets[0] < budgets[1],
+                        "compression.budgets",
+                        "with a step, budgets are [lowest, highest]",
+                    )?;
+                    let (lo, hi) = (budgets[0], budgets[1]);
+                    budgets = (lo..hi).step_by(step).chain([hi]).collect();
+                }
                 c.ensure(chunk > 0, "compression.chunk", "must be at least 1")?;
                 budgets.sort_unstable_by(|a, b| b.cmp(a));
                 budgets.dedup();
@@ -380,7 +412,29 @@ impl DatabaseSpec {
                         "compression.eviction.sinks",
                         format!("{sinks} sink tokens leave no room for recent ones in a budget of {smallest}"),
                     )?,
-                    EvictionSpec::SnapKv { window, recent } => {
+                    EvictionSpec::SnapKv {
+                        window,
+                        kernel,
+                        prompt,
+                    } => {
+                        c.ensure(window > 0, "compression.eviction.window", "must be at least 1")?;
+                        c.ensure(
+                            window <= smallest,
+                            "compression.eviction.window",
+                            format!("the {window}-token window does not fit the smallest budget {smallest}"),
+                        )?;
+                        c.ensure(
+                            kernel % 2 == 1,
+                            "compression.eviction.kernel",
+                            format!("the pooling width must be odd, got {kernel}"),
+                        )?;
+                        c.ensure(
+                            prompt > window,
+                            "compression.eviction.prompt",
+                            format!("the prompt ({prompt} tokens) must be longer than the window ({window})"),
+                        )?;
+                    }
+                    EvictionSpec::ChunkedSnapKv { window, recent } => {
                         c.ensure(window > 0, "compression.eviction.window", "must be at least 1")?;
                         c.ensure(
                             recent <= smallest,
@@ -393,8 +447,17 @@ impl DatabaseSpec {
                     budgets,
                     eviction: match eviction {
                         EvictionSpec::Streaming { sinks } => Eviction::Streaming { sinks },
-                        EvictionSpec::SnapKv { window, recent } => {
-                            Eviction::SnapKv { window, recent }
+                        EvictionSpec::SnapKv {
+                            window,
+                            kernel,
+                            prompt,
+                        } => Eviction::SnapKv {
+                            window,
+                            kernel,
+                            prompt,
+                        },
+                        EvictionSpec::ChunkedSnapKv { window, recent } => {
+                            Eviction::ChunkedSnapKv { window, recent }
                         }
                     },
                     chunk,
@@ -489,6 +552,52 @@ mod tests {
             dir.display(),
             text.display()
         )
+    }
+
+    #[test]
+    fn kv_budgets_with_a_step_are_fine_levels_and_gptq_uses_act_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = |compression: &str| {
+            good(dir.path()).replace("Sparsity(method: SparseGpt, target: 0.5)", compression)
+        };
+        let p = write(
+            dir.path(),
+            "kv.ron",
+            &cfg("KvBudget(budgets: [16, 100], step: Some(16), eviction: Streaming(sinks: 4))"),
+        );
+        match load_database_config(&p).unwrap().compression {
+            Compression::KvBudget { budgets, .. } => {
+                assert_eq!(budgets, vec![100, 96, 80, 64, 48, 32, 16]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let p = write(
+            dir.path(),
+            "kv.ron",
+            &cfg("KvBudget(budgets: [16, 64, 128], step: Some(16), eviction: Streaming(sinks: 4))"),
+        );
+        let e = load_database_config(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("compression.budgets") && e.contains("[lowest, highest]"),
+            "{e}"
+        );
+        for (method, act_order) in [("Gptq", true), ("Rtn", false)] {
+            let p = write(
+                dir.path(),
+                "q.ron",
+                &cfg(&format!("Quantization(method: {method}, bits: [2, 3, 4])")),
+            );
+            match load_database_config(&p).unwrap().compression {
+                Compression::Quantization {
+                    spec, propagation, ..
+                } => {
+                    assert_eq!(spec.act_order, act_order, "{method}");
+                    // The middle bit-width (3 bits is level 1) carries the calibration.
+                    assert_eq!(propagation, Propagation::Sequential { level: 1 });
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -19,10 +19,23 @@ use serde::{Deserialize, Serialize};
 pub enum Eviction {
     /// StreamingLLM: the first `sinks` tokens and the most recent ones.
     Streaming { sinks: usize },
-    /// SnapKV-style: the most recent `recent` tokens, and the tokens that the
-    /// last `window` queries of the chunk attended to most (summed over the
-    /// query heads that share a KV head).
-    SnapKv { window: usize, recent: usize },
+    /// SnapKV as published (Li et al., 2024): the cache is compressed once,
+    /// after the first `prompt` tokens of a sequence (the prompt, prefilled
+    /// with full attention). The last `window` prompt tokens (the observation
+    /// window) are kept; of the tokens before them, the `budget − window`
+    /// with the highest attention from the window's queries (summed over the
+    /// window and over the query heads sharing a KV head, then smoothed by an
+    /// average pool of width `kernel`) are kept. Later tokens are appended
+    /// and never evicted.
+    SnapKv {
+        window: usize,
+        kernel: usize,
+        prompt: usize,
+    },
+    /// A chunked, progressive variant (not SnapKV as published): after every
+    /// prefill chunk, the most recent `recent` tokens and the tokens the
+    /// chunk's last `window` queries attended to most.
+    ChunkedSnapKv { window: usize, recent: usize },
 }
 
 /// How a cached tensor is grouped for quantization.
@@ -119,8 +132,28 @@ impl LlamaModel {
         let [b, t] = tokens.dims();
         let mut caches: Vec<Option<Cache>> = (0..self.blocks.len()).map(|_| None).collect();
         let mut outs = Vec::new();
-        for c0 in (0..t).step_by(self.kv_chunk) {
+        // SnapKV prefills its prompt in one piece; the rest goes in chunks.
+        let prompt = self
+            .kv
+            .iter()
+            .flatten()
+            .filter_map(|p| match p.eviction {
+                Eviction::SnapKv { prompt, .. } => Some(prompt),
+                _ => None,
+            })
+            .max();
+        let mut bounds = Vec::new();
+        let mut c0 = 0;
+        if let Some(p) = prompt.filter(|&p| p > 0) {
+            bounds.push((0, p.min(t)));
+            c0 = p.min(t);
+        }
+        while c0 < t {
             let c1 = (c0 + self.kv_chunk).min(t);
+            bounds.push((c0, c1));
+            c0 = c1;
+        }
+        for (c0, c1) in bounds {
             let mut h = self.embed(tokens.clone().slice([0..b, c0..c1]));
             for (l, cache) in caches.iter_mut().enumerate() {
                 h = self.block_chunk(l, h, c0, cache);
@@ -163,6 +196,7 @@ impl LlamaModel {
             if let Some(vq) = &policy.values {
                 v = quantize(v, vq);
             }
+            let first = cache.is_none();
             let (k_all, v_all) = match cache.take() {
                 Some(c) => (Tensor::cat(vec![c.k, k], 2), Tensor::cat(vec![c.v, v], 2)),
                 None => (k, v),
@@ -189,7 +223,15 @@ impl LlamaModel {
             let o = probs.clone().matmul(expand(v_all.clone()));
             let o = o.swap_dims(1, 2).reshape([rows, nh * hd]);
             h = h + linear(o, w(LinearKind::O), None).reshape([b, n, hidden]);
-            *cache = Some(evict(k_all, v_all, probs, &policy, n, rep, &self.device));
+            *cache = Some(evict(
+                k_all,
+                v_all,
+                probs,
+                &policy,
+                Chunk { n, first },
+                rep,
+                &self.device,
+            ));
         }
         if !blk.skip_mlp {
             h = self.mlp(l, h, &mut NoHook);
@@ -198,17 +240,24 @@ impl LlamaModel {
     }
 }
 
+/// The chunk just prefilled: its length, and whether it was the sequence's first.
+struct Chunk {
+    n: usize,
+    first: bool,
+}
+
 /// Cut a cache back to its budget.
 fn evict(
     k: Tensor<4>,
     v: Tensor<4>,
     probs: Tensor<4>,
     p: &KvPolicy,
-    n: usize,
+    chunk: Chunk,
     rep: usize,
     device: &burn::tensor::Device,
 ) -> Cache {
     let [b, nkv, s, d] = k.dims();
+    let n = chunk.n;
     let Some(budget) = p.budget else {
         return Cache { k, v };
     };
@@ -216,6 +265,43 @@ fn evict(
         return Cache { k, v };
     }
     match p.eviction {
+        Eviction::SnapKv { window, kernel, .. } => {
+            // Once, after the prompt (the first chunk); later tokens stay.
+            if !chunk.first {
+                return Cache { k, v };
+            }
+            let w = window.clamp(1, budget.min(s));
+            let prefix = s - w;
+            let keep = budget - w;
+            let nh = nkv * rep;
+            // The window's attention to each prefix token, summed over the
+            // window's queries and the query heads sharing a KV head.
+            let score = probs
+                .slice([0..b, 0..nh, n - w..n, 0..prefix])
+                .sum_dim(2)
+                .reshape([b, nkv, rep, prefix])
+                .sum_dim(2)
+                .reshape([b, nkv, prefix]);
+            let score = pool(score, kernel.max(1), device);
+            let idx = if keep == 0 {
+                None
+            } else {
+                let (_, idx) = score.topk_with_indices(keep, 2);
+                Some(idx.reshape([b, nkv, keep, 1]).expand([b, nkv, keep, d]))
+            };
+            let tail_k = k.clone().slice([0..b, 0..nkv, prefix..s, 0..d]);
+            let tail_v = v.clone().slice([0..b, 0..nkv, prefix..s, 0..d]);
+            match idx {
+                Some(idx) => Cache {
+                    k: Tensor::cat(vec![k.gather(2, idx.clone()), tail_k], 2),
+                    v: Tensor::cat(vec![v.gather(2, idx), tail_v], 2),
+                },
+                None => Cache {
+                    k: tail_k,
+                    v: tail_v,
+                },
+            }
+        }
         Eviction::Streaming { sinks } => {
             let sinks = sinks.min(budget);
             let recent = budget - sinks;
@@ -234,7 +320,7 @@ fn evict(
                 v: Tensor::cat(vs, 2),
             }
         }
-        Eviction::SnapKv { window, recent } => {
+        Eviction::ChunkedSnapKv { window, recent } => {
             let recent = recent.min(budget);
             let w = window.clamp(1, n);
             let nh = nkv * rep;
@@ -259,5 +345,88 @@ fn evict(
                 v: v.gather(2, idx),
             }
         }
+    }
+}
+
+/// SnapKV's smoothing: an average pool of odd width `kernel` along the
+/// tokens, stride 1, zero padding counted (PyTorch's `avg_pool1d` with
+/// `padding = kernel / 2`), on `[B, H, S]` scores.
+fn pool(score: Tensor<3>, kernel: usize, device: &burn::tensor::Device) -> Tensor<3> {
+    let [b, h, s] = score.dims();
+    let half = kernel / 2;
+    if half == 0 {
+        return score;
+    }
+    let zeros = Tensor::<3>::zeros([b, h, half], device);
+    let padded = Tensor::cat(vec![zeros.clone(), score, zeros], 2);
+    let mut sum = padded.clone().slice([0..b, 0..h, 0..s]);
+    for o in 1..2 * half + 1 {
+        sum = sum + padded.clone().slice([0..b, 0..h, o..o + s]);
+    }
+    sum / (2 * half + 1) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Positions kept by SnapKV from a 20-token prompt whose window queries
+    /// put `mass` on some positions (two query heads share the KV head).
+    fn kept(mass: &[(usize, usize, f32)], budget: usize, kernel: usize) -> Vec<usize> {
+        let device = burn::tensor::Device::flex();
+        let (s, w) = (20, 4);
+        let pos: Vec<f32> = (0..s).map(|p| p as f32).collect();
+        let k = Tensor::<4>::from_data(TensorData::new(pos.clone(), [1, 1, s, 1]), &device);
+        let v = Tensor::<4>::from_data(TensorData::new(pos, [1, 1, s, 1]), &device);
+        let mut p = vec![0.0f32; 2 * s * s];
+        for &(head, at, m) in mass {
+            for q in s - w..s {
+                p[(head * s + q) * s + at] = m;
+            }
+        }
+        let probs = Tensor::<4>::from_data(TensorData::new(p, [1, 2, s, s]), &device);
+        let policy = KvPolicy {
+            budget: Some(budget),
+            eviction: Eviction::SnapKv {
+                window: w,
+                kernel,
+                prompt: s,
+            },
+            keys: None,
+            values: None,
+        };
+        let c = evict(
+            k,
+            v,
+            probs,
+            &policy,
+            Chunk { n: s, first: true },
+            2,
+            &device,
+        );
+        let mut out: Vec<usize> =
+            c.k.into_data()
+                .try_into_vec::<f32>()
+                .unwrap()
+                .into_iter()
+                .map(|x| x as usize)
+                .collect();
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn snapkv_keeps_the_window_and_the_most_attended_prefix_tokens() {
+        // Heads 0 and 1 attend to 3 and 11, and to 7: with a budget of 7,
+        // those three and the 4-token window.
+        let mass = [(0, 3, 1.0), (0, 11, 0.9), (1, 7, 0.8), (1, 2, 0.1)];
+        assert_eq!(kept(&mass, 7, 1), vec![3, 7, 11, 16, 17, 18, 19]);
+        // A budget of the window alone keeps only the window.
+        assert_eq!(kept(&mass, 4, 1), vec![16, 17, 18, 19]);
+        // Pooling prefers a cluster to an isolated peak: 5 alone wins
+        // unpooled, the middle of 9..=11 with a kernel of 3.
+        let mass = [(0, 5, 1.0), (0, 9, 0.6), (0, 10, 0.6), (0, 11, 0.6)];
+        assert_eq!(kept(&mass, 5, 1), vec![5, 16, 17, 18, 19]);
+        assert_eq!(kept(&mass, 5, 3), vec![10, 16, 17, 18, 19]);
     }
 }

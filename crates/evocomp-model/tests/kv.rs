@@ -49,7 +49,7 @@ fn eviction_keeps_exactly_the_budget() {
     let v = tiny_config().vocab;
     for eviction in [
         Eviction::Streaming { sinks: 4 },
-        Eviction::SnapKv {
+        Eviction::ChunkedSnapKv {
             window: 4,
             recent: 3,
         },
@@ -132,4 +132,57 @@ fn fewer_kv_bits_cost_more_error() {
         assert!(e[0] > 0.0 && e[0] < e[1] && e[1] < e[2], "{g:?}: {e:?}");
         assert!(e[0] < 0.05, "8-bit cache is nearly exact: {e:?}");
     }
+}
+
+#[test]
+fn snapkv_compresses_once_after_the_prompt_and_keeps_later_tokens() {
+    let mut m = model();
+    m.set_kv_chunk(8);
+    let batch = vec![seq(50, 5), seq(50, 6)];
+    let full = vec3(m.forward(&batch).unwrap());
+    let v = tiny_config().vocab;
+    m.set_kv_policy(
+        0,
+        Some(KvPolicy {
+            budget: Some(12),
+            eviction: Eviction::SnapKv {
+                window: 4,
+                kernel: 7,
+                prompt: 32,
+            },
+            keys: None,
+            values: None,
+        }),
+    );
+    let (out, lens) = m.forward_kv(&batch).unwrap();
+    // 12 kept from the 32-token prompt, then the 18 later tokens appended.
+    assert_eq!(lens[0], 12 + 18);
+    let out = vec3(out);
+    // The prompt is prefilled with full attention: unchanged; what follows lost context.
+    for r in 0..2 {
+        let row = r * 50 * v;
+        assert!(max_diff(&out[row..row + 32 * v], &full[row..row + 32 * v]) < 1e-4);
+        assert!(
+            max_diff(
+                &out[row + 32 * v..row + 50 * v],
+                &full[row + 32 * v..row + 50 * v]
+            ) > 1e-4
+        );
+    }
+    // A budget as large as the prompt changes nothing.
+    m.set_kv_policy(
+        0,
+        Some(KvPolicy {
+            budget: Some(32),
+            eviction: Eviction::SnapKv {
+                window: 4,
+                kernel: 7,
+                prompt: 32,
+            },
+            keys: None,
+            values: None,
+        }),
+    );
+    let (out, _) = m.forward_kv(&batch).unwrap();
+    assert!(max_diff(&vec3(out), &full) < 1e-4);
 }

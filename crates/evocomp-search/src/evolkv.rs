@@ -125,8 +125,6 @@ pub struct EvolKv {
     pub cma: Option<CmaEs>,
     /// Genomes of the current CMA-ES ask.
     pending: Vec<Genome>,
-    /// Raw (pre-completion) unit costs of each pending candidate.
-    pending_costs: Vec<Vec<f64>>,
     /// Best (objective, genome, fitness) so far.
     pub best: Option<(f64, Genome, f64)>,
     /// Best of the current group: (objective, unit costs of the group).
@@ -149,7 +147,6 @@ impl EvolKv {
             group: 0,
             cma: None,
             pending: Vec::new(),
-            pending_costs: Vec::new(),
             best: None,
             group_best: None,
         };
@@ -277,17 +274,23 @@ impl EvolKv {
         };
         let ys = cma.ask();
         self.pending.clear();
-        self.pending_costs.clear();
         for y in ys {
             let x = self.costs_of(space, &y);
             self.pending.push(Self::complete(space, &x, &self.budget));
-            self.pending_costs.push(x);
         }
     }
 
     fn objective(&self, fitness: f64, mean: f64, space: &Space) -> f64 {
         let c = self.budget.limit() as f64 / space.len() as f64;
         -((-fitness).exp() * (1.0 + self.cfg.lambda * Self::cache_score(mean, c, self.cfg.gamma)))
+    }
+
+    /// The objective (lower is better) of a genome as evaluated: its cache
+    /// score comes from the genome's own mean cost, after budget completion,
+    /// not from the proposal it was completed from.
+    pub fn genome_objective(&self, space: &Space, genome: &[i64], fitness: f64) -> f64 {
+        let mean = space.cost(genome) as f64 / space.len() as f64;
+        self.objective(fitness, mean, space)
     }
 
     fn tell_results(&mut self, space: &Space, results: &[Scored]) -> Result<(), SearchError> {
@@ -298,15 +301,22 @@ impl EvolKv {
         }
         let fit = results_in_order(self.pending.len(), results)?;
         let mut values = Vec::with_capacity(self.pending.len());
-        for ((g, x), &f) in self.pending.iter().zip(&self.pending_costs).zip(&fit) {
-            let mean = x.iter().sum::<f64>() / x.len() as f64;
-            let obj = self.objective(f, mean, space);
+        for (g, &f) in self.pending.iter().zip(&fit) {
+            let obj = self.genome_objective(space, g, f);
             values.push(obj);
             if self.best.as_ref().is_none_or(|(b, _, _)| obj < *b) {
                 self.best = Some((obj, g.clone(), f));
             }
             if self.group_best.as_ref().is_none_or(|(b, _)| obj < *b) {
-                self.group_best = Some((obj, self.range().map(|i| x[i]).collect()));
+                // The group freezes at the costs that were evaluated.
+                let evaluated: Vec<f64> = self
+                    .range()
+                    .map(|i| {
+                        let u = &space.units[i];
+                        u.costs[u.index(g[i]).expect("a valid level")] as f64
+                    })
+                    .collect();
+                self.group_best = Some((obj, evaluated));
             }
         }
         let cma = self.cma.as_mut().expect("checked");

@@ -304,6 +304,44 @@ fn every_strategy_is_deterministic_from_its_seed() {
 }
 
 #[test]
+fn evolkv_scores_the_cache_of_the_genome_it_evaluated() {
+    // Proposals are completed to the budget before they are scored; the
+    // cache score must come from the completed genome's mean, the thing
+    // evaluated, not from the proposal's.
+    let n = 6;
+    let sp = Space::new(
+        (0..n)
+            .map(|i| UnitLevels {
+                name: format!("L{i}"),
+                levels: (0..8).collect(),
+                costs: (0..8).map(|l: u64| 128 - 16 * l).collect(),
+            })
+            .collect(),
+    )
+    .unwrap();
+    let budget = Budget::AtMost(64 * n as u64);
+    let cfg = EvolKvConfig {
+        group_size: 3,
+        generations: 3,
+        sigma0: 0.5,
+        population: None,
+        lambda: 0.3,
+        gamma: 0.2,
+        sample: SampleSpec { tokens: 8, seed: 0 },
+        seed: 1,
+    };
+    let mut s = EvolKv::new(cfg, &sp, budget).unwrap();
+    let fit = |g: &[i64]| g.iter().map(|&l| 0.01 * (l * l) as f64).sum::<f64>();
+    while !s.is_done() {
+        let asks = s.ask(&sp);
+        let scored = score(&asks, fit);
+        s.tell(&sp, &scored).unwrap();
+        let (obj, g, f) = s.best.clone().unwrap();
+        assert_eq!(obj, s.genome_objective(&sp, &g, f));
+    }
+}
+
+#[test]
 fn cache_score_matches_the_paper() {
     assert_eq!(EvolKv::cache_score(100.0, 100.0, 0.2), 1.0);
     assert!((EvolKv::cache_score(50.0, 100.0, 0.2) - 0.9).abs() < 1e-12);
