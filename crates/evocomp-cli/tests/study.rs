@@ -68,6 +68,7 @@ fn setup(dir: &Path) {
         "Sparsity(method: SparseGpt, target: 0.5, step_fraction: 0.1, max_levels: 2)",
     );
     db("blocks", "Depth(unit: Block)");
+    db("subblocks", "Depth(unit: SubBlock)");
     db(
         "kv",
         "KvBudget(budgets: [64, 32, 16, 8], eviction: Streaming(sinks: 2), chunk: 16)",
@@ -149,6 +150,13 @@ fn every_strategy_runs_end_to_end() {
             "Nsga2(population: 8, generations: 4)",
         ),
         ("shortgpt", "blocks", "Dropped(1)", "ShortGpt"),
+        ("shortgpt-sub", "subblocks", "Dropped(1)", "ShortGpt"),
+        (
+            "depth-sub",
+            "subblocks",
+            "Dropped(1)",
+            "EvoPress(preset: Depth, generations: Some(3), stages: Some([(2, 64), (1, 128)]), start: Some(BestOfRandom(candidates: 4, tokens: 64)))",
+        ),
         (
             "depth",
             "blocks",
@@ -187,6 +195,12 @@ fn every_strategy_runs_end_to_end() {
             "shortgpt" | "depth" => {
                 let g: Vec<i64> = serde_json::from_value(best["genome"].clone()).unwrap();
                 assert_eq!(g.iter().sum::<i64>(), 1, "one block dropped: {g:?}");
+            }
+            "shortgpt-sub" | "depth-sub" => {
+                // Units alternate attention, MLP: one of each type dropped.
+                let g: Vec<i64> = serde_json::from_value(best["genome"].clone()).unwrap();
+                let dropped = |t: usize| g.iter().skip(t).step_by(2).sum::<i64>();
+                assert_eq!((dropped(0), dropped(1)), (1, 1), "{name}: {g:?}");
             }
             "evolkv" => {
                 assert!(cost <= s["budget"]["AtMost"].as_u64().unwrap(), "{s}");

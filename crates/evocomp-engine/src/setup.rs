@@ -120,6 +120,19 @@ pub fn ensure_database(
     Ok(())
 }
 
+/// The distinct cost vectors of a space's units (its unit types) and how
+/// many units have each, in first-seen order.
+fn unit_types(space: &Space) -> Vec<(Vec<u64>, usize)> {
+    let mut types: Vec<(Vec<u64>, usize)> = Vec::new();
+    for u in &space.units {
+        match types.iter_mut().find(|(c, _)| *c == u.costs) {
+            Some((_, n)) => *n += 1,
+            None => types.push((u.costs.clone(), 1)),
+        }
+    }
+    types
+}
+
 /// The budget a spec names in this space; impossible budgets point at the
 /// config's `budget` line.
 pub fn resolve_budget(exp: &Experiment, space: &Space, kind: Kind) -> Result<Budget> {
@@ -163,15 +176,27 @@ fn written_budget(exp: &Experiment, space: &Space, kind: Kind) -> Result<Budget>
                     space.len()
                 )));
             }
-            let first = &space.units[0].costs;
-            if space.units.iter().any(|u| &u.costs != first) {
+            // Units of one type share a cost vector: whole blocks are one
+            // type; attention and MLP sub-blocks two, and n of each is dropped.
+            let types = unit_types(space);
+            if space.units.iter().any(|u| u.levels.len() != 2) {
                 return Err(fail(
-                    "Dropped(n) needs units of equal cost (whole blocks); use AtMost(cost)".into(),
+                    "Dropped(n) needs kept/dropped units (a depth database); use AtMost(cost)"
+                        .into(),
                 ));
             }
-            let lo = *first.iter().min().expect("levels");
-            let hi = *first.iter().max().expect("levels");
-            Budget::Exact(n as u64 * lo + (space.len() - n) as u64 * hi)
+            let mut total = 0u64;
+            for (costs, count) in &types {
+                if n > *count {
+                    return Err(fail(format!(
+                        "{n} units of each type dropped, but one type has only {count} units"
+                    )));
+                }
+                let lo = *costs.iter().min().expect("levels");
+                let hi = *costs.iter().max().expect("levels");
+                total += n as u64 * lo + (count - n) as u64 * hi;
+            }
+            Budget::Exact(total)
         }
         BudgetSpec::AtMost(c) => Budget::AtMost(c),
         BudgetSpec::Exact(c) => Budget::Exact(c),
@@ -376,7 +401,8 @@ pub fn new_strategy(prep: &Prepared, device: &Device, batch_size: usize) -> Resu
         budget: prep.budget,
         hint: match exp.budget {
             BudgetSpec::UniformLevel(l) => BudgetHint::UniformLevel(l),
-            BudgetSpec::Dropped(k) => BudgetHint::Dropped(k),
+            // k of each unit type: the total dropped sizes EvoPress's depth preset.
+            BudgetSpec::Dropped(k) => BudgetHint::Dropped(k * unit_types(&prep.space).len()),
             _ => BudgetHint::Other,
         },
         kind: prep.db.kind(),

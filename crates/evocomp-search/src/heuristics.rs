@@ -161,9 +161,53 @@ pub fn lowest_scores_first(
         }
     }
     if !budget.allows(space.cost(&g)) {
-        return Err(SpaceError::Infeasible(*budget));
+        return lowest_scores_per_type(space, scores, budget)
+            .ok_or(SpaceError::Infeasible(*budget));
     }
     Ok(g)
+}
+
+/// Units of one *type* share their cost vector (whole blocks; or attention
+/// and MLP sub-blocks, two types). For an exact budget over kept/dropped
+/// units of several types (drop k of each), the number dropped per type
+/// that meets it exactly, each type dropping its lowest-scored units; of
+/// several such splits, the one whose dropped units score least in total.
+fn lowest_scores_per_type(space: &Space, scores: &[f64], budget: &Budget) -> Option<Genome> {
+    if !matches!(budget, Budget::Exact(_)) || space.units.iter().any(|u| u.levels.len() != 2) {
+        return None;
+    }
+    let mut types: Vec<(&[u64], Vec<usize>)> = Vec::new();
+    for (i, u) in space.units.iter().enumerate() {
+        match types.iter_mut().find(|(c, _)| *c == &u.costs[..]) {
+            Some((_, members)) => members.push(i),
+            None => types.push((&u.costs, vec![i])),
+        }
+    }
+    for (_, members) in &mut types {
+        members.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(a.cmp(&b)));
+    }
+    let combos: usize = types.iter().map(|(_, m)| m.len() + 1).product();
+    if combos > 1_000_000 {
+        return None;
+    }
+    let mut best: Option<(f64, Genome)> = None;
+    for code in 0..combos {
+        let mut rest = code;
+        let mut g: Genome = space.units.iter().map(|u| u.min()).collect();
+        let mut score = 0.0;
+        for (_, members) in &types {
+            let d = rest % (members.len() + 1);
+            rest /= members.len() + 1;
+            for &i in &members[..d] {
+                g[i] = space.units[i].max();
+                score += scores[i];
+            }
+        }
+        if budget.allows(space.cost(&g)) && best.as_ref().is_none_or(|(s, _)| score < *s) {
+            best = Some((score, g));
+        }
+    }
+    best.map(|(_, g)| g)
 }
 
 /// PyramidKV (Cai et al., 2024): lower layers keep more, the top layer keeps
@@ -219,7 +263,11 @@ pub fn random_feasible(
     seed: u64,
 ) -> Vec<Genome> {
     let mut out: Vec<Genome> = Vec::new();
-    let equal = space.equal_steps() && budget.allows(space.cost(start));
+    // Random walks of level switches keep an exact total where every switch
+    // pairs units whose steps cost the same (the grid's equal steps, or
+    // units of one type under an exact budget); each walk is checked below.
+    let equal = budget.allows(space.cost(start))
+        && (space.equal_steps() || matches!(budget, Budget::Exact(_)));
     let mut attempt = 0u64;
     while out.len() < n && attempt < 100 * n as u64 + 100 {
         let mut rng = rng_for(seed, &[0xbe57, attempt]);
@@ -335,6 +383,39 @@ mod tests {
             assert!((a - b).abs() < 1e-12, "{o:?}");
         }
         assert!(o.iter().sum::<f64>().abs() < 1e-12);
+    }
+
+    #[test]
+    fn an_exact_budget_over_two_sub_block_types_drops_k_of_each() {
+        // Attention (cost 30) and MLP (cost 89) sub-blocks of 5 layers; drop 2 of each
+        // (no other split of the exact budget exists).
+        let s = Space::new(
+            (0..10)
+                .map(|i| UnitLevels {
+                    name: format!("u{i}"),
+                    levels: vec![0, 1],
+                    costs: vec![if i % 2 == 0 { 30 } else { 89 }, 0],
+                })
+                .collect(),
+        )
+        .unwrap();
+        let budget = Budget::Exact(3 * 30 + 3 * 89);
+        // The lowest scores are all attention units: plain greedy would drop those first.
+        let scores = [0.1, 0.9, 0.2, 0.8, 0.3, 0.7, 0.4, 0.6, 0.5, 0.65];
+        let g = lowest_scores_first(&s, &scores, &budget).unwrap();
+        assert_eq!(s.cost(&g), budget.limit());
+        let dropped = |parity: usize| {
+            (0..10)
+                .filter(|&i| i % 2 == parity && g[i] == 1)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(dropped(0), vec![0, 2], "the two lowest attention units");
+        assert_eq!(dropped(1), vec![7, 9], "the two lowest MLP units");
+        // Random feasible genomes keep two of each type dropped.
+        for r in random_feasible(&s, &g, &budget, 20, 3) {
+            assert_eq!(s.cost(&r), budget.limit());
+            assert_eq!((0..10).filter(|&i| i % 2 == 0 && r[i] == 1).count(), 2);
+        }
     }
 
     #[test]
