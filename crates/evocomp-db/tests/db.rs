@@ -549,4 +549,13 @@ fn a_sequential_build_fits_each_unit_to_the_compressed_prefix_outputs() {
         n - 3,
         "all but L00's q, k and v see compressed inputs"
     );
+    // What DP reads: each error over the unit's output energy ‖WX‖².
+    let nmse = db.level_errors().unwrap();
+    for (u, e) in db.manifest.units.iter().zip(&nmse) {
+        let energy = u.output_energy.unwrap();
+        for (a, b) in e.iter().zip(u.errors.as_ref().unwrap()) {
+            assert_eq!(*a, b / energy);
+        }
+        assert!(e.iter().all(|&x| x < 1.0), "{}: {e:?}", u.name);
+    }
 }
