@@ -7,11 +7,12 @@ PyTorch hooks, and GPTQ is Algorithm 1 of Frantar et al. (2022), "GPTQ:
 Accurate Post-Training Quantization for Generative Pre-trained Transformers":
 H = 2XXᵀ/n, dampening λ = damp·mean(diag H), the upper Cholesky factor of H⁻¹,
 blocks of 128 columns with lazy batch updates, min-max asymmetric grids per
-group fitted on the updated weights when a group starts, optionally act-order
-with static groups. Run from the repository root in the reference venv
+group fitted on the updated weights when a group starts, act-order with static
+groups when the database uses it, and GPTQ's sequential calibration when the
+database was built that way. Run from the repository root in the reference venv
 (scripts/reference/requirements.txt):
 
-    python scripts/reference/gptq_reference.py GPTQ_DB RTN_DB [--text DIR] [--sequential]
+    python scripts/reference/gptq_reference.py GPTQ_DB RTN_DB [--text DIR]
 
 GPTQ_DB and RTN_DB are databases built by `evocomp db build` with one level
 (3 bits); the calibration tokens come from GPTQ_DB/calibration.json, so both
@@ -206,6 +207,46 @@ def set_weights(model, weights):
             model.model.layers[li].get_submodule(MODULE[kind]).weight.copy_(w)
 
 
+GROUPS = [["q", "k", "v"], ["o"], ["gate", "up"], ["down"]]
+
+
+def sequential_gptq(model, sequences, orig, bits, group, damp, act_order, batch=4):
+    """GPTQ's sequential protocol: block by block on the outputs of the blocks
+    already quantized, and inside a block q/k/v, o, gate/up, down in turn,
+    each on inputs through the block's units already quantized."""
+    layers = model.model.layers
+    with torch.no_grad():
+        hs = [model.model.embed_tokens(torch.tensor(sequences[i : i + batch]))
+              for i in range(0, len(sequences), batch)]
+        t = hs[0].shape[1]
+        pos = torch.arange(t)[None, :]
+        rope = model.model.rotary_emb(hs[0], pos)
+        out = {}
+        for li, layer in enumerate(layers):
+            for members in GROUPS:
+                mod = layer.get_submodule(MODULE[members[0]])
+                acc = {"xtx": None, "n": 0}
+
+                def hook(_m, inp, _o, acc=acc):
+                    x = inp[0].reshape(-1, inp[0].shape[-1]).double()
+                    acc["xtx"] = x.T @ x if acc["xtx"] is None else acc["xtx"] + x.T @ x
+                    acc["n"] += x.shape[0]
+
+                handle = mod.register_forward_hook(hook)
+                for h in hs:
+                    layer(h, position_embeddings=rope, position_ids=pos)
+                handle.remove()
+                hess = 2.0 * acc["xtx"] / acc["n"]
+                for k in members:
+                    q = gptq(orig[(li, k)], hess, bits, group, damp=damp, act_order=act_order)
+                    layer.get_submodule(MODULE[k]).weight.copy_(q)
+                    out[(li, k)] = q
+            hs = [layer(h, position_embeddings=rope, position_ids=pos) for h in hs]
+            hs = [h[0] if isinstance(h, tuple) else h for h in hs]
+            print(f"  block {li} done", flush=True)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("gptq_db")
@@ -218,8 +259,15 @@ def main():
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     manifest = json.loads((pathlib.Path(args.gptq_db) / "manifest.json").read_text())
-    spec = manifest["compression"]["Quantization"]["spec"]
+    quant = manifest["compression"]["Quantization"]
+    spec = quant["spec"]
+    if len(quant["bits"]) != 1:
+        raise SystemExit(f"{args.gptq_db}: give a database with one bit-width")
     bits, group = spec["bits"], spec["group_size"] or 10**9
+    act_order = spec.get("act_order", False)
+    sequential = isinstance(quant.get("propagation"), dict)
+    print(f"GPTQ {bits} bits, groups of {group}, act-order {act_order}, "
+          f"{'sequential' if sequential else 'uncompressed-input'} calibration", flush=True)
     calib = json.loads((pathlib.Path(args.gptq_db) / "calibration.json").read_text())["sequences"]
 
     tok, model = load_model()
@@ -235,10 +283,14 @@ def main():
     evo_gptq, evo_rtn = load_db(args.gptq_db), load_db(args.rtn_db)
 
     print("running the reference GPTQ", flush=True)
-    ref = {}
-    for key, w in orig.items():
-        h = 2.0 * xtx_cal[key] / n_cal
-        ref[key] = gptq(w, h, bits, group, damp=args.damp)
+    if sequential:
+        ref = sequential_gptq(model, calib, orig, bits, group, args.damp, act_order)
+        set_weights(model, orig)
+    else:
+        ref = {}
+        for key, w in orig.items():
+            h = 2.0 * xtx_cal[key] / n_cal
+            ref[key] = gptq(w, h, bits, group, damp=args.damp, act_order=act_order)
 
     print("\nper unit type, mean over layers (normalised output error ‖ΔW X‖²/‖W X‖²):")
     print(f"{'unit':>5} {'‖evo−ref‖/‖ref‖':>16} {'cal evo':>10} {'cal ref':>10} {'cal rtn':>10}"
