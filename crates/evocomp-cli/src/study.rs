@@ -228,8 +228,8 @@ pub fn status(dir: &Path) -> Result<()> {
                 st.name, st.strategy, st.pid
             );
             println!(
-                "{}: {}/{}  evaluations: {}  cache hits: {}",
-                st.step_label, st.step, st.total_steps, st.evaluations, st.cache_hits
+                "{}: {}/{}  steps: {}  evaluations: {}  cache hits: {}",
+                st.step_label, st.progress, st.total_steps, st.step, st.evaluations, st.cache_hits
             );
             if let Some(b) = st.best {
                 println!(

@@ -176,6 +176,15 @@ fn every_strategy_runs_end_to_end() {
             &["run", &format!("{name}.ron"), "--no-shared-cache"],
         ));
         let s = summary(d, &format!("results/{name}"));
+        // The status counts the strategy's own steps (generations) against their total.
+        let status: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(d.join(format!("results/{name}/status.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            status["progress"], status["total_steps"],
+            "{name}: a finished study is at its last step: {status}"
+        );
         let best = &s["best"];
         assert!(best["held_out_kl"].as_f64().unwrap() >= 0.0, "{name}: {s}");
         assert!(

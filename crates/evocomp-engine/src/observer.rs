@@ -149,6 +149,7 @@ impl StatusWriter {
             strategy: self.strategy.clone(),
             pid: std::process::id(),
             step: at.step,
+            progress: at.progress.step,
             total_steps: at.progress.total,
             step_label: at.progress.label.clone(),
             evaluations: at.evaluations,

@@ -93,7 +93,12 @@ pub struct StatusFile {
     pub name: String,
     pub strategy: String,
     pub pid: u32,
+    /// Ask/tell rounds done.
     pub step: u64,
+    /// Where the strategy stands, in `step_label`s (EvoPress: generations),
+    /// out of `total_steps`.
+    #[serde(default)]
+    pub progress: usize,
     pub total_steps: usize,
     pub step_label: String,
     pub evaluations: usize,
