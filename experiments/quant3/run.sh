@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 EVOCOMP=${EVOCOMP:-./target/release/evocomp}
 run() { echo "== $1"; "$EVOCOMP" run "$1" 2>&1 | grep -v XDG_RUNTIME | tail -n 8; }
-for s in uniform evopress; do run experiments/quant3/$s.ron; done
-"$EVOCOMP" report --out results/quant3 results/quant3-uniform results/quant3-evopress
+for s in rtn-uniform uniform evopress; do run experiments/quant3/$s.ron; done
+"$EVOCOMP" report --out results/quant3 results/quant3-rtn-uniform results/quant3-uniform results/quant3-evopress
