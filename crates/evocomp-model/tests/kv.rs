@@ -134,6 +134,20 @@ fn fewer_kv_bits_cost_more_error() {
     }
 }
 
+/// SnapKV as published over a 32-token prompt: 4-token window, pooling over 7.
+fn snapkv(budget: usize) -> Option<KvPolicy> {
+    Some(KvPolicy {
+        budget: Some(budget),
+        eviction: Eviction::SnapKv {
+            window: 4,
+            kernel: 7,
+            prompt: 32,
+        },
+        keys: None,
+        values: None,
+    })
+}
+
 #[test]
 fn snapkv_compresses_once_after_the_prompt_and_keeps_later_tokens() {
     let mut m = model();
@@ -141,19 +155,7 @@ fn snapkv_compresses_once_after_the_prompt_and_keeps_later_tokens() {
     let batch = vec![seq(50, 5), seq(50, 6)];
     let full = vec3(m.forward(&batch).unwrap());
     let v = tiny_config().vocab;
-    m.set_kv_policy(
-        0,
-        Some(KvPolicy {
-            budget: Some(12),
-            eviction: Eviction::SnapKv {
-                window: 4,
-                kernel: 7,
-                prompt: 32,
-            },
-            keys: None,
-            values: None,
-        }),
-    );
+    m.set_kv_policy(0, snapkv(12));
     let (out, lens) = m.forward_kv(&batch).unwrap();
     // 12 kept from the 32-token prompt, then the 18 later tokens appended.
     assert_eq!(lens[0], 12 + 18);
@@ -170,19 +172,7 @@ fn snapkv_compresses_once_after_the_prompt_and_keeps_later_tokens() {
         );
     }
     // A budget as large as the prompt changes nothing.
-    m.set_kv_policy(
-        0,
-        Some(KvPolicy {
-            budget: Some(32),
-            eviction: Eviction::SnapKv {
-                window: 4,
-                kernel: 7,
-                prompt: 32,
-            },
-            keys: None,
-            values: None,
-        }),
-    );
+    m.set_kv_policy(0, snapkv(32));
     let (out, _) = m.forward_kv(&batch).unwrap();
     assert!(max_diff(&vec3(out), &full) < 1e-4);
 }

@@ -137,11 +137,9 @@ fn fixed_keeps_the_best_of_its_genomes() {
     assert_eq!(s.best().unwrap().genome, vec![1, 0, -1]);
 }
 
-#[test]
-fn evolkv_respects_the_budget_and_beats_uniform() {
-    // KV-like: levels are budgets (costs) 0..4 steps of 16 tokens, level 0 keeps most.
-    let n = 12;
-    let sp = Space::new(
+/// KV-like: levels are budgets (costs) in steps of 16 tokens, level 0 keeps most.
+fn kv_space(n: usize) -> Space {
+    Space::new(
         (0..n)
             .map(|i| UnitLevels {
                 name: format!("L{i}"),
@@ -150,7 +148,13 @@ fn evolkv_respects_the_budget_and_beats_uniform() {
             })
             .collect(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn evolkv_respects_the_budget_and_beats_uniform() {
+    let n = 12;
+    let sp = kv_space(n);
     let budget = Budget::AtMost(64 * n as u64);
     // Middle layers need cache most.
     let kv_fit = |g: &[i64]| -> f64 {
@@ -309,16 +313,7 @@ fn evolkv_scores_the_cache_of_the_genome_it_evaluated() {
     // cache score must come from the completed genome's mean, the thing
     // evaluated, not from the proposal's.
     let n = 6;
-    let sp = Space::new(
-        (0..n)
-            .map(|i| UnitLevels {
-                name: format!("L{i}"),
-                levels: (0..8).collect(),
-                costs: (0..8).map(|l: u64| 128 - 16 * l).collect(),
-            })
-            .collect(),
-    )
-    .unwrap();
+    let sp = kv_space(n);
     let budget = Budget::AtMost(64 * n as u64);
     let cfg = EvolKvConfig {
         group_size: 3,
