@@ -41,26 +41,39 @@ impl Matrix {
     /// `H = 2XᵀX/n`: `n/2 · tr(Δ H Δᵀ)` with `Δ = W − Ŵ`.
     pub fn reconstruction_error(&self, other: &Matrix, h: &Hessian) -> f64 {
         assert_eq!((self.rows, self.cols), (other.rows, other.cols));
-        assert_eq!(h.dim, self.cols);
-        let (r, n) = (self.rows, self.cols);
         let d: Vec<f64> = self
             .data
             .iter()
             .zip(&other.data)
             .map(|(a, b)| (a - b) as f64)
             .collect();
-        let dm = MatRef::from_row_major_slice(&d, r, n);
-        let hm = MatRef::from_row_major_slice(&h.h, n, n);
-        let mut dh = Mat::<f64>::zeros(r, n);
-        faer::linalg::matmul::matmul(dh.as_mut(), Accum::Replace, dm, hm, 1.0, Par::Seq);
-        let mut total = 0.0;
-        for i in 0..r {
-            for j in 0..n {
-                total += dh[(i, j)] * d[i * n + j];
-            }
-        }
-        total * h.n_tokens as f64 / 2.0
+        output_norm(&d, self.rows, h)
     }
+
+    /// ‖WX‖² summed over the calibration rows: the output energy that
+    /// normalises [`Self::reconstruction_error`].
+    pub fn output_energy(&self, h: &Hessian) -> f64 {
+        let w: Vec<f64> = self.data.iter().map(|&a| a as f64).collect();
+        output_norm(&w, self.rows, h)
+    }
+}
+
+/// `n/2 · tr(D H Dᵀ)` for a row-major `[rows, h.dim]` matrix D: ‖DX‖² over
+/// the `n` calibration rows behind `H = 2XᵀX/n`.
+fn output_norm(d: &[f64], r: usize, h: &Hessian) -> f64 {
+    let n = h.dim;
+    assert_eq!(d.len(), r * n);
+    let dm = MatRef::from_row_major_slice(d, r, n);
+    let hm = MatRef::from_row_major_slice(&h.h, n, n);
+    let mut dh = Mat::<f64>::zeros(r, n);
+    faer::linalg::matmul::matmul(dh.as_mut(), Accum::Replace, dm, hm, 1.0, Par::Seq);
+    let mut total = 0.0;
+    for i in 0..r {
+        for j in 0..n {
+            total += dh[(i, j)] * d[i * n + j];
+        }
+    }
+    total * h.n_tokens as f64 / 2.0
 }
 
 /// A seeded matrix of uniform values in [-1, 1) (tests and benchmarks).

@@ -14,6 +14,7 @@ use evocomp_data::Sample;
 use evocomp_model::{HostTensor, LinearKind, LlamaModel, LoadedModel, NoHook};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -334,6 +335,16 @@ type Hessians = [Option<Hessian>; 4];
 /// One built variant: level index, weights, fitted error, held-out error.
 type Variant = (usize, Matrix, f64, Option<f64>);
 
+/// One unit's inputs to compressing it at every level.
+struct Prepared<'a> {
+    w: Matrix,
+    h: &'a Hessian,
+    /// ‖WX‖² on the calibration inputs.
+    energy: f64,
+    /// The held-out Hessian and ‖WX‖² on those inputs.
+    held: Option<(&'a Hessian, f64)>,
+}
+
 /// What building one group of units needs.
 struct BuildCtx<'a> {
     model: &'a LoadedModel,
@@ -362,52 +373,65 @@ impl BuildCtx<'_> {
                 .position(|&g| g == input_group(kind))
                 .expect("a group")
         };
-        let hessian = |hs: &'_ Hessians, kind: LinearKind| hs[group_of(kind)].clone();
+        // Per unit, once: its weights, its calibration Hessian and its output
+        // energies ‖WX‖² on the calibration and held-out inputs.
+        let prepared: BTreeMap<usize, Prepared> = units
+            .par_iter()
+            .map(|&ui| {
+                let entry = &manifest.units[ui];
+                let kind = linear_kind(entry);
+                let h = cal[group_of(kind)].as_ref().ok_or_else(|| {
+                    DbError::Backend(format!("{}: no calibration input was captured", entry.name))
+                })?;
+                let w = original(self.model, entry.unit.layer, kind);
+                let held = held[group_of(kind)].as_ref();
+                let held = held.map(|hh| (hh, w.output_energy(hh).max(f64::MIN_POSITIVE)));
+                Ok((
+                    ui,
+                    Prepared {
+                        energy: w.output_energy(h),
+                        w,
+                        h,
+                        held,
+                    },
+                ))
+            })
+            .collect::<Result<_>>()?;
         let tasks: Vec<(usize, usize)> = units
             .iter()
             .flat_map(|&u| (0..manifest.units[u].levels.len()).map(move |l| (u, l)))
             .collect();
-        type Built = Result<(usize, usize, Matrix, f64, Option<f64>)>;
-        let results: Vec<Built> = tasks
+        let results: Vec<Result<(usize, Variant)>> = tasks
             .par_iter()
             .map(|&(ui, li)| {
                 let entry = &manifest.units[ui];
-                let kind = linear_kind(entry);
-                let w = original(self.model, entry.unit.layer, kind);
-                let h = cal[group_of(kind)].as_ref().ok_or_else(|| {
-                    DbError::Backend(format!("{}: no calibration input was captured", entry.name))
-                })?;
-                let v = compress_one(&w, Some(h), self.compression, &entry.levels[li])
+                let p = &prepared[&ui];
+                let v = compress_one(&p.w, Some(p.h), self.compression, &entry.levels[li])
                     .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
-                let err = w.reconstruction_error(&v, h);
-                let held = held[group_of(kind)].as_ref().map(|hh| {
-                    let energy = w.reconstruction_error(&Matrix::zeros(w.rows, w.cols), hh);
-                    w.reconstruction_error(&v, hh) / energy.max(f64::MIN_POSITIVE)
-                });
-                Ok((ui, li, v, err, held))
+                let err = p.w.reconstruction_error(&v, p.h);
+                let held = p
+                    .held
+                    .map(|(hh, energy)| p.w.reconstruction_error(&v, hh) / energy);
+                Ok((ui, (li, v, err, held)))
             })
             .collect();
-        let mut per_unit: std::collections::BTreeMap<usize, Vec<Variant>> = Default::default();
+        let mut per_unit: BTreeMap<usize, Vec<Variant>> = Default::default();
         for r in results {
-            let (ui, li, m, e, h) = r?;
-            per_unit.entry(ui).or_default().push((li, m, e, h));
+            let (ui, variant) = r?;
+            per_unit.entry(ui).or_default().push(variant);
         }
         for (ui, mut variants) in per_unit {
             variants.sort_by_key(|v| v.0);
             let entry = &mut manifest.units[ui];
-            let kind = linear_kind(entry);
-            let w = original(self.model, entry.unit.layer, kind);
-            let h = hessian(cal, kind).expect("checked above");
             let rel = format!("{UNITS_DIR}/{}.safetensors", entry.name);
-            let files: Vec<(usize, Matrix)> = variants.iter().map(|v| (v.0, v.1.clone())).collect();
-            let bytes = variants_file(&entry.name, &entry.levels, &files)?;
+            let bytes = variants_file(&entry.name, &entry.levels, &variants)?;
             let path = self.dir.join(&rel);
             write_atomic(&path, &bytes)?;
             entry.sha256 = Some(sha256_file(&path)?);
             entry.bytes = Some(bytes.len() as u64);
             entry.file = Some(rel);
             entry.errors = Some(variants.iter().map(|v| v.2).collect());
-            entry.output_energy = Some(w.reconstruction_error(&Matrix::zeros(w.rows, w.cols), &h));
+            entry.output_energy = Some(prepared[&ui].energy);
             entry.held_out_errors = variants.iter().map(|v| v.3).collect();
             manifest.write(self.dir)?;
             *self.built += 1;
@@ -537,10 +561,10 @@ pub fn level_tensor(level: i64) -> String {
     format!("level_{level}")
 }
 
-fn variants_file(name: &str, levels: &[Level], variants: &[(usize, Matrix)]) -> Result<Vec<u8>> {
+fn variants_file(name: &str, levels: &[Level], variants: &[Variant]) -> Result<Vec<u8>> {
     let data: Vec<(String, Vec<u8>, Vec<usize>)> = variants
         .iter()
-        .map(|(li, m)| {
+        .map(|(li, m, _, _)| {
             (
                 level_tensor(levels[*li].level),
                 m.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
