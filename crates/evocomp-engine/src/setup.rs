@@ -120,19 +120,6 @@ pub fn ensure_database(
     Ok(())
 }
 
-/// The distinct cost vectors of a space's units (its unit types) and how
-/// many units have each, in first-seen order.
-fn unit_types(space: &Space) -> Vec<(Vec<u64>, usize)> {
-    let mut types: Vec<(Vec<u64>, usize)> = Vec::new();
-    for u in &space.units {
-        match types.iter_mut().find(|(c, _)| *c == u.costs) {
-            Some((_, n)) => *n += 1,
-            None => types.push((u.costs.clone(), 1)),
-        }
-    }
-    types
-}
-
 /// The budget a spec names in this space; impossible budgets point at the
 /// config's `budget` line.
 pub fn resolve_budget(exp: &Experiment, space: &Space, kind: Kind) -> Result<Budget> {
@@ -178,7 +165,6 @@ fn written_budget(exp: &Experiment, space: &Space, kind: Kind) -> Result<Budget>
             }
             // Units of one type share a cost vector: whole blocks are one
             // type; attention and MLP sub-blocks two, and n of each is dropped.
-            let types = unit_types(space);
             if space.units.iter().any(|u| u.levels.len() != 2) {
                 return Err(fail(
                     "Dropped(n) needs kept/dropped units (a depth database); use AtMost(cost)"
@@ -186,12 +172,14 @@ fn written_budget(exp: &Experiment, space: &Space, kind: Kind) -> Result<Budget>
                 ));
             }
             let mut total = 0u64;
-            for (costs, count) in &types {
-                if n > *count {
+            for members in space.types() {
+                let count = members.len();
+                if n > count {
                     return Err(fail(format!(
                         "{n} units of each type dropped, but one type has only {count} units"
                     )));
                 }
+                let costs = &space.units[members[0]].costs;
                 let lo = *costs.iter().min().expect("levels");
                 let hi = *costs.iter().max().expect("levels");
                 total += n as u64 * lo + (count - n) as u64 * hi;
@@ -402,7 +390,7 @@ pub fn new_strategy(prep: &Prepared, device: &Device, batch_size: usize) -> Resu
         hint: match exp.budget {
             BudgetSpec::UniformLevel(l) => BudgetHint::UniformLevel(l),
             // k of each unit type: the total dropped sizes EvoPress's depth preset.
-            BudgetSpec::Dropped(k) => BudgetHint::Dropped(k * unit_types(&prep.space).len()),
+            BudgetSpec::Dropped(k) => BudgetHint::Dropped(k * prep.space.types().len()),
             _ => BudgetHint::Other,
         },
         kind: prep.db.kind(),

@@ -176,17 +176,11 @@ fn lowest_scores_per_type(space: &Space, scores: &[f64], budget: &Budget) -> Opt
     if !matches!(budget, Budget::Exact(_)) || space.units.iter().any(|u| u.levels.len() != 2) {
         return None;
     }
-    let mut types: Vec<(&[u64], Vec<usize>)> = Vec::new();
-    for (i, u) in space.units.iter().enumerate() {
-        match types.iter_mut().find(|(c, _)| *c == &u.costs[..]) {
-            Some((_, members)) => members.push(i),
-            None => types.push((&u.costs, vec![i])),
-        }
-    }
-    for (_, members) in &mut types {
+    let mut types = space.types();
+    for members in &mut types {
         members.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(a.cmp(&b)));
     }
-    let combos: usize = types.iter().map(|(_, m)| m.len() + 1).product();
+    let combos: usize = types.iter().map(|m| m.len() + 1).product();
     if combos > 1_000_000 {
         return None;
     }
@@ -195,7 +189,7 @@ fn lowest_scores_per_type(space: &Space, scores: &[f64], budget: &Budget) -> Opt
         let mut rest = code;
         let mut g: Genome = space.units.iter().map(|u| u.min()).collect();
         let mut score = 0.0;
-        for (_, members) in &types {
+        for members in &types {
             let d = rest % (members.len() + 1);
             rest /= members.len() + 1;
             for &i in &members[..d] {

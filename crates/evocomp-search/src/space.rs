@@ -92,6 +92,21 @@ impl Space {
         self.units.len()
     }
 
+    /// The units grouped by *type*: units of one type share their cost
+    /// vector (whole blocks are one type; attention and MLP sub-blocks two;
+    /// linear layers of one shape one). Groups in first-seen order, each
+    /// with its units in order.
+    pub fn types(&self) -> Vec<Vec<usize>> {
+        let mut types: Vec<Vec<usize>> = Vec::new();
+        for (i, u) in self.units.iter().enumerate() {
+            match types.iter_mut().find(|t| self.units[t[0]].costs == u.costs) {
+                Some(t) => t.push(i),
+                None => types.push(vec![i]),
+            }
+        }
+        types
+    }
+
     pub fn is_empty(&self) -> bool {
         self.units.is_empty()
     }
