@@ -273,16 +273,7 @@ fn evict(
             let w = window.clamp(1, budget.min(s));
             let prefix = s - w;
             let keep = budget - w;
-            let nh = nkv * rep;
-            // The window's attention to each prefix token, summed over the
-            // window's queries and the query heads sharing a KV head.
-            let score = probs
-                .slice([0..b, 0..nh, n - w..n, 0..prefix])
-                .sum_dim(2)
-                .reshape([b, nkv, rep, prefix])
-                .sum_dim(2)
-                .reshape([b, nkv, prefix]);
-            let score = pool(score, kernel.max(1), device);
+            let score = pool(window_scores(probs, rep, w, prefix), kernel.max(1), device);
             let idx = if keep == 0 {
                 None
             } else {
@@ -323,15 +314,7 @@ fn evict(
         Eviction::ChunkedSnapKv { window, recent } => {
             let recent = recent.min(budget);
             let w = window.clamp(1, n);
-            let nh = nkv * rep;
-            // Attention of the chunk's last `w` queries to every cached token,
-            // summed over those queries and the heads sharing a KV head.
-            let score = probs
-                .slice([0..b, 0..nh, n - w..n, 0..s])
-                .sum_dim(2)
-                .reshape([b, nkv, rep, s])
-                .sum_dim(2)
-                .reshape([b, nkv, s]);
+            let score = window_scores(probs, rep, w, s);
             // The recent tokens are always kept: give them an unbeatable score.
             let mut protect = vec![0.0f32; s];
             for x in protect.iter_mut().skip(s - recent) {
@@ -346,6 +329,20 @@ fn evict(
             }
         }
     }
+}
+
+/// The attention of the chunk's last `window` queries to each of the first
+/// `keys` cached tokens, summed over those queries and over the `rep` query
+/// heads that share a KV head: `[B, KVH, keys]` from `probs` `[B, H, n, S]`.
+fn window_scores(probs: Tensor<4>, rep: usize, window: usize, keys: usize) -> Tensor<3> {
+    let [b, nh, n, _] = probs.dims();
+    let nkv = nh / rep;
+    probs
+        .slice([0..b, 0..nh, n - window..n, 0..keys])
+        .sum_dim(2)
+        .reshape([b, nkv, rep, keys])
+        .sum_dim(2)
+        .reshape([b, nkv, keys])
 }
 
 /// SnapKV's smoothing: an average pool of odd width `kernel` along the
