@@ -223,15 +223,17 @@ fn gptq(w: &Matrix, h: &Hessian, spec: &QuantSpec, opts: &ObsOptions) -> Result<
         let count = i2 - i1;
         for c in 0..count {
             let i = i1 + c;
-            if let Some(st) = &static_grids {
-                grids.clone_from(&st[perm[i] / group]);
-            } else if i % group == 0 {
+            if static_grids.is_none() && i % group == 0 {
                 // Fit each row's grid on the (already updated) next group of columns.
                 let end = (i + group).min(cols);
                 grids = (0..rows)
                     .map(|r| Grid::fit(wf[r * cols + i..r * cols + end].iter().copied(), spec))
                     .collect();
             }
+            let grids: &[Grid] = match &static_grids {
+                Some(st) => &st[perm[i] / group],
+                None => &grids,
+            };
             let d = u[i * cols + i];
             let urow = &u[i * cols..(i + 1) * cols];
             for r in 0..rows {
