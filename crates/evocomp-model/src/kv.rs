@@ -270,7 +270,8 @@ fn evict(
             if !chunk.first {
                 return Cache { k, v };
             }
-            let w = window.clamp(1, budget.min(s));
+            // A hand-edited manifest may hold a zero window or budget: never panic.
+            let w = window.max(1).min(budget).min(s);
             let prefix = s - w;
             let keep = budget - w;
             let score = pool(window_scores(probs, rep, w, prefix), kernel.max(1), device);
