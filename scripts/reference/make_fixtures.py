@@ -67,6 +67,23 @@ def dequant_fixture():
         vals = gguf.quants.dequantize(blocks.reshape(-1), qt).astype(np.float32).reshape(-1)
         out[name] = {"bytes": blocks.reshape(-1).tobytes().hex(), "values": [float(v) for v in vals]}
 
+    # Types added later draw from their own generator, so the fixtures above stay byte-identical.
+    rng2 = np.random.default_rng(4321)
+    later = {
+        "Q5_0": (Q.Q5_0, 22, [(0, 0.05)]),
+        "Q5_1": (Q.Q5_1, 24, [(0, 0.05), (2, -0.4)]),
+        "Q2_K": (Q.Q2_K, 84, [(80, 0.01), (82, 0.02)]),
+        "Q3_K": (Q.Q3_K, 110, [(108, 0.004)]),
+        "Q5_K": (Q.Q5_K, 176, [(0, 0.01), (2, 0.02)]),
+    }
+    for name, (qt, nbytes, scales) in later.items():
+        blocks = rng2.integers(0, 256, size=(3, nbytes), dtype=np.uint8)
+        for b in range(3):
+            for off, s in scales:
+                blocks[b, off : off + 2] = f16(s * (1 + 0.3 * b) * rng2.uniform(0.5, 1.5))
+        vals = gguf.quants.dequantize(blocks.reshape(-1), qt).astype(np.float32).reshape(-1)
+        out[name] = {"bytes": blocks.reshape(-1).tobytes().hex(), "values": [float(v) for v in vals]}
+
     x = rng.normal(size=64).astype(np.float32)
     h = x.astype(np.float16)
     out["F16"] = {"bytes": h.tobytes().hex(), "values": [float(v) for v in h.astype(np.float32)]}

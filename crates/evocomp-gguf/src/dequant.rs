@@ -8,7 +8,7 @@ use half::{bf16, f16};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DequantError {
     #[error(
-        "dequantising {0} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K)"
+        "dequantising {0} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)"
     )]
     Unsupported(GgmlType),
     #[error("{ty}: {n_elements} elements need {expected} bytes, got {actual}")]
@@ -52,7 +52,12 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n_elements: usize) -> Result<Vec<f
         GgmlType::Q8_0 => blocks.for_each(|b| q8_0(b, &mut out)),
         GgmlType::Q4_0 => blocks.for_each(|b| q4_0(b, &mut out)),
         GgmlType::Q4_1 => blocks.for_each(|b| q4_1(b, &mut out)),
+        GgmlType::Q5_0 => blocks.for_each(|b| q5_0(b, &mut out)),
+        GgmlType::Q5_1 => blocks.for_each(|b| q5_1(b, &mut out)),
+        GgmlType::Q2_K => blocks.for_each(|b| q2_k(b, &mut out)),
+        GgmlType::Q3_K => blocks.for_each(|b| q3_k(b, &mut out)),
         GgmlType::Q4_K => blocks.for_each(|b| q4_k(b, &mut out)),
+        GgmlType::Q5_K => blocks.for_each(|b| q5_k(b, &mut out)),
         GgmlType::Q6_K => blocks.for_each(|b| q6_k(b, &mut out)),
         other => return Err(DequantError::Unsupported(other)),
     }
@@ -89,6 +94,125 @@ fn q4_1(b: &[u8], out: &mut Vec<f32>) {
     out.extend(qs.iter().map(|&q| d * (q >> 4) as f32 + m));
 }
 
+/// The fifth bits of a Q5_0/Q5_1 block: bit `j` of the little-endian u32
+/// `qh` is the high bit of element `j` (0..32).
+#[inline]
+fn q5_high_bits(qh: &[u8]) -> u32 {
+    u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]])
+}
+
+/// The 5-bit code of element `j` (0..16) and of element `j + 16`: low
+/// nibble / high nibble of `qs[j]` with bit `j` / `j + 16` of `qh` above it.
+#[inline]
+fn q5_codes(qs: &[u8], qh: u32, j: usize) -> (u8, u8) {
+    let h0 = ((qh >> j) & 1) as u8;
+    let h1 = ((qh >> (j + 16)) & 1) as u8;
+    ((qs[j] & 0x0F) | (h0 << 4), (qs[j] >> 4) | (h1 << 4))
+}
+
+/// Q5_0: f16 scale `d`, 4 bytes of fifth bits, 16 bytes of nibbles;
+/// x = d * (q - 16).
+fn q5_0(b: &[u8], out: &mut Vec<f32>) {
+    let d = f16_at(b, 0);
+    let qh = q5_high_bits(&b[2..6]);
+    let qs = &b[6..22];
+    let start = out.len();
+    out.resize(start + 32, 0.0);
+    let y = &mut out[start..];
+    for j in 0..16 {
+        let (a, c) = q5_codes(qs, qh, j);
+        y[j] = d * (a as i32 - 16) as f32;
+        y[j + 16] = d * (c as i32 - 16) as f32;
+    }
+}
+
+/// Q5_1: f16 scale `d` and minimum `m`, 4 bytes of fifth bits, 16 bytes of
+/// nibbles; x = d * q + m.
+fn q5_1(b: &[u8], out: &mut Vec<f32>) {
+    let d = f16_at(b, 0);
+    let m = f16_at(b, 2);
+    let qh = q5_high_bits(&b[4..8]);
+    let qs = &b[8..24];
+    let start = out.len();
+    out.resize(start + 32, 0.0);
+    let y = &mut out[start..];
+    for j in 0..16 {
+        let (a, c) = q5_codes(qs, qh, j);
+        y[j] = d * a as f32 + m;
+        y[j + 16] = d * c as f32 + m;
+    }
+}
+
+/// Q2_K: 256 values in 16 sub-blocks of 16. 16 bytes of 4-bit scale (low)
+/// and 4-bit minimum (high) pairs, 64 bytes of 2-bit codes, then f16 `d` and
+/// `dmin`; x = d * sc * q - dmin * m. Codes: byte `l` of each 32-byte half
+/// holds, two bits per shift 0/2/4/6, elements of four consecutive 32-value
+/// groups.
+fn q2_k(b: &[u8], out: &mut Vec<f32>) {
+    let scales = &b[0..16];
+    let qs_all = &b[16..80];
+    let d = f16_at(b, 80);
+    let dmin = f16_at(b, 82);
+    let mut is = 0;
+    for half in 0..2 {
+        let q = &qs_all[32 * half..32 * (half + 1)];
+        for shift in [0u32, 2, 4, 6] {
+            for part in 0..2 {
+                let sc = scales[is];
+                is += 1;
+                let dl = d * (sc & 0x0F) as f32;
+                let ml = dmin * (sc >> 4) as f32;
+                let q = &q[16 * part..16 * (part + 1)];
+                out.extend(q.iter().map(|&v| dl * ((v >> shift) & 3) as f32 - ml));
+            }
+        }
+    }
+}
+
+/// The 16 signed 6-bit scales of a Q3_K block, unpacked from 12 bytes: the low
+/// nibbles of bytes 0..8 (scales 0..8) and their high nibbles (8..16), each
+/// with two high bits from bytes 8..12; stored with an offset of 32.
+fn q3_k_scales(packed: &[u8]) -> [i8; 16] {
+    let mut s = [0i8; 16];
+    for (j, v) in s.iter_mut().enumerate() {
+        let low = if j < 8 {
+            packed[j] & 0x0F
+        } else {
+            packed[j - 8] >> 4
+        };
+        let high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
+        *v = (low | (high << 4)) as i8 - 32;
+    }
+    s
+}
+
+/// Q3_K: 256 values in 16 sub-blocks of 16. 32 bytes of high-bit masks, 64
+/// bytes of 2-bit codes, 12 bytes of packed 6-bit scales, then f16 `d`;
+/// x = d * sc * (q - 4 * (1 - h)), where `h` is the element's mask bit.
+fn q3_k(b: &[u8], out: &mut Vec<f32>) {
+    let hmask = &b[0..32];
+    let qs_all = &b[32..96];
+    let scales = q3_k_scales(&b[96..108]);
+    let d = f16_at(b, 108);
+    let mut is = 0;
+    let mut m = 1u8;
+    for half in 0..2 {
+        let q = &qs_all[32 * half..32 * (half + 1)];
+        for shift in [0u32, 2, 4, 6] {
+            for part in 0..2 {
+                let dl = d * scales[is] as f32;
+                is += 1;
+                let range = 16 * part..16 * (part + 1);
+                out.extend(q[range.clone()].iter().zip(&hmask[range]).map(|(&v, &h)| {
+                    let low = ((v >> shift) & 3) as i32;
+                    dl * (low - if h & m != 0 { 0 } else { 4 }) as f32
+                }));
+            }
+            m <<= 1;
+        }
+    }
+}
+
 /// The 6-bit scale and minimum of sub-block `j` (0..8) of a Q4_K/Q5_K block.
 #[inline]
 fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
@@ -118,6 +242,36 @@ fn q4_k(b: &[u8], out: &mut Vec<f32>) {
         let (d2, m2) = (d * sc2 as f32, dmin * m2 as f32);
         out.extend(q.iter().map(|&v| d1 * (v & 0x0F) as f32 - m1));
         out.extend(q.iter().map(|&v| d2 * (v >> 4) as f32 - m2));
+    }
+}
+
+/// Q5_K: a super-block of 256 values in 8 sub-blocks of 32. f16 `d` and
+/// `dmin`, 12 bytes of packed 6-bit scales and minima (as Q4_K), 32 bytes of
+/// fifth bits (bit 2k / 2k+1 of byte `l` for element `l` of sub-block 2k /
+/// 2k+1), 128 bytes of nibbles. x = d * sc * q - dmin * m.
+fn q5_k(b: &[u8], out: &mut Vec<f32>) {
+    let d = f16_at(b, 0);
+    let dmin = f16_at(b, 2);
+    let scales = &b[4..16];
+    let qh = &b[16..48];
+    let qs = &b[48..176];
+    for j in 0..4 {
+        let q = &qs[32 * j..32 * (j + 1)];
+        let (sc1, m1) = scale_min_k4(2 * j, scales);
+        let (sc2, m2) = scale_min_k4(2 * j + 1, scales);
+        let (d1, m1) = (d * sc1 as f32, dmin * m1 as f32);
+        let (d2, m2) = (d * sc2 as f32, dmin * m2 as f32);
+        let (u1, u2) = (1u8 << (2 * j), 1u8 << (2 * j + 1));
+        out.extend(
+            q.iter()
+                .zip(qh)
+                .map(|(&v, &h)| d1 * ((v & 0x0F) + if h & u1 != 0 { 16 } else { 0 }) as f32 - m1),
+        );
+        out.extend(
+            q.iter()
+                .zip(qh)
+                .map(|(&v, &h)| d2 * ((v >> 4) + if h & u2 != 0 { 16 } else { 0 }) as f32 - m2),
+        );
     }
 }
 
@@ -218,7 +372,7 @@ mod tests {
     fn wrong_size_is_an_error() {
         let e = dequantize(GgmlType::Q8_0, &[0u8; 33], 32).unwrap_err();
         assert!(matches!(e, DequantError::Size { expected: 34, .. }));
-        let e = dequantize(GgmlType::Q5_K, &[0u8; 176], 256).unwrap_err();
-        assert_eq!(e, DequantError::Unsupported(GgmlType::Q5_K));
+        let e = dequantize(GgmlType::IQ4_XS, &[0u8; 136], 256).unwrap_err();
+        assert_eq!(e, DequantError::Unsupported(GgmlType::IQ4_XS));
     }
 }

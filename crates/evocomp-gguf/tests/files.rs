@@ -29,7 +29,12 @@ fn every_supported_dtype_matches_the_python_reference() {
         ("Q8_0", GgmlType::Q8_0),
         ("Q4_0", GgmlType::Q4_0),
         ("Q4_1", GgmlType::Q4_1),
+        ("Q5_0", GgmlType::Q5_0),
+        ("Q5_1", GgmlType::Q5_1),
+        ("Q2_K", GgmlType::Q2_K),
+        ("Q3_K", GgmlType::Q3_K),
         ("Q4_K", GgmlType::Q4_K),
+        ("Q5_K", GgmlType::Q5_K),
         ("Q6_K", GgmlType::Q6_K),
     ] {
         let entry = &fixture[name];
@@ -196,13 +201,13 @@ fn unknown_dtype_is_refused_and_unsupported_dtype_fails_on_dequantize() {
     // A known type we cannot dequantise opens, but dequantising names it.
     let dir = tempfile::tempdir().unwrap();
     let mut w = GgufWriter::new();
-    w.tensor_raw("k", &[256], GgmlType::Q5_K, vec![0; 176])
+    w.tensor_raw("k", &[256], GgmlType::IQ4_XS, vec![0; 136])
         .unwrap();
-    let p = write(dir.path(), "q5k.gguf", &w);
+    let p = write(dir.path(), "iq4xs.gguf", &w);
     let f = GgufFile::open(&p).unwrap();
     let msg = f.dequantize("k").unwrap_err().to_string();
     assert!(
-        msg.contains("q5k.gguf") && msg.contains("Q5_K") && msg.contains("not supported"),
+        msg.contains("iq4xs.gguf") && msg.contains("IQ4_XS") && msg.contains("not supported"),
         "{msg}"
     );
 }
