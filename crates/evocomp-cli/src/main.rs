@@ -227,7 +227,7 @@ fn inspect(path: &Path, list: bool) -> Result<()> {
     let c = &info.config;
     println!("model: {}", path.display());
     println!("format: {:?}", info.format);
-    println!("architecture: llama");
+    println!("architecture: {}", c.family.name());
     println!("layers: {}", c.n_layers);
     println!("hidden: {}", c.hidden);
     println!("intermediate: {}", c.intermediate);
@@ -238,6 +238,29 @@ fn inspect(path: &Path, list: bool) -> Result<()> {
     println!("context: {}", c.max_context);
     println!("rope theta: {}", c.rope_theta);
     println!("rope scaling: {:?}", c.rope_scaling);
+    if let Some(t) = c.rope_theta_local {
+        println!("rope theta (sliding-window blocks): {t}");
+    }
+    if let Some(w) = c.sliding_window {
+        let kinds: String = (0..c.n_layers)
+            .map(|l| match c.window(l) {
+                Some(_) => 'S',
+                None => 'G',
+            })
+            .collect();
+        println!("sliding window: {w} (blocks: {kinds}; S sliding, G global)");
+    }
+    if c.family != evocomp_model::Family::Llama {
+        println!("activation: {:?}", c.activation);
+        println!(
+            "q/k norms: {}, post-norms: {}, embedding scale: {}, attention scale: {}",
+            c.qk_norm,
+            c.post_norms,
+            c.embed_scale.map_or("none".into(), |s| format!("{s:.4}")),
+            c.attn_scale
+                .map_or("1/sqrt(head dim)".into(), |s| format!("{s:.6}")),
+        );
+    }
     println!("rms eps: {:e}", c.rms_eps);
     println!("tied embeddings: {}", c.tied_embeddings);
     println!(

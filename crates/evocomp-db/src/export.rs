@@ -54,7 +54,7 @@ pub fn materialize(
         }
     }
     let removed_layers: Vec<usize> = (0..drop.len()).filter(|&l| drop[l]).collect();
-    let mut cfg = config.clone();
+    let cfg = config.without_layers(&drop);
     if !removed_layers.is_empty() {
         w.layers = w
             .layers
@@ -63,7 +63,6 @@ pub fn materialize(
             .filter(|(l, _)| !drop[*l])
             .map(|(_, x)| x)
             .collect();
-        cfg.n_layers = w.layers.len();
     }
     Ok(Materialized {
         config: cfg,

@@ -88,14 +88,18 @@ fn numel(cfg: &LlamaConfig, k: LinearKind) -> usize {
     o * i
 }
 
-/// Parameters of a sub-block, norms included.
+/// Parameters of a sub-block, norms included (post-norms and q/k norms where
+/// the architecture has them).
 pub fn sub_block_params(cfg: &LlamaConfig, t: UnitTarget) -> u64 {
-    let attn = cfg.hidden
+    let norm = if cfg.post_norms { 2 } else { 1 } * cfg.hidden;
+    let qk_norms = if cfg.qk_norm { 2 * cfg.head_dim } else { 0 };
+    let attn = norm
+        + qk_norms
         + [LinearKind::Q, LinearKind::K, LinearKind::V, LinearKind::O]
             .iter()
             .map(|&k| numel(cfg, k))
             .sum::<usize>();
-    let mlp = cfg.hidden
+    let mlp = norm
         + [LinearKind::Gate, LinearKind::Up, LinearKind::Down]
             .iter()
             .map(|&k| numel(cfg, k))

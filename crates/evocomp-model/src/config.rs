@@ -1,5 +1,6 @@
-//! The architecture description of a Llama-family model, read from GGUF
-//! metadata or an HF `config.json`.
+//! The architecture description of a decoder (Llama, Mistral, Gemma 3), read
+//! from GGUF metadata or an HF `config.json`. One struct covers the family: the
+//! fields after `tied_embeddings` switch on what a family adds to Llama.
 
 use crate::error::{ModelError, Result};
 use evocomp_gguf::GgufFile;
@@ -24,7 +25,51 @@ pub enum RopeScaling {
     Divisors(Vec<f32>),
 }
 
-/// A Llama-family decoder: RMSNorm, RoPE, grouped-query attention, SwiGLU MLP.
+/// Gemma 3's default: one global block after every five sliding-window ones.
+const GEMMA3_SLIDING_PATTERN: usize = 6;
+
+/// The architecture a model was read as (GGUF `general.architecture`, HF `model_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Family {
+    #[default]
+    Llama,
+    Mistral,
+    Gemma3,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Llama => "llama",
+            Family::Mistral => "mistral",
+            Family::Gemma3 => "gemma3",
+        }
+    }
+}
+
+/// The activation on the MLP's gate projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Activation {
+    /// SwiGLU (Llama, Mistral).
+    #[default]
+    Silu,
+    /// GeGLU with the tanh approximation of GELU (Gemma's `gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+/// The attention span of one block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttentionKind {
+    /// Every earlier position.
+    Global,
+    /// The last `sliding_window` positions, the query's own included.
+    Sliding,
+}
+
+/// A decoder of the Llama family: RMSNorm, RoPE, grouped-query attention and a
+/// gated MLP, with the additions of Mistral (sliding window) and Gemma 3 (q/k
+/// norms, post-norms, embedding scale, GeGLU, interleaved local/global
+/// attention with their own RoPE bases, query scale).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LlamaConfig {
     pub n_layers: usize,
@@ -39,6 +84,32 @@ pub struct LlamaConfig {
     pub rms_eps: f64,
     pub max_context: usize,
     pub tied_embeddings: bool,
+    #[serde(default)]
+    pub family: Family,
+    #[serde(default)]
+    pub activation: Activation,
+    /// RMSNorm over each head's queries and keys, before RoPE (Gemma 3, Qwen 3).
+    #[serde(default)]
+    pub qk_norm: bool,
+    /// RMSNorm on each sub-block's output before the residual add (Gemma).
+    #[serde(default)]
+    pub post_norms: bool,
+    /// Embeddings are multiplied by this (Gemma: sqrt(hidden)).
+    #[serde(default)]
+    pub embed_scale: Option<f64>,
+    /// Attention logits are scaled by this; `None` is 1/sqrt(head_dim).
+    #[serde(default)]
+    pub attn_scale: Option<f64>,
+    /// Positions a sliding-window block attends to.
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// Per-block attention kinds; empty means every block is sliding when
+    /// `sliding_window` is set (Mistral) and global otherwise.
+    #[serde(default)]
+    pub layer_types: Vec<AttentionKind>,
+    /// RoPE base of the sliding-window blocks; `None` is `rope_theta`.
+    #[serde(default)]
+    pub rope_theta_local: Option<f64>,
 }
 
 impl LlamaConfig {
@@ -83,6 +154,30 @@ impl LlamaConfig {
                 self.rope_theta, self.rms_eps
             )));
         }
+        if !self.layer_types.is_empty() && self.layer_types.len() != self.n_layers {
+            return Err(bad(format!(
+                "{} layer types for {} layers",
+                self.layer_types.len(),
+                self.n_layers
+            )));
+        }
+        if self.layer_types.contains(&AttentionKind::Sliding) && self.sliding_window.is_none() {
+            return Err(bad("sliding-window layers but no window size".into()));
+        }
+        if self.sliding_window == Some(0) {
+            return Err(bad("sliding window of 0 positions".into()));
+        }
+        for (name, v) in [
+            ("embedding scale", self.embed_scale),
+            ("attention scale", self.attn_scale),
+            ("local RoPE theta", self.rope_theta_local),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v > 0.0)
+            {
+                return Err(bad(format!("{name} ({v}) must be positive")));
+            }
+        }
         if let RopeScaling::Divisors(d) = &self.rope_scaling
             && d.len() != self.head_dim / 2
         {
@@ -93,6 +188,50 @@ impl LlamaConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The attention kind of block `layer`.
+    pub fn layer_kind(&self, layer: usize) -> AttentionKind {
+        match self.layer_types.get(layer) {
+            Some(&k) => k,
+            None if self.sliding_window.is_some() => AttentionKind::Sliding,
+            None => AttentionKind::Global,
+        }
+    }
+
+    /// The window block `layer` attends within, if it is a sliding-window block.
+    pub fn window(&self, layer: usize) -> Option<usize> {
+        match self.layer_kind(layer) {
+            AttentionKind::Sliding => self.sliding_window,
+            AttentionKind::Global => None,
+        }
+    }
+
+    /// This config without the blocks marked in `drop` (depth pruning): the
+    /// per-block attention kinds follow their blocks.
+    pub fn without_layers(&self, drop: &[bool]) -> Self {
+        let mut cfg = self.clone();
+        let kept = (0..self.n_layers).filter(|&l| !drop.get(l).copied().unwrap_or(false));
+        if self.layer_types.is_empty() {
+            cfg.n_layers = kept.count();
+        } else {
+            cfg.layer_types = kept.map(|l| self.layer_types[l]).collect();
+            cfg.n_layers = cfg.layer_types.len();
+        }
+        cfg
+    }
+
+    /// Parameters of one block's norms: 2 for Llama, 4 with post-norms, plus
+    /// the q/k norms.
+    pub fn norm_params_per_layer(&self) -> usize {
+        let mut n = 2 * self.hidden;
+        if self.post_norms {
+            n += 2 * self.hidden;
+        }
+        if self.qk_norm {
+            n += 2 * self.head_dim;
+        }
+        n
     }
 
     pub fn q_dim(&self) -> usize {
@@ -106,7 +245,7 @@ impl LlamaConfig {
     /// Parameters, counting a tied embedding once.
     pub fn n_params(&self) -> usize {
         let h = self.hidden;
-        let per_layer = 2 * h
+        let per_layer = self.norm_params_per_layer()
             + h * self.q_dim()
             + 2 * h * self.kv_dim()
             + self.q_dim() * h
@@ -125,6 +264,22 @@ impl LlamaConfig {
         let base: Vec<f64> = (0..half)
             .map(|i| 1.0 / self.rope_theta.powf(2.0 * i as f64 / self.head_dim as f64))
             .collect();
+        self.scaled(base)
+    }
+
+    /// RoPE inverse frequencies of the sliding-window blocks, when they have
+    /// their own base (Gemma 3: 10,000 locally, unscaled); `None` otherwise.
+    pub fn rope_inv_freq_local(&self) -> Option<Vec<f64>> {
+        let theta = self.rope_theta_local?;
+        let hd = self.head_dim as f64;
+        Some(
+            (0..self.head_dim / 2)
+                .map(|i| 1.0 / theta.powf(2.0 * i as f64 / hd))
+                .collect(),
+        )
+    }
+
+    fn scaled(&self, base: Vec<f64>) -> Vec<f64> {
         match &self.rope_scaling {
             RopeScaling::None | RopeScaling::Linear { .. } => base,
             RopeScaling::Divisors(d) => base.iter().zip(d).map(|(f, &d)| f / d as f64).collect(),
@@ -162,18 +317,21 @@ impl LlamaConfig {
         }
     }
 
-    /// Read from GGUF metadata (`general.architecture` must be llama-like).
+    /// Read from GGUF metadata (`general.architecture`: llama, mistral or gemma3).
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
         let path = f.path();
         let arch = f.get_str("general.architecture")?;
-        if !matches!(arch, "llama" | "mistral") {
-            return Err(ModelError::Unsupported {
-                path: path.to_path_buf(),
-                message: format!(
-                    "architecture {arch:?} (supported: llama, mistral; the Llama family)"
-                ),
-            });
-        }
+        let family = match arch {
+            "llama" => Family::Llama,
+            "mistral" => Family::Mistral,
+            "gemma3" => Family::Gemma3,
+            _ => {
+                return Err(ModelError::Unsupported {
+                    path: path.to_path_buf(),
+                    message: format!("architecture {arch:?} (supported: llama, mistral, gemma3)"),
+                });
+            }
+        };
         let key = |k: &str| format!("{arch}.{k}");
         let u = |k: &str| f.get_u64(&key(k)).map(|v| v as usize);
         let hidden = u("embedding_length")?;
@@ -227,8 +385,13 @@ impl LlamaConfig {
                 }
             }
         };
-        let cfg = LlamaConfig {
-            n_layers: u("block_count")?,
+        let sliding_window = match f.get(&key("attention.sliding_window")) {
+            Some(_) => Some(u("attention.sliding_window")?),
+            None => None,
+        };
+        let n_layers = u("block_count")?;
+        let mut cfg = LlamaConfig {
+            n_layers,
             hidden,
             intermediate: u("feed_forward_length")?,
             n_heads,
@@ -240,9 +403,50 @@ impl LlamaConfig {
             rms_eps: f.get_f64(&key("attention.layer_norm_rms_epsilon"))?,
             max_context: u("context_length").unwrap_or(4096),
             tied_embeddings: f.tensor_info("output.weight").is_none(),
+            family,
+            activation: Activation::Silu,
+            qk_norm: false,
+            post_norms: false,
+            embed_scale: None,
+            attn_scale: None,
+            sliding_window,
+            layer_types: Vec::new(),
+            rope_theta_local: None,
         };
+        if family == Family::Gemma3 {
+            // As llama.cpp reads a gemma3 file: every sixth block global, the
+            // others within the window, with a local RoPE base of 10,000; the
+            // query scale is 1/sqrt(head_dim), except for the 27B model (62
+            // blocks), whose HF config says 1/sqrt(hidden / heads). Norm
+            // weights in the file already hold 1 + w.
+            cfg.gemma3(GEMMA3_SLIDING_PATTERN, 10_000.0);
+            let scalar = if n_layers == 62 && n_heads > 0 {
+                hidden as f64 / n_heads as f64
+            } else {
+                head_dim as f64
+            };
+            cfg.attn_scale = Some(1.0 / scalar.sqrt());
+        }
         cfg.validate(path)?;
         Ok(cfg)
+    }
+
+    /// Gemma 3's additions to Llama, with every `pattern`-th block global.
+    pub(crate) fn gemma3(&mut self, pattern: usize, rope_theta_local: f64) {
+        self.activation = Activation::GeluTanh;
+        self.qk_norm = true;
+        self.post_norms = true;
+        self.embed_scale = Some((self.hidden as f64).sqrt());
+        self.rope_theta_local = Some(rope_theta_local);
+        self.layer_types = (0..self.n_layers)
+            .map(|l| {
+                if pattern > 0 && (l + 1) % pattern == 0 {
+                    AttentionKind::Global
+                } else {
+                    AttentionKind::Sliding
+                }
+            })
+            .collect();
     }
 
     /// Read an HF `config.json`.
@@ -257,24 +461,58 @@ impl LlamaConfig {
             message,
         };
         let model_type = raw.model_type.as_deref().unwrap_or("llama");
-        if !matches!(model_type, "llama" | "mistral") {
-            return Err(unsupported(format!(
-                "model_type {model_type:?} (supported: llama, mistral)"
-            )));
-        }
+        let family = match model_type {
+            "llama" => Family::Llama,
+            "mistral" => Family::Mistral,
+            "gemma3_text" => Family::Gemma3,
+            "gemma3" => {
+                return Err(unsupported(
+                    "model_type \"gemma3\" is Gemma 3's image-text model; evocomp loads the text \
+                     decoder (model_type \"gemma3_text\", or the GGUF)"
+                        .into(),
+                ));
+            }
+            other => {
+                return Err(unsupported(format!(
+                    "model_type {other:?} (supported: llama, mistral, gemma3_text)"
+                )));
+            }
+        };
+        let gemma = family == Family::Gemma3;
         if raw.attention_bias.unwrap_or(false) || raw.mlp_bias.unwrap_or(false) {
             return Err(unsupported("linear-layer biases are not supported".into()));
         }
-        if let Some(act) = &raw.hidden_act
-            && act != "silu"
+        let (want_act, activation) = if gemma {
+            ("gelu_pytorch_tanh", Activation::GeluTanh)
+        } else {
+            ("silu", Activation::Silu)
+        };
+        for act in [&raw.hidden_act, &raw.hidden_activation]
+            .into_iter()
+            .flatten()
         {
-            return Err(unsupported(format!("activation {act:?} (only silu)")));
+            if act != want_act {
+                return Err(unsupported(format!(
+                    "activation {act:?} for {model_type} (only {want_act})"
+                )));
+            }
         }
+        for (name, v) in [
+            ("final_logit_softcapping", raw.final_logit_softcapping),
+            ("attn_logit_softcapping", raw.attn_logit_softcapping),
+        ] {
+            if let Some(v) = v {
+                return Err(unsupported(format!("{name} = {v} is not supported")));
+            }
+        }
+        // Gemma 3 nests the global and the local RoPE under `rope_parameters`.
+        let params = raw.rope_parameters.as_ref();
+        let global = params.and_then(|p| p.full_attention.as_deref()).or(params);
         let rope_theta = raw
             .rope_theta
-            .or(raw.rope_parameters.as_ref().and_then(|p| p.rope_theta))
-            .unwrap_or(10000.0);
-        let scaling = raw.rope_scaling.as_ref().or(raw.rope_parameters.as_ref());
+            .or(global.and_then(|p| p.rope_theta))
+            .unwrap_or(if gemma { 1_000_000.0 } else { 10000.0 });
+        let scaling = raw.rope_scaling.as_ref().or(global);
         let rope_scaling = match scaling {
             None => RopeScaling::None,
             Some(s) => match s
@@ -301,22 +539,55 @@ impl LlamaConfig {
             },
         };
         let n_heads = raw.num_attention_heads;
-        let cfg = LlamaConfig {
+        let head_dim = raw
+            .head_dim
+            .unwrap_or(raw.hidden_size.checked_div(n_heads).unwrap_or(0));
+        let mut cfg = LlamaConfig {
             n_layers: raw.num_hidden_layers,
             hidden: raw.hidden_size,
             intermediate: raw.intermediate_size,
             n_heads,
             n_kv_heads: raw.num_key_value_heads.unwrap_or(n_heads),
-            head_dim: raw
-                .head_dim
-                .unwrap_or(raw.hidden_size.checked_div(n_heads).unwrap_or(0)),
+            head_dim,
             vocab: raw.vocab_size,
             rope_theta,
             rope_scaling,
             rms_eps: raw.rms_norm_eps.unwrap_or(1e-6),
             max_context: raw.max_position_embeddings.unwrap_or(4096),
-            tied_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+            tied_embeddings: raw.tie_word_embeddings.unwrap_or(gemma),
+            family,
+            activation,
+            qk_norm: false,
+            post_norms: false,
+            embed_scale: None,
+            attn_scale: None,
+            sliding_window: raw.sliding_window,
+            layer_types: Vec::new(),
+            rope_theta_local: None,
         };
+        if gemma {
+            let local = params
+                .and_then(|p| p.sliding_attention.as_deref())
+                .and_then(|p| p.rope_theta)
+                .or(raw.rope_local_base_freq)
+                .unwrap_or(10_000.0);
+            cfg.gemma3(
+                raw.sliding_window_pattern.unwrap_or(GEMMA3_SLIDING_PATTERN),
+                local,
+            );
+            if let Some(types) = &raw.layer_types {
+                cfg.layer_types = types
+                    .iter()
+                    .map(|t| match t.as_str() {
+                        "sliding_attention" => Ok(AttentionKind::Sliding),
+                        "full_attention" => Ok(AttentionKind::Global),
+                        other => Err(unsupported(format!("layer type {other:?}"))),
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            let scalar = raw.query_pre_attn_scalar.unwrap_or(256.0);
+            cfg.attn_scale = Some(1.0 / scalar.sqrt());
+        }
         cfg.validate(path)?;
         Ok(cfg)
     }
@@ -342,23 +613,78 @@ impl LlamaConfig {
             "mlp_bias": false,
             "torch_dtype": "float32",
         });
-        match &self.rope_scaling {
-            RopeScaling::None | RopeScaling::Divisors(_) => {}
+        let scaling = match &self.rope_scaling {
+            RopeScaling::None | RopeScaling::Divisors(_) => None,
             RopeScaling::Linear { factor } => {
-                v["rope_scaling"] = serde_json::json!({"rope_type": "linear", "factor": factor});
+                Some(serde_json::json!({"rope_type": "linear", "factor": factor}))
             }
             RopeScaling::Llama3 {
                 factor,
                 low_freq_factor,
                 high_freq_factor,
                 original_max_position,
-            } => {
-                v["rope_scaling"] = serde_json::json!({
-                    "rope_type": "llama3", "factor": factor,
-                    "low_freq_factor": low_freq_factor, "high_freq_factor": high_freq_factor,
-                    "original_max_position_embeddings": original_max_position,
-                });
+            } => Some(serde_json::json!({
+                "rope_type": "llama3", "factor": factor,
+                "low_freq_factor": low_freq_factor, "high_freq_factor": high_freq_factor,
+                "original_max_position_embeddings": original_max_position,
+            })),
+        };
+        match self.family {
+            Family::Llama => {}
+            Family::Mistral => {
+                v["architectures"] = serde_json::json!(["MistralForCausalLM"]);
+                v["model_type"] = "mistral".into();
+                v["sliding_window"] = serde_json::json!(self.sliding_window);
+                if let Some(s) = &scaling {
+                    v["rope_scaling"] = s.clone();
+                }
             }
+            Family::Gemma3 => {
+                let mut global = scaling
+                    .clone()
+                    .unwrap_or_else(|| serde_json::json!({"rope_type": "default"}));
+                global["rope_theta"] = self.rope_theta.into();
+                let local = self.rope_theta_local.unwrap_or(self.rope_theta);
+                let scale = self
+                    .attn_scale
+                    .unwrap_or(1.0 / (self.head_dim as f64).sqrt());
+                let obj = v.as_object_mut().expect("an object");
+                for k in ["mlp_bias", "hidden_act", "rope_theta"] {
+                    obj.remove(k);
+                }
+                v["architectures"] = serde_json::json!(["Gemma3ForCausalLM"]);
+                v["model_type"] = "gemma3_text".into();
+                v["hidden_activation"] = "gelu_pytorch_tanh".into();
+                v["rope_parameters"] = serde_json::json!({
+                    "full_attention": global,
+                    "sliding_attention": {"rope_type": "default", "rope_theta": local},
+                });
+                let scalar = 1.0 / (scale * scale);
+                v["query_pre_attn_scalar"] = if (scalar - scalar.round()).abs() < 1e-6 {
+                    (scalar.round() as u64).into()
+                } else {
+                    scalar.into()
+                };
+                v["sliding_window"] = serde_json::json!(self.sliding_window);
+                v["layer_types"] = (0..self.n_layers)
+                    .map(|l| match self.layer_kind(l) {
+                        AttentionKind::Global => "full_attention",
+                        AttentionKind::Sliding => "sliding_attention",
+                    })
+                    .collect::<Vec<_>>()
+                    .into();
+                v["final_logit_softcapping"] = serde_json::Value::Null;
+                v["attn_logit_softcapping"] = serde_json::Value::Null;
+                v["pad_token_id"] = 0.into();
+                v["eos_token_id"] = 1.into();
+                v["bos_token_id"] = 2.into();
+                return v;
+            }
+        }
+        if self.family == Family::Llama
+            && let Some(s) = scaling
+        {
+            v["rope_scaling"] = s;
         }
         v
     }
@@ -377,6 +703,14 @@ struct HfConfig {
     rope_theta: Option<f64>,
     rope_scaling: Option<HfRope>,
     rope_parameters: Option<HfRope>,
+    hidden_activation: Option<String>,
+    final_logit_softcapping: Option<f64>,
+    attn_logit_softcapping: Option<f64>,
+    query_pre_attn_scalar: Option<f64>,
+    sliding_window: Option<usize>,
+    sliding_window_pattern: Option<usize>,
+    layer_types: Option<Vec<String>>,
+    rope_local_base_freq: Option<f64>,
     rms_norm_eps: Option<f64>,
     max_position_embeddings: Option<usize>,
     tie_word_embeddings: Option<bool>,
@@ -387,6 +721,8 @@ struct HfConfig {
 
 #[derive(Deserialize)]
 struct HfRope {
+    full_attention: Option<Box<HfRope>>,
+    sliding_attention: Option<Box<HfRope>>,
     rope_type: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,

@@ -130,6 +130,18 @@ impl LlamaModel {
     pub fn forward_kv(&self, batch: &[Vec<u32>]) -> Result<(Tensor<3>, Vec<usize>), ForwardError> {
         let tokens = self.tokens_to_device(batch)?;
         let [b, t] = tokens.dims();
+        // The cache keeps no positions, so a window cannot be applied to it:
+        // within the window the sliding blocks are exact, beyond it refused.
+        if let Some((layer, window)) = (0..self.blocks.len())
+            .filter_map(|l| Some((l, self.cfg.window(l)?)))
+            .find(|&(_, w)| w < t)
+        {
+            return Err(ForwardError::WindowedKv {
+                layer,
+                window,
+                len: t,
+            });
+        }
         let mut caches: Vec<Option<Cache>> = (0..self.blocks.len()).map(|_| None).collect();
         let mut outs = Vec::new();
         // SnapKV prefills its prompt in one piece; the rest goes in chunks.
@@ -182,14 +194,8 @@ impl LlamaModel {
         let mut h = h;
         if !blk.skip_attn {
             let policy = self.kv[l].unwrap_or(KvPolicy::FULL);
-            let x = self
-                .rms_norm(h.clone(), &blk.attn_norm)
-                .reshape([rows, hidden]);
             let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
-            let heads = |y: Tensor<2>, m: usize| y.reshape([b, n, m, hd]).swap_dims(1, 2);
-            let q = self.rope_at(heads(linear(x.clone(), w(LinearKind::Q), None), nh), start);
-            let mut k = self.rope_at(heads(linear(x.clone(), w(LinearKind::K), None), nkv), start);
-            let mut v = heads(linear(x, w(LinearKind::V), None), nkv);
+            let (q, mut k, mut v) = self.qkv(l, &h, start, &mut NoHook);
             if let Some(kq) = &policy.keys {
                 k = quantize(k, kq);
             }
@@ -217,12 +223,13 @@ impl LlamaModel {
                 }
             }
             let bias = Tensor::<4>::from_data(TensorData::new(bias, [1, 1, n, s]), &self.device);
-            let scale = 1.0 / (hd as f64).sqrt();
+            let scale = self.attn_scale();
             let scores = q.matmul(expand(k_all.clone()).swap_dims(2, 3)) * scale + bias;
             let probs = softmax(scores, 3);
             let o = probs.clone().matmul(expand(v_all.clone()));
             let o = o.swap_dims(1, 2).reshape([rows, nh * hd]);
-            h = h + linear(o, w(LinearKind::O), None).reshape([b, n, hidden]);
+            let y = linear(o, w(LinearKind::O), None).reshape([b, n, hidden]);
+            h = self.residual(l, h, y, 0);
             *cache = Some(evict(
                 k_all,
                 v_all,

@@ -1,4 +1,4 @@
-//! Llama-family models for evocomp: loading (GGUF and HF safetensors), the
+//! Llama-family models for evocomp (Llama, Mistral, Gemma 3): loading (GGUF and HF safetensors), the
 //! tokenizer, and the forward pass on burn with per-layer hooks.
 //!
 //! **API boundary:** weights live on the host as [`HostTensor`]s in PyTorch
@@ -14,7 +14,7 @@ pub mod testing;
 mod tokenizer;
 mod weights;
 
-pub use config::{LlamaConfig, RopeScaling};
+pub use config::{Activation, AttentionKind, Family, LlamaConfig, RopeScaling};
 pub use error::{ModelError, Result};
 pub use kv::{Eviction, KvGroup, KvPolicy, KvQuant};
 pub use llama::{ForwardError, ForwardHook, LlamaModel, NoHook};

@@ -1,12 +1,12 @@
 //! The Llama-family forward pass on burn. The device (flex CPU, wgpu, ...) is
 //! whatever `Device` the caller hands in; nothing here names a backend.
 
-use crate::config::LlamaConfig;
+use crate::config::{Activation, LlamaConfig};
 use crate::kv::KvPolicy;
 use crate::weights::{HostTensor, LinearKind, LlamaWeights};
 use burn::tensor::module::{attention, embedding, linear};
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Int, Tensor, TensorData, activation};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData, activation};
 use std::ops::Range;
 
 /// Bad input to the forward pass.
@@ -31,6 +31,15 @@ pub enum ForwardError {
         start: usize,
         end: usize,
         n_layers: usize,
+    },
+    #[error(
+        "block {layer} attends within a window of {window} positions, shorter than the {len} tokens: \
+         KV-cache policies on sliding-window blocks need sequences no longer than the window"
+    )]
+    WindowedKv {
+        layer: usize,
+        window: usize,
+        len: usize,
     },
     #[error("layer {layer} {kind:?}: weight has shape {found:?}, expected {expected:?}")]
     BadWeight {
@@ -58,6 +67,10 @@ pub(crate) struct Block {
     pub(crate) attn_norm: Tensor<3>,
     pub(crate) mlp_norm: Tensor<3>,
     pub(crate) linears: [Tensor<2>; 7],
+    /// Norms of the attention and MLP outputs `[1, 1, hidden]` (Gemma).
+    pub(crate) post_norms: Option<[Tensor<3>; 2]>,
+    /// Query and key norms `[1, 1, 1, head_dim]` (Gemma 3).
+    pub(crate) qk_norms: Option<[Tensor<4>; 2]>,
     pub(crate) skip_attn: bool,
     pub(crate) skip_mlp: bool,
 }
@@ -75,6 +88,8 @@ pub struct LlamaModel {
     /// `[positions, head_dim]`, HF rotate-half layout.
     pub(crate) rope_cos: Tensor<2>,
     pub(crate) rope_sin: Tensor<2>,
+    /// The sliding-window blocks' own tables, when their RoPE base differs.
+    pub(crate) rope_local: Option<(Tensor<2>, Tensor<2>)>,
     /// `x @ rot` is rotate_half(x) on the last dimension.
     pub(crate) rot: Tensor<2>,
     rope_len: usize,
@@ -92,6 +107,11 @@ fn upload_norm(t: &HostTensor, device: &Device) -> Tensor<3> {
     Tensor::from_data(TensorData::new(t.data.clone(), [1, 1, n]), device)
 }
 
+fn upload_head_norm(t: &HostTensor, device: &Device) -> Tensor<4> {
+    let n = t.data.len();
+    Tensor::from_data(TensorData::new(t.data.clone(), [1, 1, 1, n]), device)
+}
+
 /// Most positions the RoPE tables are built for.
 const MAX_ROPE_TABLE: usize = 32_768;
 
@@ -105,6 +125,14 @@ impl LlamaModel {
                 attn_norm: upload_norm(&l.attn_norm, device),
                 mlp_norm: upload_norm(&l.mlp_norm, device),
                 linears: LinearKind::ALL.map(|k| upload(&l.linear(k).transposed(), device)),
+                post_norms: l
+                    .post_norms
+                    .as_ref()
+                    .map(|n| n.each_ref().map(|t| upload_norm(t, device))),
+                qk_norms: l
+                    .qk_norms
+                    .as_ref()
+                    .map(|n| n.each_ref().map(|t| upload_head_norm(t, device))),
                 skip_attn: false,
                 skip_mlp: false,
             })
@@ -115,7 +143,20 @@ impl LlamaModel {
             .unwrap_or(&weights.embed)
             .transposed();
         let rope_len = cfg.max_context.clamp(1, MAX_ROPE_TABLE);
-        let (cos, sin) = rope_tables(cfg, rope_len);
+        let (cos, sin) = rope_tables(
+            &cfg.rope_inv_freq(),
+            cfg.rope_position_scale(),
+            cfg.head_dim,
+            rope_len,
+        );
+        let rope_local = cfg.rope_inv_freq_local().map(|inv| {
+            let (c, s) = rope_tables(&inv, 1.0, cfg.head_dim, rope_len);
+            let hd = cfg.head_dim;
+            (
+                Tensor::from_data(TensorData::new(c, [rope_len, hd]), device),
+                Tensor::from_data(TensorData::new(s, [rope_len, hd]), device),
+            )
+        });
         let hd = cfg.head_dim;
         let half = hd / 2;
         let mut rot = vec![0.0f32; hd * hd];
@@ -132,6 +173,7 @@ impl LlamaModel {
             head: upload(&head, device),
             rope_cos: Tensor::from_data(TensorData::new(cos, [rope_len, hd]), device),
             rope_sin: Tensor::from_data(TensorData::new(sin, [rope_len, hd]), device),
+            rope_local,
             rot: Tensor::from_data(TensorData::new(rot, [hd, hd]), device),
             rope_len,
             kv: vec![None; cfg.n_layers],
@@ -231,9 +273,14 @@ impl LlamaModel {
         ))
     }
 
-    /// Token embeddings `[B, T, hidden]`.
+    /// Token embeddings `[B, T, hidden]` (times the embedding scale, if any).
     pub fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        embedding(self.embed.clone(), tokens)
+        let e = embedding(self.embed.clone(), tokens);
+        match self.cfg.embed_scale {
+            // As transformers does: the scale rounded to the weights' dtype.
+            Some(s) => e * (s as f32) as f64,
+            None => e,
+        }
     }
 
     /// Run blocks `layers` on hidden states `[B, T, hidden]` (positions start at 0).
@@ -288,29 +335,75 @@ impl LlamaModel {
         x * (var + self.cfg.rms_eps).sqrt().recip() * w.clone()
     }
 
-    fn rope(&self, x: Tensor<4>) -> Tensor<4> {
-        self.rope_at(x, 0)
+    /// RMSNorm over the last dimension of `[B, H, T, D]` (per-head q/k norms).
+    fn rms_norm_heads(&self, x: Tensor<4>, w: &Tensor<4>) -> Tensor<4> {
+        let var = x.clone().square().mean_dim(3);
+        x * (var + self.cfg.rms_eps).sqrt().recip() * w.clone()
     }
 
-    /// RoPE for `[B, H, T, D]` at positions `start..start + T`.
-    pub(crate) fn rope_at(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
+    /// RoPE for block `l`'s `[B, H, T, D]` at positions `start..start + T`.
+    pub(crate) fn rope_at(&self, l: usize, x: Tensor<4>, start: usize) -> Tensor<4> {
         let [b, h, t, d] = x.dims();
-        let cos = self
-            .rope_cos
-            .clone()
-            .slice(start..start + t)
-            .reshape([1, 1, t, d]);
-        let sin = self
-            .rope_sin
-            .clone()
-            .slice(start..start + t)
-            .reshape([1, 1, t, d]);
+        let (cos, sin) = match (&self.rope_local, self.cfg.window(l)) {
+            (Some((c, s)), Some(_)) => (c, s),
+            _ => (&self.rope_cos, &self.rope_sin),
+        };
+        let cos = cos.clone().slice(start..start + t).reshape([1, 1, t, d]);
+        let sin = sin.clone().slice(start..start + t).reshape([1, 1, t, d]);
         let rotated = x
             .clone()
             .reshape([b * h * t, d])
             .matmul(self.rot.clone())
             .reshape([b, h, t, d]);
         x * cos + rotated * sin
+    }
+
+    /// Block `l`'s queries `[B, H, T, D]`, keys and values `[B, KVH, T, D]`
+    /// for hidden states `h` `[B, T, hidden]` at positions `start..`: the
+    /// input norm, the projections, the q/k norms and RoPE.
+    pub(crate) fn qkv(
+        &self,
+        l: usize,
+        h: &Tensor<3>,
+        start: usize,
+        hook: &mut dyn ForwardHook,
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let blk = &self.blocks[l];
+        let cfg = &self.cfg;
+        let [b, t, hidden] = h.dims();
+        let w = |k: LinearKind| blk.linears[k as usize].clone();
+        let x = self
+            .rms_norm(h.clone(), &blk.attn_norm)
+            .reshape([b * t, hidden]);
+        hook.linear_input(l, LinearKind::Q, &x);
+        hook.linear_input(l, LinearKind::K, &x);
+        hook.linear_input(l, LinearKind::V, &x);
+        let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+        let heads = |y: Tensor<2>, nheads: usize| y.reshape([b, t, nheads, hd]).swap_dims(1, 2);
+        let mut q = heads(linear(x.clone(), w(LinearKind::Q), None), nh);
+        let mut k = heads(linear(x.clone(), w(LinearKind::K), None), nkv);
+        let v = heads(linear(x, w(LinearKind::V), None), nkv);
+        if let Some([qn, kn]) = &blk.qk_norms {
+            q = self.rms_norm_heads(q, qn);
+            k = self.rms_norm_heads(k, kn);
+        }
+        (self.rope_at(l, q, start), self.rope_at(l, k, start), v)
+    }
+
+    /// Add sub-block output `y` `[B, T, hidden]` to the residual `h`, through
+    /// the post-norm `which` (0 attention, 1 MLP) where the model has one.
+    pub(crate) fn residual(&self, l: usize, h: Tensor<3>, y: Tensor<3>, which: usize) -> Tensor<3> {
+        match &self.blocks[l].post_norms {
+            Some(norms) => h + self.rms_norm(y, &norms[which]),
+            None => h + y,
+        }
+    }
+
+    /// The scale of block attention logits.
+    pub(crate) fn attn_scale(&self) -> f64 {
+        self.cfg
+            .attn_scale
+            .unwrap_or(1.0 / (self.cfg.head_dim as f64).sqrt())
     }
 
     fn block(&self, l: usize, h: Tensor<3>, hook: &mut dyn ForwardHook) -> Tensor<3> {
@@ -321,17 +414,8 @@ impl LlamaModel {
         let w = |k: LinearKind| blk.linears[k as usize].clone();
         let mut h = h;
         if !blk.skip_attn {
-            let x = self
-                .rms_norm(h.clone(), &blk.attn_norm)
-                .reshape([n, hidden]);
-            hook.linear_input(l, LinearKind::Q, &x);
-            hook.linear_input(l, LinearKind::K, &x);
-            hook.linear_input(l, LinearKind::V, &x);
             let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
-            let heads = |y: Tensor<2>, nheads: usize| y.reshape([b, t, nheads, hd]).swap_dims(1, 2);
-            let q = self.rope(heads(linear(x.clone(), w(LinearKind::Q), None), nh));
-            let k = self.rope(heads(linear(x.clone(), w(LinearKind::K), None), nkv));
-            let v = heads(linear(x, w(LinearKind::V), None), nkv);
+            let (q, k, v) = self.qkv(l, &h, 0, hook);
             let (k, v) = if nkv == nh {
                 (k, v)
             } else {
@@ -344,15 +428,21 @@ impl LlamaModel {
                 (expand(k), expand(v))
             };
             let opts = AttentionModuleOptions {
-                scale: None,
+                scale: Some(self.attn_scale()),
                 softcap: None,
                 is_causal: true,
             };
-            let o = attention(q, k, v, None, None, opts)
+            // A window shorter than the sequence masks what lies behind it.
+            let mask = cfg
+                .window(l)
+                .filter(|&w| w < t)
+                .map(|w| self.window_mask(b, nh, t, w));
+            let o = attention(q, k, v, mask, None, opts)
                 .swap_dims(1, 2)
                 .reshape([n, nh * hd]);
             hook.linear_input(l, LinearKind::O, &o);
-            h = h + linear(o, w(LinearKind::O), None).reshape([b, t, hidden]);
+            let y = linear(o, w(LinearKind::O), None).reshape([b, t, hidden]);
+            h = self.residual(l, h, y, 0);
         }
         if !blk.skip_mlp {
             h = self.mlp(l, h, hook);
@@ -360,7 +450,22 @@ impl LlamaModel {
         h
     }
 
-    /// The MLP sub-block with its residual: `h + down(silu(gate(x)) * up(x))`.
+    /// `[B, H, T, T]`: true where key j lies `window` or more positions
+    /// behind query i (the causal part is the attention's own).
+    fn window_mask(&self, b: usize, nh: usize, t: usize, window: usize) -> Tensor<4, Bool> {
+        let mut m = vec![false; t * t];
+        for i in 0..t {
+            for j in 0..(i + 1).saturating_sub(window) {
+                m[i * t + j] = true;
+            }
+        }
+        Tensor::<2, Bool>::from_data(TensorData::new(m, [t, t]), &self.device)
+            .reshape([1, 1, t, t])
+            .expand([b, nh, t, t])
+    }
+
+    /// The MLP sub-block with its residual: `h + down(act(gate(x)) * up(x))`
+    /// (the output through the post-norm where the model has one).
     pub(crate) fn mlp(&self, l: usize, h: Tensor<3>, hook: &mut dyn ForwardHook) -> Tensor<3> {
         let blk = &self.blocks[l];
         let [b, t, hidden] = h.dims();
@@ -370,19 +475,22 @@ impl LlamaModel {
             .reshape([b * t, hidden]);
         hook.linear_input(l, LinearKind::Gate, &x);
         hook.linear_input(l, LinearKind::Up, &x);
-        let g = activation::silu(linear(x.clone(), w(LinearKind::Gate), None));
+        let g = linear(x.clone(), w(LinearKind::Gate), None);
+        let g = match self.cfg.activation {
+            Activation::Silu => activation::silu(g),
+            Activation::GeluTanh => activation::gelu_approximate(g),
+        };
         let u = linear(x, w(LinearKind::Up), None);
         let a = g * u;
         hook.linear_input(l, LinearKind::Down, &a);
-        h + linear(a, w(LinearKind::Down), None).reshape([b, t, hidden])
+        let y = linear(a, w(LinearKind::Down), None).reshape([b, t, hidden]);
+        self.residual(l, h, y, 1)
     }
 }
 
-/// cos/sin tables `[len, head_dim]` in HF's rotate-half layout.
-fn rope_tables(cfg: &LlamaConfig, len: usize) -> (Vec<f32>, Vec<f32>) {
-    let inv = cfg.rope_inv_freq();
-    let scale = cfg.rope_position_scale();
-    let hd = cfg.head_dim;
+/// cos/sin tables `[len, head_dim]` in HF's rotate-half layout, for inverse
+/// frequencies `inv` and positions multiplied by `scale`.
+fn rope_tables(inv: &[f64], scale: f64, hd: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
     let half = hd / 2;
     let mut cos = vec![0.0f32; len * hd];
     let mut sin = vec![0.0f32; len * hd];

@@ -1,7 +1,7 @@
 //! Loading a model from a GGUF file or an HF folder (config.json + safetensors
 //! + tokenizer.json).
 
-use crate::config::LlamaConfig;
+use crate::config::{Family, LlamaConfig};
 use crate::error::{ModelError, Result};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::{
@@ -160,17 +160,11 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<LoadedModel> {
             let src = GgufSource {
                 n_heads: info.config.n_heads,
                 n_kv_heads: info.config.n_kv_heads,
+                // llama.cpp permutes Q/K rows only for its Llama-style RoPE.
+                permuted_qk: matches!(info.config.family, Family::Llama | Family::Mistral),
                 file: f,
             };
-            let names = Names {
-                embed: "token_embd.weight".into(),
-                final_norm: "output_norm.weight".into(),
-                lm_head: "output.weight".into(),
-                attn_norm: |l| format!("blk.{l}.attn_norm.weight"),
-                mlp_norm: |l| format!("blk.{l}.ffn_norm.weight"),
-                linear: |k, l| k.gguf_name(l),
-            };
-            let weights = LlamaWeights::read(&info.config, &src, &names)?;
+            let weights = LlamaWeights::read(&info.config, &src, &gguf_names())?;
             check_vocab(&info, &tokenizer)?;
             Ok(LoadedModel {
                 info,
@@ -181,14 +175,7 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<LoadedModel> {
         ModelFormat::HfSafetensors => {
             let folder = HfFolder::open(path)?;
             let tokenizer = TextTokenizer::from_file(&path.join("tokenizer.json"))?;
-            let names = Names {
-                embed: "model.embed_tokens.weight".into(),
-                final_norm: "model.norm.weight".into(),
-                lm_head: "lm_head.weight".into(),
-                attn_norm: |l| format!("model.layers.{l}.input_layernorm.weight"),
-                mlp_norm: |l| format!("model.layers.{l}.post_attention_layernorm.weight"),
-                linear: |k, l| k.hf_name(l),
-            };
+            let names = hf_names(folder.info.config.family);
             let weights = LlamaWeights::read(&folder.info.config, &folder, &names)?;
             check_vocab(&folder.info, &tokenizer)?;
             Ok(LoadedModel {
@@ -197,6 +184,56 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<LoadedModel> {
                 tokenizer,
             })
         }
+    }
+}
+
+/// llama.cpp's tensor names (every family evocomp reads uses the same ones).
+fn gguf_names() -> Names {
+    Names {
+        embed: "token_embd.weight".into(),
+        final_norm: "output_norm.weight".into(),
+        lm_head: "output.weight".into(),
+        attn_norm: |l| format!("blk.{l}.attn_norm.weight"),
+        mlp_norm: |l| format!("blk.{l}.ffn_norm.weight"),
+        linear: |k, l| k.gguf_name(l),
+        post_norms: [
+            |l| format!("blk.{l}.post_attention_norm.weight"),
+            |l| format!("blk.{l}.post_ffw_norm.weight"),
+        ],
+        qk_norms: [
+            |l| format!("blk.{l}.attn_q_norm.weight"),
+            |l| format!("blk.{l}.attn_k_norm.weight"),
+        ],
+        // llama.cpp's converter stores Gemma's norms as 1 + w already.
+        norm_offset: 0.0,
+    }
+}
+
+/// transformers' tensor names for `family`. In Gemma, `post_attention_layernorm`
+/// is the attention output's norm and the MLP's input norm is
+/// `pre_feedforward_layernorm`; in Llama the former is the MLP's input norm.
+fn hf_names(family: Family) -> Names {
+    let gemma = family == Family::Gemma3;
+    Names {
+        embed: "model.embed_tokens.weight".into(),
+        final_norm: "model.norm.weight".into(),
+        lm_head: "lm_head.weight".into(),
+        attn_norm: |l| format!("model.layers.{l}.input_layernorm.weight"),
+        mlp_norm: if gemma {
+            |l| format!("model.layers.{l}.pre_feedforward_layernorm.weight")
+        } else {
+            |l| format!("model.layers.{l}.post_attention_layernorm.weight")
+        },
+        linear: |k, l| k.hf_name(l),
+        post_norms: [
+            |l| format!("model.layers.{l}.post_attention_layernorm.weight"),
+            |l| format!("model.layers.{l}.post_feedforward_layernorm.weight"),
+        ],
+        qk_norms: [
+            |l| format!("model.layers.{l}.self_attn.q_norm.weight"),
+            |l| format!("model.layers.{l}.self_attn.k_norm.weight"),
+        ],
+        norm_offset: if gemma { 1.0 } else { 0.0 },
     }
 }
 
@@ -239,6 +276,7 @@ struct GgufSource {
     file: GgufFile,
     n_heads: usize,
     n_kv_heads: usize,
+    permuted_qk: bool,
 }
 
 impl TensorSource for GgufSource {
@@ -253,7 +291,9 @@ impl TensorSource for GgufSource {
         let (shape, data) = self.file.dequantize(name)?;
         let t = HostTensor::new(shape, data);
         // Q and K rows are stored permuted for llama.cpp's RoPE.
-        let heads = if name.ends_with(".attn_q.weight") {
+        let heads = if !self.permuted_qk {
+            None
+        } else if name.ends_with(".attn_q.weight") {
             Some(self.n_heads)
         } else if name.ends_with(".attn_k.weight") {
             Some(self.n_kv_heads)
@@ -405,32 +445,42 @@ impl TensorSource for HfFolder {
 /// The tokenizer is written by the caller (it may come from elsewhere).
 pub fn save_hf_safetensors(cfg: &LlamaConfig, w: &LlamaWeights, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(ModelError::io(dir))?;
-    let mut tensors: Vec<(String, &HostTensor)> = vec![
-        ("model.embed_tokens.weight".into(), &w.embed),
-        ("model.norm.weight".into(), &w.final_norm),
+    let names = hf_names(cfg.family);
+    // (name, tensor, is a norm: stored minus the offset)
+    let mut tensors: Vec<(String, &HostTensor, bool)> = vec![
+        (names.embed.clone(), &w.embed, false),
+        (names.final_norm.clone(), &w.final_norm, true),
     ];
     if let Some(h) = &w.lm_head {
-        tensors.push(("lm_head.weight".into(), h));
+        tensors.push((names.lm_head.clone(), h, false));
     }
     for (l, layer) in w.layers.iter().enumerate() {
-        tensors.push((
-            format!("model.layers.{l}.input_layernorm.weight"),
-            &layer.attn_norm,
-        ));
-        tensors.push((
-            format!("model.layers.{l}.post_attention_layernorm.weight"),
-            &layer.mlp_norm,
-        ));
+        tensors.push(((names.attn_norm)(l), &layer.attn_norm, true));
+        tensors.push(((names.mlp_norm)(l), &layer.mlp_norm, true));
+        for (name, t) in names
+            .post_norms
+            .iter()
+            .zip(layer.post_norms.iter().flatten())
+        {
+            tensors.push((name(l), t, true));
+        }
+        for (name, t) in names.qk_norms.iter().zip(layer.qk_norms.iter().flatten()) {
+            tensors.push((name(l), t, true));
+        }
         for k in LinearKind::ALL {
-            tensors.push((k.hf_name(l), layer.linear(k)));
+            tensors.push(((names.linear)(k, l), layer.linear(k), false));
         }
     }
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .into_iter()
-        .map(|(n, t)| {
+        .map(|(n, t, is_norm)| {
+            let offset = if is_norm { names.norm_offset } else { 0.0 };
             (
                 n,
-                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                t.data
+                    .iter()
+                    .flat_map(|v| (v - offset).to_le_bytes())
+                    .collect(),
                 t.shape.clone(),
             )
         })

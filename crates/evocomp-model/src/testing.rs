@@ -1,7 +1,7 @@
 //! Small seeded random models for tests that need no download, written as
 //! real GGUF files so that the loaders are exercised too.
 
-use crate::config::{LlamaConfig, RopeScaling};
+use crate::config::{Activation, Family, LlamaConfig, RopeScaling};
 use crate::weights::{HostTensor, LayerWeights, LinearKind, LlamaWeights, permute_rope_rows};
 use evocomp_gguf::GgufWriter;
 use rand::rngs::StdRng;
@@ -24,7 +24,30 @@ pub fn tiny_config() -> LlamaConfig {
         rms_eps: 1e-5f32 as f64,
         max_context: 128,
         tied_embeddings: true,
+        family: Family::Llama,
+        activation: Activation::Silu,
+        qk_norm: false,
+        post_norms: false,
+        embed_scale: None,
+        attn_scale: None,
+        sliding_window: None,
+        layer_types: Vec::new(),
+        rope_theta_local: None,
     }
+}
+
+/// [`tiny_config`] as a Gemma 3: q/k norms, post-norms, embedding scale,
+/// GeGLU, a local RoPE base and a window of `window` positions on every
+/// block but each sixth (so both blocks of the tiny model are sliding), as a
+/// gemma3 GGUF is read.
+pub fn tiny_gemma3_config(window: usize) -> LlamaConfig {
+    let mut cfg = tiny_config();
+    cfg.family = Family::Gemma3;
+    cfg.rope_theta = 1_000_000.0;
+    cfg.sliding_window = Some(window);
+    cfg.gemma3(6, 10_000.0);
+    cfg.attn_scale = Some(1.0 / (cfg.head_dim as f64).sqrt());
+    cfg
 }
 
 fn random(rng: &mut StdRng, shape: Vec<usize>, scale: f32) -> HostTensor {
@@ -53,10 +76,19 @@ pub fn random_weights(cfg: &LlamaConfig, seed: u64) -> LlamaWeights {
                 let [o, i] = k.shape(cfg);
                 random(&mut rng, vec![o, i], 1.0 / (i as f32).sqrt())
             });
+            // Drawn after the linears, so Llama weights keep their stream.
+            let post_norms = cfg
+                .post_norms
+                .then(|| [norm(&mut rng, cfg.hidden), norm(&mut rng, cfg.hidden)]);
+            let qk_norms = cfg
+                .qk_norm
+                .then(|| [norm(&mut rng, cfg.head_dim), norm(&mut rng, cfg.head_dim)]);
             LayerWeights {
                 attn_norm,
                 mlp_norm,
                 linears,
+                post_norms,
+                qk_norms,
             }
         })
         .collect();
@@ -119,19 +151,25 @@ pub fn write_gguf_filtered(
             "the test tokenizer needs a vocab of at least 260",
         ));
     }
+    let arch = cfg.family.name();
+    let key = |k: &str| format!("{arch}.{k}");
     let mut g = GgufWriter::new();
-    g.meta("general.architecture", "llama")
+    g.meta("general.architecture", arch)
         .meta("general.name", "evocomp-tiny-random")
-        .meta("llama.block_count", cfg.n_layers as u32)
-        .meta("llama.embedding_length", cfg.hidden as u32)
-        .meta("llama.feed_forward_length", cfg.intermediate as u32)
-        .meta("llama.attention.head_count", cfg.n_heads as u32)
-        .meta("llama.attention.head_count_kv", cfg.n_kv_heads as u32)
-        .meta("llama.rope.freq_base", cfg.rope_theta as f32)
-        .meta("llama.attention.layer_norm_rms_epsilon", cfg.rms_eps as f32)
-        .meta("llama.context_length", cfg.max_context as u32)
-        .meta("llama.vocab_size", cfg.vocab as u32)
-        .meta("tokenizer.ggml.model", "gpt2")
+        .meta(key("block_count"), cfg.n_layers as u32)
+        .meta(key("embedding_length"), cfg.hidden as u32)
+        .meta(key("feed_forward_length"), cfg.intermediate as u32)
+        .meta(key("attention.head_count"), cfg.n_heads as u32)
+        .meta(key("attention.head_count_kv"), cfg.n_kv_heads as u32)
+        .meta(key("attention.key_length"), cfg.head_dim as u32)
+        .meta(key("rope.freq_base"), cfg.rope_theta as f32)
+        .meta(key("attention.layer_norm_rms_epsilon"), cfg.rms_eps as f32)
+        .meta(key("context_length"), cfg.max_context as u32)
+        .meta(key("vocab_size"), cfg.vocab as u32);
+    if let Some(w) = cfg.sliding_window {
+        g.meta(key("attention.sliding_window"), w as u32);
+    }
+    g.meta("tokenizer.ggml.model", "gpt2")
         .meta("tokenizer.ggml.pre", "smollm");
     let alphabet = byte_level_alphabet();
     let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
@@ -170,10 +208,20 @@ pub fn write_gguf_filtered(
     for (l, layer) in w.layers.iter().enumerate() {
         put(format!("blk.{l}.attn_norm.weight"), &layer.attn_norm);
         put(format!("blk.{l}.ffn_norm.weight"), &layer.mlp_norm);
+        if let Some([a, m]) = &layer.post_norms {
+            put(format!("blk.{l}.post_attention_norm.weight"), a);
+            put(format!("blk.{l}.post_ffw_norm.weight"), m);
+        }
+        if let Some([q, k]) = &layer.qk_norms {
+            put(format!("blk.{l}.attn_q_norm.weight"), q);
+            put(format!("blk.{l}.attn_k_norm.weight"), k);
+        }
+        // llama.cpp permutes Q/K rows for its Llama-style RoPE only.
+        let permuted = matches!(cfg.family, Family::Llama | Family::Mistral);
         for k in LinearKind::ALL {
             let t = match k {
-                LinearKind::Q => permute_rope_rows(layer.linear(k), cfg.n_heads),
-                LinearKind::K => permute_rope_rows(layer.linear(k), cfg.n_kv_heads),
+                LinearKind::Q if permuted => permute_rope_rows(layer.linear(k), cfg.n_heads),
+                LinearKind::K if permuted => permute_rope_rows(layer.linear(k), cfg.n_kv_heads),
                 _ => layer.linear(k).clone(),
             };
             put(k.gguf_name(l), &t);

@@ -3,7 +3,11 @@
 use crate::error::{ModelError, Result};
 use evocomp_gguf::GgufFile;
 use std::path::{Path, PathBuf};
+use tokenizers::decoders::byte_fallback::ByteFallback;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::normalizers::replace::Replace;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
@@ -12,6 +16,76 @@ use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokeni
 
 /// llama.cpp's split for Llama 3 style vocabularies ("llama-bpe").
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// `tokenizer.ggml.token_type`, or "normal" (1) for every token.
+fn token_types(f: &GgufFile, n: usize) -> Vec<i64> {
+    match f
+        .get("tokenizer.ggml.token_type")
+        .and_then(|v| v.as_array())
+    {
+        Some(a) => a.iter().map(|v| v.as_i64().unwrap_or(1)).collect(),
+        None => vec![1; n],
+    }
+}
+
+fn id_of(f: &GgufFile, key: &str) -> Option<u32> {
+    f.get(key).and_then(|v| v.as_u64()).map(|v| v as u32)
+}
+
+/// Control tokens (type 3) as special tokens and user-defined ones (type 4)
+/// as plain added tokens, both matched whole, as transformers adds them.
+fn add_marked_tokens(tk: &mut Tokenizer, tokens: &[String], types: &[i64]) -> Result<(), String> {
+    let marked = |ty: i64| {
+        tokens
+            .iter()
+            .zip(types)
+            .filter(move |(_, t)| **t == ty)
+            .map(|(s, _)| s.clone())
+    };
+    let control: Vec<AddedToken> = marked(3).map(|s| AddedToken::from(s, true)).collect();
+    tk.add_special_tokens(control)
+        .map_err(|e| format!("cannot add special tokens: {e}"))?;
+    let user: Vec<AddedToken> = marked(4)
+        .map(|s| AddedToken::from(s, false).normalized(false))
+        .collect();
+    tk.add_tokens(user)
+        .map_err(|e| format!("cannot add user-defined tokens: {e}"))?;
+    Ok(())
+}
+
+/// The merges a vocabulary without merges implies (transformers'
+/// `generate_merges` with each token's rank as its score): every split of a
+/// token into two tokens of the vocabulary, the merges of earlier tokens
+/// first, then the longer left piece, then the longer right piece; ties keep
+/// the order of the ids of the pieces.
+fn merges_in_token_order(tokens: &[String], vocab: &Vocab) -> Vec<(String, String)> {
+    // (rank of the merged token, left length, right length, left, right), in
+    // the order transformers lists them before its stable sort.
+    let mut all: Vec<(usize, usize, usize, u32, u32, &str, &str)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for token in tokens {
+        // A dict iterates a repeated key at its first position, with the
+        // value of its last: the token's id in `vocab`.
+        if !seen.insert(token.as_str()) {
+            continue;
+        }
+        let rank = vocab[token.as_str()] as usize;
+        let mut local = Vec::new();
+        for (cut, _) in token.char_indices().skip(1) {
+            let (l, r) = token.split_at(cut);
+            if let (Some(&il), Some(&ir)) = (vocab.get(l), vocab.get(r)) {
+                local.push((rank, l.chars().count(), r.chars().count(), il, ir, l, r));
+            }
+        }
+        local.sort_by_key(|m| (m.3, m.4));
+        all.extend(local);
+    }
+    // Python's sort(reverse=True) on (score = -rank, len l, len r) is stable.
+    all.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)));
+    all.into_iter()
+        .map(|m| (m.5.to_string(), m.6.to_string()))
+        .collect()
+}
 
 /// A tokenizer with its special ids.
 #[derive(Clone)]
@@ -40,21 +114,20 @@ impl TextTokenizer {
             message,
         };
         let model = f.get_str("tokenizer.ggml.model")?;
+        let arch = f.get_str("general.architecture").unwrap_or("");
+        if model == "llama" && matches!(arch, "gemma" | "gemma2" | "gemma3") {
+            return Self::gemma_from_gguf(f);
+        }
         if model != "gpt2" {
             return Err(err(format!(
-                "tokenizer model {model:?} is not supported from GGUF (supported: \"gpt2\", byte-level BPE); \
+                "tokenizer model {model:?} of a {arch:?} file is not supported from GGUF (supported: \
+                 \"gpt2\", byte-level BPE, and Gemma's sentencepiece \"llama\"); \
                  load the HF folder with its tokenizer.json instead"
             )));
         }
         let tokens = f.get_str_array("tokenizer.ggml.tokens")?;
         let merges = f.get_str_array("tokenizer.ggml.merges")?;
-        let types: Vec<i64> = match f
-            .get("tokenizer.ggml.token_type")
-            .and_then(|v| v.as_array())
-        {
-            Some(a) => a.iter().map(|v| v.as_i64().unwrap_or(1)).collect(),
-            None => vec![1; tokens.len()],
-        };
+        let types = token_types(f, tokens.len());
         let vocab: Vocab = tokens
             .iter()
             .enumerate()
@@ -123,6 +196,74 @@ impl TextTokenizer {
             source: path.to_path_buf(),
             bos_id: id("tokenizer.ggml.bos_token_id"),
             eos_id: id("tokenizer.ggml.eos_token_id"),
+        })
+    }
+
+    /// Gemma's sentencepiece vocabulary (`tokenizer.ggml.model` "llama"),
+    /// rebuilt as transformers does from a GGUF: BPE with byte fallback over
+    /// the whole text with spaces spelled "▁", no prefix space, and merges
+    /// recovered from the vocabulary in the order the tokens are listed (the
+    /// file has no merges, and Gemma's scores do not follow the merge order).
+    fn gemma_from_gguf(f: &GgufFile) -> Result<Self> {
+        let path = f.path();
+        let err = |message: String| ModelError::Tokenizer {
+            path: path.to_path_buf(),
+            message,
+        };
+        // A token of spaces only is stored with real spaces; the text's
+        // spaces arrive as "▁", so it is respelled.
+        let tokens: Vec<String> = f
+            .get_str_array("tokenizer.ggml.tokens")?
+            .into_iter()
+            .map(|t| {
+                if t.contains(' ') && t.trim().is_empty() {
+                    "\u{2581}".repeat(t.chars().count())
+                } else {
+                    t.to_string()
+                }
+            })
+            .collect();
+        let types = token_types(f, tokens.len());
+        // The last index of a token wins, as in a Python dict.
+        let vocab: Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let merges = merges_in_token_order(&tokens, &vocab);
+        let unk = id_of(f, "tokenizer.ggml.unknown_token_id")
+            .and_then(|i| tokens.get(i as usize).cloned())
+            .unwrap_or_else(|| "<unk>".to_string());
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .unk_token(unk)
+            .fuse_unk(true)
+            .byte_fallback(true)
+            .build()
+            .map_err(|e| err(format!("cannot build BPE: {e}")))?;
+        let mut tk = Tokenizer::new(bpe);
+        let space = Replace::new(" ", "\u{2581}").map_err(|e| err(e.to_string()))?;
+        tk.with_normalizer(Some(space))
+            .map_err(|e| err(format!("cannot set the normalizer: {e}")))?;
+        let split = Split::new(
+            SplitPattern::String(" ".into()),
+            SplitDelimiterBehavior::MergedWithPrevious,
+            false,
+        )
+        .map_err(|e| err(e.to_string()))?;
+        tk.with_pre_tokenizer(Some(split));
+        let unspace = Replace::new("\u{2581}", " ").map_err(|e| err(e.to_string()))?;
+        tk.with_decoder(Some(DecoderSequence::new(vec![
+            unspace.into(),
+            ByteFallback::new().into(),
+            Fuse::new().into(),
+        ])));
+        add_marked_tokens(&mut tk, &tokens, &types).map_err(err)?;
+        Ok(Self {
+            inner: tk,
+            source: path.to_path_buf(),
+            bos_id: id_of(f, "tokenizer.ggml.bos_token_id"),
+            eos_id: id_of(f, "tokenizer.ggml.eos_token_id"),
         })
     }
 

@@ -118,13 +118,18 @@ impl LinearKind {
     }
 }
 
-/// The weights of one block.
+/// The weights of one block. Every norm weight is the factor the normalised
+/// values are multiplied by (for Gemma that is 1 + the stored HF weight).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerWeights {
     pub attn_norm: HostTensor,
     pub mlp_norm: HostTensor,
     /// Indexed by `LinearKind as usize`, each `[out, in]`.
     pub linears: [HostTensor; 7],
+    /// The norms of the two sub-blocks' outputs (`post_norms`), `[hidden]`.
+    pub post_norms: Option<[HostTensor; 2]>,
+    /// The per-head query and key norms (`qk_norm`), `[head_dim]`.
+    pub qk_norms: Option<[HostTensor; 2]>,
 }
 
 impl LayerWeights {
@@ -163,6 +168,12 @@ pub(crate) struct Names {
     pub attn_norm: fn(usize) -> String,
     pub mlp_norm: fn(usize) -> String,
     pub linear: fn(LinearKind, usize) -> String,
+    /// Post-attention and post-MLP norms.
+    pub post_norms: [fn(usize) -> String; 2],
+    /// Query and key norms.
+    pub qk_norms: [fn(usize) -> String; 2],
+    /// Added to every norm weight as read (HF Gemma stores w for 1 + w).
+    pub norm_offset: f32,
 }
 
 impl LlamaWeights {
@@ -176,21 +187,43 @@ impl LlamaWeights {
             check_shape(src.path(), name, &t, expected)?;
             Ok(t)
         };
+        let norm = |name: &str, len: usize| -> Result<HostTensor> {
+            let mut t = get(name, &[len])?;
+            if names.norm_offset != 0.0 {
+                t.data.iter_mut().for_each(|v| *v += names.norm_offset);
+            }
+            t.shape = vec![len];
+            Ok(t)
+        };
         let h = cfg.hidden;
         let embed = get(&names.embed, &[cfg.vocab, h])?;
         let mut layers = Vec::new();
         for l in 0..cfg.n_layers {
-            let attn_norm = get(&(names.attn_norm)(l), &[h])?;
-            let mlp_norm = get(&(names.mlp_norm)(l), &[h])?;
+            let attn_norm = norm(&(names.attn_norm)(l), h)?;
+            let mlp_norm = norm(&(names.mlp_norm)(l), h)?;
             let linears = LinearKind::ALL.map(|k| get(&(names.linear)(k, l), &k.shape(cfg)));
             let [q, k, v, o, g, u, d] = linears;
+            let post_norms = if cfg.post_norms {
+                let [a, m] = names.post_norms;
+                Some([norm(&a(l), h)?, norm(&m(l), h)?])
+            } else {
+                None
+            };
+            let qk_norms = if cfg.qk_norm {
+                let [qn, kn] = names.qk_norms;
+                Some([norm(&qn(l), cfg.head_dim)?, norm(&kn(l), cfg.head_dim)?])
+            } else {
+                None
+            };
             layers.push(LayerWeights {
                 attn_norm,
                 mlp_norm,
                 linears: [q?, k?, v?, o?, g?, u?, d?],
+                post_norms,
+                qk_norms,
             });
         }
-        let final_norm = get(&names.final_norm, &[h])?;
+        let final_norm = norm(&names.final_norm, h)?;
         let lm_head = if cfg.tied_embeddings {
             None
         } else {
