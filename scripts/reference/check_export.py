@@ -14,7 +14,7 @@ import sys
 
 import torch
 from tokenizers import Tokenizer
-from transformers import LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 
 def main() -> None:
@@ -26,7 +26,8 @@ def main() -> None:
         ids = tok.encode(f.read(), add_special_tokens=False).ids[:n_tokens]
     if len(ids) < context:
         sys.exit(f"{text_path}: {len(ids)} tokens, fewer than one window of {context}")
-    model = LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    # Llama, Mistral or Gemma 3 (text), as config.json says.
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     nll, n = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(ids) - context + 1, context):
@@ -34,7 +35,8 @@ def main() -> None:
             nll += model(x, labels=x).loss.item() * (context - 1)
             n += context - 1
     layers = model.config.num_hidden_layers
-    print(f"transformers perplexity: {math.exp(nll / n):.4f} ({n} predictions, {layers} layers)")
+    kind = type(model).__name__
+    print(f"transformers perplexity: {math.exp(nll / n):.4f} ({n} predictions, {layers} layers, {kind})")
 
 
 if __name__ == "__main__":
