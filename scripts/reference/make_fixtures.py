@@ -316,39 +316,67 @@ def gemma3_real_fixture():
 # --------------------------------------------------------------------------
 # A tiny random Gemma 3 (transformers builds it): HF folder + logits
 # --------------------------------------------------------------------------
-def gemma3_tiny_fixture():
+def tiny_hf_fixture(name, model_cls, cfg, norm_center=0.0):
+    """A tiny random model of one architecture, built and run by transformers: its HF folder
+    (config.json + model.safetensors) and the logits of two 12-token sequences."""
     import torch
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(0)
-    cfg = Gemma3TextConfig(
-        vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
-        rms_norm_eps=1e-6, query_pre_attn_scalar=6, sliding_window=4,
-        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-        rope_parameters={
-            "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0},
-            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
-        },
-        tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=2,
-    )
-    model = Gemma3ForCausalLM(cfg).to(torch.float32).eval()
+    model = model_cls(cfg).to(torch.float32).eval()
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(0.3 * torch.randn_like(p))  # stored w; the model uses 1 + w
+        for pname, p in model.named_parameters():
+            if pname.endswith("norm.weight"):
+                p.copy_(norm_center + 0.3 * torch.randn_like(p))
+            elif pname.endswith(".bias"):
+                p.copy_(0.5 * torch.randn_like(p))
             else:
                 p.copy_(torch.randn_like(p) / (p.shape[-1] ** 0.5 if p.dim() > 1 else 1.0))
-    out = ROOT / "crates/evocomp-model/tests/fixtures/gemma3_tiny"
+    out = ROOT / f"crates/evocomp-model/tests/fixtures/{name}"
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    for extra in ("generation_config.json",):
-        (out / extra).unlink(missing_ok=True)
+    (out / "generation_config.json").unlink(missing_ok=True)
     tokens = [[(i * 37 + 11 * s) % 256 + 4 for i in range(12)] for s in range(2)]
     with torch.no_grad():
         logits = model(torch.tensor(tokens)).logits.float().numpy()
     (out / "logits.json").write_text(json.dumps({"tokens": tokens, "logits": logits.reshape(-1).tolist()}))
     print(f"wrote {out}")
+
+
+TINY = dict(vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
+            rms_norm_eps=1e-6, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+
+
+def gemma3_tiny_fixture():
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    cfg = Gemma3TextConfig(
+        **TINY, query_pre_attn_scalar=6, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={
+            "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+        },
+        tie_word_embeddings=True,
+    )
+    # Gemma stores w for 1 + w: random around 0.
+    tiny_hf_fixture("gemma3_tiny", Gemma3ForCausalLM, cfg)
+
+
+def other_tiny_fixtures():
+    """Qwen 2 (q/k/v biases), Qwen 3 (q/k norms, head_dim != hidden/heads) and Mistral (a
+    window of 4 on every block): no real weights of these are reachable here."""
+    from transformers import (MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+                              Qwen3Config, Qwen3ForCausalLM)
+
+    tiny_hf_fixture("qwen2_tiny", Qwen2ForCausalLM,
+                    Qwen2Config(**TINY, rope_theta=1_000_000.0, tie_word_embeddings=True), norm_center=1.0)
+    q3 = dict(TINY, head_dim=16)
+    tiny_hf_fixture("qwen3_tiny", Qwen3ForCausalLM,
+                    Qwen3Config(**q3, rope_theta=1_000_000.0, tie_word_embeddings=False), norm_center=1.0)
+    tiny_hf_fixture("mistral_tiny", MistralForCausalLM,
+                    MistralConfig(**TINY, sliding_window=4, rope_theta=10_000.0, tie_word_embeddings=False),
+                    norm_center=1.0)
 
 
 if __name__ == "__main__":
@@ -357,9 +385,14 @@ if __name__ == "__main__":
         gemma3_tiny_fixture()
         gemma3_real_fixture()
         _sys.exit(0)
+    if _sys.argv[1:] == ["tiny"]:
+        gemma3_tiny_fixture()
+        other_tiny_fixtures()
+        _sys.exit(0)
     dequant_fixture()
     bpe = load_bpe()
     tokenizer_fixture(bpe)
     logits_fixture(bpe)
     gemma3_tiny_fixture()
+    other_tiny_fixtures()
     gemma3_real_fixture()

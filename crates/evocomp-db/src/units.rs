@@ -93,8 +93,14 @@ fn numel(cfg: &LlamaConfig, k: LinearKind) -> usize {
 pub fn sub_block_params(cfg: &LlamaConfig, t: UnitTarget) -> u64 {
     let norm = if cfg.post_norms { 2 } else { 1 } * cfg.hidden;
     let qk_norms = if cfg.qk_norm { 2 * cfg.head_dim } else { 0 };
+    let qkv_bias = if cfg.qkv_bias {
+        cfg.q_dim() + 2 * cfg.kv_dim()
+    } else {
+        0
+    };
     let attn = norm
         + qk_norms
+        + qkv_bias
         + [LinearKind::Q, LinearKind::K, LinearKind::V, LinearKind::O]
             .iter()
             .map(|&k| numel(cfg, k))

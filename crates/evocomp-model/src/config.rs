@@ -35,6 +35,10 @@ pub enum Family {
     Llama,
     Mistral,
     Gemma3,
+    /// Qwen 2 and 2.5: biases on the q/k/v projections.
+    Qwen2,
+    /// Qwen 3: per-head q/k norms.
+    Qwen3,
 }
 
 impl Family {
@@ -43,7 +47,15 @@ impl Family {
             Family::Llama => "llama",
             Family::Mistral => "mistral",
             Family::Gemma3 => "gemma3",
+            Family::Qwen2 => "qwen2",
+            Family::Qwen3 => "qwen3",
         }
+    }
+
+    /// Whether llama.cpp stores this family's Q/K rows permuted for its
+    /// interleaved RoPE (it does only for its Llama-style models).
+    pub fn gguf_permutes_qk(self) -> bool {
+        matches!(self, Family::Llama | Family::Mistral)
     }
 }
 
@@ -91,6 +103,9 @@ pub struct LlamaConfig {
     /// RMSNorm over each head's queries and keys, before RoPE (Gemma 3, Qwen 3).
     #[serde(default)]
     pub qk_norm: bool,
+    /// Biases on the q, k and v projections (Qwen 2).
+    #[serde(default)]
+    pub qkv_bias: bool,
     /// RMSNorm on each sub-block's output before the residual add (Gemma).
     #[serde(default)]
     pub post_norms: bool,
@@ -231,6 +246,9 @@ impl LlamaConfig {
         if self.qk_norm {
             n += 2 * self.head_dim;
         }
+        if self.qkv_bias {
+            n += self.q_dim() + 2 * self.kv_dim();
+        }
         n
     }
 
@@ -325,10 +343,14 @@ impl LlamaConfig {
             "llama" => Family::Llama,
             "mistral" => Family::Mistral,
             "gemma3" => Family::Gemma3,
+            "qwen2" => Family::Qwen2,
+            "qwen3" => Family::Qwen3,
             _ => {
                 return Err(ModelError::Unsupported {
                     path: path.to_path_buf(),
-                    message: format!("architecture {arch:?} (supported: llama, mistral, gemma3)"),
+                    message: format!(
+                        "architecture {arch:?} (supported: llama, mistral, gemma3, qwen2, qwen3)"
+                    ),
                 });
             }
         };
@@ -405,7 +427,8 @@ impl LlamaConfig {
             tied_embeddings: f.tensor_info("output.weight").is_none(),
             family,
             activation: Activation::Silu,
-            qk_norm: false,
+            qk_norm: family == Family::Qwen3,
+            qkv_bias: family == Family::Qwen2,
             post_norms: false,
             embed_scale: None,
             attn_scale: None,
@@ -465,6 +488,8 @@ impl LlamaConfig {
             "llama" => Family::Llama,
             "mistral" => Family::Mistral,
             "gemma3_text" => Family::Gemma3,
+            "qwen2" => Family::Qwen2,
+            "qwen3" => Family::Qwen3,
             "gemma3" => {
                 return Err(unsupported(
                     "model_type \"gemma3\" is Gemma 3's image-text model; evocomp loads the text \
@@ -474,13 +499,31 @@ impl LlamaConfig {
             }
             other => {
                 return Err(unsupported(format!(
-                    "model_type {other:?} (supported: llama, mistral, gemma3_text)"
+                    "model_type {other:?} (supported: llama, mistral, gemma3_text, qwen2, qwen3)"
                 )));
             }
         };
         let gemma = family == Family::Gemma3;
-        if raw.attention_bias.unwrap_or(false) || raw.mlp_bias.unwrap_or(false) {
-            return Err(unsupported("linear-layer biases are not supported".into()));
+        // Qwen 2 has q/k/v biases whatever the config says; elsewhere
+        // `attention_bias` also puts one on o_proj, which evocomp does not run.
+        if (family != Family::Qwen2 && raw.attention_bias.unwrap_or(false))
+            || raw.mlp_bias.unwrap_or(false)
+        {
+            return Err(unsupported(
+                "linear-layer biases are not supported (only Qwen 2's q/k/v biases)".into(),
+            ));
+        }
+        // Qwen's configs name a window they do not use unless told to.
+        let qwen = matches!(family, Family::Qwen2 | Family::Qwen3);
+        let sliding_window = if qwen && !raw.use_sliding_window.unwrap_or(false) {
+            None
+        } else {
+            raw.sliding_window
+        };
+        if qwen && sliding_window.is_some() {
+            return Err(unsupported(
+                "use_sliding_window (Qwen's windows on the layers past max_window_layers)".into(),
+            ));
         }
         let (want_act, activation) = if gemma {
             ("gelu_pytorch_tanh", Activation::GeluTanh)
@@ -557,14 +600,26 @@ impl LlamaConfig {
             tied_embeddings: raw.tie_word_embeddings.unwrap_or(gemma),
             family,
             activation,
-            qk_norm: false,
+            qk_norm: family == Family::Qwen3,
+            qkv_bias: family == Family::Qwen2,
             post_norms: false,
             embed_scale: None,
             attn_scale: None,
-            sliding_window: raw.sliding_window,
+            sliding_window,
             layer_types: Vec::new(),
             rope_theta_local: None,
         };
+        if !gemma && let Some(types) = &raw.layer_types {
+            // transformers writes them for every family; only all-global is
+            // plain Llama attention (Mistral's window applies to every block).
+            let plain = |t: &&String| {
+                t.as_str() == "full_attention"
+                    || (family == Family::Mistral && t.as_str() == "sliding_attention")
+            };
+            if let Some(t) = types.iter().find(|t| !plain(t)) {
+                return Err(unsupported(format!("layer type {t:?} for {model_type}")));
+            }
+        }
         if gemma {
             let local = params
                 .and_then(|p| p.sliding_attention.as_deref())
@@ -631,6 +686,25 @@ impl LlamaConfig {
         };
         match self.family {
             Family::Llama => {}
+            Family::Qwen2 | Family::Qwen3 => {
+                let (arch, ty) = if self.family == Family::Qwen2 {
+                    ("Qwen2ForCausalLM", "qwen2")
+                } else {
+                    ("Qwen3ForCausalLM", "qwen3")
+                };
+                v["architectures"] = serde_json::json!([arch]);
+                v["model_type"] = ty.into();
+                v["use_sliding_window"] = false.into();
+                if let Some(obj) = v.as_object_mut() {
+                    obj.remove("mlp_bias");
+                    if self.family == Family::Qwen2 {
+                        obj.remove("attention_bias");
+                    }
+                }
+                if let Some(s) = &scaling {
+                    v["rope_scaling"] = s.clone();
+                }
+            }
             Family::Mistral => {
                 v["architectures"] = serde_json::json!(["MistralForCausalLM"]);
                 v["model_type"] = "mistral".into();
@@ -711,6 +785,7 @@ struct HfConfig {
     sliding_window_pattern: Option<usize>,
     layer_types: Option<Vec<String>>,
     rope_local_base_freq: Option<f64>,
+    use_sliding_window: Option<bool>,
     rms_norm_eps: Option<f64>,
     max_position_embeddings: Option<usize>,
     tie_word_embeddings: Option<bool>,

@@ -1,4 +1,4 @@
-//! Llama-family models for evocomp (Llama, Mistral, Gemma 3): loading (GGUF and HF safetensors), the
+//! Llama-family models for evocomp (Llama, Mistral, Qwen 2/3, Gemma 3): loading (GGUF and HF safetensors), the
 //! tokenizer, and the forward pass on burn with per-layer hooks.
 //!
 //! **API boundary:** weights live on the host as [`HostTensor`]s in PyTorch

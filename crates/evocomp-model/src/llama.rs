@@ -69,8 +69,10 @@ pub(crate) struct Block {
     pub(crate) linears: [Tensor<2>; 7],
     /// Norms of the attention and MLP outputs `[1, 1, hidden]` (Gemma).
     pub(crate) post_norms: Option<[Tensor<3>; 2]>,
-    /// Query and key norms `[1, 1, 1, head_dim]` (Gemma 3).
+    /// Query and key norms `[1, 1, 1, head_dim]` (Gemma 3, Qwen 3).
     pub(crate) qk_norms: Option<[Tensor<4>; 2]>,
+    /// q, k and v biases (Qwen 2).
+    pub(crate) qkv_bias: Option<[Tensor<1>; 3]>,
     pub(crate) skip_attn: bool,
     pub(crate) skip_mlp: bool,
 }
@@ -133,6 +135,11 @@ impl LlamaModel {
                     .qk_norms
                     .as_ref()
                     .map(|n| n.each_ref().map(|t| upload_head_norm(t, device))),
+                qkv_bias: l.qkv_bias.as_ref().map(|b| {
+                    b.each_ref().map(|t| {
+                        Tensor::from_data(TensorData::new(t.data.clone(), [t.data.len()]), device)
+                    })
+                }),
                 skip_attn: false,
                 skip_mlp: false,
             })
@@ -380,9 +387,10 @@ impl LlamaModel {
         hook.linear_input(l, LinearKind::V, &x);
         let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
         let heads = |y: Tensor<2>, nheads: usize| y.reshape([b, t, nheads, hd]).swap_dims(1, 2);
-        let mut q = heads(linear(x.clone(), w(LinearKind::Q), None), nh);
-        let mut k = heads(linear(x.clone(), w(LinearKind::K), None), nkv);
-        let v = heads(linear(x, w(LinearKind::V), None), nkv);
+        let bias = |i: usize| blk.qkv_bias.as_ref().map(|b| b[i].clone());
+        let mut q = heads(linear(x.clone(), w(LinearKind::Q), bias(0)), nh);
+        let mut k = heads(linear(x.clone(), w(LinearKind::K), bias(1)), nkv);
+        let v = heads(linear(x, w(LinearKind::V), bias(2)), nkv);
         if let Some([qn, kn]) = &blk.qk_norms {
             q = self.rms_norm_heads(q, qn);
             k = self.rms_norm_heads(k, kn);

@@ -160,8 +160,7 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<LoadedModel> {
             let src = GgufSource {
                 n_heads: info.config.n_heads,
                 n_kv_heads: info.config.n_kv_heads,
-                // llama.cpp permutes Q/K rows only for its Llama-style RoPE.
-                permuted_qk: matches!(info.config.family, Family::Llama | Family::Mistral),
+                permuted_qk: info.config.family.gguf_permutes_qk(),
                 file: f,
             };
             let weights = LlamaWeights::read(&info.config, &src, &gguf_names())?;
@@ -204,6 +203,11 @@ fn gguf_names() -> Names {
             |l| format!("blk.{l}.attn_q_norm.weight"),
             |l| format!("blk.{l}.attn_k_norm.weight"),
         ],
+        qkv_bias: [
+            |l| format!("blk.{l}.attn_q.bias"),
+            |l| format!("blk.{l}.attn_k.bias"),
+            |l| format!("blk.{l}.attn_v.bias"),
+        ],
         // llama.cpp's converter stores Gemma's norms as 1 + w already.
         norm_offset: 0.0,
     }
@@ -232,6 +236,11 @@ fn hf_names(family: Family) -> Names {
         qk_norms: [
             |l| format!("model.layers.{l}.self_attn.q_norm.weight"),
             |l| format!("model.layers.{l}.self_attn.k_norm.weight"),
+        ],
+        qkv_bias: [
+            |l| format!("model.layers.{l}.self_attn.q_proj.bias"),
+            |l| format!("model.layers.{l}.self_attn.k_proj.bias"),
+            |l| format!("model.layers.{l}.self_attn.v_proj.bias"),
         ],
         norm_offset: if gemma { 1.0 } else { 0.0 },
     }
@@ -466,6 +475,9 @@ pub fn save_hf_safetensors(cfg: &LlamaConfig, w: &LlamaWeights, dir: &Path) -> R
         }
         for (name, t) in names.qk_norms.iter().zip(layer.qk_norms.iter().flatten()) {
             tensors.push((name(l), t, true));
+        }
+        for (name, t) in names.qkv_bias.iter().zip(layer.qkv_bias.iter().flatten()) {
+            tensors.push((name(l), t, false));
         }
         for k in LinearKind::ALL {
             tensors.push(((names.linear)(k, l), layer.linear(k), false));

@@ -27,6 +27,7 @@ pub fn tiny_config() -> LlamaConfig {
         family: Family::Llama,
         activation: Activation::Silu,
         qk_norm: false,
+        qkv_bias: false,
         post_norms: false,
         embed_scale: None,
         attn_scale: None,
@@ -83,12 +84,16 @@ pub fn random_weights(cfg: &LlamaConfig, seed: u64) -> LlamaWeights {
             let qk_norms = cfg
                 .qk_norm
                 .then(|| [norm(&mut rng, cfg.head_dim), norm(&mut rng, cfg.head_dim)]);
+            let qkv_bias = cfg.qkv_bias.then(|| {
+                [cfg.q_dim(), cfg.kv_dim(), cfg.kv_dim()].map(|n| random(&mut rng, vec![n], 0.5))
+            });
             LayerWeights {
                 attn_norm,
                 mlp_norm,
                 linears,
                 post_norms,
                 qk_norms,
+                qkv_bias,
             }
         })
         .collect();
@@ -216,8 +221,13 @@ pub fn write_gguf_filtered(
             put(format!("blk.{l}.attn_q_norm.weight"), q);
             put(format!("blk.{l}.attn_k_norm.weight"), k);
         }
+        if let Some([q, k, v]) = &layer.qkv_bias {
+            put(format!("blk.{l}.attn_q.bias"), q);
+            put(format!("blk.{l}.attn_k.bias"), k);
+            put(format!("blk.{l}.attn_v.bias"), v);
+        }
         // llama.cpp permutes Q/K rows for its Llama-style RoPE only.
-        let permuted = matches!(cfg.family, Family::Llama | Family::Mistral);
+        let permuted = cfg.family.gguf_permutes_qk();
         for k in LinearKind::ALL {
             let t = match k {
                 LinearKind::Q if permuted => permute_rope_rows(layer.linear(k), cfg.n_heads),

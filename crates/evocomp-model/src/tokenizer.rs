@@ -87,6 +87,9 @@ fn merges_in_token_order(tokens: &[String], vocab: &Vocab) -> Vec<(String, Strin
         .collect()
 }
 
+/// Qwen 2's split (digits one by one).
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// A tokenizer with its special ids.
 #[derive(Clone)]
 pub struct TextTokenizer {
@@ -159,9 +162,14 @@ impl TextTokenizer {
             "smollm" | "starcoder" => {
                 Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
             }
-            "llama-bpe" | "llama3" | "llama-v3" => {
+            "llama-bpe" | "llama3" | "llama-v3" | "qwen2" | "deepseek-r1-qwen" => {
+                let pattern = if pre.contains("qwen") {
+                    QWEN2_SPLIT
+                } else {
+                    LLAMA3_SPLIT
+                };
                 let split = Split::new(
-                    SplitPattern::Regex(LLAMA3_SPLIT.into()),
+                    SplitPattern::Regex(pattern.into()),
                     SplitDelimiterBehavior::Isolated,
                     false,
                 )
@@ -174,7 +182,7 @@ impl TextTokenizer {
             }
             other => {
                 return Err(err(format!(
-                    "pre-tokenizer {other:?} is not supported (supported: default, gpt2, smollm, llama-bpe)"
+                    "pre-tokenizer {other:?} is not supported (supported: default, gpt2, smollm, llama-bpe, qwen2)"
                 )));
             }
         };
@@ -324,5 +332,57 @@ impl TextTokenizer {
 
     pub fn source(&self) -> &Path {
         &self.source
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::byte_level_alphabet;
+    use evocomp_gguf::GgufWriter;
+
+    /// A byte-level vocabulary with one merge, "1" + "2" = "12", under `pre`.
+    fn with_pre(pre: &str) -> TextTokenizer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tokens: Vec<String> = byte_level_alphabet()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        tokens.push("12".into());
+        let mut g = GgufWriter::new();
+        g.meta("general.architecture", "qwen2")
+            .meta("tokenizer.ggml.model", "gpt2")
+            .meta("tokenizer.ggml.pre", pre);
+        g.meta_strings("tokenizer.ggml.tokens", &tokens);
+        g.meta_strings("tokenizer.ggml.merges", &["1 2"]);
+        let path = dir.path().join("t.gguf");
+        g.write(&path).unwrap();
+        TextTokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn qwen2_splits_digits_one_by_one_and_llama3_in_threes() {
+        let twelve = 256;
+        let qwen = with_pre("qwen2").encode("x 12").unwrap();
+        assert!(!qwen.contains(&twelve), "{qwen:?}");
+        assert_eq!(qwen.len(), 4);
+        let llama3 = with_pre("llama-bpe").encode("x 12").unwrap();
+        assert!(llama3.contains(&twelve), "{llama3:?}");
+        let e = TextTokenizer::from_gguf(&{
+            let dir = tempfile::tempdir().unwrap();
+            let mut g = GgufWriter::new();
+            g.meta("general.architecture", "llama")
+                .meta("tokenizer.ggml.model", "gpt2")
+                .meta("tokenizer.ggml.pre", "tekken");
+            g.meta_strings("tokenizer.ggml.tokens", &["a"]);
+            g.meta_strings::<&str>("tokenizer.ggml.merges", &[]);
+            let path = dir.path().join("t.gguf");
+            g.write(&path).unwrap();
+            // The file stays readable after the folder goes: it is mapped.
+            GgufFile::open(&path).unwrap()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("tekken"), "{e}");
     }
 }

@@ -130,6 +130,8 @@ pub struct LayerWeights {
     pub post_norms: Option<[HostTensor; 2]>,
     /// The per-head query and key norms (`qk_norm`), `[head_dim]`.
     pub qk_norms: Option<[HostTensor; 2]>,
+    /// The q, k and v projections' biases (`qkv_bias`), `[out]`.
+    pub qkv_bias: Option<[HostTensor; 3]>,
 }
 
 impl LayerWeights {
@@ -172,6 +174,8 @@ pub(crate) struct Names {
     pub post_norms: [fn(usize) -> String; 2],
     /// Query and key norms.
     pub qk_norms: [fn(usize) -> String; 2],
+    /// Biases of q, k and v.
+    pub qkv_bias: [fn(usize) -> String; 3],
     /// Added to every norm weight as read (HF Gemma stores w for 1 + w).
     pub norm_offset: f32,
 }
@@ -215,12 +219,28 @@ impl LlamaWeights {
             } else {
                 None
             };
+            let qkv_bias = if cfg.qkv_bias {
+                let [qb, kb, vb] = names.qkv_bias;
+                let vec = |name: String, len: usize| -> Result<HostTensor> {
+                    let mut t = get(&name, &[len])?;
+                    t.shape = vec![len];
+                    Ok(t)
+                };
+                Some([
+                    vec(qb(l), cfg.q_dim())?,
+                    vec(kb(l), cfg.kv_dim())?,
+                    vec(vb(l), cfg.kv_dim())?,
+                ])
+            } else {
+                None
+            };
             layers.push(LayerWeights {
                 attn_norm,
                 mlp_norm,
                 linears: [q?, k?, v?, o?, g?, u?, d?],
                 post_norms,
                 qk_norms,
+                qkv_bias,
             });
         }
         let final_norm = norm(&names.final_norm, h)?;
