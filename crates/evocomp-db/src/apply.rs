@@ -218,25 +218,12 @@ impl Database {
         };
         self.check_file(ui)?;
         let st = SafeTensors::deserialize(map).map_err(|e| bad(e.to_string()))?;
-        let view = st
-            .tensor(&level_tensor(level))
+        let shape = u
+            .shape
+            .ok_or_else(|| bad(format!("{} has no weight shape", u.name)))?;
+        let data = crate::codec::decode(&st, &level_tensor(level), shape)
             .map_err(|e| bad(format!("level {level}: {e}")))?;
-        if view.dtype() != safetensors::Dtype::F32
-            || Some([view.shape()[0], view.shape()[1]]) != u.shape
-        {
-            return Err(bad(format!(
-                "level {level}: {:?} {:?}, expected F32 {:?}",
-                view.dtype(),
-                view.shape(),
-                u.shape
-            )));
-        }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        Ok(HostTensor::new(view.shape().to_vec(), data))
+        Ok(HostTensor::new(shape.to_vec(), data))
     }
 }
 

@@ -4,6 +4,7 @@
 //! killed build continues where it stopped.
 
 use crate::capture::{INPUT_GROUPS, XtxCapture, input_group};
+use crate::codec;
 use crate::manifest::{FORMAT_VERSION, Manifest, UnitEntry, sha256_file, write_atomic};
 use crate::spec::{Compression, Propagation};
 use crate::units::{Level, UnitTarget, cost_unit, plan};
@@ -503,25 +504,13 @@ fn read_variant(dir: &Path, entry: &UnitEntry, level: i64) -> Result<HostTensor>
     };
     let bytes = std::fs::read(&path).map_err(DbError::io(&path))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-    let view = st.tensor(&level_tensor(level)).map_err(|e| {
+    let shape = entry.shape.expect("a linear unit");
+    let data = codec::decode(&st, &level_tensor(level), shape).map_err(|e| {
         bad(format!(
-            "{}: the calibration level {level} is not stored ({e})",
+            "{}: the calibration level {level}: {e}",
             entry.name
         ))
     })?;
-    let shape = entry.shape.expect("a linear unit");
-    if view.dtype() != safetensors::Dtype::F32 || view.shape() != shape {
-        return Err(bad(format!(
-            "level {level}: {:?} {:?}",
-            view.dtype(),
-            view.shape()
-        )));
-    }
-    let data = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
     Ok(HostTensor::new(shape.to_vec(), data))
 }
 
@@ -561,23 +550,20 @@ pub fn level_tensor(level: i64) -> String {
     format!("level_{level}")
 }
 
+/// A unit's file: each variant in the smallest exact encoding (`codec`).
 fn variants_file(name: &str, levels: &[Level], variants: &[Variant]) -> Result<Vec<u8>> {
-    let data: Vec<(String, Vec<u8>, Vec<usize>)> = variants
+    let data: codec::Tensors = variants
         .iter()
-        .map(|(li, m, _, _)| {
-            (
-                level_tensor(levels[*li].level),
-                m.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                vec![m.rows, m.cols],
-            )
+        .flat_map(|(li, m, _, _)| {
+            codec::encode(&level_tensor(levels[*li].level), &m.data, m.rows, m.cols)
         })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
         .iter()
-        .map(|(n, b, s)| {
+        .map(|(n, d, s, b)| {
             (
                 n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                safetensors::tensor::TensorView::new(*d, s.clone(), b)
                     .expect("byte count matches the shape"),
             )
         })

@@ -7,12 +7,16 @@
 //! ```text
 //! manifest.json            model fingerprint, calibration id, method and
 //!                          parameters, every unit's levels and exact costs
-//! units/L03.q.safetensors  one tensor per level, `level_<n>`, f32 [out, in]
+//! units/L03.q.safetensors  each level in the smallest exact encoding:
+//!                          `level_<n>` f32 [out, in], or a bitmask and the
+//!                          kept values (sparse), or per-group palettes and
+//!                          packed codes (quantized); see `codec`
 //! ```
 
 mod apply;
 mod build;
 mod capture;
+mod codec;
 mod export;
 mod manifest;
 mod spec;
@@ -21,6 +25,7 @@ mod units;
 pub use apply::{Applier, ApplyStats, Database};
 pub use build::{BuildOptions, BuildReport, UNITS_DIR, build_database, compress_one, level_tensor};
 pub use capture::{INPUT_GROUPS, XtxCapture, input_group};
+pub use codec::encoded_size;
 /// The KV policies a KV database applies (the model's runtime types).
 pub use evocomp_model::{Eviction, KvGroup};
 pub use export::{Materialized, materialize};
