@@ -85,8 +85,10 @@ pub struct LlamaModel {
     embed: Tensor<2>,
     pub(crate) blocks: Vec<Block>,
     final_norm: Tensor<3>,
-    /// `[hidden, vocab]`.
-    head: Tensor<2>,
+    /// `[hidden, vocab]`, contiguous. `None` for a large tied head, which
+    /// multiplies by the embedding table's transpose (a strided view, not a
+    /// second copy: 671 MB less for Gemma 3 270M, about 4% slower on the CPU).
+    head: Option<Tensor<2>>,
     /// `[positions, head_dim]`, HF rotate-half layout.
     pub(crate) rope_cos: Tensor<2>,
     pub(crate) rope_sin: Tensor<2>,
@@ -104,6 +106,11 @@ fn upload(t: &HostTensor, device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device)
 }
 
+/// Upload a host tensor the caller no longer needs (no extra host copy).
+fn upload_owned(t: HostTensor, device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(t.data, t.shape), device)
+}
+
 fn upload_norm(t: &HostTensor, device: &Device) -> Tensor<3> {
     let n = t.data.len();
     Tensor::from_data(TensorData::new(t.data.clone(), [1, 1, n]), device)
@@ -113,6 +120,10 @@ fn upload_head_norm(t: &HostTensor, device: &Device) -> Tensor<4> {
     let n = t.data.len();
     Tensor::from_data(TensorData::new(t.data.clone(), [1, 1, 1, n]), device)
 }
+
+/// A tied head up to this many weights gets its own contiguous transposed
+/// copy (faster); a larger one is read through the embedding table.
+const TIED_HEAD_COPY_MAX: usize = 64 << 20;
 
 /// Most positions the RoPE tables are built for.
 const MAX_ROPE_TABLE: usize = 32_768;
@@ -126,7 +137,7 @@ impl LlamaModel {
             .map(|l| Block {
                 attn_norm: upload_norm(&l.attn_norm, device),
                 mlp_norm: upload_norm(&l.mlp_norm, device),
-                linears: LinearKind::ALL.map(|k| upload(&l.linear(k).transposed(), device)),
+                linears: LinearKind::ALL.map(|k| upload_owned(l.linear(k).transposed(), device)),
                 post_norms: l
                     .post_norms
                     .as_ref()
@@ -144,11 +155,13 @@ impl LlamaModel {
                 skip_mlp: false,
             })
             .collect();
-        let head = weights
-            .lm_head
-            .as_ref()
-            .unwrap_or(&weights.embed)
-            .transposed();
+        let head = match &weights.lm_head {
+            Some(h) => Some(upload_owned(h.transposed(), device)),
+            None if weights.embed.data.len() <= TIED_HEAD_COPY_MAX => {
+                Some(upload_owned(weights.embed.transposed(), device))
+            }
+            None => None,
+        };
         let rope_len = cfg.max_context.clamp(1, MAX_ROPE_TABLE);
         let (cos, sin) = rope_tables(
             &cfg.rope_inv_freq(),
@@ -177,7 +190,7 @@ impl LlamaModel {
             embed: upload(&weights.embed, device),
             blocks,
             final_norm: upload_norm(&weights.final_norm, device),
-            head: upload(&head, device),
+            head,
             rope_cos: Tensor::from_data(TensorData::new(cos, [rope_len, hd]), device),
             rope_sin: Tensor::from_data(TensorData::new(sin, [rope_len, hd]), device),
             rope_local,
@@ -223,7 +236,7 @@ impl LlamaModel {
                 found: w.shape.clone(),
             });
         }
-        self.blocks[layer].linears[kind as usize] = upload(&w.transposed(), &self.device);
+        self.blocks[layer].linears[kind as usize] = upload_owned(w.transposed(), &self.device);
         Ok(())
     }
 
@@ -312,7 +325,11 @@ impl LlamaModel {
 
     /// Final norm and output head: logits `[B, T, vocab]`.
     pub fn head(&self, h: Tensor<3>) -> Tensor<3> {
-        linear(self.rms_norm(h, &self.final_norm), self.head.clone(), None)
+        let head = match &self.head {
+            Some(h) => h.clone(),
+            None => self.embed.clone().transpose(),
+        };
+        linear(self.rms_norm(h, &self.final_norm), head, None)
     }
 
     /// Logits `[B, T, vocab]` for a batch of equal-length sequences.
