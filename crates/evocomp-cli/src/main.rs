@@ -61,6 +61,10 @@ enum Command {
         /// Windows per forward pass.
         #[arg(long, default_value_t = 2)]
         batch_size: usize,
+        /// The dtype weight matrices are held in on the device: f32, bf16 or
+        /// f16 (activations and accumulation stay f32).
+        #[arg(long, default_value = "f32")]
+        dtype: evocomp_model::WeightDtype,
     },
     /// KL-fitness throughput (tokens/s) on each backend, beside PyTorch.
     Bench(bench::BenchArgs),
@@ -162,12 +166,13 @@ fn run(cli: Cli) -> Result<()> {
                     backend,
                 },
             batch_size,
+            dtype,
         } => {
             let chosen = backend::choose(backend)?;
             eprintln!("backend: {}", chosen.description);
             let loaded = load(&model)?;
             let windows = load_windows(&loaded, &text, tokens, context)?;
-            let m = LlamaModel::new(loaded.config(), &loaded.weights, &chosen.device);
+            let m = LlamaModel::with_dtype(loaded.config(), &loaded.weights, &chosen.device, dtype);
             let bar = token_progress(tokens as u64, "perplexity");
             let t0 = Instant::now();
             let opts = EvalOptions {

@@ -190,7 +190,7 @@ impl LlamaModel {
         let cfg = &self.cfg;
         let [b, n, hidden] = h.dims();
         let rows = b * n;
-        let w = |k: LinearKind| blk.linears[k as usize].clone();
+        let w = |k: LinearKind| self.weight(&blk.linears[k as usize]);
         let mut h = h;
         if !blk.skip_attn {
             let policy = self.kv[l].unwrap_or(KvPolicy::FULL);

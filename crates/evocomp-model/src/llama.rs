@@ -6,7 +6,7 @@ use crate::kv::KvPolicy;
 use crate::weights::{HostTensor, LinearKind, LlamaWeights};
 use burn::tensor::module::{attention, embedding, linear};
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData, activation};
+use burn::tensor::{Bool, Device, FloatDType, Int, Tensor, TensorData, activation};
 use std::ops::Range;
 
 /// Bad input to the forward pass.
@@ -77,6 +77,39 @@ pub(crate) struct Block {
     pub(crate) skip_mlp: bool,
 }
 
+/// The dtype the linear, embedding and head weights are held in on the
+/// device. Activations, norms and every matmul's accumulation stay f32: a
+/// half-precision weight is widened to f32 where it is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum WeightDtype {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl WeightDtype {
+    fn float(self) -> Option<FloatDType> {
+        match self {
+            WeightDtype::F32 => None,
+            WeightDtype::Bf16 => Some(FloatDType::BF16),
+            WeightDtype::F16 => Some(FloatDType::F16),
+        }
+    }
+}
+
+impl std::str::FromStr for WeightDtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(WeightDtype::F32),
+            "bf16" => Ok(WeightDtype::Bf16),
+            "f16" => Ok(WeightDtype::F16),
+            other => Err(format!("dtype {other:?} (expected f32, bf16 or f16)")),
+        }
+    }
+}
+
 /// A Llama-family model resident on one device.
 #[derive(Debug, Clone)]
 pub struct LlamaModel {
@@ -100,6 +133,7 @@ pub struct LlamaModel {
     /// Per-layer KV-cache policies; any set switches to the chunked prefill.
     pub(crate) kv: Vec<Option<KvPolicy>>,
     pub(crate) kv_chunk: usize,
+    weight_dtype: WeightDtype,
 }
 
 fn upload(t: &HostTensor, device: &Device) -> Tensor<2> {
@@ -129,8 +163,24 @@ const TIED_HEAD_COPY_MAX: usize = 64 << 20;
 const MAX_ROPE_TABLE: usize = 32_768;
 
 impl LlamaModel {
-    /// Upload `weights` to `device`.
+    /// Upload `weights` to `device` in f32.
     pub fn new(cfg: &LlamaConfig, weights: &LlamaWeights, device: &Device) -> Self {
+        Self::with_dtype(cfg, weights, device, WeightDtype::F32)
+    }
+
+    /// Upload `weights` to `device`, the matrices held in `dtype`.
+    pub fn with_dtype(
+        cfg: &LlamaConfig,
+        weights: &LlamaWeights,
+        device: &Device,
+        dtype: WeightDtype,
+    ) -> Self {
+        let store = |t: Tensor<2>| match dtype.float() {
+            Some(d) => t.cast(d),
+            None => t,
+        };
+        let upload_owned = |t: HostTensor, device: &Device| store(upload_owned(t, device));
+        let upload = |t: &HostTensor, device: &Device| store(upload(t, device));
         let blocks = weights
             .layers
             .iter()
@@ -198,6 +248,20 @@ impl LlamaModel {
             rope_len,
             kv: vec![None; cfg.n_layers],
             kv_chunk: 64,
+            weight_dtype: dtype,
+        }
+    }
+
+    /// The dtype the weight matrices are held in.
+    pub fn weight_dtype(&self) -> WeightDtype {
+        self.weight_dtype
+    }
+
+    /// A stored weight as the f32 tensor the matmuls take.
+    pub(crate) fn weight(&self, t: &Tensor<2>) -> Tensor<2> {
+        match self.weight_dtype {
+            WeightDtype::F32 => t.clone(),
+            _ => t.clone().cast(FloatDType::F32),
         }
     }
 
@@ -236,7 +300,11 @@ impl LlamaModel {
                 found: w.shape.clone(),
             });
         }
-        self.blocks[layer].linears[kind as usize] = upload_owned(w.transposed(), &self.device);
+        let t = upload_owned(w.transposed(), &self.device);
+        self.blocks[layer].linears[kind as usize] = match self.weight_dtype.float() {
+            Some(d) => t.cast(d),
+            None => t,
+        };
         Ok(())
     }
 
@@ -296,6 +364,10 @@ impl LlamaModel {
     /// Token embeddings `[B, T, hidden]` (times the embedding scale, if any).
     pub fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
         let e = embedding(self.embed.clone(), tokens);
+        let e = match self.weight_dtype {
+            WeightDtype::F32 => e,
+            _ => e.cast(FloatDType::F32),
+        };
         match self.cfg.embed_scale {
             // As transformers does: the scale rounded to the weights' dtype.
             Some(s) => e * (s as f32) as f64,
@@ -326,8 +398,8 @@ impl LlamaModel {
     /// Final norm and output head: logits `[B, T, vocab]`.
     pub fn head(&self, h: Tensor<3>) -> Tensor<3> {
         let head = match &self.head {
-            Some(h) => h.clone(),
-            None => self.embed.clone().transpose(),
+            Some(h) => self.weight(h),
+            None => self.weight(&self.embed).transpose(),
         };
         linear(self.rms_norm(h, &self.final_norm), head, None)
     }
@@ -395,7 +467,7 @@ impl LlamaModel {
         let blk = &self.blocks[l];
         let cfg = &self.cfg;
         let [b, t, hidden] = h.dims();
-        let w = |k: LinearKind| blk.linears[k as usize].clone();
+        let w = |k: LinearKind| self.weight(&blk.linears[k as usize]);
         let x = self
             .rms_norm(h.clone(), &blk.attn_norm)
             .reshape([b * t, hidden]);
@@ -436,7 +508,7 @@ impl LlamaModel {
         let cfg = &self.cfg;
         let [b, t, hidden] = h.dims();
         let n = b * t;
-        let w = |k: LinearKind| blk.linears[k as usize].clone();
+        let w = |k: LinearKind| self.weight(&blk.linears[k as usize]);
         let mut h = h;
         if !blk.skip_attn {
             let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
@@ -494,7 +566,7 @@ impl LlamaModel {
     pub(crate) fn mlp(&self, l: usize, h: Tensor<3>, hook: &mut dyn ForwardHook) -> Tensor<3> {
         let blk = &self.blocks[l];
         let [b, t, hidden] = h.dims();
-        let w = |k: LinearKind| blk.linears[k as usize].clone();
+        let w = |k: LinearKind| self.weight(&blk.linears[k as usize]);
         let x = self
             .rms_norm(h.clone(), &blk.mlp_norm)
             .reshape([b * t, hidden]);

@@ -339,3 +339,32 @@ fn a_block_count_the_tensors_do_not_hold_is_an_error() {
     let e = inspect_model(&hf).unwrap_err().to_string();
     assert!(e.contains("says") && e.contains("blocks"), "{e}");
 }
+
+#[test]
+fn half_precision_weights_stay_close_to_f32() {
+    let cfg = tiny_config();
+    let w = random_weights(&cfg, 4);
+    let d = Device::flex();
+    let batch = vec![tokens(1, 16)];
+    let full = logits(&LlamaModel::new(&cfg, &w, &d), &batch);
+    let scale = full.iter().fold(0f32, |a, v| a.max(v.abs()));
+    for dtype in [
+        evocomp_model::WeightDtype::Bf16,
+        evocomp_model::WeightDtype::F16,
+    ] {
+        let mut m = LlamaModel::with_dtype(&cfg, &w, &d, dtype);
+        assert_eq!(m.weight_dtype(), dtype);
+        let half = logits(&m, &batch);
+        let diff = max_diff(&full, &half);
+        // The weights were rounded (so the logits moved), but not far.
+        assert!(
+            diff > 0.0 && diff < 0.05 * scale,
+            "{dtype:?}: {diff} (scale {scale})"
+        );
+        // A swapped-in weight is stored in the same dtype: putting the
+        // original back changes nothing.
+        m.set_linear(0, LinearKind::Q, w.layers[0].linear(LinearKind::Q))
+            .unwrap();
+        assert_eq!(logits(&m, &batch), half, "{dtype:?}");
+    }
+}
