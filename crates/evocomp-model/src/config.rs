@@ -701,17 +701,11 @@ impl LlamaConfig {
                         obj.remove("attention_bias");
                     }
                 }
-                if let Some(s) = &scaling {
-                    v["rope_scaling"] = s.clone();
-                }
             }
             Family::Mistral => {
                 v["architectures"] = serde_json::json!(["MistralForCausalLM"]);
                 v["model_type"] = "mistral".into();
                 v["sliding_window"] = serde_json::json!(self.sliding_window);
-                if let Some(s) = &scaling {
-                    v["rope_scaling"] = s.clone();
-                }
             }
             Family::Gemma3 => {
                 let mut global = scaling
@@ -755,9 +749,8 @@ impl LlamaConfig {
                 return v;
             }
         }
-        if self.family == Family::Llama
-            && let Some(s) = scaling
-        {
+        // Every family but Gemma 3 (which nests it above) takes it plainly.
+        if let Some(s) = scaling {
             v["rope_scaling"] = s;
         }
         v

@@ -89,11 +89,12 @@ pub enum WeightDtype {
 }
 
 impl WeightDtype {
-    fn float(self) -> Option<FloatDType> {
+    /// An f32 weight as this dtype stores it.
+    fn store(self, t: Tensor<2>) -> Tensor<2> {
         match self {
-            WeightDtype::F32 => None,
-            WeightDtype::Bf16 => Some(FloatDType::BF16),
-            WeightDtype::F16 => Some(FloatDType::F16),
+            WeightDtype::F32 => t,
+            WeightDtype::Bf16 => t.cast(FloatDType::BF16),
+            WeightDtype::F16 => t.cast(FloatDType::F16),
         }
     }
 }
@@ -175,12 +176,7 @@ impl LlamaModel {
         device: &Device,
         dtype: WeightDtype,
     ) -> Self {
-        let store = |t: Tensor<2>| match dtype.float() {
-            Some(d) => t.cast(d),
-            None => t,
-        };
-        let upload_owned = |t: HostTensor, device: &Device| store(upload_owned(t, device));
-        let upload = |t: &HostTensor, device: &Device| store(upload(t, device));
+        let upload_owned = |t: HostTensor, device: &Device| dtype.store(upload_owned(t, device));
         let blocks = weights
             .layers
             .iter()
@@ -237,7 +233,7 @@ impl LlamaModel {
         Self {
             cfg: cfg.clone(),
             device: device.clone(),
-            embed: upload(&weights.embed, device),
+            embed: dtype.store(upload(&weights.embed, device)),
             blocks,
             final_norm: upload_norm(&weights.final_norm, device),
             head,
@@ -300,11 +296,9 @@ impl LlamaModel {
                 found: w.shape.clone(),
             });
         }
-        let t = upload_owned(w.transposed(), &self.device);
-        self.blocks[layer].linears[kind as usize] = match self.weight_dtype.float() {
-            Some(d) => t.cast(d),
-            None => t,
-        };
+        self.blocks[layer].linears[kind as usize] = self
+            .weight_dtype
+            .store(upload_owned(w.transposed(), &self.device));
         Ok(())
     }
 
@@ -426,14 +420,10 @@ impl LlamaModel {
         Ok(self.head(h))
     }
 
-    pub(crate) fn rms_norm(&self, x: Tensor<3>, w: &Tensor<3>) -> Tensor<3> {
-        let var = x.clone().square().mean_dim(2);
-        x * (var + self.cfg.rms_eps).sqrt().recip() * w.clone()
-    }
-
-    /// RMSNorm over the last dimension of `[B, H, T, D]` (per-head q/k norms).
-    fn rms_norm_heads(&self, x: Tensor<4>, w: &Tensor<4>) -> Tensor<4> {
-        let var = x.clone().square().mean_dim(3);
+    /// RMSNorm over the last dimension (hidden states `[B, T, hidden]`, or
+    /// per-head queries and keys `[B, H, T, D]`).
+    pub(crate) fn rms_norm<const D: usize>(&self, x: Tensor<D>, w: &Tensor<D>) -> Tensor<D> {
+        let var = x.clone().square().mean_dim(D - 1);
         x * (var + self.cfg.rms_eps).sqrt().recip() * w.clone()
     }
 
@@ -481,8 +471,8 @@ impl LlamaModel {
         let mut k = heads(linear(x.clone(), w(LinearKind::K), bias(1)), nkv);
         let v = heads(linear(x, w(LinearKind::V), bias(2)), nkv);
         if let Some([qn, kn]) = &blk.qk_norms {
-            q = self.rms_norm_heads(q, qn);
-            k = self.rms_norm_heads(k, kn);
+            q = self.rms_norm(q, qn);
+            k = self.rms_norm(k, kn);
         }
         (self.rope_at(l, q, start), self.rope_at(l, k, start), v)
     }

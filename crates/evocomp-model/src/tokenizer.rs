@@ -189,21 +189,13 @@ impl TextTokenizer {
         let mut tk = Tokenizer::new(bpe);
         tk.with_pre_tokenizer(Some(pre_tokenizer));
         tk.with_decoder(Some(ByteLevel::default()));
-        // Control tokens (type 3) are special: matched whole, never split.
-        let specials: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, t)| **t == 3)
-            .map(|(s, _)| AddedToken::from(s.to_string(), true))
-            .collect();
-        tk.add_special_tokens(specials)
-            .map_err(|e| err(format!("cannot add special tokens: {e}")))?;
-        let id = |k: &str| f.get(k).and_then(|v| v.as_u64()).map(|v| v as u32);
+        let tokens: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
+        add_marked_tokens(&mut tk, &tokens, &types).map_err(err)?;
         Ok(Self {
             inner: tk,
             source: path.to_path_buf(),
-            bos_id: id("tokenizer.ggml.bos_token_id"),
-            eos_id: id("tokenizer.ggml.eos_token_id"),
+            bos_id: id_of(f, "tokenizer.ggml.bos_token_id"),
+            eos_id: id_of(f, "tokenizer.ggml.eos_token_id"),
         })
     }
 

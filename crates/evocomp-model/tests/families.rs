@@ -2,36 +2,18 @@
 //! transformers (`scripts/reference/make_fixtures.py tiny`): the logits match,
 //! and the model survives evocomp's GGUF writer and HF export unchanged.
 
-use burn::tensor::{Device, Tensor};
-use evocomp_model::testing::{random_weights, tiny_config, write_gguf};
-use evocomp_model::{Family, LlamaModel, LoadedModel, load_model, save_hf_safetensors};
+mod common;
+
+use burn::tensor::Device;
+use common::{add_tokenizer, logits, max_diff};
+use evocomp_model::testing::write_gguf;
+use evocomp_model::{
+    AttentionKind, Family, LlamaModel, LoadedModel, load_model, save_hf_safetensors,
+};
 use std::path::{Path, PathBuf};
-
-fn logits(m: &LlamaModel, batch: &[Vec<u32>]) -> Vec<f32> {
-    let t: Tensor<3> = m.forward(batch).unwrap();
-    t.into_data().try_into_vec().unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-/// A tokenizer.json for a folder that has none: the tiny GGUF's byte-level one.
-fn add_tokenizer(dir: &Path) {
-    let gguf = dir.join("tok.gguf");
-    let cfg = tiny_config();
-    write_gguf(&cfg, &random_weights(&cfg, 0), &gguf).unwrap();
-    let tk = load_model(&gguf).unwrap().tokenizer.to_json().unwrap();
-    std::fs::write(dir.join("tokenizer.json"), tk).unwrap();
-    std::fs::remove_file(gguf).unwrap();
 }
 
 /// Load fixture `name` from a temporary copy with a tokenizer; check its
@@ -117,7 +99,23 @@ fn mistral_with_a_sliding_window_matches_transformers() {
 
 #[test]
 fn gemma3_matches_transformers() {
-    check("gemma3_tiny", Family::Gemma3);
+    // 12 tokens, window 4: the sliding blocks mask positions the global one sees.
+    let m = check("gemma3_tiny", Family::Gemma3);
+    let cfg = m.config();
+    assert_eq!(
+        cfg.layer_types,
+        [
+            AttentionKind::Sliding,
+            AttentionKind::Global,
+            AttentionKind::Sliding
+        ]
+    );
+    assert_eq!(
+        (cfg.sliding_window, cfg.rope_theta_local),
+        (Some(4), Some(1e4))
+    );
+    assert_eq!(cfg.attn_scale, Some(1.0 / 6f64.sqrt()));
+    assert!(cfg.qk_norm && cfg.post_norms && cfg.tied_embeddings);
 }
 
 #[test]

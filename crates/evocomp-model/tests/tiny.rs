@@ -1,30 +1,14 @@
 //! Loading and running small seeded random models, written as real files.
 
+mod common;
+
 use burn::tensor::{Device, Tensor};
+use common::{logits, max_diff, tokens};
 use evocomp_model::testing::{random_weights, tiny_config, write_gguf, write_gguf_filtered};
 use evocomp_model::{
     ForwardHook, LinearKind, LlamaModel, ModelError, inspect_model, load_model, save_hf_safetensors,
 };
 use std::path::Path;
-
-fn logits(m: &LlamaModel, batch: &[Vec<u32>]) -> Vec<f32> {
-    let t: Tensor<3> = m.forward(batch).unwrap();
-    t.into_data().try_into_vec().unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn tokens(seed: u32, n: usize) -> Vec<u32> {
-    (0..n as u32)
-        .map(|i| 4 + (i * 37 + seed * 11) % 256)
-        .collect()
-}
 
 #[test]
 fn gguf_round_trip_restores_weights_and_rope_order() {
