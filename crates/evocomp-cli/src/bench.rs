@@ -4,7 +4,7 @@
 use crate::backend::{self, BackendChoice};
 use anyhow::{Context, Result, bail};
 use evocomp_eval::{EvalOptions, TeacherMode, compute_teacher, kl_to_teacher, token_progress};
-use evocomp_model::LlamaModel;
+use evocomp_model::WeightDtype;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::process::Command;
@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// Backends to time, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "cpu,wgpu")]
     backends: Vec<BackendChoice>,
+    /// Weight dtypes to time, comma-separated (f32, bf16, f16). Each is
+    /// scored against the f32 model's outputs, so its KL is its accuracy cost.
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    dtypes: Vec<WeightDtype>,
     /// Seed of the sequence sample.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -109,36 +113,42 @@ pub fn run(a: BenchArgs) -> Result<()> {
             }
         };
         eprintln!("backend: {}", chosen.description);
-        let m = LlamaModel::new(loaded.config(), &loaded.weights, &chosen.device);
-        let t0 = Instant::now();
+        let f32_model = loaded.to_device(&chosen.device, WeightDtype::F32)?;
         let bar = token_progress(n_tokens as u64, "teacher");
-        let teacher = compute_teacher(&m, &sample, mode, &opts, &bar)?;
+        let teacher = compute_teacher(&f32_model, &sample, mode, &opts, &bar)?;
         bar.finish_and_clear();
-        // One untimed evaluation: shader compilation and autotuning happen here.
-        let bar = token_progress(n_tokens as u64, "warm-up");
-        kl_to_teacher(&m, &sample, &teacher, &opts, &bar)?;
-        bar.finish_and_clear();
-        let warmup_s = t0.elapsed().as_secs_f64();
-        let bar = token_progress((n_tokens * a.repeats) as u64, "timed");
-        let t1 = Instant::now();
-        let mut kl = 0.0;
-        for _ in 0..a.repeats {
-            kl = kl_to_teacher(&m, &sample, &teacher, &opts, &bar)?.kl;
+        for &dtype in &a.dtypes {
+            let m = match dtype {
+                WeightDtype::F32 => f32_model.clone(),
+                _ => loaded.to_device(&chosen.device, dtype)?,
+            };
+            // One untimed evaluation: shader compilation and autotuning happen here.
+            let t0 = Instant::now();
+            let bar = token_progress(n_tokens as u64, "warm-up");
+            kl_to_teacher(&m, &sample, &teacher, &opts, &bar)?;
+            bar.finish_and_clear();
+            let warmup_s = t0.elapsed().as_secs_f64();
+            let bar = token_progress((n_tokens * a.repeats) as u64, "timed");
+            let t1 = Instant::now();
+            let mut kl = 0.0;
+            for _ in 0..a.repeats {
+                kl = kl_to_teacher(&m, &sample, &teacher, &opts, &bar)?.kl;
+            }
+            bar.finish_and_clear();
+            let secs = t1.elapsed().as_secs_f64() / a.repeats as f64;
+            let f = Figure {
+                name: format!("evocomp {dtype} {}", chosen.description),
+                tokens_per_s: n_tokens as f64 / secs,
+                seconds_per_eval: secs,
+                warmup_s,
+                kl,
+            };
+            eprintln!(
+                "  {dtype}: {:.1} tokens/s ({secs:.2} s per evaluation), KL to f32 {kl:.3e}",
+                f.tokens_per_s
+            );
+            figures.push(f);
         }
-        bar.finish_and_clear();
-        let secs = t1.elapsed().as_secs_f64() / a.repeats as f64;
-        let f = Figure {
-            name: format!("evocomp {}", chosen.description),
-            tokens_per_s: n_tokens as f64 / secs,
-            seconds_per_eval: secs,
-            warmup_s,
-            kl,
-        };
-        eprintln!(
-            "  {:.1} tokens/s ({secs:.2} s per evaluation)",
-            f.tokens_per_s
-        );
-        figures.push(f);
     }
     if figures.is_empty() {
         bail!("no backend could be timed");

@@ -76,6 +76,7 @@ fn eval(
         tokens,
         context,
         backend,
+        dtype,
     } = windows;
     use evocomp_eval::{EvalOptions, perplexity, token_progress};
     use std::time::Instant;
@@ -87,7 +88,7 @@ fn eval(
     let windows = crate::load_windows(&loaded, &text, tokens, context)?;
     let chosen = backend::choose(backend)?;
     eprintln!("backend: {}", chosen.description);
-    let mut m = evocomp_model::LlamaModel::new(loaded.config(), &loaded.weights, &chosen.device);
+    let mut m = loaded.to_device(&chosen.device, dtype)?;
     let mut ap = evocomp_db::Applier::new(&db);
     let t0 = Instant::now();
     let all = ap.apply(&db, &mut m, &genome)?;

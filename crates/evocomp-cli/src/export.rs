@@ -25,6 +25,10 @@ pub struct ExportArgs {
     /// its model's or its database's own folder).
     #[arg(long)]
     pub replace: bool,
+    /// The dtype of model.safetensors: f32 (default, exact), bf16 or f16
+    /// (half the size; sparse zeros stay zeros, other values are rounded).
+    #[arg(long, default_value = "f32")]
+    pub dtype: evocomp_model::WeightDtype,
 }
 
 /// Whether `a` and `b` are the same folder or one holds the other.
@@ -164,10 +168,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let loaded = evocomp_model::load_model(&exp.model)?;
     let db = Database::open(&exp.database)?;
     db.check_model(&loaded.info.fingerprint()?)?;
-    let mat = materialize(&db, loaded.config(), &loaded.weights, &m.genome)?;
+    let mat = materialize(&db, loaded.config(), loaded.weights()?, &m.genome)?;
     let out = &args.out;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    evocomp_model::save_hf_safetensors(&mat.config, &mat.weights, out)?;
+    evocomp_model::save_hf_safetensors_as(&mat.config, &mat.weights, out, args.dtype)?;
     // safetensors creates the file owner-only; a model folder is for sharing.
     #[cfg(unix)]
     {
@@ -234,7 +238,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         "held_out_tokens": m.held_out_tokens,
         "removed_layers": mat.removed_layers,
         "runtime_only": mat.runtime_only,
-        "weights_dtype": "f32",
+        "weights_dtype": args.dtype.to_string(),
     });
     write(
         &out.join("evocomp.json"),

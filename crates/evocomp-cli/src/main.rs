@@ -10,7 +10,7 @@ use anyhow::Result;
 use backend::BackendChoice;
 use clap::{Parser, Subcommand};
 use evocomp_eval::{EvalOptions, perplexity, token_progress};
-use evocomp_model::{LlamaModel, LoadedModel, inspect_model, load_model};
+use evocomp_model::{LoadedModel, inspect_model, load_model};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -39,6 +39,10 @@ pub(crate) struct WindowArgs {
     pub context: usize,
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// The dtype weight matrices are held in on the device: f32, bf16 or
+    /// f16 (activations and accumulation stay f32).
+    #[arg(long, default_value = "f32")]
+    pub dtype: evocomp_model::WeightDtype,
 }
 
 #[derive(Subcommand)]
@@ -61,10 +65,6 @@ enum Command {
         /// Windows per forward pass.
         #[arg(long, default_value_t = 2)]
         batch_size: usize,
-        /// The dtype weight matrices are held in on the device: f32, bf16 or
-        /// f16 (activations and accumulation stay f32).
-        #[arg(long, default_value = "f32")]
-        dtype: evocomp_model::WeightDtype,
     },
     /// KL-fitness throughput (tokens/s) on each backend, beside PyTorch.
     Bench(bench::BenchArgs),
@@ -164,15 +164,15 @@ fn run(cli: Cli) -> Result<()> {
                     tokens,
                     context,
                     backend,
+                    dtype,
                 },
             batch_size,
-            dtype,
         } => {
             let chosen = backend::choose(backend)?;
             eprintln!("backend: {}", chosen.description);
             let loaded = load(&model)?;
             let windows = load_windows(&loaded, &text, tokens, context)?;
-            let m = LlamaModel::with_dtype(loaded.config(), &loaded.weights, &chosen.device, dtype);
+            let m = loaded.to_device(&chosen.device, dtype)?;
             let bar = token_progress(tokens as u64, "perplexity");
             let t0 = Instant::now();
             let opts = EvalOptions {

@@ -418,6 +418,37 @@ fn a_later_study_reuses_the_shared_fitness_cache() {
         "{}",
         new_evals(&o)
     );
+    // Weights in bf16 give other fitness values: nothing is served from the
+    // f32 cache, and the results are close to the f32 ones but not equal.
+    let p = experiment(d, "fourth", "grid", "UniformLevel(0)", "Random(n: 3)");
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(
+        &p,
+        text.replace("batch_size: 2)", "batch_size: 2, dtype: Bf16)"),
+    )
+    .unwrap();
+    let o = evocomp(d, &["run", "fourth.ron"]);
+    ok(&o);
+    assert!(
+        new_evals(&o).starts_with("4 new evaluations"),
+        "{}",
+        new_evals(&o)
+    );
+    let fitness = |study: &str| -> Vec<(Vec<i64>, f64)> {
+        journal(&d.join("results").join(study))
+            .iter()
+            .map(|t| (t.genome.clone(), t.fitness))
+            .collect()
+    };
+    let (f32s, halves) = (fitness("second"), fitness("fourth"));
+    assert_eq!(f32s.len(), halves.len());
+    for ((g, a), (h, b)) in f32s.iter().zip(&halves) {
+        assert_eq!(g, h);
+        assert!(
+            a != b && (a - b).abs() < 0.05 * a.abs().max(1e-3),
+            "{a} vs {b}"
+        );
+    }
 }
 
 #[test]
@@ -658,6 +689,43 @@ fn a_sweep_runs_every_budget_and_exports_round_trip() {
     );
     let ron_levels = std::fs::read_to_string(d.join("exported-dp/levels.ron")).unwrap();
     assert!(ron_levels.contains("(\"L00.q\", "), "{ron_levels}");
+    // In bf16: half the bytes, the sparse zeros kept, the perplexity close.
+    ok(&evocomp(
+        d,
+        &[
+            "export",
+            "results/dp",
+            "--out",
+            "exported-dp-bf16",
+            "--dtype",
+            "bf16",
+        ],
+    ));
+    let size = |m: &str| {
+        std::fs::metadata(d.join(m).join("model.safetensors"))
+            .unwrap()
+            .len()
+    };
+    let ratio = size("exported-dp-bf16") as f64 / size("exported-dp") as f64;
+    // (The tiny model's header is a visible part of the file.)
+    assert!((0.49..0.53).contains(&ratio), "bf16 / f32 size {ratio}");
+    let cfg = std::fs::read_to_string(d.join("exported-dp-bf16/config.json")).unwrap();
+    assert!(cfg.contains("\"bfloat16\""), "{cfg}");
+    let zeros = |m: &str| -> usize {
+        let w = evocomp_model::load_model(d.join(m)).unwrap();
+        let w = w.weights().unwrap();
+        w.layers
+            .iter()
+            .flat_map(|l| l.linears.iter())
+            .map(|t| t.data.iter().filter(|v| **v == 0.0).count())
+            .sum()
+    };
+    assert_eq!(zeros("exported-dp-bf16"), zeros("exported-dp"));
+    let half = perplexity_of(d, "exported-dp-bf16");
+    assert!(
+        half != got && (half - got).abs() / got < 0.02,
+        "bf16 {half} vs f32 {got}"
+    );
 
     // Export never writes where it would destroy something: a folder that
     // is not empty (unless --replace), and never the study's own inputs.

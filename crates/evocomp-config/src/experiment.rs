@@ -11,6 +11,7 @@ use crate::database::{DatabaseConfig, load_database_config};
 #[cfg(test)]
 use crate::ron::locate;
 use crate::ron::{Checker, ConfigError, Result, parse_ron, read};
+pub use evocomp_model::WeightDtype;
 use evocomp_search::{
     DpSettings, EvoPressSettings, EvolKvSettings, GreedySettings, Nsga2Settings, OwlSettings,
     PyramidKvSettings, RandomSettings, Settings, ShortGptSettings, ShortenedLlamaSettings,
@@ -124,6 +125,18 @@ pub struct FitnessSpec {
     pub tokens: usize,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// The dtype weight matrices are held in on the device for every
+    /// forward pass of the study (teacher, candidates, held-out, heuristics'
+    /// measurements): `F32` (default), `Bf16` or `F16`, with f32 activations
+    /// and accumulation. The variant database is built in f32 either way.
+    /// (Not written when f32, so files from before it existed keep their
+    /// checksums.)
+    #[serde(default, skip_serializing_if = "is_f32")]
+    pub dtype: WeightDtype,
+}
+
+fn is_f32(d: &WeightDtype) -> bool {
+    *d == WeightDtype::F32
 }
 
 fn default_metric() -> Metric {
@@ -150,6 +163,7 @@ impl Default for FitnessSpec {
             seq_len: default_seq_len(),
             tokens: default_tokens(),
             batch_size: default_batch(),
+            dtype: WeightDtype::F32,
         }
     }
 }
@@ -162,7 +176,12 @@ impl FitnessSpec {
             TeacherSpec::Full => "full".to_string(),
             TeacherSpec::TopK(k) => format!("top{k}"),
         };
-        format!("{:?}/{t}/seq{}", self.metric, self.seq_len)
+        // f32 adds nothing, so keys written before `dtype` existed stay valid.
+        let dtype = match self.dtype {
+            WeightDtype::F32 => String::new(),
+            other => format!("/{other}"),
+        };
+        format!("{:?}/{t}/seq{}{dtype}", self.metric, self.seq_len)
     }
 }
 
@@ -518,6 +537,29 @@ Experiment(
         assert_eq!(e.data.held_out_tokens, 4096);
         // The resolved experiment serialises (it is saved beside the study).
         assert!(ron::to_string(&e).unwrap().contains("t1"));
+    }
+
+    #[test]
+    fn the_weight_dtype_is_part_of_the_fitness_key_and_f32_keys_are_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = setup(dir.path());
+        let f32 = load_experiment(&write(dir.path(), "a.ron", &good)).unwrap();
+        // The key studies written before `dtype` existed used.
+        assert_eq!(f32.fitness.key(), "Kl/top64/seq256");
+        let json = serde_json::to_string(&f32.fitness).unwrap();
+        assert!(!json.contains("dtype"), "{json}");
+        let half = good.replace("seed: 3,", "seed: 3, fitness: (dtype: Bf16),");
+        let half = load_experiment(&write(dir.path(), "b.ron", &half)).unwrap();
+        assert_eq!(half.fitness.dtype, WeightDtype::Bf16);
+        assert_eq!(half.fitness.key(), "Kl/top64/seq256/bf16");
+        let back: FitnessSpec =
+            serde_json::from_str(&serde_json::to_string(&half.fitness).unwrap()).unwrap();
+        assert_eq!(back, half.fitness);
+        let bad = good.replace("seed: 3,", "seed: 3, fitness: (dtype: F8),");
+        let e = load_experiment(&write(dir.path(), "c.ron", &bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.ron:") && e.contains("F8"), "{e}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::{DbError, Result};
 use burn::tensor::{Device, Tensor};
 use evocomp_compress::{Hessian, Matrix, QuantSpec, prune, quantize};
 use evocomp_data::Sample;
-use evocomp_model::{HostTensor, LinearKind, LlamaModel, LoadedModel, NoHook};
+use evocomp_model::{HostTensor, LinearKind, LlamaModel, LlamaWeights, LoadedModel, NoHook};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -242,7 +242,8 @@ pub fn build_database(
         .expect("non-empty");
     // Only weight units have files, and every weight method calibrates.
     let calib = calib.ok_or(DbError::Plan("this method needs calibration data".into()))?;
-    let mut net = LlamaModel::new(cfg, &model.weights, device);
+    let weights = model.weights()?;
+    let mut net = LlamaModel::new(cfg, weights, device);
     let batch_size = 4usize;
     let embed = |s: &Sample| -> Result<Vec<Tensor<3>>> {
         s.sequences
@@ -257,7 +258,7 @@ pub fn build_database(
     };
     let progress = bar(todo.len() as u64, opts.progress);
     let mut ctx = BuildCtx {
-        model,
+        weights,
         compression,
         dir,
         opts,
@@ -348,7 +349,7 @@ struct Prepared<'a> {
 
 /// What building one group of units needs.
 struct BuildCtx<'a> {
-    model: &'a LoadedModel,
+    weights: &'a LlamaWeights,
     compression: &'a Compression,
     dir: &'a Path,
     opts: &'a BuildOptions,
@@ -384,7 +385,7 @@ impl BuildCtx<'_> {
                 let h = cal[group_of(kind)].as_ref().ok_or_else(|| {
                     DbError::Backend(format!("{}: no calibration input was captured", entry.name))
                 })?;
-                let w = original(self.model, entry.unit.layer, kind);
+                let w = original(self.weights, entry.unit.layer, kind);
                 let held = held[group_of(kind)].as_ref();
                 let held = held.map(|hh| (hh, w.output_energy(hh).max(f64::MIN_POSITIVE)));
                 Ok((
@@ -514,8 +515,8 @@ fn read_variant(dir: &Path, entry: &UnitEntry, level: i64) -> Result<HostTensor>
     Ok(HostTensor::new(shape.to_vec(), data))
 }
 
-fn original(model: &LoadedModel, layer: usize, kind: LinearKind) -> Matrix {
-    let t = model.weights.layers[layer].linear(kind);
+fn original(weights: &LlamaWeights, layer: usize, kind: LinearKind) -> Matrix {
+    let t = weights.layers[layer].linear(kind);
     Matrix::new(t.shape[0], t.shape[1], t.data.clone())
 }
 

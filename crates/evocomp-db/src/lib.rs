@@ -62,6 +62,8 @@ pub enum DbError {
     BadGenome(String),
     #[error(transparent)]
     Forward(#[from] evocomp_model::ForwardError),
+    #[error(transparent)]
+    Model(#[from] evocomp_model::ModelError),
     #[error("the backend failed: {0}")]
     Backend(String),
 }

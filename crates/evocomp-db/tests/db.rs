@@ -302,7 +302,7 @@ fn applying_reloads_only_changed_units_and_matches_a_fresh_model() {
     // Level 0 is the most bits.
     assert_eq!(db.manifest.units[0].levels[0].label, "8 bits");
     let d = Device::flex();
-    let mut live = LlamaModel::new(m.config(), &m.weights, &d);
+    let mut live = LlamaModel::new(m.config(), m.weights().unwrap(), &d);
     let mut ap = Applier::new(&db);
     let g1 = vec![1i64; n];
     assert_eq!(ap.apply(&db, &mut live, &g1).unwrap().changed, n);
@@ -312,7 +312,7 @@ fn applying_reloads_only_changed_units_and_matches_a_fresh_model() {
     assert_eq!(ap.apply(&db, &mut live, &g2).unwrap().changed, 2);
     assert_eq!(ap.apply(&db, &mut live, &g2).unwrap().changed, 0);
     // The same genome put into a fresh model from scratch gives the same logits.
-    let mut fresh = LlamaModel::new(m.config(), &m.weights, &d);
+    let mut fresh = LlamaModel::new(m.config(), m.weights().unwrap(), &d);
     for (ui, u) in db.manifest.units.iter().enumerate() {
         let UnitTarget::Linear(k) = u.unit.target else {
             unreachable!()
@@ -350,12 +350,12 @@ fn dropping_a_block_equals_removing_it() {
     let db = Database::open(&dir).unwrap();
     assert_eq!(db.manifest.units.len(), 2);
     let d = Device::flex();
-    let mut live = LlamaModel::new(m.config(), &m.weights, &d);
+    let mut live = LlamaModel::new(m.config(), m.weights().unwrap(), &d);
     Applier::new(&db).apply(&db, &mut live, &[0, 1]).unwrap();
     // The same model without its last block.
     let mut cfg = m.config().clone();
     cfg.n_layers = 1;
-    let mut w = m.weights.clone();
+    let mut w = m.weights().unwrap().clone();
     w.layers.truncate(1);
     let removed = LlamaModel::new(&cfg, &w, &d);
     assert_eq!(logits(&live), logits(&removed));
@@ -381,7 +381,7 @@ fn kv_units_set_the_cache_policy_and_cost_tokens_or_bits() {
     let db = Database::open(&dir).unwrap();
     assert_eq!(db.manifest.cost_unit, "cached tokens");
     assert_eq!(db.manifest.cost(&[0, 2]).unwrap(), 64 + 8);
-    let mut live = LlamaModel::new(m.config(), &m.weights, &d);
+    let mut live = LlamaModel::new(m.config(), m.weights().unwrap(), &d);
     Applier::new(&db).apply(&db, &mut live, &[1, 2]).unwrap();
     let (_, lens) = live.forward_kv(&[calib(3).sequences[0].clone()]).unwrap();
     assert_eq!(lens, vec![16, 8]);
@@ -405,7 +405,7 @@ fn kv_units_set_the_cache_policy_and_cost_tokens_or_bits() {
         width * 4 + (width / 4) * 32
     );
     assert_eq!(db.manifest.units[0].levels[0].cost, width * 16);
-    let mut live = LlamaModel::new(m.config(), &m.weights, &d);
+    let mut live = LlamaModel::new(m.config(), m.weights().unwrap(), &d);
     let before = logits(&live);
     Applier::new(&db)
         .apply(&db, &mut live, &[2, 2, 0, 0])
@@ -437,9 +437,9 @@ fn materialized_sub_blocks_compute_what_the_applied_genome_computes() {
     // Units: L0.attn, L0.mlp, L1.attn, L1.mlp. Skip layer 0's MLP and layer 1's attention.
     let genome = [0, 1, 1, 0];
     let d = Device::flex();
-    let mut live = LlamaModel::new(m.config(), &m.weights, &d);
+    let mut live = LlamaModel::new(m.config(), m.weights().unwrap(), &d);
     Applier::new(&db).apply(&db, &mut live, &genome).unwrap();
-    let mat = evocomp_db::materialize(&db, m.config(), &m.weights, &genome).unwrap();
+    let mat = evocomp_db::materialize(&db, m.config(), m.weights().unwrap(), &genome).unwrap();
     assert!(mat.removed_layers.is_empty() && mat.runtime_only.is_empty());
     assert_eq!(mat.config.n_layers, 2);
     let exported = LlamaModel::new(&mat.config, &mat.weights, &d);
@@ -452,7 +452,8 @@ fn materialized_sub_blocks_compute_what_the_applied_genome_computes() {
     assert!(worst < 1e-4, "max |diff| {worst}");
     // Both blocks dropped through both of their sub-blocks: no layer is removed
     // (a sub-block database zeroes projections), and the weights differ from the original.
-    let all = evocomp_db::materialize(&db, m.config(), &m.weights, &[1, 1, 1, 1]).unwrap();
+    let all =
+        evocomp_db::materialize(&db, m.config(), m.weights().unwrap(), &[1, 1, 1, 1]).unwrap();
     assert_eq!(all.weights.layers.len(), 2);
     assert!(
         all.weights.layers[1]
@@ -460,7 +461,7 @@ fn materialized_sub_blocks_compute_what_the_applied_genome_computes() {
             .iter()
             .any(|t| t.data.iter().all(|&x| x == 0.0))
     );
-    assert!(evocomp_db::materialize(&db, m.config(), &m.weights, &[0, 2, 0, 0]).is_err());
+    assert!(evocomp_db::materialize(&db, m.config(), m.weights().unwrap(), &[0, 2, 0, 0]).is_err());
 }
 
 /// Each unit's recorded error, recomputed from inputs captured here: through
@@ -479,7 +480,7 @@ fn recomputed_errors(m: &LoadedModel, db: &Database, ui: usize, through: Option<
             .position(|&g| g == input_group(k))
             .unwrap()
     };
-    let mut net = LlamaModel::new(m.config(), &m.weights, &Device::flex());
+    let mut net = LlamaModel::new(m.config(), m.weights().unwrap(), &Device::flex());
     if let Some(level) = through {
         for (vi, v) in db.manifest.units.iter().enumerate() {
             let UnitTarget::Linear(k) = v.unit.target else {
@@ -498,7 +499,7 @@ fn recomputed_errors(m: &LoadedModel, db: &Database, ui: usize, through: Option<
             .unwrap();
     }
     let h = cap.finish().unwrap()[pos(kind)].clone().unwrap();
-    let w = m.weights.layers[u.unit.layer].linear(kind);
+    let w = m.weights().unwrap().layers[u.unit.layer].linear(kind);
     let w = Matrix::new(w.shape[0], w.shape[1], w.data.clone());
     u.levels
         .iter()

@@ -70,11 +70,15 @@ impl Evaluator {
         fitness: FitnessSpec,
         reuse: bool,
         device: &Device,
-    ) -> Self {
-        let teacher_model = LlamaModel::new(loaded.config(), &loaded.weights, device);
-        let model = LlamaModel::new(loaded.config(), &loaded.weights, device);
+    ) -> Result<Self> {
+        // The student starts as the teacher's clone: the two share every
+        // weight buffer on the device until a genome replaces one.
+        let teacher_model = loaded
+            .to_device(device, fitness.dtype)
+            .with_context(|| format!("loading {}", loaded.info.path.display()))?;
+        let model = teacher_model.clone();
         let applier = Applier::new(&db);
-        Self {
+        Ok(Self {
             teacher_model,
             model,
             applier,
@@ -92,7 +96,7 @@ impl Evaluator {
             reuse,
             max_anchor_bytes: 2 << 30,
             stats: ReuseStats::default(),
-        }
+        })
     }
 
     fn mode(&self) -> TeacherMode {

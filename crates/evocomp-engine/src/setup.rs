@@ -9,7 +9,7 @@ use burn::tensor::Device;
 use evocomp_config::{BudgetSpec, DatabaseConfig, Experiment, TeacherSpec};
 use evocomp_data::{Sample, TokenSet};
 use evocomp_db::{BuildOptions, BuildReport, Database, Propagation, build_database};
-use evocomp_model::{LlamaModel, LoadedModel};
+use evocomp_model::LoadedModel;
 use evocomp_search::{
     AnyStrategy, Budget, BudgetHint, Kind, Measurements, SampleSpec, SearchError, Setup, Space,
     SpaceError, rng,
@@ -364,11 +364,11 @@ pub fn new_strategy(prep: &Prepared, device: &Device, batch_size: usize) -> Resu
     if needs.outlier_ratios.is_some() || needs.block_influence {
         let sample =
             crate::evaluator::sample_for(&prep.calib, fixed_sample(exp), exp.fitness.seq_len)?;
-        let model = LlamaModel::new(prep.loaded.config(), &prep.loaded.weights, device);
+        let model = prep.loaded.to_device(device, exp.fitness.dtype)?;
         if let Some(m) = needs.outlier_ratios {
             let lor = evocomp_eval::owl_outlier_ratios(
                 &model,
-                &prep.loaded.weights,
+                prep.loaded.weights()?,
                 &sample,
                 batch_size,
                 m,

@@ -110,8 +110,13 @@ impl Pool {
             let stop = stop.clone();
             let stats = stats.clone();
             handles.push(std::thread::spawn(move || {
+                // A worker that cannot put the model on its device answers
+                // every job with why, so the executor records failures
+                // instead of waiting for it.
                 let mut ev =
-                    Evaluator::new(&loaded, db, unit_layer, calib, fitness, reuse, &device);
+                    Evaluator::new(&loaded, db, unit_layer, calib, fitness, reuse, &device)
+                        .map_err(|e| format!("{name}: putting the model on the device: {e:#}"));
+                drop(loaded);
                 loop {
                     let job = {
                         let rx = jobs_rx.lock().expect("queue lock");
@@ -119,10 +124,10 @@ impl Pool {
                     };
                     let Ok(job) = job else { break };
                     let t0 = Instant::now();
-                    let result = if stop.load(Ordering::SeqCst) {
-                        Ok(Output::Skipped)
-                    } else {
-                        match &job.kind {
+                    let result = match &mut ev {
+                        _ if stop.load(Ordering::SeqCst) => Ok(Output::Skipped),
+                        Err(why) => Err(why.clone()),
+                        Ok(ev) => match &job.kind {
                             JobKind::Fitness {
                                 genome,
                                 sample,
@@ -134,9 +139,11 @@ impl Pool {
                                 ev.held_out(genome, &held_out).map(Output::HeldOut)
                             }
                         }
-                        .map_err(|e| format!("{e:#}"))
+                        .map_err(|e| format!("{e:#}")),
                     };
-                    *stats.lock().expect("stats lock") = ev.stats;
+                    if let Ok(ev) = &ev {
+                        *stats.lock().expect("stats lock") = ev.stats;
+                    }
                     let d = Done {
                         id: job.id,
                         result,

@@ -61,6 +61,7 @@ fn children_resumed_from_the_anchor_score_exactly_like_full_passes() {
         seq_len: 32,
         tokens: 128,
         batch_size: 2,
+        ..Default::default()
     };
     let make = |reuse| {
         Evaluator::new(
@@ -72,6 +73,7 @@ fn children_resumed_from_the_anchor_score_exactly_like_full_passes() {
             reuse,
             &Device::flex(),
         )
+        .unwrap()
     };
     let mut with = make(true);
     let mut without = make(false);

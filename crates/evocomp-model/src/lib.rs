@@ -20,7 +20,7 @@ pub use kv::{Eviction, KvGroup, KvPolicy, KvQuant};
 pub use llama::{ForwardError, ForwardHook, LlamaModel, NoHook, WeightDtype};
 pub use load::{
     LoadedModel, ModelFormat, ModelInfo, TensorEntry, inspect_model, load_model,
-    save_hf_safetensors,
+    save_hf_safetensors, save_hf_safetensors_as,
 };
 pub use tokenizer::TextTokenizer;
 pub use weights::{

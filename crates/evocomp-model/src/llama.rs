@@ -3,10 +3,13 @@
 
 use crate::config::{Activation, LlamaConfig};
 use crate::kv::KvPolicy;
-use crate::weights::{HostTensor, LinearKind, LlamaWeights};
+use crate::weights::{HostTensor, LayerWeights, LinearKind, LlamaWeights};
 use burn::tensor::module::{attention, embedding, linear};
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Device, FloatDType, Int, Tensor, TensorData, activation};
+use burn::tensor::{
+    Bool, DType, Device, FloatDType, Int, Tensor, TensorCreationOptions, TensorData, activation,
+};
+use std::borrow::{Borrow, Cow};
 use std::ops::Range;
 
 /// Bad input to the forward pass.
@@ -89,13 +92,40 @@ pub enum WeightDtype {
 }
 
 impl WeightDtype {
-    /// An f32 weight as this dtype stores it.
-    fn store(self, t: Tensor<2>) -> Tensor<2> {
+    /// A host weight on `device` in this dtype. A half-precision one is
+    /// rounded on the host and the f32 values dropped before the upload, so
+    /// no f32 copy of it ever exists on the device.
+    fn upload(self, t: HostTensor, device: &Device) -> Tensor<2> {
+        let HostTensor { shape, data } = t;
+        let half = |data: TensorData, dtype: DType| {
+            Tensor::from_data(
+                data,
+                TensorCreationOptions::new(device.clone()).with_dtype(dtype),
+            )
+        };
         match self {
-            WeightDtype::F32 => t,
-            WeightDtype::Bf16 => t.cast(FloatDType::BF16),
-            WeightDtype::F16 => t.cast(FloatDType::F16),
+            WeightDtype::F32 => Tensor::from_data(TensorData::new(data, shape), device),
+            WeightDtype::Bf16 => {
+                let v: Vec<half::bf16> = data.iter().map(|&x| half::bf16::from_f32(x)).collect();
+                drop(data);
+                half(TensorData::new(v, shape), DType::BF16)
+            }
+            WeightDtype::F16 => {
+                let v: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+                drop(data);
+                half(TensorData::new(v, shape), DType::F16)
+            }
         }
+    }
+}
+
+impl std::fmt::Display for WeightDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WeightDtype::F32 => "f32",
+            WeightDtype::Bf16 => "bf16",
+            WeightDtype::F16 => "f16",
+        })
     }
 }
 
@@ -137,15 +167,6 @@ pub struct LlamaModel {
     weight_dtype: WeightDtype,
 }
 
-fn upload(t: &HostTensor, device: &Device) -> Tensor<2> {
-    Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device)
-}
-
-/// Upload a host tensor the caller no longer needs (no extra host copy).
-fn upload_owned(t: HostTensor, device: &Device) -> Tensor<2> {
-    Tensor::from_data(TensorData::new(t.data, t.shape), device)
-}
-
 fn upload_norm(t: &HostTensor, device: &Device) -> Tensor<3> {
     let n = t.data.len();
     Tensor::from_data(TensorData::new(t.data.clone(), [1, 1, n]), device)
@@ -176,11 +197,50 @@ impl LlamaModel {
         device: &Device,
         dtype: WeightDtype,
     ) -> Self {
-        let upload_owned = |t: HostTensor, device: &Device| dtype.store(upload_owned(t, device));
-        let blocks = weights
-            .layers
-            .iter()
-            .map(|l| Block {
+        let layers = weights.layers.iter().map(Ok::<_, std::convert::Infallible>);
+        match Self::build(
+            cfg,
+            device,
+            dtype,
+            Cow::Borrowed(&weights.embed),
+            weights.lm_head.as_ref().map(Cow::Borrowed),
+            &weights.final_norm,
+            layers,
+        ) {
+            Ok(m) => m,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Build the model part by part: each block is uploaded as `layers`
+    /// yields it (and may be dropped by the caller), and an owned embedding
+    /// is moved to the device without a host copy.
+    pub(crate) fn build<L: Borrow<LayerWeights>, E>(
+        cfg: &LlamaConfig,
+        device: &Device,
+        dtype: WeightDtype,
+        embed: Cow<'_, HostTensor>,
+        lm_head: Option<Cow<'_, HostTensor>>,
+        final_norm: &HostTensor,
+        layers: impl Iterator<Item = Result<L, E>>,
+    ) -> Result<Self, E> {
+        let upload_owned = |t: HostTensor, device: &Device| dtype.upload(t, device);
+        // The embedding and head first, so a streamed f32 embedding (the
+        // largest tensor) is gone before the blocks arrive.
+        let head = match &lm_head {
+            Some(h) => Some(upload_owned(h.transposed(), device)),
+            None if embed.data.len() <= TIED_HEAD_COPY_MAX => {
+                Some(upload_owned(embed.transposed(), device))
+            }
+            None => None,
+        };
+        drop(lm_head);
+        let embed = upload_owned(embed.into_owned(), device);
+        let mut blocks = Vec::with_capacity(cfg.n_layers);
+        for l in layers {
+            let l = l?;
+            let l = l.borrow();
+            blocks.push(Block {
                 attn_norm: upload_norm(&l.attn_norm, device),
                 mlp_norm: upload_norm(&l.mlp_norm, device),
                 linears: LinearKind::ALL.map(|k| upload_owned(l.linear(k).transposed(), device)),
@@ -199,15 +259,8 @@ impl LlamaModel {
                 }),
                 skip_attn: false,
                 skip_mlp: false,
-            })
-            .collect();
-        let head = match &weights.lm_head {
-            Some(h) => Some(upload_owned(h.transposed(), device)),
-            None if weights.embed.data.len() <= TIED_HEAD_COPY_MAX => {
-                Some(upload_owned(weights.embed.transposed(), device))
-            }
-            None => None,
-        };
+            });
+        }
         let rope_len = cfg.max_context.clamp(1, MAX_ROPE_TABLE);
         let (cos, sin) = rope_tables(
             &cfg.rope_inv_freq(),
@@ -230,12 +283,12 @@ impl LlamaModel {
             rot[(i + half) * hd + i] = -1.0;
             rot[i * hd + i + half] = 1.0;
         }
-        Self {
+        Ok(Self {
             cfg: cfg.clone(),
             device: device.clone(),
-            embed: dtype.store(upload(&weights.embed, device)),
+            embed,
             blocks,
-            final_norm: upload_norm(&weights.final_norm, device),
+            final_norm: upload_norm(final_norm, device),
             head,
             rope_cos: Tensor::from_data(TensorData::new(cos, [rope_len, hd]), device),
             rope_sin: Tensor::from_data(TensorData::new(sin, [rope_len, hd]), device),
@@ -245,7 +298,7 @@ impl LlamaModel {
             kv: vec![None; cfg.n_layers],
             kv_chunk: 64,
             weight_dtype: dtype,
-        }
+        })
     }
 
     /// The dtype the weight matrices are held in.
@@ -296,9 +349,8 @@ impl LlamaModel {
                 found: w.shape.clone(),
             });
         }
-        self.blocks[layer].linears[kind as usize] = self
-            .weight_dtype
-            .store(upload_owned(w.transposed(), &self.device));
+        self.blocks[layer].linears[kind as usize] =
+            self.weight_dtype.upload(w.transposed(), &self.device);
         Ok(())
     }
 

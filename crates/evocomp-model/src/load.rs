@@ -3,17 +3,21 @@
 
 use crate::config::{Family, LlamaConfig};
 use crate::error::{ModelError, Result};
+use crate::llama::{LlamaModel, WeightDtype};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::{
-    HostTensor, LinearKind, LlamaWeights, Names, TensorSource, unpermute_rope_rows,
+    HostTensor, LinearKind, LlamaWeights, Names, TensorSource, WeightReader, unpermute_rope_rows,
 };
+use burn::tensor::Device;
 use evocomp_gguf::GgufFile;
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// The on-disk format of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,17 +106,72 @@ impl ModelInfo {
     }
 }
 
-/// A loaded model: its architecture, f32 host weights and tokenizer.
-#[derive(Debug, Clone)]
+/// An opened model: its architecture, tokenizer and weight source. The
+/// tensor table was checked against the config when it was opened (every
+/// tensor present, every shape right); the weights are read only when asked
+/// for: all of them on the host in f32 ([`LoadedModel::weights`], kept once
+/// read), or streamed to a device one block at a time
+/// ([`LoadedModel::to_device`]), so that a model on the device in bf16 never
+/// has a whole f32 copy on the host beside it.
 pub struct LoadedModel {
     pub info: ModelInfo,
-    pub weights: LlamaWeights,
     pub tokenizer: TextTokenizer,
+    source: Box<dyn TensorSource>,
+    names: Names,
+    weights: OnceLock<LlamaWeights>,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("path", &self.info.path)
+            .field("family", &self.info.config.family)
+            .field("weights_on_host", &self.weights.get().is_some())
+            .finish()
+    }
 }
 
 impl LoadedModel {
     pub fn config(&self) -> &LlamaConfig {
         &self.info.config
+    }
+
+    fn reader(&self) -> WeightReader<'_> {
+        WeightReader::new(&self.info.config, self.source.as_ref(), &self.names)
+    }
+
+    /// Every weight on the host in f32, read on first use and kept.
+    pub fn weights(&self) -> Result<&LlamaWeights> {
+        if let Some(w) = self.weights.get() {
+            return Ok(w);
+        }
+        let w = self.reader().read_all()?;
+        Ok(self.weights.get_or_init(|| w))
+    }
+
+    /// Whether the f32 host weights have been read (and are held).
+    pub fn weights_on_host(&self) -> bool {
+        self.weights.get().is_some()
+    }
+
+    /// The model on `device`, its matrices in `dtype`. From the host weights
+    /// when they are already held; otherwise streamed from the file: one
+    /// block's f32 tensors (or the embedding's) on the host at a time.
+    pub fn to_device(&self, device: &Device, dtype: WeightDtype) -> Result<LlamaModel> {
+        if let Some(w) = self.weights.get() {
+            return Ok(LlamaModel::with_dtype(self.config(), w, device, dtype));
+        }
+        let r = self.reader();
+        let lm_head = r.lm_head()?;
+        LlamaModel::build(
+            self.config(),
+            device,
+            dtype,
+            Cow::Owned(r.embed()?),
+            lm_head.map(Cow::Owned),
+            &r.final_norm()?,
+            (0..self.config().n_layers).map(|l| r.layer(l)),
+        )
     }
 }
 
@@ -148,11 +207,11 @@ pub fn inspect_model(path: impl AsRef<Path>) -> Result<ModelInfo> {
     }
 }
 
-/// Load a model: weights dequantised to f32 and checked against the config,
-/// and its tokenizer.
+/// Open a model: its config and tokenizer read, its tensor table checked
+/// against the config (names and shapes); the weights are read on demand.
 pub fn load_model(path: impl AsRef<Path>) -> Result<LoadedModel> {
     let path = path.as_ref();
-    match detect(path)? {
+    let (info, tokenizer, source, names): (_, _, Box<dyn TensorSource>, _) = match detect(path)? {
         ModelFormat::Gguf => {
             let f = GgufFile::open(path)?;
             let info = gguf_info(&f)?;
@@ -163,27 +222,24 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<LoadedModel> {
                 permuted_qk: info.config.family.gguf_permutes_qk(),
                 file: f,
             };
-            let weights = LlamaWeights::read(&info.config, &src, &gguf_names())?;
-            check_vocab(&info, &tokenizer)?;
-            Ok(LoadedModel {
-                info,
-                weights,
-                tokenizer,
-            })
+            (info, tokenizer, Box::new(src), gguf_names())
         }
         ModelFormat::HfSafetensors => {
             let folder = HfFolder::open(path)?;
             let tokenizer = TextTokenizer::from_file(&path.join("tokenizer.json"))?;
             let names = hf_names(folder.info.config.family);
-            let weights = LlamaWeights::read(&folder.info.config, &folder, &names)?;
-            check_vocab(&folder.info, &tokenizer)?;
-            Ok(LoadedModel {
-                info: folder.info,
-                weights,
-                tokenizer,
-            })
+            (folder.info.clone(), tokenizer, Box::new(folder), names)
         }
-    }
+    };
+    WeightReader::new(&info.config, source.as_ref(), &names).check()?;
+    check_vocab(&info, &tokenizer)?;
+    Ok(LoadedModel {
+        info,
+        tokenizer,
+        source,
+        names,
+        weights: OnceLock::new(),
+    })
 }
 
 /// llama.cpp's tensor names (every family evocomp reads uses the same ones).
@@ -293,6 +349,10 @@ impl TensorSource for GgufSource {
         self.file.path()
     }
 
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.file.tensor_info(name).map(|t| t.shape())
+    }
+
     fn read(&self, name: &str) -> Result<Option<HostTensor>> {
         if self.file.tensor_info(name).is_none() {
             return Ok(None);
@@ -325,9 +385,9 @@ impl TensorSource for GgufSource {
 /// An HF folder: config.json, one or more safetensors shards.
 struct HfFolder {
     info: ModelInfo,
-    /// (file, map), and which shard holds each tensor.
+    /// (file, map), and per tensor: its index in `info.tensors` and the shard holding it.
     shards: Vec<(PathBuf, Mmap)>,
-    location: BTreeMap<String, usize>,
+    location: BTreeMap<String, (usize, usize)>,
 }
 
 impl HfFolder {
@@ -385,7 +445,7 @@ impl HfFolder {
                     dtype: format!("{:?}", view.dtype()),
                     shape: view.shape().to_vec(),
                 });
-                location.insert(name, i);
+                location.insert(name, (tensors.len() - 1, i));
             }
             drop(st);
             shards.push((f.clone(), mmap));
@@ -413,8 +473,13 @@ impl TensorSource for HfFolder {
         &self.info.path
     }
 
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let &(i, _) = self.location.get(name)?;
+        self.info.tensors.get(i).map(|t| t.shape.clone())
+    }
+
     fn read(&self, name: &str) -> Result<Option<HostTensor>> {
-        let Some(&i) = self.location.get(name) else {
+        let Some(&(_, i)) = self.location.get(name) else {
             return Ok(None);
         };
         let (path, mmap) = &self.shards[i];
@@ -453,6 +518,17 @@ impl TensorSource for HfFolder {
 /// Write weights as an HF folder: config.json + model.safetensors (f32).
 /// The tokenizer is written by the caller (it may come from elsewhere).
 pub fn save_hf_safetensors(cfg: &LlamaConfig, w: &LlamaWeights, dir: &Path) -> Result<()> {
+    save_hf_safetensors_as(cfg, w, dir, WeightDtype::F32)
+}
+
+/// [`save_hf_safetensors`] with every tensor stored in `dtype` (rounded to
+/// nearest even; zeros stay zeros) and `torch_dtype` saying so.
+pub fn save_hf_safetensors_as(
+    cfg: &LlamaConfig,
+    w: &LlamaWeights,
+    dir: &Path,
+    dtype: WeightDtype,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(ModelError::io(dir))?;
     let names = hf_names(cfg.family);
     // (name, tensor, is a norm: stored minus the offset)
@@ -487,22 +563,30 @@ pub fn save_hf_safetensors(cfg: &LlamaConfig, w: &LlamaWeights, dir: &Path) -> R
         .into_iter()
         .map(|(n, t, is_norm)| {
             let offset = if is_norm { names.norm_offset } else { 0.0 };
-            (
-                n,
-                t.data
-                    .iter()
-                    .flat_map(|v| (v - offset).to_le_bytes())
+            let values = t.data.iter().map(|v| v - offset);
+            let bytes: Vec<u8> = match dtype {
+                WeightDtype::F32 => values.flat_map(f32::to_le_bytes).collect(),
+                WeightDtype::Bf16 => values
+                    .flat_map(|v| half::bf16::from_f32(v).to_le_bytes())
                     .collect(),
-                t.shape.clone(),
-            )
+                WeightDtype::F16 => values
+                    .flat_map(|v| half::f16::from_f32(v).to_le_bytes())
+                    .collect(),
+            };
+            (n, bytes, t.shape.clone())
         })
         .collect();
+    let (st_dtype, torch_dtype) = match dtype {
+        WeightDtype::F32 => (Dtype::F32, "float32"),
+        WeightDtype::Bf16 => (Dtype::BF16, "bfloat16"),
+        WeightDtype::F16 => (Dtype::F16, "float16"),
+    };
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
         .iter()
         .map(|(n, b, s)| {
             (
                 n.clone(),
-                safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+                safetensors::tensor::TensorView::new(st_dtype, s.clone(), b)
                     .expect("byte count matches the shape"),
             )
         })
@@ -513,7 +597,9 @@ pub fn save_hf_safetensors(cfg: &LlamaConfig, w: &LlamaWeights, dir: &Path) -> R
         message: e.to_string(),
     })?;
     let cfg_path = dir.join("config.json");
-    let text = serde_json::to_string_pretty(&cfg.to_hf_json()).expect("json");
+    let mut json = cfg.to_hf_json();
+    json["torch_dtype"] = torch_dtype.into();
+    let text = serde_json::to_string_pretty(&json).expect("json");
     std::fs::write(&cfg_path, text).map_err(ModelError::io(&cfg_path))?;
     Ok(())
 }

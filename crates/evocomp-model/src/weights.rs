@@ -156,13 +156,16 @@ pub struct LlamaWeights {
 }
 
 /// Where the weights come from, with names in one format's convention.
-pub(crate) trait TensorSource {
+pub(crate) trait TensorSource: Send + Sync {
     fn path(&self) -> &Path;
+    /// The tensor's stored shape, or `None` if absent (reads no data).
+    fn shape(&self, name: &str) -> Option<Vec<usize>>;
     /// The tensor as f32 with its row-major shape, or `None` if absent.
     fn read(&self, name: &str) -> Result<Option<HostTensor>>;
 }
 
 /// The names of one format.
+#[derive(Clone)]
 pub(crate) struct Names {
     pub embed: String,
     pub final_norm: String,
@@ -180,94 +183,159 @@ pub(crate) struct Names {
     pub norm_offset: f32,
 }
 
-impl LlamaWeights {
-    /// Read every tensor named by `names`, checking each shape against `cfg`.
-    pub(crate) fn read(cfg: &LlamaConfig, src: &dyn TensorSource, names: &Names) -> Result<Self> {
-        let get = |name: &str, expected: &[usize]| -> Result<HostTensor> {
-            let t = src.read(name)?.ok_or_else(|| ModelError::MissingTensor {
-                path: src.path().to_path_buf(),
-                name: name.to_string(),
-            })?;
-            check_shape(src.path(), name, &t, expected)?;
-            Ok(t)
+/// Reads a model's weights one part at a time (the embedding, a block, the
+/// final norm, the head), each checked against the config, so a caller can
+/// stream them to a device without holding the whole model on the host.
+///
+/// `check` walks the same parts against the tensor table only (names and
+/// shapes, no data): a missing or misshapen tensor is found when the model
+/// is opened, before anything is dequantised.
+pub(crate) struct WeightReader<'a> {
+    pub cfg: &'a LlamaConfig,
+    pub src: &'a dyn TensorSource,
+    pub names: &'a Names,
+    /// Check names and shapes only; every tensor returned is an empty
+    /// placeholder, dropped at once by `check`.
+    dry: bool,
+}
+
+impl<'a> WeightReader<'a> {
+    pub fn new(cfg: &'a LlamaConfig, src: &'a dyn TensorSource, names: &'a Names) -> Self {
+        Self {
+            cfg,
+            src,
+            names,
+            dry: false,
+        }
+    }
+
+    fn get(&self, name: &str, expected: &[usize]) -> Result<HostTensor> {
+        let missing = || ModelError::MissingTensor {
+            path: self.src.path().to_path_buf(),
+            name: name.to_string(),
         };
-        let norm = |name: &str, len: usize| -> Result<HostTensor> {
-            let mut t = get(name, &[len])?;
-            if names.norm_offset != 0.0 {
-                t.data.iter_mut().for_each(|v| *v += names.norm_offset);
-            }
-            t.shape = vec![len];
-            Ok(t)
-        };
-        let h = cfg.hidden;
-        let embed = get(&names.embed, &[cfg.vocab, h])?;
-        let mut layers = Vec::new();
-        for l in 0..cfg.n_layers {
-            let attn_norm = norm(&(names.attn_norm)(l), h)?;
-            let mlp_norm = norm(&(names.mlp_norm)(l), h)?;
-            let linears = LinearKind::ALL.map(|k| get(&(names.linear)(k, l), &k.shape(cfg)));
-            let [q, k, v, o, g, u, d] = linears;
-            let post_norms = if cfg.post_norms {
-                let [a, m] = names.post_norms;
-                Some([norm(&a(l), h)?, norm(&m(l), h)?])
-            } else {
-                None
-            };
-            let qk_norms = if cfg.qk_norm {
-                let [qn, kn] = names.qk_norms;
-                Some([norm(&qn(l), cfg.head_dim)?, norm(&kn(l), cfg.head_dim)?])
-            } else {
-                None
-            };
-            let qkv_bias = if cfg.qkv_bias {
-                let [qb, kb, vb] = names.qkv_bias;
-                let vec = |name: String, len: usize| -> Result<HostTensor> {
-                    let mut t = get(&name, &[len])?;
-                    t.shape = vec![len];
-                    Ok(t)
-                };
-                Some([
-                    vec(qb(l), cfg.q_dim())?,
-                    vec(kb(l), cfg.kv_dim())?,
-                    vec(vb(l), cfg.kv_dim())?,
-                ])
-            } else {
-                None
-            };
-            layers.push(LayerWeights {
-                attn_norm,
-                mlp_norm,
-                linears: [q?, k?, v?, o?, g?, u?, d?],
-                post_norms,
-                qk_norms,
-                qkv_bias,
+        if self.dry {
+            let shape = self.src.shape(name).ok_or_else(missing)?;
+            check_shape(self.src.path(), name, &shape, expected)?;
+            return Ok(HostTensor {
+                shape: expected.to_vec(),
+                data: Vec::new(),
             });
         }
-        let final_norm = norm(&names.final_norm, h)?;
-        let lm_head = if cfg.tied_embeddings {
-            None
+        let t = self.src.read(name)?.ok_or_else(missing)?;
+        check_shape(self.src.path(), name, &t.shape, expected)?;
+        Ok(t)
+    }
+
+    fn norm(&self, name: &str, len: usize) -> Result<HostTensor> {
+        let mut t = self.get(name, &[len])?;
+        if self.names.norm_offset != 0.0 {
+            t.data.iter_mut().for_each(|v| *v += self.names.norm_offset);
+        }
+        t.shape = vec![len];
+        Ok(t)
+    }
+
+    /// `[vocab, hidden]`.
+    pub fn embed(&self) -> Result<HostTensor> {
+        self.get(&self.names.embed, &[self.cfg.vocab, self.cfg.hidden])
+    }
+
+    pub fn final_norm(&self) -> Result<HostTensor> {
+        self.norm(&self.names.final_norm, self.cfg.hidden)
+    }
+
+    /// `[vocab, hidden]`; `None` when tied to the embedding.
+    pub fn lm_head(&self) -> Result<Option<HostTensor>> {
+        if self.cfg.tied_embeddings {
+            return Ok(None);
+        }
+        self.get(&self.names.lm_head, &[self.cfg.vocab, self.cfg.hidden])
+            .map(Some)
+    }
+
+    /// Block `l`.
+    pub fn layer(&self, l: usize) -> Result<LayerWeights> {
+        let (cfg, names, h) = (self.cfg, self.names, self.cfg.hidden);
+        let attn_norm = self.norm(&(names.attn_norm)(l), h)?;
+        let mlp_norm = self.norm(&(names.mlp_norm)(l), h)?;
+        let [q, k, v, o, g, u, d] =
+            LinearKind::ALL.map(|k| self.get(&(names.linear)(k, l), &k.shape(cfg)));
+        let post_norms = if cfg.post_norms {
+            let [a, m] = names.post_norms;
+            Some([self.norm(&a(l), h)?, self.norm(&m(l), h)?])
         } else {
-            Some(get(&names.lm_head, &[cfg.vocab, h])?)
+            None
         };
+        let qk_norms = if cfg.qk_norm {
+            let [qn, kn] = names.qk_norms;
+            Some([
+                self.norm(&qn(l), cfg.head_dim)?,
+                self.norm(&kn(l), cfg.head_dim)?,
+            ])
+        } else {
+            None
+        };
+        let qkv_bias = if cfg.qkv_bias {
+            let [qb, kb, vb] = names.qkv_bias;
+            let vec = |name: String, len: usize| -> Result<HostTensor> {
+                let mut t = self.get(&name, &[len])?;
+                t.shape = vec![len];
+                Ok(t)
+            };
+            Some([
+                vec(qb(l), cfg.q_dim())?,
+                vec(kb(l), cfg.kv_dim())?,
+                vec(vb(l), cfg.kv_dim())?,
+            ])
+        } else {
+            None
+        };
+        Ok(LayerWeights {
+            attn_norm,
+            mlp_norm,
+            linears: [q?, k?, v?, o?, g?, u?, d?],
+            post_norms,
+            qk_norms,
+            qkv_bias,
+        })
+    }
+
+    /// Every tensor the model needs is in the table with the config's shape.
+    pub fn check(&self) -> Result<()> {
+        let dry = WeightReader { dry: true, ..*self };
+        dry.embed()?;
+        for l in 0..self.cfg.n_layers {
+            dry.layer(l)?;
+        }
+        dry.final_norm()?;
+        dry.lm_head()?;
+        Ok(())
+    }
+
+    /// Every weight, on the host.
+    pub fn read_all(&self) -> Result<LlamaWeights> {
         Ok(LlamaWeights {
-            embed,
-            layers,
-            final_norm,
-            lm_head,
+            embed: self.embed()?,
+            layers: (0..self.cfg.n_layers)
+                .map(|l| self.layer(l))
+                .collect::<Result<_>>()?,
+            final_norm: self.final_norm()?,
+            lm_head: self.lm_head()?,
         })
     }
 }
 
-fn check_shape(path: &Path, name: &str, t: &HostTensor, expected: &[usize]) -> Result<()> {
+fn check_shape(path: &Path, name: &str, shape: &[usize], expected: &[usize]) -> Result<()> {
     // A 1-D norm may be stored as [1, h] by some exporters.
-    let squeezed: Vec<usize> = t.shape.iter().copied().filter(|&d| d != 1).collect();
+    let squeezed: Vec<usize> = shape.iter().copied().filter(|&d| d != 1).collect();
     let want: Vec<usize> = expected.iter().copied().filter(|&d| d != 1).collect();
-    if t.shape != expected && !(expected.len() == 1 && squeezed == want) {
+    if shape != expected && !(expected.len() == 1 && squeezed == want) {
         return Err(ModelError::ShapeMismatch {
             path: path.to_path_buf(),
             name: name.to_string(),
             expected: expected.to_vec(),
-            found: t.shape.clone(),
+            found: shape.to_vec(),
         });
     }
     Ok(())

@@ -86,7 +86,7 @@ fn tokenizer_matches_transformers() {
 fn logits_and_perplexity_match_transformers() {
     let f = fixture();
     let m = model();
-    let lm = LlamaModel::new(m.config(), &m.weights, &Device::flex());
+    let lm = LlamaModel::new(m.config(), m.weights().unwrap(), &Device::flex());
     let ids = u32s(&f["token_ids"]);
     let ctx = f["context"].as_u64().unwrap() as usize;
     let top_idx: Vec<Vec<u32>> = serde_json::from_value(f["top_idx"].clone()).unwrap();

@@ -145,7 +145,7 @@ fn logits_and_perplexity_agree_with_pytorch() {
     let context = fx["context"].as_u64().unwrap() as usize;
     let vocab = m.config().vocab;
     let device = Device::flex();
-    let net = LlamaModel::new(m.config(), &m.weights, &device);
+    let net = LlamaModel::new(m.config(), m.weights().unwrap(), &device);
     let windows: Vec<Vec<u32>> = tokens.chunks(context).map(<[u32]>::to_vec).collect();
     let logits: Tensor<3> = net.forward(&windows).unwrap();
     let logits: Vec<f32> = logits.into_data().try_into_vec().unwrap();

@@ -20,7 +20,7 @@ fn gguf_round_trip_restores_weights_and_rope_order() {
     let m = load_model(&path).unwrap();
     assert_eq!(m.config(), &cfg);
     // Q and K were written permuted (llama.cpp order) and come back in HF order.
-    assert_eq!(m.weights, w);
+    assert_eq!(*m.weights().unwrap(), w);
     let info = inspect_model(&path).unwrap();
     assert_eq!(
         info.dtype_counts().get("F32"),
@@ -45,7 +45,7 @@ fn hf_safetensors_folder_gives_the_same_model() {
     .unwrap();
     let from_hf = load_model(&hf).unwrap();
     assert_eq!(from_hf.config(), &cfg);
-    assert_eq!(from_hf.weights, w);
+    assert_eq!(*from_hf.weights().unwrap(), w);
     let text = "Hello, world! 12345 tokens.";
     assert_eq!(
         from_hf.tokenizer.encode(text).unwrap(),
@@ -53,8 +53,14 @@ fn hf_safetensors_folder_gives_the_same_model() {
     );
     let d = Device::flex();
     let batch = vec![tokens(1, 16)];
-    let a = logits(&LlamaModel::new(&cfg, &from_gguf.weights, &d), &batch);
-    let b = logits(&LlamaModel::new(&cfg, &from_hf.weights, &d), &batch);
+    let a = logits(
+        &LlamaModel::new(&cfg, from_gguf.weights().unwrap(), &d),
+        &batch,
+    );
+    let b = logits(
+        &LlamaModel::new(&cfg, from_hf.weights().unwrap(), &d),
+        &batch,
+    );
     assert_eq!(a, b);
 }
 
@@ -96,7 +102,7 @@ fn sharded_safetensors_load() {
     .unwrap();
     std::fs::write(hf.join("tokenizer.json"), tk.to_json().unwrap()).unwrap();
     let m = load_model(&hf).unwrap();
-    assert_eq!(m.weights, w);
+    assert_eq!(*m.weights().unwrap(), w);
 }
 
 fn expect_err(path: &Path) -> String {
@@ -282,7 +288,7 @@ fn untied_head_is_used() {
     write_gguf(&cfg, &w, &path).unwrap();
     let m = load_model(&path).unwrap();
     assert!(!m.config().tied_embeddings);
-    assert_eq!(m.weights.lm_head, w.lm_head);
+    assert_eq!(m.weights().unwrap().lm_head, w.lm_head);
 }
 
 /// A block count read from a file is checked against the tensors before
