@@ -193,6 +193,28 @@ fn wgpu_and_cpu_agree() {
     );
     let gpu = perplexity_line(&gpu_out);
     assert!(((cpu - gpu) / cpu).abs() < 1e-3, "cpu {cpu} vs wgpu {gpu}");
+    // Half-precision weights on wgpu: a perplexity close to f32's, or a
+    // clear refusal where the device cannot compute in that type (lavapipe
+    // has no bf16), never the garbage computing in it anyway gives.
+    for dtype in ["f16", "bf16"] {
+        let mut a = args("wgpu");
+        a.extend(["--dtype".to_string(), dtype.to_string()]);
+        let o = evocomp(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        if o.status.success() {
+            let half = perplexity_line(&o);
+            assert!(
+                ((cpu - half) / cpu).abs() < 0.02,
+                "{dtype}: cpu {cpu} vs {half}"
+            );
+        } else {
+            let e = stderr(&o);
+            assert!(
+                e.contains(&format!("weights in {dtype} are not supported"))
+                    && !e.contains("panicked"),
+                "{dtype}: {e}"
+            );
+        }
+    }
 }
 
 #[test]

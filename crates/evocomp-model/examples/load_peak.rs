@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("opened: peak {}", status("VmHWM:"));
     let device = Device::flex();
     let model = if via_host {
-        LlamaModel::with_dtype(m.config(), m.weights()?, &device, dtype)
+        LlamaModel::with_dtype(m.config(), m.weights()?, &device, dtype)?
     } else {
         m.to_device(&device, dtype)?
     };

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] evocomp_gguf::GgufError),
+    #[error(transparent)]
+    Forward(#[from] crate::llama::ForwardError),
     #[error("{path}: cannot read: {source}")]
     Io {
         path: PathBuf,

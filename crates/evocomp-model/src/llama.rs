@@ -44,6 +44,11 @@ pub enum ForwardError {
         window: usize,
         len: usize,
     },
+    #[error(
+        "weights in {dtype} are not supported on {device} (it cannot compute in that type); \
+         use f32, or f16 where the device has it"
+    )]
+    UnsupportedDtype { dtype: WeightDtype, device: String },
     #[error("layer {layer} {kind:?}: weight has shape {found:?}, expected {expected:?}")]
     BadWeight {
         layer: usize,
@@ -187,18 +192,22 @@ const MAX_ROPE_TABLE: usize = 32_768;
 impl LlamaModel {
     /// Upload `weights` to `device` in f32.
     pub fn new(cfg: &LlamaConfig, weights: &LlamaWeights, device: &Device) -> Self {
-        Self::with_dtype(cfg, weights, device, WeightDtype::F32)
+        match Self::with_dtype(cfg, weights, device, WeightDtype::F32) {
+            Ok(m) => m,
+            Err(e) => unreachable!("every device computes in f32: {e}"),
+        }
     }
 
-    /// Upload `weights` to `device`, the matrices held in `dtype`.
+    /// Upload `weights` to `device`, the matrices held in `dtype`; an error
+    /// if the device cannot compute in `dtype`.
     pub fn with_dtype(
         cfg: &LlamaConfig,
         weights: &LlamaWeights,
         device: &Device,
         dtype: WeightDtype,
-    ) -> Self {
-        let layers = weights.layers.iter().map(Ok::<_, std::convert::Infallible>);
-        match Self::build(
+    ) -> Result<Self, ForwardError> {
+        let layers = weights.layers.iter().map(Ok::<_, ForwardError>);
+        Self::build(
             cfg,
             device,
             dtype,
@@ -206,16 +215,15 @@ impl LlamaModel {
             weights.lm_head.as_ref().map(Cow::Borrowed),
             &weights.final_norm,
             layers,
-        ) {
-            Ok(m) => m,
-            Err(never) => match never {},
-        }
+        )
     }
 
     /// Build the model part by part: each block is uploaded as `layers`
     /// yields it (and may be dropped by the caller), and an owned embedding
-    /// is moved to the device without a host copy.
-    pub(crate) fn build<L: Borrow<LayerWeights>, E>(
+    /// is moved to the device without a host copy. A half precision the
+    /// device cannot compute in is refused before anything is uploaded (a
+    /// software Vulkan device has no bf16, and computing in it gives garbage).
+    pub(crate) fn build<L: Borrow<LayerWeights>, E: From<ForwardError>>(
         cfg: &LlamaConfig,
         device: &Device,
         dtype: WeightDtype,
@@ -224,6 +232,20 @@ impl LlamaModel {
         final_norm: &HostTensor,
         layers: impl Iterator<Item = Result<L, E>>,
     ) -> Result<Self, E> {
+        let half = match dtype {
+            WeightDtype::F32 => None,
+            WeightDtype::Bf16 => Some(FloatDType::BF16),
+            WeightDtype::F16 => Some(FloatDType::F16),
+        };
+        if let Some(h) = half
+            && !device.supports_dtype(h)
+        {
+            return Err(ForwardError::UnsupportedDtype {
+                dtype,
+                device: format!("{device:?}"),
+            }
+            .into());
+        }
         let upload_owned = |t: HostTensor, device: &Device| dtype.upload(t, device);
         // The embedding and head first, so a streamed f32 embedding (the
         // largest tensor) is gone before the blocks arrive.

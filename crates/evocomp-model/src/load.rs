@@ -159,7 +159,7 @@ impl LoadedModel {
     /// block's f32 tensors (or the embedding's) on the host at a time.
     pub fn to_device(&self, device: &Device, dtype: WeightDtype) -> Result<LlamaModel> {
         if let Some(w) = self.weights.get() {
-            return Ok(LlamaModel::with_dtype(self.config(), w, device, dtype));
+            return Ok(LlamaModel::with_dtype(self.config(), w, device, dtype)?);
         }
         let r = self.reader();
         let lm_head = r.lm_head()?;

@@ -52,7 +52,7 @@ fn check(name: &str, family: Family) -> LoadedModel {
     for dtype in [WeightDtype::F32, WeightDtype::Bf16] {
         let streamed = logits(&fresh.to_device(&d, dtype).unwrap(), &batch);
         let from_host = logits(
-            &LlamaModel::with_dtype(&cfg, m.weights().unwrap(), &d, dtype),
+            &LlamaModel::with_dtype(&cfg, m.weights().unwrap(), &d, dtype).unwrap(),
             &batch,
         );
         assert_eq!(streamed, from_host, "{name}: streamed {dtype}");

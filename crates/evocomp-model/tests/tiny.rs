@@ -342,7 +342,7 @@ fn half_precision_weights_stay_close_to_f32() {
         evocomp_model::WeightDtype::Bf16,
         evocomp_model::WeightDtype::F16,
     ] {
-        let mut m = LlamaModel::with_dtype(&cfg, &w, &d, dtype);
+        let mut m = LlamaModel::with_dtype(&cfg, &w, &d, dtype).unwrap();
         assert_eq!(m.weight_dtype(), dtype);
         let half = logits(&m, &batch);
         let diff = max_diff(&full, &half);
