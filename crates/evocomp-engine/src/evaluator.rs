@@ -222,7 +222,6 @@ impl Evaluator {
         let r = if reuse {
             let states = &anchor.as_ref().expect("built").states;
             kl_to_teacher_with(
-                model,
                 &sample,
                 &teachers[ti],
                 opts,
@@ -235,7 +234,6 @@ impl Evaluator {
             )?
         } else {
             kl_to_teacher_with(
-                model,
                 &sample,
                 &teachers[ti],
                 opts,
@@ -253,7 +251,6 @@ impl Evaluator {
         let ti = self.teacher(sample)?;
         self.applier.apply(&self.db, &mut self.model, genome)?;
         let r = kl_to_teacher_with(
-            &self.model,
             sample,
             &self.teachers[ti],
             &self.opts,

@@ -1,20 +1,24 @@
 //! Fitness evaluation on burn: teacher outputs computed once and kept,
 //! KL(teacher ‖ student) per token, and perplexity.
 //!
-//! All heavy work (forward, log-softmax, top-k, gathers) runs on the model's
-//! device; only `[batch, tokens, k]`-sized results come back to the host.
+//! The forward pass runs on the model's device; its logits come back to the
+//! host once per batch, where `rows.rs` reads each row in one pass (its
+//! log-sum-exp, the teacher's top-k by partial selection, the entries KL and
+//! NLL need), instead of writing a `[tokens, vocab]` log-softmax and sorting
+//! whole rows.
 //! `measure.rs` holds the model measurements heuristics use (OWL's outlier
 //! ratios, ShortGPT's block influence).
 
-use burn::tensor::activation::log_softmax;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 use evocomp_data::Sample;
 use evocomp_model::{ForwardError, LlamaModel};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 mod measure;
+mod rows;
 pub use measure::{block_influence, owl_outlier_ratios};
+pub use rows::{log_sum_exp, log_sum_exp_rows, top_k};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -148,14 +152,6 @@ fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
         .map_err(|e| EvalError::Backend(format!("{e:?}")))
 }
 
-fn read_i64<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
-    t.try_into_data()
-        .map_err(|e| EvalError::Backend(format!("{e:?}")))?
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-        .map_err(|e| EvalError::Backend(format!("{e:?}")))
-}
-
 fn check_batch(opts: &EvalOptions) -> Result<()> {
     if opts.batch_size == 0 {
         return Err(EvalError::Invalid("batch size must be at least 1".into()));
@@ -163,20 +159,41 @@ fn check_batch(opts: &EvalOptions) -> Result<()> {
     Ok(())
 }
 
-/// Log-probabilities `[B, T, vocab]` of the model on a batch.
-fn log_probs(model: &LlamaModel, batch: &[Vec<u32>]) -> Result<Tensor<3>> {
-    Ok(log_softmax(model.forward(batch)?, 2))
+/// A batch's logits on the host: `[B, T, vocab]` row-major, with each
+/// row's log-sum-exp (so a log-probability is `logit - lse`).
+struct HostRows {
+    logits: Vec<f32>,
+    lse: Vec<f32>,
+    dims: [usize; 3],
 }
 
-/// Per-position next-token log-likelihoods `[B, T-1]` from log-probs.
-fn target_logp(model: &LlamaModel, lp: Tensor<3>, batch: &[Vec<u32>]) -> Result<Vec<f32>> {
-    let [b, t, v] = lp.dims();
-    let targets: Vec<i64> = batch
-        .iter()
-        .flat_map(|s| s[1..].iter().map(|&x| x as i64))
-        .collect();
-    let idx = Tensor::<3, Int>::from_data(TensorData::new(targets, [b, t - 1, 1]), model.device());
-    read_f32(lp.slice([0..b, 0..t - 1, 0..v]).gather(2, idx))
+impl HostRows {
+    fn new(logits: Tensor<3>) -> Result<Self> {
+        let dims = logits.dims();
+        let logits = read_f32(logits)?;
+        let lse = log_sum_exp_rows(&logits, dims[2]);
+        Ok(Self { logits, lse, dims })
+    }
+
+    /// Row of sequence `i`, position `pos`, and its log-sum-exp.
+    fn row(&self, i: usize, pos: usize) -> (&[f32], f32) {
+        let [_, t, v] = self.dims;
+        let r = i * t + pos;
+        (&self.logits[r * v..(r + 1) * v], self.lse[r])
+    }
+
+    /// Per-position next-token log-likelihoods, `B x (T-1)`.
+    fn target_logp(&self, batch: &[Vec<u32>]) -> Vec<f32> {
+        let [b, t, _] = self.dims;
+        let mut out = Vec::with_capacity(b * (t - 1));
+        for (i, s) in batch.iter().enumerate().take(b) {
+            for pos in 0..t - 1 {
+                let (row, lse) = self.row(i, pos);
+                out.push(row[s[pos + 1] as usize] - lse);
+            }
+        }
+        out
+    }
 }
 
 /// Compute and keep the teacher's outputs on `sample`.
@@ -211,26 +228,29 @@ pub fn compute_teacher(
     let mut seqs = Vec::with_capacity(sample.sequences.len());
     for r in batches(&sample.sequences, opts.batch_size) {
         let batch = &sample.sequences[r];
-        let lp = log_probs(model, batch)?;
-        let [b, t, v] = lp.dims();
-        match mode {
-            TeacherMode::Full => {
-                let all = read_f32(lp)?;
-                seqs.extend(
-                    all.chunks_exact(t * v)
-                        .map(|c| TeacherSeq::Full(c.to_vec())),
-                );
-            }
-            TeacherMode::TopK(k) => {
-                let (vals, idx) = lp.topk_with_indices(k, 2);
-                let vals = read_f32(vals)?;
-                let idx = read_i64(idx)?;
-                for i in 0..b {
-                    let r = i * t * k..(i + 1) * t * k;
-                    seqs.push(TeacherSeq::TopK {
-                        ids: idx[r.clone()].to_vec(),
-                        logp: vals[r].to_vec(),
-                    });
+        let rows = HostRows::new(model.forward(batch)?)?;
+        let [b, t, v] = rows.dims;
+        for i in 0..b {
+            match mode {
+                TeacherMode::Full => {
+                    let mut all = Vec::with_capacity(t * v);
+                    for pos in 0..t {
+                        let (row, lse) = rows.row(i, pos);
+                        all.extend(row.iter().map(|x| x - lse));
+                    }
+                    seqs.push(TeacherSeq::Full(all));
+                }
+                TeacherMode::TopK(k) => {
+                    let (mut ids, mut logp) =
+                        (Vec::with_capacity(t * k), Vec::with_capacity(t * k));
+                    for pos in 0..t {
+                        let (row, lse) = rows.row(i, pos);
+                        for (id, x) in top_k(row, k) {
+                            ids.push(id as i64);
+                            logp.push(x - lse);
+                        }
+                    }
+                    seqs.push(TeacherSeq::TopK { ids, logp });
                 }
             }
         }
@@ -288,7 +308,7 @@ pub fn kl_to_teacher(
     opts: &EvalOptions,
     progress: &ProgressBar,
 ) -> Result<KlResult> {
-    kl_to_teacher_with(model, sample, teacher, opts, progress, &mut |_, batch| {
+    kl_to_teacher_with(sample, teacher, opts, progress, &mut |_, batch| {
         Ok(model.forward(batch)?)
     })
 }
@@ -299,7 +319,6 @@ pub type LogitsFn<'a> = dyn FnMut(usize, &[Vec<u32>]) -> Result<Tensor<3>> + 'a;
 /// [`kl_to_teacher`] with the logits of batch `i` (of [`batches`]) made by
 /// `logits`: the hook that lets a caller resume from cached hidden states.
 pub fn kl_to_teacher_with(
-    model: &LlamaModel,
     sample: &Sample,
     teacher: &Teacher,
     opts: &EvalOptions,
@@ -313,60 +332,48 @@ pub fn kl_to_teacher_with(
             sample: sample.id.clone(),
         });
     }
-    let device = model.device().clone();
     let (mut kl_sum, mut kl_n, mut nll_sum, mut nll_n) = (0.0f64, 0usize, 0.0f64, 0usize);
     for (bi, r) in batches(&sample.sequences, opts.batch_size)
         .into_iter()
         .enumerate()
     {
         let batch = &sample.sequences[r.clone()];
-        let lp = log_softmax(logits(bi, batch)?, 2);
-        let [b, t, v] = lp.dims();
+        let rows = HostRows::new(logits(bi, batch)?)?;
+        let [_, t, v] = rows.dims;
         if v != teacher.vocab {
             return Err(EvalError::Invalid(format!(
                 "student vocab {v} differs from the teacher's {}",
                 teacher.vocab
             )));
         }
-        let tl = target_logp(model, lp.clone(), batch)?;
+        let tl = rows.target_logp(batch);
         nll_sum -= tl.iter().map(|&x| x as f64).sum::<f64>();
         nll_n += tl.len();
-        match teacher.mode {
-            TeacherMode::Full => {
-                let mut all = Vec::with_capacity(b * t * v);
-                for s in &teacher.seqs[r] {
-                    let TeacherSeq::Full(x) = s else {
-                        unreachable!("mode is Full")
-                    };
-                    all.extend_from_slice(x);
-                }
-                let tlp = Tensor::<3>::from_data(TensorData::new(all, [b, t, v]), &device);
-                let kl = (tlp.clone().exp() * (tlp - lp)).sum_dim(2);
-                let kl = read_f32(kl)?;
-                kl_sum += kl.iter().map(|&x| (x as f64).max(0.0)).sum::<f64>();
-                kl_n += kl.len();
-            }
-            TeacherMode::TopK(k) => {
-                let mut ids = Vec::with_capacity(b * t * k);
-                for s in &teacher.seqs[r.clone()] {
-                    let TeacherSeq::TopK { ids: i, .. } = s else {
-                        unreachable!("mode is TopK")
-                    };
-                    ids.extend_from_slice(i);
-                }
-                let idx = Tensor::<3, Int>::from_data(TensorData::new(ids, [b, t, k]), &device);
-                let slp = read_f32(lp.gather(2, idx))?;
-                for (i, s) in teacher.seqs[r].iter().enumerate() {
-                    let TeacherSeq::TopK { logp, .. } = s else {
-                        unreachable!()
-                    };
-                    for pos in 0..t {
-                        let o = pos * k;
-                        kl_sum += topk_kl(&logp[o..o + k], &slp[i * t * k + o..i * t * k + o + k]);
+        for (i, s) in teacher.seqs[r].iter().enumerate() {
+            for pos in 0..t {
+                let (row, lse) = rows.row(i, pos);
+                match s {
+                    TeacherSeq::Full(tlp) => {
+                        let tlp = &tlp[pos * v..(pos + 1) * v];
+                        let kl: f64 = tlp
+                            .iter()
+                            .zip(row)
+                            .map(|(&p, &x)| (p as f64).exp() * (p as f64 - (x - lse) as f64))
+                            .sum();
+                        kl_sum += kl.max(0.0);
                     }
-                    kl_n += t;
+                    TeacherSeq::TopK { ids, logp } => {
+                        let k = ids.len() / t;
+                        let o = pos * k;
+                        let slp: Vec<f32> = ids[o..o + k]
+                            .iter()
+                            .map(|&id| row[id as usize] - lse)
+                            .collect();
+                        kl_sum += topk_kl(&logp[o..o + k], &slp);
+                    }
                 }
             }
+            kl_n += t;
         }
         progress.inc(batch.iter().map(|s| s.len() as u64).sum());
     }
@@ -405,8 +412,7 @@ pub fn perplexity(
                 "a window needs at least 2 tokens".into(),
             ));
         }
-        let lp = log_probs(model, batch)?;
-        let tl = target_logp(model, lp, batch)?;
+        let tl = HostRows::new(model.forward(batch)?)?.target_logp(batch);
         sum -= tl.iter().map(|&x| x as f64).sum::<f64>();
         n += tl.len();
         progress.inc(batch.iter().map(|s| s.len() as u64).sum());
