@@ -10,7 +10,9 @@ log-probabilities computed once, plus the next-token NLL.
 
 tokens.json: {"sequences": [[ids...], ...], "batch_size": B, "top_k": K,
 "repeats": R}. Prints one JSON line: {"name", "tokens_per_s",
-"seconds_per_eval", "warmup_s", "kl"}. Needs torch, transformers, gguf, numpy.
+"seconds_per_eval", "warmup_s", "kl", "ppl_tokens_per_s"} (the last: a plain
+perplexity forward, log-softmax and next-token NLL, on the same batches).
+Needs torch, transformers, gguf, numpy.
 """
 
 import argparse
@@ -68,12 +70,25 @@ def main():
                 kl_n += kl.numel()
             return kl_sum / kl_n, nll_sum / nll_n
 
+        def perplexity():
+            nll_sum, nll_n = 0.0, 0
+            for x in batches:
+                lp = torch.log_softmax(model(x).logits.float(), dim=-1)
+                nll = -lp[:, :-1].gather(2, x[:, 1:, None]).squeeze(2)
+                nll_sum += nll.double().sum().item()
+                nll_n += nll.numel()
+            return nll_sum / nll_n
+
         evaluate()
         warmup = time.perf_counter() - t0
         t1 = time.perf_counter()
         for _ in range(repeats):
             kl, _ = evaluate()
         secs = (time.perf_counter() - t1) / repeats
+        t2 = time.perf_counter()
+        for _ in range(repeats):
+            perplexity()
+        ppl_secs = (time.perf_counter() - t2) / repeats
 
     print(
         json.dumps(
@@ -83,6 +98,7 @@ def main():
                 "seconds_per_eval": secs,
                 "warmup_s": warmup,
                 "kl": kl,
+                "ppl_tokens_per_s": n_tokens / ppl_secs,
             }
         )
     )

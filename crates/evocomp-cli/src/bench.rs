@@ -3,7 +3,9 @@
 
 use crate::backend::{self, BackendChoice};
 use anyhow::{Context, Result, bail};
-use evocomp_eval::{EvalOptions, TeacherMode, compute_teacher, kl_to_teacher, token_progress};
+use evocomp_eval::{
+    EvalOptions, TeacherMode, compute_teacher, kl_to_teacher, perplexity, token_progress,
+};
 use evocomp_model::WeightDtype;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -62,6 +64,10 @@ struct Figure {
     seconds_per_eval: f64,
     warmup_s: f64,
     kl: f64,
+    /// A plain perplexity forward (log-softmax and next-token NLL) on the
+    /// same sequences.
+    #[serde(default)]
+    ppl_tokens_per_s: f64,
 }
 
 #[derive(Serialize)]
@@ -136,12 +142,20 @@ pub fn run(a: BenchArgs) -> Result<()> {
             }
             bar.finish_and_clear();
             let secs = t1.elapsed().as_secs_f64() / a.repeats as f64;
+            let bar = token_progress((n_tokens * a.repeats) as u64, "perplexity");
+            let t2 = Instant::now();
+            for _ in 0..a.repeats {
+                perplexity(&m, &sample.sequences, &opts, &bar)?;
+            }
+            bar.finish_and_clear();
+            let ppl_secs = t2.elapsed().as_secs_f64() / a.repeats as f64;
             let f = Figure {
                 name: format!("evocomp {dtype} {}", chosen.description),
                 tokens_per_s: n_tokens as f64 / secs,
                 seconds_per_eval: secs,
                 warmup_s,
                 kl,
+                ppl_tokens_per_s: n_tokens as f64 / ppl_secs,
             };
             eprintln!(
                 "  {dtype}: {:.1} tokens/s ({secs:.2} s per evaluation), KL to f32 {kl:.3e}",
@@ -163,15 +177,29 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "KL-fitness throughput: {} x {} tokens, batch {}, top-{} teacher, mean of {} evaluations",
         a.sequences, a.seq_len, a.batch_size, a.top_k, a.repeats
     );
+    println!(
+        "{:<48} {:>16} {:>22}",
+        "", "KL fitness", "perplexity forward"
+    );
     for f in &figures {
-        print!("{:<48} {:>9.1} tokens/s", f.name, f.tokens_per_s);
+        print!(
+            "{:<48} {:>9.1} tokens/s {:>13.1} tokens/s",
+            f.name, f.tokens_per_s, f.ppl_tokens_per_s
+        );
         match &torch {
-            Some(t) => println!("  {:.2}x PyTorch", f.tokens_per_s / t.tokens_per_s),
+            Some(t) => println!(
+                "  {:.2}x / {:.2}x PyTorch",
+                f.tokens_per_s / t.tokens_per_s,
+                f.ppl_tokens_per_s / t.ppl_tokens_per_s
+            ),
             None => println!(),
         }
     }
     if let Some(t) = &torch {
-        println!("{:<48} {:>9.1} tokens/s", t.name, t.tokens_per_s);
+        println!(
+            "{:<48} {:>9.1} tokens/s {:>13.1} tokens/s",
+            t.name, t.tokens_per_s, t.ppl_tokens_per_s
+        );
     }
     if let Some(path) = &a.json {
         let report = Report {

@@ -383,3 +383,47 @@ fn manifest_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
+
+/// `bench` times every dtype asked for and scores each against the f32
+/// model: f32's KL is exactly 0, a half precision's is small but not 0.
+/// (What it checks is the report, not the speed.)
+#[test]
+fn bench_reports_every_dtype_against_the_f32_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, text) = tiny(dir.path());
+    let json = dir.path().join("bench.json");
+    let json_s = json.display().to_string();
+    let o = evocomp(&[
+        "bench",
+        "--model",
+        &model,
+        "--text",
+        &text,
+        "--sequences",
+        "2",
+        "--seq-len",
+        "32",
+        "--repeats",
+        "1",
+        "--backends",
+        "cpu",
+        "--dtypes",
+        "f32,bf16",
+        "--json",
+        &json_s,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let figures = r["figures"].as_array().unwrap();
+    assert_eq!(figures.len(), 2, "{r}");
+    assert!(figures[0]["name"].as_str().unwrap().contains("f32"));
+    assert_eq!(figures[0]["kl"].as_f64().unwrap(), 0.0);
+    let half = figures[1]["kl"].as_f64().unwrap();
+    assert!(half > 0.0 && half < 1e-2, "bf16 KL {half}");
+    for f in figures {
+        assert!(f["tokens_per_s"].as_f64().unwrap() > 0.0);
+        assert!(f["ppl_tokens_per_s"].as_f64().unwrap() > 0.0);
+    }
+    assert!(stdout(&o).contains("perplexity forward"), "{}", stdout(&o));
+}
