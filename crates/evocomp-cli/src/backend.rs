@@ -23,6 +23,8 @@ pub struct Chosen {
     /// The largest buffer a wgpu device allocates (its adapter's limits);
     /// None on the CPU.
     pub max_buffer_bytes: Option<u64>,
+    /// burn's `flex` CPU backend (not a GPU, nor wgpu's software adapter).
+    pub cpu: bool,
 }
 
 fn block_on<F: Future>(f: F) -> F::Output {
@@ -123,6 +125,7 @@ pub fn choose(choice: BackendChoice) -> Result<Chosen> {
         device: Device::flex(),
         description: "cpu (burn flex)".into(),
         max_buffer_bytes: None,
+        cpu: true,
     };
     match choice {
         BackendChoice::Cpu => Ok(cpu()),
@@ -133,6 +136,7 @@ pub fn choose(choice: BackendChoice) -> Result<Chosen> {
                     device: wgpu_device(DeviceKind::DefaultDevice)?,
                     description: format!("wgpu on {name}"),
                     max_buffer_bytes: Some(*max),
+                    cpu: false,
                 }),
                 None => {
                     tracing::info!("no GPU adapter found ({found:?}); using the CPU backend");
@@ -147,6 +151,7 @@ pub fn choose(choice: BackendChoice) -> Result<Chosen> {
                     device: wgpu_device(DeviceKind::DefaultDevice)?,
                     description: format!("wgpu on {name}"),
                     max_buffer_bytes: Some(*max),
+                    cpu: false,
                 });
             }
             if let Some((name, _, max)) = found.iter().find(|(_, t, _)| *t == wgpu::DeviceType::Cpu)
@@ -155,6 +160,7 @@ pub fn choose(choice: BackendChoice) -> Result<Chosen> {
                     device: wgpu_device(DeviceKind::Cpu)?,
                     description: format!("wgpu on {name} (software driver: slow)"),
                     max_buffer_bytes: Some(*max),
+                    cpu: false,
                 });
             }
             bail!(

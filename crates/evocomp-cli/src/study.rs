@@ -21,6 +21,11 @@ pub struct RunArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// On the CPU backend: this many workers, each evaluating its own
+    /// candidates on an equal share of the cores (default 1: one worker
+    /// using every core). Results do not depend on it.
+    #[arg(long, default_value_t = 1)]
+    pub cpu_workers: usize,
 }
 
 fn choice(exp: &Experiment, args: &RunArgs) -> BackendChoice {
@@ -46,6 +51,35 @@ fn stop_flag() -> Arc<AtomicBool> {
     stop
 }
 
+/// The workers for the chosen device: one on a GPU; `cpu_workers` on the
+/// CPU, each in a pool of an equal share of the cores.
+fn worker_devices(
+    chosen: &backend::Chosen,
+    cpu_workers: usize,
+) -> Result<Vec<evocomp_engine::WorkerDevice>> {
+    if cpu_workers == 0 {
+        bail!("--cpu-workers must be at least 1");
+    }
+    if !chosen.cpu || cpu_workers == 1 {
+        return Ok(vec![evocomp_engine::WorkerDevice {
+            name: "worker-0".into(),
+            device: chosen.device.clone(),
+            max_buffer_bytes: chosen.max_buffer_bytes,
+            threads: None,
+        }]);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / cpu_workers).max(1);
+    Ok((0..cpu_workers)
+        .map(|i| evocomp_engine::WorkerDevice {
+            name: format!("cpu-{i}"),
+            device: chosen.device.clone(),
+            max_buffer_bytes: None,
+            threads: Some(threads),
+        })
+        .collect())
+}
+
 /// Run one study; false when it was stopped (Ctrl-C) before finishing.
 fn execute(exp: &Experiment, args: &RunArgs, stop: &Arc<AtomicBool>) -> Result<bool> {
     let chosen = backend::choose(choice(exp, args))?;
@@ -54,11 +88,7 @@ fn execute(exp: &Experiment, args: &RunArgs, stop: &Arc<AtomicBool>) -> Result<b
         progress: std::io::stderr().is_terminal() || std::env::var_os("EVOCOMP_PROGRESS").is_some(),
         stop: stop.clone(),
         shared_cache: !args.no_shared_cache,
-        devices: vec![evocomp_engine::WorkerDevice {
-            name: "worker-0".into(),
-            device: chosen.device,
-            max_buffer_bytes: chosen.max_buffer_bytes,
-        }],
+        devices: worker_devices(&chosen, args.cpu_workers)?,
     };
     let t0 = std::time::Instant::now();
     match evocomp_engine::run(exp, &opts)? {

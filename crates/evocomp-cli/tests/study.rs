@@ -868,3 +868,30 @@ fn a_flipped_byte_in_any_study_or_database_file_is_never_a_wrong_result() {
         "{outcomes:?}"
     );
 }
+
+#[test]
+fn cpu_workers_in_their_own_pools_reach_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    experiment(d, "one", "grid", "UniformLevel(0)", EVO);
+    experiment(d, "two", "grid", "UniformLevel(0)", EVO);
+    ok(&evocomp(d, &["run", "one.ron", "--no-shared-cache"]));
+    ok(&evocomp(
+        d,
+        &["run", "two.ron", "--no-shared-cache", "--cpu-workers", "2"],
+    ));
+    let (a, b) = (summary(d, "results/one"), summary(d, "results/two"));
+    assert_eq!(a["best"]["genome"], b["best"]["genome"]);
+    assert_eq!(a["best"]["fitness"], b["best"]["fitness"]);
+    assert_eq!(a["best"]["held_out_kl"], b["best"]["held_out_kl"]);
+    // Both workers took jobs.
+    let workers: std::collections::BTreeSet<String> = journal(&d.join("results/two"))
+        .iter()
+        .filter(|t| !t.cached)
+        .map(|t| t.worker.clone())
+        .collect();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    let o = evocomp(d, &["run", "two.ron", "--cpu-workers", "0"]);
+    assert!(!o.status.success());
+}

@@ -60,6 +60,10 @@ pub struct WorkerDevice {
     /// The largest buffer the device allocates, in bytes (a GPU's limit);
     /// None where no such limit matters (the CPU).
     pub max_buffer_bytes: Option<u64>,
+    /// CPU threads of the worker's own pool, which every parallel kernel it
+    /// runs stays in (several CPU workers, one core each, instead of one
+    /// worker splitting every matrix product); None: the global pool.
+    pub threads: Option<usize>,
 }
 
 impl WorkerDevice {
@@ -69,6 +73,7 @@ impl WorkerDevice {
             name: name.into(),
             device,
             max_buffer_bytes: None,
+            threads: None,
         }
     }
 }
@@ -95,7 +100,16 @@ impl Pool {
         let (done_tx, done_rx) = channel::<Done>();
         let stats = Arc::new(Mutex::new(ReuseStats::default()));
         let mut handles = Vec::new();
-        for (WorkerDevice { name, device, .. }, batch_size) in devices {
+        for (
+            WorkerDevice {
+                name,
+                device,
+                threads,
+                ..
+            },
+            batch_size,
+        ) in devices
+        {
             let loaded = prep.loaded.clone();
             let db = prep.db.clone();
             let unit_layer = prep.unit_layer.clone();
@@ -110,49 +124,60 @@ impl Pool {
             let stop = stop.clone();
             let stats = stats.clone();
             handles.push(std::thread::spawn(move || {
-                // A worker that cannot put the model on its device answers
-                // every job with why, so the executor records failures
-                // instead of waiting for it.
-                let mut ev =
-                    Evaluator::new(&loaded, db, unit_layer, calib, fitness, reuse, &device)
-                        .map_err(|e| format!("{name}: putting the model on the device: {e:#}"));
-                drop(loaded);
-                loop {
-                    let job = {
-                        let rx = jobs_rx.lock().expect("queue lock");
-                        rx.recv()
-                    };
-                    let Ok(job) = job else { break };
-                    let t0 = Instant::now();
-                    let result = match &mut ev {
-                        _ if stop.load(Ordering::SeqCst) => Ok(Output::Skipped),
-                        Err(why) => Err(why.clone()),
-                        Ok(ev) => match &job.kind {
-                            JobKind::Fitness {
-                                genome,
-                                sample,
-                                anchor,
-                            } => ev
-                                .fitness(genome, *sample, anchor.as_ref())
-                                .map(Output::Fitness),
-                            JobKind::HeldOut { genome } => {
-                                ev.held_out(genome, &held_out).map(Output::HeldOut)
+                let work = move || {
+                    // A worker that cannot put the model on its device answers
+                    // every job with why, so the executor records failures
+                    // instead of waiting for it.
+                    let mut ev =
+                        Evaluator::new(&loaded, db, unit_layer, calib, fitness, reuse, &device)
+                            .map_err(|e| format!("{name}: putting the model on the device: {e:#}"));
+                    drop(loaded);
+                    loop {
+                        let job = {
+                            let rx = jobs_rx.lock().expect("queue lock");
+                            rx.recv()
+                        };
+                        let Ok(job) = job else { break };
+                        let t0 = Instant::now();
+                        let result = match &mut ev {
+                            _ if stop.load(Ordering::SeqCst) => Ok(Output::Skipped),
+                            Err(why) => Err(why.clone()),
+                            Ok(ev) => match &job.kind {
+                                JobKind::Fitness {
+                                    genome,
+                                    sample,
+                                    anchor,
+                                } => ev
+                                    .fitness(genome, *sample, anchor.as_ref())
+                                    .map(Output::Fitness),
+                                JobKind::HeldOut { genome } => {
+                                    ev.held_out(genome, &held_out).map(Output::HeldOut)
+                                }
                             }
+                            .map_err(|e| format!("{e:#}")),
+                        };
+                        if let Ok(ev) = &ev {
+                            *stats.lock().expect("stats lock") = ev.stats;
                         }
-                        .map_err(|e| format!("{e:#}")),
-                    };
-                    if let Ok(ev) = &ev {
-                        *stats.lock().expect("stats lock") = ev.stats;
+                        let d = Done {
+                            id: job.id,
+                            result,
+                            seconds: t0.elapsed().as_secs_f64(),
+                            worker: name.clone(),
+                        };
+                        if done_tx.send(d).is_err() {
+                            break;
+                        }
                     }
-                    let d = Done {
-                        id: job.id,
-                        result,
-                        seconds: t0.elapsed().as_secs_f64(),
-                        worker: name.clone(),
-                    };
-                    if done_tx.send(d).is_err() {
-                        break;
+                };
+                match threads.map(|n| rayon::ThreadPoolBuilder::new().num_threads(n).build()) {
+                    Some(Ok(pool)) => pool.install(work),
+                    // No pool of its own could be made: the global one.
+                    Some(Err(e)) => {
+                        tracing::warn!("worker thread pool: {e}; using the global pool");
+                        work()
                     }
+                    None => work(),
                 }
             }));
         }
