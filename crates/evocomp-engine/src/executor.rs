@@ -541,7 +541,7 @@ impl Executor<'_> {
             .find(|m| Some(&m.genome) == best_genome.as_ref())
             .unwrap_or(&measured[0])
             .clone();
-        let stats = *self.pool.stats.lock().expect("stats lock");
+        let stats = self.pool.stats();
         Summary {
             name: exp.name.clone(),
             strategy: exp.strategy.label().into(),

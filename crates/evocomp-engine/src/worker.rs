@@ -83,7 +83,8 @@ pub struct Pool {
     jobs: Option<Sender<Job>>,
     done: Receiver<Done>,
     handles: Vec<JoinHandle<()>>,
-    pub stats: Arc<Mutex<ReuseStats>>,
+    /// Each worker's prefix-reuse counts (summed by [`Pool::stats`]).
+    stats: Arc<Mutex<Vec<ReuseStats>>>,
 }
 
 impl Pool {
@@ -98,17 +99,20 @@ impl Pool {
         let (jobs_tx, jobs_rx) = channel::<Job>();
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
         let (done_tx, done_rx) = channel::<Done>();
-        let stats = Arc::new(Mutex::new(ReuseStats::default()));
+        let stats = Arc::new(Mutex::new(vec![ReuseStats::default(); devices.len()]));
         let mut handles = Vec::new();
         for (
-            WorkerDevice {
-                name,
-                device,
-                threads,
-                ..
-            },
-            batch_size,
-        ) in devices
+            wi,
+            (
+                WorkerDevice {
+                    name,
+                    device,
+                    threads,
+                    ..
+                },
+                batch_size,
+            ),
+        ) in devices.into_iter().enumerate()
         {
             let loaded = prep.loaded.clone();
             let db = prep.db.clone();
@@ -157,7 +161,7 @@ impl Pool {
                             .map_err(|e| format!("{e:#}")),
                         };
                         if let Ok(ev) = &ev {
-                            *stats.lock().expect("stats lock") = ev.stats;
+                            stats.lock().expect("stats lock")[wi] = ev.stats;
                         }
                         let d = Done {
                             id: job.id,
@@ -195,6 +199,18 @@ impl Pool {
             .expect("open until drop")
             .send(job)
             .map_err(|_| anyhow!("every worker has stopped"))
+    }
+
+    /// Prefix-reuse counts over every worker.
+    pub fn stats(&self) -> ReuseStats {
+        let per_worker = self.stats.lock().expect("stats lock");
+        let mut total = ReuseStats::default();
+        for s in per_worker.iter() {
+            total.layers_run += s.layers_run;
+            total.layers_full += s.layers_full;
+            total.anchors_built += s.anchors_built;
+        }
+        total
     }
 
     pub fn recv(&self) -> Result<Done> {

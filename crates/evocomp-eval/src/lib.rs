@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 mod measure;
 mod rows;
 pub use measure::{block_influence, owl_outlier_ratios};
-pub use rows::{log_sum_exp, log_sum_exp_rows, top_k};
+use rows::{log_sum_exp_rows, top_k};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -349,6 +349,7 @@ pub fn kl_to_teacher_with(
         let tl = rows.target_logp(batch);
         nll_sum -= tl.iter().map(|&x| x as f64).sum::<f64>();
         nll_n += tl.len();
+        let mut slp = Vec::new();
         for (i, s) in teacher.seqs[r].iter().enumerate() {
             for pos in 0..t {
                 let (row, lse) = rows.row(i, pos);
@@ -365,10 +366,8 @@ pub fn kl_to_teacher_with(
                     TeacherSeq::TopK { ids, logp } => {
                         let k = ids.len() / t;
                         let o = pos * k;
-                        let slp: Vec<f32> = ids[o..o + k]
-                            .iter()
-                            .map(|&id| row[id as usize] - lse)
-                            .collect();
+                        slp.clear();
+                        slp.extend(ids[o..o + k].iter().map(|&id| row[id as usize] - lse));
                         kl_sum += topk_kl(&logp[o..o + k], &slp);
                     }
                 }

@@ -3,10 +3,11 @@
 //! vocab]` log-softmax tensor written), and its top-k entries by partial
 //! selection instead of a full sort of the vocabulary.
 //!
-//! The sums run in 16 fixed lanes with a polynomial `exp`, so they
-//! vectorise on any x86-64 CPU (AVX-512, AVX2, or SSE2 when compiled
-//! without either) and give bit-identical results on all of them: the lane
-//! structure, not the instruction set, fixes the order of every addition.
+//! The sums run in 16 fixed lanes with a polynomial `exp`: an AVX-512
+//! kernel where the CPU has it, the portable lane loops elsewhere (which the
+//! compiler does not vectorise; measured scalar). Both give bit-identical
+//! results: the lane structure, not the instruction set, fixes the order of
+//! every addition.
 
 const LANES: usize = 16;
 
@@ -19,7 +20,7 @@ const LANES: usize = 16;
 fn exp_neg(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4; // 0.693359375: few mantissa bits, n * LN2_HI is exact
     const LN2_LO: f32 = -2.121_944_4e-4;
-    // Written as selects, not `clamp`/`max`, so that the lanes vectorise.
+    // A select, as the AVX-512 kernel's max with -87 computes it.
     let x = if x < -87.0 { -87.0 } else { x };
     // Round to nearest by adding 1.5 * 2^23: the sum's low mantissa bits
     // are then the rounded integer, read without a float-to-int conversion.
@@ -37,20 +38,10 @@ fn exp_neg(x: f32) -> f32 {
     f32::from_bits((p.to_bits() as i32 + (ni << 23)) as u32)
 }
 
+/// The row maximum from the per-lane maxima and the tail, or None when the
+/// row holds a NaN or an infinity (`bad`: per-lane sums of x * 0).
 #[inline(always)]
-fn lse_generic(row: &[f32]) -> f32 {
-    let mut m = [f32::NEG_INFINITY; LANES];
-    // NaN or ±inf anywhere makes `bad` NaN (x * 0 is NaN for both).
-    let mut bad = [0.0f32; LANES];
-    let chunks = row.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for c in chunks {
-        let c: &[f32; LANES] = c.try_into().expect("exact chunks");
-        for i in 0..LANES {
-            m[i] = if c[i] > m[i] { c[i] } else { m[i] };
-            bad[i] += c[i] * 0.0;
-        }
-    }
+fn row_max(m: &[f32; LANES], bad: &[f32; LANES], tail: &[f32]) -> Option<f32> {
     let mut max = f32::NEG_INFINITY;
     let mut b = 0.0f32;
     for i in 0..LANES {
@@ -61,24 +52,44 @@ fn lse_generic(row: &[f32]) -> f32 {
         max = if x > max { x } else { max };
         b += x * 0.0;
     }
-    if b.is_nan() {
-        return f32::NAN;
-    }
-    let mut s = [0.0f32; LANES];
-    for c in row.chunks_exact(LANES) {
-        let c: &[f32; LANES] = c.try_into().expect("exact chunks");
-        for i in 0..LANES {
-            s[i] += exp_neg(c[i] - max);
-        }
-    }
+    (!b.is_nan()).then_some(max)
+}
+
+/// max + ln(Σ lanes + Σ tail), the lanes and the tail added in f64.
+#[inline(always)]
+fn finish(max: f32, s: &[f32; LANES], tail: &[f32]) -> f32 {
     let mut sum = 0.0f64;
-    for v in s {
+    for &v in s {
         sum += v as f64;
     }
     for &x in tail {
         sum += exp_neg(x - max) as f64;
     }
     max + (sum.ln() as f32)
+}
+
+fn lse_generic(row: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; LANES];
+    // NaN or ±inf anywhere makes `bad` NaN (x * 0 is NaN for both).
+    let mut bad = [0.0f32; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks.clone() {
+        for i in 0..LANES {
+            m[i] = if c[i] > m[i] { c[i] } else { m[i] };
+            bad[i] += c[i] * 0.0;
+        }
+    }
+    let Some(max) = row_max(&m, &bad, tail) else {
+        return f32::NAN;
+    };
+    let mut s = [0.0f32; LANES];
+    for c in chunks {
+        for i in 0..LANES {
+            s[i] += exp_neg(c[i] - max);
+        }
+    }
+    finish(max, &s, tail)
 }
 
 /// [`lse_generic`] with AVX-512 intrinsics: the same 16 lanes and, lane by
@@ -105,19 +116,9 @@ unsafe fn lse_avx512(row: &[f32]) -> f32 {
         _mm512_storeu_ps(ma.as_mut_ptr(), m);
         _mm512_storeu_ps(ba.as_mut_ptr(), bad);
     }
-    let mut max = f32::NEG_INFINITY;
-    let mut b = 0.0f32;
-    for i in 0..LANES {
-        max = if ma[i] > max { ma[i] } else { max };
-        b += ba[i];
-    }
-    for &x in tail {
-        max = if x > max { x } else { max };
-        b += x * 0.0;
-    }
-    if b.is_nan() {
+    let Some(max) = row_max(&ma, &ba, tail) else {
         return f32::NAN;
-    }
+    };
     let vmax = _mm512_set1_ps(max);
     let lo = _mm512_set1_ps(-87.0);
     let log2e = _mm512_set1_ps(std::f32::consts::LOG2_E);
@@ -161,18 +162,11 @@ unsafe fn lse_avx512(row: &[f32]) -> f32 {
     let mut sa = [0.0f32; LANES];
     // SAFETY: a 16-float array.
     unsafe { _mm512_storeu_ps(sa.as_mut_ptr(), s) };
-    let mut sum = 0.0f64;
-    for v in sa {
-        sum += v as f64;
-    }
-    for &x in tail {
-        sum += exp_neg(x - max) as f64;
-    }
-    max + (sum.ln() as f32)
+    finish(max, &sa, tail)
 }
 
 /// log Σ exp(row): NaN if the row holds a NaN or an infinity.
-pub fn log_sum_exp(row: &[f32]) -> f32 {
+pub(crate) fn log_sum_exp(row: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -185,14 +179,14 @@ pub fn log_sum_exp(row: &[f32]) -> f32 {
 
 /// [`log_sum_exp`] of every `v`-long row of `rows`, the rows split over
 /// the thread pool (each row's result does not depend on the split).
-pub fn log_sum_exp_rows(rows: &[f32], v: usize) -> Vec<f32> {
+pub(crate) fn log_sum_exp_rows(rows: &[f32], v: usize) -> Vec<f32> {
     use rayon::prelude::*;
     rows.par_chunks_exact(v).map(log_sum_exp).collect()
 }
 
 /// The `k` largest entries of `row` (by value, largest first; equal values
 /// by index), as (index, value).
-pub fn top_k(row: &[f32], k: usize) -> Vec<(usize, f32)> {
+pub(crate) fn top_k(row: &[f32], k: usize) -> Vec<(usize, f32)> {
     let k = k.min(row.len());
     if k == 0 {
         return Vec::new();

@@ -97,6 +97,15 @@ pub enum WeightDtype {
 }
 
 impl WeightDtype {
+    /// The half precision the weights are stored in; None for f32.
+    fn half(self) -> Option<FloatDType> {
+        match self {
+            WeightDtype::F32 => None,
+            WeightDtype::Bf16 => Some(FloatDType::BF16),
+            WeightDtype::F16 => Some(FloatDType::F16),
+        }
+    }
+
     /// A host weight on `device` in this dtype. A half-precision one is
     /// rounded on the host and the f32 values dropped before the upload, so
     /// no f32 copy of it ever exists on the device.
@@ -232,12 +241,7 @@ impl LlamaModel {
         final_norm: &HostTensor,
         layers: impl Iterator<Item = Result<L, E>>,
     ) -> Result<Self, E> {
-        let half = match dtype {
-            WeightDtype::F32 => None,
-            WeightDtype::Bf16 => Some(FloatDType::BF16),
-            WeightDtype::F16 => Some(FloatDType::F16),
-        };
-        if let Some(h) = half
+        if let Some(h) = dtype.half()
             && !device.supports_dtype(h)
         {
             return Err(ForwardError::UnsupportedDtype {
@@ -330,9 +334,14 @@ impl LlamaModel {
 
     /// A stored weight as the f32 tensor the matmuls take.
     pub(crate) fn weight(&self, t: &Tensor<2>) -> Tensor<2> {
-        match self.weight_dtype {
-            WeightDtype::F32 => t.clone(),
-            _ => t.clone().cast(FloatDType::F32),
+        self.widen(t.clone())
+    }
+
+    /// A tensor read from the stored weights, in f32.
+    fn widen<const D: usize>(&self, t: Tensor<D>) -> Tensor<D> {
+        match self.weight_dtype.half() {
+            None => t,
+            Some(_) => t.cast(FloatDType::F32),
         }
     }
 
@@ -431,11 +440,8 @@ impl LlamaModel {
 
     /// Token embeddings `[B, T, hidden]` (times the embedding scale, if any).
     pub fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        let e = embedding(self.embed.clone(), tokens);
-        let e = match self.weight_dtype {
-            WeightDtype::F32 => e,
-            _ => e.cast(FloatDType::F32),
-        };
+        // Rows gathered in the stored dtype, then widened: never the table.
+        let e = self.widen(embedding(self.embed.clone(), tokens));
         match self.cfg.embed_scale {
             // As transformers does: the scale rounded to the weights' dtype.
             Some(s) => e * (s as f32) as f64,
