@@ -1,8 +1,10 @@
 //! One worker's evaluator: a student model that genomes are applied to, the
 //! uncompressed teacher's outputs per token sample (computed once), and the
 //! prefix cache: the hidden states of an anchor genome (EvoPress's parent)
-//! at every layer boundary, from which a child resumes at the first layer
-//! where it differs.
+//! at its layer boundaries (every one, or every s-th when a large sample
+//! would not fit the anchor's memory bound, and always the last), from which
+//! a child resumes at the last kept boundary before the first layer where it
+//! differs.
 
 use anyhow::{Context as _, Result};
 use burn::tensor::{Device, Tensor};
@@ -38,8 +40,25 @@ pub struct ReuseStats {
 struct Anchor {
     sample_id: String,
     genome: Genome,
-    /// Per batch, the hidden states entering each layer (index L: after the last).
+    /// The layer boundaries kept, ascending: boundary l is the input of
+    /// layer l, boundary L the output of the last layer.
+    kept: Vec<usize>,
+    /// Per batch, the hidden states at each kept boundary.
     states: Vec<Vec<Tensor<3>>>,
+}
+
+/// The boundaries an anchor keeps: every `stride`-th of `0..=n` and `n`
+/// itself, with the smallest stride whose boundaries take at most
+/// `max_bytes` at `boundary_bytes` each; `None` when not even the first and
+/// the last fit.
+fn kept_boundaries(n: usize, boundary_bytes: usize, max_bytes: usize) -> Option<Vec<usize>> {
+    (1..=n.max(1)).find_map(|stride| {
+        let mut kept: Vec<usize> = (0..=n).step_by(stride).collect();
+        if kept.last() != Some(&n) {
+            kept.push(n);
+        }
+        (kept.len().saturating_mul(boundary_bytes) <= max_bytes).then_some(kept)
+    })
 }
 
 pub struct Evaluator {
@@ -99,6 +118,12 @@ impl Evaluator {
         })
     }
 
+    /// Bounds the memory of one anchor's hidden states (default 2 GiB);
+    /// a sample whose every layer boundary does not fit keeps every s-th.
+    pub fn set_max_anchor_bytes(&mut self, bytes: usize) {
+        self.max_anchor_bytes = bytes;
+    }
+
     fn mode(&self) -> TeacherMode {
         match self.fitness.teacher {
             TeacherSpec::Full => TeacherMode::Full,
@@ -155,7 +180,7 @@ impl Evaluator {
             .unwrap_or(self.model.n_layers())
     }
 
-    fn build_anchor(&mut self, sample: &Sample, genome: &[i64]) -> Result<()> {
+    fn build_anchor(&mut self, sample: &Sample, genome: &[i64], kept: Vec<usize>) -> Result<()> {
         if self
             .anchor
             .as_ref()
@@ -170,10 +195,10 @@ impl Evaluator {
         for r in batches(&sample.sequences, self.opts.batch_size) {
             let tokens = self.model.tokens_to_device(&sample.sequences[r])?;
             let mut h = self.model.embed(tokens);
-            let mut per = Vec::with_capacity(n + 1);
+            let mut per = Vec::with_capacity(kept.len());
             per.push(h.clone());
-            for l in 0..n {
-                h = self.model.forward_layers(h, l..l + 1, &mut NoHook)?;
+            for w in kept.windows(2) {
+                h = self.model.forward_layers(h, w[0]..w[1], &mut NoHook)?;
                 per.push(h.clone());
             }
             states.push(per);
@@ -183,6 +208,7 @@ impl Evaluator {
         self.anchor = Some(Anchor {
             sample_id: sample.id.clone(),
             genome: genome.to_vec(),
+            kept,
             states,
         });
         Ok(())
@@ -201,14 +227,21 @@ impl Evaluator {
         let sample = self.sample(spec)?;
         let ti = self.teacher(&sample)?;
         let n = self.model.n_layers();
-        let bytes = sample.n_tokens() * self.model.config().hidden * 4 * (n + 1);
-        let reuse = self.reuse && anchor.is_some() && bytes <= self.max_anchor_bytes;
-        let start = if reuse {
-            self.build_anchor(&sample, anchor.expect("checked"))?;
-            let a = self.anchor.as_ref().expect("built");
-            self.first_diff(&a.genome, genome)
-        } else {
-            0
+        let boundary_bytes = sample.n_tokens() * self.model.config().hidden * 4;
+        let kept = anchor
+            .filter(|_| self.reuse)
+            .and_then(|_| kept_boundaries(n, boundary_bytes, self.max_anchor_bytes));
+        let reuse = kept.is_some();
+        // The kept boundary the child resumes from, and its index.
+        let (start, at) = match (anchor, kept) {
+            (Some(anchor), Some(kept)) => {
+                self.build_anchor(&sample, anchor, kept)?;
+                let a = self.anchor.as_ref().expect("built");
+                let diff = self.first_diff(&a.genome, genome);
+                let at = a.kept.iter().rposition(|&b| b <= diff).expect("0 is kept");
+                (a.kept[at], at)
+            }
+            _ => (0, 0),
         };
         self.applier.apply(&self.db, &mut self.model, genome)?;
         let Self {
@@ -227,7 +260,7 @@ impl Evaluator {
                 opts,
                 &ProgressBar::hidden(),
                 &mut |bi, _| {
-                    let h = states[bi][start].clone();
+                    let h = states[bi][at].clone();
                     let h = model.forward_layers(h, start..n, &mut NoHook)?;
                     Ok(model.head(h))
                 },
@@ -263,5 +296,23 @@ impl Evaluator {
     /// The live student model (for measurements such as OWL's or ShortGPT's scores).
     pub fn teacher_model(&self) -> &LlamaModel {
         &self.teacher_model
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kept_boundaries;
+
+    #[test]
+    fn anchors_keep_every_boundary_that_fits_and_always_the_last() {
+        assert_eq!(kept_boundaries(4, 10, 50), Some(vec![0, 1, 2, 3, 4]));
+        assert_eq!(kept_boundaries(4, 10, 49), Some(vec![0, 2, 4]));
+        assert_eq!(
+            kept_boundaries(30, 10, 110),
+            Some((0..=30).step_by(3).collect())
+        );
+        assert_eq!(kept_boundaries(5, 10, 30), Some(vec![0, 3, 5]));
+        assert_eq!(kept_boundaries(4, 10, 20), Some(vec![0, 4]));
+        assert_eq!(kept_boundaries(4, 10, 19), None);
     }
 }

@@ -104,4 +104,27 @@ fn children_resumed_from_the_anchor_score_exactly_like_full_passes() {
     let skipped: u64 = with.stats.layers_full + 4 - with.stats.layers_run;
     assert_eq!(skipped, 4 + 3 + 2 + 1, "{:?}", with.stats);
     assert_eq!(without.stats.layers_run, without.stats.layers_full);
+
+    // A memory bound that holds 3 of the 5 layer boundaries keeps 0, 2 and
+    // 4: children resume from the kept boundary at or before their first
+    // changed layer, still bit-identical.
+    let boundary = 128 * cfg.hidden * 4;
+    let mut strided = make(true);
+    strided.set_max_anchor_bytes(3 * boundary + boundary / 2);
+    for c in &children {
+        let a = strided.fitness(c, spec, Some(&anchor)).unwrap();
+        let b = without.fitness(c, spec, None).unwrap();
+        assert_eq!(a.to_bits(), b.to_bits(), "child {c:?}: {a} vs {b}");
+    }
+    let skipped: u64 = strided.stats.layers_full + 4 - strided.stats.layers_run;
+    // The anchor itself skips 4 layers, children changing layer 2 or 3 skip 2.
+    assert_eq!(skipped, 8, "{:?}", strided.stats);
+    // Not even the first and last boundary fit: full passes.
+    let mut none = make(true);
+    none.set_max_anchor_bytes(2 * boundary - 1);
+    for c in &children {
+        none.fitness(c, spec, Some(&anchor)).unwrap();
+    }
+    assert_eq!(none.stats.anchors_built, 0);
+    assert_eq!(none.stats.layers_run, none.stats.layers_full);
 }

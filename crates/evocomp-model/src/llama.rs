@@ -12,6 +12,9 @@ use burn::tensor::{
 use std::borrow::{Borrow, Cow};
 use std::ops::Range;
 
+/// Queries per attention call on long sequences (see `causal_attention`).
+const ATTENTION_CHUNK: usize = 64;
+
 /// Bad input to the forward pass.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ForwardError {
@@ -594,17 +597,8 @@ impl LlamaModel {
                 };
                 (expand(k), expand(v))
             };
-            let opts = AttentionModuleOptions {
-                scale: Some(self.attn_scale()),
-                softcap: None,
-                is_causal: true,
-            };
-            // A window shorter than the sequence masks what lies behind it.
-            let mask = cfg
-                .window(l)
-                .filter(|&w| w < t)
-                .map(|w| self.window_mask(b, nh, t, w));
-            let o = attention(q, k, v, mask, None, opts)
+            let o = self
+                .causal_attention(q, k, v, cfg.window(l))
                 .swap_dims(1, 2)
                 .reshape([n, nh * hd]);
             hook.linear_input(l, LinearKind::O, &o);
@@ -617,18 +611,78 @@ impl LlamaModel {
         h
     }
 
-    /// `[B, H, T, T]`: true where key j lies `window` or more positions
-    /// behind query i (the causal part is the attention's own).
-    fn window_mask(&self, b: usize, nh: usize, t: usize, window: usize) -> Tensor<4, Bool> {
-        let mut m = vec![false; t * t];
-        for i in 0..t {
-            for j in 0..(i + 1).saturating_sub(window) {
-                m[i * t + j] = true;
+    /// Causal (optionally sliding-window) attention over `[B, H, T, D]`
+    /// queries, keys and values. Longer sequences go in chunks of
+    /// `ATTENTION_CHUNK` queries, each against only the keys it can see
+    /// (those up to its last query, and no further back than the window), so
+    /// the scores and exponentials of the masked upper triangle are never
+    /// computed: 56% of the full score matrix at 512 tokens. Every query
+    /// row still takes its softmax over exactly the keys the unchunked
+    /// attention gives weight to.
+    fn causal_attention(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        window: Option<usize>,
+    ) -> Tensor<4> {
+        let [b, nh, t, hd] = q.dims();
+        let opts = AttentionModuleOptions {
+            scale: Some(self.attn_scale()),
+            softcap: None,
+            is_causal: true,
+        };
+        if t <= ATTENTION_CHUNK {
+            let mask = window
+                .filter(|&w| w < t)
+                .map(|w| self.window_mask(b, nh, 0..t, 0..t, w));
+            return attention(q, k, v, mask, None, opts);
+        }
+        let outs: Vec<Tensor<4>> = (0..t)
+            .step_by(ATTENTION_CHUNK)
+            .map(|s| {
+                let e = (s + ATTENTION_CHUNK).min(t);
+                // The first key any query of the chunk may see.
+                let ks = window.map_or(0, |w| (s + 1).saturating_sub(w));
+                // burn aligns the causal mask bottom-right: query i of the
+                // chunk (position s + i) sees keys ks..=s + i.
+                let mask = window
+                    .filter(|&w| e > ks + w)
+                    .map(|w| self.window_mask(b, nh, s..e, ks..e, w));
+                attention(
+                    q.clone().slice([0..b, 0..nh, s..e, 0..hd]),
+                    k.clone().slice([0..b, 0..nh, ks..e, 0..hd]),
+                    v.clone().slice([0..b, 0..nh, ks..e, 0..hd]),
+                    mask,
+                    None,
+                    opts,
+                )
+            })
+            .collect();
+        Tensor::cat(outs, 2)
+    }
+
+    /// `[B, H, queries, keys]` (positions in the sequence): true where the
+    /// key lies `window` or more positions behind the query (the causal part
+    /// is the attention's own).
+    fn window_mask(
+        &self,
+        b: usize,
+        nh: usize,
+        queries: Range<usize>,
+        keys: Range<usize>,
+        window: usize,
+    ) -> Tensor<4, Bool> {
+        let (tq, tk) = (queries.len(), keys.len());
+        let mut m = vec![false; tq * tk];
+        for (qi, i) in queries.enumerate() {
+            for (kj, j) in keys.clone().enumerate() {
+                m[qi * tk + kj] = j + window <= i;
             }
         }
-        Tensor::<2, Bool>::from_data(TensorData::new(m, [t, t]), &self.device)
-            .reshape([1, 1, t, t])
-            .expand([b, nh, t, t])
+        Tensor::<2, Bool>::from_data(TensorData::new(m, [tq, tk]), &self.device)
+            .reshape([1, 1, tq, tk])
+            .expand([b, nh, tq, tk])
     }
 
     /// The MLP sub-block with its residual: `h + down(act(gate(x)) * up(x))`
@@ -672,4 +726,44 @@ fn rope_tables(inv: &[f64], scale: f64, hd: usize, len: usize) -> (Vec<f32>, Vec
         }
     }
     (cos, sin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{random_weights, tiny_gemma3_config};
+    use burn::tensor::Distribution;
+
+    /// Chunked attention against one call over the whole sequence with the
+    /// full window mask, across chunk boundaries and windows shorter and
+    /// longer than a chunk.
+    #[test]
+    fn chunked_causal_attention_matches_one_call() {
+        let cfg = tiny_gemma3_config(4);
+        let d = Device::flex();
+        let m = LlamaModel::new(&cfg, &random_weights(&cfg, 7), &d);
+        let (b, nh, t, hd) = (2, 3, 2 * ATTENTION_CHUNK + 45, 8);
+        let r = || Tensor::<4>::random([b, nh, t, hd], Distribution::Normal(0.0, 1.0), &d);
+        let (q, k, v) = (r(), r(), r());
+        for window in [
+            None,
+            Some(1),
+            Some(50),
+            Some(ATTENTION_CHUNK + 17),
+            Some(t + 5),
+        ] {
+            let got = m.causal_attention(q.clone(), k.clone(), v.clone(), window);
+            let mask = window
+                .filter(|&w| w < t)
+                .map(|w| m.window_mask(b, nh, 0..t, 0..t, w));
+            let opts = AttentionModuleOptions {
+                scale: Some(m.attn_scale()),
+                softcap: None,
+                is_causal: true,
+            };
+            let want = attention(q.clone(), k.clone(), v.clone(), mask, None, opts);
+            let diff: f32 = (got - want).abs().max().into_scalar();
+            assert!(diff < 1e-5, "window {window:?}: max difference {diff}");
+        }
+    }
 }
