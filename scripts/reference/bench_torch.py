@@ -9,7 +9,7 @@ log-probabilities computed once, plus the next-token NLL.
     python scripts/reference/bench_torch.py --model MODEL.gguf --input tokens.json
 
 tokens.json: {"sequences": [[ids...], ...], "batch_size": B, "top_k": K,
-"repeats": R}. Prints one JSON line: {"name", "tokens_per_s",
+"repeats": R}; --device cuda runs it on the GPU. Prints one JSON line: {"name", "tokens_per_s",
 "seconds_per_eval", "warmup_s", "kl", "ppl_tokens_per_s"} (the last: a plain
 perplexity forward, log-softmax and next-token NLL, on the same batches).
 Needs torch, transformers, gguf, numpy.
@@ -26,6 +26,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True, help="a .gguf file or an HF folder")
     ap.add_argument("--input", required=True)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
 
     import torch
@@ -39,10 +40,11 @@ def main():
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     else:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    model.eval()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; loaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    dev = torch.device(args.device)
+    model.to(dev).eval()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {dev}; loaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
-    batches = [torch.tensor(seqs[i : i + bs]) for i in range(0, len(seqs), bs)]
+    batches = [torch.tensor(seqs[i : i + bs], device=dev) for i in range(0, len(seqs), bs)]
     n_tokens = sum(len(s) for s in seqs)
 
     with torch.inference_mode():
@@ -93,7 +95,7 @@ def main():
     print(
         json.dumps(
             {
-                "name": f"PyTorch {torch.__version__} + transformers (CPU, float32)",
+                "name": f"PyTorch {torch.__version__} + transformers ({dev.type.upper()}, float32)",
                 "tokens_per_s": n_tokens / secs,
                 "seconds_per_eval": secs,
                 "warmup_s": warmup,

@@ -52,6 +52,9 @@ pub struct BenchArgs {
     /// The PyTorch side of the benchmark.
     #[arg(long, default_value = "scripts/reference/bench_torch.py")]
     torch_script: PathBuf,
+    /// The device PyTorch runs on (`cpu`, `cuda`).
+    #[arg(long, default_value = "cpu")]
+    torch_device: String,
     /// Also write the figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -126,7 +129,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
         for &dtype in &a.dtypes {
             let m = match dtype {
                 WeightDtype::F32 => f32_model.clone(),
-                _ => loaded.to_device(&chosen.device, dtype)?,
+                _ => match loaded.to_device(&chosen.device, dtype) {
+                    Ok(m) => m,
+                    // A dtype the device cannot compute in is reported, not fatal.
+                    Err(e) => {
+                        eprintln!("  {dtype}: skipped ({e})");
+                        continue;
+                    }
+                },
             };
             // One untimed evaluation: shader compilation and autotuning happen here.
             let t0 = Instant::now();
@@ -250,6 +260,8 @@ fn run_torch(py: &PathBuf, a: &BenchArgs, sequences: &[Vec<u32>]) -> Result<Figu
         .arg(&a.model)
         .arg("--input")
         .arg(&input)
+        .arg("--device")
+        .arg(&a.torch_device)
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("starting {}", py.display()))?;

@@ -24,6 +24,17 @@ pub enum DbCommand {
     },
     /// Check every variant file against the manifest's sha256.
     Verify { dir: PathBuf },
+    /// Write the variants in EvoPress's layout for PyTorch scripts:
+    /// OUT/<HF module>/<level>.safetensors (one f32 tensor `weight`) and
+    /// OUT/index.json (units, modules, levels, costs).
+    Dump {
+        dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Only these levels (comma-separated); every level by default.
+        #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+        levels: Option<Vec<i64>>,
+    },
     /// Perplexity of the model with a genome from the database applied, and
     /// how long applying takes.
     Eval {
@@ -51,6 +62,23 @@ pub fn run(cmd: DbCommand) -> Result<()> {
             println!(
                 "ok: {} units, every file matches its sha256",
                 db.manifest.units.len()
+            );
+            Ok(())
+        }
+        DbCommand::Dump { dir, out, levels } => {
+            let db = Database::open(&dir)?;
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "db dump [{bar:30.cyan/blue}] {pos}/{len} units  {per_sec}  ETA {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            let files = evocomp_db::dump_levels(&db, &out, levels.as_deref(), &bar)
+                .with_context(|| format!("dumping {} to {}", dir.display(), out.display()))?;
+            println!(
+                "wrote {files} weight files and index.json to {}",
+                out.display()
             );
             Ok(())
         }

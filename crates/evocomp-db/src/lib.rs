@@ -17,6 +17,7 @@ mod apply;
 mod build;
 mod capture;
 mod codec;
+mod dump;
 mod export;
 mod manifest;
 mod spec;
@@ -26,6 +27,7 @@ pub use apply::{Applier, ApplyStats, Database};
 pub use build::{BuildOptions, BuildReport, UNITS_DIR, build_database, compress_one, level_tensor};
 pub use capture::{INPUT_GROUPS, XtxCapture, input_group};
 pub use codec::encoded_size;
+pub use dump::dump_levels;
 /// The KV policies a KV database applies (the model's runtime types).
 pub use evocomp_model::{Eviction, KvGroup};
 pub use export::{Materialized, materialize};
@@ -66,6 +68,8 @@ pub enum DbError {
     Model(#[from] evocomp_model::ModelError),
     #[error("the backend failed: {0}")]
     Backend(String),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl DbError {
