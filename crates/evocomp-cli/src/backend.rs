@@ -170,3 +170,11 @@ pub fn choose(choice: BackendChoice) -> Result<Chosen> {
         }
     }
 }
+
+/// Batches to evaluate at once on `chosen` with `threads` CPU threads: two
+/// on the CPU when it has at least two threads (they keep both busy through
+/// the parts of a forward pass that run on one thread; README's benchmark
+/// section has the figures), one on a GPU (it parallelises within a batch).
+pub fn concurrent_batches(chosen: &Chosen, threads: usize) -> usize {
+    if chosen.cpu && threads >= 2 { 2 } else { 1 }
+}

@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// The device PyTorch runs on (`cpu`, `cuda`).
     #[arg(long, default_value = "cpu")]
     torch_device: String,
+    /// Batches evaluated at once; by default 2 on the CPU (with at least two
+    /// cores), 1 on a GPU.
+    #[arg(long)]
+    concurrent_batches: Option<usize>,
     /// Also write the figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -121,7 +125,23 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 continue;
             }
         };
-        eprintln!("backend: {}", chosen.description);
+        let opts = EvalOptions {
+            concurrent_batches: a
+                .concurrent_batches
+                .unwrap_or_else(|| backend::concurrent_batches(&chosen, crate::cores()))
+                .max(1),
+            ..opts
+        };
+        eprintln!(
+            "backend: {} ({} batch{} at once)",
+            chosen.description,
+            opts.concurrent_batches,
+            if opts.concurrent_batches == 1 {
+                ""
+            } else {
+                "es"
+            }
+        );
         let f32_model = loaded.to_device(&chosen.device, WeightDtype::F32)?;
         let bar = token_progress(n_tokens as u64, "teacher");
         let teacher = compute_teacher(&f32_model, &sample, mode, &opts, &bar)?;

@@ -195,6 +195,7 @@ fn run(cli: Cli) -> Result<()> {
             let t0 = Instant::now();
             let opts = EvalOptions {
                 batch_size,
+                concurrent_batches: backend::concurrent_batches(&chosen, cores()),
                 ..Default::default()
             };
             let r = perplexity(&m, &windows, &opts, &bar)?;
@@ -301,4 +302,9 @@ fn inspect(path: &Path, list: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The CPU threads this process may use.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -26,6 +26,11 @@ pub struct RunArgs {
     /// using every core). Results do not depend on it.
     #[arg(long, default_value_t = 1)]
     pub cpu_workers: usize,
+    /// Batches each worker evaluates at once; by default 2 on the CPU (with
+    /// at least two cores per worker), 1 on a GPU. Results do not depend on
+    /// it; memory grows with it.
+    #[arg(long)]
+    pub concurrent_batches: Option<usize>,
 }
 
 fn choice(exp: &Experiment, args: &RunArgs) -> BackendChoice {
@@ -56,19 +61,23 @@ fn stop_flag() -> Arc<AtomicBool> {
 fn worker_devices(
     chosen: &backend::Chosen,
     cpu_workers: usize,
+    concurrent: Option<usize>,
 ) -> Result<Vec<evocomp_engine::WorkerDevice>> {
     if cpu_workers == 0 {
         bail!("--cpu-workers must be at least 1");
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if !chosen.cpu || cpu_workers == 1 {
         return Ok(vec![evocomp_engine::WorkerDevice {
             name: "worker-0".into(),
             device: chosen.device.clone(),
             max_buffer_bytes: chosen.max_buffer_bytes,
             threads: None,
+            concurrent_batches: concurrent
+                .unwrap_or_else(|| backend::concurrent_batches(chosen, cores))
+                .max(1),
         }]);
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = (cores / cpu_workers).max(1);
     Ok((0..cpu_workers)
         .map(|i| evocomp_engine::WorkerDevice {
@@ -76,6 +85,9 @@ fn worker_devices(
             device: chosen.device.clone(),
             max_buffer_bytes: None,
             threads: Some(threads),
+            concurrent_batches: concurrent
+                .unwrap_or_else(|| backend::concurrent_batches(chosen, threads))
+                .max(1),
         })
         .collect())
 }
@@ -88,7 +100,7 @@ fn execute(exp: &Experiment, args: &RunArgs, stop: &Arc<AtomicBool>) -> Result<b
         progress: std::io::stderr().is_terminal() || std::env::var_os("EVOCOMP_PROGRESS").is_some(),
         stop: stop.clone(),
         shared_cache: !args.no_shared_cache,
-        devices: worker_devices(&chosen, args.cpu_workers)?,
+        devices: worker_devices(&chosen, args.cpu_workers, args.concurrent_batches)?,
     };
     let t0 = std::time::Instant::now();
     match evocomp_engine::run(exp, &opts)? {

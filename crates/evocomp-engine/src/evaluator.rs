@@ -12,7 +12,8 @@ use evocomp_config::{FitnessSpec, Metric, TeacherSpec};
 use evocomp_data::{Sample, TokenSet};
 use evocomp_db::{Applier, Database};
 use evocomp_eval::{
-    EvalOptions, KlResult, Teacher, TeacherMode, batches, compute_teacher, kl_to_teacher_with,
+    EvalOptions, KlResult, Teacher, TeacherMode, batches, compute_teacher, for_batches,
+    kl_to_teacher_with,
 };
 use evocomp_model::{LlamaModel, LoadedModel, NoHook};
 use evocomp_search::{Genome, SampleSpec};
@@ -118,6 +119,11 @@ impl Evaluator {
         })
     }
 
+    /// Batches evaluated at once (see `EvalOptions::concurrent_batches`).
+    pub fn set_concurrent_batches(&mut self, n: usize) {
+        self.opts.concurrent_batches = n.max(1);
+    }
+
     /// Bounds the memory of one anchor's hidden states (default 2 GiB);
     /// a sample whose every layer boundary does not fit keeps every s-th.
     pub fn set_max_anchor_bytes(&mut self, bytes: usize) {
@@ -191,18 +197,28 @@ impl Evaluator {
         self.anchor = None;
         self.applier.apply(&self.db, &mut self.model, genome)?;
         let n = self.model.n_layers();
-        let mut states = Vec::new();
-        for r in batches(&sample.sequences, self.opts.batch_size) {
-            let tokens = self.model.tokens_to_device(&sample.sequences[r])?;
-            let mut h = self.model.embed(tokens);
+        let model = &self.model;
+        let one = |_: usize, r: std::ops::Range<usize>| -> evocomp_eval::Result<Vec<Tensor<3>>> {
+            let tokens = model.tokens_to_device(&sample.sequences[r])?;
+            let mut h = model.embed(tokens);
             let mut per = Vec::with_capacity(kept.len());
             per.push(h.clone());
             for w in kept.windows(2) {
-                h = self.model.forward_layers(h, w[0]..w[1], &mut NoHook)?;
+                h = model.forward_layers(h, w[0]..w[1], &mut NoHook)?;
                 per.push(h.clone());
             }
-            states.push(per);
-        }
+            Ok(per)
+        };
+        let mut states = Vec::new();
+        for_batches(
+            &batches(&sample.sequences, self.opts.batch_size),
+            self.opts.concurrent_batches,
+            &one,
+            &mut |per| {
+                states.push(per);
+                Ok(())
+            },
+        )?;
         self.stats.anchors_built += 1;
         self.stats.layers_run += n as u64;
         self.anchor = Some(Anchor {
@@ -259,7 +275,7 @@ impl Evaluator {
                 &teachers[ti],
                 opts,
                 &ProgressBar::hidden(),
-                &mut |bi, _| {
+                &|bi, _| {
                     let h = states[bi][at].clone();
                     let h = model.forward_layers(h, start..n, &mut NoHook)?;
                     Ok(model.head(h))
@@ -271,7 +287,7 @@ impl Evaluator {
                 &teachers[ti],
                 opts,
                 &ProgressBar::hidden(),
-                &mut |_, batch| Ok(model.forward(batch)?),
+                &|_, batch| Ok(model.forward(batch)?),
             )?
         };
         stats.layers_run += (n - start) as u64;
@@ -288,7 +304,7 @@ impl Evaluator {
             &self.teachers[ti],
             &self.opts,
             &ProgressBar::hidden(),
-            &mut |_, batch| Ok(self.model.forward(batch)?),
+            &|_, batch| Ok(self.model.forward(batch)?),
         )?;
         Ok(r)
     }

@@ -64,6 +64,9 @@ pub struct WorkerDevice {
     /// runs stays in (several CPU workers, one core each, instead of one
     /// worker splitting every matrix product); None: the global pool.
     pub threads: Option<usize>,
+    /// Batches a worker evaluates at once (`EvalOptions::concurrent_batches`):
+    /// 2 on a CPU with at least two threads, 1 on a GPU.
+    pub concurrent_batches: usize,
 }
 
 impl WorkerDevice {
@@ -74,6 +77,7 @@ impl WorkerDevice {
             device,
             max_buffer_bytes: None,
             threads: None,
+            concurrent_batches: 1,
         }
     }
 }
@@ -108,6 +112,7 @@ impl Pool {
                     name,
                     device,
                     threads,
+                    concurrent_batches,
                     ..
                 },
                 batch_size,
@@ -134,6 +139,10 @@ impl Pool {
                     // instead of waiting for it.
                     let mut ev =
                         Evaluator::new(&loaded, db, unit_layer, calib, fitness, reuse, &device)
+                            .map(|mut ev| {
+                                ev.set_concurrent_batches(concurrent_batches);
+                                ev
+                            })
                             .map_err(|e| format!("{name}: putting the model on the device: {e:#}"));
                     drop(loaded);
                     loop {

@@ -105,6 +105,15 @@ fn children_resumed_from_the_anchor_score_exactly_like_full_passes() {
     assert_eq!(skipped, 4 + 3 + 2 + 1, "{:?}", with.stats);
     assert_eq!(without.stats.layers_run, without.stats.layers_full);
 
+    // Two batches at once (anchor, children): the same bits.
+    let mut concurrent = make(true);
+    concurrent.set_concurrent_batches(2);
+    for c in &children {
+        let a = concurrent.fitness(c, spec, Some(&anchor)).unwrap();
+        let b = without.fitness(c, spec, None).unwrap();
+        assert_eq!(a.to_bits(), b.to_bits(), "child {c:?}: {a} vs {b}");
+    }
+
     // A memory bound that holds 3 of the 5 layer boundaries keeps 0, 2 and
     // 4: children resume from the kept boundary at or before their first
     // changed layer, still bit-identical.

@@ -13,7 +13,9 @@ use burn::tensor::Tensor;
 use evocomp_data::Sample;
 use evocomp_model::{ForwardError, LlamaModel};
 use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 
 mod measure;
 mod rows;
@@ -75,7 +77,7 @@ enum TeacherSeq {
 }
 
 /// Teacher outputs for every sequence of one sample, computed once.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Teacher {
     pub sample_id: String,
     pub mode: TeacherMode,
@@ -103,6 +105,11 @@ pub struct EvalOptions {
     pub batch_size: usize,
     /// Most host memory full teacher logits may take.
     pub max_teacher_bytes: usize,
+    /// Batches in flight at once, on the current rayon pool (1: one after
+    /// another). On a CPU two keep both cores busy through the parts of a
+    /// forward pass that do not split across threads; results are folded in
+    /// batch order, so every sum is bit-identical to one batch at a time.
+    pub concurrent_batches: usize,
 }
 
 impl Default for EvalOptions {
@@ -110,8 +117,36 @@ impl Default for EvalOptions {
         Self {
             batch_size: 4,
             max_teacher_bytes: 4 << 30,
+            concurrent_batches: 1,
         }
     }
+}
+
+/// `f` over every batch (index, range), `concurrent` at a time (in parallel
+/// on the current rayon pool when more than one), each result handed to
+/// `fold` in batch order.
+pub fn for_batches<T: Send>(
+    ranges: &[Range<usize>],
+    concurrent: usize,
+    f: &(dyn Fn(usize, Range<usize>) -> Result<T> + Sync),
+    fold: &mut dyn FnMut(T) -> Result<()>,
+) -> Result<()> {
+    let per = concurrent.max(1);
+    for (gi, group) in ranges.chunks(per).enumerate() {
+        let outs: Vec<Result<T>> = if group.len() == 1 {
+            vec![f(gi * per, group[0].clone())]
+        } else {
+            group
+                .par_iter()
+                .enumerate()
+                .map(|(j, r)| f(gi * per + j, r.clone()))
+                .collect()
+        };
+        for o in outs {
+            fold(o?)?;
+        }
+    }
+    Ok(())
 }
 
 /// A progress bar over tokens with rate and ETA, drawn on stderr when it is a terminal.
@@ -225,11 +260,11 @@ pub fn compute_teacher(
             });
         }
     }
-    let mut seqs = Vec::with_capacity(sample.sequences.len());
-    for r in batches(&sample.sequences, opts.batch_size) {
+    let one = |_: usize, r: Range<usize>| -> Result<(Vec<TeacherSeq>, u64)> {
         let batch = &sample.sequences[r];
         let rows = HostRows::new(model.forward(batch)?)?;
         let [b, t, v] = rows.dims;
+        let mut seqs = Vec::with_capacity(b);
         for i in 0..b {
             match mode {
                 TeacherMode::Full => {
@@ -254,8 +289,19 @@ pub fn compute_teacher(
                 }
             }
         }
-        progress.inc(batch.iter().map(|s| s.len() as u64).sum());
-    }
+        Ok((seqs, batch.iter().map(|s| s.len() as u64).sum()))
+    };
+    let mut seqs = Vec::with_capacity(sample.sequences.len());
+    for_batches(
+        &batches(&sample.sequences, opts.batch_size),
+        opts.concurrent_batches,
+        &one,
+        &mut |(batch_seqs, tokens)| {
+            seqs.extend(batch_seqs);
+            progress.inc(tokens);
+            Ok(())
+        },
+    )?;
     Ok(Teacher {
         sample_id: sample.id.clone(),
         mode,
@@ -308,13 +354,14 @@ pub fn kl_to_teacher(
     opts: &EvalOptions,
     progress: &ProgressBar,
 ) -> Result<KlResult> {
-    kl_to_teacher_with(sample, teacher, opts, progress, &mut |_, batch| {
+    kl_to_teacher_with(sample, teacher, opts, progress, &|_, batch| {
         Ok(model.forward(batch)?)
     })
 }
 
 /// Makes the logits `[B, T, vocab]` of batch `i` (of [`batches`]).
-pub type LogitsFn<'a> = dyn FnMut(usize, &[Vec<u32>]) -> Result<Tensor<3>> + 'a;
+/// Called from several threads at once when batches run concurrently.
+pub type LogitsFn<'a> = dyn Fn(usize, &[Vec<u32>]) -> Result<Tensor<3>> + Sync + 'a;
 
 /// [`kl_to_teacher`] with the logits of batch `i` (of [`batches`]) made by
 /// `logits`: the hook that lets a caller resume from cached hidden states.
@@ -323,7 +370,7 @@ pub fn kl_to_teacher_with(
     teacher: &Teacher,
     opts: &EvalOptions,
     progress: &ProgressBar,
-    logits: &mut LogitsFn<'_>,
+    logits: &LogitsFn<'_>,
 ) -> Result<KlResult> {
     check_batch(opts)?;
     if teacher.sample_id != sample.id || teacher.seqs.len() != sample.sequences.len() {
@@ -332,14 +379,11 @@ pub fn kl_to_teacher_with(
             sample: sample.id.clone(),
         });
     }
-    let (mut kl_sum, mut kl_n, mut nll_sum, mut nll_n) = (0.0f64, 0usize, 0.0f64, 0usize);
-    for (bi, r) in batches(&sample.sequences, opts.batch_size)
-        .into_iter()
-        .enumerate()
-    {
+    // Per batch: its next-token log-probs and each position's KL, in order.
+    let one = |bi: usize, r: Range<usize>| -> Result<(Vec<f32>, Vec<f64>, u64)> {
         let batch = &sample.sequences[r.clone()];
         let rows = HostRows::new(logits(bi, batch)?)?;
-        let [_, t, v] = rows.dims;
+        let [b, t, v] = rows.dims;
         if v != teacher.vocab {
             return Err(EvalError::Invalid(format!(
                 "student vocab {v} differs from the teacher's {}",
@@ -347,13 +391,12 @@ pub fn kl_to_teacher_with(
             )));
         }
         let tl = rows.target_logp(batch);
-        nll_sum -= tl.iter().map(|&x| x as f64).sum::<f64>();
-        nll_n += tl.len();
+        let mut kls = Vec::with_capacity(b * t);
         let mut slp = Vec::new();
         for (i, s) in teacher.seqs[r].iter().enumerate() {
             for pos in 0..t {
                 let (row, lse) = rows.row(i, pos);
-                match s {
+                kls.push(match s {
                     TeacherSeq::Full(tlp) => {
                         let tlp = &tlp[pos * v..(pos + 1) * v];
                         let kl: f64 = tlp
@@ -361,21 +404,36 @@ pub fn kl_to_teacher_with(
                             .zip(row)
                             .map(|(&p, &x)| (p as f64).exp() * (p as f64 - (x - lse) as f64))
                             .sum();
-                        kl_sum += kl.max(0.0);
+                        kl.max(0.0)
                     }
                     TeacherSeq::TopK { ids, logp } => {
                         let k = ids.len() / t;
                         let o = pos * k;
                         slp.clear();
                         slp.extend(ids[o..o + k].iter().map(|&id| row[id as usize] - lse));
-                        kl_sum += topk_kl(&logp[o..o + k], &slp);
+                        topk_kl(&logp[o..o + k], &slp)
                     }
-                }
+                });
             }
-            kl_n += t;
         }
-        progress.inc(batch.iter().map(|s| s.len() as u64).sum());
-    }
+        Ok((tl, kls, batch.iter().map(|s| s.len() as u64).sum()))
+    };
+    let (mut kl_sum, mut kl_n, mut nll_sum, mut nll_n) = (0.0f64, 0usize, 0.0f64, 0usize);
+    for_batches(
+        &batches(&sample.sequences, opts.batch_size),
+        opts.concurrent_batches,
+        &one,
+        &mut |(tl, kls, tokens)| {
+            nll_sum -= tl.iter().map(|&x| x as f64).sum::<f64>();
+            nll_n += tl.len();
+            for kl in &kls {
+                kl_sum += kl;
+            }
+            kl_n += kls.len();
+            progress.inc(tokens);
+            Ok(())
+        },
+    )?;
     Ok(KlResult {
         kl: kl_sum / kl_n.max(1) as f64,
         nll: nll_sum / nll_n.max(1) as f64,
@@ -403,8 +461,7 @@ pub fn perplexity(
     if windows.is_empty() {
         return Err(EvalError::Invalid("no windows to score".into()));
     }
-    let (mut sum, mut n) = (0.0f64, 0usize);
-    for r in batches(windows, opts.batch_size) {
+    let one = |_: usize, r: Range<usize>| -> Result<(Vec<f32>, u64)> {
         let batch = &windows[r];
         if batch[0].len() < 2 {
             return Err(EvalError::Invalid(
@@ -412,10 +469,20 @@ pub fn perplexity(
             ));
         }
         let tl = HostRows::new(model.forward(batch)?)?.target_logp(batch);
-        sum -= tl.iter().map(|&x| x as f64).sum::<f64>();
-        n += tl.len();
-        progress.inc(batch.iter().map(|s| s.len() as u64).sum());
-    }
+        Ok((tl, batch.iter().map(|s| s.len() as u64).sum()))
+    };
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for_batches(
+        &batches(windows, opts.batch_size),
+        opts.concurrent_batches,
+        &one,
+        &mut |(tl, tokens)| {
+            sum -= tl.iter().map(|&x| x as f64).sum::<f64>();
+            n += tl.len();
+            progress.inc(tokens);
+            Ok(())
+        },
+    )?;
     let nll = sum / n as f64;
     Ok(PplResult {
         perplexity: nll.exp(),

@@ -117,6 +117,43 @@ fn batch_size_does_not_change_the_result() {
     assert!((a.nll - b.nll).abs() < 1e-5);
 }
 
+/// Batches in flight at once change nothing, bit for bit: teacher, KL, NLL
+/// and perplexity (results are folded in batch order), also when a batch
+/// fails.
+#[test]
+fn concurrent_batches_give_bit_identical_results() {
+    let cfg = tiny_config();
+    let m = LlamaModel::new(&cfg, &random_weights(&cfg, 15), &Device::flex());
+    let mut student = m.clone();
+    student.set_skip_mlp(0, true);
+    let s = sample();
+    let bar = ProgressBar::hidden();
+    let with = |n: usize| EvalOptions {
+        concurrent_batches: n,
+        ..opts(2)
+    };
+    for mode in [TeacherMode::Full, TeacherMode::TopK(8)] {
+        let t1 = compute_teacher(&m, &s, mode, &with(1), &bar).unwrap();
+        let one = kl_to_teacher(&student, &s, &t1, &with(1), &bar).unwrap();
+        let ppl1 = perplexity(&student, &s.sequences, &with(1), &bar).unwrap();
+        for n in [2, 3, 8] {
+            let tn = compute_teacher(&m, &s, mode, &with(n), &bar).unwrap();
+            assert!(tn == t1, "{mode:?}, {n}: the teachers differ");
+            let r = kl_to_teacher(&student, &s, &tn, &with(n), &bar).unwrap();
+            assert_eq!(r.kl.to_bits(), one.kl.to_bits(), "{mode:?}, {n}");
+            assert_eq!(r.nll.to_bits(), one.nll.to_bits(), "{mode:?}, {n}");
+            assert_eq!(r.tokens, one.tokens);
+            let p = perplexity(&student, &s.sequences, &with(n), &bar).unwrap();
+            assert_eq!(p.nll.to_bits(), ppl1.nll.to_bits(), "{n}");
+        }
+    }
+    // A failing batch among concurrent ones is an error, not a panic.
+    let mut bad = s.clone();
+    bad.sequences[3] = vec![1];
+    bad.sequences[4] = vec![1];
+    assert!(perplexity(&student, &bad.sequences, &with(2), &bar).is_err());
+}
+
 #[test]
 fn perplexity_matches_the_nll_of_the_kl_pass() {
     let cfg = tiny_config();
@@ -145,6 +182,7 @@ fn bad_settings_are_errors() {
     let small = EvalOptions {
         batch_size: 2,
         max_teacher_bytes: 1000,
+        concurrent_batches: 1,
     };
     assert!(matches!(
         compute_teacher(&m, &s, TeacherMode::Full, &small, &bar),
