@@ -142,14 +142,18 @@ fn main() {
 /// evaluation's time in a profile. Served from the heap and kept there, the
 /// same buffers are reused pass after pass (SmolLM2 KL fitness 408 -> 504
 /// tokens/s). The cost: memory freed after a peak stays with the process.
+/// One arena: a thread's own arena is a 64 MiB heap, so a larger buffer
+/// (a batch's logits) made on a rayon thread would still be `mmap`ed and
+/// page-faulted in anew every pass.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes the allocator's thresholds; called before
+    // SAFETY: mallopt only changes the allocator's settings; called before
     // any other thread exists. A value glibc refuses leaves its default.
     unsafe {
         let max = libc::c_int::MAX;
         libc::mallopt(libc::M_MMAP_THRESHOLD, max);
         libc::mallopt(libc::M_TRIM_THRESHOLD, max);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
