@@ -48,8 +48,7 @@ if has evocomp; then
 for reuse in true false; do
   cfg=$(mktemp --suffix=.ron)
   sed -e "s/name: \"evopress-generation\"/name: \"evopress-generation-reuse-$reuse\"/" \
-      -e "s|output: \"results/throughput/evopress-generation\"|output: \"$out/evocomp-reuse-$reuse\"|" \
-      -e "s/    seed: 0,/    seed: 0,\n    prefix_reuse: $reuse,/" \
+      -e "s|    seed: 0,|    seed: 0,\n    prefix_reuse: $reuse,\n    output: \"$out/evocomp-reuse-$reuse\",|" \
       experiments/throughput/evopress-generation.ron > "$cfg"
   rm -rf "$out/evocomp-reuse-$reuse"
   /usr/bin/time -f "%e" -o "$out/evocomp-reuse-$reuse.wall" "$EVOCOMP" run "$cfg" --no-shared-cache 2>&1 \
