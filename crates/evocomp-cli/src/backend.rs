@@ -178,3 +178,83 @@ pub fn choose(choice: BackendChoice) -> Result<Chosen> {
 pub fn concurrent_batches(chosen: &Chosen, threads: usize) -> usize {
     if chosen.cpu && threads >= 2 { 2 } else { 1 }
 }
+
+/// Refuse, before anything is uploaded, a model whose largest weight or a
+/// batch's logits (`tokens_per_batch` x vocab, f32) the device cannot
+/// allocate as one buffer: burn would fail later with an opaque autotune
+/// error (Gemma 3's 640 MiB embedding on lavapipe's 128 MiB buffers).
+pub fn check_fits(
+    chosen: &Chosen,
+    model: &std::path::Path,
+    cfg: &evocomp_model::LlamaConfig,
+    tokens_per_batch: usize,
+) -> Result<()> {
+    let Some(max) = chosen.max_buffer_bytes else {
+        return Ok(());
+    };
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let (what, bytes) = cfg.largest_weight_f32();
+    let logits = tokens_per_batch as u64 * cfg.vocab as u64 * 4;
+    let (what, bytes, fix) = if bytes >= logits {
+        (format!("its {what}"), bytes, "a device with larger buffers")
+    } else {
+        (
+            format!(
+                "a batch's logits ({tokens_per_batch} tokens x {})",
+                cfg.vocab
+            ),
+            logits,
+            "smaller batches or windows",
+        )
+    };
+    if bytes > max {
+        bail!(
+            "{}: {what} takes {:.1} MiB in f32, over the {:.1} MiB {} allocates at once; use \
+             {fix}, or the CPU (--backend cpu)",
+            model.display(),
+            mib(bytes),
+            mib(max),
+            chosen.description
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_or_batch_over_the_device_buffer_limit_is_refused_by_name() {
+        let cfg = evocomp_model::testing::tiny_config();
+        let (_, weight) = cfg.largest_weight_f32();
+        let path = std::path::Path::new("m.gguf");
+        let device = |max| Chosen {
+            device: Device::flex(),
+            description: "test device".into(),
+            max_buffer_bytes: max,
+            cpu: false,
+        };
+        let logits = |tokens: u64| tokens * cfg.vocab as u64 * 4;
+        // No limit, or everything under it: fine.
+        check_fits(&device(None), path, &cfg, 1 << 20).unwrap();
+        check_fits(&device(Some(weight.max(logits(8)))), path, &cfg, 8).unwrap();
+        // The largest weight over the limit.
+        let e = check_fits(&device(Some(weight - 1)), path, &cfg, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("m.gguf") && e.contains("embedding") && e.contains("larger buffers"),
+            "{e}"
+        );
+        // A batch's logits over it.
+        let tokens = (weight / (cfg.vocab as u64 * 4) + 1) as usize;
+        let e = check_fits(&device(Some(weight)), path, &cfg, tokens)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("batch's logits") && e.contains("smaller batches"),
+            "{e}"
+        );
+    }
+}

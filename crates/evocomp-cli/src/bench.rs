@@ -142,6 +142,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 "es"
             }
         );
+        if let Err(e) = backend::check_fits(
+            &chosen,
+            &a.model,
+            loaded.config(),
+            a.batch_size.min(a.sequences) * a.seq_len,
+        ) {
+            eprintln!("  skipped: {e:#}");
+            continue;
+        }
         let f32_model = loaded.to_device(&chosen.device, WeightDtype::F32)?;
         let bar = token_progress(n_tokens as u64, "teacher");
         let teacher = compute_teacher(&f32_model, &sample, mode, &opts, &bar)?;

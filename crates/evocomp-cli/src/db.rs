@@ -116,6 +116,12 @@ fn eval(
     let windows = crate::load_windows(&loaded, &text, tokens, context)?;
     let chosen = backend::choose(backend)?;
     eprintln!("backend: {}", chosen.description);
+    let opts = EvalOptions {
+        concurrent_batches: backend::concurrent_batches(&chosen, crate::cores()),
+        ..Default::default()
+    };
+    let per_batch = windows.len().min(opts.batch_size) * context;
+    backend::check_fits(&chosen, &model, loaded.config(), per_batch)?;
     let mut m = loaded.to_device(&chosen.device, dtype)?;
     let mut ap = evocomp_db::Applier::new(&db);
     let t0 = Instant::now();
@@ -124,7 +130,7 @@ fn eval(
     let apply_all = t0.elapsed().as_secs_f64();
     let bar = token_progress(tokens as u64, "perplexity");
     let t1 = Instant::now();
-    let r = perplexity(&m, &windows, &EvalOptions::default(), &bar)?;
+    let r = perplexity(&m, &windows, &opts, &bar)?;
     bar.finish_and_clear();
     let eval_s = t1.elapsed().as_secs_f64();
     // A child that differs in two units, as in one mutation step.

@@ -194,6 +194,12 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("backend: {}", chosen.description);
             let loaded = load(&model)?;
             let windows = load_windows(&loaded, &text, tokens, context)?;
+            backend::check_fits(
+                &chosen,
+                &model,
+                loaded.config(),
+                windows.len().min(batch_size.max(1)) * context,
+            )?;
             let m = loaded.to_device(&chosen.device, dtype)?;
             let bar = token_progress(tokens as u64, "perplexity");
             let t0 = Instant::now();

@@ -130,7 +130,8 @@ fn run_limited(
 
 /// A device that allocates only small buffers (a GPU's limit) evaluates in
 /// smaller batches and reaches the same configurations; one whose buffers
-/// cannot hold one sequence's logits is refused at the config line to change.
+/// cannot hold the model's largest weight or one sequence's logits is
+/// refused at the config line to change.
 #[test]
 fn a_device_buffer_limit_shrinks_batches_or_says_what_to_change() {
     let dir = tempfile::tempdir().unwrap();
@@ -150,6 +151,9 @@ fn a_device_buffer_limit_shrinks_batches_or_says_what_to_change() {
         e.contains("tiny.ron:") && e.contains("MiB") && e.contains("--backend cpu"),
         "{e}"
     );
+    // Below the tiny model's 260 x 32 embedding (33,280 bytes in f32) the
+    // model itself cannot go on the device, and the error says so.
+    assert!(e.contains("260 x 32 embedding"), "{e}");
 }
 
 #[test]

@@ -214,6 +214,26 @@ impl LlamaConfig {
         }
     }
 
+    /// The largest weight a forward pass holds as one device buffer, in f32
+    /// (half-precision weights are widened to f32 where used): what it is,
+    /// and its bytes. A device whose largest buffer is smaller cannot run
+    /// the model.
+    pub fn largest_weight_f32(&self) -> (String, u64) {
+        let embedding = self.vocab as u64 * self.hidden as u64 * 4;
+        let mlp = self.intermediate as u64 * self.hidden as u64 * 4;
+        if embedding >= mlp {
+            (
+                format!("{} x {} embedding", self.vocab, self.hidden),
+                embedding,
+            )
+        } else {
+            (
+                format!("{} x {} MLP weight", self.intermediate, self.hidden),
+                mlp,
+            )
+        }
+    }
+
     /// The window block `layer` attends within, if it is a sliding-window block.
     pub fn window(&self, layer: usize) -> Option<usize> {
         match self.layer_kind(layer) {
