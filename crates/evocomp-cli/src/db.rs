@@ -67,14 +67,8 @@ pub fn run(cmd: DbCommand) -> Result<()> {
         }
         DbCommand::Dump { dir, out, levels } => {
             let db = Database::open(&dir)?;
-            let bar = indicatif::ProgressBar::new(0).with_style(
-                indicatif::ProgressStyle::with_template(
-                    "db dump [{bar:30.cyan/blue}] {pos}/{len} units  {per_sec}  ETA {eta}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            let files = evocomp_db::dump_levels(&db, &out, levels.as_deref(), &bar)
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let files = evocomp_db::dump_levels(&db, &out, levels.as_deref(), progress)
                 .with_context(|| format!("dumping {} to {}", dir.display(), out.display()))?;
             println!(
                 "wrote {files} weight files and index.json to {}",

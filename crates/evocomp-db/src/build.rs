@@ -48,7 +48,8 @@ pub const UNITS_DIR: &str = "units";
 /// an independent implementation can be checked on exactly the same inputs.
 pub const CALIBRATION_FILE: &str = "calibration.json";
 
-fn bar(total: u64, show: bool) -> ProgressBar {
+/// A bar over `total` units with rate and ETA, labelled `message`.
+pub(crate) fn bar(total: u64, show: bool, message: &'static str) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
@@ -60,7 +61,7 @@ fn bar(total: u64, show: bool) -> ProgressBar {
         .expect("valid template")
         .progress_chars("=> "),
     );
-    b.set_message("db build");
+    b.set_message(message);
     b
 }
 
@@ -256,7 +257,7 @@ pub fn build_database(
         Some(s) => embed(s)?,
         None => Vec::new(),
     };
-    let progress = bar(todo.len() as u64, opts.progress);
+    let progress = bar(todo.len() as u64, opts.progress, "db build");
     let mut ctx = BuildCtx {
         weights,
         compression,

@@ -26,7 +26,7 @@ const GROUPS: [usize; 4] = [128, 64, 32, 16];
 /// The largest palette: 8-bit codes.
 const MAX_BITS: u32 = 8;
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
+pub(crate) fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 

@@ -6,21 +6,23 @@
 //! and label (the levels dumped are marked).
 
 use crate::apply::Database;
+use crate::build::bar;
+use crate::codec::f32_bytes;
 use crate::manifest::write_atomic;
 use crate::units::UnitTarget;
 use crate::{DbError, Result};
-use indicatif::ProgressBar;
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::Path;
 
 /// Write the levels `levels` (every level when `None`) of every unit under
-/// `out`; returns the number of weight files written. Only databases of
-/// linear units (sparsity, quantization) have weights to dump.
+/// `out`, with a progress bar if `progress`; returns the number of weight
+/// files written. Only databases of linear units (sparsity, quantization)
+/// have weights to dump.
 pub fn dump_levels(
     db: &Database,
     out: &Path,
     levels: Option<&[i64]>,
-    bar: &ProgressBar,
+    progress: bool,
 ) -> Result<u64> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -49,7 +51,7 @@ pub fn dump_levels(
     }
     std::fs::create_dir_all(out).map_err(io(out))?;
     let wanted = |l: i64| levels.is_none_or(|w| w.contains(&l));
-    bar.set_length(units.len() as u64);
+    let bar = bar(units.len() as u64, progress, "db dump");
     let mut files = 0;
     let mut index = Vec::with_capacity(units.len());
     for (ui, u) in units.iter().enumerate() {
@@ -62,7 +64,7 @@ pub fn dump_levels(
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         for lv in u.levels.iter().filter(|lv| wanted(lv.level)) {
             let w = db.variant(ui, lv.level)?;
-            let bytes: Vec<u8> = w.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let bytes = f32_bytes(&w.data);
             let view = TensorView::new(Dtype::F32, w.shape.clone(), &bytes)
                 .map_err(|e| DbError::Compress(format!("{module} level {}: {e}", lv.level)))?;
             let file = safetensors::serialize([("weight", view)], None)

@@ -560,3 +560,68 @@ fn a_sequential_build_fits_each_unit_to_the_compressed_prefix_outputs() {
         assert!(e.iter().all(|&x| x < 1.0), "{}: {e:?}", u.name);
     }
 }
+
+/// `dump_levels` writes each requested level of each linear unit as the
+/// variant the database applies, under its HF module name, with an index;
+/// a database without weights of its own and an unknown level are refused.
+#[test]
+fn dumped_levels_are_the_stored_variants_under_hf_module_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, fp) = tiny_model(tmp.path());
+    let dir = tmp.path().join("db");
+    build(&m, &fp, &sparsity(), &dir, None).unwrap();
+    let db = Database::open(&dir).unwrap();
+    let out = tmp.path().join("dump");
+    let files = evocomp_db::dump_levels(&db, &out, Some(&[0, 1]), false).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("index.json")).unwrap()).unwrap();
+    let units = index["units"].as_array().unwrap();
+    assert_eq!(units.len(), db.manifest.units.len());
+    let mut seen = 0;
+    for (ui, u) in units.iter().enumerate() {
+        let module = u["module"].as_str().unwrap();
+        assert!(module.starts_with("model.layers."), "{module}");
+        for lv in u["levels"].as_array().unwrap() {
+            let level = lv["level"].as_i64().unwrap();
+            let path = out.join(module).join(format!("{level}.safetensors"));
+            assert_eq!(lv["dumped"].as_bool().unwrap(), level == 0 || level == 1);
+            if !(level == 0 || level == 1) {
+                assert!(!path.exists(), "{}", path.display());
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let w = st.tensor("weight").unwrap();
+            let want = db.variant(ui, level).unwrap();
+            assert_eq!(w.shape(), want.shape.as_slice());
+            let got: Vec<f32> = w
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            assert_eq!(got, want.data, "{module} level {level}");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen as u64, files);
+    assert!(files > 0);
+
+    let e = evocomp_db::dump_levels(&db, &out, Some(&[99]), false).unwrap_err();
+    assert!(e.to_string().contains("no unit has level 99"), "{e}");
+    let depth_dir = tmp.path().join("depth");
+    build_database(
+        &m,
+        &fp,
+        None,
+        &Compression::Depth {
+            unit: DepthUnit::Block,
+        },
+        &depth_dir,
+        &Device::flex(),
+        &BuildOptions::default(),
+    )
+    .unwrap();
+    let e = evocomp_db::dump_levels(&Database::open(&depth_dir).unwrap(), &out, None, false)
+        .unwrap_err();
+    assert!(e.to_string().contains("no weight of its own"), "{e}");
+}
