@@ -171,53 +171,33 @@ pub fn choose(choice: BackendChoice) -> Result<Chosen> {
     }
 }
 
-/// Batches to evaluate at once on `chosen` with `threads` CPU threads: two
-/// on the CPU when it has at least two threads (they keep both busy through
-/// the parts of a forward pass that run on one thread; README's benchmark
-/// section has the figures), one on a GPU (it parallelises within a batch).
-pub fn concurrent_batches(chosen: &Chosen, threads: usize) -> usize {
-    if chosen.cpu && threads >= 2 { 2 } else { 1 }
+/// Batches to evaluate at once on `chosen` with `threads` CPU threads: the
+/// `requested` number (`--concurrent-batches`), else two on the CPU when it
+/// has at least two threads (they keep both busy through the parts of a
+/// forward pass that run on one thread; README's benchmark section has the
+/// figures), one on a GPU (it parallelises within a batch).
+pub fn concurrent_batches(chosen: &Chosen, threads: usize, requested: Option<usize>) -> usize {
+    let default = if chosen.cpu && threads >= 2 { 2 } else { 1 };
+    requested.unwrap_or(default).max(1)
 }
 
 /// Refuse, before anything is uploaded, a model whose largest weight or a
 /// batch's logits (`tokens_per_batch` x vocab, f32) the device cannot
-/// allocate as one buffer: burn would fail later with an opaque autotune
-/// error (Gemma 3's 640 MiB embedding on lavapipe's 128 MiB buffers).
+/// allocate as one buffer (`LlamaConfig::buffer_limit_error`: Gemma 3's
+/// 640 MiB embedding on lavapipe's 128 MiB buffers).
 pub fn check_fits(
     chosen: &Chosen,
     model: &std::path::Path,
     cfg: &evocomp_model::LlamaConfig,
     tokens_per_batch: usize,
 ) -> Result<()> {
-    let Some(max) = chosen.max_buffer_bytes else {
-        return Ok(());
-    };
-    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-    let (what, bytes) = cfg.largest_weight_f32();
-    let logits = tokens_per_batch as u64 * cfg.vocab as u64 * 4;
-    let (what, bytes, fix) = if bytes >= logits {
-        (format!("its {what}"), bytes, "a device with larger buffers")
-    } else {
-        (
-            format!(
-                "a batch's logits ({tokens_per_batch} tokens x {})",
-                cfg.vocab
-            ),
-            logits,
-            "smaller batches or windows",
-        )
-    };
-    if bytes > max {
-        bail!(
-            "{}: {what} takes {:.1} MiB in f32, over the {:.1} MiB {} allocates at once; use \
-             {fix}, or the CPU (--backend cpu)",
-            model.display(),
-            mib(bytes),
-            mib(max),
-            chosen.description
-        );
+    match chosen
+        .max_buffer_bytes
+        .and_then(|max| cfg.buffer_limit_error(max, tokens_per_batch))
+    {
+        Some(why) => bail!("{}: {why} ({})", model.display(), chosen.description),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -126,10 +126,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
             }
         };
         let opts = EvalOptions {
-            concurrent_batches: a
-                .concurrent_batches
-                .unwrap_or_else(|| backend::concurrent_batches(&chosen, crate::cores()))
-                .max(1),
+            concurrent_batches: backend::concurrent_batches(
+                &chosen,
+                crate::cores(),
+                a.concurrent_batches,
+            ),
             ..opts
         };
         eprintln!(

@@ -111,7 +111,7 @@ fn eval(
     let chosen = backend::choose(backend)?;
     eprintln!("backend: {}", chosen.description);
     let opts = EvalOptions {
-        concurrent_batches: backend::concurrent_batches(&chosen, crate::cores()),
+        concurrent_batches: backend::concurrent_batches(&chosen, crate::cores(), None),
         ..Default::default()
     };
     let per_batch = windows.len().min(opts.batch_size) * context;

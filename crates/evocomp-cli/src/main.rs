@@ -205,7 +205,7 @@ fn run(cli: Cli) -> Result<()> {
             let t0 = Instant::now();
             let opts = EvalOptions {
                 batch_size,
-                concurrent_batches: backend::concurrent_batches(&chosen, cores()),
+                concurrent_batches: backend::concurrent_batches(&chosen, cores(), None),
                 ..Default::default()
             };
             let r = perplexity(&m, &windows, &opts, &bar)?;

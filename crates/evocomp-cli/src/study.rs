@@ -66,16 +66,14 @@ fn worker_devices(
     if cpu_workers == 0 {
         bail!("--cpu-workers must be at least 1");
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = crate::cores();
     if !chosen.cpu || cpu_workers == 1 {
         return Ok(vec![evocomp_engine::WorkerDevice {
             name: "worker-0".into(),
             device: chosen.device.clone(),
             max_buffer_bytes: chosen.max_buffer_bytes,
             threads: None,
-            concurrent_batches: concurrent
-                .unwrap_or_else(|| backend::concurrent_batches(chosen, cores))
-                .max(1),
+            concurrent_batches: backend::concurrent_batches(chosen, cores, concurrent),
         }]);
     }
     let threads = (cores / cpu_workers).max(1);
@@ -85,9 +83,7 @@ fn worker_devices(
             device: chosen.device.clone(),
             max_buffer_bytes: None,
             threads: Some(threads),
-            concurrent_batches: concurrent
-                .unwrap_or_else(|| backend::concurrent_batches(chosen, threads))
-                .max(1),
+            concurrent_batches: backend::concurrent_batches(chosen, threads, concurrent),
         })
         .collect())
 }

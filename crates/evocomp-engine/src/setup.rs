@@ -310,22 +310,9 @@ pub fn batch_that_fits(
 /// limit applies). One sequence that does not fit is an error at the config
 /// line to change.
 pub fn batch_for_device(exp: &Experiment, prep: &Prepared, max: Option<u64>) -> Result<usize> {
-    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-    let (what, bytes) = prep.loaded.config().largest_weight_f32();
-    if let Some(max) = max
-        && bytes > max
-    {
-        return Err(exp
-            .error_at(
-                "model",
-                format!(
-                    "its {what} takes {:.1} MiB in f32, over the {:.1} MiB the device allocates \
-                     at once; use a device with larger buffers, or the CPU (--backend cpu)",
-                    mib(bytes),
-                    mib(max)
-                ),
-            )
-            .into());
+    // The weights first; the logits are fitted below by shrinking batches.
+    if let Some(why) = max.and_then(|max| prep.loaded.config().buffer_limit_error(max, 0)) {
+        return Err(exp.error_at("model", why).into());
     }
     let vocab = prep.loaded.config().vocab;
     let longest = exp.fitness.seq_len.max(exp.data.held_out_context);
@@ -345,6 +332,7 @@ pub fn batch_for_device(exp: &Experiment, prep: &Prepared, max: Option<u64>) -> 
             } else {
                 "fitness.seq_len"
             };
+            let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
             Err(exp
                 .error_at(
                     field,

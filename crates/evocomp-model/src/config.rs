@@ -234,6 +234,41 @@ impl LlamaConfig {
         }
     }
 
+    /// Why a forward pass of `tokens_per_batch` tokens cannot run on a
+    /// device whose largest buffer holds `max` bytes: its largest weight or
+    /// the batch's logits (`tokens_per_batch` x vocab, f32) does not fit,
+    /// said with both sizes and what to change; `None` when both fit. burn
+    /// would otherwise fail later with an opaque autotune error.
+    pub fn buffer_limit_error(&self, max: u64, tokens_per_batch: usize) -> Option<String> {
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        let (what, weight) = self.largest_weight_f32();
+        let logits = tokens_per_batch as u64 * self.vocab as u64 * 4;
+        let (what, bytes, fix) = if weight >= logits {
+            (
+                format!("its {what}"),
+                weight,
+                "a device with larger buffers",
+            )
+        } else {
+            (
+                format!(
+                    "a batch's logits ({tokens_per_batch} tokens x {})",
+                    self.vocab
+                ),
+                logits,
+                "smaller batches or windows",
+            )
+        };
+        (bytes > max).then(|| {
+            format!(
+                "{what} takes {:.1} MiB in f32, over the {:.1} MiB the device allocates at once; \
+                 use {fix}, or the CPU (--backend cpu)",
+                mib(bytes),
+                mib(max)
+            )
+        })
+    }
+
     /// The window block `layer` attends within, if it is a sliding-window block.
     pub fn window(&self, layer: usize) -> Option<usize> {
         match self.layer_kind(layer) {
