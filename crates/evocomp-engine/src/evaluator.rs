@@ -186,17 +186,24 @@ impl Evaluator {
             .unwrap_or(self.model.n_layers())
     }
 
-    fn build_anchor(&mut self, sample: &Sample, genome: &[i64], kept: Vec<usize>) -> Result<()> {
+    /// Makes the anchor hold `genome`'s hidden states on `sample` (built
+    /// once per sample and genome); false when not even its first and last
+    /// layer boundaries fit the memory bound.
+    fn ensure_anchor(&mut self, sample: &Sample, genome: &[i64]) -> Result<bool> {
         if self
             .anchor
             .as_ref()
             .is_some_and(|a| a.sample_id == sample.id && a.genome == genome)
         {
-            return Ok(());
+            return Ok(true);
         }
         self.anchor = None;
-        self.applier.apply(&self.db, &mut self.model, genome)?;
         let n = self.model.n_layers();
+        let boundary_bytes = sample.n_tokens() * self.model.config().hidden * 4;
+        let Some(kept) = kept_boundaries(n, boundary_bytes, self.max_anchor_bytes) else {
+            return Ok(false);
+        };
+        self.applier.apply(&self.db, &mut self.model, genome)?;
         let model = &self.model;
         let one = |_: usize, r: std::ops::Range<usize>| -> evocomp_eval::Result<Vec<Tensor<3>>> {
             let tokens = model.tokens_to_device(&sample.sequences[r])?;
@@ -227,7 +234,7 @@ impl Evaluator {
             kept,
             states,
         });
-        Ok(())
+        Ok(true)
     }
 
     /// The fitness of `genome` on the sample `spec` names (lower is better).
@@ -243,16 +250,13 @@ impl Evaluator {
         let sample = self.sample(spec)?;
         let ti = self.teacher(&sample)?;
         let n = self.model.n_layers();
-        let boundary_bytes = sample.n_tokens() * self.model.config().hidden * 4;
-        let kept = anchor
-            .filter(|_| self.reuse)
-            .and_then(|_| kept_boundaries(n, boundary_bytes, self.max_anchor_bytes));
-        let reuse = kept.is_some();
+        let reuse = match anchor {
+            Some(anchor) if self.reuse => self.ensure_anchor(&sample, anchor)?,
+            _ => false,
+        };
         // The kept boundary the child resumes from, and its index.
-        let (start, at) = match (anchor, kept) {
-            (Some(anchor), Some(kept)) => {
-                self.build_anchor(&sample, anchor, kept)?;
-                let a = self.anchor.as_ref().expect("built");
+        let (start, at) = match &self.anchor {
+            Some(a) if reuse => {
                 let diff = self.first_diff(&a.genome, genome);
                 let at = a.kept.iter().rposition(|&b| b <= diff).expect("0 is kept");
                 (a.kept[at], at)
