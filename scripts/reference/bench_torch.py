@@ -22,6 +22,23 @@ import sys
 import time
 
 
+def topk_kl(lp, tv, ti):
+    """Per-token KL(teacher || student) over the partition {each of the
+    teacher's top-k tokens, the rest}, as evocomp's `topk_kl` computes it:
+    `lp` the student's log-probabilities [B, T, vocab], `tv`/`ti` the
+    teacher's top-k log-probabilities and ids. Returns [B, T], float64."""
+    import torch
+
+    s = lp.gather(2, ti).double()
+    t = tv.double()
+    p = t.exp()
+    kl = (p * (t - s)).sum(-1)
+    rest_p = (1 - p.sum(-1)).clamp_min(0)
+    rest_q = (1 - s.exp().sum(-1)).clamp_min(1e-30)
+    kl = kl + torch.where(rest_p > 1e-9, rest_p * (rest_p.clamp_min(1e-30).log() - rest_q.log()), 0.0)
+    return kl.clamp_min(0)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True, help="a .gguf file or an HF folder")
@@ -61,14 +78,8 @@ def main():
                 nll = -lp[:, :-1].gather(2, x[:, 1:, None]).squeeze(2)
                 nll_sum += nll.double().sum().item()
                 nll_n += nll.numel()
-                s = lp.gather(2, ti).double()
-                t = tv.double()
-                p = t.exp()
-                kl = (p * (t - s)).sum(-1)
-                rest_p = (1 - p.sum(-1)).clamp_min(0)
-                rest_q = (1 - s.exp().sum(-1)).clamp_min(1e-30)
-                kl = kl + torch.where(rest_p > 1e-9, rest_p * (rest_p.clamp_min(1e-30).log() - rest_q.log()), 0.0)
-                kl_sum += kl.clamp_min(0).sum().item()
+                kl = topk_kl(lp, tv, ti)
+                kl_sum += kl.sum().item()
                 kl_n += kl.numel()
             return kl_sum / kl_n, nll_sum / nll_n
 

@@ -59,6 +59,9 @@ def main():
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    from bench_torch import topk_kl  # the same KL as `evocomp bench`'s PyTorch side
+
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
     stages = [tuple(int(x) for x in s.split(":")) for s in args.stages.split(",")]
@@ -141,15 +144,8 @@ def main():
         def fitness(batches):
             kl_sum, kl_n = 0.0, 0
             for x, (tv, ti) in batches:
-                lp = torch.log_softmax(model(x).logits.float(), dim=-1)
-                s = lp.gather(2, ti).double()
-                t = tv.double()
-                p = t.exp()
-                kl = (p * (t - s)).sum(-1)
-                rest_p = (1 - p.sum(-1)).clamp_min(0)
-                rest_q = (1 - s.exp().sum(-1)).clamp_min(1e-30)
-                kl = kl + torch.where(rest_p > 1e-9, rest_p * (rest_p.clamp_min(1e-30).log() - rest_q.log()), 0.0)
-                kl_sum += kl.clamp_min(0).sum().item()
+                kl = topk_kl(torch.log_softmax(model(x).logits.float(), dim=-1), tv, ti)
+                kl_sum += kl.sum().item()
                 kl_n += kl.numel()
             return kl_sum / kl_n
 
