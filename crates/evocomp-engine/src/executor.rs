@@ -9,7 +9,7 @@
 
 use crate::observer::{History, Observer, ProgressObserver, ResultEvent, StatusWriter, StepEvent};
 use crate::setup::{Prepared, batch_for_device, new_strategy, prepare};
-use crate::worker::{Job, JobKind, Output, Pool, WorkerDevice};
+use crate::worker::{Job, JobKind, Output, Pool, Remote, WorkerDevice, Workers};
 use anyhow::{Context as _, Result, anyhow, bail};
 use evocomp_config::Experiment;
 use evocomp_eval::KlResult;
@@ -44,6 +44,9 @@ pub struct RunOptions {
     /// Devices to run workers on; the first also builds a missing database
     /// and takes the heuristics' model measurements.
     pub devices: Vec<WorkerDevice>,
+    /// Workers elsewhere (a job queue) instead of threads on `devices`;
+    /// the first device still prepares the study.
+    pub remote: Option<Remote>,
 }
 
 /// Run (or resume, or re-open) the study of `exp`.
@@ -101,7 +104,10 @@ pub fn run_observed(
         prep: &prep,
         study: &study,
         shared: Shared::open(opts.shared_cache.then(|| shared_cache_dir(exp))),
-        pool: Pool::spawn(&prep, devices, reuse, opts.stop.clone()),
+        pool: match &opts.remote {
+            Some(remote) => remote(&prep, opts.stop.clone())?,
+            None => Box::new(Pool::spawn(&prep, devices, reuse, opts.stop.clone())),
+        },
         stop: opts.stop.clone(),
         keys: Keys::new(&prep),
         history: History {
@@ -126,7 +132,7 @@ struct Executor<'a> {
     prep: &'a Prepared,
     study: &'a OpenStudy,
     shared: Shared,
-    pool: Pool,
+    pool: Box<dyn Workers>,
     stop: Arc<AtomicBool>,
     keys: Keys<'a>,
     history: History,

@@ -27,6 +27,7 @@ pub use evaluator::{Evaluator, ReuseStats, sample_for};
 pub use executor::{Outcome, RunOptions, run, run_observed};
 pub use observer::{History, Observer, ProgressObserver, ResultEvent, StatusWriter, StepEvent};
 pub use setup::{
-    Prepared, batch_for_device, build_from_config, new_strategy, prepare, resolve_budget, token_set,
+    Prepared, batch_for_device, build_from_config, new_strategy, prepare, prepare_built,
+    resolve_budget, token_set,
 };
-pub use worker::WorkerDevice;
+pub use worker::{Done, Job, JobKind, Output, Pool, Remote, WorkerDevice, Workers};

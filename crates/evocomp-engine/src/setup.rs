@@ -256,10 +256,33 @@ fn check_against_model(exp: &Experiment, loaded: &LoadedModel) -> Result<()> {
 
 /// Load everything; `device` is used only to build a missing database.
 pub fn prepare(exp: &Experiment, device: &Device, progress: bool) -> Result<Prepared> {
+    prepare_with(exp, Some((device, progress)))
+}
+
+/// Load everything for a study whose database must already be built (a
+/// remote worker's case: it evaluates, it never builds); a missing or
+/// unfinished database is an error naming its folder.
+pub fn prepare_built(exp: &Experiment) -> Result<Prepared> {
+    prepare_with(exp, None)
+}
+
+fn prepare_with(exp: &Experiment, build: Option<(&Device, bool)>) -> Result<Prepared> {
     let loaded = evocomp_model::load_model(&exp.model)?;
     check_against_model(exp, &loaded)?;
     let fingerprint = loaded.info.fingerprint()?;
-    ensure_database(exp, &loaded, &fingerprint, device, progress)?;
+    match build {
+        Some((device, progress)) => ensure_database(exp, &loaded, &fingerprint, device, progress)?,
+        None => {
+            if !Database::is_built(&exp.database)? {
+                anyhow::bail!(
+                    "database {} is not built here (workers evaluate, they do not build; \
+                     build it with `evocomp db build {}` or share the folder)",
+                    exp.database.display(),
+                    exp.database_config.display()
+                );
+            }
+        }
+    }
     let db = Database::open(&exp.database)?;
     db.check_model(&fingerprint)?;
     let space = db.space()?;

@@ -1,7 +1,8 @@
-//! The evaluation boundary: a queue of jobs served by workers, one per
-//! device. Workers hold models and teachers; they never touch the store
-//! (only the coordinator owns sled). A later step can put workers on other
-//! machines behind the same `Job`/`Done` messages.
+//! The evaluation boundary: a queue of jobs served by workers. Workers hold
+//! models and teachers; they never touch the store (only the coordinator
+//! owns sled). [`Workers`] is what the executor sees: [`Pool`] (threads of
+//! this process, one per device) or a remote queue (evocomp-queue: worker
+//! processes on other machines behind the same `Job`/`Done` messages).
 
 use crate::evaluator::{Evaluator, ReuseStats};
 use crate::setup::Prepared;
@@ -79,6 +80,34 @@ impl WorkerDevice {
             threads: None,
             concurrent_batches: 1,
         }
+    }
+}
+
+/// Whatever evaluates jobs for the executor: one `Done` comes back for
+/// every job submitted (a failure as `Err`, a job not started because the
+/// run is stopping as `Output::Skipped`), in any order.
+pub trait Workers {
+    fn submit(&mut self, job: Job) -> Result<()>;
+    /// The next answer; blocks until one arrives.
+    fn recv(&mut self) -> Result<Done>;
+    /// Prefix-reuse counts over every worker (zeros where unknown).
+    fn stats(&self) -> ReuseStats;
+}
+
+/// Builds the workers of a remote queue for a prepared study (the binary
+/// passes one in `RunOptions::remote`); the executor then publishes jobs
+/// instead of running local threads.
+pub type Remote = Arc<dyn Fn(&Prepared, Arc<AtomicBool>) -> Result<Box<dyn Workers>> + Send + Sync>;
+
+impl Workers for Pool {
+    fn submit(&mut self, job: Job) -> Result<()> {
+        Pool::submit(self, job)
+    }
+    fn recv(&mut self) -> Result<Done> {
+        Pool::recv(self)
+    }
+    fn stats(&self) -> ReuseStats {
+        Pool::stats(self)
     }
 }
 

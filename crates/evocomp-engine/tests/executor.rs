@@ -115,6 +115,7 @@ fn run_limited(
                 ..WorkerDevice::unlimited(format!("worker-{i}"), Device::flex())
             })
             .collect(),
+        remote: None,
     };
     match run_observed(&exp, &opts, vec![Box::new(Counter(counts.clone()))])? {
         Outcome::Finished {
