@@ -3,122 +3,14 @@
 //! exactly the uninterrupted result without evaluating anything twice, a
 //! finished study re-run evaluates nothing, and a second process is refused.
 
-use evocomp_model::testing::{random_weights, tiny_config, write_gguf};
-use evocomp_store::Trial;
-use evocomp_study::{StudyDir, View};
+mod common;
+
+use common::*;
+use evocomp_model::testing::tiny_config;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_evocomp"));
-    c.env("RUST_LOG", "warn");
-    c
-}
-
-fn evocomp(dir: &Path, args: &[&str]) -> Output {
-    bin()
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed ({:?}):\n{}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A 4-layer random model, a text, and database configs (sparsity grid,
-/// blocks, KV budgets) in `dir`; paths in configs are relative to `dir`.
-fn setup(dir: &Path) {
-    let mut cfg = tiny_config();
-    cfg.n_layers = 4;
-    write_gguf(&cfg, &random_weights(&cfg, 5), &dir.join("tiny.gguf")).unwrap();
-    let words = [
-        "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
-    ];
-    let body: Vec<&str> = (0..1500)
-        .map(|i| words[(i * 7 + i / 3 + i / 11) % words.len()])
-        .collect();
-    std::fs::write(dir.join("text.txt"), body.join(" ")).unwrap();
-    let db = |name: &str, compression: &str| {
-        std::fs::write(
-            dir.join(format!("{name}.ron")),
-            format!(
-                r#"DatabaseSpec(
-    model: "tiny.gguf",
-    output: "db/{name}",
-    calibration: (text: "text.txt", sequences: 4, seq_len: 64, seed: 0),
-    compression: {compression},
-)"#
-            ),
-        )
-        .unwrap();
-    };
-    db(
-        "grid",
-        "Sparsity(method: SparseGpt, target: 0.5, step_fraction: 0.1, max_levels: 2)",
-    );
-    db("blocks", "Depth(unit: Block)");
-    db("subblocks", "Depth(unit: SubBlock)");
-    db(
-        "kv",
-        "KvBudget(budgets: [64, 32, 16, 8], eviction: Streaming(sinks: 2), chunk: 16)",
-    );
-}
-
-fn experiment(dir: &Path, name: &str, db: &str, budget: &str, strategy: &str) -> PathBuf {
-    let p = dir.join(format!("{name}.ron"));
-    std::fs::write(
-        &p,
-        format!(
-            r#"Experiment(
-    name: "{name}",
-    model: "tiny.gguf",
-    database: "{db}.ron",
-    data: (calibration: "text.txt", evaluation: "text.txt", held_out_tokens: 256, held_out_context: 64),
-    budget: {budget},
-    strategy: {strategy},
-    fitness: (metric: Kl, teacher: TopK(16), seq_len: 32, tokens: 64, batch_size: 2),
-    backend: Cpu,
-    seed: 11,
-)"#
-        ),
-    )
-    .unwrap();
-    p
-}
-
-const EVO: &str = "EvoPress(preset: Sparsity, generations: Some(40), offspring: Some(8), stages: Some([(2, 64), (1, 128)]))";
-
-fn summary(dir: &Path, study: &str) -> serde_json::Value {
-    let out = ok(&evocomp(dir, &["best", study, "--json"]));
-    serde_json::from_str(&out).unwrap()
-}
-
-fn journal(dir: &Path) -> Vec<Trial> {
-    match StudyDir::new(dir).view().unwrap() {
-        View::Store(s) => s.store().trials().unwrap(),
-        View::Running { pid, .. } => panic!("{} is held by {pid}", dir.display()),
-    }
-}
-
-/// (sample, genome) of every evaluation that was computed, not served from a cache.
-fn computed(trials: &[Trial]) -> Vec<(String, Vec<i64>)> {
-    trials
-        .iter()
-        .filter(|t| !t.cached)
-        .map(|t| (t.sample.clone(), t.genome.clone()))
-        .collect()
-}
 
 #[test]
 fn every_strategy_runs_end_to_end() {
@@ -883,7 +775,7 @@ fn cpu_workers_in_their_own_pools_reach_the_same_result() {
     ));
     let (a, b) = (summary(d, "results/one"), summary(d, "results/two"));
     assert_eq!(a["best"]["genome"], b["best"]["genome"]);
-    assert_eq!(a["best"]["fitness"], b["best"]["fitness"]);
+    assert_eq!(a["best"]["search_fitness"], b["best"]["search_fitness"]);
     assert_eq!(a["best"]["held_out_kl"], b["best"]["held_out_kl"]);
     // Both workers took jobs.
     let workers: std::collections::BTreeSet<String> = journal(&d.join("results/two"))
