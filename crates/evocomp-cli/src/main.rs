@@ -4,6 +4,7 @@ mod backend;
 mod bench;
 mod db;
 mod export;
+mod queue;
 mod study;
 
 use anyhow::Result;
@@ -86,8 +87,17 @@ enum Command {
         #[command(flatten)]
         args: study::RunArgs,
     },
-    /// A study's progress and its best configuration so far.
-    Status { dir: PathBuf },
+    /// A study's progress and its best configuration so far (and, with
+    /// --queue, the workers the queue has seen).
+    Status {
+        dir: PathBuf,
+        /// Also list the workers of this queue (nats://HOST:PORT).
+        #[arg(long)]
+        queue: Option<String>,
+    },
+    /// Evaluate jobs from a queue (nats://HOST:PORT with JetStream) for
+    /// `evocomp run --queue` coordinators, until interrupted.
+    Worker(queue::WorkerArgs),
     /// A study's best configuration(s), and the front for NSGA-II.
     Best {
         dir: PathBuf,
@@ -223,7 +233,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Db { command } => db::run(command),
         Command::Run { config, args } => study::run(&config, args),
         Command::Resume { dir, args } => study::resume(&dir, args),
-        Command::Status { dir } => study::status(&dir),
+        Command::Status { dir, queue } => {
+            study::status(&dir)?;
+            match queue {
+                Some(url) => queue::print_workers(&url),
+                None => Ok(()),
+            }
+        }
+        Command::Worker(args) => queue::worker(args),
         Command::Best { dir, json } => study::best(&dir, json),
         Command::Report {
             dirs,

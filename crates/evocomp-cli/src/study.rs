@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// it; memory grows with it.
     #[arg(long)]
     pub concurrent_batches: Option<usize>,
+    /// Evaluate on `evocomp worker` processes through this queue
+    /// (nats://HOST:PORT, JetStream on) instead of threads of this process.
+    #[arg(long)]
+    pub queue: Option<String>,
 }
 
 fn choice(exp: &Experiment, args: &RunArgs) -> BackendChoice {
@@ -91,12 +95,20 @@ fn worker_devices(
 /// Run one study; false when it was stopped (Ctrl-C) before finishing.
 fn execute(exp: &Experiment, args: &RunArgs, stop: &Arc<AtomicBool>) -> Result<bool> {
     let chosen = backend::choose(choice(exp, args))?;
-    eprintln!("study {} on {}", exp.output.display(), chosen.description);
+    match &args.queue {
+        Some(url) => eprintln!(
+            "study {} on the workers of {url} (prepared on {})",
+            exp.output.display(),
+            chosen.description
+        ),
+        None => eprintln!("study {} on {}", exp.output.display(), chosen.description),
+    }
     let opts = RunOptions {
         progress: std::io::stderr().is_terminal() || std::env::var_os("EVOCOMP_PROGRESS").is_some(),
         stop: stop.clone(),
         shared_cache: !args.no_shared_cache,
         devices: worker_devices(&chosen, args.cpu_workers, args.concurrent_batches)?,
+        remote: args.queue.clone().map(evocomp_queue::remote),
     };
     let t0 = std::time::Instant::now();
     match evocomp_engine::run(exp, &opts)? {

@@ -1,0 +1,133 @@
+//! `evocomp worker` and the queue parts of `run`/`resume`/`status`.
+
+use crate::backend::{self, BackendChoice};
+use anyhow::{Result, bail};
+use evocomp_queue::{WorkerOptions, serve, status};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub struct WorkerArgs {
+    /// The NATS server with JetStream (nats-server -js), e.g. nats://host:4222.
+    #[arg(long)]
+    pub queue: String,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    /// CPU threads this worker computes on (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Batches evaluated at once (default as for `run`).
+    #[arg(long)]
+    pub concurrent_batches: Option<usize>,
+    /// The name in heartbeats and results (default: host-pid).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Seconds a job may go without an (in-progress) ack before another
+    /// worker gets it; the first worker to create the queue's consumer sets it.
+    #[arg(long, default_value_t = 30.0)]
+    pub ack_wait: f64,
+    /// Deliveries of one job before it is given up as failed; set like --ack-wait.
+    #[arg(long, default_value_t = 3)]
+    pub max_deliver: i64,
+    /// Exit after this many jobs.
+    #[arg(long)]
+    pub max_jobs: Option<u64>,
+    /// Fault injection for tests: sleep this many milliseconds in every evaluation.
+    #[arg(long, hide = true)]
+    pub test_delay_ms: Option<u64>,
+}
+
+pub fn worker(args: WorkerArgs) -> Result<()> {
+    if args.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    if !(args.ack_wait.is_finite() && args.ack_wait >= 1.0) {
+        bail!("--ack-wait must be at least 1 second");
+    }
+    if args.max_deliver < 1 {
+        bail!("--max-deliver must be at least 1");
+    }
+    let chosen = backend::choose(args.backend)?;
+    let threads = args.threads.unwrap_or_else(crate::cores);
+    let device = evocomp_engine::WorkerDevice {
+        name: chosen.description.clone(),
+        device: chosen.device.clone(),
+        max_buffer_bytes: chosen.max_buffer_bytes,
+        threads: (chosen.cpu && args.threads.is_some()).then_some(threads),
+        concurrent_batches: backend::concurrent_batches(&chosen, threads, args.concurrent_batches),
+    };
+    let name = args.name.unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "worker".into()),
+            std::process::id()
+        )
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if s.swap(true, Ordering::SeqCst) {
+            eprintln!(
+                "\ninterrupted again: exiting now (the job in progress goes to another worker)"
+            );
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\nstopping after the job in progress (interrupt again to leave it to another worker)..."
+        );
+    });
+    serve(
+        &WorkerOptions {
+            url: args.queue,
+            name,
+            device,
+            ack_wait: Duration::from_secs_f64(args.ack_wait),
+            max_deliver: args.max_deliver,
+            max_jobs: args.max_jobs,
+            delay: args.test_delay_ms.map(Duration::from_millis),
+        },
+        stop,
+    )
+}
+
+fn ago(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs} s ago"),
+        120..=7199 => format!("{} min ago", secs / 60),
+        _ => format!("{} h ago", secs / 3600),
+    }
+}
+
+/// The workers the queue has heard from in the last day.
+pub fn print_workers(url: &str) -> Result<()> {
+    let beats = status::workers(url)?;
+    let now = evocomp_queue::messages::unix_now();
+    println!("workers on {url} (last heartbeat of each, the last day):");
+    if beats.is_empty() {
+        println!("  none");
+    }
+    for b in beats {
+        let age = now.saturating_sub(b.seen);
+        println!(
+            "  {} on {} (pid {}, {}, evocomp {}): seen {}{}; {} jobs done, {} failed, {} in the last minute, busy {:.0} s",
+            b.name,
+            b.host,
+            b.pid,
+            b.device,
+            b.evocomp,
+            ago(age),
+            if age > 10 { " (not running?)" } else { "" },
+            b.jobs_done,
+            b.jobs_failed,
+            b.jobs_last_minute,
+            b.busy_seconds,
+        );
+        if let Some(e) = b.last_error {
+            println!("    last error: {e}");
+        }
+    }
+    Ok(())
+}

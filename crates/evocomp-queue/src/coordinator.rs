@@ -1,0 +1,378 @@
+//! The coordinator's side: [`NatsWorkers`] implements the executor's
+//! `Workers` by publishing jobs to the work-queue stream and reading its
+//! study's results back. It keeps no state of its own that a restart could
+//! lose: on start it reads every result its study ever got, so a resumed
+//! coordinator answers from them the jobs it would otherwise publish again,
+//! and a job it publishes again (same message id) while it is still queued
+//! is recognised by JetStream's de-duplication and not queued twice.
+
+use crate::messages::*;
+use crate::nats::{Connection, connect, publish};
+use anyhow::{Context as _, Result, anyhow, bail};
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use evocomp_engine::{Done, Job, Output, Prepared, Remote, Workers};
+use futures::StreamExt;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The `RunOptions::remote` of `evocomp run --queue URL`.
+pub fn remote(url: String) -> Remote {
+    Arc::new(move |prep: &Prepared, stop: Arc<AtomicBool>| {
+        Ok(Box::new(NatsWorkers::connect(&url, prep, stop)?) as Box<dyn Workers>)
+    })
+}
+
+type Results = pull::Ordered;
+
+pub struct NatsWorkers {
+    rt: tokio::runtime::Runtime,
+    conn: Connection,
+    url: String,
+    study: String,
+    jobs_subject: String,
+    results_subject: String,
+    context: Context,
+    context_key: String,
+    /// Published jobs without an answer: content id → (executor job id, attempt).
+    pending: HashMap<String, (u64, u32)>,
+    /// When each pending job was published.
+    sent: HashMap<String, Instant>,
+    /// Successful results for content ids not (yet) asked for in this run.
+    known: HashMap<String, ResultMsg>,
+    /// Failed attempts seen per content id.
+    failures: HashMap<String, u32>,
+    ready: VecDeque<Done>,
+    results: Results,
+    advisories: async_nats::Subscriber,
+    stop: Arc<AtomicBool>,
+    last_news: Instant,
+    /// Jobs published, and the seconds spent publishing them.
+    pub published: u64,
+    pub publish_seconds: f64,
+    /// Jobs answered in this run, and their round trips beyond the
+    /// worker's own time (queueing, delivery, acks, the result's way back).
+    pub answered: u64,
+    pub overhead_seconds: f64,
+}
+
+impl NatsWorkers {
+    pub fn connect(url: &str, prep: &Prepared, stop: Arc<AtomicBool>) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the queue client")?;
+        let study = study_token(&prep.exp);
+        let (conn, results, advisories, backlog) = rt.block_on(async {
+            let conn = connect(url, &format!("evocomp coordinator {}", prep.exp.name)).await?;
+            let subject = format!("evocomp.results.{study}");
+            let consumer = conn
+                .results
+                .create_consumer(pull::OrderedConfig {
+                    filter_subject: subject.clone(),
+                    deliver_policy: DeliverPolicy::All,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| anyhow!("reading results from {url}: {e}"))?;
+            let backlog = consumer.cached_info().num_pending;
+            let results = consumer
+                .messages()
+                .await
+                .map_err(|e| anyhow!("reading results from {url}: {e}"))?;
+            let advisories = conn
+                .client
+                .subscribe(format!(
+                    "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.{WORKERS_CONSUMER}"
+                ))
+                .await
+                .map_err(|e| anyhow!("subscribing to {url}'s advisories: {e}"))?;
+            anyhow::Ok((conn, results, advisories, backlog))
+        })?;
+        let context = Context::of(prep);
+        let mut me = Self {
+            rt,
+            conn,
+            url: url.to_string(),
+            jobs_subject: format!("evocomp.jobs.{study}"),
+            results_subject: format!("evocomp.results.{study}"),
+            study,
+            context_key: context.key(),
+            context,
+            pending: HashMap::new(),
+            sent: HashMap::new(),
+            known: HashMap::new(),
+            failures: HashMap::new(),
+            ready: VecDeque::new(),
+            results,
+            advisories,
+            stop,
+            last_news: Instant::now(),
+            published: 0,
+            publish_seconds: 0.0,
+            answered: 0,
+            overhead_seconds: 0.0,
+        };
+        // Every result the study already has (from before a restart), before
+        // anything is published.
+        for _ in 0..backlog {
+            if !me.next_message(Duration::from_secs(10))? {
+                break;
+            }
+        }
+        if backlog > 0 {
+            eprintln!(
+                "queue {url}: {} earlier results of this study read back ({} failed attempts)",
+                me.known.len(),
+                me.failures.values().sum::<u32>()
+            );
+        }
+        Ok(me)
+    }
+
+    /// Wait up to `wait` for one result or advisory and take it in; false
+    /// when nothing came.
+    fn next_message(&mut self, wait: Duration) -> Result<bool> {
+        enum Got {
+            Result(Vec<u8>),
+            Advisory(Vec<u8>),
+            Nothing,
+        }
+        let url = self.url.clone();
+        let got = self.rt.block_on(async {
+            tokio::select! {
+                m = self.results.next() => match m {
+                    Some(Ok(m)) => Ok(Got::Result(m.payload.to_vec())),
+                    Some(Err(e)) => Err(anyhow!("reading results from {url}: {e}")),
+                    None => Err(anyhow!("the results stream on {url} ended")),
+                },
+                a = self.advisories.next() => match a {
+                    Some(a) => Ok(Got::Advisory(a.payload.to_vec())),
+                    None => Err(anyhow!("the connection to {url} closed")),
+                },
+                _ = tokio::time::sleep(wait) => Ok(Got::Nothing),
+            }
+        })?;
+        match got {
+            Got::Result(p) => self.take_result(&p),
+            Got::Advisory(p) => self.take_advisory(&p)?,
+            Got::Nothing => return Ok(false),
+        }
+        self.last_news = Instant::now();
+        Ok(true)
+    }
+
+    fn take_result(&mut self, payload: &[u8]) {
+        let msg: ResultMsg = match serde_json::from_slice(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                // Another version's result: refused, but its job is answered.
+                let v: Option<Versioned> = serde_json::from_slice(payload).ok();
+                let Some(v) = v.filter(|v| v.cid.is_some()) else {
+                    tracing::warn!("an unreadable message on {}: {e}", self.results_subject);
+                    return;
+                };
+                ResultMsg {
+                    format: v.format.unwrap_or(0),
+                    evocomp: v.evocomp.clone().unwrap_or_default(),
+                    study: self.study.clone(),
+                    cid: v.cid.clone().unwrap_or_default(),
+                    attempt: v.attempt.unwrap_or(0),
+                    worker: "?".into(),
+                    seconds: 0.0,
+                    result: Err(format!(
+                        "a result of message format {:?} (evocomp {:?}) that this coordinator \
+                         (format {FORMAT}, evocomp {VERSION}) cannot read: {e}",
+                        v.format, v.evocomp
+                    )),
+                }
+            }
+        };
+        if msg.format != FORMAT && msg.result.is_ok() {
+            // Same layout, other version: refused all the same.
+            let mut m = msg;
+            m.result = Err(format!(
+                "a result of message format {} (evocomp {}); this coordinator speaks {FORMAT} \
+                 (evocomp {VERSION})",
+                m.format, m.evocomp
+            ));
+            return self.take_result_msg(m);
+        }
+        self.take_result_msg(msg)
+    }
+
+    fn take_result_msg(&mut self, msg: ResultMsg) {
+        if msg.result.is_err() {
+            let f = self.failures.entry(msg.cid.clone()).or_default();
+            *f = (*f).max(msg.attempt + 1);
+        }
+        match self.pending.get(&msg.cid) {
+            Some(&(id, attempt)) if attempt == msg.attempt => {
+                self.pending.remove(&msg.cid);
+                if let Some(t) = self.sent.remove(&msg.cid) {
+                    self.answered += 1;
+                    self.overhead_seconds += (t.elapsed().as_secs_f64() - msg.seconds).max(0.0);
+                }
+                self.ready.push_back(Done {
+                    id,
+                    result: msg.result,
+                    seconds: msg.seconds,
+                    worker: msg.worker,
+                });
+            }
+            _ => {
+                if msg.result.is_ok() {
+                    self.known.insert(msg.cid.clone(), msg);
+                }
+            }
+        }
+    }
+
+    /// A job of ours that reached the delivery limit without an answer (its
+    /// workers died on it): its failure is published as its result, so it
+    /// is recorded like any other, and the job is taken off the queue.
+    fn take_advisory(&mut self, payload: &[u8]) -> Result<()> {
+        #[derive(serde::Deserialize)]
+        struct Advisory {
+            stream_seq: u64,
+            deliveries: u64,
+        }
+        let Ok(a) = serde_json::from_slice::<Advisory>(payload) else {
+            return Ok(());
+        };
+        let (study, results) = (self.study.clone(), self.results_subject.clone());
+        let jobs = self.conn.jobs.clone();
+        let js = self.conn.js.clone();
+        let pending = self.pending.clone();
+        self.rt.block_on(async move {
+            let Ok(raw) = jobs.get_raw_message(a.stream_seq).await else {
+                return Ok(()); // already answered and gone
+            };
+            let Ok(job) = serde_json::from_slice::<JobMsg>(&raw.payload) else {
+                return Ok(());
+            };
+            if job.study != study || pending.get(&job.cid).map(|p| p.1) != Some(job.attempt) {
+                return Ok(()); // another coordinator's job, or answered
+            }
+            let r = ResultMsg {
+                format: FORMAT,
+                evocomp: VERSION.into(),
+                study: study.clone(),
+                cid: job.cid.clone(),
+                attempt: job.attempt,
+                worker: "queue".into(),
+                seconds: 0.0,
+                result: Err(format!(
+                    "the job was delivered {} times and no worker finished it (each died or \
+                     lost its connection while evaluating it): given up",
+                    a.deliveries
+                )),
+            };
+            publish(&js, results, Some(r.message_id()), serde_json::to_vec(&r)?).await?;
+            let _ = jobs.delete_message(a.stream_seq).await;
+            anyhow::Ok(())
+        })
+    }
+}
+
+impl Drop for NatsWorkers {
+    fn drop(&mut self) {
+        if self.published > 0 {
+            eprintln!(
+                "queue {}: {} jobs published ({:.2} ms each until stored), {} answered in this run \
+                 (round trip beyond the worker's own time, waiting in the queue included: {:.1} ms each)",
+                self.url,
+                self.published,
+                1e3 * self.publish_seconds / self.published as f64,
+                self.answered,
+                1e3 * self.overhead_seconds / self.answered.max(1) as f64
+            );
+        }
+    }
+}
+
+impl Workers for NatsWorkers {
+    fn submit(&mut self, job: Job) -> Result<()> {
+        let cid = content_id(&self.context_key, &job.kind);
+        if let Some(r) = self.known.remove(&cid) {
+            self.ready.push_back(Done {
+                id: job.id,
+                result: r.result,
+                seconds: r.seconds,
+                worker: r.worker,
+            });
+            return Ok(());
+        }
+        if self.pending.contains_key(&cid) {
+            bail!("job {cid} is already waiting for an answer (the same computation asked twice)");
+        }
+        let attempt = self.failures.get(&cid).copied().unwrap_or(0);
+        let msg = JobMsg {
+            format: FORMAT,
+            evocomp: VERSION.into(),
+            study: self.study.clone(),
+            cid: cid.clone(),
+            attempt,
+            results: self.results_subject.clone(),
+            context: self.context.clone(),
+            kind: job.kind,
+        };
+        let t0 = Instant::now();
+        let id = msg.message_id();
+        let payload = serde_json::to_vec(&msg)?;
+        self.rt
+            .block_on(publish(
+                &self.conn.js,
+                self.jobs_subject.clone(),
+                Some(id),
+                payload,
+            ))
+            .with_context(|| format!("queue {}", self.url))?;
+        self.publish_seconds += t0.elapsed().as_secs_f64();
+        self.published += 1;
+        self.sent.insert(cid.clone(), Instant::now());
+        self.pending.insert(cid, (job.id, attempt));
+        Ok(())
+    }
+
+    fn recv(&mut self) -> Result<Done> {
+        let mut warned = Instant::now();
+        loop {
+            if let Some(d) = self.ready.pop_front() {
+                return Ok(d);
+            }
+            let Some(cid) = self.pending.keys().next().cloned() else {
+                bail!("no job is waiting for an answer");
+            };
+            if self.stop.load(Ordering::SeqCst) {
+                // Stopping: the job stays queued; a resumed run reads its result.
+                let (id, _) = self.pending.remove(&cid).expect("present");
+                return Ok(Done {
+                    id,
+                    result: Ok(Output::Skipped),
+                    seconds: 0.0,
+                    worker: "queue".into(),
+                });
+            }
+            self.next_message(Duration::from_millis(200))?;
+            if self.last_news.elapsed() > Duration::from_secs(60)
+                && warned.elapsed() > Duration::from_secs(60)
+            {
+                warned = Instant::now();
+                eprintln!(
+                    "queue {}: {} jobs waiting, no result for {:.0} s (are workers running? \
+                     `evocomp status DIR --queue {}` lists them)",
+                    self.url,
+                    self.pending.len(),
+                    self.last_news.elapsed().as_secs_f64(),
+                    self.url
+                );
+            }
+        }
+    }
+
+    fn stats(&self) -> evocomp_engine::ReuseStats {
+        evocomp_engine::ReuseStats::default()
+    }
+}

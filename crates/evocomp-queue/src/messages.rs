@@ -1,0 +1,282 @@
+//! What travels through JetStream: versioned job and result messages, the
+//! study context a job names (so a worker with other files refuses it), and
+//! the workers' heartbeats.
+
+use evocomp_config::Experiment;
+use evocomp_engine::{JobKind, Output, Prepared};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The version of the job and result messages. A message of another
+/// version is refused (a job by the worker, a result by the coordinator),
+/// never read as if it were this one.
+pub const FORMAT: u32 = 1;
+/// This build's version, carried in every message for the error text.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The work-queue stream of jobs (subjects `evocomp.jobs.<study>`).
+pub const JOBS_STREAM: &str = "EVOCOMP_JOBS";
+pub const JOBS_SUBJECTS: &str = "evocomp.jobs.>";
+/// The durable pull consumer every worker takes jobs from.
+pub const WORKERS_CONSUMER: &str = "evocomp-workers";
+/// Results (subjects `evocomp.results.<study>`), kept for a week: the
+/// coordinator reads its study's from the start when it (re)starts.
+pub const RESULTS_STREAM: &str = "EVOCOMP_RESULTS";
+pub const RESULTS_SUBJECTS: &str = "evocomp.results.>";
+/// Heartbeats, the last one per worker (subjects `evocomp.workers.<name>`).
+pub const WORKERS_STREAM: &str = "EVOCOMP_WORKERS";
+pub const WORKERS_SUBJECTS: &str = "evocomp.workers.>";
+
+fn sha(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Everything a fitness value depends on besides the job itself: the
+/// experiment (paths resolved as the coordinator resolved them) and the
+/// fingerprints of what the coordinator loaded from those paths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Context {
+    pub experiment: Experiment,
+    pub model_fingerprint: String,
+    pub database_fingerprint: String,
+    pub fitness_key: String,
+    pub calibration_id: String,
+    pub held_out_id: String,
+}
+
+impl Context {
+    pub fn of(prep: &Prepared) -> Self {
+        Self {
+            experiment: prep.exp.clone(),
+            model_fingerprint: prep.fingerprint.clone(),
+            database_fingerprint: prep.db.fingerprint().to_string(),
+            fitness_key: prep.exp.fitness.key(),
+            calibration_id: prep.calib.id.clone(),
+            held_out_id: prep.held_out.id.clone(),
+        }
+    }
+
+    /// What must be equal for two evaluations to be the same computation.
+    pub fn key(&self) -> String {
+        sha(&[
+            &self.model_fingerprint,
+            &self.database_fingerprint,
+            &self.fitness_key,
+            &self.calibration_id,
+            &self.held_out_id,
+        ])
+    }
+
+    /// Where this context and a worker's own loaded files differ, one line
+    /// each (empty when they agree).
+    pub fn differences(&self, local: &Context) -> Vec<String> {
+        let e = &self.experiment;
+        let mut out = Vec::new();
+        let mut check = |what: String, theirs: &str, ours: &str| {
+            if theirs != ours {
+                out.push(format!(
+                    "{what}: the job's is {theirs}, this worker's is {ours}"
+                ));
+            }
+        };
+        check(
+            format!("model {} fingerprint", e.model.display()),
+            &self.model_fingerprint,
+            &local.model_fingerprint,
+        );
+        check(
+            format!("database {} fingerprint", e.database.display()),
+            &self.database_fingerprint,
+            &local.database_fingerprint,
+        );
+        check(
+            "fitness settings".into(),
+            &self.fitness_key,
+            &local.fitness_key,
+        );
+        check(
+            format!("calibration text {} tokens", e.data.calibration.display()),
+            &self.calibration_id,
+            &local.calibration_id,
+        );
+        check(
+            format!("held-out text {} tokens", e.data.evaluation.display()),
+            &self.held_out_id,
+            &local.held_out_id,
+        );
+        out
+    }
+}
+
+/// The identity of a job's computation: the same for the same context and
+/// the same genome on the same sample, whatever the run or process.
+pub fn content_id(context_key: &str, kind: &JobKind) -> String {
+    // The anchor only makes an evaluation faster; it is not part of what is computed.
+    let what = match kind {
+        JobKind::Fitness { genome, sample, .. } => {
+            serde_json::json!({"fitness": genome, "sample": sample})
+        }
+        JobKind::HeldOut { genome } => serde_json::json!({"held_out": genome}),
+    };
+    sha(&[context_key, &what.to_string()])[..32].to_string()
+}
+
+/// The study token in subjects and consumer names: from the study's name
+/// and folder (the coordinator's canonical path to it).
+pub fn study_token(exp: &Experiment) -> String {
+    let dir = std::fs::canonicalize(&exp.output).unwrap_or_else(|_| exp.output.clone());
+    sha(&[&exp.name, &dir.to_string_lossy()])[..16].to_string()
+}
+
+/// A job as published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobMsg {
+    pub format: u32,
+    pub evocomp: String,
+    pub study: String,
+    /// [`content_id`].
+    pub cid: String,
+    /// How many times this computation failed before (0 first): part of
+    /// the message id, so a retry in a later run is not taken for a duplicate.
+    pub attempt: u32,
+    /// The subject the result goes to.
+    pub results: String,
+    pub context: Context,
+    pub kind: JobKind,
+}
+
+impl JobMsg {
+    pub fn message_id(&self) -> String {
+        format!("{}.{}.{}", self.study, self.cid, self.attempt)
+    }
+}
+
+/// A result as published (`result` is `Err` with the reason when the job
+/// failed, was refused, or exhausted its deliveries).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultMsg {
+    pub format: u32,
+    pub evocomp: String,
+    pub study: String,
+    pub cid: String,
+    pub attempt: u32,
+    pub worker: String,
+    pub seconds: f64,
+    pub result: Result<Output, String>,
+}
+
+impl ResultMsg {
+    pub fn message_id(&self) -> String {
+        format!("{}.{}.{}", self.study, self.cid, self.attempt)
+    }
+}
+
+/// A result whose numbers JSON can carry: a non-finite value (a diverged
+/// model) becomes an error saying so, instead of a `null` no one can read.
+pub fn finite(result: Result<Output, String>) -> Result<Output, String> {
+    match result {
+        Ok(Output::Fitness(f)) if !f.is_finite() => Err(format!("fitness {f}: the model diverged")),
+        Ok(Output::HeldOut(r)) if !(r.kl.is_finite() && r.nll.is_finite()) => Err(format!(
+            "held-out KL {} / NLL {}: the model diverged",
+            r.kl, r.nll
+        )),
+        r => r,
+    }
+}
+
+/// A worker's heartbeat: the last one of each worker is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Beat {
+    pub name: String,
+    pub host: String,
+    pub pid: u32,
+    pub device: String,
+    pub evocomp: String,
+    pub format: u32,
+    /// Unix seconds.
+    pub started: u64,
+    pub seen: u64,
+    pub jobs_done: u64,
+    pub jobs_failed: u64,
+    pub busy_seconds: f64,
+    /// Jobs finished in the last minute.
+    pub jobs_last_minute: u64,
+    pub last_error: Option<String>,
+    pub study: Option<String>,
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The version fields of a message that may be of another version.
+#[derive(Deserialize)]
+pub struct Versioned {
+    pub format: Option<u32>,
+    pub evocomp: Option<String>,
+    pub study: Option<String>,
+    pub cid: Option<String>,
+    pub attempt: Option<u32>,
+    pub results: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evocomp_search::SampleSpec;
+
+    #[test]
+    fn content_ids_ignore_the_anchor_and_tell_kinds_apart() {
+        let s = SampleSpec {
+            tokens: 64,
+            seed: 3,
+        };
+        let a = JobKind::Fitness {
+            genome: vec![1, 0],
+            sample: s,
+            anchor: None,
+        };
+        let b = JobKind::Fitness {
+            genome: vec![1, 0],
+            sample: s,
+            anchor: Some(vec![0, 0]),
+        };
+        let c = JobKind::Fitness {
+            genome: vec![0, 1],
+            sample: s,
+            anchor: None,
+        };
+        let h = JobKind::HeldOut { genome: vec![1, 0] };
+        assert_eq!(content_id("k", &a), content_id("k", &b));
+        assert_ne!(content_id("k", &a), content_id("k", &c));
+        assert_ne!(content_id("k", &a), content_id("k", &h));
+        assert_ne!(content_id("k", &a), content_id("other", &a));
+    }
+
+    #[test]
+    fn non_finite_results_become_errors() {
+        assert!(finite(Ok(Output::Fitness(f64::NAN))).is_err());
+        assert!(finite(Ok(Output::Fitness(f64::INFINITY))).is_err());
+        assert_eq!(finite(Ok(Output::Fitness(0.5))), Ok(Output::Fitness(0.5)));
+        let m = ResultMsg {
+            format: FORMAT,
+            evocomp: VERSION.into(),
+            study: "s".into(),
+            cid: "c".into(),
+            attempt: 0,
+            worker: "w".into(),
+            seconds: 1.0,
+            result: finite(Ok(Output::Fitness(0.25))),
+        };
+        let back: ResultMsg = serde_json::from_slice(&serde_json::to_vec(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+    }
+}

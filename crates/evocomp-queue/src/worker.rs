@@ -1,0 +1,449 @@
+//! `evocomp worker`: take jobs from the work-queue stream one at a time,
+//! evaluate them with a local worker (the engine's `Pool` on this process's
+//! device) and publish the results.
+//!
+//! JetStream does the bookkeeping: a job is acked only after its result is
+//! stored in the results stream; while it is evaluated the worker sends
+//! in-progress acks, so a long evaluation is not redelivered, but a worker
+//! that dies stops sending them and its job goes to another worker after
+//! the ack wait. A failed job is handed back (nak) for another try until its
+//! last allowed delivery, whose failure is published as the job's result.
+//! A job for files this worker does not have (another model, database,
+//! text or fitness settings) or of another message version is refused: the
+//! refusal is its result, never a wrong evaluation.
+
+use crate::messages::*;
+use crate::nats::{Connection, connect, host, publish};
+use anyhow::{Context as _, Result, anyhow};
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::{AckKind, Message};
+use evocomp_engine::{
+    Job, Output, Pool, Prepared, WorkerDevice, Workers, batch_for_device, prepare_built,
+};
+use futures::StreamExt;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct WorkerOptions {
+    pub url: String,
+    pub name: String,
+    pub device: WorkerDevice,
+    /// How long a job may go without an ack or in-progress ack before it is
+    /// delivered to another worker (set when the workers' consumer is created).
+    pub ack_wait: Duration,
+    /// Deliveries of one job before it is given up.
+    pub max_deliver: i64,
+    /// Stop after this many jobs (None: until interrupted).
+    pub max_jobs: Option<u64>,
+    /// Fault injection for tests: sleep this long inside every evaluation.
+    pub delay: Option<Duration>,
+}
+
+/// One loaded study: the context it was loaded for and its evaluation pool.
+struct Loaded {
+    key: String,
+    pool: Pool,
+}
+
+struct State {
+    beat: Beat,
+    finished: VecDeque<Instant>,
+}
+
+/// Serve jobs until `stop` is set (the job in progress is finished first).
+pub fn serve(opts: &WorkerOptions, stop: Arc<AtomicBool>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the queue client")?;
+    let conn = rt.block_on(connect(&opts.url, &format!("evocomp worker {}", opts.name)))?;
+    let consumer: async_nats::jetstream::consumer::Consumer<pull::Config> = rt
+        .block_on(conn.jobs.get_or_create_consumer(
+            WORKERS_CONSUMER,
+            pull::Config {
+                durable_name: Some(WORKERS_CONSUMER.into()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: opts.ack_wait,
+                max_deliver: opts.max_deliver,
+                filter_subject: JOBS_SUBJECTS.into(),
+                ..Default::default()
+            },
+        ))
+        .map_err(|e| anyhow!("the workers' consumer on {}: {e}", opts.url))?;
+    let config = &consumer.cached_info().config;
+    let (ack_wait, max_deliver) = (config.ack_wait, config.max_deliver);
+    let state = Arc::new(Mutex::new(State {
+        beat: Beat {
+            name: opts.name.clone(),
+            host: host(),
+            pid: std::process::id(),
+            device: opts.device.name.clone(),
+            evocomp: VERSION.into(),
+            format: FORMAT,
+            started: unix_now(),
+            ..Default::default()
+        },
+        finished: VecDeque::new(),
+    }));
+    eprintln!(
+        "worker {} on {}: taking jobs from {} (ack wait {:.0} s, {} deliveries at most)",
+        opts.name,
+        opts.device.name,
+        opts.url,
+        ack_wait.as_secs_f64(),
+        max_deliver
+    );
+    let beats = rt.spawn(heartbeat(conn.js.clone(), state.clone()));
+    let mut loaded: Option<Loaded> = None;
+    let mut done = 0u64;
+    let result = loop {
+        if stop.load(Ordering::SeqCst) || opts.max_jobs.is_some_and(|m| done >= m) {
+            break Ok(());
+        }
+        let (asked, asked_ns) = (Instant::now(), unix_nanos());
+        let msg = rt.block_on(async {
+            // A long poll for one job: the server answers when one is there
+            // or after 2 s. (A no-wait `fetch` would make an idle worker
+            // spin on requests.)
+            let mut batch = consumer
+                .batch()
+                .max_messages(1)
+                .expires(Duration::from_secs(2))
+                .messages()
+                .await
+                .map_err(|e| anyhow!("taking a job from {}: {e}", opts.url))?;
+            match batch.next().await {
+                Some(Ok(m)) => anyhow::Ok(Some(m)),
+                Some(Err(e)) => Err(anyhow!("taking a job from {}: {e}", opts.url)),
+                None => Ok(None),
+            }
+        });
+        let msg = match msg {
+            Ok(Some(m)) => m,
+            Ok(None) => continue,
+            Err(e) => break Err(e),
+        };
+        // The delivery's share of the queue's overhead: from the request
+        // (or from the job's publication, if it came later) to its arrival.
+        let published = msg
+            .info()
+            .map(|i| i.published.unix_timestamp_nanos())
+            .unwrap_or(asked_ns);
+        let delivery = if published <= asked_ns {
+            asked.elapsed()
+        } else {
+            Duration::from_nanos(u64::try_from(unix_nanos() - published).unwrap_or(0))
+        };
+        if let Err(e) = handle(
+            opts,
+            &rt,
+            &conn,
+            msg,
+            delivery,
+            &mut loaded,
+            &state,
+            &stop,
+            max_deliver,
+            ack_wait,
+        ) {
+            break Err(e);
+        }
+        done += 1;
+    };
+    beats.abort();
+    // The last heartbeat says where it ended.
+    let b = {
+        let mut s = state.lock().expect("state");
+        s.beat.seen = unix_now();
+        s.beat.last_error = result
+            .as_ref()
+            .err()
+            .map(|e| format!("stopped: {e:#}"))
+            .or(s.beat.last_error.clone());
+        s.beat.clone()
+    };
+    let _ = rt.block_on(publish_beat(&conn.js, &b));
+    result
+}
+
+async fn publish_beat(js: &async_nats::jetstream::Context, b: &Beat) -> Result<()> {
+    publish(
+        js,
+        format!("evocomp.workers.{}", subject_safe(&b.name)),
+        None,
+        serde_json::to_vec(b)?,
+    )
+    .await
+}
+
+/// A name usable as one subject token.
+pub fn subject_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+async fn heartbeat(js: async_nats::jetstream::Context, state: Arc<Mutex<State>>) {
+    loop {
+        let b = {
+            let mut s = state.lock().expect("state");
+            let now = Instant::now();
+            while s
+                .finished
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+            {
+                s.finished.pop_front();
+            }
+            s.beat.jobs_last_minute = s.finished.len() as u64;
+            s.beat.seen = unix_now();
+            s.beat.clone()
+        };
+        if let Err(e) = publish_beat(&js, &b).await {
+            tracing::warn!("heartbeat: {e:#}");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Load the study a job names, unless it is the one loaded; an error
+/// (missing files, other fingerprints) is the job's refusal.
+fn load(job: &JobMsg, device: &WorkerDevice, stop: &Arc<AtomicBool>) -> Result<Loaded, String> {
+    let exp = &job.context.experiment;
+    let prep: Prepared = prepare_built(exp).map_err(|e| format!("{e:#}"))?;
+    let ours = Context::of(&prep);
+    let diff = job.context.differences(&ours);
+    if !diff.is_empty() {
+        return Err(format!(
+            "not the files the study was started with: {}",
+            diff.join("; ")
+        ));
+    }
+    let batch =
+        batch_for_device(exp, &prep, device.max_buffer_bytes).map_err(|e| format!("{e:#}"))?;
+    let reuse = exp.prefix_reuse && !prep.db.is_kv();
+    let pool = Pool::spawn(&prep, vec![(device.clone(), batch)], reuse, stop.clone());
+    Ok(Loaded {
+        key: job.context.key(),
+        pool,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn handle(
+    opts: &WorkerOptions,
+    rt: &tokio::runtime::Runtime,
+    conn: &Connection,
+    msg: Message,
+    delivery: Duration,
+    loaded: &mut Option<Loaded>,
+    state: &Arc<Mutex<State>>,
+    stop: &Arc<AtomicBool>,
+    max_deliver: i64,
+    ack_wait: Duration,
+) -> Result<()> {
+    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+    let t0 = Instant::now();
+    // A refusal is final (the same worker would refuse it again); a failure
+    // is retried until the last delivery.
+    let (job, outcome): (Option<JobMsg>, Result<Output, (bool, String)>) =
+        match serde_json::from_slice::<JobMsg>(&msg.payload) {
+            Ok(job) if job.format == FORMAT => {
+                tracing::info!(
+                    "job {} (attempt {}, delivery {delivered}): started",
+                    job.cid,
+                    job.attempt
+                );
+                let ready = match loaded {
+                    Some(l) if l.key == job.context.key() => Ok(()),
+                    _ => {
+                        *loaded = None;
+                        state.lock().expect("state").beat.study =
+                            Some(job.context.experiment.name.clone());
+                        load(&job, &opts.device, stop).map(|l| *loaded = Some(l))
+                    }
+                };
+                let outcome = match ready {
+                    Err(why) => Err((true, format!("worker {} refuses the job: {why}", opts.name))),
+                    Ok(()) => {
+                        let pool = &mut loaded.as_mut().expect("loaded").pool;
+                        evaluate(rt, &msg, pool, &job, opts.delay, ack_wait)
+                            .map_err(|e| (false, format!("worker {}: {e}", opts.name)))
+                    }
+                };
+                (Some(job), outcome)
+            }
+            other => {
+                let v: Option<Versioned> = serde_json::from_slice(&msg.payload).ok();
+                let (format, evocomp) = (
+                    v.as_ref().and_then(|v| v.format),
+                    v.as_ref().and_then(|v| v.evocomp.clone()),
+                );
+                let why = match (other, format) {
+                    (Ok(job), _) => {
+                        format!("message format {} (evocomp {})", job.format, job.evocomp)
+                    }
+                    (Err(_), Some(f)) if f != FORMAT => format!(
+                        "message format {f} (evocomp {})",
+                        evocomp.unwrap_or_else(|| "?".into())
+                    ),
+                    (Err(e), _) => format!("a message it cannot read ({e})"),
+                };
+                let why = format!(
+                    "worker {} (message format {FORMAT}, evocomp {VERSION}) refuses {why}",
+                    opts.name
+                );
+                // Answer it where it says answers go, if it says so.
+                if let Some(v) = v.filter(|v| v.results.is_some() && v.cid.is_some()) {
+                    let r = ResultMsg {
+                        format: FORMAT,
+                        evocomp: VERSION.into(),
+                        study: v.study.unwrap_or_default(),
+                        cid: v.cid.unwrap_or_default(),
+                        attempt: v.attempt.unwrap_or(0),
+                        worker: opts.name.clone(),
+                        seconds: 0.0,
+                        result: Err(why.clone()),
+                    };
+                    rt.block_on(publish(
+                        &conn.js,
+                        v.results.unwrap_or_default(),
+                        Some(r.message_id()),
+                        serde_json::to_vec(&r)?,
+                    ))?;
+                }
+                eprintln!("{why}");
+                note(state, false, Some(why), t0);
+                rt.block_on(msg.ack_with(AckKind::Term))
+                    .map_err(|e| anyhow!("ack: {e}"))?;
+                return Ok(());
+            }
+        };
+    let job = job.expect("a job");
+    if let Ok(Output::Skipped) = outcome {
+        // Stopping: the job goes back for another worker at once.
+        rt.block_on(msg.ack_with(AckKind::Nak(None)))
+            .map_err(|e| anyhow!("nak: {e}"))?;
+        return Ok(());
+    }
+    let retry = matches!(&outcome, Err((false, _))) && delivered < max_deliver;
+    if let Err((_, why)) = &outcome {
+        eprintln!(
+            "{why} (delivery {delivered} of {max_deliver}{})",
+            if retry { "; handed back" } else { "" }
+        );
+        note(state, false, Some(why.clone()), t0);
+        if retry {
+            rt.block_on(msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))))
+                .map_err(|e| anyhow!("nak: {e}"))?;
+            return Ok(());
+        }
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let r = ResultMsg {
+        format: FORMAT,
+        evocomp: VERSION.into(),
+        study: job.study.clone(),
+        cid: job.cid.clone(),
+        attempt: job.attempt,
+        worker: opts.name.clone(),
+        seconds,
+        result: outcome.map_err(|(_, why)| {
+            if delivered >= max_deliver && delivered > 1 {
+                format!("{why} (failed on all {delivered} deliveries)")
+            } else {
+                why
+            }
+        }),
+    };
+    let ok = r.result.is_ok();
+    let t_answer = Instant::now();
+    // The result is stored before the job is acked: a worker that dies in
+    // between leaves a job that is evaluated again, and its second result
+    // is dropped by the results stream as a duplicate.
+    rt.block_on(publish(
+        &conn.js,
+        job.results.clone(),
+        Some(r.message_id()),
+        serde_json::to_vec(&r)?,
+    ))?;
+    rt.block_on(msg.double_ack())
+        .map_err(|e| anyhow!("ack: {e}"))?;
+    if ok {
+        note(state, true, None, t0);
+        tracing::info!(
+            "job {} done in {seconds:.3} s; queue overhead {:.2} ms (delivery {:.2} ms, result stored and job acked {:.2} ms)",
+            job.cid,
+            1e3 * (delivery + t_answer.elapsed()).as_secs_f64(),
+            1e3 * delivery.as_secs_f64(),
+            1e3 * t_answer.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn unix_nanos() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+fn note(state: &Arc<Mutex<State>>, ok: bool, error: Option<String>, t0: Instant) {
+    let mut s = state.lock().expect("state");
+    s.beat.busy_seconds += t0.elapsed().as_secs_f64();
+    if ok {
+        s.beat.jobs_done += 1;
+        s.finished.push_back(Instant::now());
+    } else {
+        s.beat.jobs_failed += 1;
+    }
+    if error.is_some() {
+        s.beat.last_error = error;
+    }
+}
+
+/// Evaluate one job on the local pool, with in-progress acks every third of
+/// the ack wait while it runs.
+fn evaluate(
+    rt: &tokio::runtime::Runtime,
+    msg: &Message,
+    pool: &mut Pool,
+    job: &JobMsg,
+    delay: Option<Duration>,
+    ack_wait: Duration,
+) -> Result<Output, String> {
+    let every = (ack_wait / 3).max(Duration::from_millis(100));
+    let (ack_subject, client) = (msg.message.reply.clone(), msg.context.client());
+    let progress = rt.spawn(async move {
+        let Some(subject) = ack_subject else { return };
+        loop {
+            tokio::time::sleep(every).await;
+            let _ = client
+                .publish(subject.clone(), AckKind::Progress.into())
+                .await;
+        }
+    });
+    if let Some(d) = delay {
+        std::thread::sleep(d);
+    }
+    let out = pool
+        .submit(Job {
+            id: 0,
+            kind: job.kind.clone(),
+        })
+        .and_then(|()| Workers::recv(pool))
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|d| d.result);
+    progress.abort();
+    finite(out)
+}
