@@ -322,7 +322,10 @@ fn a_poison_job_fails_after_the_delivery_limit_and_the_study_resumes() {
     let t0 = Instant::now();
     let mut last = (0, Instant::now());
     while last.1.elapsed() < Duration::from_secs(4) {
-        assert!(t0.elapsed() < Duration::from_secs(120), "the worker never went quiet");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the worker never went quiet"
+        );
         let n = std::fs::read_to_string(&log).unwrap().len();
         if n != last.0 {
             last = (n, Instant::now());
