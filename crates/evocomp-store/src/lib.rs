@@ -144,15 +144,32 @@ impl Study {
             message: e.to_string(),
         })?;
         let pid_file = pid_file.to_path_buf();
-        let db = match sled::Config::new()
-            .path(db_path)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-        {
+        let locked = |e: &sled::Error| {
+            matches!(e, sled::Error::Io(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock"))
+        };
+        let open = || {
+            sled::Config::new()
+                .path(db_path)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+        };
+        // A store this process has just closed can stay locked for a moment,
+        // until sled's flusher thread has let go of it: wait up to a second
+        // before calling it in use.
+        let mut opened = open();
+        for _ in 0..20 {
+            match &opened {
+                Err(e) if locked(e) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    opened = open();
+                }
+                _ => break,
+            }
+        }
+        let db = match opened {
             Ok(db) => db,
-            Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
-            {
+            Err(e) if locked(&e) => {
                 let pid = std::fs::read_to_string(&pid_file).unwrap_or_else(|_| "unknown".into());
                 return Err(StoreError::InUse {
                     path: dir.to_path_buf(),
