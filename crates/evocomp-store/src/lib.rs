@@ -155,12 +155,16 @@ impl Study {
                 .open()
         };
         // A store this process has just closed can stay locked for a moment,
-        // until sled's flusher thread has let go of it: wait up to a second
-        // before calling it in use.
+        // until sled's flusher thread has let go of it: then wait up to a
+        // second before calling it in use (another process is refused at once).
+        let ours = || {
+            std::fs::read_to_string(&pid_file)
+                .is_ok_and(|p| p.trim() == std::process::id().to_string())
+        };
         let mut opened = open();
         for _ in 0..20 {
             match &opened {
-                Err(e) if locked(e) => {
+                Err(e) if locked(e) && ours() => {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                     opened = open();
                 }
