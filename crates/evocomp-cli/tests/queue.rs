@@ -332,6 +332,12 @@ fn a_poison_job_fails_after_the_delivery_limit_and_the_study_resumes() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Its heartbeat tells what went wrong there.
+    let st = ok(&evocomp(d, &["status", "results/q", "--queue", &nats.url]));
+    assert!(
+        st.contains("bad on ") && st.contains("last error: worker bad: db/grid/units/"),
+        "{st}"
+    );
     drop(fleet);
     // With a sound worker the study goes on from where it stopped.
     let mut fleet = Fleet::default();
