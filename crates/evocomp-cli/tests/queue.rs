@@ -426,3 +426,72 @@ fn a_worker_with_another_model_refuses_the_job() {
     // Nothing was recorded from it.
     assert_eq!(computed_once(&d.join("results/q")), 0);
 }
+
+#[test]
+fn a_job_given_up_while_the_coordinator_was_down_is_recorded_on_resume() {
+    let nats = server();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    ok(&evocomp(
+        d,
+        &["db", "build", "grid.ron", "--backend", "cpu"],
+    ));
+    experiment(d, "q", "grid", "UniformLevel(0)", SHORT);
+    let mut fleet = Fleet::default();
+    let log = fleet.spawn(
+        d,
+        &nats.url,
+        "doomed",
+        &[
+            "--ack-wait",
+            "1",
+            "--max-deliver",
+            "1",
+            "--test-delay-ms",
+            "60000",
+        ],
+    );
+    let mut coordinator = bin()
+        .current_dir(d)
+        .args(["run", "q.ron", "--no-shared-cache", "--queue", &nats.url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the worker to start a job", || count(&log, "started") > 0);
+    kill9(&mut coordinator);
+    kill9(&mut fleet.0[0].0);
+    // The next worker's request makes the server give the job up; no
+    // coordinator hears the advisory. The step's other jobs are evaluated.
+    fleet.spawn(d, &nats.url, "next", &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    let o = evocomp(
+        d,
+        &[
+            "resume",
+            "results/q",
+            "--no-shared-cache",
+            "--queue",
+            &nats.url,
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("ran out while the coordinator was away"),
+        "{err}"
+    );
+    // Retried as a new attempt, the study finishes.
+    ok(&evocomp(
+        d,
+        &[
+            "resume",
+            "results/q",
+            "--no-shared-cache",
+            "--queue",
+            &nats.url,
+        ],
+    ));
+    computed_once(&d.join("results/q"));
+}

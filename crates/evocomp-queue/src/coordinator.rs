@@ -37,8 +37,9 @@ pub struct NatsWorkers {
     context_key: String,
     /// Published jobs without an answer: content id → (executor job id, attempt).
     pending: HashMap<String, (u64, u32)>,
-    /// When each pending job was published.
-    sent: HashMap<String, Instant>,
+    /// When each pending job was published, and its sequence in the jobs stream.
+    sent: HashMap<String, (Instant, u64)>,
+    last_check: Instant,
     /// Successful results for content ids not (yet) asked for in this run.
     known: HashMap<String, ResultMsg>,
     /// Failed attempts seen per content id.
@@ -102,6 +103,7 @@ impl NatsWorkers {
             context,
             pending: HashMap::new(),
             sent: HashMap::new(),
+            last_check: Instant::now(),
             known: HashMap::new(),
             failures: HashMap::new(),
             ready: VecDeque::new(),
@@ -210,7 +212,7 @@ impl NatsWorkers {
         match self.pending.get(&msg.cid) {
             Some(&(id, attempt)) if attempt == msg.attempt => {
                 self.pending.remove(&msg.cid);
-                if let Some(t) = self.sent.remove(&msg.cid) {
+                if let Some((t, _)) = self.sent.remove(&msg.cid) {
                     self.answered += 1;
                     self.overhead_seconds += (t.elapsed().as_secs_f64() - msg.seconds).max(0.0);
                 }
@@ -241,12 +243,26 @@ impl NatsWorkers {
         let Ok(a) = serde_json::from_slice::<Advisory>(payload) else {
             return Ok(());
         };
+        self.give_up(
+            a.stream_seq,
+            format!(
+                "the job was delivered {} times and no worker finished it (each died or lost \
+                 its connection while evaluating it): given up",
+                a.deliveries
+            ),
+        )
+    }
+
+    /// Record the job at `seq` of the jobs stream as failed with `why` (a
+    /// result in the results stream, read back like any other) and take it
+    /// off the queue; nothing when it is not a pending job of this study.
+    fn give_up(&mut self, seq: u64, why: String) -> Result<()> {
         let (study, results) = (self.study.clone(), self.results_subject.clone());
         let jobs = self.conn.jobs.clone();
         let js = self.conn.js.clone();
         let pending = self.pending.clone();
         self.rt.block_on(async move {
-            let Ok(raw) = jobs.get_raw_message(a.stream_seq).await else {
+            let Ok(raw) = jobs.get_raw_message(seq).await else {
                 return Ok(()); // already answered and gone
             };
             let Ok(job) = serde_json::from_slice::<JobMsg>(&raw.payload) else {
@@ -263,16 +279,42 @@ impl NatsWorkers {
                 attempt: job.attempt,
                 worker: "queue".into(),
                 seconds: 0.0,
-                result: Err(format!(
-                    "the job was delivered {} times and no worker finished it (each died or \
-                     lost its connection while evaluating it): given up",
-                    a.deliveries
-                )),
+                result: Err(why),
             };
             publish(&js, results, Some(r.message_id()), serde_json::to_vec(&r)?).await?;
-            let _ = jobs.delete_message(a.stream_seq).await;
+            let _ = jobs.delete_message(seq).await;
             anyhow::Ok(())
         })
+    }
+
+    /// Jobs of ours still in the stream while the workers' consumer has
+    /// nothing left to deliver and nothing in flight: their deliveries ran
+    /// out while no coordinator listened for the server's advisory (this
+    /// one was down). They are given up as the advisory would have made it.
+    fn give_up_stranded(&mut self) -> Result<()> {
+        let jobs = self.conn.jobs.clone();
+        let idle = self.rt.block_on(async move {
+            let Ok(mut c) = jobs.get_consumer::<pull::Config>(WORKERS_CONSUMER).await else {
+                return false; // no worker has connected yet
+            };
+            match c.info().await {
+                Ok(i) => i.num_pending == 0 && i.num_ack_pending == 0,
+                Err(_) => false,
+            }
+        });
+        if !idle {
+            return Ok(());
+        }
+        let seqs: Vec<u64> = self.sent.values().map(|&(_, seq)| seq).collect();
+        for seq in seqs {
+            self.give_up(
+                seq,
+                "the job's deliveries ran out while the coordinator was away (every worker \
+                 that took it died or lost its connection): given up"
+                    .into(),
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -321,7 +363,8 @@ impl Workers for NatsWorkers {
         let t0 = Instant::now();
         let id = msg.message_id();
         let payload = serde_json::to_vec(&msg)?;
-        self.rt
+        let seq = self
+            .rt
             .block_on(publish(
                 &self.conn.js,
                 self.jobs_subject.clone(),
@@ -331,7 +374,7 @@ impl Workers for NatsWorkers {
             .with_context(|| format!("queue {}", self.url))?;
         self.publish_seconds += t0.elapsed().as_secs_f64();
         self.published += 1;
-        self.sent.insert(cid.clone(), Instant::now());
+        self.sent.insert(cid.clone(), (Instant::now(), seq));
         self.pending.insert(cid, (job.id, attempt));
         Ok(())
     }
@@ -356,6 +399,12 @@ impl Workers for NatsWorkers {
                 });
             }
             self.next_message(Duration::from_millis(200))?;
+            if self.last_news.elapsed() > Duration::from_secs(5)
+                && self.last_check.elapsed() > Duration::from_secs(5)
+            {
+                self.last_check = Instant::now();
+                self.give_up_stranded()?;
+            }
             if self.last_news.elapsed() > Duration::from_secs(60)
                 && warned.elapsed() > Duration::from_secs(60)
             {

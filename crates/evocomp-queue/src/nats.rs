@@ -73,23 +73,25 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection> {
     })
 }
 
-/// Publish `payload` with a message id and wait for the stream's ack.
+/// Publish `payload` with a message id and wait for the stream's ack: the
+/// message's sequence in the stream (the earlier copy's, for a duplicate).
 pub async fn publish(
     js: &jetstream::Context,
     subject: String,
     id: Option<String>,
     payload: Vec<u8>,
-) -> Result<()> {
+) -> Result<u64> {
     let mut m = jetstream::message::PublishMessage::build().payload(payload.into());
     if let Some(id) = id {
         m = m.message_id(id);
     }
-    js.send_publish(subject.clone(), m)
+    let ack = js
+        .send_publish(subject.clone(), m)
         .await
         .map_err(|e| anyhow!("publishing to {subject}: {e}"))?
         .await
         .map_err(|e| anyhow!("publishing to {subject}: {e}"))?;
-    Ok(())
+    Ok(ack.sequence)
 }
 
 /// This machine's name, for heartbeats.

@@ -169,7 +169,7 @@ pub fn serve(opts: &WorkerOptions, stop: Arc<AtomicBool>) -> Result<()> {
     result
 }
 
-async fn publish_beat(js: &async_nats::jetstream::Context, b: &Beat) -> Result<()> {
+async fn publish_beat(js: &async_nats::jetstream::Context, b: &Beat) -> Result<u64> {
     publish(
         js,
         format!("evocomp.workers.{}", subject_safe(&b.name)),
