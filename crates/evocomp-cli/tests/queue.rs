@@ -135,7 +135,11 @@ fn one_two_and_four_workers_reach_the_thread_pools_result() {
             &["run", &cfg, "--no-shared-cache", "--queue", &nats.url],
         ));
         let study = d.join("results").join(&name);
-        same_best(&summary(d, &format!("results/{name}")), &reference);
+        let s = summary(d, &format!("results/{name}"));
+        same_best(&s, &reference);
+        // The workers report their prefix reuse (each keeps its own anchors).
+        let f = s["layers_run_fraction"].as_f64().expect("reported");
+        assert!(f > 0.0 && f < 2.0, "{f}");
         // Every evaluation by a worker of this fleet, each recorded once:
         // the journal's plus the one held-out measurement.
         let computed = computed_once(&study);
@@ -494,4 +498,54 @@ fn a_job_given_up_while_the_coordinator_was_down_is_recorded_on_resume() {
         ],
     ));
     computed_once(&d.join("results/q"));
+}
+
+#[test]
+fn a_coordinator_stopped_with_ctrl_c_resumes_to_the_same_result() {
+    let nats = server();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    experiment(d, "local", "grid", "UniformLevel(0)", EVO);
+    ok(&evocomp(d, &["run", "local.ron", "--no-shared-cache"]));
+    experiment(d, "q", "grid", "UniformLevel(0)", EVO);
+    let mut fleet = Fleet::default();
+    fleet.spawn(d, &nats.url, "a", &["--test-delay-ms", "20"]);
+    let status = d.join("results/q/status.json");
+    let mut c = bin()
+        .current_dir(d)
+        .args(["run", "q.ron", "--no-shared-cache", "--queue", &nats.url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("a few steps", || {
+        std::fs::read(&status)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["step"].as_u64())
+            .unwrap_or(0)
+            >= 5
+    });
+    std::process::Command::new("kill")
+        .args(["-INT", &c.id().to_string()])
+        .status()
+        .unwrap();
+    let st = c.wait().unwrap();
+    assert_eq!(st.code(), Some(130), "{st:?}");
+    // The jobs it left queued are answered while it is away.
+    std::thread::sleep(Duration::from_millis(500));
+    ok(&evocomp(
+        d,
+        &[
+            "resume",
+            "results/q",
+            "--no-shared-cache",
+            "--queue",
+            &nats.url,
+        ],
+    ));
+    same_best(&summary(d, "results/q"), &summary(d, "results/local"));
+    let computed = computed_once(&d.join("results/q"));
+    assert_eq!(fleet.done(), computed + 1, "a job was evaluated twice");
 }

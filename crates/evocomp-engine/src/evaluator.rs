@@ -31,7 +31,7 @@ pub fn sample_for(calib: &TokenSet, spec: SampleSpec, seq_len: usize) -> Result<
 }
 
 /// Layers run, against layers a full forward would have run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReuseStats {
     pub layers_run: u64,
     pub layers_full: u64,

@@ -44,6 +44,8 @@ pub struct NatsWorkers {
     known: HashMap<String, ResultMsg>,
     /// Failed attempts seen per content id.
     failures: HashMap<String, u32>,
+    /// Each worker's latest prefix-reuse counts for this study.
+    reuse: HashMap<String, evocomp_engine::ReuseStats>,
     ready: VecDeque<Done>,
     results: Results,
     advisories: async_nats::Subscriber,
@@ -106,6 +108,7 @@ impl NatsWorkers {
             last_check: Instant::now(),
             known: HashMap::new(),
             failures: HashMap::new(),
+            reuse: HashMap::new(),
             ready: VecDeque::new(),
             results,
             advisories,
@@ -183,6 +186,7 @@ impl NatsWorkers {
                     attempt: v.attempt.unwrap_or(0),
                     worker: "?".into(),
                     seconds: 0.0,
+                    reuse: None,
                     result: Err(format!(
                         "a result of message format {:?} (evocomp {:?}) that this coordinator \
                          (format {FORMAT}, evocomp {VERSION}) cannot read: {e}",
@@ -205,6 +209,9 @@ impl NatsWorkers {
     }
 
     fn take_result_msg(&mut self, msg: ResultMsg) {
+        if let Some(r) = msg.reuse {
+            self.reuse.insert(msg.worker.clone(), r);
+        }
         if msg.result.is_err() {
             let f = self.failures.entry(msg.cid.clone()).or_default();
             *f = (*f).max(msg.attempt + 1);
@@ -280,6 +287,7 @@ impl NatsWorkers {
                 worker: "queue".into(),
                 seconds: 0.0,
                 result: Err(why),
+                reuse: None,
             };
             publish(&js, results, Some(r.message_id()), serde_json::to_vec(&r)?).await?;
             let _ = jobs.delete_message(seq).await;
@@ -422,6 +430,12 @@ impl Workers for NatsWorkers {
     }
 
     fn stats(&self) -> evocomp_engine::ReuseStats {
-        evocomp_engine::ReuseStats::default()
+        let mut total = evocomp_engine::ReuseStats::default();
+        for s in self.reuse.values() {
+            total.layers_run += s.layers_run;
+            total.layers_full += s.layers_full;
+            total.anchors_built += s.anchors_built;
+        }
+        total
     }
 }

@@ -3,7 +3,7 @@
 //! the workers' heartbeats.
 
 use evocomp_config::Experiment;
-use evocomp_engine::{JobKind, Output, Prepared};
+use evocomp_engine::{JobKind, Output, Prepared, ReuseStats};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -168,6 +168,10 @@ pub struct ResultMsg {
     pub worker: String,
     pub seconds: f64,
     pub result: Result<Output, String>,
+    /// The worker's prefix-reuse counts for the study so far (absent from
+    /// results that are not a worker's evaluation).
+    #[serde(default)]
+    pub reuse: Option<ReuseStats>,
 }
 
 impl ResultMsg {
@@ -275,6 +279,7 @@ mod tests {
             worker: "w".into(),
             seconds: 1.0,
             result: finite(Ok(Output::Fitness(0.25))),
+            reuse: None,
         };
         let back: ResultMsg = serde_json::from_slice(&serde_json::to_vec(&m).unwrap()).unwrap();
         assert_eq!(back, m);

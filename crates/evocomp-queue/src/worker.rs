@@ -313,6 +313,7 @@ fn handle(
                         worker: opts.name.clone(),
                         seconds: 0.0,
                         result: Err(why.clone()),
+                        reuse: None,
                     };
                     rt.block_on(publish(
                         &conn.js,
@@ -357,6 +358,7 @@ fn handle(
         attempt: job.attempt,
         worker: opts.name.clone(),
         seconds,
+        reuse: loaded.as_ref().map(|l| l.pool.stats()),
         result: outcome.map_err(|(_, why)| {
             if delivered >= max_deliver && delivered > 1 {
                 format!("{why} (failed on all {delivered} deliveries)")
