@@ -124,7 +124,12 @@ pub fn serve(opts: &WorkerOptions, stop: Arc<AtomicBool>) -> Result<()> {
         let msg = match msg {
             Ok(Some(m)) => m,
             Ok(None) => continue,
-            Err(e) => break Err(e),
+            // The server gone or restarting: the client reconnects by
+            // itself; keep asking (Ctrl-C ends the wait).
+            Err(e) => {
+                lost_connection(&state, &e);
+                continue;
+            }
         };
         // The delivery's share of the queue's overhead: from the request
         // (or from the job's publication, if it came later) to its arrival.
@@ -149,7 +154,11 @@ pub fn serve(opts: &WorkerOptions, stop: Arc<AtomicBool>) -> Result<()> {
             max_deliver,
             ack_wait,
         ) {
-            break Err(e);
+            // The job's result or ack did not reach the server: it is
+            // delivered again after the ack wait (and a result that did get
+            // through is recorded once).
+            lost_connection(&state, &e);
+            continue;
         }
         done += 1;
     };
@@ -391,6 +400,14 @@ fn handle(
         );
     }
     Ok(())
+}
+
+/// Note a lost connection, say so, and wait a second before trying again.
+fn lost_connection(state: &Arc<Mutex<State>>, e: &anyhow::Error) {
+    let why = format!("{e:#}");
+    eprintln!("{why}; trying again in 1 s");
+    state.lock().expect("state").beat.last_error = Some(why);
+    std::thread::sleep(Duration::from_secs(1));
 }
 
 fn unix_nanos() -> i128 {
