@@ -66,7 +66,7 @@ impl NatsWorkers {
             .enable_all()
             .build()
             .context("starting the queue client")?;
-        let study = study_token(&prep.exp);
+        let study = study_token(&prep.exp, &Context::of(prep));
         let (conn, results, advisories, backlog) = rt.block_on(async {
             let conn = connect(url, &format!("evocomp coordinator {}", prep.exp.name)).await?;
             let subject = format!("evocomp.results.{study}");

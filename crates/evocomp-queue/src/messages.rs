@@ -126,11 +126,17 @@ pub fn content_id(context_key: &str, kind: &JobKind) -> String {
     sha(&[context_key, &what.to_string()])[..32].to_string()
 }
 
-/// The study token in subjects and consumer names: from the study's name
-/// and folder (the coordinator's canonical path to it).
-pub fn study_token(exp: &Experiment) -> String {
-    let dir = std::fs::canonicalize(&exp.output).unwrap_or_else(|_| exp.output.clone());
-    sha(&[&exp.name, &dir.to_string_lossy()])[..16].to_string()
+/// The study token in subjects and consumer names: from what the study is
+/// (its name, context, strategy, budget, seed), not from where it lives,
+/// so a study resumed from another working directory finds its results.
+pub fn study_token(exp: &Experiment, context: &Context) -> String {
+    let what = serde_json::json!({
+        "strategy": exp.strategy,
+        "budget": exp.budget,
+        "seed": exp.seed,
+        "sweep": exp.sweep,
+    });
+    sha(&[&exp.name, &context.key(), &what.to_string()])[..16].to_string()
 }
 
 /// A job as published.
