@@ -6,28 +6,9 @@
 
 use evocomp_model::testing::{random_weights, tiny_config, tiny_gemma3_config, write_gguf};
 use evocomp_model::{Family, LlamaConfig};
-use std::path::Path;
-use std::process::{Command, Output};
 
-fn evocomp(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_evocomp"))
-        .env("RUST_LOG", "warn")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed ({:?}):\n{}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+mod common;
+use common::{evocomp, ok};
 
 fn number_after(text: &str, key: &str) -> f64 {
     text.lines()

@@ -90,6 +90,17 @@ fn kill9(c: &mut Child) {
     let _ = c.wait();
 }
 
+/// `evocomp run q.ron --queue URL` in the background, stderr as given.
+fn coordinator(d: &Path, url: &str, stderr: Stdio) -> Child {
+    bin()
+        .current_dir(d)
+        .args(["run", "q.ron", "--no-shared-cache", "--queue", url])
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 fn server() -> NatsServer {
     NatsServer::start().expect(
         "these tests need nats-server on PATH (scripts/setup.sh installs Debian's nats-server)",
@@ -181,13 +192,7 @@ fn a_worker_killed_mid_job_has_the_job_redelivered_and_recorded_once() {
         "slow",
         &["--ack-wait", "2", "--test-delay-ms", "60000"],
     );
-    let mut coordinator = bin()
-        .current_dir(d)
-        .args(["run", "q.ron", "--no-shared-cache", "--queue", &nats.url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut coordinator = coordinator(d, &nats.url, Stdio::null());
     wait_for("the slow worker to start a job", || {
         count(&slow, "started") > 0
     });
@@ -228,22 +233,9 @@ fn a_killed_coordinator_resumes_with_nothing_lost_or_evaluated_twice() {
     let mut fleet = Fleet::default();
     fleet.spawn(d, &nats.url, "a", &["--test-delay-ms", "20"]);
     fleet.spawn(d, &nats.url, "b", &["--test-delay-ms", "20"]);
-    let status = d.join("results/q/status.json");
-    let step = || -> u64 {
-        std::fs::read(&status)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["step"].as_u64())
-            .unwrap_or(0)
-    };
+    let step = || study_step(&d.join("results/q"));
     for target in [4, 11, 19] {
-        let mut c = bin()
-            .current_dir(d)
-            .args(["run", "q.ron", "--no-shared-cache", "--queue", &nats.url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut c = coordinator(d, &nats.url, Stdio::null());
         wait_for("the coordinator's steps", || step() >= target);
         // Mid-step: jobs published, some answered, none of them committed yet.
         std::thread::sleep(Duration::from_millis(15));
@@ -262,19 +254,6 @@ fn a_killed_coordinator_resumes_with_nothing_lost_or_evaluated_twice() {
     same_best(&summary(d, "results/q"), &summary(d, "results/local"));
     let computed = computed_once(&d.join("results/q"));
     assert_eq!(fleet.done(), computed + 1, "a job was evaluated twice");
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        if p.is_dir() {
-            copy_tree(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// A second folder with the same files as `d` (model, text, configs, built database).
@@ -384,13 +363,7 @@ fn a_job_whose_workers_keep_dying_is_given_up_after_the_delivery_limit() {
             "60000",
         ],
     );
-    let coordinator = bin()
-        .current_dir(d)
-        .args(["run", "q.ron", "--no-shared-cache", "--queue", &nats.url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let coordinator = coordinator(d, &nats.url, Stdio::piped());
     wait_for("the worker to start a job", || count(&log, "started") > 0);
     kill9(&mut fleet.0[0].0);
     // The server gives up the job when it would deliver it again: to the
@@ -456,13 +429,7 @@ fn a_job_given_up_while_the_coordinator_was_down_is_recorded_on_resume() {
             "60000",
         ],
     );
-    let mut coordinator = bin()
-        .current_dir(d)
-        .args(["run", "q.ron", "--no-shared-cache", "--queue", &nats.url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut coordinator = coordinator(d, &nats.url, Stdio::null());
     wait_for("the worker to start a job", || count(&log, "started") > 0);
     kill9(&mut coordinator);
     kill9(&mut fleet.0[0].0);
@@ -511,22 +478,8 @@ fn a_coordinator_stopped_with_ctrl_c_resumes_to_the_same_result() {
     experiment(d, "q", "grid", "UniformLevel(0)", EVO);
     let mut fleet = Fleet::default();
     fleet.spawn(d, &nats.url, "a", &["--test-delay-ms", "20"]);
-    let status = d.join("results/q/status.json");
-    let mut c = bin()
-        .current_dir(d)
-        .args(["run", "q.ron", "--no-shared-cache", "--queue", &nats.url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("a few steps", || {
-        std::fs::read(&status)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["step"].as_u64())
-            .unwrap_or(0)
-            >= 5
-    });
+    let mut c = coordinator(d, &nats.url, Stdio::null());
+    wait_for("a few steps", || study_step(&d.join("results/q")) >= 5);
     std::process::Command::new("kill")
         .args(["-INT", &c.id().to_string()])
         .status()

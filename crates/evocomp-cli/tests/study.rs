@@ -139,14 +139,7 @@ fn killed_studies_resume_to_the_same_result_without_repeating_work() {
     // milliseconds so that some interruptions land inside an evaluation or a commit.
     experiment(d, "killed", "grid", "UniformLevel(0)", EVO);
     let study = d.join("results/killed");
-    let status_file = study.join("status.json");
-    let step_now = || -> u64 {
-        std::fs::read(&status_file)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["step"].as_u64())
-            .unwrap_or(0)
-    };
+    let step_now = || study_step(&study);
     let mut interruptions = 0;
     let mut attempt = 0u64;
     let mut finished = false;
@@ -653,20 +646,6 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
             files_under(&p, out);
         } else if std::fs::metadata(&p).unwrap().len() > 0 {
             out.push(p);
-        }
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    let _ = std::fs::remove_dir_all(to);
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let q = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_tree(&p, &q);
-        } else {
-            std::fs::copy(&p, &q).unwrap();
         }
     }
 }

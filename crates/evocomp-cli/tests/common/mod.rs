@@ -117,3 +117,27 @@ pub fn computed(trials: &[Trial]) -> Vec<(String, Vec<i64>)> {
         .map(|t| (t.sample.clone(), t.genome.clone()))
         .collect()
 }
+
+/// Copy a folder (replacing `to`).
+pub fn copy_tree(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let q = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_tree(&p, &q);
+        } else {
+            std::fs::copy(&p, &q).unwrap();
+        }
+    }
+}
+
+/// The step a running study's status.json reports (0 before there is one).
+pub fn study_step(study: &Path) -> u64 {
+    std::fs::read(study.join("status.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["step"].as_u64())
+        .unwrap_or(0)
+}
