@@ -57,15 +57,9 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
         threads: (chosen.cpu && args.threads.is_some()).then_some(threads),
         concurrent_batches: backend::concurrent_batches(&chosen, threads, args.concurrent_batches),
     };
-    let name = args.name.unwrap_or_else(|| {
-        format!(
-            "{}-{}",
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_else(|_| "worker".into()),
-            std::process::id()
-        )
-    });
+    let name = args
+        .name
+        .unwrap_or_else(|| format!("{}-{}", evocomp_queue::host(), std::process::id()));
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let _ = ctrlc::set_handler(move || {

@@ -38,6 +38,16 @@ pub struct ReuseStats {
     pub anchors_built: u64,
 }
 
+impl std::iter::Sum for ReuseStats {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(Self::default(), |a, b| Self {
+            layers_run: a.layers_run + b.layers_run,
+            layers_full: a.layers_full + b.layers_full,
+            anchors_built: a.anchors_built + b.anchors_built,
+        })
+    }
+}
+
 struct Anchor {
     sample_id: String,
     genome: Genome,

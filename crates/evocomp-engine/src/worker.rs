@@ -241,14 +241,7 @@ impl Pool {
 
     /// Prefix-reuse counts over every worker.
     pub fn stats(&self) -> ReuseStats {
-        let per_worker = self.stats.lock().expect("stats lock");
-        let mut total = ReuseStats::default();
-        for s in per_worker.iter() {
-            total.layers_run += s.layers_run;
-            total.layers_full += s.layers_full;
-            total.anchors_built += s.anchors_built;
-        }
-        total
+        self.stats.lock().expect("stats lock").iter().copied().sum()
     }
 
     pub fn recv(&self) -> Result<Done> {

@@ -26,6 +26,16 @@ pub fn remote(url: String) -> Remote {
 
 type Results = pull::Ordered;
 
+/// A published job without an answer.
+struct Pending {
+    /// The executor's job id.
+    id: u64,
+    attempt: u32,
+    published: Instant,
+    /// Its sequence in the jobs stream.
+    seq: u64,
+}
+
 pub struct NatsWorkers {
     rt: tokio::runtime::Runtime,
     conn: Connection,
@@ -35,10 +45,8 @@ pub struct NatsWorkers {
     results_subject: String,
     context: Context,
     context_key: String,
-    /// Published jobs without an answer: content id → (executor job id, attempt).
-    pending: HashMap<String, (u64, u32)>,
-    /// When each pending job was published, and its sequence in the jobs stream.
-    sent: HashMap<String, (Instant, u64)>,
+    /// Published jobs without an answer, by content id.
+    pending: HashMap<String, Pending>,
     last_check: Instant,
     /// Successful results for content ids not (yet) asked for in this run.
     known: HashMap<String, ResultMsg>,
@@ -66,7 +74,8 @@ impl NatsWorkers {
             .enable_all()
             .build()
             .context("starting the queue client")?;
-        let study = study_token(&prep.exp, &Context::of(prep));
+        let context = Context::of(prep);
+        let study = study_token(&prep.exp, &context);
         let (conn, results, advisories, backlog) = rt.block_on(async {
             let conn = connect(url, &format!("evocomp coordinator {}", prep.exp.name)).await?;
             let subject = format!("evocomp.results.{study}");
@@ -93,7 +102,6 @@ impl NatsWorkers {
                 .map_err(|e| anyhow!("subscribing to {url}'s advisories: {e}"))?;
             anyhow::Ok((conn, results, advisories, backlog))
         })?;
-        let context = Context::of(prep);
         let mut me = Self {
             rt,
             conn,
@@ -104,7 +112,6 @@ impl NatsWorkers {
             context_key: context.key(),
             context,
             pending: HashMap::new(),
-            sent: HashMap::new(),
             last_check: Instant::now(),
             known: HashMap::new(),
             failures: HashMap::new(),
@@ -217,14 +224,13 @@ impl NatsWorkers {
             *f = (*f).max(msg.attempt + 1);
         }
         match self.pending.get(&msg.cid) {
-            Some(&(id, attempt)) if attempt == msg.attempt => {
-                self.pending.remove(&msg.cid);
-                if let Some((t, _)) = self.sent.remove(&msg.cid) {
-                    self.answered += 1;
-                    self.overhead_seconds += (t.elapsed().as_secs_f64() - msg.seconds).max(0.0);
-                }
+            Some(p) if p.attempt == msg.attempt => {
+                let p = self.pending.remove(&msg.cid).expect("present");
+                self.answered += 1;
+                self.overhead_seconds +=
+                    (p.published.elapsed().as_secs_f64() - msg.seconds).max(0.0);
                 self.ready.push_back(Done {
-                    id,
+                    id: p.id,
                     result: msg.result,
                     seconds: msg.seconds,
                     worker: msg.worker,
@@ -264,24 +270,25 @@ impl NatsWorkers {
     /// result in the results stream, read back like any other) and take it
     /// off the queue; nothing when it is not a pending job of this study.
     fn give_up(&mut self, seq: u64, why: String) -> Result<()> {
-        let (study, results) = (self.study.clone(), self.results_subject.clone());
-        let jobs = self.conn.jobs.clone();
-        let js = self.conn.js.clone();
-        let pending = self.pending.clone();
+        let jobs = &self.conn.jobs;
+        let Ok(raw) = self.rt.block_on(jobs.get_raw_message(seq)) else {
+            return Ok(()); // already answered and gone
+        };
+        let Ok(job) = serde_json::from_slice::<JobMsg>(&raw.payload) else {
+            return Ok(());
+        };
+        if job.study != self.study
+            || self.pending.get(&job.cid).map(|p| p.attempt) != Some(job.attempt)
+        {
+            return Ok(()); // another coordinator's job, or answered
+        }
+        let results = self.results_subject.clone();
+        let js = &self.conn.js;
         self.rt.block_on(async move {
-            let Ok(raw) = jobs.get_raw_message(seq).await else {
-                return Ok(()); // already answered and gone
-            };
-            let Ok(job) = serde_json::from_slice::<JobMsg>(&raw.payload) else {
-                return Ok(());
-            };
-            if job.study != study || pending.get(&job.cid).map(|p| p.1) != Some(job.attempt) {
-                return Ok(()); // another coordinator's job, or answered
-            }
             let r = ResultMsg {
                 format: FORMAT,
                 evocomp: VERSION.into(),
-                study: study.clone(),
+                study: job.study.clone(),
                 cid: job.cid.clone(),
                 attempt: job.attempt,
                 worker: "queue".into(),
@@ -289,7 +296,7 @@ impl NatsWorkers {
                 result: Err(why),
                 reuse: None,
             };
-            publish(&js, results, Some(r.message_id()), serde_json::to_vec(&r)?).await?;
+            publish(js, results, Some(r.message_id()), serde_json::to_vec(&r)?).await?;
             let _ = jobs.delete_message(seq).await;
             anyhow::Ok(())
         })
@@ -313,7 +320,7 @@ impl NatsWorkers {
         if !idle {
             return Ok(());
         }
-        let seqs: Vec<u64> = self.sent.values().map(|&(_, seq)| seq).collect();
+        let seqs: Vec<u64> = self.pending.values().map(|p| p.seq).collect();
         for seq in seqs {
             self.give_up(
                 seq,
@@ -382,8 +389,15 @@ impl Workers for NatsWorkers {
             .with_context(|| format!("queue {}", self.url))?;
         self.publish_seconds += t0.elapsed().as_secs_f64();
         self.published += 1;
-        self.sent.insert(cid.clone(), (Instant::now(), seq));
-        self.pending.insert(cid, (job.id, attempt));
+        self.pending.insert(
+            cid,
+            Pending {
+                id: job.id,
+                attempt,
+                published: Instant::now(),
+                seq,
+            },
+        );
         Ok(())
     }
 
@@ -398,9 +412,9 @@ impl Workers for NatsWorkers {
             };
             if self.stop.load(Ordering::SeqCst) {
                 // Stopping: the job stays queued; a resumed run reads its result.
-                let (id, _) = self.pending.remove(&cid).expect("present");
+                let p = self.pending.remove(&cid).expect("present");
                 return Ok(Done {
-                    id,
+                    id: p.id,
                     result: Ok(Output::Skipped),
                     seconds: 0.0,
                     worker: "queue".into(),
@@ -430,12 +444,6 @@ impl Workers for NatsWorkers {
     }
 
     fn stats(&self) -> evocomp_engine::ReuseStats {
-        let mut total = evocomp_engine::ReuseStats::default();
-        for s in self.reuse.values() {
-            total.layers_run += s.layers_run;
-            total.layers_full += s.layers_full;
-            total.anchors_built += s.anchors_built;
-        }
-        total
+        self.reuse.values().copied().sum()
     }
 }

@@ -25,4 +25,5 @@ pub mod worker;
 
 pub use coordinator::{NatsWorkers, remote};
 pub use messages::Beat;
+pub use nats::host;
 pub use worker::{WorkerOptions, serve};

@@ -94,7 +94,7 @@ pub async fn publish(
     Ok(ack.sequence)
 }
 
-/// This machine's name, for heartbeats.
+/// This machine's name, for heartbeats and default worker names.
 pub fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
