@@ -8,7 +8,7 @@ use half::{bf16, f16};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DequantError {
     #[error(
-        "dequantising {0} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)"
+        "dequantising {0} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL)"
     )]
     Unsupported(GgmlType),
     #[error("{ty}: {n_elements} elements need {expected} bytes, got {actual}")]
@@ -59,6 +59,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n_elements: usize) -> Result<Vec<f
         GgmlType::Q4_K => blocks.for_each(|b| q4_k(b, &mut out)),
         GgmlType::Q5_K => blocks.for_each(|b| q5_k(b, &mut out)),
         GgmlType::Q6_K => blocks.for_each(|b| q6_k(b, &mut out)),
+        GgmlType::IQ4_NL => blocks.for_each(|b| iq4_nl(b, &mut out)),
         other => return Err(DequantError::Unsupported(other)),
     }
     debug_assert_eq!(out.len(), n_elements);
@@ -68,6 +69,26 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n_elements: usize) -> Result<Vec<f
 #[inline]
 fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// IQ4_NL's sixteen non-linear levels (ggml-common.h `kvalues_iq4nl`).
+pub(crate) const IQ4_NL_VALUES: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+/// IQ4_NL: f16 scale `d`, then 16 bytes of nibbles indexing
+/// [`IQ4_NL_VALUES`] (low nibbles 0..16, high 16..32); x = d * value.
+fn iq4_nl(b: &[u8], out: &mut Vec<f32>) {
+    let d = f16_at(b, 0);
+    let qs = &b[2..18];
+    out.extend(
+        qs.iter()
+            .map(|&q| d * IQ4_NL_VALUES[(q & 0xf) as usize] as f32),
+    );
+    out.extend(
+        qs.iter()
+            .map(|&q| d * IQ4_NL_VALUES[(q >> 4) as usize] as f32),
+    );
 }
 
 /// Q8_0: f16 scale `d`, then 32 signed bytes; x = d * q.
