@@ -5,6 +5,7 @@
 //! error that names the file and the problem.
 
 mod dequant;
+mod mix;
 mod quantize;
 mod reader;
 pub mod testing;
@@ -13,6 +14,7 @@ mod value;
 mod writer;
 
 pub use dequant::{DequantError, dequantize};
+pub use mix::{Preset, TensorRole, fallback};
 pub use quantize::{QuantizeError, can_quantize, quantize};
 pub use reader::{DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufError, GgufFile, TensorInfo};
 pub use types::GgmlType;

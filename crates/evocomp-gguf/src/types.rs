@@ -6,7 +6,9 @@ use std::fmt;
 ///
 /// Every type llama.cpp has shipped is listed with its block geometry so that a
 /// file's layout can be validated even when its data cannot be dequantised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[allow(non_camel_case_types)]
 pub enum GgmlType {
     F32,
@@ -160,6 +162,12 @@ impl GgmlType {
             TQ2_0 => (256, 66),
             MXFP4 => (32, 17),
         }
+    }
+
+    /// Exact bits per weight (the block's scales and minimums included).
+    pub fn bits_per_weight(self) -> f64 {
+        let (block, bytes) = self.block_geometry();
+        (bytes * 8) as f64 / block as f64
     }
 
     /// Bytes needed for `n_elements` values, or `None` if `n_elements` is not
