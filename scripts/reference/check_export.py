@@ -1,14 +1,16 @@
-"""Load a folder written by `evocomp export` with transformers (an independent
-implementation) and print its perplexity on the first TOKENS tokens of a text
+"""Load a folder written by `evocomp export` (or a GGUF file: its
+`--format gguf` model.gguf, dequantised by transformers through the `gguf`
+package) with transformers (an independent implementation) and print its perplexity on the first TOKENS tokens of a text
 file, in windows of CONTEXT, the way `evocomp perplexity` counts them
 (each window scores its CONTEXT-1 next-token predictions).
 
-    ~/.cache/evocomp-pyref/bin/python scripts/reference/check_export.py DIR TEXT [TOKENS] [CONTEXT]
+    ~/.cache/evocomp-pyref/bin/python scripts/reference/check_export.py DIR|FILE.gguf TEXT [TOKENS] [CONTEXT]
 
 Compare with:
 
-    evocomp perplexity --model DIR --text TEXT --tokens TOKENS --context CONTEXT
+    evocomp perplexity --model DIR|FILE.gguf --text TEXT --tokens TOKENS --context CONTEXT
 """
+import os
 import math
 import sys
 
@@ -21,13 +23,23 @@ def main() -> None:
     folder, text_path = sys.argv[1], sys.argv[2]
     n_tokens = int(sys.argv[3]) if len(sys.argv) > 3 else 2048
     context = int(sys.argv[4]) if len(sys.argv) > 4 else 512
-    tok = Tokenizer.from_file(f"{folder}/tokenizer.json")
     with open(text_path, encoding="utf-8") as f:
-        ids = tok.encode(f.read(), add_special_tokens=False).ids[:n_tokens]
+        text = f.read()
+    if folder.endswith(".gguf"):
+        from transformers import AutoTokenizer
+
+        where, name = os.path.split(os.path.abspath(folder))
+        ids = AutoTokenizer.from_pretrained(where, gguf_file=name)(text, add_special_tokens=False)["input_ids"]
+        ids = ids[:n_tokens]
+        load = dict(pretrained_model_name_or_path=where, gguf_file=name)
+    else:
+        tok = Tokenizer.from_file(f"{folder}/tokenizer.json")
+        ids = tok.encode(text, add_special_tokens=False).ids[:n_tokens]
+        load = dict(pretrained_model_name_or_path=folder)
     if len(ids) < context:
         sys.exit(f"{text_path}: {len(ids)} tokens, fewer than one window of {context}")
     # Llama, Mistral or Gemma 3 (text), as config.json says.
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(**load, dtype=torch.float32).eval()
     nll, n = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(ids) - context + 1, context):

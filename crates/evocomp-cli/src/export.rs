@@ -29,6 +29,18 @@ pub struct ExportArgs {
     /// (half the size; sparse zeros stay zeros, other values are rounded).
     #[arg(long, default_value = "f32")]
     pub dtype: evocomp_model::WeightDtype,
+    /// `hf`: config.json + model.safetensors + tokenizer.json. `gguf`:
+    /// model.gguf for llama.cpp (GGUF-types studies of a GGUF model): every
+    /// tensor in its searched type, llama.cpp's own bytes, the source's
+    /// metadata and tokenizer.
+    #[arg(long, value_enum, default_value = "hf")]
+    pub format: ExportFormat,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Hf,
+    Gguf,
 }
 
 /// Whether `a` and `b` are the same folder or one holds the other.
@@ -168,8 +180,70 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let loaded = evocomp_model::load_model(&exp.model)?;
     let db = Database::open(&exp.database)?;
     db.check_model(&loaded.info.fingerprint()?)?;
-    let mat = materialize(&db, loaded.config(), loaded.weights()?, &m.genome)?;
     let out = &args.out;
+    if args.format == ExportFormat::Gguf {
+        if args.dtype != evocomp_model::WeightDtype::F32 {
+            bail!(
+                "--dtype applies to --format hf; a GGUF export keeps each tensor's searched type"
+            );
+        }
+        let source = evocomp_gguf::GgufFile::open(&exp.model).with_context(|| {
+            format!(
+                "--format gguf copies the source model's metadata and tokenizer, so the study's \
+                 model must be a .gguf file ({} is not one)",
+                exp.model.display()
+            )
+        })?;
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let file = out.join("model.gguf");
+        let genome: Vec<String> = m.genome.iter().map(|g| g.to_string()).collect();
+        let extra = vec![
+            (
+                "general.quantized_by".to_string(),
+                evocomp_gguf::Value::String(format!("evocomp {}", env!("CARGO_PKG_VERSION"))),
+            ),
+            (
+                "evocomp.study".to_string(),
+                evocomp_gguf::Value::String(format!("{} ({})", s.name, s.strategy)),
+            ),
+            (
+                "evocomp.genome".to_string(),
+                evocomp_gguf::Value::String(genome.join(",")),
+            ),
+        ];
+        let report =
+            evocomp_db::export_gguf(&db, loaded.config(), &source, &m.genome, &file, extra)?;
+        write_levels(
+            &dir,
+            &s,
+            &m,
+            &db,
+            out,
+            &exp,
+            serde_json::json!({"format": "gguf", "bits_per_weight": report.bits_per_weight, "bytes": report.bytes}),
+        )?;
+        let types: Vec<String> = report
+            .weights_by_type
+            .iter()
+            .map(|(t, n)| {
+                format!(
+                    "{t} {:.1}%",
+                    100.0 * *n as f64 / report.weights_by_type.values().sum::<u64>() as f64
+                )
+            })
+            .collect();
+        println!(
+            "wrote {}: {} tensors, {:.2} MiB, {:.4} bits per weight ({}); levels.txt, levels.ron, evocomp.json",
+            file.display(),
+            report.tensors,
+            report.bytes as f64 / (1 << 20) as f64,
+            report.bits_per_weight,
+            types.join(", ")
+        );
+        print_measured(&m, &exp);
+        return Ok(());
+    }
+    let mat = materialize(&db, loaded.config(), loaded.weights()?, &m.genome)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     evocomp_model::save_hf_safetensors_as(&mat.config, &mat.weights, out, args.dtype)?;
     // safetensors creates the file owner-only; a model folder is for sharing.
@@ -186,6 +260,50 @@ pub fn run(args: ExportArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: tokenizer: {e}", exp.model.display()))?;
     write(&out.join("tokenizer.json"), &tok)?;
 
+    write_levels(
+        &dir,
+        &s,
+        &m,
+        &db,
+        out,
+        &exp,
+        serde_json::json!({
+            "format": "hf",
+            "removed_layers": mat.removed_layers,
+            "runtime_only": mat.runtime_only,
+            "weights_dtype": args.dtype.to_string(),
+        }),
+    )?;
+    println!(
+        "wrote {} ({} layers{}): config.json, model.safetensors, tokenizer.json, levels.txt, levels.ron, evocomp.json",
+        out.display(),
+        mat.config.n_layers,
+        if mat.removed_layers.is_empty() {
+            String::new()
+        } else {
+            format!(", blocks {:?} removed", mat.removed_layers)
+        }
+    );
+    print_measured(&m, &exp);
+    if !mat.runtime_only.is_empty() {
+        println!(
+            "note: {} KV-cache settings are a runtime policy, not weights; they are in levels.txt/levels.ron",
+            mat.runtime_only.len()
+        );
+    }
+    Ok(())
+}
+
+/// levels.txt, levels.ron and evocomp.json (with `more` fields) in `out`.
+fn write_levels(
+    dir: &Path,
+    s: &Summary,
+    m: &Measured,
+    db: &Database,
+    out: &Path,
+    exp: &evocomp_config::Experiment,
+    more: serde_json::Value,
+) -> Result<()> {
     // The level list, as text and as RON.
     let mut txt = String::new();
     let _ = writeln!(
@@ -224,7 +342,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     ron.push_str("    ],\n)\n");
     write(&out.join("levels.txt"), &txt)?;
     write(&out.join("levels.ron"), &ron)?;
-    let meta = serde_json::json!({
+    let mut meta = serde_json::json!({
         "format_version": evocomp_study::FORMAT_VERSION,
         "study": dir,
         "strategy": s.strategy,
@@ -236,24 +354,18 @@ pub fn run(args: ExportArgs) -> Result<()> {
         "held_out_kl": m.held_out_kl,
         "held_out_perplexity": m.held_out_perplexity,
         "held_out_tokens": m.held_out_tokens,
-        "removed_layers": mat.removed_layers,
-        "runtime_only": mat.runtime_only,
-        "weights_dtype": args.dtype.to_string(),
     });
+    if let (Some(meta), serde_json::Value::Object(more)) = (meta.as_object_mut(), more) {
+        meta.extend(more);
+    }
     write(
         &out.join("evocomp.json"),
         &serde_json::to_string_pretty(&meta)?,
     )?;
-    println!(
-        "wrote {} ({} layers{}): config.json, model.safetensors, tokenizer.json, levels.txt, levels.ron, evocomp.json",
-        out.display(),
-        mat.config.n_layers,
-        if mat.removed_layers.is_empty() {
-            String::new()
-        } else {
-            format!(", blocks {:?} removed", mat.removed_layers)
-        }
-    );
+    Ok(())
+}
+
+fn print_measured(m: &Measured, exp: &evocomp_config::Experiment) {
     println!(
         "the study measured held-out perplexity {:.4} (KL {:.6}) on {} tokens of {} (windows of {})",
         m.held_out_perplexity,
@@ -262,13 +374,6 @@ pub fn run(args: ExportArgs) -> Result<()> {
         exp.data.evaluation.display(),
         exp.data.held_out_context
     );
-    if !mat.runtime_only.is_empty() {
-        println!(
-            "note: {} KV-cache settings are a runtime policy, not weights; they are in levels.txt/levels.ron",
-            mat.runtime_only.len()
-        );
-    }
-    Ok(())
 }
 
 fn write(p: &Path, text: &str) -> Result<()> {

@@ -104,6 +104,18 @@ pub enum CompressionSpec {
         #[serde(default = "default_damp")]
         damp: f64,
     },
+    /// llama.cpp's tensor types (`[Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_0]`):
+    /// one unit per quantizable tensor (every linear layer, the token
+    /// embedding, an untied output), quantized exactly as llama-quantize
+    /// does; a type whose blocks do not divide a tensor's rows becomes
+    /// llama.cpp's fallback for it (Q4_K becomes Q5_0 on rows of 576).
+    GgufTypes {
+        types: Vec<evocomp_gguf::GgmlType>,
+        /// Weight the quantizers by each input's mean square on the
+        /// calibration text (llama.cpp's importance matrix).
+        #[serde(default = "default_imatrix")]
+        imatrix: bool,
+    },
     /// Dropping attention / MLP sub-blocks (or whole blocks): kept or dropped.
     Depth {
         #[serde(default)]
@@ -157,6 +169,10 @@ pub enum EvictionSpec {
     /// most-attended tokens from the chunk's last `window` queries, plus
     /// `recent` tokens.
     ChunkedSnapKv { window: usize, recent: usize },
+}
+
+fn default_imatrix() -> bool {
+    true
 }
 
 fn default_kernel() -> usize {
@@ -374,6 +390,35 @@ impl DatabaseSpec {
                     bits,
                     obs: obs(block_size, damp)?,
                 }
+            }
+            CompressionSpec::GgufTypes { types, imatrix } => {
+                c.ensure(
+                    !types.is_empty(),
+                    "compression.types",
+                    "needs at least one GGUF type",
+                )?;
+                for (i, t) in types.iter().enumerate() {
+                    c.ensure(
+                        !types[..i].contains(t),
+                        "compression.types",
+                        format!("{t} is listed twice"),
+                    )?;
+                    c.ensure(
+                        evocomp_gguf::can_quantize(*t),
+                        "compression.types",
+                        format!(
+                            "evocomp cannot write {t} (it writes F32, F16, BF16, Q8_0, Q4_0, \
+                             Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_NL)"
+                        ),
+                    )?;
+                }
+                c.ensure(
+                    level.is_none(),
+                    "calibration.level",
+                    "GGUF types take no calibration level: llama.cpp quantizes every tensor on \
+                     the uncompressed model's inputs",
+                )?;
+                Compression::GgufTypes { types, imatrix }
             }
             CompressionSpec::Depth { unit } => Compression::Depth { unit },
             CompressionSpec::KvBudget {
@@ -598,6 +643,52 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn gguf_types_parse_by_name_and_bad_lists_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = |compression: &str| {
+            good(dir.path()).replace("Sparsity(method: SparseGpt, target: 0.5)", compression)
+        };
+        let p = write(
+            dir.path(),
+            "g.ron",
+            &cfg("GgufTypes(types: [Q4_K, Q8_0, IQ4_NL])"),
+        );
+        match load_database_config(&p).unwrap().compression {
+            Compression::GgufTypes { types, imatrix } => {
+                use evocomp_gguf::GgmlType as T;
+                assert_eq!(types, vec![T::Q4_K, T::Q8_0, T::IQ4_NL]);
+                assert!(imatrix, "an importance matrix by default");
+            }
+            other => panic!("{other:?}"),
+        }
+        for (compression, field, says) in [
+            ("GgufTypes(types: [])", "compression.types", "at least one"),
+            (
+                "GgufTypes(types: [Q4_K, Q4_K])",
+                "compression.types",
+                "Q4_K is listed twice",
+            ),
+            (
+                "GgufTypes(types: [IQ2_XXS])",
+                "compression.types",
+                "cannot write IQ2_XXS",
+            ),
+            ("GgufTypes(types: [Q9_K])", "", "Q9_K"),
+        ] {
+            let p = write(dir.path(), "g.ron", &cfg(compression));
+            let e = load_database_config(&p).unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains(says), "{compression}: {e}");
+        }
+        let text = cfg("GgufTypes(types: [Q4_K])").replace("seed: 3)", "seed: 3, level: Some(1))");
+        let p = write(dir.path(), "g.ron", &text);
+        let e = load_database_config(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("calibration.level") && e.contains("GGUF types"),
+            "{e}"
+        );
     }
 
     #[test]

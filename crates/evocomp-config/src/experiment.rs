@@ -13,9 +13,9 @@ use crate::ron::locate;
 use crate::ron::{Checker, ConfigError, Result, parse_ron, read};
 pub use evocomp_model::WeightDtype;
 use evocomp_search::{
-    DpSettings, EvoPressSettings, EvolKvSettings, GreedySettings, Nsga2Settings, OwlSettings,
-    PyramidKvSettings, RandomSettings, Settings, ShortGptSettings, ShortenedLlamaSettings,
-    UniformSettings,
+    AnyStrategy, DpSettings, EvoPressSettings, EvolKvSettings, GreedySettings, Nsga2Settings,
+    OwlSettings, PyramidKvSettings, RandomSettings, SearchError, Settings, SettingsError, Setup,
+    ShortGptSettings, ShortenedLlamaSettings, UniformSettings,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -92,6 +92,12 @@ pub enum BudgetSpec {
     Exact(u64),
     /// At most this fraction of the cost of every unit at its least compressed level.
     Fraction(f64),
+    /// At most what llama.cpp's preset costs (GGUF-types databases):
+    /// `LlamaCpp(Q4_K_M)` is the size of `llama-quantize ... Q4_K_M`.
+    LlamaCpp(evocomp_gguf::Preset),
+    /// At most this many bits per weight over the database's units (GGUF
+    /// types: the quantized tensors, their scales and minimums included).
+    Bpw(f64),
 }
 
 /// What a candidate is scored by (lower is better).
@@ -224,6 +230,50 @@ pub enum StrategySpec {
     EvolKv(EvolKvSettings),
     /// NSGA-II over (fitness, cost): a whole front, every member within the budget's limit.
     Nsga2(Nsga2Settings),
+    /// llama.cpp's preset (GGUF-types databases): every tensor at the type
+    /// `llama-quantize` gives it, scored as a reference point.
+    LlamaCpp(evocomp_gguf::Preset),
+}
+
+/// The settings of `StrategySpec::LlamaCpp` before the database is open: the
+/// engine builds the preset's genome from the database
+/// ([`evocomp_search::GivenSettings`]); building from these alone says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LlamaCppSettings(pub evocomp_gguf::Preset);
+
+impl LlamaCppSettings {
+    const ALL: [LlamaCppSettings; 7] = [
+        LlamaCppSettings(evocomp_gguf::Preset::Q3_K_M),
+        LlamaCppSettings(evocomp_gguf::Preset::Q4_K_S),
+        LlamaCppSettings(evocomp_gguf::Preset::Q4_K_M),
+        LlamaCppSettings(evocomp_gguf::Preset::Q5_K_S),
+        LlamaCppSettings(evocomp_gguf::Preset::Q5_K_M),
+        LlamaCppSettings(evocomp_gguf::Preset::Q6_K),
+        LlamaCppSettings(evocomp_gguf::Preset::Q8_0),
+    ];
+}
+
+impl Settings for LlamaCppSettings {
+    fn label(&self) -> &'static str {
+        use evocomp_gguf::Preset as P;
+        match self.0 {
+            P::Q3_K_M => "llama.cpp Q3_K_M",
+            P::Q4_K_S => "llama.cpp Q4_K_S",
+            P::Q4_K_M => "llama.cpp Q4_K_M",
+            P::Q5_K_S => "llama.cpp Q5_K_S",
+            P::Q5_K_M => "llama.cpp Q5_K_M",
+            P::Q6_K => "llama.cpp Q6_K",
+            P::Q8_0 => "llama.cpp Q8_0",
+        }
+    }
+
+    fn build(&self, _setup: &Setup) -> std::result::Result<AnyStrategy, SearchError> {
+        Err(SettingsError::new(
+            "",
+            "a llama.cpp preset is built from the database's units (the engine does this)",
+        )
+        .into())
+    }
 }
 
 impl StrategySpec {
@@ -241,6 +291,10 @@ impl StrategySpec {
             StrategySpec::Dp(s) => s,
             StrategySpec::EvolKv(s) => s,
             StrategySpec::Nsga2(s) => s,
+            StrategySpec::LlamaCpp(p) => LlamaCppSettings::ALL
+                .iter()
+                .find(|s| s.0 == *p)
+                .expect("every preset is listed"),
         }
     }
 
@@ -282,6 +336,8 @@ pub fn budget_label(b: &BudgetSpec) -> String {
         BudgetSpec::AtMost(c) => format!("atmost{c}"),
         BudgetSpec::Exact(c) => format!("exact{c}"),
         BudgetSpec::Fraction(x) => format!("fraction{x}"),
+        BudgetSpec::LlamaCpp(p) => format!("llamacpp-{p}"),
+        BudgetSpec::Bpw(x) => format!("bpw{x}"),
     }
 }
 
@@ -402,6 +458,11 @@ impl ExperimentSpec {
                     *x > 0.0 && *x <= 1.0,
                     field,
                     format!("a fraction must be in (0, 1], got {x}"),
+                )?,
+                BudgetSpec::Bpw(x) => c.ensure(
+                    x.is_finite() && *x > 0.0,
+                    field,
+                    format!("bits per weight must be a positive number, got {x}"),
                 )?,
                 BudgetSpec::AtMost(0) | BudgetSpec::Exact(0) => {
                     return c.fail(field, "a budget of 0 leaves nothing of the model");

@@ -227,6 +227,29 @@ impl Database {
     }
 }
 
+impl Database {
+    /// Unit `ui`'s variant at `level` as the ggml blocks a GGUF file stores
+    /// (GGUF-types databases), checked against the manifest's hash.
+    pub fn ggml_variant(
+        &self,
+        ui: usize,
+        level: i64,
+    ) -> Result<Option<(evocomp_gguf::GgmlType, &[u8])>> {
+        let u = &self.manifest.units[ui];
+        let Some(map) = self.maps[ui].as_ref() else {
+            return Ok(None);
+        };
+        let path = self.dir.join(u.file.as_deref().unwrap_or("?"));
+        self.check_file(ui)?;
+        let st = SafeTensors::deserialize(map).map_err(|e| DbError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let name = level_tensor(level);
+        crate::codec::ggml_blocks(&st, &name).map_err(|message| DbError::Corrupt { path, message })
+    }
+}
+
 /// Tracks which level each unit of a live model is at.
 #[derive(Debug, Clone)]
 pub struct Applier {
@@ -273,6 +296,8 @@ impl Applier {
                     let w = db.variant(ui, g)?;
                     model.set_linear(layer, kind, &w)?;
                 }
+                UnitTarget::Embedding => model.set_embedding(&db.variant(ui, g)?)?,
+                UnitTarget::Head => model.set_head(&db.variant(ui, g)?)?,
                 UnitTarget::Attention => model.set_skip_attention(layer, g == 1),
                 UnitTarget::Mlp => model.set_skip_mlp(layer, g == 1),
                 UnitTarget::Block => {

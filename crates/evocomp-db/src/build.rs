@@ -7,11 +7,12 @@ use crate::capture::{INPUT_GROUPS, XtxCapture, input_group};
 use crate::codec;
 use crate::manifest::{FORMAT_VERSION, Manifest, UnitEntry, sha256_file, write_atomic};
 use crate::spec::{Compression, Propagation};
-use crate::units::{Level, UnitTarget, cost_unit, plan};
+use crate::units::{Level, UnitTarget, cost_unit, level_type, plan, unit_shape};
 use crate::{DbError, Result};
 use burn::tensor::{Device, Tensor};
 use evocomp_compress::{Hessian, Matrix, QuantSpec, prune, quantize};
 use evocomp_data::Sample;
+use evocomp_gguf::GgmlType;
 use evocomp_model::{HostTensor, LinearKind, LlamaModel, LlamaWeights, LoadedModel, NoHook};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -138,10 +139,7 @@ fn start_manifest(
         .map(|(unit, levels)| UnitEntry {
             unit,
             name: unit.name(),
-            shape: match unit.target {
-                UnitTarget::Linear(k) => Some(k.shape(cfg)),
-                _ => None,
-            },
+            shape: unit_shape(cfg, unit.target),
             levels,
             file: None,
             bytes: None,
@@ -236,11 +234,40 @@ pub fn build_database(
     manifest.write(dir)?;
 
     let cfg = model.config();
-    let last_layer = todo
+    let is_table =
+        |u: &UnitEntry| matches!(u.unit.target, UnitTarget::Embedding | UnitTarget::Head);
+    let tables: Vec<usize> = todo
         .iter()
+        .copied()
+        .filter(|&i| is_table(&manifest.units[i]))
+        .collect();
+    let progress = bar(todo.len() as u64, opts.progress, "db build");
+    if !tables.is_empty() {
+        let weights = model.weights()?;
+        for &ui in &tables {
+            build_table(&mut manifest, ui, weights, compression, dir)?;
+            report.built += 1;
+            progress.inc(1);
+            if opts.stop_after_units.is_some_and(|n| report.built >= n) {
+                progress.abandon();
+                report.stopped = true;
+                report.seconds = t0.elapsed().as_secs_f64();
+                return Ok(report);
+            }
+        }
+    }
+    let Some(last_layer) = todo
+        .iter()
+        .filter(|&&i| !is_table(&manifest.units[i]))
         .map(|&i| manifest.units[i].unit.layer)
         .max()
-        .expect("non-empty");
+    else {
+        progress.finish_and_clear();
+        manifest.complete = manifest.units.iter().all(UnitEntry::is_built);
+        manifest.write(dir)?;
+        report.seconds = t0.elapsed().as_secs_f64();
+        return Ok(report);
+    };
     // Only weight units have files, and every weight method calibrates.
     let calib = calib.ok_or(DbError::Plan("this method needs calibration data".into()))?;
     let weights = model.weights()?;
@@ -257,7 +284,6 @@ pub fn build_database(
         Some(s) => embed(s)?,
         None => Vec::new(),
     };
-    let progress = bar(todo.len() as u64, opts.progress, "db build");
     let mut ctx = BuildCtx {
         weights,
         compression,
@@ -269,7 +295,10 @@ pub fn build_database(
     let mut stopped = false;
     'layers: for layer in 0..=last_layer {
         let in_layer: Vec<usize> = (0..manifest.units.len())
-            .filter(|&i| manifest.units[i].unit.layer == layer && manifest.units[i].needs_file())
+            .filter(|&i| {
+                let u = &manifest.units[i];
+                u.unit.layer == layer && u.needs_file() && !is_table(u)
+            })
             .collect();
         let layer_todo: Vec<usize> = in_layer
             .iter()
@@ -335,8 +364,21 @@ pub fn build_database(
 /// (`None` for a group not captured).
 type Hessians = [Option<Hessian>; 4];
 
-/// One built variant: level index, weights, fitted error, held-out error.
-type Variant = (usize, Matrix, f64, Option<f64>);
+/// One built variant.
+struct Variant {
+    /// Index into the unit's levels.
+    li: usize,
+    /// The weights it holds.
+    m: Matrix,
+    /// Fitted (and held-out) reconstruction errors.
+    err: f64,
+    held: Option<f64>,
+    /// Its ggml blocks, for GGUF types (what is stored, instead of `m`).
+    ggml: Option<Blocks>,
+}
+
+/// A variant as ggml blocks: its type and bytes.
+type Blocks = (GgmlType, Vec<u8>);
 
 /// One unit's inputs to compressing it at every level.
 struct Prepared<'a> {
@@ -409,13 +451,23 @@ impl BuildCtx<'_> {
             .map(|&(ui, li)| {
                 let entry = &manifest.units[ui];
                 let p = &prepared[&ui];
-                let v = compress_one(&p.w, Some(p.h), self.compression, &entry.levels[li])
-                    .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
+                let (v, ggml) =
+                    compress_variant(&p.w, Some(p.h), self.compression, &entry.levels[li])
+                        .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
                 let err = p.w.reconstruction_error(&v, p.h);
                 let held = p
                     .held
                     .map(|(hh, energy)| p.w.reconstruction_error(&v, hh) / energy);
-                Ok((ui, (li, v, err, held)))
+                Ok((
+                    ui,
+                    Variant {
+                        li,
+                        m: v,
+                        err,
+                        held,
+                        ggml,
+                    },
+                ))
             })
             .collect();
         let mut per_unit: BTreeMap<usize, Vec<Variant>> = Default::default();
@@ -424,19 +476,8 @@ impl BuildCtx<'_> {
             per_unit.entry(ui).or_default().push(variant);
         }
         for (ui, mut variants) in per_unit {
-            variants.sort_by_key(|v| v.0);
-            let entry = &mut manifest.units[ui];
-            let rel = format!("{UNITS_DIR}/{}.safetensors", entry.name);
-            let bytes = variants_file(&entry.name, &entry.levels, &variants)?;
-            let path = self.dir.join(&rel);
-            write_atomic(&path, &bytes)?;
-            entry.sha256 = Some(sha256_file(&path)?);
-            entry.bytes = Some(bytes.len() as u64);
-            entry.file = Some(rel);
-            entry.errors = Some(variants.iter().map(|v| v.2).collect());
-            entry.output_energy = Some(prepared[&ui].energy);
-            entry.held_out_errors = variants.iter().map(|v| v.3).collect();
-            manifest.write(self.dir)?;
+            variants.sort_by_key(|v| v.li);
+            write_unit(manifest, ui, variants, prepared[&ui].energy, self.dir)?;
             *self.built += 1;
             self.progress.inc(1);
             if self.opts.stop_after_units.is_some_and(|n| *self.built >= n) {
@@ -445,6 +486,128 @@ impl BuildCtx<'_> {
         }
         Ok(false)
     }
+}
+
+/// Write unit `ui`'s file and its manifest entry (errors, energy).
+fn write_unit(
+    manifest: &mut Manifest,
+    ui: usize,
+    variants: Vec<Variant>,
+    energy: f64,
+    dir: &Path,
+) -> Result<()> {
+    let entry = &mut manifest.units[ui];
+    let rel = format!("{UNITS_DIR}/{}.safetensors", entry.name);
+    let bytes = variants_file(&entry.name, &entry.levels, &variants)?;
+    let path = dir.join(&rel);
+    write_atomic(&path, &bytes)?;
+    entry.sha256 = Some(sha256_file(&path)?);
+    entry.bytes = Some(bytes.len() as u64);
+    entry.file = Some(rel);
+    entry.errors = Some(variants.iter().map(|v| v.err).collect());
+    entry.output_energy = Some(energy);
+    entry.held_out_errors = variants.iter().map(|v| v.held).collect();
+    manifest.write(dir)
+}
+
+/// A token embedding or untied head unit of a GGUF-types database: every
+/// level quantized without an importance matrix (llama-imatrix collects none
+/// for these tensors by default); its error is ‖W − Ŵ‖² against ‖W‖² (no
+/// calibration inputs weigh an embedding's rows).
+fn build_table(
+    manifest: &mut Manifest,
+    ui: usize,
+    weights: &LlamaWeights,
+    compression: &Compression,
+    dir: &Path,
+) -> Result<()> {
+    let entry = &manifest.units[ui];
+    let t = match entry.unit.target {
+        UnitTarget::Head => weights.lm_head.as_ref().ok_or_else(|| {
+            DbError::Plan("the database plans an output head, but the model ties it".into())
+        })?,
+        _ => &weights.embed,
+    };
+    let [rows, cols] = [t.shape[0], t.shape[1]];
+    let energy: f64 = t.data.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let mut variants = Vec::with_capacity(entry.levels.len());
+    for (li, level) in entry.levels.iter().enumerate() {
+        let ty = gguf_type(compression, level)?;
+        let bytes = quantize_rows(ty, &t.data, cols, None)
+            .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
+        let m = evocomp_gguf::dequantize(ty, &bytes, rows * cols)
+            .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
+        let err: f64 = t
+            .data
+            .iter()
+            .zip(&m)
+            .map(|(&a, &b)| {
+                let d = a as f64 - b as f64;
+                d * d
+            })
+            .sum();
+        variants.push(Variant {
+            li,
+            m: Matrix::new(0, 0, Vec::new()),
+            err,
+            held: None,
+            ggml: Some((ty, bytes)),
+        });
+    }
+    write_unit(manifest, ui, variants, energy, dir)
+}
+
+/// The GGUF type of `level` in a GGUF-types database.
+fn gguf_type(c: &Compression, level: &Level) -> Result<GgmlType> {
+    match c {
+        Compression::GgufTypes { .. } => level_type(level).ok_or_else(|| {
+            DbError::Plan(format!(
+                "level {}: no ggml type {}",
+                level.level, level.param
+            ))
+        }),
+        _ => Err(DbError::Plan("not a GGUF-types database".into())),
+    }
+}
+
+/// `quantize`, rows in parallel (each row is quantized on its own, so the
+/// bytes are the same as in one call).
+fn quantize_rows(
+    ty: GgmlType,
+    data: &[f32],
+    cols: usize,
+    imatrix: Option<&[f32]>,
+) -> std::result::Result<Vec<u8>, evocomp_gguf::QuantizeError> {
+    const ROWS: usize = 64;
+    let parts: Vec<Vec<u8>> = data
+        .par_chunks(ROWS * cols)
+        .map(|chunk| evocomp_gguf::quantize(ty, chunk, cols, imatrix))
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(parts.concat())
+}
+
+/// One unit at one level, and its ggml blocks for GGUF types.
+fn compress_variant(
+    w: &Matrix,
+    h: Option<&Hessian>,
+    c: &Compression,
+    level: &Level,
+) -> evocomp_compress::Result<(Matrix, Option<Blocks>)> {
+    let Compression::GgufTypes { imatrix, .. } = c else {
+        return Ok((compress_one(w, h, c, level)?, None));
+    };
+    let bad = |m: String| evocomp_compress::CompressError::BadSpec(m);
+    let ty = level_type(level).ok_or_else(|| bad(format!("no ggml type {}", level.param)))?;
+    // llama.cpp's importance matrix: each input's mean square, H = 2XᵀX/n.
+    let im: Option<Vec<f32>> = match (imatrix, h) {
+        (true, Some(h)) => Some((0..h.dim).map(|j| (h.diag(j) / 2.0) as f32).collect()),
+        (true, None) => return Err(bad("an importance matrix needs calibration inputs".into())),
+        (false, _) => None,
+    };
+    let bytes =
+        quantize_rows(ty, &w.data, w.cols, im.as_deref()).map_err(|e| bad(e.to_string()))?;
+    let data = evocomp_gguf::dequantize(ty, &bytes, w.numel()).map_err(|e| bad(e.to_string()))?;
+    Ok((Matrix::new(w.rows, w.cols, data), Some((ty, bytes))))
 }
 
 /// The linear layer a weight unit is.
@@ -541,6 +704,7 @@ pub fn compress_one(
             };
             quantize(w, h, *method, &s, obs)
         }
+        Compression::GgufTypes { .. } => Ok(compress_variant(w, h, c, level)?.0),
         Compression::Depth { .. } | Compression::KvBudget { .. } | Compression::KvBits { .. } => {
             unreachable!("depth and KV units have no stored variants")
         }
@@ -556,8 +720,12 @@ pub fn level_tensor(level: i64) -> String {
 fn variants_file(name: &str, levels: &[Level], variants: &[Variant]) -> Result<Vec<u8>> {
     let data: codec::Tensors = variants
         .iter()
-        .flat_map(|(li, m, _, _)| {
-            codec::encode(&level_tensor(levels[*li].level), &m.data, m.rows, m.cols)
+        .flat_map(|v| {
+            let name = level_tensor(levels[v.li].level);
+            match &v.ggml {
+                Some((ty, bytes)) => codec::encode_ggml(&name, *ty, bytes.clone()),
+                None => codec::encode(&name, &v.m.data, v.m.rows, v.m.cols),
+            }
         })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data

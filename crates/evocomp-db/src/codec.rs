@@ -14,6 +14,11 @@
 //!   variant (RTN or GPTQ with static groups) has at most 2^bits distinct
 //!   values per group, so it costs its bits plus the tables.
 //!
+//! - **ggml**: `level_<n>.ggml`, U8, the variant's blocks exactly as a GGUF
+//!   file stores them, and `level_<n>.ggml_type`, U32 `[1]`, the ggml type
+//!   id (GGUF-types databases: the bytes are what an export writes, and
+//!   decoding them is the variant).
+//!
 //! Decoding gives back the same f32 bits as were encoded, in every case.
 
 use safetensors::{Dtype, SafeTensors};
@@ -106,6 +111,39 @@ pub(crate) fn encode(name: &str, data: &[f32], rows: usize, cols: usize) -> Tens
         vec![rows, cols],
         f32_bytes(data),
     )]
+}
+
+/// The tensors storing a variant as ggml blocks of type `ty`.
+pub(crate) fn encode_ggml(name: &str, ty: evocomp_gguf::GgmlType, bytes: Vec<u8>) -> Tensors {
+    vec![
+        (format!("{name}.ggml"), Dtype::U8, vec![bytes.len()], bytes),
+        (
+            format!("{name}.ggml_type"),
+            Dtype::U32,
+            vec![1],
+            ty.id().to_le_bytes().to_vec(),
+        ),
+    ]
+}
+
+/// A variant stored as ggml blocks: its type and bytes, if it is one.
+pub(crate) fn ggml_blocks<'data>(
+    st: &SafeTensors<'data>,
+    name: &str,
+) -> Result<Option<(evocomp_gguf::GgmlType, &'data [u8])>, String> {
+    let (Ok(data), Ok(ty)) = (
+        st.tensor(&format!("{name}.ggml")),
+        st.tensor(&format!("{name}.ggml_type")),
+    ) else {
+        return Ok(None);
+    };
+    let id = match (data.dtype(), ty.dtype(), ty.data()) {
+        (Dtype::U8, Dtype::U32, [a, b, c, d]) => u32::from_le_bytes([*a, *b, *c, *d]),
+        _ => return Err(format!("{name}: ggml blocks stored with the wrong dtypes")),
+    };
+    let ty = evocomp_gguf::GgmlType::from_id(id)
+        .ok_or_else(|| format!("{name}: unknown ggml type id {id}"))?;
+    Ok(Some((ty, data.data())))
 }
 
 struct Palette {
@@ -221,6 +259,9 @@ pub(crate) fn decode(
     [rows, cols]: [usize; 2],
 ) -> Result<Vec<f32>, String> {
     let n = rows * cols;
+    if let Some((ty, bytes)) = ggml_blocks(st, name)? {
+        return evocomp_gguf::dequantize(ty, bytes, n).map_err(|e| format!("{name}: {e}"));
+    }
     let get = |suffix: &str, dtype: Dtype| {
         st.tensor(&format!("{name}{suffix}"))
             .ok()

@@ -40,6 +40,8 @@ pub fn materialize(
             UnitTarget::Linear(kind) => {
                 *w.layers[layer].linear_mut(kind) = db.variant(ui, g)?;
             }
+            UnitTarget::Embedding => w.embed = db.variant(ui, g)?,
+            UnitTarget::Head => w.lm_head = Some(db.variant(ui, g)?),
             UnitTarget::Block => drop[layer] |= g == 1,
             UnitTarget::Attention if g == 1 => zero(&mut w, layer, LinearKind::O),
             UnitTarget::Mlp if g == 1 => zero(&mut w, layer, LinearKind::Down),

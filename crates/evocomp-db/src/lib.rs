@@ -19,6 +19,7 @@ mod capture;
 mod codec;
 mod dump;
 mod export;
+mod gguf;
 mod manifest;
 mod spec;
 mod units;
@@ -31,9 +32,13 @@ pub use dump::dump_levels;
 /// The KV policies a KV database applies (the model's runtime types).
 pub use evocomp_model::{Eviction, KvGroup};
 pub use export::{Materialized, materialize};
+pub use gguf::{GgufExport, export_gguf, preset_genome};
 pub use manifest::{FORMAT_VERSION, MANIFEST, Manifest, UnitEntry, sha256_file, write_atomic};
 pub use spec::{Compression, DepthUnit, Propagation};
-pub use units::{Level, UnitId, UnitTarget, cost_unit, plan, sub_block_params};
+pub use units::{
+    Level, UnitId, UnitTarget, cost_unit, gguf_levels, level_type, plan, sub_block_params,
+    tensor_role, unit_shape,
+};
 
 use std::path::PathBuf;
 

@@ -3,6 +3,7 @@
 //! it from their own syntax.
 
 use evocomp_compress::{ObsOptions, QuantMethod, QuantSpec, SparsityMethod};
+use evocomp_gguf::GgmlType;
 use evocomp_model::{Eviction, KvGroup};
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +54,16 @@ pub enum Compression {
         #[serde(default)]
         propagation: Propagation,
     },
+    /// llama.cpp's tensor types: one unit per quantizable tensor (every
+    /// linear layer, the token embedding, an untied output), each level a
+    /// type from `types` after llama.cpp's fallback for the unit's row
+    /// length, quantized exactly as llama.cpp does (with an importance matrix
+    /// from the calibration inputs when `imatrix`, for the block tensors as
+    /// llama-imatrix collects it).
+    GgufTypes {
+        types: Vec<GgmlType>,
+        imatrix: bool,
+    },
     Depth {
         unit: DepthUnit,
     },
@@ -78,7 +89,9 @@ impl Compression {
     /// (magnitude and RTN use them for nothing else).
     pub fn needs_calibration(&self) -> bool {
         match self {
-            Compression::Sparsity { .. } | Compression::Quantization { .. } => true,
+            Compression::Sparsity { .. }
+            | Compression::Quantization { .. }
+            | Compression::GgufTypes { .. } => true,
             Compression::Depth { .. }
             | Compression::KvBudget { .. }
             | Compression::KvBits { .. } => false,
@@ -99,7 +112,7 @@ impl Compression {
         use evocomp_search::Kind;
         match self {
             Compression::Sparsity { .. } => Kind::Sparsity,
-            Compression::Quantization { .. } => Kind::Quantization,
+            Compression::Quantization { .. } | Compression::GgufTypes { .. } => Kind::Quantization,
             Compression::Depth { .. } => Kind::Depth,
             Compression::KvBudget { .. } => Kind::KvBudget,
             Compression::KvBits { .. } => Kind::KvBits,

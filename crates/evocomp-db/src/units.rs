@@ -2,6 +2,7 @@
 
 use crate::spec::{Compression, DepthUnit};
 use evocomp_compress::{SparsityGrid, quant_cost_bits};
+use evocomp_gguf::{GgmlType, TensorRole, fallback};
 use evocomp_model::KvGroup;
 use evocomp_model::{LinearKind, LlamaConfig};
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,10 @@ pub enum UnitTarget {
     KvKeys,
     /// The bits of a layer's cached values.
     KvValues,
+    /// The token embedding table (and the head, when the model ties them).
+    Embedding,
+    /// An untied output head.
+    Head,
 }
 
 /// One unit: a layer index and a target.
@@ -36,6 +41,8 @@ impl UnitId {
     /// A stable, file-name-safe name: `L03.q`, `L03.attn`, `L03.block`.
     pub fn name(&self) -> String {
         let t = match self.target {
+            UnitTarget::Embedding => return "token_embd".into(),
+            UnitTarget::Head => return "output".into(),
             UnitTarget::Linear(k) => k.name(),
             UnitTarget::Attention => "attn",
             UnitTarget::Mlp => "mlp",
@@ -65,7 +72,7 @@ pub struct Level {
 pub fn cost_unit(c: &Compression) -> &'static str {
     match c {
         Compression::Sparsity { .. } => "non-zero weights",
-        Compression::Quantization { .. } => "bits",
+        Compression::Quantization { .. } | Compression::GgufTypes { .. } => "bits",
         Compression::Depth { .. } => "parameters",
         Compression::KvBudget { .. } => "cached tokens",
         Compression::KvBits { .. } => "bits per cached token",
@@ -115,6 +122,7 @@ pub fn sub_block_params(cfg: &LlamaConfig, t: UnitTarget) -> u64 {
         UnitTarget::Mlp => mlp,
         UnitTarget::Block => attn + mlp,
         UnitTarget::Linear(k) => numel(cfg, k),
+        UnitTarget::Embedding | UnitTarget::Head => cfg.vocab * cfg.hidden,
         UnitTarget::KvBudget | UnitTarget::KvKeys | UnitTarget::KvValues => 0,
     }) as u64
 }
@@ -184,6 +192,13 @@ pub fn plan(cfg: &LlamaConfig, c: &Compression) -> Result<Vec<(UnitId, Vec<Level
                     })
                     .collect();
                 (u, levels)
+            })
+            .collect()),
+        Compression::GgufTypes { types, .. } => Ok(gguf_units(cfg)
+            .into_iter()
+            .map(|u| {
+                let [rows, cols] = unit_shape(cfg, u.target).expect("a weight unit");
+                (u, gguf_levels(types, rows, cols))
             })
             .collect()),
         Compression::Depth { unit } => {
@@ -264,6 +279,79 @@ pub fn plan(cfg: &LlamaConfig, c: &Compression) -> Result<Vec<(UnitId, Vec<Level
             })
             .collect()),
     }
+}
+
+/// The units of a GGUF-types database: the token embedding, every linear
+/// layer, and the output head when it is not tied.
+fn gguf_units(cfg: &LlamaConfig) -> Vec<UnitId> {
+    let embd = UnitId {
+        layer: 0,
+        target: UnitTarget::Embedding,
+    };
+    let head = (!cfg.tied_embeddings).then_some(UnitId {
+        layer: cfg.n_layers.saturating_sub(1),
+        target: UnitTarget::Head,
+    });
+    std::iter::once(embd)
+        .chain(linear_units(cfg))
+        .chain(head)
+        .collect()
+}
+
+/// The weight shape `[rows, cols]` (PyTorch orientation) of a unit that is
+/// one matrix.
+pub fn unit_shape(cfg: &LlamaConfig, t: UnitTarget) -> Option<[usize; 2]> {
+    match t {
+        UnitTarget::Linear(k) => Some(k.shape(cfg)),
+        UnitTarget::Embedding | UnitTarget::Head => Some([cfg.vocab, cfg.hidden]),
+        _ => None,
+    }
+}
+
+/// One level per distinct type `types` become for rows of `cols` values
+/// (llama.cpp's fallback), most bits first; ties in size by type id.
+pub fn gguf_levels(types: &[GgmlType], rows: usize, cols: usize) -> Vec<Level> {
+    let mut tys: Vec<GgmlType> = types.iter().map(|&t| fallback(t, cols)).collect();
+    tys.sort_by(|a, b| {
+        b.bits_per_weight()
+            .total_cmp(&a.bits_per_weight())
+            .then(a.id().cmp(&b.id()))
+    });
+    tys.dedup();
+    tys.into_iter()
+        .enumerate()
+        .map(|(lv, t)| Level {
+            level: lv as i64,
+            cost: 8 * t
+                .byte_size((rows * cols) as u64)
+                .expect("fallback divides the rows"),
+            label: format!("{t} ({:.4} bpw)", t.bits_per_weight()),
+            param: t.id() as u64,
+        })
+        .collect()
+}
+
+/// The GGUF type of a level of a GGUF-types database.
+pub fn level_type(level: &Level) -> Option<GgmlType> {
+    GgmlType::from_id(level.param as u32)
+}
+
+/// What llama.cpp's rules call a unit.
+pub fn tensor_role(t: UnitTarget) -> Option<TensorRole> {
+    Some(match t {
+        UnitTarget::Embedding => TensorRole::TokenEmbd,
+        UnitTarget::Head => TensorRole::Output,
+        UnitTarget::Linear(k) => match k {
+            LinearKind::Q => TensorRole::AttnQ,
+            LinearKind::K => TensorRole::AttnK,
+            LinearKind::V => TensorRole::AttnV,
+            LinearKind::O => TensorRole::AttnOutput,
+            LinearKind::Gate => TensorRole::FfnGate,
+            LinearKind::Up => TensorRole::FfnUp,
+            LinearKind::Down => TensorRole::FfnDown,
+        },
+        _ => return None,
+    })
 }
 
 /// Bits one cached token of one layer takes for keys (or values): the

@@ -6,13 +6,13 @@
 
 use anyhow::{Context as _, Result};
 use burn::tensor::Device;
-use evocomp_config::{BudgetSpec, DatabaseConfig, Experiment, TeacherSpec};
+use evocomp_config::{BudgetSpec, DatabaseConfig, Experiment, StrategySpec, TeacherSpec};
 use evocomp_data::{Sample, TokenSet};
 use evocomp_db::{BuildOptions, BuildReport, Database, Propagation, build_database};
 use evocomp_model::LoadedModel;
 use evocomp_search::{
-    AnyStrategy, Budget, BudgetHint, Kind, Measurements, SampleSpec, SearchError, Setup, Space,
-    SpaceError, rng,
+    AnyStrategy, Budget, BudgetHint, GivenSettings, Kind, Measurements, SampleSpec, SearchError,
+    Settings, Setup, Space, SpaceError, rng,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -122,12 +122,13 @@ pub fn ensure_database(
 
 /// The budget a spec names in this space; impossible budgets point at the
 /// config's `budget` line.
-pub fn resolve_budget(exp: &Experiment, space: &Space, kind: Kind) -> Result<Budget> {
-    let b = written_budget(exp, space, kind)?;
+pub fn resolve_budget(exp: &Experiment, db: &Database, space: &Space) -> Result<Budget> {
+    let b = written_budget(exp, db, space)?;
     Ok(exp.strategy.settings().search_budget(b))
 }
 
-fn written_budget(exp: &Experiment, space: &Space, kind: Kind) -> Result<Budget> {
+fn written_budget(exp: &Experiment, db: &Database, space: &Space) -> Result<Budget> {
+    let kind = db.kind();
     let min_cost: u64 = space
         .units
         .iter()
@@ -189,6 +190,20 @@ fn written_budget(exp: &Experiment, space: &Space, kind: Kind) -> Result<Budget>
         BudgetSpec::AtMost(c) => Budget::AtMost(c),
         BudgetSpec::Exact(c) => Budget::Exact(c),
         BudgetSpec::Fraction(f) => Budget::AtMost((max_cost as f64 * f).floor() as u64),
+        BudgetSpec::LlamaCpp(p) => {
+            let g = evocomp_db::preset_genome(db, p).map_err(|e| fail(e.to_string()))?;
+            Budget::AtMost(space.cost(&g))
+        }
+        BudgetSpec::Bpw(x) => {
+            if db.cost_unit() != "bits" {
+                return Err(fail(format!(
+                    "bits per weight need a database whose costs are bits; this one counts {}",
+                    db.cost_unit()
+                )));
+            }
+            let weights: u64 = db.unit_numel().iter().sum();
+            Budget::AtMost((weights as f64 * x).floor() as u64)
+        }
     };
     if b.limit() < min_cost {
         return Err(fail(format!(
@@ -287,7 +302,7 @@ fn prepare_with(exp: &Experiment, build: Option<(&Device, bool)>) -> Result<Prep
     db.check_model(&fingerprint)?;
     let space = db.space()?;
     let unit_layer = db.unit_layers();
-    let budget = resolve_budget(exp, &space, db.kind())?;
+    let budget = resolve_budget(exp, &db, &space)?;
     let calib = token_set(&loaded, &exp.data.calibration)?;
     let eval = token_set(&loaded, &exp.data.evaluation)?;
     let held_out = eval
@@ -385,7 +400,18 @@ fn fixed_sample(exp: &Experiment) -> SampleSpec {
 /// build it. Errors in the settings point at the config's `strategy` line.
 pub fn new_strategy(prep: &Prepared, device: &Device, batch_size: usize) -> Result<AnyStrategy> {
     let exp = &prep.exp;
-    let settings = exp.strategy.settings();
+    let given;
+    let settings: &dyn Settings = match exp.strategy {
+        StrategySpec::LlamaCpp(p) => {
+            given = GivenSettings {
+                label: exp.strategy.label(),
+                genome: evocomp_db::preset_genome(&prep.db, p)
+                    .map_err(|e| exp.error_at("strategy", e.to_string()))?,
+            };
+            &given
+        }
+        _ => exp.strategy.settings(),
+    };
     let needs = settings.needs();
     let mut measured = Measurements::default();
     if needs.outlier_ratios.is_some() || needs.block_influence {

@@ -40,7 +40,7 @@ impl TensorRole {
 }
 
 /// A llama.cpp quantization preset (`llama-quantize MODEL OUT <preset>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[allow(non_camel_case_types)]
 pub enum Preset {
     Q3_K_M,

@@ -5,6 +5,10 @@
 //! fused multiply-adds, as ggml-base is compiled), so the bytes are
 //! llama.cpp's bytes.
 
+// The loops follow ggml-quants.c index for index, so that a reader can check
+// them line by line against the C.
+#![allow(clippy::needless_range_loop)]
+
 use crate::GgmlType;
 use crate::dequant::IQ4_NL_VALUES;
 use half::{bf16, f16};
@@ -736,26 +740,24 @@ fn q2_k(x: &[f32], out: &mut Vec<u8>) {
         }
     }
     let mut sc = [0u8; 16];
-    let d;
-    if max_scale > 0.0 {
+    let d = if max_scale > 0.0 {
         let iscale = q4scale / max_scale;
         for j in 0..16 {
             sc[j] = nearest_int(iscale * scales[j]) as u8;
         }
-        d = fp16(max_scale / q4scale);
+        fp16(max_scale / q4scale)
     } else {
-        d = fp16(0.0);
-    }
-    let dmin;
-    if max_min > 0.0 {
+        fp16(0.0)
+    };
+    let dmin = if max_min > 0.0 {
         let iscale = q4scale / max_min;
         for j in 0..16 {
             sc[j] |= (nearest_int(iscale * mins[j]) << 4) as u8;
         }
-        dmin = fp16(max_min / q4scale);
+        fp16(max_min / q4scale)
     } else {
-        dmin = fp16(0.0);
-    }
+        fp16(0.0)
+    };
     let (df, dminf) = (
         f16::from_le_bytes(d).to_f32(),
         f16::from_le_bytes(dmin).to_f32(),

@@ -1,14 +1,19 @@
 //! Writing GGUF v3 files: used by tests to make small models, and by export.
 
 use crate::{GgmlType, Value, ValueType};
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
 
-/// Builds a GGUF v3 file in memory.
+/// One tensor to write: name, ggml dims, type, bytes.
+type Entry<'a> = (String, Vec<u64>, GgmlType, Cow<'a, [u8]>);
+
+/// Builds a GGUF v3 file: metadata and tensors (owned or borrowed bytes),
+/// written in one pass.
 #[derive(Debug, Clone, Default)]
-pub struct GgufWriter {
+pub struct GgufWriter<'a> {
     metadata: Vec<(String, Value)>,
-    tensors: Vec<(String, Vec<u64>, GgmlType, Vec<u8>)>,
+    tensors: Vec<Entry<'a>>,
     alignment: Option<u64>,
 }
 
@@ -23,7 +28,7 @@ pub struct WriteSizeError {
     pub actual: usize,
 }
 
-impl GgufWriter {
+impl<'a> GgufWriter<'a> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -65,7 +70,27 @@ impl GgufWriter {
         ty: GgmlType,
         bytes: Vec<u8>,
     ) -> Result<&mut Self, WriteSizeError> {
-        let name = name.into();
+        self.tensor_cow(name.into(), dims, ty, Cow::Owned(bytes))
+    }
+
+    /// Add a tensor whose bytes are borrowed (an export's mapped variants).
+    pub fn tensor_borrowed(
+        &mut self,
+        name: impl Into<String>,
+        dims: &[u64],
+        ty: GgmlType,
+        bytes: &'a [u8],
+    ) -> Result<&mut Self, WriteSizeError> {
+        self.tensor_cow(name.into(), dims, ty, Cow::Borrowed(bytes))
+    }
+
+    fn tensor_cow(
+        &mut self,
+        name: String,
+        dims: &[u64],
+        ty: GgmlType,
+        bytes: Cow<'a, [u8]>,
+    ) -> Result<&mut Self, WriteSizeError> {
         let expected = ty.byte_size(dims.iter().product());
         if expected != Some(bytes.len() as u64) {
             return Err(WriteSizeError {
@@ -96,6 +121,14 @@ impl GgufWriter {
 
     /// Serialise to bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_to(&mut out)
+            .expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// Serialise into `sink`: the header, then each tensor's bytes in turn.
+    pub fn write_to(&self, sink: &mut impl Write) -> std::io::Result<()> {
         let align = self.alignment.unwrap_or(crate::reader::DEFAULT_ALIGNMENT);
         let mut out = Vec::new();
         out.extend(b"GGUF");
@@ -122,17 +155,20 @@ impl GgufWriter {
         }
         let data_start = (out.len() as u64).div_ceil(align) * align;
         out.resize(data_start as usize, 0);
+        sink.write_all(&out)?;
+        let mut at = 0u64;
         for ((_, _, _, bytes), off) in self.tensors.iter().zip(offsets) {
-            out.resize((data_start + off) as usize, 0);
-            out.extend(bytes);
+            sink.write_all(&vec![0u8; (off - at) as usize])?;
+            sink.write_all(bytes)?;
+            at = off + bytes.len() as u64;
         }
-        out
+        Ok(())
     }
 
     pub fn write(&self, path: impl AsRef<Path>) -> std::io::Result<()> {
-        let mut f = std::fs::File::create(path)?;
-        f.write_all(&self.to_bytes())?;
-        f.sync_all()
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        self.write_to(&mut f)?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()
     }
 }
 

@@ -60,5 +60,9 @@ fn preset_rules_give_llama_cpps_types_for_every_tensor() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-    assert_eq!(checked, 3 * 211 + 18 * 7 + 1, "every quantized tensor was checked");
+    assert_eq!(
+        checked,
+        3 * 211 + 18 * 7 + 1,
+        "every quantized tensor was checked"
+    );
 }

@@ -59,6 +59,14 @@ pub enum ForwardError {
         expected: [usize; 2],
         found: Vec<usize>,
     },
+    #[error("{what}: shape {found:?}, expected {expected:?}")]
+    BadTable {
+        what: &'static str,
+        expected: [usize; 2],
+        found: Vec<usize>,
+    },
+    #[error("the model ties its head to the token embedding: it has no separate head to replace")]
+    TiedHead,
 }
 
 /// Observes the forward pass. Every method has a no-op default.
@@ -385,6 +393,39 @@ impl LlamaModel {
         }
         self.blocks[layer].linears[kind as usize] =
             self.weight_dtype.upload(w.transposed(), &self.device);
+        Ok(())
+    }
+
+    /// Replace the token embedding table (`[vocab, hidden]`); a tied head
+    /// follows it, as it does in a GGUF file with no `output.weight`.
+    pub fn set_embedding(&mut self, w: &HostTensor) -> Result<(), ForwardError> {
+        self.check_table("token embedding", w)?;
+        if self.cfg.tied_embeddings && self.head.is_some() {
+            self.head = Some(self.weight_dtype.upload(w.transposed(), &self.device));
+        }
+        self.embed = self.weight_dtype.upload(w.clone(), &self.device);
+        Ok(())
+    }
+
+    /// Replace an untied output head (`[vocab, hidden]`).
+    pub fn set_head(&mut self, w: &HostTensor) -> Result<(), ForwardError> {
+        if self.cfg.tied_embeddings {
+            return Err(ForwardError::TiedHead);
+        }
+        self.check_table("output head", w)?;
+        self.head = Some(self.weight_dtype.upload(w.transposed(), &self.device));
+        Ok(())
+    }
+
+    fn check_table(&self, what: &'static str, w: &HostTensor) -> Result<(), ForwardError> {
+        let expected = [self.cfg.vocab, self.cfg.hidden];
+        if w.shape != expected {
+            return Err(ForwardError::BadTable {
+                what,
+                expected,
+                found: w.shape.clone(),
+            });
+        }
         Ok(())
     }
 

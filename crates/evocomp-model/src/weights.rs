@@ -358,21 +358,34 @@ pub fn permute_rope_rows(w: &HostTensor, n_head: usize) -> HostTensor {
 
 fn permute_rows(w: &HostTensor, n_head: usize, to_gguf: bool) -> HostTensor {
     let (rows, cols) = (w.shape[0], w.shape[1]);
+    let mut out = vec![0.0; rows * cols];
+    for (dst, src) in rope_row_sources(rows, n_head, to_gguf)
+        .into_iter()
+        .enumerate()
+    {
+        out[dst * cols..(dst + 1) * cols].copy_from_slice(&w.data[src * cols..(src + 1) * cols]);
+    }
+    HostTensor::new(w.shape.clone(), out)
+}
+
+/// For each row of a permuted (`to_gguf`) or unpermuted Q/K weight of
+/// `rows` rows and `n_head` heads, the row of the other layout it comes
+/// from. Rows move whole, so this also orders rows of quantized blocks.
+pub fn rope_row_sources(rows: usize, n_head: usize, to_gguf: bool) -> Vec<usize> {
     let head_dim = rows / n_head;
     let half = head_dim / 2;
-    let mut out = vec![0.0; rows * cols];
+    let mut src_of = vec![0usize; rows];
     for h in 0..n_head {
         for part in 0..2 {
             for i in 0..half {
                 let hf = h * head_dim + part * half + i;
                 let gguf = h * head_dim + 2 * i + part;
                 let (dst, src) = if to_gguf { (gguf, hf) } else { (hf, gguf) };
-                out[dst * cols..(dst + 1) * cols]
-                    .copy_from_slice(&w.data[src * cols..(src + 1) * cols]);
+                src_of[dst] = src;
             }
         }
     }
-    HostTensor::new(w.shape.clone(), out)
+    src_of
 }
 
 #[cfg(test)]

@@ -87,6 +87,37 @@ fn fixed(g: Vec<Genome>, setup: &Setup, role: Role) -> Result<AnyStrategy, Searc
     Ok(AnyStrategy::Fixed(Fixed::new(g, setup.sample, role)?))
 }
 
+/// One configuration made outside the search (llama.cpp's presets, whose
+/// rules know tensor names), scored as a reference point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GivenSettings {
+    pub label: &'static str,
+    pub genome: Genome,
+}
+
+impl Settings for GivenSettings {
+    fn label(&self) -> &'static str {
+        self.label
+    }
+
+    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+        let space = setup.space;
+        space.check(&self.genome).map_err(SearchError::Space)?;
+        let cost = space.cost(&self.genome);
+        if cost > setup.budget.limit() {
+            return Err(SettingsError::new(
+                "",
+                format!(
+                    "{} costs {cost}, over the budget {:?}",
+                    self.label, setup.budget
+                ),
+            )
+            .into());
+        }
+        fixed(vec![self.genome.clone()], setup, Role::Heuristic)
+    }
+}
+
 /// Every unit at the budget's level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct UniformSettings;

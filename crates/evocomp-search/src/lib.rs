@@ -38,8 +38,8 @@ pub use evopress::{
     EvoPress, EvoPressConfig, EvoPressSettings, Preset, Stage, Start, level_switch, offspring,
 };
 pub use fixed::{
-    DpSettings, Fixed, OwlSettings, PyramidKvSettings, RandomSettings, ShortGptSettings,
-    UniformSettings,
+    DpSettings, Fixed, GivenSettings, OwlSettings, PyramidKvSettings, RandomSettings,
+    ShortGptSettings, UniformSettings,
 };
 pub use greedy::{Greedy, GreedyConfig, GreedySettings};
 pub use leave_one_out::{LeaveOneOut, ShortenedLlamaSettings};

@@ -1,0 +1,173 @@
+//! GGUF quantization mixes end to end on a small random model whose MLP rows
+//! take K-quants: llama.cpp's preset as a study, a search at the preset's
+//! size and at a bits-per-weight budget, and `export --format gguf` read
+//! back by evocomp to the perplexity the study measured.
+
+mod common;
+
+use common::{evocomp, experiment, ok, summary};
+use evocomp_model::testing::{random_weights, tiny_config, write_gguf};
+use std::path::Path;
+
+/// A 4-layer model with rows of 64 (fallback types) and 256 (ffn_down:
+/// K-quants), a text, and a GGUF-types database config.
+fn setup(dir: &Path) {
+    let mut cfg = tiny_config();
+    cfg.n_layers = 4;
+    cfg.hidden = 64;
+    cfg.intermediate = 256;
+    cfg.head_dim = 16;
+    write_gguf(&cfg, &random_weights(&cfg, 5), &dir.join("tiny.gguf")).unwrap();
+    let words = [
+        "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
+    ];
+    let body: Vec<&str> = (0..1500)
+        .map(|i| words[(i * 7 + i / 3 + i / 11) % words.len()])
+        .collect();
+    std::fs::write(dir.join("text.txt"), body.join(" ")).unwrap();
+    for (name, compression) in [
+        (
+            "types",
+            "GgufTypes(types: [Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_0])",
+        ),
+        (
+            "grid",
+            "Sparsity(method: Magnitude, target: 0.5, max_levels: 2)",
+        ),
+    ] {
+        std::fs::write(
+            dir.join(format!("{name}.ron")),
+            format!(
+                r#"DatabaseSpec(
+    model: "tiny.gguf",
+    output: "db/{name}",
+    calibration: (text: "text.txt", sequences: 4, seq_len: 64, seed: 0),
+    compression: {compression},
+)"#
+            ),
+        )
+        .unwrap();
+    }
+}
+
+fn perplexity_of(dir: &Path, model: &str) -> f64 {
+    let out = ok(&evocomp(
+        dir,
+        &[
+            "perplexity",
+            "--model",
+            model,
+            "--text",
+            "text.txt",
+            "--tokens",
+            "256",
+            "--context",
+            "64",
+            "--backend",
+            "cpu",
+        ],
+    ));
+    out.lines()
+        .find_map(|l| l.strip_prefix("perplexity: "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn err(dir: &Path, args: &[&str]) -> String {
+    let o = evocomp(dir, args);
+    assert!(!o.status.success(), "{args:?} should fail");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn presets_searches_and_gguf_exports_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    // llama.cpp's Q4_K_M as a study of its own: one genome, at its own cost.
+    let p = experiment(d, "preset", "types", "LlamaCpp(Q4_K_M)", "LlamaCpp(Q4_K_M)");
+    ok(&evocomp(d, &["run", p.to_str().unwrap()]));
+    let preset = summary(d, "results/preset");
+    assert_eq!(preset["strategy"], "llama.cpp Q4_K_M");
+    let preset_cost = preset["best"]["cost"].as_u64().unwrap();
+    assert_eq!(preset["budget"]["AtMost"].as_u64(), Some(preset_cost));
+    // A search at the preset's size stays within it.
+    let evo = "EvoPress(preset: Quantization, generations: Some(6), offspring: Some(6), stages: Some([(2, 64), (1, 128)]))";
+    let p = experiment(d, "evo", "types", "LlamaCpp(Q4_K_M)", evo);
+    ok(&evocomp(d, &["run", p.to_str().unwrap()]));
+    let s = summary(d, "results/evo");
+    assert!(s["best"]["cost"].as_u64().unwrap() <= preset_cost);
+    // Bits per weight over the units: DP's answer is within 5.0 of them.
+    let p = experiment(d, "bpw", "types", "Bpw(5.0)", "Dp(max_states: 100000)");
+    ok(&evocomp(d, &["run", p.to_str().unwrap()]));
+    let b = summary(d, "results/bpw");
+    let full = b["full_cost"].as_u64().unwrap();
+    // The least compressed level is Q8_0 everywhere: 8.5 bits per weight.
+    let weights = full as f64 / 8.5;
+    let limit = (weights * 5.0).floor() as u64;
+    assert_eq!(b["budget"]["AtMost"].as_u64(), Some(limit));
+    assert!(b["best"]["cost"].as_u64().unwrap() <= limit);
+
+    // The search's genome as a GGUF: read back by evocomp, the perplexity
+    // the study measured on the same windows.
+    let out = ok(&evocomp(
+        d,
+        &[
+            "export",
+            "results/evo",
+            "--format",
+            "gguf",
+            "--out",
+            "evo-gguf",
+        ],
+    ));
+    assert!(out.contains("bits per weight"), "{out}");
+    let got = perplexity_of(d, "evo-gguf/model.gguf");
+    let want = s["best"]["held_out_perplexity"].as_f64().unwrap();
+    assert!(
+        (got - want).abs() <= 1e-4 * want,
+        "exported {got} vs study {want}"
+    );
+    let levels = std::fs::read_to_string(d.join("evo-gguf/levels.txt")).unwrap();
+    assert!(levels.contains("token_embd"), "{levels}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("evo-gguf/evocomp.json")).unwrap()).unwrap();
+    assert_eq!(meta["format"], "gguf");
+    assert_eq!(meta["genome"], s["best"]["genome"]);
+
+    // What does not make sense says so.
+    let p = experiment(d, "bad-budget", "grid", "LlamaCpp(Q4_K_M)", "Uniform");
+    let e = err(d, &["run", p.to_str().unwrap()]);
+    assert!(e.contains("bad-budget.ron") && e.contains("budget"), "{e}");
+    assert!(e.contains("GGUF-types database"), "{e}");
+    let p = experiment(d, "sparse", "grid", "UniformLevel(0)", "Uniform");
+    ok(&evocomp(d, &["run", p.to_str().unwrap()]));
+    let e = err(
+        d,
+        &[
+            "export",
+            "results/sparse",
+            "--format",
+            "gguf",
+            "--out",
+            "sparse-gguf",
+        ],
+    );
+    assert!(e.contains("GGUF export writes GGUF-types studies"), "{e}");
+    let e = err(
+        d,
+        &[
+            "export",
+            "results/evo",
+            "--format",
+            "gguf",
+            "--dtype",
+            "bf16",
+            "--out",
+            "x",
+        ],
+    );
+    assert!(e.contains("--dtype applies to --format hf"), "{e}");
+}

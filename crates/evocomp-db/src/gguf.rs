@@ -1,0 +1,234 @@
+//! What GGUF-types databases add: llama.cpp's presets as genomes, and a
+//! genome written as a GGUF file llama.cpp runs.
+
+use crate::apply::Database;
+use crate::spec::Compression;
+use crate::units::{UnitTarget, level_type, tensor_role};
+use crate::{DbError, Result};
+use evocomp_gguf::{GgmlType, GgufFile, GgufWriter, Preset, Value};
+use evocomp_model::{LinearKind, LlamaConfig, rope_row_sources};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The genome that gives every unit the type llama.cpp's `preset` gives its
+/// tensor (without an importance matrix changing any rule: none of these
+/// presets' rules depend on one). An error names a unit whose type the
+/// database lacks.
+pub fn preset_genome(db: &Database, preset: Preset) -> Result<Vec<i64>> {
+    let m = &db.manifest;
+    if !matches!(m.compression, Compression::GgufTypes { .. }) {
+        return Err(DbError::Unsupported(format!(
+            "llama.cpp presets are genomes of a GGUF-types database; {} is not one",
+            db.dir().display()
+        )));
+    }
+    let n_layers = m.units.iter().map(|u| u.unit.layer + 1).max().unwrap_or(0);
+    let tied = !m.units.iter().any(|u| u.unit.target == UnitTarget::Head);
+    m.units
+        .iter()
+        .map(|u| {
+            let role = tensor_role(u.unit.target)
+                .ok_or_else(|| DbError::Unsupported(format!("{}: not a tensor", u.name)))?;
+            let [_, cols] = u
+                .shape
+                .ok_or_else(|| DbError::Unsupported(format!("{}: no shape", u.name)))?;
+            let want = preset.tensor_type(role, u.unit.layer, n_layers, cols, tied);
+            u.levels
+                .iter()
+                .find(|l| level_type(l) == Some(want))
+                .map(|l| l.level)
+                .ok_or_else(|| {
+                    let have: Vec<String> = u
+                        .levels
+                        .iter()
+                        .filter_map(level_type)
+                        .map(|t| t.to_string())
+                        .collect();
+                    DbError::Unsupported(format!(
+                        "llama.cpp's {preset} gives {} ({}) type {want}, which the database does \
+                         not have (it has {}); add {want} to the database's types",
+                        u.name,
+                        role.gguf_name(u.unit.layer),
+                        have.join(", ")
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Rows of quantized Q/K blocks (`rows` rows, in evocomp's HF order) put
+/// into llama.cpp's RoPE order: each row's blocks move whole.
+fn rope_rows_to_gguf(bytes: &[u8], rows: usize, n_head: usize) -> Vec<u8> {
+    let row = bytes.len() / rows;
+    rope_row_sources(rows, n_head, true)
+        .into_iter()
+        .flat_map(|src| &bytes[src * row..(src + 1) * row])
+        .copied()
+        .collect()
+}
+
+/// What [`export_gguf`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GgufExport {
+    pub tensors: usize,
+    /// The file's size in bytes.
+    pub bytes: u64,
+    /// Weights per type, over every tensor.
+    pub weights_by_type: BTreeMap<GgmlType, u64>,
+    /// Bits per weight over every tensor (norms included), as llama.cpp
+    /// reports a model's size.
+    pub bits_per_weight: f64,
+}
+
+/// llama.cpp's `general.file_type` for a file mostly of `ty` (the _M
+/// variant for K-quants).
+fn file_type(ty: GgmlType) -> u32 {
+    use GgmlType as T;
+    match ty {
+        T::F32 => 0,
+        T::F16 => 1,
+        T::Q4_0 => 2,
+        T::Q4_1 => 3,
+        T::Q8_0 => 7,
+        T::Q5_0 => 8,
+        T::Q5_1 => 9,
+        T::Q2_K => 10,
+        T::Q3_K => 12,
+        T::Q4_K => 15,
+        T::Q5_K => 17,
+        T::Q6_K => 18,
+        T::IQ4_NL => 25,
+        T::BF16 => 32,
+        _ => 1024,
+    }
+}
+
+/// Write `genome` of a GGUF-types database as a GGUF v3 file at `out`: the
+/// source model's metadata (tokenizer included) and tensor order, each unit's
+/// tensor as the database's blocks of its level (llama.cpp's bytes), every
+/// other tensor copied. Q and K rows go back to llama.cpp's RoPE order where
+/// its converter permutes them (`cfg`'s family). `extra` metadata is added
+/// (evocomp's provenance).
+/// The file is written to a temporary name and renamed, so `out` is either
+/// the whole export or absent.
+pub fn export_gguf(
+    db: &Database,
+    cfg: &LlamaConfig,
+    source: &GgufFile,
+    genome: &[i64],
+    out: &Path,
+    extra: Vec<(String, Value)>,
+) -> Result<GgufExport> {
+    db.manifest.check_genome(genome)?;
+    if !matches!(db.manifest.compression, Compression::GgufTypes { .. }) {
+        return Err(DbError::Unsupported(format!(
+            "GGUF export writes GGUF-types studies (llama.cpp tensor types); {} holds {}: \
+             export it as an HF folder (--format hf)",
+            db.dir().display(),
+            crate::units::cost_unit(&db.manifest.compression)
+        )));
+    }
+    // Unit per tensor name.
+    let mut by_name = BTreeMap::new();
+    for (ui, u) in db.manifest.units.iter().enumerate() {
+        let role = tensor_role(u.unit.target)
+            .ok_or_else(|| DbError::Unsupported(format!("{}: not a tensor", u.name)))?;
+        by_name.insert(role.gguf_name(u.unit.layer), ui);
+    }
+    let src = source.path().display().to_string();
+    let mut w = GgufWriter::new();
+    if let Some(a) = source.get("general.alignment") {
+        let Value::U32(a) = a else {
+            return Err(DbError::Unsupported(format!(
+                "{src}: general.alignment is not a u32"
+            )));
+        };
+        w = w.alignment(*a as u64);
+    }
+    let mut weights_by_type: BTreeMap<GgmlType, u64> = BTreeMap::new();
+    let mut tensors = Vec::new();
+    for info in source.tensors() {
+        let (ty, bytes): (GgmlType, Cow<[u8]>) = match by_name.remove(&info.name) {
+            Some(ui) => {
+                let u = &db.manifest.units[ui];
+                let shape = u.shape.expect("tensor units have shapes");
+                if info.shape() != shape.to_vec() {
+                    return Err(DbError::Unsupported(format!(
+                        "{src}: {} has shape {:?}, the database's {} {:?}: not the database's model",
+                        info.name,
+                        info.shape(),
+                        u.name,
+                        shape
+                    )));
+                }
+                let (ty, bytes) =
+                    db.ggml_variant(ui, genome[ui])?
+                        .ok_or_else(|| DbError::Corrupt {
+                            path: db.dir().join(u.file.as_deref().unwrap_or("?")),
+                            message: format!("{}: level {} has no ggml blocks", u.name, genome[ui]),
+                        })?;
+                let heads = match u.unit.target {
+                    UnitTarget::Linear(LinearKind::Q) => Some(cfg.n_heads),
+                    UnitTarget::Linear(LinearKind::K) => Some(cfg.n_kv_heads),
+                    _ => None,
+                };
+                match heads.filter(|_| cfg.family.gguf_permutes_qk()) {
+                    Some(n) => (ty, Cow::Owned(rope_rows_to_gguf(bytes, shape[0], n))),
+                    None => (ty, Cow::Borrowed(bytes)),
+                }
+            }
+            None => (info.ty, Cow::Borrowed(source.tensor_bytes(info))),
+        };
+        *weights_by_type.entry(ty).or_default() += info.n_elements();
+        tensors.push((info.name.clone(), info.dims.clone(), ty, bytes));
+    }
+    if let Some((name, _)) = by_name.into_iter().next() {
+        return Err(DbError::Unsupported(format!(
+            "{src} has no tensor {name}, which the database quantizes: not the database's model"
+        )));
+    }
+    let mostly = weights_by_type
+        .iter()
+        .filter(|(t, _)| !matches!(t, GgmlType::F32))
+        .max_by_key(|(_, n)| **n)
+        .map_or(GgmlType::F32, |(t, _)| *t);
+    for (k, v) in source.metadata() {
+        if k == "general.alignment" || k == "general.file_type" {
+            continue;
+        }
+        w.meta(k.clone(), v.clone());
+    }
+    w.meta("general.file_type", Value::U32(file_type(mostly)));
+    for (k, v) in extra {
+        w.meta(k, v);
+    }
+    for (name, dims, ty, bytes) in &tensors {
+        w.tensor_borrowed(name.clone(), dims, *ty, bytes.as_ref())
+            .map_err(|e| DbError::Unsupported(e.to_string()))?;
+    }
+    let tmp = out.with_extension("gguf.tmp");
+    let io = |e| DbError::Io {
+        path: tmp.clone(),
+        source: e,
+    };
+    let file = std::fs::File::create(&tmp).map_err(io)?;
+    let mut buf = std::io::BufWriter::with_capacity(1 << 20, file);
+    w.write_to(&mut buf).map_err(io)?;
+    let file = buf.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    std::fs::rename(&tmp, out).map_err(DbError::io(out))?;
+    let bytes = std::fs::metadata(out).map_err(DbError::io(out))?.len();
+    let total: u64 = weights_by_type.values().sum();
+    let bits: f64 = tensors
+        .iter()
+        .map(|(_, _, _, b)| b.len() as f64 * 8.0)
+        .sum();
+    Ok(GgufExport {
+        tensors: tensors.len(),
+        bytes,
+        weights_by_type,
+        bits_per_weight: bits / total.max(1) as f64,
+    })
+}
