@@ -7,13 +7,15 @@ use crate::capture::{INPUT_GROUPS, XtxCapture, input_group};
 use crate::codec;
 use crate::manifest::{FORMAT_VERSION, Manifest, UnitEntry, sha256_file, write_atomic};
 use crate::spec::{Compression, Propagation};
-use crate::units::{Level, UnitTarget, cost_unit, level_type, plan, unit_shape};
+use crate::units::{Level, UnitTarget, cost_unit, level_type, plan, tensor_role, unit_shape};
 use crate::{DbError, Result};
 use burn::tensor::{Device, Tensor};
 use evocomp_compress::{Hessian, Matrix, QuantSpec, prune, quantize};
 use evocomp_data::Sample;
-use evocomp_gguf::GgmlType;
-use evocomp_model::{HostTensor, LinearKind, LlamaModel, LlamaWeights, LoadedModel, NoHook};
+use evocomp_gguf::{GgmlType, GgufFile};
+use evocomp_model::{
+    HostTensor, LinearKind, LlamaConfig, LlamaModel, LlamaWeights, LoadedModel, NoHook,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -242,10 +244,19 @@ pub fn build_database(
         .filter(|&i| is_table(&manifest.units[i]))
         .collect();
     let progress = bar(todo.len() as u64, opts.progress, "db build");
+    let source = gguf_source(model, compression)?;
     if !tables.is_empty() {
         let weights = model.weights()?;
         for &ui in &tables {
-            build_table(&mut manifest, ui, weights, compression, dir)?;
+            build_table(
+                &mut manifest,
+                ui,
+                weights,
+                compression,
+                source.as_ref(),
+                cfg,
+                dir,
+            )?;
             report.built += 1;
             progress.inc(1);
             if opts.stop_after_units.is_some_and(|n| report.built >= n) {
@@ -286,6 +297,8 @@ pub fn build_database(
     };
     let mut ctx = BuildCtx {
         weights,
+        source: source.as_ref(),
+        cfg,
         compression,
         dir,
         opts,
@@ -393,6 +406,9 @@ struct Prepared<'a> {
 /// What building one group of units needs.
 struct BuildCtx<'a> {
     weights: &'a LlamaWeights,
+    /// The model's GGUF file, for GGUF-types databases ([`gguf_source`]).
+    source: Option<&'a GgufFile>,
+    cfg: &'a LlamaConfig,
     compression: &'a Compression,
     dir: &'a Path,
     opts: &'a BuildOptions,
@@ -451,9 +467,19 @@ impl BuildCtx<'_> {
             .map(|&(ui, li)| {
                 let entry = &manifest.units[ui];
                 let p = &prepared[&ui];
-                let (v, ggml) =
-                    compress_variant(&p.w, Some(p.h), self.compression, &entry.levels[li])
-                        .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
+                let level = &entry.levels[li];
+                let kept = level_type(level)
+                    .filter(|_| matches!(self.compression, Compression::GgufTypes { .. }))
+                    .and_then(|ty| Some(ty).zip(source_blocks(self.source, self.cfg, entry, ty)));
+                let (v, ggml) = match kept {
+                    Some((ty, bytes)) => {
+                        let data = evocomp_gguf::dequantize(ty, &bytes, p.w.numel())
+                            .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
+                        (Matrix::new(p.w.rows, p.w.cols, data), Some((ty, bytes)))
+                    }
+                    None => compress_variant(&p.w, Some(p.h), self.compression, level)
+                        .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?,
+                };
                 let err = p.w.reconstruction_error(&v, p.h);
                 let held = p
                     .held
@@ -519,6 +545,8 @@ fn build_table(
     ui: usize,
     weights: &LlamaWeights,
     compression: &Compression,
+    source: Option<&GgufFile>,
+    cfg: &LlamaConfig,
     dir: &Path,
 ) -> Result<()> {
     let entry = &manifest.units[ui];
@@ -533,8 +561,11 @@ fn build_table(
     let mut variants = Vec::with_capacity(entry.levels.len());
     for (li, level) in entry.levels.iter().enumerate() {
         let ty = gguf_type(compression, level)?;
-        let bytes = quantize_rows(ty, &t.data, cols, None)
-            .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
+        let bytes = match source_blocks(source, cfg, entry, ty) {
+            Some(b) => b,
+            None => quantize_rows(ty, &t.data, cols, None)
+                .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?,
+        };
         let m = evocomp_gguf::dequantize(ty, &bytes, rows * cols)
             .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
         let err: f64 = t
@@ -555,6 +586,56 @@ fn build_table(
         });
     }
     write_unit(manifest, ui, variants, energy, dir)
+}
+
+/// The model's own GGUF file, when it is one and the database holds GGUF
+/// types: llama-quantize keeps a tensor whose type already is the target
+/// type as it is, and so does a GGUF-types database (that level is then
+/// exactly the model's weights).
+fn gguf_source(model: &LoadedModel, compression: &Compression) -> Result<Option<GgufFile>> {
+    if !matches!(compression, Compression::GgufTypes { .. })
+        || model.info.format != evocomp_model::ModelFormat::Gguf
+    {
+        return Ok(None);
+    }
+    let path = &model.info.path;
+    GgufFile::open(path)
+        .map(Some)
+        .map_err(|e| DbError::Backend(format!("{}: {e}", path.display())))
+}
+
+/// A unit's tensor as the source file stores it, if its type is `ty`: the
+/// blocks in evocomp's row order (Q/K rows back from llama.cpp's RoPE order).
+fn source_blocks(
+    source: Option<&GgufFile>,
+    cfg: &LlamaConfig,
+    unit: &UnitEntry,
+    ty: GgmlType,
+) -> Option<Vec<u8>> {
+    let source = source?;
+    let name = tensor_role(unit.unit.target)?.gguf_name(unit.unit.layer);
+    let info = source.tensor_info(&name)?;
+    let [rows, _] = unit.shape?;
+    if info.ty != ty || info.shape() != unit.shape?.to_vec() {
+        return None;
+    }
+    let bytes = source.tensor_bytes(info);
+    let heads = match unit.unit.target {
+        UnitTarget::Linear(LinearKind::Q) => cfg.n_heads,
+        UnitTarget::Linear(LinearKind::K) => cfg.n_kv_heads,
+        _ => return Some(bytes.to_vec()),
+    };
+    if !cfg.family.gguf_permutes_qk() {
+        return Some(bytes.to_vec());
+    }
+    let row = bytes.len() / rows;
+    Some(
+        evocomp_model::rope_row_sources(rows, heads, false)
+            .into_iter()
+            .flat_map(|src| &bytes[src * row..(src + 1) * row])
+            .copied()
+            .collect(),
+    )
 }
 
 /// The GGUF type of `level` in a GGUF-types database.

@@ -325,3 +325,106 @@ fn only_gguf_types_databases_export_to_gguf() {
     let e = preset_genome(&db, Preset::Q4_K_M).unwrap_err().to_string();
     assert!(e.contains("not one"), "{e}");
 }
+
+/// `model`'s GGUF rewritten with ffn_down as Q8_0 blocks that llama.cpp's
+/// quantizer would not write (each scale doubled, each value halved: the
+/// largest value is 63, not 127) and attn_q as Q5_0 (rows in the file's own
+/// order, as llama.cpp quantizes them).
+fn requantized(dir: &Path) -> (LoadedModel, String) {
+    let (_, _) = model(dir, true);
+    let f32_file = GgufFile::open(dir.join("tied.gguf")).unwrap();
+    let mut w = evocomp_gguf::GgufWriter::new();
+    for (k, v) in f32_file.metadata() {
+        w.meta(k.clone(), v.clone());
+    }
+    for info in f32_file.tensors() {
+        let ty = if info.name.ends_with("ffn_down.weight") {
+            GgmlType::Q8_0
+        } else if info.name.ends_with("attn_q.weight") {
+            GgmlType::Q5_0
+        } else {
+            GgmlType::F32
+        };
+        let bytes = if ty == GgmlType::F32 {
+            f32_file.tensor_bytes(info).to_vec()
+        } else {
+            let (_, data) = f32_file.dequantize(&info.name).unwrap();
+            let mut b = quantize(ty, &data, info.dims[0] as usize, None).unwrap();
+            if ty == GgmlType::Q8_0 {
+                for block in b.chunks_exact_mut(34) {
+                    let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+                    block[..2].copy_from_slice(&half::f16::from_f32(2.0 * d).to_le_bytes());
+                    for q in &mut block[2..] {
+                        *q = ((*q as i8) / 2) as u8;
+                    }
+                }
+            }
+            b
+        };
+        w.tensor_raw(info.name.clone(), &info.dims, ty, bytes)
+            .unwrap();
+    }
+    let path = dir.join("mixed.gguf");
+    w.write(&path).unwrap();
+    let m = load_model(&path).unwrap();
+    let fp = m.info.fingerprint().unwrap();
+    (m, fp)
+}
+
+#[test]
+fn a_level_of_the_sources_own_type_is_the_sources_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, fp) = requantized(tmp.path());
+    let db = build(&m, &fp, &types(true), &tmp.path().join("db"));
+    let source = GgufFile::open(tmp.path().join("mixed.gguf")).unwrap();
+    let level_of = |ui: usize, ty: GgmlType| {
+        db.manifest.units[ui]
+            .levels
+            .iter()
+            .find(|l| evocomp_db::level_type(l) == Some(ty))
+            .unwrap()
+            .level
+    };
+    let units = &db.manifest.units;
+    let down = units.iter().position(|u| u.name == "L01.down").unwrap();
+    let theirs = source.tensor_bytes(source.tensor_info("blk.1.ffn_down.weight").unwrap());
+    let (_, ours) = db
+        .ggml_variant(down, level_of(down, GgmlType::Q8_0))
+        .unwrap()
+        .unwrap();
+    assert!(
+        ours == theirs,
+        "kept as llama-quantize keeps a tensor of the target type"
+    );
+    // Requantizing the decoded weights would not have given them back.
+    let w = m.weights().unwrap().layers[1].linear(evocomp_model::LinearKind::Down);
+    let again = quantize(GgmlType::Q8_0, &w.data, w.shape[1], None).unwrap();
+    assert!(
+        again != theirs,
+        "the test needs a tensor that requantizes differently"
+    );
+    // Q rows come back from llama.cpp's RoPE order: exporting puts them back.
+    let q = units.iter().position(|u| u.name == "L00.q").unwrap();
+    let g: Vec<i64> = (0..units.len())
+        .map(|ui| {
+            if ui == q {
+                level_of(q, GgmlType::Q5_0)
+            } else {
+                0
+            }
+        })
+        .collect();
+    let out = tmp.path().join("out.gguf");
+    export_gguf(&db, m.config(), &source, &g, &out, Vec::new()).unwrap();
+    let file = GgufFile::open(&out).unwrap();
+    let name = "blk.0.attn_q.weight";
+    assert!(
+        file.tensor_bytes(file.tensor_info(name).unwrap())
+            == source.tensor_bytes(source.tensor_info(name).unwrap())
+    );
+    // And the level is exactly the model's weights: no error at all.
+    assert_eq!(
+        db.level_errors().unwrap()[down][level_of(down, GgmlType::Q8_0) as usize],
+        0.0
+    );
+}
