@@ -30,9 +30,9 @@ pub struct ExportArgs {
     #[arg(long, default_value = "f32")]
     pub dtype: evocomp_model::WeightDtype,
     /// `hf`: config.json + model.safetensors + tokenizer.json. `gguf`:
-    /// model.gguf for llama.cpp (GGUF-types studies of a GGUF model): every
-    /// tensor in its searched type, llama.cpp's own bytes, the source's
-    /// metadata and tokenizer.
+    /// model.gguf for llama.cpp, from a GGUF model's GGUF-types study (every
+    /// tensor in its searched type, llama.cpp's own bytes) or depth study
+    /// (dropped blocks removed), with the source's metadata and tokenizer.
     #[arg(long, value_enum, default_value = "hf")]
     pub format: ExportFormat,
 }

@@ -104,14 +104,69 @@ fn file_type(ty: GgmlType) -> u32 {
     }
 }
 
-/// Write `genome` of a GGUF-types database as a GGUF v3 file at `out`: the
-/// source model's metadata (tokenizer included) and tensor order, each unit's
-/// tensor as the database's blocks of its level (llama.cpp's bytes), every
-/// other tensor copied. Q and K rows go back to llama.cpp's RoPE order where
-/// its converter permutes them (`cfg`'s family). `extra` metadata is added
-/// (evocomp's provenance).
-/// The file is written to a temporary name and renamed, so `out` is either
-/// the whole export or absent.
+/// What a depth genome does to the blocks of a GGUF file: which are
+/// removed, and whose attention or MLP output projection is zeroed.
+struct DepthPlan {
+    removed: Vec<bool>,
+    zero_attn: Vec<bool>,
+    zero_mlp: Vec<bool>,
+}
+
+impl DepthPlan {
+    fn new(db: &Database, genome: &[i64], n_layers: usize) -> Self {
+        let mut p = DepthPlan {
+            removed: vec![false; n_layers],
+            zero_attn: vec![false; n_layers],
+            zero_mlp: vec![false; n_layers],
+        };
+        for (u, &g) in db.manifest.units.iter().zip(genome) {
+            if g != 1 {
+                continue;
+            }
+            match u.unit.target {
+                UnitTarget::Block => p.removed[u.unit.layer] = true,
+                UnitTarget::Attention => p.zero_attn[u.unit.layer] = true,
+                UnitTarget::Mlp => p.zero_mlp[u.unit.layer] = true,
+                _ => {}
+            }
+        }
+        p
+    }
+
+    /// A block tensor's new name (`None`: its block is removed).
+    fn rename(&self, name: &str) -> Option<String> {
+        let Some((layer, rest)) = block_of(name) else {
+            return Some(name.to_string());
+        };
+        if self.removed[layer] {
+            return None;
+        }
+        let before = self.removed[..layer].iter().filter(|&&r| r).count();
+        Some(format!("blk.{}.{rest}", layer - before))
+    }
+}
+
+/// `blk.<layer>.<rest>` split into the layer and the rest.
+fn block_of(name: &str) -> Option<(usize, &str)> {
+    let (layer, rest) = name.strip_prefix("blk.")?.split_once('.')?;
+    Some((layer.parse().ok()?, rest))
+}
+
+/// Write `genome` as a GGUF v3 file at `out`, from the source GGUF file:
+/// its metadata (tokenizer included) and tensor order.
+/// - A GGUF-types study: each unit's tensor as the database's blocks of its
+///   level (llama.cpp's bytes), every other tensor copied. Q and K rows go
+///   back to llama.cpp's RoPE order where its converter permutes them
+///   (`cfg`'s family).
+/// - A depth study: dropped blocks removed (later blocks renumbered, the
+///   block count and per-layer metadata arrays rewritten), a dropped
+///   attention or MLP sub-block's output projection written as zeros in its
+///   own type; every tensor kept is the source's bytes. Gemma 3 is refused
+///   when blocks are removed: llama.cpp derives its sliding-window blocks
+///   from their index.
+///
+/// `extra` metadata is added (evocomp's provenance). The file is written to a
+/// temporary name and renamed, so `out` is either the whole export or absent.
 pub fn export_gguf(
     db: &Database,
     cfg: &LlamaConfig,
@@ -121,22 +176,55 @@ pub fn export_gguf(
     extra: Vec<(String, Value)>,
 ) -> Result<GgufExport> {
     db.manifest.check_genome(genome)?;
-    if !matches!(db.manifest.compression, Compression::GgufTypes { .. }) {
+    let src = source.path().display().to_string();
+    let depth = match &db.manifest.compression {
+        Compression::GgufTypes { .. } => None,
+        Compression::Depth { .. } => Some(DepthPlan::new(db, genome, cfg.n_layers)),
+        other => {
+            let why = match other {
+                Compression::Sparsity { .. } => {
+                    "llama.cpp has no sparse tensors: the zeros would be stored, quantized, at full cost"
+                }
+                Compression::Quantization { .. } => {
+                    "GPTQ/RTN grids with groups of 128 are not ggml types (a GGUF-types database searches llama.cpp's own)"
+                }
+                _ => "KV-cache settings are a runtime policy, not weights",
+            };
+            return Err(DbError::Unsupported(format!(
+                "GGUF export writes GGUF-types studies and depth studies; {} holds {}: {why}; \
+                 export it as an HF folder (--format hf)",
+                db.dir().display(),
+                crate::units::cost_unit(&db.manifest.compression)
+            )));
+        }
+    };
+    let arch = match source.get("general.architecture") {
+        Some(Value::String(a)) => a.clone(),
+        _ => {
+            return Err(DbError::Unsupported(format!(
+                "{src}: no general.architecture"
+            )));
+        }
+    };
+    let removed = depth
+        .as_ref()
+        .map_or(0, |d| d.removed.iter().filter(|&&r| r).count());
+    if removed > 0 && arch == "gemma3" {
         return Err(DbError::Unsupported(format!(
-            "GGUF export writes GGUF-types studies (llama.cpp tensor types); {} holds {}: \
-             export it as an HF folder (--format hf)",
-            db.dir().display(),
-            crate::units::cost_unit(&db.manifest.compression)
+            "{src}: llama.cpp derives Gemma 3's sliding-window blocks from their index, so a \
+             GGUF with blocks removed would attend differently; export it as an HF folder \
+             (--format hf), whose layer_types keep each block's window"
         )));
     }
-    // Unit per tensor name.
+    // Unit per tensor name (GGUF types).
     let mut by_name = BTreeMap::new();
-    for (ui, u) in db.manifest.units.iter().enumerate() {
-        let role = tensor_role(u.unit.target)
-            .ok_or_else(|| DbError::Unsupported(format!("{}: not a tensor", u.name)))?;
-        by_name.insert(role.gguf_name(u.unit.layer), ui);
+    if depth.is_none() {
+        for (ui, u) in db.manifest.units.iter().enumerate() {
+            let role = tensor_role(u.unit.target)
+                .ok_or_else(|| DbError::Unsupported(format!("{}: not a tensor", u.name)))?;
+            by_name.insert(role.gguf_name(u.unit.layer), ui);
+        }
     }
-    let src = source.path().display().to_string();
     let mut w = GgufWriter::new();
     if let Some(a) = source.get("general.alignment") {
         let Value::U32(a) = a else {
@@ -149,6 +237,13 @@ pub fn export_gguf(
     let mut weights_by_type: BTreeMap<GgmlType, u64> = BTreeMap::new();
     let mut tensors = Vec::new();
     for info in source.tensors() {
+        let mut name = info.name.clone();
+        if let Some(d) = &depth {
+            let Some(renamed) = d.rename(&info.name) else {
+                continue;
+            };
+            name = renamed;
+        }
         let (ty, bytes): (GgmlType, Cow<[u8]>) = match by_name.remove(&info.name) {
             Some(ui) => {
                 let u = &db.manifest.units[ui];
@@ -178,10 +273,30 @@ pub fn export_gguf(
                     None => (ty, Cow::Borrowed(bytes)),
                 }
             }
-            None => (info.ty, Cow::Borrowed(source.tensor_bytes(info))),
+            None => {
+                let zeroed = depth.as_ref().is_some_and(|d| match block_of(&info.name) {
+                    Some((l, "attn_output.weight")) => d.zero_attn[l],
+                    Some((l, "ffn_down.weight")) => d.zero_mlp[l],
+                    _ => false,
+                });
+                if zeroed {
+                    let zeros = vec![0.0f32; info.n_elements() as usize];
+                    let bytes =
+                        evocomp_gguf::quantize(info.ty, &zeros, info.dims[0] as usize, None)
+                            .map_err(|e| {
+                                DbError::Unsupported(format!(
+                                    "{src}: {}: zeroing a dropped sub-block: {e}",
+                                    info.name
+                                ))
+                            })?;
+                    (info.ty, Cow::Owned(bytes))
+                } else {
+                    (info.ty, Cow::Borrowed(source.tensor_bytes(info)))
+                }
+            }
         };
         *weights_by_type.entry(ty).or_default() += info.n_elements();
-        tensors.push((info.name.clone(), info.dims.clone(), ty, bytes));
+        tensors.push((name, info.dims.clone(), ty, bytes));
     }
     if let Some((name, _)) = by_name.into_iter().next() {
         return Err(DbError::Unsupported(format!(
@@ -193,13 +308,32 @@ pub fn export_gguf(
         .filter(|(t, _)| !matches!(t, GgmlType::F32))
         .max_by_key(|(_, n)| **n)
         .map_or(GgmlType::F32, |(t, _)| *t);
+    let block_count = format!("{arch}.block_count");
     for (k, v) in source.metadata() {
-        if k == "general.alignment" || k == "general.file_type" {
+        if k == "general.alignment" || (k == "general.file_type" && depth.is_none()) {
             continue;
         }
-        w.meta(k.clone(), v.clone());
+        let v = match (&depth, v) {
+            (Some(_), _) if *k == block_count => Value::U32((cfg.n_layers - removed) as u32),
+            // A per-layer array (one entry per block) loses the removed blocks' entries.
+            (Some(d), Value::Array(t, items))
+                if k.starts_with(&format!("{arch}.")) && items.len() == cfg.n_layers =>
+            {
+                let kept = items
+                    .iter()
+                    .zip(&d.removed)
+                    .filter(|(_, r)| !**r)
+                    .map(|(x, _)| x.clone())
+                    .collect();
+                Value::Array(*t, kept)
+            }
+            _ => v.clone(),
+        };
+        w.meta(k.clone(), v);
     }
-    w.meta("general.file_type", Value::U32(file_type(mostly)));
+    if depth.is_none() {
+        w.meta("general.file_type", Value::U32(file_type(mostly)));
+    }
     for (k, v) in extra {
         w.meta(k, v);
     }

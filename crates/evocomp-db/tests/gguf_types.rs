@@ -298,31 +298,107 @@ fn an_exported_gguf_loads_back_to_the_applied_genome() {
 }
 
 #[test]
-fn only_gguf_types_databases_export_to_gguf() {
+fn depth_genomes_export_with_blocks_removed_or_zeroed_and_others_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
+    let d = Device::flex();
     let (m, fp) = model(tmp.path(), true);
-    let db = build(
+    let source = GgufFile::open(m.info.path.as_path()).unwrap();
+    // Whole blocks: the first of two removed, the second renumbered.
+    let blocks = build(
         &m,
         &fp,
         &Compression::Depth {
             unit: evocomp_db::DepthUnit::Block,
         },
-        &tmp.path().join("depth"),
+        &tmp.path().join("blocks"),
     );
-    let source = GgufFile::open(m.info.path.as_path()).unwrap();
+    let out = tmp.path().join("short.gguf");
+    export_gguf(&blocks, m.config(), &source, &[1, 0], &out, Vec::new()).unwrap();
+    let file = GgufFile::open(&out).unwrap();
+    assert_eq!(file.get("llama.block_count"), Some(&Value::U32(1)));
+    assert!(file.tensor_info("blk.1.attn_q.weight").is_none());
+    assert!(
+        file.tensor_bytes(file.tensor_info("blk.0.ffn_up.weight").unwrap())
+            == source.tensor_bytes(source.tensor_info("blk.1.ffn_up.weight").unwrap())
+    );
+    let loaded = load_model(&out).unwrap();
+    assert_eq!(loaded.config().n_layers, 1);
+    let from_file = LlamaModel::new(loaded.config(), loaded.weights().unwrap(), &d);
+    let mat = evocomp_db::materialize(&blocks, m.config(), m.weights().unwrap(), &[1, 0]).unwrap();
+    let removed = LlamaModel::new(&mat.config, &mat.weights, &d);
+    assert_eq!(logits(&from_file), logits(&removed));
+    // Sub-blocks: a dropped attention is a zero output projection.
+    let subs = build(
+        &m,
+        &fp,
+        &Compression::Depth {
+            unit: evocomp_db::DepthUnit::SubBlock,
+        },
+        &tmp.path().join("subs"),
+    );
+    let g = vec![0, 0, 1, 0];
+    let out = tmp.path().join("skip.gguf");
+    export_gguf(&subs, m.config(), &source, &g, &out, Vec::new()).unwrap();
+    let loaded = load_model(&out).unwrap();
+    let from_file = LlamaModel::new(loaded.config(), loaded.weights().unwrap(), &d);
+    let mut live = LlamaModel::new(m.config(), m.weights().unwrap(), &d);
+    Applier::new(&subs).apply(&subs, &mut live, &g).unwrap();
+    assert_eq!(logits(&from_file), logits(&live));
+    // Gemma 3's sliding-window blocks follow their index: no blocks removed.
+    let cfg = evocomp_model::testing::tiny_gemma3_config(8);
+    let path = tmp.path().join("gemma.gguf");
+    write_gguf(&cfg, &random_weights(&cfg, 3), &path).unwrap();
+    let gm = load_model(&path).unwrap();
+    let gdb = build(
+        &gm,
+        &gm.info.fingerprint().unwrap(),
+        &Compression::Depth {
+            unit: evocomp_db::DepthUnit::Block,
+        },
+        &tmp.path().join("gemma-blocks"),
+    );
     let e = export_gguf(
-        &db,
+        &gdb,
+        gm.config(),
+        &GgufFile::open(&path).unwrap(),
+        &[0, 1],
+        &tmp.path().join("g.gguf"),
+        Vec::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("sliding-window blocks from their index"), "{e}");
+    // Sparsity has no GGUF form.
+    let sparse = build(
+        &m,
+        &fp,
+        &Compression::Sparsity {
+            method: evocomp_compress::SparsityMethod::Magnitude,
+            target: 0.5,
+            step_fraction: 0.1,
+            max_sparsity: 0.9,
+            max_levels: 1,
+            obs: evocomp_compress::ObsOptions::default(),
+            propagation: evocomp_db::Propagation::Uncompressed,
+        },
+        &tmp.path().join("sparse"),
+    );
+    let n = sparse.manifest.units.len();
+    let e = export_gguf(
+        &sparse,
         m.config(),
         &source,
-        &[0, 1],
+        &vec![0; n],
         &tmp.path().join("x.gguf"),
         Vec::new(),
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("GGUF export writes GGUF-types studies"), "{e}");
+    assert!(e.contains("llama.cpp has no sparse tensors"), "{e}");
     assert!(!tmp.path().join("x.gguf").exists());
-    let e = preset_genome(&db, Preset::Q4_K_M).unwrap_err().to_string();
+    let e = preset_genome(&sparse, Preset::Q4_K_M)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not one"), "{e}");
 }
 
