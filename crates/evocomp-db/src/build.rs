@@ -7,7 +7,9 @@ use crate::capture::{INPUT_GROUPS, XtxCapture, input_group};
 use crate::codec;
 use crate::manifest::{FORMAT_VERSION, Manifest, UnitEntry, sha256_file, write_atomic};
 use crate::spec::{Compression, Propagation};
-use crate::units::{Level, UnitTarget, cost_unit, level_type, plan, tensor_role, unit_shape};
+use crate::units::{
+    Level, UnitTarget, cost_unit, gguf_rope_heads, level_type, plan, tensor_role, unit_shape,
+};
 use crate::{DbError, Result};
 use burn::tensor::{Device, Tensor};
 use evocomp_compress::{Hessian, Matrix, QuantSpec, prune, quantize};
@@ -620,22 +622,10 @@ fn source_blocks(
         return None;
     }
     let bytes = source.tensor_bytes(info);
-    let heads = match unit.unit.target {
-        UnitTarget::Linear(LinearKind::Q) => cfg.n_heads,
-        UnitTarget::Linear(LinearKind::K) => cfg.n_kv_heads,
-        _ => return Some(bytes.to_vec()),
-    };
-    if !cfg.family.gguf_permutes_qk() {
-        return Some(bytes.to_vec());
-    }
-    let row = bytes.len() / rows;
-    Some(
-        evocomp_model::rope_row_sources(rows, heads, false)
-            .into_iter()
-            .flat_map(|src| &bytes[src * row..(src + 1) * row])
-            .copied()
-            .collect(),
-    )
+    Some(match gguf_rope_heads(cfg, unit.unit.target) {
+        Some(heads) => evocomp_model::permute_rope_row_bytes(bytes, rows, heads, false),
+        None => bytes.to_vec(),
+    })
 }
 
 /// The GGUF type of `level` in a GGUF-types database.

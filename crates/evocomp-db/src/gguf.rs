@@ -3,10 +3,10 @@
 
 use crate::apply::Database;
 use crate::spec::Compression;
-use crate::units::{UnitTarget, level_type, tensor_role};
+use crate::units::{UnitTarget, gguf_rope_heads, level_type, tensor_role};
 use crate::{DbError, Result};
 use evocomp_gguf::{GgmlType, GgufFile, GgufWriter, Preset, Value};
-use evocomp_model::{LinearKind, LlamaConfig, rope_row_sources};
+use evocomp_model::{LlamaConfig, permute_rope_row_bytes};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -54,17 +54,6 @@ pub fn preset_genome(db: &Database, preset: Preset) -> Result<Vec<i64>> {
                     ))
                 })
         })
-        .collect()
-}
-
-/// Rows of quantized Q/K blocks (`rows` rows, in evocomp's HF order) put
-/// into llama.cpp's RoPE order: each row's blocks move whole.
-fn rope_rows_to_gguf(bytes: &[u8], rows: usize, n_head: usize) -> Vec<u8> {
-    let row = bytes.len() / rows;
-    rope_row_sources(rows, n_head, true)
-        .into_iter()
-        .flat_map(|src| &bytes[src * row..(src + 1) * row])
-        .copied()
         .collect()
 }
 
@@ -263,13 +252,11 @@ pub fn export_gguf(
                             path: db.dir().join(u.file.as_deref().unwrap_or("?")),
                             message: format!("{}: level {} has no ggml blocks", u.name, genome[ui]),
                         })?;
-                let heads = match u.unit.target {
-                    UnitTarget::Linear(LinearKind::Q) => Some(cfg.n_heads),
-                    UnitTarget::Linear(LinearKind::K) => Some(cfg.n_kv_heads),
-                    _ => None,
-                };
-                match heads.filter(|_| cfg.family.gguf_permutes_qk()) {
-                    Some(n) => (ty, Cow::Owned(rope_rows_to_gguf(bytes, shape[0], n))),
+                match gguf_rope_heads(cfg, u.unit.target) {
+                    Some(n) => (
+                        ty,
+                        Cow::Owned(permute_rope_row_bytes(bytes, shape[0], n, true)),
+                    ),
                     None => (ty, Cow::Borrowed(bytes)),
                 }
             }

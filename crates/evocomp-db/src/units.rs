@@ -336,6 +336,19 @@ pub fn level_type(level: &Level) -> Option<GgmlType> {
     GgmlType::from_id(level.param as u32)
 }
 
+/// The heads of a unit whose rows a GGUF file stores in llama.cpp's RoPE
+/// order (Q and K of the families its converter permutes), else `None`.
+pub fn gguf_rope_heads(cfg: &LlamaConfig, t: UnitTarget) -> Option<usize> {
+    if !cfg.family.gguf_permutes_qk() {
+        return None;
+    }
+    match t {
+        UnitTarget::Linear(LinearKind::Q) => Some(cfg.n_heads),
+        UnitTarget::Linear(LinearKind::K) => Some(cfg.n_kv_heads),
+        _ => None,
+    }
+}
+
 /// What llama.cpp's rules call a unit.
 pub fn tensor_role(t: UnitTarget) -> Option<TensorRole> {
     Some(match t {

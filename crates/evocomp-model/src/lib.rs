@@ -24,6 +24,6 @@ pub use load::{
 };
 pub use tokenizer::TextTokenizer;
 pub use weights::{
-    HostTensor, LayerWeights, LinearKind, LlamaWeights, permute_rope_rows, rope_row_sources,
-    unpermute_rope_rows,
+    HostTensor, LayerWeights, LinearKind, LlamaWeights, permute_rope_row_bytes, permute_rope_rows,
+    rope_row_sources, unpermute_rope_rows,
 };

@@ -368,6 +368,18 @@ fn permute_rows(w: &HostTensor, n_head: usize, to_gguf: bool) -> HostTensor {
     HostTensor::new(w.shape.clone(), out)
 }
 
+/// Rows of any fixed byte size (quantized blocks included) of a Q/K weight of
+/// `rows` rows and `n_head` heads, put into llama.cpp's RoPE order
+/// (`to_gguf`) or back.
+pub fn permute_rope_row_bytes(bytes: &[u8], rows: usize, n_head: usize, to_gguf: bool) -> Vec<u8> {
+    let row = bytes.len() / rows;
+    rope_row_sources(rows, n_head, to_gguf)
+        .into_iter()
+        .flat_map(|src| &bytes[src * row..(src + 1) * row])
+        .copied()
+        .collect()
+}
+
 /// For each row of a permuted (`to_gguf`) or unpermuted Q/K weight of
 /// `rows` rows and `n_head` heads, the row of the other layout it comes
 /// from. Rows move whole, so this also orders rows of quantized blocks.

@@ -58,6 +58,12 @@ pub enum Start {
     /// The best of `candidates` random feasible genomes, each scored on
     /// `tokens` tokens (the reference's depth start: 64 on 2048).
     BestOfRandom { candidates: usize, tokens: usize },
+    /// The uniform genome with the rest of an `AtMost` budget spent: units
+    /// move one level less compressed at a time, in a seeded random order,
+    /// while the budget allows. Level switches keep a total, so from a
+    /// uniform genome far under the budget (levels of unequal costs, such as
+    /// llama.cpp's types) EvoPress would never use the remainder.
+    Filled,
 }
 
 impl EvoPressSettings {
@@ -297,6 +303,15 @@ impl EvoPress {
     ) -> Result<Self, SearchError> {
         cfg.validate()?;
         space.check(&initial)?;
+        let initial = match cfg.start {
+            Start::Filled => crate::heuristics::fill_budget(
+                space,
+                &initial,
+                &budget,
+                crate::rng::mix(cfg.seed, &[0xf111]),
+            ),
+            _ => initial,
+        };
         if !budget.allows(space.cost(&initial)) {
             return Err(SearchError::Config(format!(
                 "the initial genome costs {}, which does not meet the budget {budget:?}",
@@ -313,7 +328,7 @@ impl EvoPress {
             history: Vec::new(),
         };
         s.phase = match s.cfg.start {
-            Start::Uniform => s.start_generation(space),
+            Start::Uniform | Start::Filled => s.start_generation(space),
             Start::BestOfRandom { candidates, tokens } => {
                 let mut pool = crate::heuristics::random_feasible(
                     space,

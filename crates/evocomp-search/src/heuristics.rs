@@ -300,6 +300,32 @@ pub fn uniform_genome(space: &Space, budget: &Budget) -> Option<Genome> {
         .find(|g| budget.allows(space.cost(g)))
 }
 
+/// `g` with units moved one level less compressed at a time, each move
+/// drawn at random (from `seed`) among those the budget still allows, until
+/// none is left. `g` must meet the budget; the result does too.
+pub fn fill_budget(space: &Space, g: &[i64], budget: &Budget, seed: u64) -> Genome {
+    let mut g = g.to_vec();
+    let mut cost = space.cost(&g);
+    let mut rng = rng_for(seed, &[0xf111]);
+    loop {
+        let moves: Vec<(usize, i64, u64)> = (0..g.len())
+            .filter_map(|i| {
+                let u = &space.units[i];
+                let k = u.index(g[i])?;
+                let up = k.checked_sub(1)?;
+                let c = cost - u.costs[k] + u.costs[up];
+                budget.allows(c).then_some((i, u.levels[up], c))
+            })
+            .collect();
+        if moves.is_empty() {
+            return g;
+        }
+        let (i, level, c) = moves[rng.random_range(0..moves.len())];
+        g[i] = level;
+        cost = c;
+    }
+}
+
 /// A feasible starting genome: uniform where possible, else units compressed
 /// in a random order drawn from `seed` until the budget holds.
 pub fn start_genome(seed: u64, space: &Space, budget: &Budget) -> Result<Genome, SpaceError> {
@@ -443,6 +469,34 @@ mod tests {
         assert!(s.cost(&g) as f64 >= 0.8 * budget.limit() as f64, "{g:?}");
         assert_eq!(level_for_cost(&[0, 1, 2], &[400, 200, 100], 300.0), 0.5);
         assert_eq!(level_for_cost(&[0, 1, 2], &[400, 200, 100], 50.0), 2.0);
+    }
+
+    #[test]
+    fn filling_spends_an_at_most_budget_until_no_move_fits() {
+        let s = grid(8);
+        let start = s.uniform(2).unwrap();
+        let limit = s.cost(&s.uniform(0).unwrap()) - 700;
+        let budget = Budget::AtMost(limit);
+        let g = fill_budget(&s, &start, &budget, 3);
+        assert!(budget.allows(s.cost(&g)));
+        assert!(s.cost(&g) > s.cost(&start));
+        // No unit can move one more level less compressed within the budget.
+        for i in 0..g.len() {
+            let u = &s.units[i];
+            let k = u.index(g[i]).unwrap();
+            if k > 0 {
+                assert!(s.cost(&g) - u.costs[k] + u.costs[k - 1] > limit, "unit {i}");
+            }
+        }
+        assert_eq!(g, fill_budget(&s, &start, &budget, 3), "seeded");
+        assert_ne!(
+            g,
+            fill_budget(&s, &start, &budget, 4),
+            "another seed, another order"
+        );
+        // An exact budget leaves nothing to fill.
+        let exact = Budget::Exact(s.cost(&start));
+        assert_eq!(fill_budget(&s, &start, &exact, 3), start);
     }
 
     #[test]
