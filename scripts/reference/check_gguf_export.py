@@ -7,7 +7,8 @@ Every tensor (matched by name; llama-quantize writes its own order): same
 shape, type and bytes. Metadata: every key
 of llama.cpp's file present with the same value, except the ones that
 describe how the file was made (general.file_type may differ where our file
-names its dominant type; evocomp.* and general.quantized_by are ours).
+names its dominant type; evocomp.* and general.quantized_by are ours;
+quantize.imatrix.file is the path llama-quantize was given).
 Exit status 1 on any difference, listing the first ones.
 """
 import sys
@@ -45,7 +46,9 @@ def main():
         else:
             same += 1
     fo, ft = fields(ours), fields(theirs)
-    skip = {"general.file_type", "general.quantized_by", "general.quantization_version"}
+    # quantize.imatrix.file is the path llama-quantize was given (evocomp has none).
+    skip = {"general.file_type", "general.quantized_by", "general.quantization_version",
+            "quantize.imatrix.file"}
     for k, v in ft.items():
         if k in skip:
             continue

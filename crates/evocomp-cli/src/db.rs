@@ -35,6 +35,20 @@ pub enum DbCommand {
         #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
         levels: Option<Vec<i64>>,
     },
+    /// A GGUF-types database's importance matrix as the GGUF file
+    /// llama-quantize reads (`--imatrix FILE`): Σx² of every block tensor's
+    /// inputs over the database's calibration tokens, recomputed on MODEL
+    /// exactly as the build computed them, so llama-quantize with this file
+    /// writes the database's bytes.
+    Imatrix {
+        dir: PathBuf,
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+    },
     /// Perplexity of the model with a genome from the database applied, and
     /// how long applying takes.
     Eval {
@@ -83,7 +97,39 @@ pub fn run(cmd: DbCommand) -> Result<()> {
             level,
             genome,
         } => eval(dir, model, windows, level, genome),
+        DbCommand::Imatrix {
+            dir,
+            model,
+            out,
+            backend,
+        } => imatrix(dir, model, out, backend),
     }
+}
+
+fn imatrix(dir: PathBuf, model: PathBuf, out: PathBuf, backend: BackendChoice) -> Result<()> {
+    let db = Database::open(&dir)?;
+    if !matches!(
+        db.manifest.compression,
+        evocomp_db::Compression::GgufTypes { imatrix: true, .. }
+    ) {
+        anyhow::bail!(
+            "{}: not a GGUF-types database built with an importance matrix (imatrix: true)",
+            dir.display()
+        );
+    }
+    let loaded = crate::load(&model)?;
+    db.check_model(&loaded.info.fingerprint()?)?;
+    let chosen = backend::choose(backend)?;
+    eprintln!("backend: {}", chosen.description);
+    let im = evocomp_db::importance_matrix(&dir, &loaded, &chosen.device)?;
+    evocomp_db::write_imatrix(&im, &out)?;
+    println!(
+        "wrote {}: {} tensors, {} calibration tokens",
+        out.display(),
+        im.entries.len(),
+        im.chunks * im.chunk_size
+    );
+    Ok(())
 }
 
 fn eval(

@@ -671,7 +671,7 @@ fn compress_variant(
     let ty = level_type(level).ok_or_else(|| bad(format!("no ggml type {}", level.param)))?;
     // llama.cpp's importance matrix: each input's mean square, H = 2XᵀX/n.
     let im: Option<Vec<f32>> = match (imatrix, h) {
-        (true, Some(h)) => Some((0..h.dim).map(|j| (h.diag(j) / 2.0) as f32).collect()),
+        (true, Some(h)) => Some(ImatrixEntry::of(h).values()),
         (true, None) => return Err(bad("an importance matrix needs calibration inputs".into())),
         (false, _) => None,
     };
@@ -679,6 +679,83 @@ fn compress_variant(
         quantize_rows(ty, &w.data, w.cols, im.as_deref()).map_err(|e| bad(e.to_string()))?;
     let data = evocomp_gguf::dequantize(ty, &bytes, w.numel()).map_err(|e| bad(e.to_string()))?;
     Ok((Matrix::new(w.rows, w.cols, data), Some((ty, bytes))))
+}
+
+/// One tensor's entry of llama.cpp's importance matrix: Σx² of each input
+/// over the calibration tokens, and their count (what llama-imatrix writes
+/// as `<tensor>.in_sum2` and `<tensor>.counts`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImatrixEntry {
+    pub sums: Vec<f32>,
+    pub count: f32,
+}
+
+impl ImatrixEntry {
+    /// From a unit's calibration Hessian `H = 2XᵀX/n`.
+    pub fn of(h: &Hessian) -> Self {
+        let n = h.n_tokens as f64;
+        Self {
+            sums: (0..h.dim).map(|j| (h.diag(j) / 2.0 * n) as f32).collect(),
+            count: h.n_tokens as f32,
+        }
+    }
+
+    /// The weights the quantizers get: each sum over the count, in f32, as
+    /// llama-quantize computes them from the file.
+    pub fn values(&self) -> Vec<f32> {
+        self.sums.iter().map(|s| s / self.count).collect()
+    }
+}
+
+/// An importance matrix: one entry per block tensor (named as in the
+/// model's GGUF file), and the calibration it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Imatrix {
+    pub entries: Vec<(String, ImatrixEntry)>,
+    /// The calibration sample's id.
+    pub dataset: String,
+    pub chunks: usize,
+    pub chunk_size: usize,
+}
+
+/// The importance matrix a GGUF-types build used, recomputed from the
+/// calibration tokens it wrote (`calibration.json`) on the uncompressed
+/// model, block by block as the build captures them.
+pub fn importance_matrix(db_dir: &Path, model: &LoadedModel, device: &Device) -> Result<Imatrix> {
+    let path = db_dir.join(CALIBRATION_FILE);
+    let text = std::fs::read(&path).map_err(DbError::io(&path))?;
+    let calib: Sample = serde_json::from_slice(&text).map_err(|e| DbError::Corrupt {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let cfg = model.config();
+    let net = LlamaModel::new(cfg, model.weights()?, device);
+    let mut hs: Vec<Tensor<3>> = calib
+        .sequences
+        .chunks(4)
+        .map(|b| Ok(net.embed(net.tokens_to_device(b)?)))
+        .collect::<Result<_>>()?;
+    let mut out = Vec::new();
+    for layer in 0..cfg.n_layers {
+        let (cal, _) = capture(&net, layer, &INPUT_GROUPS, &mut hs, &mut [], true)?;
+        for kind in LinearKind::ALL {
+            let g = INPUT_GROUPS
+                .iter()
+                .position(|&g| g == input_group(kind))
+                .expect("a group");
+            let h = cal[g].as_ref().ok_or_else(|| {
+                DbError::Backend(format!("layer {layer}: no calibration input was captured"))
+            })?;
+            let role = tensor_role(UnitTarget::Linear(kind)).expect("a linear layer");
+            out.push((role.gguf_name(layer), ImatrixEntry::of(h)));
+        }
+    }
+    Ok(Imatrix {
+        entries: out,
+        chunks: calib.sequences.len(),
+        chunk_size: calib.seq_len,
+        dataset: calib.id,
+    })
 }
 
 /// The linear layer a weight unit is.

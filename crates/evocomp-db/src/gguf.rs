@@ -57,6 +57,24 @@ pub fn preset_genome(db: &Database, preset: Preset) -> Result<Vec<i64>> {
         .collect()
 }
 
+/// Write `entries` as the GGUF importance-matrix file llama-quantize reads
+/// with `--imatrix` (llama-imatrix's format: `<tensor>.in_sum2` and
+/// `<tensor>.counts`, F32, and the `imatrix.*` keys), atomically.
+pub fn write_imatrix(im: &crate::build::Imatrix, out: &Path) -> Result<()> {
+    let mut w = GgufWriter::new();
+    w.meta("general.type", Value::String("imatrix".into()));
+    w.meta_strings("imatrix.datasets", &[&im.dataset]);
+    w.meta("imatrix.chunk_count", Value::U32(im.chunks as u32));
+    w.meta("imatrix.chunk_size", Value::U32(im.chunk_size as u32));
+    for (name, e) in &im.entries {
+        w.tensor_f32(format!("{name}.in_sum2"), &[1, e.sums.len()], &e.sums);
+        w.tensor_f32(format!("{name}.counts"), &[1, 1], &[e.count]);
+    }
+    let tmp = out.with_extension("gguf.tmp");
+    w.write(&tmp).map_err(DbError::io(&tmp))?;
+    std::fs::rename(&tmp, out).map_err(DbError::io(out))
+}
+
 /// What [`export_gguf`] wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GgufExport {
@@ -320,6 +338,29 @@ pub fn export_gguf(
     }
     if depth.is_none() {
         w.meta("general.file_type", Value::U32(file_type(mostly)));
+    }
+    // What llama-quantize records of an importance matrix (the dataset, the
+    // tensors it covers, its chunks), for the database's own.
+    if let Compression::GgufTypes { imatrix: true, .. } = db.manifest.compression {
+        let path = db.dir().join(crate::build::CALIBRATION_FILE);
+        let text = std::fs::read(&path).map_err(DbError::io(&path))?;
+        let calib: evocomp_data::Sample =
+            serde_json::from_slice(&text).map_err(|e| DbError::Corrupt {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        let linear = db
+            .manifest
+            .units
+            .iter()
+            .filter(|u| matches!(u.unit.target, UnitTarget::Linear(_)))
+            .count();
+        w.meta("quantize.imatrix.dataset", Value::String(calib.id));
+        w.meta("quantize.imatrix.entries_count", Value::I32(linear as i32));
+        w.meta(
+            "quantize.imatrix.chunks_count",
+            Value::I32(calib.sequences.len() as i32),
+        );
     }
     for (k, v) in extra {
         w.meta(k, v);

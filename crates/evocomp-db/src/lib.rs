@@ -25,14 +25,17 @@ mod spec;
 mod units;
 
 pub use apply::{Applier, ApplyStats, Database};
-pub use build::{BuildOptions, BuildReport, UNITS_DIR, build_database, compress_one, level_tensor};
+pub use build::{
+    BuildOptions, BuildReport, Imatrix, ImatrixEntry, UNITS_DIR, build_database, compress_one,
+    importance_matrix, level_tensor,
+};
 pub use capture::{INPUT_GROUPS, XtxCapture, input_group};
 pub use codec::encoded_size;
 pub use dump::dump_levels;
 /// The KV policies a KV database applies (the model's runtime types).
 pub use evocomp_model::{Eviction, KvGroup};
 pub use export::{Materialized, materialize};
-pub use gguf::{GgufExport, export_gguf, preset_genome};
+pub use gguf::{GgufExport, export_gguf, preset_genome, write_imatrix};
 pub use manifest::{FORMAT_VERSION, MANIFEST, Manifest, UnitEntry, sha256_file, write_atomic};
 pub use spec::{Compression, DepthUnit, Propagation};
 pub use units::{

@@ -504,3 +504,40 @@ fn a_level_of_the_sources_own_type_is_the_sources_blocks() {
         0.0
     );
 }
+
+#[test]
+fn the_importance_matrix_file_gives_back_the_databases_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, fp) = model(tmp.path(), true);
+    let dir = tmp.path().join("db");
+    let db = build(&m, &fp, &types(true), &dir);
+    let im = evocomp_db::importance_matrix(&dir, &m, &Device::flex()).unwrap();
+    assert_eq!(im.entries.len(), 2 * 7);
+    assert_eq!((im.chunks, im.chunk_size), (6, 32));
+    let out = tmp.path().join("imatrix.gguf");
+    evocomp_db::write_imatrix(&im, &out).unwrap();
+    // Read back as llama-quantize does: each value is sum / count.
+    let file = GgufFile::open(&out).unwrap();
+    assert_eq!(
+        file.get("general.type"),
+        Some(&Value::String("imatrix".into()))
+    );
+    let w = m.weights().unwrap();
+    for (ui, u) in db.manifest.units.iter().enumerate() {
+        let UnitTarget::Linear(kind) = u.unit.target else {
+            continue;
+        };
+        let name = evocomp_db::tensor_role(u.unit.target)
+            .unwrap()
+            .gguf_name(u.unit.layer);
+        let (_, sums) = file.dequantize(&format!("{name}.in_sum2")).unwrap();
+        let (_, count) = file.dequantize(&format!("{name}.counts")).unwrap();
+        let values: Vec<f32> = sums.iter().map(|s| s / count[0]).collect();
+        let orig = w.layers[u.unit.layer].linear(kind);
+        for l in &u.levels {
+            let (ty, bytes) = db.ggml_variant(ui, l.level).unwrap().unwrap();
+            let again = quantize(ty, &orig.data, orig.shape[1], Some(&values)).unwrap();
+            assert!(again == bytes, "{} {ty}", u.name);
+        }
+    }
+}

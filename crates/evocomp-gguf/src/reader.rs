@@ -530,6 +530,11 @@ impl GgufFile {
     }
 
     /// The raw (possibly quantised) bytes of a tensor, straight from the map.
+    /// Where the tensor data starts in the file (tensor offsets count from here).
+    pub fn tensor_data_start(&self) -> u64 {
+        self.data_offset
+    }
+
     pub fn tensor_bytes(&self, info: &TensorInfo) -> &[u8] {
         let start = (self.data_offset + info.offset) as usize;
         &self.mmap[start..start + info.byte_size() as usize]

@@ -162,6 +162,10 @@ impl<'a> GgufWriter<'a> {
             sink.write_all(bytes)?;
             at = off + bytes.len() as u64;
         }
+        // ggml reads the data blob as every tensor padded to the alignment,
+        // the last one included: a file that ends unpadded is refused
+        // ("failed to read tensor data binary blob").
+        sink.write_all(&vec![0u8; (at.div_ceil(align) * align - at) as usize])?;
         Ok(())
     }
 

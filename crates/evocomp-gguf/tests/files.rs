@@ -90,6 +90,11 @@ fn metadata_round_trips_with_custom_alignment() {
     let f = GgufFile::open(&path).unwrap();
     assert_eq!(f.version(), 3);
     assert_eq!(f.alignment(), 64);
+    // ggml reads every tensor padded to the alignment, the last one too (y
+    // is 20 bytes at offset 64 of the data: the file runs to 128).
+    let y = f.tensor_info("y").unwrap();
+    let data_end = std::fs::metadata(&path).unwrap().len() - f.tensor_data_start();
+    assert_eq!((y.offset, data_end), (64, 128));
     assert_eq!(f.get_str("general.architecture").unwrap(), "llama");
     assert_eq!(f.get_u64("llama.block_count").unwrap(), 2);
     assert_eq!(f.get_f64("llama.rope.freq_base").unwrap(), 10000.0);
