@@ -25,6 +25,9 @@ rows = [
     ("Q4_K_M size", "DP", "gguf-mix-dp-q4-k-m", "dp-q4-k-m", None),
     ("Q4_K_M size", "EvoPress", "gguf-mix-evopress-q4-k-m", "evopress-q4-k-m", None),
     ("Q4_K_M size", "NSGA-II front", "gguf-mix-nsga2", "nsga2-q4-k-m", "q4"),
+    ("Q4_K_M size, no Q5_1", "llama.cpp Q4_K_M", "gguf-mix-llamacpp-q4-k-m-lossy", "llamacpp-q4-k-m-lossy", None),
+    ("Q4_K_M size, no Q5_1", "DP", "gguf-mix-dp-q4-k-m-lossy", "dp-q4-k-m-lossy", None),
+    ("Q4_K_M size, no Q5_1", "EvoPress", "gguf-mix-evopress-q4-k-m-lossy", "evopress-q4-k-m-lossy", None),
 ]
 def summary(name):
     p = root / name / "summary.json"
