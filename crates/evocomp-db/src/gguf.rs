@@ -254,7 +254,10 @@ pub fn export_gguf(
         let (ty, bytes): (GgmlType, Cow<[u8]>) = match by_name.remove(&info.name) {
             Some(ui) => {
                 let u = &db.manifest.units[ui];
-                let shape = u.shape.expect("tensor units have shapes");
+                let shape = u.shape.ok_or_else(|| DbError::Corrupt {
+                    path: crate::manifest::Manifest::path(db.dir()),
+                    message: format!("{} has no weight shape", u.name),
+                })?;
                 if info.shape() != shape.to_vec() {
                     return Err(DbError::Unsupported(format!(
                         "{src}: {} has shape {:?}, the database's {} {:?}: not the database's model",
