@@ -296,7 +296,7 @@ impl Applier {
                     let w = db.variant(ui, g)?;
                     model.set_linear(layer, kind, &w)?;
                 }
-                UnitTarget::Embedding => model.set_embedding(&db.variant(ui, g)?)?,
+                UnitTarget::Embedding => model.set_embedding(db.variant(ui, g)?)?,
                 UnitTarget::Head => model.set_head(&db.variant(ui, g)?)?,
                 UnitTarget::Attention => model.set_skip_attention(layer, g == 1),
                 UnitTarget::Mlp => model.set_skip_mlp(layer, g == 1),

@@ -398,12 +398,13 @@ impl LlamaModel {
 
     /// Replace the token embedding table (`[vocab, hidden]`); a tied head
     /// follows it, as it does in a GGUF file with no `output.weight`.
-    pub fn set_embedding(&mut self, w: &HostTensor) -> Result<(), ForwardError> {
-        self.check_table("token embedding", w)?;
+    /// Taken by value: the table moves to the device without a host copy.
+    pub fn set_embedding(&mut self, w: HostTensor) -> Result<(), ForwardError> {
+        self.check_table("token embedding", &w)?;
         if self.cfg.tied_embeddings && self.head.is_some() {
             self.head = Some(self.weight_dtype.upload(w.transposed(), &self.device));
         }
-        self.embed = self.weight_dtype.upload(w.clone(), &self.device);
+        self.embed = self.weight_dtype.upload(w, &self.device);
         Ok(())
     }
 
