@@ -262,10 +262,7 @@ pub fn build_database(
             report.built += 1;
             progress.inc(1);
             if opts.stop_after_units.is_some_and(|n| report.built >= n) {
-                progress.abandon();
-                report.stopped = true;
-                report.seconds = t0.elapsed().as_secs_f64();
-                return Ok(report);
+                return finish(report, &mut manifest, dir, &progress, t0, true);
             }
         }
     }
@@ -275,11 +272,7 @@ pub fn build_database(
         .map(|&i| manifest.units[i].unit.layer)
         .max()
     else {
-        progress.finish_and_clear();
-        manifest.complete = manifest.units.iter().all(UnitEntry::is_built);
-        manifest.write(dir)?;
-        report.seconds = t0.elapsed().as_secs_f64();
-        return Ok(report);
+        return finish(report, &mut manifest, dir, &progress, t0, false);
     };
     // Only weight units have files, and every weight method calibrates.
     let calib = calib.ok_or(DbError::Plan("this method needs calibration data".into()))?;
@@ -362,15 +355,27 @@ pub fn build_database(
             }
         }
     }
+    finish(report, &mut manifest, dir, &progress, t0, stopped)
+}
+
+/// The end of a build run: stopped early (`stop_after_units`), or with the
+/// manifest marked complete when every unit is built; timed.
+fn finish(
+    mut report: BuildReport,
+    manifest: &mut Manifest,
+    dir: &Path,
+    progress: &ProgressBar,
+    t0: Instant,
+    stopped: bool,
+) -> Result<BuildReport> {
     if stopped {
         progress.abandon();
         report.stopped = true;
-        report.seconds = t0.elapsed().as_secs_f64();
-        return Ok(report);
+    } else {
+        progress.finish_and_clear();
+        manifest.complete = manifest.units.iter().all(UnitEntry::is_built);
+        manifest.write(dir)?;
     }
-    progress.finish_and_clear();
-    manifest.complete = manifest.units.iter().all(UnitEntry::is_built);
-    manifest.write(dir)?;
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -471,17 +476,9 @@ impl BuildCtx<'_> {
                 let p = &prepared[&ui];
                 let level = &entry.levels[li];
                 let kept = level_type(level)
-                    .filter(|_| matches!(self.compression, Compression::GgufTypes { .. }))
-                    .and_then(|ty| Some(ty).zip(source_blocks(self.source, self.cfg, entry, ty)));
-                let (v, ggml) = match kept {
-                    Some((ty, bytes)) => {
-                        let data = evocomp_gguf::dequantize(ty, &bytes, p.w.numel())
-                            .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
-                        (Matrix::new(p.w.rows, p.w.cols, data), Some((ty, bytes)))
-                    }
-                    None => compress_variant(&p.w, Some(p.h), self.compression, level)
-                        .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?,
-                };
+                    .and_then(|ty| source_blocks(self.source, self.cfg, entry, ty));
+                let (v, ggml) = compress_variant(&p.w, Some(p.h), self.compression, level, kept)
+                    .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
                 let err = p.w.reconstruction_error(&v, p.h);
                 let held = p
                     .held
@@ -563,11 +560,14 @@ fn build_table(
     let mut variants = Vec::with_capacity(entry.levels.len());
     for (li, level) in entry.levels.iter().enumerate() {
         let ty = gguf_type(compression, level)?;
-        let bytes = match source_blocks(source, cfg, entry, ty) {
-            Some(b) => b,
-            None => quantize_rows(ty, &t.data, cols, None)
-                .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?,
-        };
+        let bytes = level_blocks(
+            source_blocks(source, cfg, entry, ty),
+            ty,
+            &t.data,
+            cols,
+            None,
+        )
+        .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
         let m = evocomp_gguf::dequantize(ty, &bytes, rows * cols)
             .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
         let err: f64 = t
@@ -657,12 +657,31 @@ fn quantize_rows(
     Ok(parts.concat())
 }
 
+/// A GGUF-types level's blocks: the source's own (`kept`), else llama.cpp's
+/// quantizer on `data`.
+fn level_blocks(
+    kept: Option<Vec<u8>>,
+    ty: GgmlType,
+    data: &[f32],
+    cols: usize,
+    imatrix: Option<&[f32]>,
+) -> std::result::Result<Vec<u8>, evocomp_gguf::QuantizeError> {
+    match kept {
+        Some(b) => Ok(b),
+        None => quantize_rows(ty, data, cols, imatrix),
+    }
+}
+
 /// One unit at one level, and its ggml blocks for GGUF types.
+///
+/// `kept`: the source's own blocks for this level ([`source_blocks`]),
+/// used as they are.
 fn compress_variant(
     w: &Matrix,
     h: Option<&Hessian>,
     c: &Compression,
     level: &Level,
+    kept: Option<Vec<u8>>,
 ) -> evocomp_compress::Result<(Matrix, Option<Blocks>)> {
     let Compression::GgufTypes { imatrix, .. } = c else {
         return Ok((compress_one(w, h, c, level)?, None));
@@ -670,13 +689,15 @@ fn compress_variant(
     let bad = |m: String| evocomp_compress::CompressError::BadSpec(m);
     let ty = level_type(level).ok_or_else(|| bad(format!("no ggml type {}", level.param)))?;
     // llama.cpp's importance matrix: each input's mean square, H = 2XᵀX/n.
-    let im: Option<Vec<f32>> = match (imatrix, h) {
-        (true, Some(h)) => Some(ImatrixEntry::of(h).values()),
-        (true, None) => return Err(bad("an importance matrix needs calibration inputs".into())),
-        (false, _) => None,
+    let im: Option<Vec<f32>> = match (imatrix, h, &kept) {
+        (_, _, Some(_)) | (false, _, _) => None,
+        (true, Some(h), None) => Some(ImatrixEntry::of(h).values()),
+        (true, None, None) => {
+            return Err(bad("an importance matrix needs calibration inputs".into()));
+        }
     };
     let bytes =
-        quantize_rows(ty, &w.data, w.cols, im.as_deref()).map_err(|e| bad(e.to_string()))?;
+        level_blocks(kept, ty, &w.data, w.cols, im.as_deref()).map_err(|e| bad(e.to_string()))?;
     let data = evocomp_gguf::dequantize(ty, &bytes, w.numel()).map_err(|e| bad(e.to_string()))?;
     Ok((Matrix::new(w.rows, w.cols, data), Some((ty, bytes))))
 }
@@ -718,16 +739,21 @@ pub struct Imatrix {
     pub chunk_size: usize,
 }
 
+/// The calibration tokens a build wrote to `calibration.json` in `db_dir`.
+pub(crate) fn read_calibration(db_dir: &Path) -> Result<Sample> {
+    let path = db_dir.join(CALIBRATION_FILE);
+    let text = std::fs::read(&path).map_err(DbError::io(&path))?;
+    serde_json::from_slice(&text).map_err(|e| DbError::Corrupt {
+        path,
+        message: e.to_string(),
+    })
+}
+
 /// The importance matrix a GGUF-types build used, recomputed from the
 /// calibration tokens it wrote (`calibration.json`) on the uncompressed
 /// model, block by block as the build captures them.
 pub fn importance_matrix(db_dir: &Path, model: &LoadedModel, device: &Device) -> Result<Imatrix> {
-    let path = db_dir.join(CALIBRATION_FILE);
-    let text = std::fs::read(&path).map_err(DbError::io(&path))?;
-    let calib: Sample = serde_json::from_slice(&text).map_err(|e| DbError::Corrupt {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
+    let calib = read_calibration(db_dir)?;
     let cfg = model.config();
     let net = LlamaModel::new(cfg, model.weights()?, device);
     let mut hs: Vec<Tensor<3>> = calib
@@ -852,7 +878,7 @@ pub fn compress_one(
             };
             quantize(w, h, *method, &s, obs)
         }
-        Compression::GgufTypes { .. } => Ok(compress_variant(w, h, c, level)?.0),
+        Compression::GgufTypes { .. } => Ok(compress_variant(w, h, c, level, None)?.0),
         Compression::Depth { .. } | Compression::KvBudget { .. } | Compression::KvBits { .. } => {
             unreachable!("depth and KV units have no stored variants")
         }

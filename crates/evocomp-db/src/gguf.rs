@@ -345,13 +345,7 @@ pub fn export_gguf(
     // What llama-quantize records of an importance matrix (the dataset, the
     // tensors it covers, its chunks), for the database's own.
     if let Compression::GgufTypes { imatrix: true, .. } = db.manifest.compression {
-        let path = db.dir().join(crate::build::CALIBRATION_FILE);
-        let text = std::fs::read(&path).map_err(DbError::io(&path))?;
-        let calib: evocomp_data::Sample =
-            serde_json::from_slice(&text).map_err(|e| DbError::Corrupt {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+        let calib = crate::build::read_calibration(db.dir())?;
         let linear = db
             .manifest
             .units
