@@ -21,7 +21,7 @@ def fields(r):
     for k, f in r.fields.items():
         if k.startswith("GGUF."):
             continue
-        out[k] = [bytes(p) if hasattr(p, "tobytes") else p for p in (np.asarray(f.parts[i]).tobytes() for i in f.data)]
+        out[k] = [np.asarray(f.parts[i]).tobytes() for i in f.data]
     return out
 
 

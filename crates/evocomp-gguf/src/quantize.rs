@@ -122,8 +122,8 @@ pub fn quantize(
                     (Q5_1, None) => row.chunks_exact(32).for_each(|x| q5_1(x, &mut out)),
                     (Q2_K, None) => row.chunks_exact(256).for_each(|x| q2_k(x, &mut out)),
                     (Q3_K, None) => row.chunks_exact(256).for_each(|x| q3_k(x, &mut out)),
-                    (Q4_K, None) => row.chunks_exact(256).for_each(|x| q4_k(x, &mut out)),
-                    (Q5_K, None) => row.chunks_exact(256).for_each(|x| q5_k(x, &mut out)),
+                    (Q4_K, None) => row.chunks_exact(256).for_each(|x| qk_ref(x, 15, &mut out)),
+                    (Q5_K, None) => row.chunks_exact(256).for_each(|x| qk_ref(x, 31, &mut out)),
                     (Q6_K, None) => row.chunks_exact(256).for_each(|x| q6_k(x, None, &mut out)),
                     (Q4_0 | Q5_0, Some(w)) => legacy_imatrix(ty, row, w, false, &mut out),
                     (Q4_1 | Q5_1, Some(w)) => legacy_imatrix(ty, row, w, true, &mut out),
@@ -1115,14 +1115,6 @@ fn qk_ref(x: &[f32], nmax: i32, out: &mut Vec<u8>) {
         &mut l,
         out,
     );
-}
-
-fn q4_k(x: &[f32], out: &mut Vec<u8>) {
-    qk_ref(x, 15, out)
-}
-
-fn q5_k(x: &[f32], out: &mut Vec<u8>) {
-    qk_ref(x, 31, out)
 }
 
 /// Q4_K (`nmax` 15) and Q5_K (31) with importance weights.
