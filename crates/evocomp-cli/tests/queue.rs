@@ -107,6 +107,35 @@ fn server() -> NatsServer {
     )
 }
 
+/// The grid database built and `q.ron` (SHORT) written, for a study the queue runs.
+fn built_study(d: &Path) {
+    setup(d);
+    ok(&evocomp(
+        d,
+        &["db", "build", "grid.ron", "--backend", "cpu"],
+    ));
+    experiment(d, "q", "grid", "UniformLevel(0)", SHORT);
+}
+
+/// `local.ron` run on this process's threads (the result the queue must
+/// reach), and `q.ron`, the same study, written for the queue.
+fn local_then_queued(d: &Path, strategy: &str) {
+    setup(d);
+    experiment(d, "local", "grid", "UniformLevel(0)", strategy);
+    ok(&evocomp(d, &["run", "local.ron", "--no-shared-cache"]));
+    experiment(d, "q", "grid", "UniformLevel(0)", strategy);
+}
+
+/// A worker whose job outlives its 1 s ack wait and gets one delivery.
+const DOOMED: &[&str] = &[
+    "--ack-wait",
+    "1",
+    "--max-deliver",
+    "1",
+    "--test-delay-ms",
+    "60000",
+];
+
 /// Every computed (sample, genome) of a study appears once in its journal.
 fn computed_once(dir: &Path) -> usize {
     let c = computed(&journal(dir));
@@ -180,10 +209,7 @@ fn a_worker_killed_mid_job_has_the_job_redelivered_and_recorded_once() {
     let nats = server();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    setup(d);
-    experiment(d, "local", "grid", "UniformLevel(0)", SHORT);
-    ok(&evocomp(d, &["run", "local.ron", "--no-shared-cache"]));
-    experiment(d, "q", "grid", "UniformLevel(0)", SHORT);
+    local_then_queued(d, SHORT);
     let mut fleet = Fleet::default();
     // The first worker creates the consumer: 2 s ack wait.
     let slow = fleet.spawn(
@@ -226,10 +252,7 @@ fn a_killed_coordinator_resumes_with_nothing_lost_or_evaluated_twice() {
     let nats = server();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    setup(d);
-    experiment(d, "local", "grid", "UniformLevel(0)", EVO);
-    ok(&evocomp(d, &["run", "local.ron", "--no-shared-cache"]));
-    experiment(d, "q", "grid", "UniformLevel(0)", EVO);
+    local_then_queued(d, EVO);
     let mut fleet = Fleet::default();
     fleet.spawn(d, &nats.url, "a", &["--test-delay-ms", "20"]);
     fleet.spawn(d, &nats.url, "b", &["--test-delay-ms", "20"]);
@@ -272,12 +295,7 @@ fn a_poison_job_fails_after_the_delivery_limit_and_the_study_resumes() {
     let nats = server();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    setup(d);
-    ok(&evocomp(
-        d,
-        &["db", "build", "grid.ron", "--backend", "cpu"],
-    ));
-    experiment(d, "q", "grid", "UniformLevel(0)", SHORT);
+    built_study(d);
     // A worker whose copy of one unit's variants is damaged: every job fails there.
     let bad = replica(d, "bad");
     let unit = std::fs::read_dir(bad.join("db/grid/units"))
@@ -343,26 +361,9 @@ fn a_job_whose_workers_keep_dying_is_given_up_after_the_delivery_limit() {
     let nats = server();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    setup(d);
-    ok(&evocomp(
-        d,
-        &["db", "build", "grid.ron", "--backend", "cpu"],
-    ));
-    experiment(d, "q", "grid", "UniformLevel(0)", SHORT);
+    built_study(d);
     let mut fleet = Fleet::default();
-    let log = fleet.spawn(
-        d,
-        &nats.url,
-        "doomed",
-        &[
-            "--ack-wait",
-            "1",
-            "--max-deliver",
-            "1",
-            "--test-delay-ms",
-            "60000",
-        ],
-    );
+    let log = fleet.spawn(d, &nats.url, "doomed", DOOMED);
     let coordinator = coordinator(d, &nats.url, Stdio::piped());
     wait_for("the worker to start a job", || count(&log, "started") > 0);
     kill9(&mut fleet.0[0].0);
@@ -380,12 +381,7 @@ fn a_worker_with_another_model_refuses_the_job() {
     let nats = server();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    setup(d);
-    ok(&evocomp(
-        d,
-        &["db", "build", "grid.ron", "--backend", "cpu"],
-    ));
-    experiment(d, "q", "grid", "UniformLevel(0)", SHORT);
+    built_study(d);
     let other = replica(d, "other");
     let mut cfg = tiny_config();
     cfg.n_layers = 4;
@@ -409,26 +405,9 @@ fn a_job_given_up_while_the_coordinator_was_down_is_recorded_on_resume() {
     let nats = server();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    setup(d);
-    ok(&evocomp(
-        d,
-        &["db", "build", "grid.ron", "--backend", "cpu"],
-    ));
-    experiment(d, "q", "grid", "UniformLevel(0)", SHORT);
+    built_study(d);
     let mut fleet = Fleet::default();
-    let log = fleet.spawn(
-        d,
-        &nats.url,
-        "doomed",
-        &[
-            "--ack-wait",
-            "1",
-            "--max-deliver",
-            "1",
-            "--test-delay-ms",
-            "60000",
-        ],
-    );
+    let log = fleet.spawn(d, &nats.url, "doomed", DOOMED);
     let mut coordinator = coordinator(d, &nats.url, Stdio::null());
     wait_for("the worker to start a job", || count(&log, "started") > 0);
     kill9(&mut coordinator);
@@ -472,10 +451,7 @@ fn a_coordinator_stopped_with_ctrl_c_resumes_to_the_same_result() {
     let nats = server();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    setup(d);
-    experiment(d, "local", "grid", "UniformLevel(0)", EVO);
-    ok(&evocomp(d, &["run", "local.ron", "--no-shared-cache"]));
-    experiment(d, "q", "grid", "UniformLevel(0)", EVO);
+    local_then_queued(d, EVO);
     let mut fleet = Fleet::default();
     fleet.spawn(d, &nats.url, "a", &["--test-delay-ms", "20"]);
     let mut c = coordinator(d, &nats.url, Stdio::null());
