@@ -162,10 +162,7 @@ fn main() -> Result<()> {
     if genomes.len() < 3 {
         bail!("the journals hold {} distinct genomes", genomes.len());
     }
-    let spec = SampleSpec {
-        tokens: a.tokens,
-        seed: a.seed,
-    };
+    let spec = SampleSpec::new(a.tokens, a.seed);
     let mut scores = Vec::new();
     for dtype in [WeightDtype::F32, a.dtype] {
         let fitness = FitnessSpec {

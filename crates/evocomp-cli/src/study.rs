@@ -423,6 +423,11 @@ fn study_input(dir: &Path, by_strategy: bool) -> Result<evocomp_report::StudyInp
         evaluations: s.evaluations,
         cache_hits: s.cache_hits,
         seconds: s.seconds,
+        anytime: s
+            .anytime
+            .iter()
+            .map(|p| (p.tokens, p.held_out_kl))
+            .collect(),
     })
 }
 

@@ -50,6 +50,10 @@ pub struct ExperimentSpec {
     /// Offspring resume from their parent's hidden states at the first layer they change.
     #[serde(default = "yes")]
     pub prefix_reuse: bool,
+    /// Measure the best genome on the held-out data after every n-th of the
+    /// search's tokens too (anytime curves); off by default.
+    #[serde(default)]
+    pub anytime: Option<usize>,
 }
 
 fn yes() -> bool {
@@ -326,6 +330,9 @@ pub struct Experiment {
     /// folder is then `<sweep folder>/<budget label>`.
     #[serde(default)]
     pub sweep: Option<String>,
+    /// Held-out measurements at every n-th of the search's tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anytime: Option<usize>,
 }
 
 /// A folder-safe name for a budget: `level-2`, `dropped6`, `fraction0.5`, ...
@@ -476,6 +483,13 @@ impl ExperimentSpec {
                 return c.fail(field, format!("{b:?} is listed twice"));
             }
         }
+        if let Some(n) = self.anytime {
+            c.ensure(
+                (1..=64).contains(&n),
+                "anytime",
+                format!("the number of held-out points must be in 1..=64, got {n}"),
+            )?;
+        }
         if let Err(e) = self.strategy.settings().validate(f.seq_len) {
             let field = if e.field.is_empty() {
                 "strategy".to_string()
@@ -514,6 +528,7 @@ impl ExperimentSpec {
                     output,
                     prefix_reuse: self.prefix_reuse,
                     sweep: sweep.clone(),
+                    anytime: self.anytime,
                 }
             })
             .collect())
@@ -661,6 +676,19 @@ Experiment(
                 8,
                 "strategy.stages",
             ),
+            (
+                "generations: Some(5)",
+                "generations: Some(5), racing: (chunk: 100)",
+                8,
+                "strategy.racing",
+            ),
+            (
+                "generations: Some(5)",
+                "generations: Some(5), surrogate: (explore: 1.5)",
+                8,
+                "strategy.surrogate",
+            ),
+            ("seed: 3,", "seed: 3, anytime: Some(0),", 9, "anytime"),
         ] {
             let p = write(dir.path(), "bad.ron", &good.replace(from, to));
             let e = load_experiment(&p).unwrap_err().to_string();

@@ -22,12 +22,26 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The token sample a spec names: ⌈tokens / seq_len⌉ random windows of the
-/// calibration text, drawn with the spec's seed.
+/// calibration text, drawn with the spec's seed, after the draw's first
+/// `skip / seq_len` windows.
 pub fn sample_for(calib: &TokenSet, spec: SampleSpec, seq_len: usize) -> Result<Sample> {
     let n = spec.tokens.div_ceil(seq_len).max(1);
-    calib
-        .sample(n, seq_len, spec.seed)
-        .with_context(|| format!("a sample of {n} x {seq_len} tokens"))
+    if spec.skip == 0 {
+        return calib
+            .sample(n, seq_len, spec.seed)
+            .with_context(|| format!("a sample of {n} x {seq_len} tokens"));
+    }
+    if !spec.skip.is_multiple_of(seq_len) {
+        anyhow::bail!(
+            "a sample part skipping {} tokens: not a whole number of {seq_len}-token sequences",
+            spec.skip
+        );
+    }
+    let skip = spec.skip / seq_len;
+    Ok(calib
+        .sample_with_held_out(skip, n, seq_len, spec.seed)
+        .with_context(|| format!("a sample of {n} x {seq_len} tokens after {skip} sequences"))?
+        .1)
 }
 
 /// Layers run, against layers a full forward would have run.

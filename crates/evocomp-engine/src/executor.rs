@@ -15,7 +15,9 @@ use evocomp_config::Experiment;
 use evocomp_eval::KlResult;
 use evocomp_search::{FrontMember, Genome, Request, Role, SampleSpec, Scored, Strategy};
 use evocomp_store::{CacheKey, Commit, SharedCache, Trial};
-use evocomp_study::{Measured, OpenStudy, State, StudyDir, Summary, shared_cache_dir};
+use evocomp_study::{
+    AnytimePoint, Measured, OpenStudy, State, StepRecord, StudyDir, Summary, shared_cache_dir,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,12 +118,18 @@ pub fn run_observed(
         state,
         evaluations: 0,
         hits: 0,
+        tokens: 0,
         new_evaluations: 0,
         next_number: study.store().next_trial_number()?,
         job_id: 0,
     };
     let journal = study.store().trials()?;
     ex.evaluations = journal.iter().filter(|t| !t.cached).count();
+    ex.tokens = journal
+        .iter()
+        .filter(|t| !t.cached)
+        .map(|t| t.tokens as u64)
+        .sum();
     ex.hits = journal.len() - ex.evaluations;
     drop(journal);
     ex.run(&mut observers)
@@ -139,6 +147,8 @@ struct Executor<'a> {
     state: State,
     evaluations: usize,
     hits: usize,
+    /// Tokens of the evaluations computed (cache hits excluded), over every run.
+    tokens: u64,
     new_evaluations: usize,
     next_number: u64,
     job_id: u64,
@@ -180,6 +190,8 @@ impl Executor<'_> {
                 Role::Front => self.state.strategy.front(space),
                 _ => Vec::new(),
             },
+            tokens: self.tokens,
+            metrics: self.state.strategy.metrics(),
         }
     }
 
@@ -213,10 +225,34 @@ impl Executor<'_> {
         if front.is_empty() {
             bail!("the strategy finished without a result");
         }
-        let Some(measured) = self.held_out(&front)? else {
+        let anytime = match self.prep.exp.anytime {
+            Some(n) => anytime_members(&self.state.history, n, &self.prep.space),
+            None => Vec::new(),
+        };
+        // One batch: the front and the anytime genomes are measured together.
+        let members: Vec<FrontMember> = front
+            .iter()
+            .cloned()
+            .chain(anytime.iter().map(|(_, _, m)| m.clone()))
+            .collect();
+        let Some(mut measured) = self.held_out(&members)? else {
             return Ok(self.stopped(observers));
         };
-        let summary = self.summary(measured);
+        let anytime = measured
+            .split_off(front.len())
+            .into_iter()
+            .zip(anytime)
+            .map(|(m, (tokens, evaluations, _))| AnytimePoint {
+                tokens,
+                evaluations,
+                cost: m.cost,
+                search_fitness: m.search_fitness,
+                held_out_kl: m.held_out_kl,
+                held_out_nll: m.held_out_nll,
+            })
+            .collect();
+        let mut summary = self.summary(measured);
+        summary.anytime = anytime;
         self.study.finish(&summary)?;
         let at = self.at();
         for o in observers.iter_mut() {
@@ -337,6 +373,7 @@ impl Executor<'_> {
                     cost: prep.space.cost(&r.genome),
                     probe: r.probe,
                     sample: sid.clone(),
+                    tokens: r.sample.tokens,
                     fitness: f,
                     seconds: 0.0,
                     worker: "cache".into(),
@@ -416,6 +453,7 @@ impl Executor<'_> {
                 cost: prep.space.cost(&r.genome),
                 probe: r.probe,
                 sample: sid,
+                tokens: r.sample.tokens,
                 fitness: f,
                 seconds: d.seconds,
                 worker: d.worker.clone(),
@@ -429,6 +467,7 @@ impl Executor<'_> {
             })?;
             self.shared.put(&[(key, f)]);
             self.evaluations += 1;
+            self.tokens += r.sample.tokens as u64;
             self.new_evaluations += 1;
             for &i in &idx {
                 work.fitness[i] = Some(f);
@@ -454,9 +493,18 @@ impl Executor<'_> {
         let study = self.study;
         let store = study.store();
         let mut results: Vec<Option<KlResult>> = vec![None; front.len()];
-        let mut jobs: HashMap<u64, usize> = HashMap::new();
-        let mut keys = Vec::with_capacity(front.len());
+        // A genome listed twice is measured once.
+        let mut jobs: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut keys: Vec<(CacheKey, CacheKey)> = Vec::with_capacity(front.len());
         for (i, m) in front.iter().enumerate() {
+            if let Some(ids) = jobs
+                .values_mut()
+                .find(|ids| front[ids[0]].genome == m.genome)
+            {
+                ids.push(i);
+                keys.push(keys[ids[0]].clone());
+                continue;
+            }
             let kk = self.keys.held_out(&m.genome, "kl");
             let kn = self.keys.held_out(&m.genome, "nll");
             let (kl, nll) = match (store.cached(&kk)?, store.cached(&kn)?) {
@@ -477,7 +525,7 @@ impl Executor<'_> {
                 }
                 _ => {
                     self.job_id += 1;
-                    jobs.insert(self.job_id, i);
+                    jobs.insert(self.job_id, vec![i]);
                     self.pool.submit(Job {
                         id: self.job_id,
                         kind: JobKind::HeldOut {
@@ -491,9 +539,11 @@ impl Executor<'_> {
         let mut stopped = false;
         for _ in 0..jobs.len() {
             let d = self.pool.recv()?;
-            let i = *jobs
+            let ids = jobs
                 .get(&d.id)
-                .ok_or_else(|| anyhow!("a worker answered job {} that was not asked", d.id))?;
+                .ok_or_else(|| anyhow!("a worker answered job {} that was not asked", d.id))?
+                .clone();
+            let i = ids[0];
             let r = match d.result {
                 Ok(Output::HeldOut(r)) => r,
                 Ok(Output::Skipped) => {
@@ -512,7 +562,9 @@ impl Executor<'_> {
             })?;
             self.shared.put(&entries);
             self.new_evaluations += 1;
-            results[i] = Some(r);
+            for j in ids {
+                results[j] = Some(r);
+            }
         }
         if stopped {
             return Ok(None);
@@ -569,8 +621,44 @@ impl Executor<'_> {
             layers_run_fraction: (stats.layers_full > 0)
                 .then(|| stats.layers_run as f64 / stats.layers_full as f64),
             history: self.state.history.clone(),
+            anytime: Vec::new(),
         }
     }
+}
+
+/// The best genome after each `n`-th of the search's tokens, from the
+/// history (the last record at or before each point): (tokens, evaluations,
+/// genome with its search fitness and cost).
+fn anytime_members(
+    history: &[StepRecord],
+    n: usize,
+    space: &evocomp_search::Space,
+) -> Vec<(u64, usize, FrontMember)> {
+    let total = history.last().map_or(0, |r| r.tokens);
+    let mut out = Vec::new();
+    for k in 1..=n as u64 {
+        let at = total * k / n as u64;
+        let mut genome = None;
+        let mut last = None;
+        for r in history.iter().take_while(|r| r.tokens <= at) {
+            if let Some(g) = &r.best_genome {
+                genome = Some(g);
+            }
+            last = Some(r);
+        }
+        if let (Some(g), Some(r), Some(fitness)) = (genome, last, last.and_then(|r| r.best)) {
+            out.push((
+                at,
+                r.evaluations,
+                FrontMember {
+                    genome: g.clone(),
+                    fitness,
+                    cost: space.cost(g),
+                },
+            ));
+        }
+    }
+    out
 }
 
 /// Cache keys: sha256 of (model, database, fitness spec, sample, genome).

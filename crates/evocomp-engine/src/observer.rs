@@ -4,7 +4,7 @@
 //! changes what the study computes.
 
 use anyhow::Result;
-use evocomp_search::{Best, FrontMember, Progress};
+use evocomp_search::{Best, FrontMember, Genome, Progress};
 use evocomp_study::{StatusFile, StepRecord, StudyDir, Summary};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -23,6 +23,10 @@ pub struct StepEvent {
     pub best_cost: Option<u64>,
     /// The current front, for strategies that search one.
     pub front: Vec<FrontMember>,
+    /// Tokens scored (cache hits excluded), over every run.
+    pub tokens: u64,
+    /// The strategy's own figures.
+    pub metrics: Vec<(String, f64)>,
 }
 
 /// One evaluation computed by a worker.
@@ -175,14 +179,30 @@ impl Observer for StatusWriter {
 }
 
 /// Records where the search stood after every step (convergence and
-/// hypervolume plots); the executor stores the records with each checkpoint.
+/// hypervolume plots, anytime curves); the executor stores the records with
+/// each checkpoint.
 #[derive(Debug, Clone, Default)]
 pub struct History {
     pub records: Vec<StepRecord>,
 }
 
+impl History {
+    /// The best genome as of the last record.
+    fn last_genome(&self) -> Option<&Genome> {
+        self.records
+            .iter()
+            .rev()
+            .find_map(|r| r.best_genome.as_ref())
+    }
+}
+
 impl Observer for History {
     fn on_step(&mut self, at: &StepEvent) -> Result<()> {
+        let genome = at.best.as_ref().map(|b| &b.genome);
+        let best_genome = match genome {
+            Some(g) if self.last_genome() != Some(g) => Some(g.clone()),
+            _ => None,
+        };
         self.records.push(StepRecord {
             step: at.step,
             evaluations: at.evaluations,
@@ -191,6 +211,9 @@ impl Observer for History {
             best: at.best.as_ref().map(|b| b.fitness),
             best_cost: at.best_cost,
             front: at.front.iter().map(|m| (m.fitness, m.cost)).collect(),
+            tokens: at.tokens,
+            best_genome,
+            metrics: at.metrics.iter().cloned().collect(),
         });
         Ok(())
     }

@@ -389,10 +389,7 @@ pub fn batch_for_device(exp: &Experiment, prep: &Prepared, max: Option<u64>) -> 
 
 /// The one sample strategies with a fixed sample score on.
 fn fixed_sample(exp: &Experiment) -> SampleSpec {
-    SampleSpec {
-        tokens: exp.fitness.tokens,
-        seed: rng::mix(exp.seed, &[0xf17]),
-    }
+    SampleSpec::new(exp.fitness.tokens, rng::mix(exp.seed, &[0xf17]))
 }
 
 /// A fresh strategy for the experiment: the model measurements its settings

@@ -49,6 +49,11 @@ impl Observer for Counter {
 /// A tiny model, a text and an NSGA-II experiment on a sparsity grid, all
 /// with absolute paths; the study goes to `<dir>/results/<name>`.
 fn setup(dir: &Path, name: &str) -> std::path::PathBuf {
+    setup_with(dir, name, "Nsga2(population: 6, generations: 2)", "")
+}
+
+/// [`setup`] with another strategy and more experiment fields.
+fn setup_with(dir: &Path, name: &str, strategy: &str, extra: &str) -> std::path::PathBuf {
     if !dir.join("tiny.gguf").exists() {
         let mut cfg = tiny_config();
         cfg.n_layers = 2;
@@ -80,11 +85,11 @@ fn setup(dir: &Path, name: &str) -> std::path::PathBuf {
     database: "{d}/grid.ron",
     data: (calibration: "{d}/text.txt", evaluation: "{d}/text.txt", held_out_tokens: 128, held_out_context: 32),
     budget: UniformLevel(0),
-    strategy: Nsga2(population: 6, generations: 2),
+    strategy: {strategy},
     fitness: (metric: Kl, teacher: TopK(8), seq_len: 32, tokens: 64, batch_size: 2),
     backend: Cpu,
     seed: 5,
-    output: "{d}/results/{name}",
+    output: "{d}/results/{name}",{extra}
 )"#,
             d = dir.display()
         ),
@@ -103,7 +108,15 @@ fn run_limited(
     devices: usize,
     max_buffer_bytes: Option<u64>,
 ) -> anyhow::Result<(Summary, Counts, usize)> {
-    let exp = evocomp_config::load_experiment(&setup(dir, name)).unwrap();
+    run_config(&setup(dir, name), devices, max_buffer_bytes)
+}
+
+fn run_config(
+    config: &Path,
+    devices: usize,
+    max_buffer_bytes: Option<u64>,
+) -> anyhow::Result<(Summary, Counts, usize)> {
+    let exp = evocomp_config::load_experiment(config).unwrap();
     let counts = Arc::new(Mutex::new(Counts::default()));
     let opts = RunOptions {
         progress: false,
@@ -183,4 +196,111 @@ fn two_devices_reach_what_one_reaches_and_observers_see_every_event() {
     let (again, c3, new3) = run(dir.path(), "one", 1);
     assert_eq!(again, one);
     assert_eq!((new3, c3.results, c3.starts), (0, 0, 0));
+}
+
+/// EvoPress raced in chunks that never drops (confidence 1) selects as
+/// EvoPress does on whole samples: the chunks are the stage's sample in
+/// pieces. Racing that drops scores fewer tokens. The history counts
+/// tokens, and the anytime points measure the best genome along the way.
+#[test]
+fn racing_in_chunks_is_evopress_on_whole_samples_and_anytime_points_follow_the_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let evo = |more: &str| {
+        format!(
+            "EvoPress(preset: Sparsity, generations: Some(4), offspring: Some(6), stages: Some([(2, 64), (1, 256)]){more})"
+        )
+    };
+    let anytime = "\n    anytime: Some(4),";
+    let (plain, _, _) = run_config(&setup_with(d, "plain", &evo(""), anytime), 1, None).unwrap();
+    let (whole, _, _) = run_config(
+        &setup_with(
+            d,
+            "whole",
+            &evo(", racing: (chunk: 32, confidence: 1.0)"),
+            anytime,
+        ),
+        1,
+        None,
+    )
+    .unwrap();
+    assert_eq!(plain.best.genome, whole.best.genome);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs().max(1e-3);
+    assert!(close(plain.best.search_fitness, whole.best.search_fitness));
+    let bests = |s: &Summary| -> Vec<f64> { s.history.iter().filter_map(|h| h.best).collect() };
+    let (pb, wb) = (bests(&plain), bests(&whole));
+    // The same parent after every generation (raced steps repeat it in between).
+    let mut wd = wb.clone();
+    wd.dedup();
+    let mut pd = pb.clone();
+    pd.dedup();
+    assert_eq!(pd.len(), wd.len(), "{pd:?} vs {wd:?}");
+    assert!(
+        pd.iter().zip(&wd).all(|(a, b)| close(*a, *b)),
+        "{pd:?} vs {wd:?}"
+    );
+    // Every token of every stage, in chunks: the same total.
+    let last = |s: &Summary| s.history.last().unwrap().tokens;
+    assert_eq!(last(&plain), last(&whole));
+    assert_eq!(last(&plain), 4 * (6 * 64 + 3 * 256));
+    assert!(whole.history.windows(2).all(|w| w[0].tokens <= w[1].tokens));
+    // Anytime points: the best genome after each quarter of the tokens,
+    // measured on the held-out text; the last is the study's best.
+    assert_eq!(plain.anytime.len(), 4);
+    assert_eq!(plain.anytime[3].tokens, last(&plain));
+    assert_eq!(plain.anytime[3].held_out_kl, plain.best.held_out_kl);
+    assert!(
+        plain
+            .anytime
+            .iter()
+            .all(|p| p.held_out_kl.is_finite() && p.cost == plain.best.cost)
+    );
+    // Racing that drops asks for fewer tokens over the same generations.
+    let (fast, _, _) = run_config(
+        &setup_with(
+            d,
+            "fast",
+            &evo(", racing: (chunk: 32, confidence: 0.6, min_chunks: 2)"),
+            "",
+        ),
+        1,
+        None,
+    )
+    .unwrap();
+    assert!(
+        last(&fast) < last(&plain),
+        "{} vs {}",
+        last(&fast),
+        last(&plain)
+    );
+    assert!(fast.anytime.is_empty());
+}
+
+/// A sample's parts (`skip`) are the sample's sequences in pieces.
+#[test]
+fn sample_parts_are_the_sample_in_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let words = ["alpha", "beta", "gamma", "delta"];
+    let body: Vec<&str> = (0..3000).map(|i| words[(i * 7 + i / 5) % 4]).collect();
+    let p = dir.path().join("t.txt");
+    std::fs::write(&p, body.join(" ")).unwrap();
+    let calib = evocomp_data::tokenize_path(
+        &p,
+        &|s: &str| Ok::<_, String>(s.bytes().map(u32::from).collect()),
+        "bytes",
+        &[],
+    )
+    .unwrap();
+    let whole = evocomp_search::SampleSpec::new(256, 9);
+    let full = evocomp_engine::sample_for(&calib, whole, 32).unwrap();
+    let mut pieces = Vec::new();
+    for i in 0..4 {
+        let part = evocomp_engine::sample_for(&calib, whole.part(64, i), 32).unwrap();
+        assert_eq!(part.sequences.len(), 2);
+        pieces.extend(part.sequences);
+    }
+    assert_eq!(pieces, full.sequences);
+    // A part that does not start at a sequence boundary is refused.
+    let odd = evocomp_search::SampleSpec { skip: 10, ..whole };
+    assert!(evocomp_engine::sample_for(&calib, odd, 32).is_err());
 }

@@ -77,10 +77,7 @@ fn children_resumed_from_the_anchor_score_exactly_like_full_passes() {
     };
     let mut with = make(true);
     let mut without = make(false);
-    let spec = SampleSpec {
-        tokens: 128,
-        seed: 5,
-    };
+    let spec = SampleSpec::new(128, 5);
     let n = unit_layer.len();
     let anchor = vec![0i64; n];
     // Children that first differ in every layer, and the anchor itself.

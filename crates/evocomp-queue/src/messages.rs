@@ -245,10 +245,7 @@ mod tests {
 
     #[test]
     fn content_ids_ignore_the_anchor_and_tell_kinds_apart() {
-        let s = SampleSpec {
-            tokens: 64,
-            seed: 3,
-        };
+        let s = SampleSpec::new(64, 3);
         let a = JobKind::Fitness {
             genome: vec![1, 0],
             sample: s,

@@ -47,6 +47,9 @@ pub struct StudyInput {
     pub evaluations: usize,
     pub cache_hits: usize,
     pub seconds: f64,
+    /// The best genome's held-out KL after some tokens of search: (tokens, KL).
+    #[serde(default)]
+    pub anytime: Vec<(u64, f64)>,
 }
 
 /// One named series of (x, y) points.
@@ -59,6 +62,9 @@ pub struct Series {
     /// The uniform baseline: drawn black and dashed, whatever its length.
     #[serde(default)]
     pub baseline: bool,
+    /// A shaded spread around the line: (x, low, high).
+    #[serde(default)]
+    pub band: Vec<(f64, f64, f64)>,
 }
 
 impl Series {
@@ -68,6 +74,7 @@ impl Series {
             name: format!("{} ({})", s.name, s.strategy),
             reference: false,
             baseline: false,
+            band: Vec::new(),
             points,
         }
     }
@@ -171,6 +178,7 @@ pub fn front_plot(studies: &[StudyInput]) -> Result<SeriesPlot, ReportError> {
                 },
                 reference: pts.len() == 1 && role != Role::Search,
                 baseline,
+                band: Vec::new(),
                 points: pts,
             }
         })
@@ -270,6 +278,136 @@ pub fn convergence_plot(studies: &[StudyInput], by_time: bool) -> Result<SeriesP
         "best search fitness (KL on its last sample)",
         series,
     )
+}
+
+/// A study's variant for anytime curves: its name without a trailing
+/// seed suffix (`-s<digits>`), so that the seeds of one variant are one curve.
+pub fn variant(name: &str) -> &str {
+    match name.rsplit_once("-s") {
+        Some((v, seed)) if !seed.is_empty() && seed.bytes().all(|b| b.is_ascii_digit()) => v,
+        _ => name,
+    }
+}
+
+/// One variant's anytime curve over its seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnytimeCurve {
+    pub variant: String,
+    pub seeds: usize,
+    /// (tokens, mean, lowest, highest) of the seeds' held-out KL, at every
+    /// token count any seed was measured at from the point every seed has
+    /// a value (a seed's value holds until its next measurement).
+    pub points: Vec<(f64, f64, f64, f64)>,
+    /// The seeds' mean final KL and mean total tokens.
+    pub final_kl: f64,
+    pub final_tokens: f64,
+}
+
+impl AnytimeCurve {
+    /// The first token count at which the mean reaches `kl` (None if never).
+    pub fn tokens_to_reach(&self, kl: f64) -> Option<f64> {
+        self.points.iter().find(|p| p.1 <= kl).map(|p| p.0)
+    }
+
+    /// The mean KL at `tokens` (the last point at or before it).
+    pub fn at(&self, tokens: f64) -> Option<f64> {
+        self.points
+            .iter()
+            .take_while(|p| p.0 <= tokens)
+            .last()
+            .map(|p| p.1)
+    }
+}
+
+/// The anytime curve of every variant whose studies have anytime points,
+/// in first-appearance order.
+pub fn anytime_curves(studies: &[StudyInput]) -> Vec<AnytimeCurve> {
+    let mut groups: Vec<(String, Vec<&StudyInput>)> = Vec::new();
+    for s in studies.iter().filter(|s| !s.anytime.is_empty()) {
+        let v = variant(&s.name);
+        match groups.iter_mut().find(|(n, _)| n == v) {
+            Some((_, m)) => m.push(s),
+            None => groups.push((v.to_string(), vec![s])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(variant, members)| {
+            let mut grid: Vec<u64> = members
+                .iter()
+                .flat_map(|s| s.anytime.iter().map(|p| p.0))
+                .collect();
+            grid.sort_unstable();
+            grid.dedup();
+            let value = |s: &StudyInput, t: u64| {
+                s.anytime
+                    .iter()
+                    .take_while(|p| p.0 <= t)
+                    .last()
+                    .map(|p| p.1)
+            };
+            let points = grid
+                .into_iter()
+                .filter_map(|t| {
+                    let v: Option<Vec<f64>> = members.iter().map(|s| value(s, t)).collect();
+                    let v = v?;
+                    let mean = v.iter().sum::<f64>() / v.len() as f64;
+                    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    Some((t as f64, mean, lo, hi))
+                })
+                .collect();
+            let n = members.len() as f64;
+            let last = |s: &&StudyInput| *s.anytime.last().expect("non-empty");
+            AnytimeCurve {
+                variant,
+                seeds: members.len(),
+                points,
+                final_kl: members.iter().map(|s| last(s).1).sum::<f64>() / n,
+                final_tokens: members.iter().map(|s| last(s).0 as f64).sum::<f64>() / n,
+            }
+        })
+        .collect()
+}
+
+/// Held-out KL against tokens scored: one line (the seeds' mean) and a
+/// band (their lowest and highest) per variant.
+pub fn anytime_plot(studies: &[StudyInput]) -> Result<SeriesPlot, ReportError> {
+    let series = anytime_curves(studies)
+        .into_iter()
+        .map(|c| Series {
+            name: format!("{} ({} seeds)", c.variant, c.seeds),
+            reference: false,
+            baseline: false,
+            points: c.points.iter().map(|p| (p.0, p.1)).collect(),
+            band: if c.seeds > 1 {
+                c.points.iter().map(|p| (p.0, p.2, p.3)).collect()
+            } else {
+                Vec::new()
+            },
+        })
+        .collect::<Vec<_>>();
+    let mut plot = SeriesPlot::new(
+        "Anytime: the best genome's held-out KL against tokens scored",
+        "tokens scored (cache hits excluded)",
+        "held-out KL of the best genome so far",
+        series,
+    )?;
+    // The bands reach beyond the means.
+    let (lo, hi) = plot
+        .series
+        .iter()
+        .flat_map(|s| {
+            s.points
+                .iter()
+                .map(|p| (p.1, p.1))
+                .chain(s.band.iter().map(|b| (b.1, b.2)))
+        })
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.0), b.max(p.1))
+        });
+    plot.y_range = padded(lo, hi);
+    Ok(plot)
 }
 
 /// Where the budget went: one row per study (its best configuration), one

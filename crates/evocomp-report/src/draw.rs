@@ -32,6 +32,17 @@ impl SeriesPlot {
             } else {
                 Palette99::pick(i).to_rgba()
             };
+            if !s.band.is_empty() {
+                // The spread as a step-shaped polygon: along the highs, back along the lows.
+                let mut poly: Vec<(f64, f64)> = s.band.iter().map(|b| (b.0, b.2)).collect();
+                poly.extend(s.band.iter().rev().map(|b| (b.0, b.1)));
+                chart
+                    .draw_series(std::iter::once(Polygon::new(
+                        poly,
+                        color.mix(0.18).filled(),
+                    )))
+                    .map_err(|e| e.to_string())?;
+            }
             if s.baseline {
                 chart
                     .draw_series(DashedLineSeries::new(

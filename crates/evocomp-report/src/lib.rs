@@ -19,8 +19,9 @@ mod data;
 mod draw;
 mod write;
 pub use data::{
-    Heatmap, MeasuredPoint, Progress, Series, SeriesPlot, StudyInput, convergence_plot, front_plot,
-    hypervolume_plot, level_by_layer, profile_heatmap, series_groups,
+    AnytimeCurve, Heatmap, MeasuredPoint, Progress, Series, SeriesPlot, StudyInput, anytime_curves,
+    anytime_plot, convergence_plot, front_plot, hypervolume_plot, level_by_layer, profile_heatmap,
+    series_groups, variant,
 };
 pub use evocomp_search::Role;
 pub use write::{markdown, write_report};

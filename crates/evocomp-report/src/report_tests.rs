@@ -47,6 +47,7 @@ fn study(name: &str, strategy: &str, front: &[(u64, f64)], hist: &[(usize, f64)]
         evaluations: hist.last().map_or(1, |h| h.0),
         cache_hits: 0,
         seconds: 1.0,
+        anytime: Vec::new(),
     }
 }
 
@@ -172,4 +173,59 @@ fn the_report_holds_every_study_and_its_plots() {
     let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("evo"));
     assert!(write_report(&[], dir.path()).is_err());
+}
+
+#[test]
+fn anytime_curves_join_the_seeds_of_a_variant() {
+    assert_eq!(variant("depth-racing-s2"), "depth-racing");
+    assert_eq!(variant("depth-racing"), "depth-racing");
+    assert_eq!(variant("depth-s"), "depth-s");
+    assert_eq!(variant("depth-sx1"), "depth-sx1");
+    let with = |name: &str, pts: &[(u64, f64)]| {
+        let mut s = study(name, "EvoPress", &[(500, 0.9)], &[(1, 1.0), (2, 0.9)]);
+        s.anytime = pts.to_vec();
+        s
+    };
+    let studies = vec![
+        with("pub-s0", &[(100, 1.0), (200, 0.8)]),
+        with("pub-s1", &[(150, 0.9), (300, 0.6)]),
+        with("fast-s0", &[(50, 0.7), (300, 0.5)]),
+        // No anytime points: not a curve.
+        study("uniform", "uniform", &[(500, 1.2)], &[(1, 1.2)]),
+    ];
+    let c = anytime_curves(&studies);
+    assert_eq!(c.len(), 2);
+    assert_eq!((c[0].variant.as_str(), c[0].seeds), ("pub", 2));
+    // From 150 tokens on both seeds have a value; each holds until its next.
+    let want = [
+        (150.0, 0.95, 0.9, 1.0),
+        (200.0, 0.85, 0.8, 0.9),
+        (300.0, 0.7, 0.6, 0.8),
+    ];
+    assert_eq!(c[0].points.len(), want.len());
+    for (p, w) in c[0].points.iter().zip(want) {
+        assert_eq!((p.0, p.2, p.3), (w.0, w.2, w.3));
+        assert!((p.1 - w.1).abs() < 1e-12, "{p:?} vs {w:?}");
+    }
+    assert!((c[0].final_kl - 0.7).abs() < 1e-12);
+    assert_eq!(c[0].final_tokens, 250.0);
+    assert_eq!(c[1].tokens_to_reach(0.7), Some(50.0));
+    assert_eq!(c[0].tokens_to_reach(0.7), Some(300.0));
+    assert_eq!(c[0].tokens_to_reach(0.1), None);
+    assert_eq!(c[1].at(250.0), Some(0.7));
+    assert_eq!(c[1].at(10.0), None);
+    let p = anytime_plot(&studies).unwrap();
+    assert_eq!(p.series.len(), 2);
+    assert_eq!(p.series[0].band.len(), 3);
+    // One seed: no band. The y range covers the bands.
+    assert!(p.series[1].band.is_empty());
+    assert!(p.y_range.0 < 0.5 && p.y_range.1 > 1.0);
+    let md = markdown(&studies, &[]);
+    assert!(md.contains("| fast | 1 | 0.5000 |"), "{md}");
+    assert!(md.contains("| 50 | 20% |"), "{md}");
+    // Drawing works, and without anytime points there is no plot.
+    let dir = tempfile::tempdir().unwrap();
+    p.draw(&dir.path().join("anytime")).unwrap();
+    assert!(dir.path().join("anytime.svg").exists());
+    assert!(anytime_plot(&studies[3..]).is_err());
 }

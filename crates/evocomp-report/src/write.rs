@@ -3,8 +3,8 @@
 
 use crate::ReportError;
 use crate::data::{
-    MeasuredPoint, SeriesPlot, StudyInput, convergence_plot, front_plot, hypervolume_plot,
-    level_by_layer, profile_heatmap, series_groups,
+    MeasuredPoint, SeriesPlot, StudyInput, anytime_curves, anytime_plot, convergence_plot,
+    front_plot, hypervolume_plot, level_by_layer, profile_heatmap, series_groups,
 };
 use std::fmt::Write as _;
 use std::path::Path;
@@ -79,6 +79,48 @@ pub fn markdown(studies: &[StudyInput], plots: &[String]) -> String {
             let _ = writeln!(md);
         }
     }
+    let curves = anytime_curves(studies);
+    if let Some(reference) = curves.first() {
+        let _ = writeln!(
+            md,
+            "\n## Anytime: held-out KL of the best genome against tokens\n\n\
+             Seeds are the studies named `<variant>-s<seed>`. The reference is the first \
+             variant, {}: its mean final KL {:.4} after {:.0} tokens. \"To reach\" is the first \
+             token count at which a variant's mean KL is at most that; \"at equal tokens\" \
+             is its mean KL at the reference's final token count.\n",
+            reference.variant, reference.final_kl, reference.final_tokens
+        );
+        let _ = writeln!(
+            md,
+            "| variant | seeds | final KL (mean) | lowest – highest | tokens | to reach the reference | % of its tokens | KL at equal tokens |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+        for c in &curves {
+            let last = c
+                .points
+                .last()
+                .copied()
+                .unwrap_or((0.0, f64::NAN, f64::NAN, f64::NAN));
+            let reach = c.tokens_to_reach(reference.final_kl);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.4} | {:.4} – {:.4} | {:.0} | {} | {} | {} |",
+                c.variant,
+                c.seeds,
+                c.final_kl,
+                last.2,
+                last.3,
+                c.final_tokens,
+                reach.map_or("not reached".into(), |t| format!("{t:.0}")),
+                reach.map_or("–".into(), |t| format!(
+                    "{:.0}%",
+                    100.0 * t / reference.final_tokens.max(1.0)
+                )),
+                c.at(reference.final_tokens)
+                    .map_or("–".into(), |k| format!("{k:.4}")),
+            );
+        }
+    }
     for s in studies.iter().filter(|s| s.front.len() > 1) {
         let _ = writeln!(md, "\n## {}: front\n", s.name);
         let _ = writeln!(
@@ -146,6 +188,7 @@ pub fn write_report(studies: &[StudyInput], out: &Path) -> Result<Vec<String>, R
     draw("convergence-evaluations", convergence_plot(studies, false))?;
     draw("convergence-time", convergence_plot(studies, true))?;
     draw("hypervolume", hypervolume_plot(studies))?;
+    draw("anytime", anytime_plot(studies))?;
     match profile_heatmap(studies) {
         Ok(h) => {
             h.draw(&plots_dir.join("profile"))?;

@@ -76,6 +76,10 @@ impl Strategy for AnyStrategy {
         self.inner().progress()
     }
 
+    fn metrics(&self) -> Vec<(String, f64)> {
+        self.inner().metrics()
+    }
+
     fn role(&self) -> Role {
         self.inner().role()
     }

@@ -8,10 +8,13 @@
 
 use crate::any::AnyStrategy;
 use crate::heuristics::start_genome;
+use crate::racing::Racing;
 use crate::rng::rng_for;
-use crate::setup::{BudgetHint, Settings, SettingsError, Setup, ensure};
+use crate::setup::{BudgetHint, Needs, Settings, SettingsError, Setup, ensure};
 use crate::space::{Budget, Genome, Space};
 use crate::strategy::{Best, Progress, Request, SampleSpec, Scored, Strategy};
+use crate::surrogate::{PredictionError, Surrogate, rank_correlation};
+use crate::warm::WarmStart;
 use crate::{SearchError, results_in_order};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -46,10 +49,74 @@ pub struct EvoPressSettings {
     /// genome).
     #[serde(default)]
     pub start: Option<Start>,
+    /// Racing selection (off by default: EvoPress's selection).
+    #[serde(default)]
+    pub racing: Option<Racing>,
+    /// Screen offspring with a surrogate model (off by default).
+    #[serde(default)]
+    pub surrogate: Option<SurrogateSettings>,
+    /// Start no generation once this many tokens were asked for (for
+    /// comparisons at equal tokens); none by default.
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+}
+
+/// Screening offspring with a surrogate: `screen` × λ children are made,
+/// the surrogate (fitted on every genome scored so far) ranks them, and the
+/// λ scored are its best `(1 − explore)·λ` plus `explore·λ` drawn at random
+/// from the rest, so that a wrong model cannot trap the search.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SurrogateSettings {
+    #[serde(default = "default_screen")]
+    pub screen: usize,
+    #[serde(default = "default_explore")]
+    pub explore: f64,
+    /// Scored genomes before the surrogate screens (until then, plain offspring).
+    #[serde(default = "default_min_train")]
+    pub min_train: usize,
+    /// The latest scored genomes it is fitted on.
+    #[serde(default = "default_max_train")]
+    pub max_train: usize,
+    /// Pairwise interaction terms besides the per-unit additive ones.
+    #[serde(default)]
+    pub pairwise: bool,
+    /// Ridge, relative to the kernel's diagonal.
+    #[serde(default = "default_ridge")]
+    pub ridge: f64,
+}
+
+fn default_screen() -> usize {
+    4
+}
+fn default_explore() -> f64 {
+    0.25
+}
+fn default_min_train() -> usize {
+    24
+}
+fn default_max_train() -> usize {
+    256
+}
+fn default_ridge() -> f64 {
+    0.05
+}
+
+impl Default for SurrogateSettings {
+    fn default() -> Self {
+        Self {
+            screen: default_screen(),
+            explore: default_explore(),
+            min_train: default_min_train(),
+            max_train: default_max_train(),
+            pairwise: false,
+            ridge: default_ridge(),
+        }
+    }
 }
 
 /// EvoPress's initial parent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub enum Start {
     /// The uniform genome where one meets the budget, else one random
     /// feasible genome.
@@ -64,6 +131,9 @@ pub enum Start {
     /// uniform genome far under the budget (levels of unequal costs, such as
     /// llama.cpp's types) EvoPress would never use the remainder.
     Filled,
+    /// A warm start: the best of the one-shot heuristics' genomes (OWL,
+    /// ShortGPT, DP, uniform, ...), each scored on `tokens` tokens.
+    Best { of: Vec<WarmStart>, tokens: usize },
 }
 
 impl EvoPressSettings {
@@ -97,9 +167,12 @@ impl EvoPressSettings {
         if let Some(f) = self.max_flips {
             cfg.max_flips = f;
         }
-        if let Some(st) = self.start {
-            cfg.start = st;
+        if let Some(st) = &self.start {
+            cfg.start = st.clone();
         }
+        cfg.racing = self.racing;
+        cfg.surrogate = self.surrogate;
+        cfg.max_tokens = self.max_tokens;
         cfg
     }
 }
@@ -125,13 +198,61 @@ impl Settings for EvoPressSettings {
             "max_flips",
             "must be at least 1",
         )?;
-        if let Some(Start::BestOfRandom { candidates, tokens }) = self.start {
-            ensure(
-                candidates >= 1 && tokens >= seq_len,
+        match &self.start {
+            Some(Start::BestOfRandom { candidates, tokens }) => ensure(
+                *candidates >= 1 && *tokens >= seq_len,
                 "start",
                 format!(
                     "BestOfRandom needs at least 1 candidate and at least seq_len ({seq_len}) tokens"
                 ),
+            )?,
+            Some(Start::Best { of, tokens }) => {
+                ensure(
+                    !of.is_empty() && *tokens >= seq_len,
+                    "start",
+                    format!(
+                        "Best needs at least one heuristic and at least seq_len ({seq_len}) tokens"
+                    ),
+                )?;
+                for w in of {
+                    w.validate(seq_len)
+                        .map_err(|e| SettingsError::new("start", e.to_string()))?;
+                }
+            }
+            _ => {}
+        }
+        if let Some(r) = &self.racing {
+            ensure(
+                r.chunk >= seq_len && r.chunk % seq_len == 0,
+                "racing",
+                format!(
+                    "chunk ({}) must be a whole number of seq_len ({seq_len}) sequences",
+                    r.chunk
+                ),
+            )?;
+            ensure(
+                (0.5..=1.0).contains(&r.confidence),
+                "racing",
+                format!("confidence must be in [0.5, 1], got {}", r.confidence),
+            )?;
+            ensure(r.min_chunks >= 2, "racing", "min_chunks must be at least 2")?;
+        }
+        if let Some(sg) = &self.surrogate {
+            ensure(sg.screen >= 1, "surrogate", "screen must be at least 1")?;
+            ensure(
+                (0.0..=1.0).contains(&sg.explore),
+                "surrogate",
+                format!("explore must be in [0, 1], got {}", sg.explore),
+            )?;
+            ensure(
+                sg.min_train >= 2 && sg.max_train >= sg.min_train,
+                "surrogate",
+                "needs 2 <= min_train <= max_train",
+            )?;
+            ensure(
+                sg.ridge > 0.0 && sg.ridge.is_finite(),
+                "surrogate",
+                "ridge must be positive",
             )?;
         }
         if let Some(st) = &self.stages {
@@ -154,15 +275,27 @@ impl Settings for EvoPressSettings {
         Ok(())
     }
 
+    fn needs(&self) -> Needs {
+        match &self.start {
+            Some(Start::Best { of, .. }) => crate::warm::needs(of),
+            _ => Needs::default(),
+        }
+    }
+
     fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
         let cfg = self.config(setup.space.len(), setup.hint, setup.seed);
-        let start = start_genome(setup.seed, setup.space, &setup.budget)?;
-        Ok(AnyStrategy::EvoPress(Box::new(EvoPress::new(
-            cfg,
-            setup.space,
-            setup.budget,
-            start,
-        )?)))
+        let s = match &cfg.start {
+            Start::Best { of, tokens } => {
+                let pool = crate::warm::genomes(of, setup)?;
+                let tokens = *tokens;
+                EvoPress::from_pool(cfg, setup.space, setup.budget, pool, tokens)?
+            }
+            _ => {
+                let start = start_genome(setup.seed, setup.space, &setup.budget)?;
+                EvoPress::new(cfg, setup.space, setup.budget, start)?
+            }
+        };
+        Ok(AnyStrategy::EvoPress(Box::new(s)))
     }
 }
 
@@ -187,6 +320,14 @@ pub struct EvoPressConfig {
     /// How the first parent is chosen.
     #[serde(default)]
     pub start: Start,
+    /// Racing selection; none is EvoPress's.
+    #[serde(default)]
+    pub racing: Option<Racing>,
+    #[serde(default)]
+    pub surrogate: Option<SurrogateSettings>,
+    /// No generation starts once this many tokens were asked for.
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
 }
 
 impl EvoPressConfig {
@@ -230,6 +371,9 @@ impl EvoPressConfig {
             max_flips: 3,
             seed,
             start: Start::Uniform,
+            racing: None,
+            surrogate: None,
+            max_tokens: None,
         }
     }
 
@@ -261,15 +405,26 @@ impl EvoPressConfig {
 /// Where the state machine is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Phase {
-    /// Random feasible candidates for the first parent await scores.
+    /// Candidates for the first parent (random feasible genomes or the
+    /// heuristics' genomes) await scores.
     Start {
         pool: Vec<Genome>,
         tokens: usize,
     },
-    /// Candidates of `stage` of the current generation await scores.
+    /// Candidates of `stage` of the current generation are being scored.
     Stage {
         stage: usize,
         pool: Vec<Genome>,
+        /// Per candidate, its fitness on each chunk of the stage's sample
+        /// scored so far (one chunk, the whole sample, without racing).
+        #[serde(default)]
+        scores: Vec<Vec<f64>>,
+        /// The candidates still being scored (racing drops the others).
+        #[serde(default)]
+        alive: Vec<bool>,
+        /// The surrogate's prediction per candidate (stage 0, when it screened).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        predicted: Vec<f64>,
     },
     Done,
 }
@@ -286,6 +441,16 @@ pub struct EvoPress {
     phase: Phase,
     /// (generation, parent fitness) after each generation.
     pub history: Vec<(usize, f64)>,
+    /// Tokens of every request asked and answered so far (cache hits included).
+    #[serde(default)]
+    pub tokens_asked: u64,
+    /// The surrogate's training set: genomes and their fitness on the first
+    /// chunk of a stage's sample, centred over that chunk's candidates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scored: Vec<(Genome, f64)>,
+    /// The surrogate's prediction error, per generation it screened.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub surrogate_errors: Vec<PredictionError>,
 }
 
 /// The sample seed of `stage` in `generation`: fresh per stage and generation.
@@ -318,17 +483,8 @@ impl EvoPress {
                 space.cost(&initial)
             )));
         }
-        let mut s = Self {
-            cfg,
-            budget,
-            parent: initial,
-            parent_fitness: None,
-            generation: 0,
-            phase: Phase::Done,
-            history: Vec::new(),
-        };
+        let mut s = Self::empty(cfg, budget, initial);
         s.phase = match s.cfg.start {
-            Start::Uniform | Start::Filled => s.start_generation(space),
             Start::BestOfRandom { candidates, tokens } => {
                 let mut pool = crate::heuristics::random_feasible(
                     space,
@@ -342,28 +498,195 @@ impl EvoPress {
                 }
                 Phase::Start { pool, tokens }
             }
+            _ => s.start_generation(space),
         };
         Ok(s)
     }
 
+    /// Start from the best of `pool` (a warm start: the heuristics'
+    /// genomes), each scored on `tokens` tokens; every one must meet `budget`.
+    pub fn from_pool(
+        cfg: EvoPressConfig,
+        space: &Space,
+        budget: Budget,
+        mut pool: Vec<Genome>,
+        tokens: usize,
+    ) -> Result<Self, SearchError> {
+        cfg.validate()?;
+        let mut seen = HashSet::new();
+        pool.retain(|g| seen.insert(g.clone()));
+        let Some(first) = pool.first().cloned() else {
+            return Err(SearchError::Config("no genome to start from".into()));
+        };
+        for g in &pool {
+            space.check(g)?;
+            if !budget.allows(space.cost(g)) {
+                return Err(SearchError::Config(format!(
+                    "a start genome costs {}, which does not meet the budget {budget:?}",
+                    space.cost(g)
+                )));
+            }
+        }
+        let mut s = Self::empty(cfg, budget, first);
+        s.phase = Phase::Start { pool, tokens };
+        Ok(s)
+    }
+
+    fn empty(cfg: EvoPressConfig, budget: Budget, parent: Genome) -> Self {
+        Self {
+            cfg,
+            budget,
+            parent,
+            parent_fitness: None,
+            generation: 0,
+            phase: Phase::Done,
+            history: Vec::new(),
+            tokens_asked: 0,
+            scored: Vec::new(),
+            surrogate_errors: Vec::new(),
+        }
+    }
+
     fn start_generation(&self, space: &Space) -> Phase {
-        if self.generation >= self.cfg.generations {
+        if self.generation >= self.cfg.generations
+            || self.cfg.max_tokens.is_some_and(|m| self.tokens_asked >= m)
+        {
             return Phase::Done;
         }
-        let mut pool = offspring(
-            space,
-            &self.parent,
-            &self.budget,
-            &self.cfg,
-            self.generation,
-        );
+        let (mut pool, predicted) = self.children(space);
         if self.cfg.stages.len() == 1 {
             pool.push(self.parent.clone());
         }
         if pool.is_empty() {
             return Phase::Done;
         }
-        Phase::Stage { stage: 0, pool }
+        let predicted = if predicted.is_empty() {
+            predicted
+        } else {
+            let mut p = predicted;
+            p.resize(pool.len(), f64::NAN);
+            p
+        };
+        Self::stage(0, pool, predicted)
+    }
+
+    fn stage(stage: usize, pool: Vec<Genome>, predicted: Vec<f64>) -> Phase {
+        Phase::Stage {
+            stage,
+            scores: vec![Vec::new(); pool.len()],
+            alive: vec![true; pool.len()],
+            pool,
+            predicted,
+        }
+    }
+
+    /// This generation's offspring, screened by the surrogate once it has
+    /// enough scored genomes, with its predictions (empty when it did not screen).
+    fn children(&self, space: &Space) -> (Vec<Genome>, Vec<f64>) {
+        let plain = || {
+            (
+                offspring(
+                    space,
+                    &self.parent,
+                    &self.budget,
+                    &self.cfg,
+                    self.generation,
+                ),
+                Vec::new(),
+            )
+        };
+        let Some(sg) = self.cfg.surrogate else {
+            return plain();
+        };
+        if self.scored.len() < sg.min_train {
+            return plain();
+        }
+        let (gs, ys): (Vec<Genome>, Vec<f64>) = self.scored.iter().cloned().unzip();
+        let Some(model) = Surrogate::fit(&gs, &ys, sg.ridge, sg.pairwise) else {
+            return plain();
+        };
+        let lambda = self.cfg.offspring;
+        let wide = EvoPressConfig {
+            offspring: lambda * sg.screen,
+            ..self.cfg.clone()
+        };
+        let cands = offspring(space, &self.parent, &self.budget, &wide, self.generation);
+        let pred: Vec<f64> = cands.iter().map(|g| model.predict(g)).collect();
+        let mut order: Vec<usize> = (0..cands.len()).collect();
+        order.sort_by(|&a, &b| pred[a].total_cmp(&pred[b]).then(a.cmp(&b)));
+        let explore = ((sg.explore * lambda as f64).round() as usize).min(lambda);
+        let by_model = (lambda - explore).min(order.len());
+        let mut chosen: Vec<usize> = order[..by_model].to_vec();
+        let mut rest: Vec<usize> = order[by_model..].to_vec();
+        let mut rng = rng_for(self.cfg.seed, &[0x5c4e, self.generation as u64]);
+        while chosen.len() < lambda && !rest.is_empty() {
+            chosen.push(rest.swap_remove(rng.random_range(0..rest.len())));
+        }
+        (
+            chosen.iter().map(|&i| cands[i].clone()).collect(),
+            chosen.iter().map(|&i| pred[i]).collect(),
+        )
+    }
+
+    /// The stage's sample and the chunks it is scored in.
+    fn stage_sample(&self, stage: usize) -> (SampleSpec, usize) {
+        let s = self.cfg.stages[stage];
+        let base = SampleSpec::new(s.tokens, sample_seed(self.cfg.seed, self.generation, stage));
+        let chunks = self.cfg.racing.map_or(1, |r| r.chunks(s.tokens));
+        (base, chunks)
+    }
+
+    /// The candidates (by position) that get their next chunk now.
+    fn pending(scores: &[Vec<f64>], alive: &[bool], chunks: usize) -> Vec<usize> {
+        (0..scores.len())
+            .filter(|&i| alive[i] && scores[i].len() < chunks)
+            .collect()
+    }
+
+    /// Learn from a finished stage: each candidate's first-chunk fitness,
+    /// centred over the candidates (all of them have it), and the
+    /// surrogate's error where it predicted this stage.
+    fn learn(&mut self, pool: &[Genome], scores: &[Vec<f64>], predicted: &[f64]) {
+        let Some(sg) = self.cfg.surrogate else {
+            return;
+        };
+        if pool.len() < 2 {
+            return;
+        }
+        let first: Vec<f64> = scores.iter().map(|s| s[0]).collect();
+        let mean = first.iter().sum::<f64>() / first.len() as f64;
+        let centred: Vec<f64> = first.iter().map(|f| f - mean).collect();
+        // The parent (joining a single stage) has no prediction.
+        let judged: Vec<usize> = (0..predicted.len().min(pool.len()))
+            .filter(|&i| predicted[i].is_finite())
+            .collect();
+        if judged.len() >= 2 {
+            let p: Vec<f64> = judged.iter().map(|&i| predicted[i]).collect();
+            let f: Vec<f64> = judged.iter().map(|&i| first[i]).collect();
+            let (pm, fm) = (
+                p.iter().sum::<f64>() / p.len() as f64,
+                f.iter().sum::<f64>() / f.len() as f64,
+            );
+            let rmse = (p
+                .iter()
+                .zip(&f)
+                .map(|(p, f)| (p - pm - (f - fm)).powi(2))
+                .sum::<f64>()
+                / p.len() as f64)
+                .sqrt();
+            self.surrogate_errors.push(PredictionError {
+                generation: self.generation,
+                rank_correlation: rank_correlation(&p, &f),
+                rmse,
+                trained_on: self.scored.len(),
+            });
+        }
+        self.scored
+            .extend(pool.iter().cloned().zip(centred.iter().copied()));
+        if self.scored.len() > sg.max_train {
+            let extra = self.scored.len() - sg.max_train;
+            self.scored.drain(..extra);
+        }
     }
 }
 
@@ -372,32 +695,42 @@ impl Strategy for EvoPress {
         self.phase == Phase::Done
     }
 
-    /// The genomes to score now, each on its stage's sample (empty when done).
+    /// The genomes to score now, each on its stage's sample, or on the next
+    /// chunk of it when racing (empty when done).
     fn ask(&self, _space: &Space) -> Vec<Request> {
         match &self.phase {
             Phase::Done => Vec::new(),
             Phase::Start { pool, tokens } => {
-                let sample = SampleSpec {
-                    tokens: *tokens,
-                    seed: crate::rng::mix(self.cfg.seed, &[0x57a3]),
-                };
+                let sample = SampleSpec::new(*tokens, crate::rng::mix(self.cfg.seed, &[0x57a3]));
                 crate::strategy::requests(pool, sample, false)
             }
-            Phase::Stage { stage, pool } => {
-                let s = self.cfg.stages[*stage];
-                let sample = SampleSpec {
-                    tokens: s.tokens,
-                    seed: sample_seed(self.cfg.seed, self.generation, *stage),
-                };
-                crate::strategy::requests(pool, sample, false)
+            Phase::Stage {
+                stage,
+                pool,
+                scores,
+                alive,
+                ..
+            } => {
+                let (base, chunks) = self.stage_sample(*stage);
+                let part = base.tokens / chunks;
+                Self::pending(scores, alive, chunks)
+                    .into_iter()
+                    .map(|i| Request {
+                        id: i as u64,
+                        genome: pool[i].clone(),
+                        sample: base.part(part, scores[i].len()),
+                        probe: false,
+                    })
+                    .collect()
             }
         }
     }
 
     /// Scores for exactly the last `ask` (any order); lower fitness is better.
     fn tell(&mut self, space: &Space, results: &[Scored]) -> Result<(), SearchError> {
-        if let Phase::Start { pool, .. } = &self.phase {
+        if let Phase::Start { pool, tokens } = &self.phase {
             let fit = results_in_order(pool.len(), results)?;
+            self.tokens_asked += (pool.len() * *tokens) as u64;
             let best = (0..pool.len())
                 .min_by(|&a, &b| fit[a].total_cmp(&fit[b]).then(a.cmp(&b)))
                 .expect("a non-empty pool");
@@ -406,22 +739,84 @@ impl Strategy for EvoPress {
             self.phase = self.start_generation(space);
             return Ok(());
         }
-        let Phase::Stage { stage, pool } = &self.phase else {
+        let Phase::Stage {
+            stage,
+            pool,
+            mut scores,
+            mut alive,
+            predicted,
+        } = std::mem::replace(&mut self.phase, Phase::Done)
+        else {
             return Err(SearchError::Protocol(
                 "tell after the search finished".into(),
             ));
         };
-        let (stage, pool) = (*stage, pool.clone());
-        let fit = results_in_order(pool.len(), results)?;
-        let mut order: Vec<usize> = (0..pool.len()).collect();
-        order.sort_by(|&a, &b| fit[a].total_cmp(&fit[b]).then(a.cmp(&b)));
+        let (base, chunks) = self.stage_sample(stage);
+        if scores.len() != pool.len() {
+            // A checkpoint from before racing: nothing of this stage scored.
+            scores = vec![Vec::new(); pool.len()];
+            alive = vec![true; pool.len()];
+        }
+        let pending = Self::pending(&scores, &alive, chunks);
+        let restore = |s: &mut Self, scores, alive, pool, predicted| {
+            s.phase = Phase::Stage {
+                stage,
+                pool,
+                scores,
+                alive,
+                predicted,
+            };
+        };
+        // Ids are candidate positions; map them to 0..n for the check.
+        let remapped: Vec<Scored> = results
+            .iter()
+            .map(|r| Scored {
+                id: pending
+                    .iter()
+                    .position(|&i| i as u64 == r.id)
+                    .map_or(u64::MAX, |p| p as u64),
+                fitness: r.fitness,
+            })
+            .collect();
+        let fit = match results_in_order(pending.len(), &remapped) {
+            Ok(f) => f,
+            Err(e) => {
+                restore(self, scores, alive, pool, predicted);
+                return Err(e);
+            }
+        };
+        self.tokens_asked += (pending.len() * (base.tokens / chunks)) as u64;
+        for (&i, &f) in pending.iter().zip(&fit) {
+            scores[i].push(f);
+        }
         let keep = self.cfg.stages[stage].survivors.min(pool.len());
-        let survivors: Vec<Genome> = order[..keep].iter().map(|&i| pool[i].clone()).collect();
+        let live: Vec<usize> = (0..pool.len()).filter(|&i| alive[i]).collect();
+        if let Some(r) = self.cfg.racing {
+            for i in r.dropped(&scores, &live, keep) {
+                alive[i] = false;
+            }
+        }
+        let live: Vec<usize> = (0..pool.len()).filter(|&i| alive[i]).collect();
+        let scored_all = live.iter().all(|&i| scores[i].len() >= chunks);
+        if !scored_all && live.len() > keep {
+            restore(self, scores, alive, pool, predicted);
+            return Ok(());
+        }
+        // The stage is decided: rank the remaining candidates by their mean.
+        let mean = |i: usize| scores[i].iter().sum::<f64>() / scores[i].len() as f64;
+        let mut order = live;
+        order.sort_by(|&a, &b| mean(a).total_cmp(&mean(b)).then(a.cmp(&b)));
+        let survivors: Vec<Genome> = order[..keep.min(order.len())]
+            .iter()
+            .map(|&i| pool[i].clone())
+            .collect();
+        let best_fitness = mean(order[0]);
+        self.learn(&pool, &scores, &predicted);
         let last = stage + 1 == self.cfg.stages.len();
         if last {
             self.parent = survivors[0].clone();
-            self.parent_fitness = Some(fit[order[0]]);
-            self.history.push((self.generation, fit[order[0]]));
+            self.parent_fitness = Some(best_fitness);
+            self.history.push((self.generation, best_fitness));
             self.generation += 1;
             self.phase = self.start_generation(space);
         } else {
@@ -429,10 +824,7 @@ impl Strategy for EvoPress {
             if stage + 2 == self.cfg.stages.len() && !next.contains(&self.parent) {
                 next.push(self.parent.clone());
             }
-            self.phase = Phase::Stage {
-                stage: stage + 1,
-                pool: next,
-            };
+            self.phase = Self::stage(stage + 1, next, Vec::new());
         }
         Ok(())
     }
@@ -454,6 +846,15 @@ impl Strategy for EvoPress {
             total: self.cfg.generations,
             label: "generation".into(),
         }
+    }
+
+    fn metrics(&self) -> Vec<(String, f64)> {
+        let mut m = vec![("tokens_asked".to_string(), self.tokens_asked as f64)];
+        if let Some(e) = self.surrogate_errors.last() {
+            m.push(("surrogate_rank_correlation".into(), e.rank_correlation));
+            m.push(("surrogate_rmse".into(), e.rmse));
+        }
+        m
     }
 }
 

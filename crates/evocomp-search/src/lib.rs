@@ -12,7 +12,9 @@
 //! settings type (what a config holds, validated here) and its state;
 //! `strategy.rs` holds the trait and the types every strategy shares;
 //! `any.rs` the one serde enum that dispatches to them; `setup.rs` what a
-//! strategy is built from (space, budget, seed, measurements).
+//! strategy is built from (space, budget, seed, measurements). Anytime
+//! search's parts: `racing.rs` (selection in chunks), `surrogate.rs`
+//! (screening offspring), `warm.rs` (starting from the heuristics).
 
 mod any;
 mod cmaes;
@@ -25,17 +27,21 @@ pub mod heuristics;
 mod leave_one_out;
 mod nsga2;
 pub mod pareto;
+pub mod racing;
 pub mod rng;
 mod setup;
 mod space;
 mod strategy;
+pub mod surrogate;
+pub mod warm;
 
 pub use any::AnyStrategy;
 pub use cmaes::CmaEs;
 pub use dp::{knapsack, knapsack_per_group};
 pub use evolkv::{EvolKv, EvolKvConfig, EvolKvSettings};
 pub use evopress::{
-    EvoPress, EvoPressConfig, EvoPressSettings, Preset, Stage, Start, level_switch, offspring,
+    EvoPress, EvoPressConfig, EvoPressSettings, Preset, Stage, Start, SurrogateSettings,
+    level_switch, offspring,
 };
 pub use fixed::{
     DpSettings, Fixed, GivenSettings, OwlSettings, PyramidKvSettings, RandomSettings,
@@ -46,12 +52,14 @@ pub use leave_one_out::{LeaveOneOut, ShortenedLlamaSettings};
 pub use nsga2::{
     LevelGenomes, LevelNsga2, Member, Nsga2, Nsga2Config, Nsga2Settings, RealVector, Representation,
 };
+pub use racing::Racing;
 pub use setup::{BudgetHint, Kind, Measurements, Needs, Settings, SettingsError, Setup};
 pub use space::{Budget, Genome, Space, SpaceError, UnitLevels};
 pub use strategy::{
     Best, FrontMember, Progress, Request, Role, SampleSpec, Scored, Strategy, requests,
     results_in_order,
 };
+pub use warm::WarmStart;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SearchError {

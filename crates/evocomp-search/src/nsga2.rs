@@ -330,11 +330,15 @@ impl Representation for LevelGenomes {
 }
 
 /// NSGA-II's settings, as a config holds them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Nsga2Settings {
     pub population: usize,
     pub generations: usize,
+    /// Heuristics whose genomes join the first population (a warm start)
+    /// besides the uniform genome; none by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warm: Vec<crate::warm::WarmStart>,
 }
 
 impl Settings for Nsga2Settings {
@@ -342,9 +346,23 @@ impl Settings for Nsga2Settings {
         "NSGA-II"
     }
 
-    fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
+    fn validate(&self, seq_len: usize) -> Result<(), SettingsError> {
         ensure(self.population >= 4, "population", "must be at least 4")?;
-        ensure(self.generations >= 1, "generations", "must be at least 1")
+        ensure(self.generations >= 1, "generations", "must be at least 1")?;
+        ensure(
+            self.warm.len() < self.population,
+            "warm",
+            "more warm starts than the population holds",
+        )?;
+        for w in &self.warm {
+            w.validate(seq_len)
+                .map_err(|e| SettingsError::new("warm", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn needs(&self) -> crate::setup::Needs {
+        crate::warm::needs(&self.warm)
     }
 
     /// The whole front up to the budget's total.
@@ -353,9 +371,14 @@ impl Settings for Nsga2Settings {
     }
 
     fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
-        let initial: Vec<Genome> = uniform_genome(setup.space, &setup.budget)
+        let mut initial: Vec<Genome> = uniform_genome(setup.space, &setup.budget)
             .into_iter()
             .collect();
+        for g in crate::warm::genomes(&self.warm, setup)? {
+            if !initial.contains(&g) {
+                initial.push(g);
+            }
+        }
         Ok(AnyStrategy::Nsga2(LevelNsga2::new(
             Nsga2Config {
                 population: self.population,

@@ -6,11 +6,41 @@ use crate::SearchError;
 use crate::space::{Genome, Space};
 use serde::{Deserialize, Serialize};
 
-/// Which token sample a genome is scored on: `tokens` tokens drawn with `seed`.
+/// Which token sample a genome is scored on: `tokens` tokens drawn with
+/// `seed`, after the first `skip` tokens of that draw. The sequences of a
+/// seed's draw do not depend on how many are drawn, so the parts
+/// `(c, seed, 0)`, `(c, seed, c)`, `(c, seed, 2c)`, ... are the sample
+/// `(n·c, seed, 0)` in pieces (racing scores a stage's sample in chunks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SampleSpec {
     pub tokens: usize,
     pub seed: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skip: usize,
+}
+
+fn is_zero(x: &usize) -> bool {
+    *x == 0
+}
+
+impl SampleSpec {
+    /// The first `tokens` tokens of `seed`'s draw.
+    pub fn new(tokens: usize, seed: u64) -> Self {
+        Self {
+            tokens,
+            seed,
+            skip: 0,
+        }
+    }
+
+    /// Part `index` of this sample cut into parts of `tokens` tokens.
+    pub fn part(self, tokens: usize, index: usize) -> Self {
+        Self {
+            tokens,
+            seed: self.seed,
+            skip: self.skip + index * tokens,
+        }
+    }
 }
 
 /// One evaluation a strategy asks for.
@@ -109,6 +139,12 @@ pub trait Strategy {
     }
 
     fn progress(&self) -> Progress;
+
+    /// Named figures about the search itself (tokens asked, a surrogate's
+    /// prediction error), recorded with every step; none by default.
+    fn metrics(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
 
     /// What the result is, for reports.
     fn role(&self) -> Role {

@@ -1,6 +1,7 @@
 use super::*;
 use proptest::prelude::{prop_assert, prop_assert_eq, proptest};
 
+mod anytime;
 mod example;
 mod strategies;
 
@@ -72,6 +73,9 @@ fn small_cfg(seed: u64) -> EvoPressConfig {
         max_flips: 3,
         seed,
         start: Start::Uniform,
+        racing: None,
+        surrogate: None,
+        max_tokens: None,
     }
 }
 

@@ -88,6 +88,9 @@ pub struct Trial {
     pub probe: bool,
     /// Token sample id it was scored on.
     pub sample: String,
+    /// Tokens of that sample.
+    #[serde(default)]
+    pub tokens: usize,
     pub fitness: f64,
     /// Seconds the evaluation took (0 for a cache hit).
     pub seconds: f64,
@@ -496,6 +499,7 @@ mod tests {
             cost: 100 + n,
             probe: false,
             sample: "s".into(),
+            tokens: 8,
             fitness: 0.1 * n as f64 + 1.0 / 3.0,
             seconds: 0.5,
             worker: "cpu-0".into(),

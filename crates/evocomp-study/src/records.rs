@@ -3,6 +3,7 @@
 
 use evocomp_search::{AnyStrategy, Best, Budget, Genome, Progress, Role, Strategy};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The study's resumable state: the strategy checkpoint and where it is.
 /// Committed to the store with the journal entries of its step.
@@ -44,6 +45,29 @@ pub struct StepRecord {
     /// hypervolume over time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub front: Vec<(f64, u64)>,
+    /// Tokens scored so far (cache hits excluded).
+    #[serde(default)]
+    pub tokens: u64,
+    /// The best genome, where it changed since the record before (so the
+    /// best at any step is the last one given up to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_genome: Option<Genome>,
+    /// The strategy's own figures ([`Strategy::metrics`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// The best genome after some tokens of search, measured on the held-out data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnytimePoint {
+    /// Tokens scored by then (cache hits excluded).
+    pub tokens: u64,
+    pub evaluations: usize,
+    pub cost: u64,
+    /// Its fitness on the sample it was last scored on.
+    pub search_fitness: f64,
+    pub held_out_kl: f64,
+    pub held_out_nll: f64,
 }
 
 /// A configuration measured on the held-out data.
@@ -84,6 +108,10 @@ pub struct Summary {
     pub layers_run_fraction: Option<f64>,
     /// The search after every step.
     pub history: Vec<StepRecord>,
+    /// With `anytime: Some(n)`: the best genome after each n-th of the
+    /// search's tokens, measured on the held-out data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anytime: Vec<AnytimePoint>,
 }
 
 /// Live progress (`status.json`), rewritten after every step, readable

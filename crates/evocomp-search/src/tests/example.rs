@@ -133,7 +133,7 @@ fn a_strategy_written_against_the_trait_runs_like_any_other() {
         hint: BudgetHint::UniformLevel(0),
         kind: Kind::Sparsity,
         seed: 11,
-        sample: SampleSpec { tokens: 8, seed: 1 },
+        sample: SampleSpec::new(8, 1),
         unit_layer: &[0, 0, 1, 1, 2, 2],
         unit_numel: None,
         level_errors: None,

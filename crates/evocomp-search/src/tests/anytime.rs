@@ -1,0 +1,331 @@
+//! Anytime search's parts inside EvoPress and NSGA-II: racing, the
+//! surrogate, warm starts and the token limit.
+
+use super::{fitness, small_cfg, sparsity_space};
+use crate::rng::mix;
+use crate::{
+    AnyStrategy, Budget, BudgetHint, DpSettings, EvoPress, EvoPressSettings, Genome, Kind,
+    Measurements, Nsga2Settings, Preset, Racing, SampleSpec, Scored, Settings, Setup, Space, Start,
+    Strategy, SurrogateSettings, WarmStart,
+};
+use proptest::prelude::{prop_assert, proptest};
+
+/// Rounded to a multiple of 2⁻¹⁰, so that sums and means over powers of two
+/// are exact.
+fn q(x: f64) -> f64 {
+    (x * 1024.0).round() / 1024.0
+}
+
+/// A genome's value on one sequence (8 tokens) of a seed's draw: its true
+/// fitness, plus noise every genome shares on that sequence (how hard the
+/// text is), plus a little of its own.
+fn seq_value(g: &[i64], seed: u64, k: usize) -> f64 {
+    let h = g.iter().fold(0u64, |a, &l| mix(a, &[l as u64]));
+    let shared = (mix(seed, &[k as u64]) % 2048) as f64 / 1024.0;
+    let own = (mix(seed, &[k as u64, h]) % 256) as f64 / 1024.0;
+    q(fitness(g)) + shared + own
+}
+
+/// The mean over the sample's sequences, as the engine's KL is a mean over tokens.
+fn noisy(g: &[i64], s: SampleSpec) -> f64 {
+    assert!(s.tokens.is_multiple_of(8) && s.skip.is_multiple_of(8));
+    let (n, first) = (s.tokens / 8, s.skip / 8);
+    (first..first + n)
+        .map(|k| seq_value(g, s.seed, k))
+        .sum::<f64>()
+        / n as f64
+}
+
+/// Ask, score, tell (with a checkpoint round trip) until done; the asks.
+fn drive(s: &mut EvoPress, space: &Space) -> Vec<Vec<crate::Request>> {
+    let mut all = Vec::new();
+    while !s.is_done() {
+        let asks = s.ask(space);
+        let results: Vec<Scored> = asks
+            .iter()
+            .rev()
+            .map(|r| Scored {
+                id: r.id,
+                fitness: noisy(&r.genome, r.sample),
+            })
+            .collect();
+        s.tell(space, &results).unwrap();
+        *s = serde_json::from_str(&serde_json::to_string(&*s).unwrap()).unwrap();
+        all.push(asks);
+    }
+    all
+}
+
+fn racing(confidence: f64) -> Racing {
+    Racing {
+        chunk: 16,
+        confidence,
+        min_chunks: 2,
+    }
+}
+
+#[test]
+fn racing_that_never_drops_is_plain_selection() {
+    let space = sparsity_space(8);
+    let u = space.uniform(0).unwrap();
+    let budget = Budget::Exact(space.cost(&u));
+    let mut plain = EvoPress::new(small_cfg(3), &space, budget, u.clone()).unwrap();
+    let mut cfg = small_cfg(3);
+    cfg.racing = Some(racing(1.0));
+    let mut raced = EvoPress::new(cfg, &space, budget, u.clone()).unwrap();
+    let plain_asks = drive(&mut plain, &space);
+    let raced_asks = drive(&mut raced, &space);
+    assert_eq!(plain.history, raced.history);
+    assert_eq!(plain.parent, raced.parent);
+    assert_eq!(plain.tokens_asked, raced.tokens_asked);
+    // The same tokens, asked in chunks of 16.
+    assert!(plain_asks.iter().flatten().all(|r| r.sample.tokens >= 64));
+    assert!(raced_asks.iter().flatten().all(|r| r.sample.tokens == 16));
+    assert!(raced_asks.len() > plain_asks.len());
+    // Over 60 generations the search improves on the start.
+    assert!(fitness(&plain.parent) < fitness(&u));
+
+    // Racing that drops asks fewer tokens for the same generations.
+    let mut cfg = small_cfg(3);
+    cfg.racing = Some(racing(0.9));
+    let mut fast = EvoPress::new(cfg, &space, budget, u.clone()).unwrap();
+    drive(&mut fast, &space);
+    assert_eq!(fast.history.len(), plain.history.len());
+    assert!(
+        (fast.tokens_asked as f64) < 0.9 * plain.tokens_asked as f64,
+        "{} vs {}",
+        fast.tokens_asked,
+        plain.tokens_asked
+    );
+    assert!(fitness(&fast.parent) < fitness(&u));
+}
+
+/// Racing a stage of per-chunk scores the way EvoPress does: every live
+/// candidate gets the next chunk, then the confidently beaten are dropped,
+/// until all chunks are scored or only `keep` are left. The survivors, best
+/// first, and the chunks scored.
+fn race(r: &Racing, full: &[Vec<f64>], keep: usize) -> (Vec<usize>, usize) {
+    let m = full[0].len();
+    let mut alive: Vec<usize> = (0..full.len()).collect();
+    let mut scored = 0;
+    for j in 1..=m {
+        let scores: Vec<Vec<f64>> = full.iter().map(|s| s[..j].to_vec()).collect();
+        scored += alive.len();
+        let out = r.dropped(&scores, &alive, keep);
+        alive.retain(|i| !out.contains(i));
+        if alive.len() <= keep || j == m {
+            let mean = |i: usize| scores[i].iter().sum::<f64>() / j as f64;
+            alive.sort_by(|&a, &b| mean(a).total_cmp(&mean(b)));
+            alive.truncate(keep);
+            return (alive, scored);
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn racing_keeps_a_slow_starter_that_full_scoring_keeps() {
+    // Candidate 0 is the best on the whole sample but the worst on the first
+    // chunk; 3 is clearly the worst.
+    let full = vec![
+        vec![0.9, 0.1, 0.1, 0.1, 0.1, 0.1],
+        vec![0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
+        vec![0.52, 0.48, 0.51, 0.49, 0.5, 0.5],
+        vec![2.0, 2.1, 1.9, 2.0, 2.0, 2.0],
+    ];
+    let r = racing(0.95);
+    let (kept, scored) = race(&r, &full, 1);
+    assert_eq!(kept, vec![0]);
+    assert!(scored < 4 * 6, "{scored}");
+    // Survivors of two: full scoring keeps 0 and 1 or 2 (equal means); so does racing.
+    let (kept, _) = race(&r, &full, 2);
+    assert_eq!(kept[0], 0);
+    assert_ne!(kept[1], 3);
+}
+
+proptest! {
+    /// The `keep` candidates with the lowest means are never dropped, so a
+    /// stage always keeps enough.
+    #[test]
+    fn racing_never_drops_the_leaders(
+        raw in proptest::collection::vec(proptest::collection::vec(0.0f64..1.0, 5), 3..9),
+        keep in 1usize..3,
+        j in 2usize..6,
+    ) {
+        let scores: Vec<Vec<f64>> = raw.iter().enumerate()
+            .map(|(i, s)| s[..j].iter().map(|x| x + 0.05 * i as f64).collect())
+            .collect();
+        let alive: Vec<usize> = (0..scores.len()).collect();
+        let out = racing(0.6).dropped(&scores, &alive, keep);
+        let mean = |i: usize| scores[i].iter().sum::<f64>() / j as f64;
+        let mut order = alive.clone();
+        order.sort_by(|&a, &b| mean(a).total_cmp(&mean(b)));
+        for leader in &order[..keep.min(order.len())] {
+            prop_assert!(!out.contains(leader), "dropped leader {leader}: {out:?}");
+        }
+        prop_assert!(scores.len() - out.len() >= keep);
+    }
+}
+
+#[test]
+fn the_surrogate_screens_offspring_and_reports_its_error() {
+    let space = sparsity_space(8);
+    let u = space.uniform(0).unwrap();
+    let budget = Budget::Exact(space.cost(&u));
+    let mut cfg = small_cfg(5);
+    cfg.generations = 30;
+    cfg.surrogate = Some(SurrogateSettings::default());
+    let mut s = EvoPress::new(cfg, &space, budget, u.clone()).unwrap();
+    let asks = drive(&mut s, &space);
+    assert!(
+        asks.iter()
+            .flatten()
+            .all(|r| space.feasible(&r.genome, &budget))
+    );
+    // It screened from the generation its training set reached 24 genomes.
+    assert!(
+        s.surrogate_errors.len() >= 20,
+        "{}",
+        s.surrogate_errors.len()
+    );
+    assert!(s.scored.len() <= 256);
+    // The fitness is additive plus noise: once trained, its ranking of the
+    // offspring agrees with their scores.
+    let late = &s.surrogate_errors[s.surrogate_errors.len() / 2..];
+    let mean_rho = late.iter().map(|e| e.rank_correlation).sum::<f64>() / late.len() as f64;
+    assert!(mean_rho > 0.5, "{mean_rho}");
+    let m = s.metrics();
+    assert!(m.iter().any(|(k, _)| k == "surrogate_rank_correlation"));
+    assert!(fitness(&s.parent) < fitness(&u));
+}
+
+#[test]
+fn a_token_limit_stops_the_search() {
+    let space = sparsity_space(8);
+    let u = space.uniform(0).unwrap();
+    let budget = Budget::Exact(space.cost(&u));
+    let mut cfg = small_cfg(5);
+    // One generation asks 8 × 64 + 3 × 256 = 1280 tokens.
+    cfg.max_tokens = Some(3000);
+    let mut s = EvoPress::new(cfg, &space, budget, u).unwrap();
+    drive(&mut s, &space);
+    assert_eq!(s.history.len(), 3);
+    assert_eq!(s.tokens_asked, 3 * 1280);
+}
+
+fn setup<'a>(space: &'a Space, budget: Budget, errors: &'a [Vec<f64>]) -> Setup<'a> {
+    Setup {
+        space,
+        budget,
+        hint: BudgetHint::UniformLevel(0),
+        kind: Kind::Sparsity,
+        seed: 4,
+        sample: SampleSpec::new(64, 1),
+        unit_layer: &[0, 0, 1, 1, 2, 2, 3, 3],
+        unit_numel: None,
+        level_errors: Some(errors),
+        measured: Measurements::default(),
+    }
+}
+
+/// Per unit and level, the fitness it adds: DP over these is the optimum
+/// of the additive fitness.
+fn level_errors(space: &Space) -> Vec<Vec<f64>> {
+    space
+        .units
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            u.levels
+                .iter()
+                .map(|&l| {
+                    let mut g = vec![0i64; space.len()];
+                    g[i] = l;
+                    fitness(&g)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn dp() -> WarmStart {
+    WarmStart::Dp(DpSettings {
+        max_states: 100_000,
+        per_size_group: false,
+    })
+}
+
+#[test]
+fn warm_starts_are_on_the_budget_and_the_best_one_leads() {
+    let space = sparsity_space(8);
+    let u = space.uniform(0).unwrap();
+    let errors = level_errors(&space);
+    for budget in [
+        Budget::Exact(space.cost(&u)),
+        Budget::AtMost(space.cost(&u)),
+    ] {
+        let settings = EvoPressSettings {
+            preset: Preset::Sparsity,
+            generations: Some(5),
+            offspring: Some(8),
+            stages: Some(vec![(2, 64), (1, 256)]),
+            max_flips: None,
+            start: Some(Start::Best {
+                of: vec![WarmStart::Uniform, dp(), WarmStart::Filled],
+                tokens: 64,
+            }),
+            racing: None,
+            surrogate: None,
+            max_tokens: None,
+        };
+        settings.validate(8).unwrap();
+        let st = setup(&space, budget, &errors);
+        let AnyStrategy::EvoPress(mut s) = settings.build(&st).unwrap() else {
+            panic!("not EvoPress")
+        };
+        let first = s.ask(&space);
+        let genomes: Vec<Genome> = first.iter().map(|r| r.genome.clone()).collect();
+        assert!(genomes.contains(&u));
+        assert!(genomes.iter().all(|g| space.feasible(g, &budget)));
+        let dp_genome = dp().genome(&st).unwrap();
+        assert!(genomes.contains(&dp_genome));
+        // DP is the additive fitness's optimum: it beats uniform, and leads.
+        assert!(fitness(&dp_genome) < fitness(&u));
+        let asks = drive(&mut s, &space);
+        assert!(
+            asks.iter()
+                .flatten()
+                .all(|r| space.feasible(&r.genome, &budget))
+        );
+        assert!(fitness(&s.parent) <= fitness(&dp_genome) + 1e-9);
+    }
+}
+
+#[test]
+fn nsga2_warm_starts_join_the_first_population() {
+    let space = sparsity_space(8);
+    let u = space.uniform(0).unwrap();
+    let errors = level_errors(&space);
+    let settings = Nsga2Settings {
+        population: 8,
+        generations: 2,
+        warm: vec![dp(), WarmStart::Uniform],
+    };
+    settings.validate(8).unwrap();
+    let budget = settings.search_budget(Budget::Exact(space.cost(&u)));
+    let st = setup(&space, budget, &errors);
+    let s = settings.build(&st).unwrap();
+    let first: Vec<Genome> = s.ask(&space).into_iter().map(|r| r.genome).collect();
+    assert!(first.contains(&dp().genome(&st).unwrap()));
+    assert!(first.contains(&u));
+    assert!(first.iter().all(|g| space.cost(g) <= budget.limit()));
+    assert!(
+        Nsga2Settings {
+            population: 4,
+            generations: 1,
+            warm: vec![dp(); 4],
+        }
+        .validate(8)
+        .is_err()
+    );
+}

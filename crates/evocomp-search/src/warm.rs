@@ -1,0 +1,93 @@
+//! Warm starts: the one-shot heuristics' genomes (uniform, OWL, ShortGPT,
+//! DP), computed from the study's measurements, as the first candidates of
+//! a search (EvoPress's first parent is the best of them; NSGA-II's first
+//! population holds them all).
+
+use crate::SearchError;
+use crate::any::AnyStrategy;
+use crate::fixed::{DpSettings, OwlSettings, ShortGptSettings, UniformSettings};
+use crate::heuristics::{fill_budget, start_genome};
+use crate::setup::{Needs, Settings, SettingsError, Setup};
+use crate::space::Genome;
+use serde::{Deserialize, Serialize};
+
+/// A heuristic a search may start from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WarmStart {
+    /// Every unit at the budget's level.
+    Uniform,
+    /// The uniform genome with the rest of an `AtMost` budget spent.
+    Filled,
+    Owl(OwlSettings),
+    ShortGpt,
+    Dp(DpSettings),
+}
+
+impl WarmStart {
+    fn settings(&self) -> Option<Box<dyn Settings>> {
+        match self {
+            WarmStart::Uniform => Some(Box::new(UniformSettings)),
+            WarmStart::Filled => None,
+            WarmStart::Owl(s) => Some(Box::new(*s)),
+            WarmStart::ShortGpt => Some(Box::new(ShortGptSettings)),
+            WarmStart::Dp(s) => Some(Box::new(*s)),
+        }
+    }
+
+    pub fn label(&self) -> &'static str {
+        self.settings().map_or("filled", |s| s.label())
+    }
+
+    pub fn validate(&self, seq_len: usize) -> Result<(), SettingsError> {
+        self.settings().map_or(Ok(()), |s| s.validate(seq_len))
+    }
+
+    /// This heuristic's genome under the setup's budget.
+    pub fn genome(&self, setup: &Setup) -> Result<Genome, SearchError> {
+        let named =
+            |e: SearchError| SearchError::Config(format!("warm start {}: {e}", self.label()));
+        let Some(settings) = self.settings() else {
+            let g = start_genome(setup.seed, setup.space, &setup.budget)
+                .map_err(|e| named(e.into()))?;
+            return Ok(fill_budget(
+                setup.space,
+                &g,
+                &setup.budget,
+                crate::rng::mix(setup.seed, &[0xf111]),
+            ));
+        };
+        match settings.build(setup).map_err(named)? {
+            AnyStrategy::Fixed(f) => f
+                .genomes
+                .into_iter()
+                .next()
+                .ok_or_else(|| named(SearchError::Config("no genome".into()))),
+            _ => Err(named(SearchError::Config(
+                "not a one-shot heuristic".into(),
+            ))),
+        }
+    }
+}
+
+/// The measurements the heuristics need together.
+pub fn needs(of: &[WarmStart]) -> Needs {
+    of.iter()
+        .filter_map(WarmStart::settings)
+        .map(|s| s.needs())
+        .fold(Needs::default(), |a, b| Needs {
+            outlier_ratios: a.outlier_ratios.or(b.outlier_ratios),
+            block_influence: a.block_influence || b.block_influence,
+        })
+}
+
+/// Every heuristic's genome, in order, without repeats.
+pub fn genomes(of: &[WarmStart], setup: &Setup) -> Result<Vec<Genome>, SearchError> {
+    let mut out: Vec<Genome> = Vec::new();
+    for w in of {
+        let g = w.genome(setup)?;
+        if !out.contains(&g) {
+            out.push(g);
+        }
+    }
+    Ok(out)
+}
