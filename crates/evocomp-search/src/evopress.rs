@@ -50,14 +50,14 @@ pub struct EvoPressSettings {
     #[serde(default)]
     pub start: Option<Start>,
     /// Racing selection (off by default: EvoPress's selection).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub racing: Option<Racing>,
     /// Screen offspring with a surrogate model (off by default).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub surrogate: Option<SurrogateSettings>,
     /// Start no generation once this many tokens were asked for (for
     /// comparisons at equal tokens); none by default.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
 }
 
@@ -321,12 +321,12 @@ pub struct EvoPressConfig {
     #[serde(default)]
     pub start: Start,
     /// Racing selection; none is EvoPress's.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub racing: Option<Racing>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub surrogate: Option<SurrogateSettings>,
     /// No generation starts once this many tokens were asked for.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
 }
 
@@ -442,7 +442,7 @@ pub struct EvoPress {
     /// (generation, parent fitness) after each generation.
     pub history: Vec<(usize, f64)>,
     /// Tokens of every request asked and answered so far (cache hits included).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub tokens_asked: u64,
     /// The surrogate's training set: genomes and their fitness on the first
     /// chunk of a stage's sample, centred over that chunk's candidates.
@@ -451,6 +451,10 @@ pub struct EvoPress {
     /// The surrogate's prediction error, per generation it screened.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub surrogate_errors: Vec<PredictionError>,
+}
+
+fn is_zero(x: &u64) -> bool {
+    *x == 0
 }
 
 /// The sample seed of `stage` in `generation`: fresh per stage and generation.

@@ -46,7 +46,7 @@ pub struct StepRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub front: Vec<(f64, u64)>,
     /// Tokens scored so far (cache hits excluded).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub tokens: u64,
     /// The best genome, where it changed since the record before (so the
     /// best at any step is the last one given up to it).
@@ -55,6 +55,10 @@ pub struct StepRecord {
     /// The strategy's own figures ([`Strategy::metrics`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, f64>,
+}
+
+fn is_zero(x: &u64) -> bool {
+    *x == 0
 }
 
 /// The best genome after some tokens of search, measured on the held-out data.
