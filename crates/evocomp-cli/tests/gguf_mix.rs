@@ -99,6 +99,27 @@ fn presets_searches_and_gguf_exports_end_to_end() {
     ok(&evocomp(d, &["run", p.to_str().unwrap()]));
     let s = summary(d, "results/evo");
     assert!(s["best"]["cost"].as_u64().unwrap() <= preset_cost);
+    // Warm-started from the preset: the search's first parent is the preset.
+    let warm = "EvoPress(preset: Quantization, generations: Some(2), offspring: Some(4), stages: Some([(2, 64), (1, 128)]), start: Some(Best(of: [Given(\"Q4_K_M\")], tokens: 64)))";
+    let p = experiment(d, "warm", "types", "LlamaCpp(Q4_K_M)", warm);
+    ok(&evocomp(d, &["run", p.to_str().unwrap()]));
+    let w = summary(d, "results/warm");
+    assert_eq!(w["history"][0]["best_genome"], preset["best"]["genome"]);
+    assert!(w["best"]["cost"].as_u64().unwrap() <= preset_cost);
+    let p = experiment(
+        d,
+        "warm-bad",
+        "types",
+        "LlamaCpp(Q4_K_M)",
+        &warm.replace("\"Q4_K_M\"", "\"Q9\""),
+    );
+    let e = err(d, &["run", p.to_str().unwrap()]);
+    assert!(
+        e.contains("strategy.start")
+            && e.contains("no configuration named Q9")
+            && e.contains("Q4_K_M"),
+        "{e}"
+    );
     // Bits per weight over the units: DP's answer is within 5.0 of them.
     let p = experiment(d, "bpw", "types", "Bpw(5.0)", "Dp(max_states: 100000)");
     ok(&evocomp(d, &["run", p.to_str().unwrap()]));

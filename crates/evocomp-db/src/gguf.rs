@@ -11,6 +11,15 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// Every llama.cpp preset the database can express, by name (none on a
+/// database of another kind).
+pub fn preset_genomes(db: &Database) -> Vec<(String, Vec<i64>)> {
+    Preset::ALL
+        .iter()
+        .filter_map(|&p| Some((p.to_string(), preset_genome(db, p).ok()?)))
+        .collect()
+}
+
 /// The genome that gives every unit the type llama.cpp's `preset` gives its
 /// tensor (without an importance matrix changing any rule: none of these
 /// presets' rules depend on one). An error names a unit whose type the

@@ -35,7 +35,7 @@ pub use dump::dump_levels;
 /// The KV policies a KV database applies (the model's runtime types).
 pub use evocomp_model::{Eviction, KvGroup};
 pub use export::{Materialized, materialize};
-pub use gguf::{GgufExport, export_gguf, preset_genome, write_imatrix};
+pub use gguf::{GgufExport, export_gguf, preset_genome, preset_genomes, write_imatrix};
 pub use manifest::{FORMAT_VERSION, MANIFEST, Manifest, UnitEntry, sha256_file, write_atomic};
 pub use spec::{Compression, DepthUnit, Propagation};
 pub use units::{

@@ -434,6 +434,8 @@ pub fn new_strategy(prep: &Prepared, device: &Device, batch_size: usize) -> Resu
     }
     let numel = prep.db.unit_numel();
     let errors = prep.db.level_errors();
+    // llama.cpp's presets this database can express, for warm starts to name.
+    let given = evocomp_db::preset_genomes(&prep.db);
     let setup = Setup {
         space: &prep.space,
         budget: prep.budget,
@@ -450,6 +452,7 @@ pub fn new_strategy(prep: &Prepared, device: &Device, batch_size: usize) -> Resu
         unit_numel: Some(&numel),
         level_errors: errors.as_deref(),
         measured,
+        given: &given,
     };
     settings.build(&setup).map_err(|e| match e {
         SearchError::Space(SpaceError::Infeasible(b)) => exp

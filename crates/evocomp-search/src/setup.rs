@@ -65,6 +65,9 @@ pub struct Setup<'a> {
     /// Per unit, the normalised reconstruction error of each level.
     pub level_errors: Option<&'a [Vec<f64>]>,
     pub measured: Measurements,
+    /// Configurations made outside the search, by name (llama.cpp's presets
+    /// on a GGUF-types database), for warm starts to name.
+    pub given: &'a [(String, crate::space::Genome)],
 }
 
 /// A settings value that cannot be used: `field` is the setting's name

@@ -21,6 +21,9 @@ pub enum WarmStart {
     Owl(OwlSettings),
     ShortGpt,
     Dp(DpSettings),
+    /// A configuration the study offers by name, made outside the search
+    /// (`Given("Q4_K_M")`: llama.cpp's preset on a GGUF-types database).
+    Given(String),
 }
 
 impl WarmStart {
@@ -31,11 +34,18 @@ impl WarmStart {
             WarmStart::Owl(s) => Some(Box::new(*s)),
             WarmStart::ShortGpt => Some(Box::new(ShortGptSettings)),
             WarmStart::Dp(s) => Some(Box::new(*s)),
+            WarmStart::Given(_) => None,
         }
     }
 
-    pub fn label(&self) -> &'static str {
-        self.settings().map_or("filled", |s| s.label())
+    pub fn label(&self) -> String {
+        match self {
+            WarmStart::Given(name) => name.clone(),
+            WarmStart::Filled => "filled".into(),
+            _ => self
+                .settings()
+                .map_or_else(String::new, |s| s.label().into()),
+        }
     }
 
     pub fn validate(&self, seq_len: usize) -> Result<(), SettingsError> {
@@ -46,6 +56,35 @@ impl WarmStart {
     pub fn genome(&self, setup: &Setup) -> Result<Genome, SearchError> {
         let named =
             |e: SearchError| SearchError::Config(format!("warm start {}: {e}", self.label()));
+        if let WarmStart::Given(name) = self {
+            let offered: Vec<&str> = setup.given.iter().map(|(n, _)| n.as_str()).collect();
+            let (_, g) = setup.given.iter().find(|(n, _)| n == name).ok_or_else(|| {
+                SettingsError::new(
+                    "start",
+                    format!(
+                        "no configuration named {name} here (this study offers: {})",
+                        if offered.is_empty() {
+                            "none".to_string()
+                        } else {
+                            offered.join(", ")
+                        }
+                    ),
+                )
+            })?;
+            setup.space.check(g)?;
+            if !setup.budget.allows(setup.space.cost(g)) {
+                return Err(SettingsError::new(
+                    "start",
+                    format!(
+                        "{name} costs {}, which does not meet the budget {:?}",
+                        setup.space.cost(g),
+                        setup.budget
+                    ),
+                )
+                .into());
+            }
+            return Ok(g.clone());
+        }
         let Some(settings) = self.settings() else {
             let g = start_genome(setup.seed, setup.space, &setup.budget)
                 .map_err(|e| named(e.into()))?;

@@ -225,6 +225,7 @@ fn setup<'a>(space: &'a Space, budget: Budget, errors: &'a [Vec<f64>]) -> Setup<
         unit_numel: None,
         level_errors: Some(errors),
         measured: Measurements::default(),
+        given: &[],
     }
 }
 
@@ -328,4 +329,40 @@ fn nsga2_warm_starts_join_the_first_population() {
         .validate(8)
         .is_err()
     );
+}
+
+#[test]
+fn a_given_configuration_is_a_warm_start_by_name() {
+    let space = sparsity_space(8);
+    let u = space.uniform(0).unwrap();
+    let errors = level_errors(&space);
+    let budget = Budget::AtMost(space.cost(&u));
+    let mut preset = u.clone();
+    preset[0] = -1;
+    preset[1] = 1;
+    let given = vec![("P".to_string(), preset.clone())];
+    let mut st = setup(&space, budget, &errors);
+    st.given = &given;
+    assert_eq!(
+        WarmStart::Given("P".into()).genome(&st).unwrap(),
+        preset.clone()
+    );
+    let e = WarmStart::Given("Q".into())
+        .genome(&st)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no configuration named Q") && e.contains("offers: P"),
+        "{e}"
+    );
+    // Over the budget: refused, named.
+    let mut dear = u.clone();
+    dear[0] = -2;
+    let given = vec![("D".to_string(), dear)];
+    st.given = &given;
+    let e = WarmStart::Given("D".into())
+        .genome(&st)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("D costs"), "{e}");
 }

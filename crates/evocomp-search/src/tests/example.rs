@@ -138,6 +138,7 @@ fn a_strategy_written_against_the_trait_runs_like_any_other() {
         unit_numel: None,
         level_errors: None,
         measured: Measurements::default(),
+        given: &[],
     };
     assert!(BestOfWalksSettings { n: 0 }.make(&setup).is_err());
     let settings = BestOfWalksSettings { n: 12 };
