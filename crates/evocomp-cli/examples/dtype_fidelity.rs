@@ -20,6 +20,7 @@ use burn::tensor::Device;
 use evocomp_config::{FitnessSpec, WeightDtype, load_experiments};
 use evocomp_engine::{Evaluator, prepare};
 use evocomp_search::SampleSpec;
+use evocomp_search::surrogate::{rank_correlation, ranks};
 use evocomp_study::{StudyDir, View};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -71,38 +72,6 @@ fn args() -> Result<Args> {
         bail!("--dtype must be a half precision (bf16 or f16)");
     }
     Ok(a)
-}
-
-/// Ranks (1-based, ties averaged).
-fn ranks(v: &[f64]) -> Vec<f64> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-    let mut r = vec![0.0; v.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
-            j += 1;
-        }
-        let mean = (i + j) as f64 / 2.0 + 1.0;
-        for &k in &idx[i..=j] {
-            r[k] = mean;
-        }
-        i = j + 1;
-    }
-    r
-}
-
-fn pearson(x: &[f64], y: &[f64]) -> f64 {
-    let n = x.len() as f64;
-    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (a, b) in x.iter().zip(y) {
-        sxy += (a - mx) * (b - my);
-        sxx += (a - mx) * (a - mx);
-        syy += (b - my) * (b - my);
-    }
-    sxy / (sxx * syy).sqrt()
 }
 
 /// Kendall's tau-b and the share of pairs whose order agrees among pairs
@@ -201,7 +170,7 @@ fn main() -> Result<()> {
         .collect();
     let mean_rel = rel.iter().sum::<f64>() / rel.len() as f64;
     let max_rel = rel.iter().cloned().fold(0.0, f64::max);
-    let spearman = pearson(&ranks(x), &ranks(y));
+    let spearman = rank_correlation(x, y);
     let (tau, agree_1pct, pairs_1pct) = kendall(x, y, 0.01);
     let (_, agree_all, pairs_all) = kendall(x, y, 0.0);
     let argmin = |v: &[f64]| (0..v.len()).min_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
