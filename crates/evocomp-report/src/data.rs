@@ -65,6 +65,21 @@ pub struct Series {
     /// A shaded spread around the line: (x, low, high).
     #[serde(default)]
     pub band: Vec<(f64, f64, f64)>,
+    /// Drawn as steps: each value holds until the next point's x.
+    #[serde(default)]
+    pub steps: bool,
+}
+
+/// `points` as the corners of a step line: each y holds until the next x.
+pub fn step_corners(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(2 * points.len());
+    for (i, &p) in points.iter().enumerate() {
+        if i > 0 {
+            out.push((p.0, points[i - 1].1));
+        }
+        out.push(p);
+    }
+    out
 }
 
 impl Series {
@@ -75,6 +90,7 @@ impl Series {
             reference: false,
             baseline: false,
             band: Vec::new(),
+            steps: false,
             points,
         }
     }
@@ -179,6 +195,7 @@ pub fn front_plot(studies: &[StudyInput]) -> Result<SeriesPlot, ReportError> {
                 reference: pts.len() == 1 && role != Role::Search,
                 baseline,
                 band: Vec::new(),
+                steps: false,
                 points: pts,
             }
         })
@@ -385,6 +402,7 @@ pub fn anytime_plot(studies: &[StudyInput]) -> Result<SeriesPlot, ReportError> {
             } else {
                 Vec::new()
             },
+            steps: true,
         })
         .collect::<Vec<_>>();
     let mut plot = SeriesPlot::new(

@@ -1,6 +1,6 @@
 //! Drawing the report's plots with plotters (PNG and SVG, bundled font).
 
-use crate::data::{Heatmap, SeriesPlot};
+use crate::data::{Heatmap, SeriesPlot, step_corners};
 use crate::{ReportError, register_fonts};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -32,10 +32,13 @@ impl SeriesPlot {
             } else {
                 Palette99::pick(i).to_rgba()
             };
+            let line = |pts: Vec<(f64, f64)>| if s.steps { step_corners(&pts) } else { pts };
             if !s.band.is_empty() {
-                // The spread as a step-shaped polygon: along the highs, back along the lows.
-                let mut poly: Vec<(f64, f64)> = s.band.iter().map(|b| (b.0, b.2)).collect();
-                poly.extend(s.band.iter().rev().map(|b| (b.0, b.1)));
+                // The spread as a polygon: along the highs, back along the lows.
+                let mut poly = line(s.band.iter().map(|b| (b.0, b.2)).collect());
+                let mut lows = line(s.band.iter().map(|b| (b.0, b.1)).collect());
+                lows.reverse();
+                poly.extend(lows);
                 chart
                     .draw_series(std::iter::once(Polygon::new(
                         poly,
@@ -75,7 +78,10 @@ impl SeriesPlot {
                     .legend(move |(x, y)| TriangleMarker::new((x + 8, y), 6, color.filled()));
             } else {
                 chart
-                    .draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))
+                    .draw_series(LineSeries::new(
+                        line(s.points.clone()),
+                        color.stroke_width(2),
+                    ))
                     .map_err(|e| e.to_string())?
                     .label(&s.name)
                     .legend(move |(x, y)| {

@@ -217,8 +217,13 @@ fn anytime_curves_join_the_seeds_of_a_variant() {
     let p = anytime_plot(&studies).unwrap();
     assert_eq!(p.series.len(), 2);
     assert_eq!(p.series[0].band.len(), 3);
-    // One seed: no band. The y range covers the bands.
+    // One seed: no band. The y range covers the bands. Drawn as steps.
     assert!(p.series[1].band.is_empty());
+    assert!(p.series.iter().all(|s| s.steps));
+    assert_eq!(
+        step_corners(&[(1.0, 3.0), (2.0, 2.0), (4.0, 1.0)]),
+        vec![(1.0, 3.0), (2.0, 3.0), (2.0, 2.0), (4.0, 2.0), (4.0, 1.0)]
+    );
     assert!(p.y_range.0 < 0.5 && p.y_range.1 > 1.0);
     let md = markdown(&studies, &[]);
     assert!(md.contains("| fast | 1 | 0.5000 |"), "{md}");
