@@ -10,7 +10,7 @@ EVOCOMP=${EVOCOMP:-./target/release/evocomp}
 run() { echo "== $1"; "$EVOCOMP" run "$1" 2>&1 | grep -v XDG_RUNTIME | tail -n 8; }
 for s in llamacpp-q3-k-m-plain llamacpp-q4-k-m-plain llamacpp-q3-k-m llamacpp-q4-k-m \
          dp-q3-k-m dp-q4-k-m evopress-q3-k-m evopress-q4-k-m nsga2 \
-         llamacpp-q4-k-m-lossy dp-q4-k-m-lossy evopress-q4-k-m-lossy; do
+         llamacpp-q4-k-m-lossy dp-q4-k-m-lossy evopress-q4-k-m-lossy evopress-q4-k-m-lossy-warm; do
     run experiments/gguf-mix/$s.ron
 done
 mkdir -p results/gguf-mix/exports
@@ -19,7 +19,8 @@ export_one() { # study, out, [budget]
     "$EVOCOMP" export "$1" --format gguf --out "results/gguf-mix/exports/$2" ${3:+--budget "$3"} 2>&1 | grep "^wrote" 
 }
 for s in llamacpp-q3-k-m-plain llamacpp-q4-k-m-plain llamacpp-q3-k-m llamacpp-q4-k-m dp-q3-k-m dp-q4-k-m \
-         evopress-q3-k-m evopress-q4-k-m llamacpp-q4-k-m-lossy dp-q4-k-m-lossy evopress-q4-k-m-lossy; do
+         evopress-q3-k-m evopress-q4-k-m llamacpp-q4-k-m-lossy dp-q4-k-m-lossy evopress-q4-k-m-lossy \
+         evopress-q4-k-m-lossy-warm; do
     export_one "results/gguf-mix-$s" "$s"
 done
 # NSGA-II's front member with the lowest held-out KL at each preset's size.
@@ -30,7 +31,8 @@ done
 "$EVOCOMP" report --out results/gguf-mix results/gguf-mix-llamacpp-q3-k-m results/gguf-mix-llamacpp-q4-k-m \
     results/gguf-mix-dp-q3-k-m results/gguf-mix-dp-q4-k-m \
     results/gguf-mix-evopress-q3-k-m results/gguf-mix-evopress-q4-k-m results/gguf-mix-nsga2 \
-    results/gguf-mix-llamacpp-q4-k-m-lossy results/gguf-mix-dp-q4-k-m-lossy results/gguf-mix-evopress-q4-k-m-lossy
+    results/gguf-mix-llamacpp-q4-k-m-lossy results/gguf-mix-dp-q4-k-m-lossy results/gguf-mix-evopress-q4-k-m-lossy \
+    results/gguf-mix-evopress-q4-k-m-lossy-warm
 if [ -n "${LLAMA_PERPLEXITY:-}" ]; then
     : > results/gguf-mix/llama-perplexity.txt
     for d in results/gguf-mix/exports/*/; do

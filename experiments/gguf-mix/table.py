@@ -28,6 +28,7 @@ rows = [
     ("Q4_K_M size, no Q5_1", "llama.cpp Q4_K_M", "gguf-mix-llamacpp-q4-k-m-lossy", "llamacpp-q4-k-m-lossy", None),
     ("Q4_K_M size, no Q5_1", "DP", "gguf-mix-dp-q4-k-m-lossy", "dp-q4-k-m-lossy", None),
     ("Q4_K_M size, no Q5_1", "EvoPress", "gguf-mix-evopress-q4-k-m-lossy", "evopress-q4-k-m-lossy", None),
+    ("Q4_K_M size, no Q5_1", "EvoPress from Q4_K_M", "gguf-mix-evopress-q4-k-m-lossy-warm", "evopress-q4-k-m-lossy-warm", None),
 ]
 def summary(name):
     p = root / name / "summary.json"

@@ -287,8 +287,9 @@ impl Settings for EvoPressSettings {
         let s = match &cfg.start {
             Start::Best { of, tokens } => {
                 let pool = crate::warm::genomes(of, setup)?;
+                let probe = of.contains(&WarmStart::ShortenedLlama);
                 let tokens = *tokens;
-                EvoPress::from_pool(cfg, setup.space, setup.budget, pool, tokens)?
+                EvoPress::from_pool(cfg, setup.space, setup.budget, pool, tokens, probe)?
             }
             _ => {
                 let start = start_genome(setup.seed, setup.space, &setup.budget)?;
@@ -405,6 +406,12 @@ impl EvoPressConfig {
 /// Where the state machine is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Phase {
+    /// Shortened LLaMA's single-unit probes await scores (a warm start);
+    /// its genome then joins `pool`.
+    Probe {
+        pool: Vec<Genome>,
+        tokens: usize,
+    },
     /// Candidates for the first parent (random feasible genomes or the
     /// heuristics' genomes) await scores.
     Start {
@@ -508,19 +515,27 @@ impl EvoPress {
     }
 
     /// Start from the best of `pool` (a warm start: the heuristics'
-    /// genomes), each scored on `tokens` tokens; every one must meet `budget`.
+    /// genomes), each scored on `tokens` tokens; every one must meet
+    /// `budget`. With `probe`, Shortened LLaMA's probes are scored first (on
+    /// the same tokens) and its genome joins the pool.
     pub fn from_pool(
         cfg: EvoPressConfig,
         space: &Space,
         budget: Budget,
         mut pool: Vec<Genome>,
         tokens: usize,
+        probe: bool,
     ) -> Result<Self, SearchError> {
         cfg.validate()?;
         let mut seen = HashSet::new();
         pool.retain(|g| seen.insert(g.clone()));
-        let Some(first) = pool.first().cloned() else {
-            return Err(SearchError::Config("no genome to start from".into()));
+        let first = match pool.first() {
+            Some(g) => g.clone(),
+            // A placeholder parent until the probes are in; it meets the budget.
+            None if probe => {
+                crate::heuristics::lowest_scores_first(space, &vec![0.0; space.len()], &budget)?
+            }
+            None => return Err(SearchError::Config("no genome to start from".into())),
         };
         for g in &pool {
             space.check(g)?;
@@ -532,7 +547,11 @@ impl EvoPress {
             }
         }
         let mut s = Self::empty(cfg, budget, first);
-        s.phase = Phase::Start { pool, tokens };
+        s.phase = if probe {
+            Phase::Probe { pool, tokens }
+        } else {
+            Phase::Start { pool, tokens }
+        };
         Ok(s)
     }
 
@@ -632,6 +651,11 @@ impl EvoPress {
         )
     }
 
+    /// The sample the start's candidates (and probes) are scored on.
+    fn start_sample(&self, tokens: usize) -> SampleSpec {
+        SampleSpec::new(tokens, crate::rng::mix(self.cfg.seed, &[0x57a3]))
+    }
+
     /// The stage's sample and the chunks it is scored in.
     fn stage_sample(&self, stage: usize) -> (SampleSpec, usize) {
         let s = self.cfg.stages[stage];
@@ -701,12 +725,16 @@ impl Strategy for EvoPress {
 
     /// The genomes to score now, each on its stage's sample, or on the next
     /// chunk of it when racing (empty when done).
-    fn ask(&self, _space: &Space) -> Vec<Request> {
+    fn ask(&self, space: &Space) -> Vec<Request> {
         match &self.phase {
             Phase::Done => Vec::new(),
+            Phase::Probe { tokens, .. } => crate::strategy::requests(
+                &crate::leave_one_out::LeaveOneOut::probes(space),
+                self.start_sample(*tokens),
+                true,
+            ),
             Phase::Start { pool, tokens } => {
-                let sample = SampleSpec::new(*tokens, crate::rng::mix(self.cfg.seed, &[0x57a3]));
-                crate::strategy::requests(pool, sample, false)
+                crate::strategy::requests(pool, self.start_sample(*tokens), false)
             }
             Phase::Stage {
                 stage,
@@ -732,6 +760,17 @@ impl Strategy for EvoPress {
 
     /// Scores for exactly the last `ask` (any order); lower fitness is better.
     fn tell(&mut self, space: &Space, results: &[Scored]) -> Result<(), SearchError> {
+        if let Phase::Probe { pool, tokens } = &self.phase {
+            let scores = results_in_order(space.len(), results)?;
+            let g = crate::heuristics::lowest_scores_first(space, &scores, &self.budget)?;
+            let (mut pool, tokens) = (pool.clone(), *tokens);
+            if !pool.contains(&g) {
+                pool.push(g);
+            }
+            self.tokens_asked += (space.len() * tokens) as u64;
+            self.phase = Phase::Start { pool, tokens };
+            return Ok(());
+        }
         if let Phase::Start { pool, tokens } = &self.phase {
             let fit = results_in_order(pool.len(), results)?;
             self.tokens_asked += (pool.len() * *tokens) as u64;

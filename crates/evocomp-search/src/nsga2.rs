@@ -357,6 +357,11 @@ impl Settings for Nsga2Settings {
         for w in &self.warm {
             w.validate(seq_len)
                 .map_err(|e| SettingsError::new("warm", e.to_string()))?;
+            ensure(
+                *w != crate::warm::WarmStart::ShortenedLlama,
+                "warm",
+                "Shortened LLaMA's genome needs probes scored first: a warm start of EvoPress only",
+            )?;
         }
         Ok(())
     }

@@ -24,6 +24,11 @@ pub enum WarmStart {
     /// A configuration the study offers by name, made outside the search
     /// (`Given("Q4_K_M")`: llama.cpp's preset on a GGUF-types database).
     Given(String),
+    /// Shortened LLaMA's leave-one-out genome: every unit probed alone at
+    /// its most compressed level on the start's tokens, then the least
+    /// harmful compressed first. It needs evaluations, so EvoPress's start
+    /// runs the probes first (one per unit; their tokens count).
+    ShortenedLlama,
 }
 
 impl WarmStart {
@@ -34,7 +39,7 @@ impl WarmStart {
             WarmStart::Owl(s) => Some(Box::new(*s)),
             WarmStart::ShortGpt => Some(Box::new(ShortGptSettings)),
             WarmStart::Dp(s) => Some(Box::new(*s)),
-            WarmStart::Given(_) => None,
+            WarmStart::Given(_) | WarmStart::ShortenedLlama => None,
         }
     }
 
@@ -42,6 +47,7 @@ impl WarmStart {
         match self {
             WarmStart::Given(name) => name.clone(),
             WarmStart::Filled => "filled".into(),
+            WarmStart::ShortenedLlama => "Shortened-LLaMA".into(),
             _ => self
                 .settings()
                 .map_or_else(String::new, |s| s.label().into()),
@@ -56,6 +62,13 @@ impl WarmStart {
     pub fn genome(&self, setup: &Setup) -> Result<Genome, SearchError> {
         let named =
             |e: SearchError| SearchError::Config(format!("warm start {}: {e}", self.label()));
+        if *self == WarmStart::ShortenedLlama {
+            return Err(SettingsError::new(
+                "start",
+                "Shortened LLaMA's genome needs its probes scored first: it is a warm start of EvoPress only",
+            )
+            .into());
+        }
         if let WarmStart::Given(name) = self {
             let offered: Vec<&str> = setup.given.iter().map(|(n, _)| n.as_str()).collect();
             let (_, g) = setup.given.iter().find(|(n, _)| n == name).ok_or_else(|| {
@@ -119,10 +132,11 @@ pub fn needs(of: &[WarmStart]) -> Needs {
         })
 }
 
-/// Every heuristic's genome, in order, without repeats.
+/// Every heuristic's genome that needs no evaluation, in order, without
+/// repeats (Shortened LLaMA's comes from probes: see [`WarmStart::ShortenedLlama`]).
 pub fn genomes(of: &[WarmStart], setup: &Setup) -> Result<Vec<Genome>, SearchError> {
     let mut out: Vec<Genome> = Vec::new();
-    for w in of {
+    for w in of.iter().filter(|w| **w != WarmStart::ShortenedLlama) {
         let g = w.genome(setup)?;
         if !out.contains(&g) {
             out.push(g);

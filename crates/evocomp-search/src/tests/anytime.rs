@@ -366,3 +366,62 @@ fn a_given_configuration_is_a_warm_start_by_name() {
         .to_string();
     assert!(e.contains("D costs"), "{e}");
 }
+
+#[test]
+fn shortened_llama_warm_start_probes_first_then_its_genome_joins_the_start() {
+    let space = sparsity_space(8);
+    let u = space.uniform(0).unwrap();
+    let errors = level_errors(&space);
+    let budget = Budget::Exact(space.cost(&u));
+    let settings = EvoPressSettings {
+        preset: Preset::Sparsity,
+        generations: Some(3),
+        offspring: Some(4),
+        stages: Some(vec![(2, 64), (1, 256)]),
+        max_flips: None,
+        start: Some(Start::Best {
+            of: vec![WarmStart::ShortenedLlama, WarmStart::Uniform],
+            tokens: 64,
+        }),
+        racing: None,
+        surrogate: None,
+        max_tokens: None,
+    };
+    let st = setup(&space, budget, &errors);
+    let AnyStrategy::EvoPress(mut s) = settings.build(&st).unwrap() else {
+        panic!("not EvoPress")
+    };
+    // One probe per unit: that unit alone at its most compressed level.
+    let probes = s.ask(&space);
+    assert_eq!(probes.len(), space.len());
+    assert!(probes.iter().all(|r| r.probe && r.sample.tokens == 64));
+    let scored: Vec<Scored> = probes
+        .iter()
+        .map(|r| Scored {
+            id: r.id,
+            fitness: fitness(&r.genome),
+        })
+        .collect();
+    s.tell(&space, &scored).unwrap();
+    assert_eq!(s.tokens_asked, 8 * 64);
+    // Then the start: uniform and the leave-one-out genome, both on the budget.
+    let start = s.ask(&space);
+    assert_eq!(start.len(), 2);
+    assert!(
+        start
+            .iter()
+            .all(|r| !r.probe && space.feasible(&r.genome, &budget))
+    );
+    let scores: Vec<f64> = probes.iter().map(|r| fitness(&r.genome)).collect();
+    let loo = crate::heuristics::lowest_scores_first(&space, &scores, &budget).unwrap();
+    assert!(start.iter().any(|r| r.genome == loo));
+    drive(&mut s, &space);
+    assert_eq!(s.history.len(), 3);
+    // Not a warm start NSGA-II can take.
+    let n = Nsga2Settings {
+        population: 8,
+        generations: 1,
+        warm: vec![WarmStart::ShortenedLlama],
+    };
+    assert!(n.validate(8).is_err());
+}
