@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "results"
-VARIANTS = ["published", "racing", "warm", "surrogate", "all"]
+VARIANTS = ["published", "racing", "warm", "surrogate", "all", "warm-loo"]
 
 
 def load(setting, variant, seed):
