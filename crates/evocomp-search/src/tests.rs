@@ -36,6 +36,16 @@ fn fitness(g: &[i64]) -> f64 {
         .sum()
 }
 
+/// Every request scored by [`fitness`].
+fn score_all(asks: &[Request]) -> Vec<Scored> {
+    asks.iter()
+        .map(|r| Scored {
+            id: r.id,
+            fitness: fitness(&r.genome),
+        })
+        .collect()
+}
+
 fn run(strategy: &mut EvoPress, space: &Space, stop_after: Option<usize>) -> usize {
     let mut tells = 0;
     while !strategy.is_done() {
@@ -168,14 +178,7 @@ fn stages_sample_fresh_tokens_and_the_parent_joins_last() {
             .iter()
             .all(|r| r.genome != g0 && r.sample.tokens == 64)
     );
-    let scored: Vec<Scored> = first
-        .iter()
-        .map(|r| Scored {
-            id: r.id,
-            fitness: fitness(&r.genome),
-        })
-        .collect();
-    s.tell(&space, &scored).unwrap();
+    s.tell(&space, &score_all(&first)).unwrap();
     let second = s.ask(&space);
     assert_eq!(second.len(), 3, "2 survivors plus the parent");
     assert!(second.iter().any(|r| r.genome == g0));

@@ -1,7 +1,7 @@
 //! Anytime search's parts inside EvoPress and NSGA-II: racing, the
 //! surrogate, warm starts and the token limit.
 
-use super::{fitness, small_cfg, sparsity_space};
+use super::{fitness, score_all, small_cfg, sparsity_space};
 use crate::rng::mix;
 use crate::{
     AnyStrategy, Budget, BudgetHint, DpSettings, EvoPress, EvoPressSettings, Genome, Kind,
@@ -256,6 +256,21 @@ fn dp() -> WarmStart {
     })
 }
 
+/// EvoPress from the best of `of` on 64 tokens, stages 2 on 64 → 1 on 256.
+fn warm_settings(of: Vec<WarmStart>, generations: usize, offspring: usize) -> EvoPressSettings {
+    EvoPressSettings {
+        preset: Preset::Sparsity,
+        generations: Some(generations),
+        offspring: Some(offspring),
+        stages: Some(vec![(2, 64), (1, 256)]),
+        max_flips: None,
+        start: Some(Start::Best { of, tokens: 64 }),
+        racing: None,
+        surrogate: None,
+        max_tokens: None,
+    }
+}
+
 #[test]
 fn warm_starts_are_on_the_budget_and_the_best_one_leads() {
     let space = sparsity_space(8);
@@ -265,20 +280,7 @@ fn warm_starts_are_on_the_budget_and_the_best_one_leads() {
         Budget::Exact(space.cost(&u)),
         Budget::AtMost(space.cost(&u)),
     ] {
-        let settings = EvoPressSettings {
-            preset: Preset::Sparsity,
-            generations: Some(5),
-            offspring: Some(8),
-            stages: Some(vec![(2, 64), (1, 256)]),
-            max_flips: None,
-            start: Some(Start::Best {
-                of: vec![WarmStart::Uniform, dp(), WarmStart::Filled],
-                tokens: 64,
-            }),
-            racing: None,
-            surrogate: None,
-            max_tokens: None,
-        };
+        let settings = warm_settings(vec![WarmStart::Uniform, dp(), WarmStart::Filled], 5, 8);
         settings.validate(8).unwrap();
         let st = setup(&space, budget, &errors);
         let AnyStrategy::EvoPress(mut s) = settings.build(&st).unwrap() else {
@@ -373,20 +375,7 @@ fn shortened_llama_warm_start_probes_first_then_its_genome_joins_the_start() {
     let u = space.uniform(0).unwrap();
     let errors = level_errors(&space);
     let budget = Budget::Exact(space.cost(&u));
-    let settings = EvoPressSettings {
-        preset: Preset::Sparsity,
-        generations: Some(3),
-        offspring: Some(4),
-        stages: Some(vec![(2, 64), (1, 256)]),
-        max_flips: None,
-        start: Some(Start::Best {
-            of: vec![WarmStart::ShortenedLlama, WarmStart::Uniform],
-            tokens: 64,
-        }),
-        racing: None,
-        surrogate: None,
-        max_tokens: None,
-    };
+    let settings = warm_settings(vec![WarmStart::ShortenedLlama, WarmStart::Uniform], 3, 4);
     let st = setup(&space, budget, &errors);
     let AnyStrategy::EvoPress(mut s) = settings.build(&st).unwrap() else {
         panic!("not EvoPress")
@@ -395,14 +384,7 @@ fn shortened_llama_warm_start_probes_first_then_its_genome_joins_the_start() {
     let probes = s.ask(&space);
     assert_eq!(probes.len(), space.len());
     assert!(probes.iter().all(|r| r.probe && r.sample.tokens == 64));
-    let scored: Vec<Scored> = probes
-        .iter()
-        .map(|r| Scored {
-            id: r.id,
-            fitness: fitness(&r.genome),
-        })
-        .collect();
-    s.tell(&space, &scored).unwrap();
+    s.tell(&space, &score_all(&probes)).unwrap();
     assert_eq!(s.tokens_asked, 8 * 64);
     // Then the start: uniform and the leave-one-out genome, both on the budget.
     let start = s.ask(&space);
