@@ -423,10 +423,12 @@ fn study_input(dir: &Path, by_strategy: bool) -> Result<evocomp_report::StudyInp
         evaluations: s.evaluations,
         cache_hits: s.cache_hits,
         seconds: s.seconds,
+        // At the tokens where each measured genome became the best; NaN
+        // where the best genome was never measured.
         anytime: s
-            .anytime
-            .iter()
-            .map(|p| (p.tokens, p.held_out_kl))
+            .anytime_steps()
+            .into_iter()
+            .map(|(t, kl)| (t, kl.unwrap_or(f64::NAN)))
             .collect(),
     })
 }

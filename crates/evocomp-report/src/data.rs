@@ -47,7 +47,9 @@ pub struct StudyInput {
     pub evaluations: usize,
     pub cache_hits: usize,
     pub seconds: f64,
-    /// The best genome's held-out KL after some tokens of search: (tokens, KL).
+    /// The best genome's held-out KL after some tokens of search: (tokens,
+    /// KL), the value holding until the next point; NaN where it is unknown
+    /// (a best genome that was never measured).
     #[serde(default)]
     pub anytime: Vec<(u64, f64)>,
 }
@@ -312,8 +314,8 @@ pub struct AnytimeCurve {
     pub variant: String,
     pub seeds: usize,
     /// (tokens, mean, lowest, highest) of the seeds' held-out KL, at every
-    /// token count any seed was measured at from the point every seed has
-    /// a value (a seed's value holds until its next measurement).
+    /// token count where any seed's value changes and every seed's value
+    /// is known (a seed's value holds until its next point).
     pub points: Vec<(f64, f64, f64, f64)>,
     /// The seeds' mean final KL and mean total tokens.
     pub final_kl: f64,
@@ -368,6 +370,9 @@ pub fn anytime_curves(studies: &[StudyInput]) -> Vec<AnytimeCurve> {
                 .filter_map(|t| {
                     let v: Option<Vec<f64>> = members.iter().map(|s| value(s, t)).collect();
                     let v = v?;
+                    if v.iter().any(|x| x.is_nan()) {
+                        return None;
+                    }
                     let mean = v.iter().sum::<f64>() / v.len() as f64;
                     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
                     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);

@@ -233,4 +233,15 @@ fn anytime_curves_join_the_seeds_of_a_variant() {
     p.draw(&dir.path().join("anytime")).unwrap();
     assert!(dir.path().join("anytime.svg").exists());
     assert!(anytime_plot(&studies[3..]).is_err());
+    // A value nobody measured (NaN) leaves a gap in the mean, not a NaN.
+    let gap = vec![
+        with("g-s0", &[(100, 1.0), (150, f64::NAN), (200, 0.5)]),
+        with("g-s1", &[(120, 0.8)]),
+    ];
+    let c = anytime_curves(&gap);
+    assert_eq!(
+        c[0].points.iter().map(|p| p.0).collect::<Vec<_>>(),
+        vec![120.0, 200.0]
+    );
+    assert!((c[0].points[1].1 - 0.65).abs() < 1e-12);
 }

@@ -118,6 +118,39 @@ pub struct Summary {
     pub anytime: Vec<AnytimePoint>,
 }
 
+impl Summary {
+    /// The best genome's held-out KL against tokens, at the exact token
+    /// counts where the best genome changed (from the history), ending at
+    /// the search's last token count: (tokens, KL), the KL None where that
+    /// genome was never measured (it was the best only between two anytime
+    /// points). Empty without anytime points.
+    pub fn anytime_steps(&self) -> Vec<(u64, Option<f64>)> {
+        if self.anytime.is_empty() {
+            return Vec::new();
+        }
+        let changes: Vec<(u64, &Genome)> = self
+            .history
+            .iter()
+            .filter_map(|h| h.best_genome.as_ref().map(|g| (h.tokens, g)))
+            .collect();
+        let current = |t: u64| changes.iter().take_while(|c| c.0 <= t).last().map(|c| c.1);
+        let measured: Vec<(&Genome, f64)> = self
+            .anytime
+            .iter()
+            .filter_map(|a| current(a.tokens).map(|g| (g, a.held_out_kl)))
+            .collect();
+        let kl = |g: &Genome| measured.iter().find(|m| m.0 == g).map(|m| m.1);
+        let mut out: Vec<(u64, Option<f64>)> = changes.iter().map(|&(t, g)| (t, kl(g))).collect();
+        let end = self.history.last().map_or(0, |h| h.tokens);
+        if let Some(&(t, k)) = out.last()
+            && end > t
+        {
+            out.push((end, k));
+        }
+        out
+    }
+}
+
 /// Live progress (`status.json`), rewritten after every step, readable
 /// while the store is held by the running process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,4 +170,82 @@ pub struct StatusFile {
     pub cache_hits: usize,
     pub best: Option<Best>,
     pub finished: bool,
+}
+
+#[cfg(test)]
+mod anytime_tests {
+    use super::*;
+
+    fn record(tokens: u64, genome: Option<Vec<i64>>) -> StepRecord {
+        StepRecord {
+            step: tokens,
+            evaluations: 0,
+            cache_hits: 0,
+            seconds: 0.0,
+            best: Some(1.0),
+            best_cost: Some(1),
+            front: Vec::new(),
+            tokens,
+            best_genome: genome,
+            metrics: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn anytime_steps_put_measured_genomes_at_the_tokens_they_became_best() {
+        let m = Measured {
+            genome: vec![2],
+            cost: 1,
+            search_fitness: 1.0,
+            held_out_kl: 0.5,
+            held_out_nll: 1.0,
+            held_out_perplexity: 2.7,
+            held_out_tokens: 8,
+        };
+        let point = |tokens, kl| AnytimePoint {
+            tokens,
+            evaluations: 0,
+            cost: 1,
+            search_fitness: 1.0,
+            held_out_kl: kl,
+            held_out_nll: 1.0,
+        };
+        let mut s = Summary {
+            name: "t".into(),
+            strategy: "EvoPress".into(),
+            role: Role::Search,
+            budget: Budget::AtMost(1),
+            cost_unit: "w".into(),
+            full_cost: 1,
+            units: vec!["u".into()],
+            best: m.clone(),
+            front: vec![m],
+            steps: 5,
+            evaluations: 5,
+            cache_hits: 0,
+            seconds: 1.0,
+            layers_run_fraction: None,
+            // Genome 0 from 10 tokens, 1 from 30 (replaced before a point), 2 from 45, end at 100.
+            history: vec![
+                record(10, Some(vec![0])),
+                record(20, None),
+                record(30, Some(vec![1])),
+                record(45, Some(vec![2])),
+                record(100, None),
+            ],
+            anytime: Vec::new(),
+        };
+        assert!(s.anytime_steps().is_empty());
+        // Genome 2 is the best at 50 and at 100: measured (the same value) twice.
+        s.anytime = vec![point(25, 0.9), point(50, 0.6), point(100, 0.6)];
+        assert_eq!(
+            s.anytime_steps(),
+            vec![
+                (10, Some(0.9)),
+                (30, None),
+                (45, Some(0.6)),
+                (100, Some(0.6))
+            ]
+        );
+    }
 }
