@@ -576,20 +576,17 @@ impl EvoPress {
         {
             return Phase::Done;
         }
-        let (mut pool, predicted) = self.children(space);
+        let (mut pool, mut predicted) = self.children(space);
         if self.cfg.stages.len() == 1 {
             pool.push(self.parent.clone());
+            // The parent has no prediction.
+            if !predicted.is_empty() {
+                predicted.push(f64::NAN);
+            }
         }
         if pool.is_empty() {
             return Phase::Done;
         }
-        let predicted = if predicted.is_empty() {
-            predicted
-        } else {
-            let mut p = predicted;
-            p.resize(pool.len(), f64::NAN);
-            p
-        };
         Self::stage(0, pool, predicted)
     }
 
@@ -745,10 +742,12 @@ impl Strategy for EvoPress {
             } => {
                 let (base, chunks) = self.stage_sample(*stage);
                 let part = base.tokens / chunks;
+                // Ids count the pending candidates; `tell` maps them back.
                 Self::pending(scores, alive, chunks)
                     .into_iter()
-                    .map(|i| Request {
-                        id: i as u64,
+                    .enumerate()
+                    .map(|(k, i)| Request {
+                        id: k as u64,
                         genome: pool[i].clone(),
                         sample: base.part(part, scores[i].len()),
                         probe: false,
@@ -782,69 +781,55 @@ impl Strategy for EvoPress {
             self.phase = self.start_generation(space);
             return Ok(());
         }
-        let Phase::Stage {
-            stage,
-            pool,
-            mut scores,
-            mut alive,
-            predicted,
-        } = std::mem::replace(&mut self.phase, Phase::Done)
-        else {
+        let Phase::Stage { stage, .. } = self.phase else {
             return Err(SearchError::Protocol(
                 "tell after the search finished".into(),
             ));
         };
         let (base, chunks) = self.stage_sample(stage);
+        let keep_at_most = self.cfg.stages[stage].survivors;
+        let racing = self.cfg.racing;
+        let Phase::Stage {
+            pool,
+            scores,
+            alive,
+            ..
+        } = &mut self.phase
+        else {
+            return Err(SearchError::Protocol("not in a stage".into()));
+        };
         if scores.len() != pool.len() {
             // A checkpoint from before racing: nothing of this stage scored.
-            scores = vec![Vec::new(); pool.len()];
-            alive = vec![true; pool.len()];
+            *scores = vec![Vec::new(); pool.len()];
+            *alive = vec![true; pool.len()];
         }
-        let pending = Self::pending(&scores, &alive, chunks);
-        let restore = |s: &mut Self, scores, alive, pool, predicted| {
-            s.phase = Phase::Stage {
-                stage,
-                pool,
-                scores,
-                alive,
-                predicted,
-            };
-        };
-        // Ids are candidate positions; map them to 0..n for the check.
-        let remapped: Vec<Scored> = results
-            .iter()
-            .map(|r| Scored {
-                id: pending
-                    .iter()
-                    .position(|&i| i as u64 == r.id)
-                    .map_or(u64::MAX, |p| p as u64),
-                fitness: r.fitness,
-            })
-            .collect();
-        let fit = match results_in_order(pending.len(), &remapped) {
-            Ok(f) => f,
-            Err(e) => {
-                restore(self, scores, alive, pool, predicted);
-                return Err(e);
-            }
-        };
-        self.tokens_asked += (pending.len() * (base.tokens / chunks)) as u64;
+        let pending = Self::pending(scores, alive, chunks);
+        let fit = results_in_order(pending.len(), results)?;
         for (&i, &f) in pending.iter().zip(&fit) {
             scores[i].push(f);
         }
-        let keep = self.cfg.stages[stage].survivors.min(pool.len());
+        let keep = keep_at_most.min(pool.len());
         let live: Vec<usize> = (0..pool.len()).filter(|&i| alive[i]).collect();
-        if let Some(r) = self.cfg.racing {
-            for i in r.dropped(&scores, &live, keep) {
+        if let Some(r) = racing {
+            for i in r.dropped(scores, &live, keep) {
                 alive[i] = false;
             }
         }
         let live: Vec<usize> = (0..pool.len()).filter(|&i| alive[i]).collect();
-        let scored_all = live.iter().all(|&i| scores[i].len() >= chunks);
-        if !scored_all && live.len() > keep {
-            restore(self, scores, alive, pool, predicted);
+        let decided = live.len() <= keep || live.iter().all(|&i| scores[i].len() >= chunks);
+        self.tokens_asked += (pending.len() * (base.tokens / chunks)) as u64;
+        if !decided {
             return Ok(());
         }
+        let Phase::Stage {
+            pool,
+            scores,
+            predicted,
+            ..
+        } = std::mem::replace(&mut self.phase, Phase::Done)
+        else {
+            return Err(SearchError::Protocol("not in a stage".into()));
+        };
         // The stage is decided: rank the remaining candidates by their mean.
         let mean = |i: usize| scores[i].iter().sum::<f64>() / scores[i].len() as f64;
         let mut order = live;
