@@ -16,7 +16,8 @@ use evocomp_eval::KlResult;
 use evocomp_search::{FrontMember, Genome, Request, Role, SampleSpec, Scored, Strategy};
 use evocomp_store::{CacheKey, Commit, SharedCache, Trial};
 use evocomp_study::{
-    AnytimePoint, Measured, OpenStudy, State, StepRecord, StudyDir, Summary, shared_cache_dir,
+    AnytimePoint, Measured, OpenStudy, State, StepRecord, StudyDir, Summary, best_genome_at,
+    shared_cache_dir,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -638,14 +639,8 @@ fn anytime_members(
     let mut out = Vec::new();
     for k in 1..=n as u64 {
         let at = total * k / n as u64;
-        let mut genome = None;
-        let mut last = None;
-        for r in history.iter().take_while(|r| r.tokens <= at) {
-            if let Some(g) = &r.best_genome {
-                genome = Some(g);
-            }
-            last = Some(r);
-        }
+        let last = history.iter().take_while(|r| r.tokens <= at).last();
+        let genome = best_genome_at(history, at);
         if let (Some(g), Some(r), Some(fitness)) = (genome, last, last.and_then(|r| r.best)) {
             out.push((
                 at,

@@ -4,8 +4,8 @@
 //! changes what the study computes.
 
 use anyhow::Result;
-use evocomp_search::{Best, FrontMember, Genome, Progress};
-use evocomp_study::{StatusFile, StepRecord, StudyDir, Summary};
+use evocomp_search::{Best, FrontMember, Progress};
+use evocomp_study::{StatusFile, StepRecord, StudyDir, Summary, best_genome_at};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Where the study stands: at the start of a run and after each step.
@@ -186,21 +186,11 @@ pub struct History {
     pub records: Vec<StepRecord>,
 }
 
-impl History {
-    /// The best genome as of the last record.
-    fn last_genome(&self) -> Option<&Genome> {
-        self.records
-            .iter()
-            .rev()
-            .find_map(|r| r.best_genome.as_ref())
-    }
-}
-
 impl Observer for History {
     fn on_step(&mut self, at: &StepEvent) -> Result<()> {
         let genome = at.best.as_ref().map(|b| &b.genome);
         let best_genome = match genome {
-            Some(g) if self.last_genome() != Some(g) => Some(g.clone()),
+            Some(g) if best_genome_at(&self.records, u64::MAX) != Some(g) => Some(g.clone()),
             _ => None,
         };
         self.records.push(StepRecord {

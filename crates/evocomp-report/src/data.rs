@@ -116,9 +116,15 @@ impl SeriesPlot {
         y_label: &str,
         series: Vec<Series>,
     ) -> Result<Self, ReportError> {
+        // The ranges cover the lines and their bands.
         let pts: Vec<(f64, f64)> = series
             .iter()
-            .flat_map(|s| s.points.iter().copied())
+            .flat_map(|s| {
+                s.points
+                    .iter()
+                    .copied()
+                    .chain(s.band.iter().flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)]))
+            })
             .filter(|(x, y)| x.is_finite() && y.is_finite())
             .collect();
         if pts.is_empty() {
@@ -410,27 +416,12 @@ pub fn anytime_plot(studies: &[StudyInput]) -> Result<SeriesPlot, ReportError> {
             steps: true,
         })
         .collect::<Vec<_>>();
-    let mut plot = SeriesPlot::new(
+    SeriesPlot::new(
         "Anytime: the best genome's held-out KL against tokens scored",
         "tokens scored (cache hits excluded)",
         "held-out KL of the best genome so far",
         series,
-    )?;
-    // The bands reach beyond the means.
-    let (lo, hi) = plot
-        .series
-        .iter()
-        .flat_map(|s| {
-            s.points
-                .iter()
-                .map(|p| (p.1, p.1))
-                .chain(s.band.iter().map(|b| (b.1, b.2)))
-        })
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-            (a.min(p.0), b.max(p.1))
-        });
-    plot.y_range = padded(lo, hi);
-    Ok(plot)
+    )
 }
 
 /// Where the budget went: one row per study (its best configuration), one

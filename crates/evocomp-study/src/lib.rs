@@ -24,7 +24,7 @@ mod sweep;
 
 pub use files::{FORMAT_VERSION, read_versioned, to_versioned_json};
 pub use folder::{OpenStudy, StudyDir, View, shared_cache_dir};
-pub use records::{AnytimePoint, Measured, State, StatusFile, StepRecord, Summary};
+pub use records::{AnytimePoint, Measured, State, StatusFile, StepRecord, Summary, best_genome_at};
 pub use sweep::SweepDir;
 
 /// File and folder names inside a study or sweep folder.

@@ -118,6 +118,16 @@ pub struct Summary {
     pub anytime: Vec<AnytimePoint>,
 }
 
+/// The best genome as of the last record with at most `tokens` tokens (the
+/// last one a record gives up to there).
+pub fn best_genome_at(history: &[StepRecord], tokens: u64) -> Option<&Genome> {
+    history
+        .iter()
+        .take_while(|r| r.tokens <= tokens)
+        .filter_map(|r| r.best_genome.as_ref())
+        .last()
+}
+
 impl Summary {
     /// The best genome's held-out KL against tokens, at the exact token
     /// counts where the best genome changed (from the history), ending at
@@ -133,11 +143,10 @@ impl Summary {
             .iter()
             .filter_map(|h| h.best_genome.as_ref().map(|g| (h.tokens, g)))
             .collect();
-        let current = |t: u64| changes.iter().take_while(|c| c.0 <= t).last().map(|c| c.1);
         let measured: Vec<(&Genome, f64)> = self
             .anytime
             .iter()
-            .filter_map(|a| current(a.tokens).map(|g| (g, a.held_out_kl)))
+            .filter_map(|a| best_genome_at(&self.history, a.tokens).map(|g| (g, a.held_out_kl)))
             .collect();
         let kl = |g: &Genome| measured.iter().find(|m| m.0 == g).map(|m| m.1);
         let mut out: Vec<(u64, Option<f64>)> = changes.iter().map(|&(t, g)| (t, kl(g))).collect();
