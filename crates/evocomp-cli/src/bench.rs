@@ -59,6 +59,10 @@ pub struct BenchArgs {
     /// cores), 1 on a GPU.
     #[arg(long)]
     concurrent_batches: Option<usize>,
+    /// Attention and SiLU through burn's own operations on the CPU instead
+    /// of the fused kernels (the figures without them).
+    #[arg(long)]
+    no_fused_kernels: bool,
     /// Also write the figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -152,7 +156,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             eprintln!("  skipped: {e:#}");
             continue;
         }
-        let f32_model = loaded.to_device(&chosen.device, WeightDtype::F32)?;
+        let mut f32_model = loaded.to_device(&chosen.device, WeightDtype::F32)?;
+        f32_model.set_fused_kernels(!a.no_fused_kernels);
         let bar = token_progress(n_tokens as u64, "teacher");
         let teacher = compute_teacher(&f32_model, &sample, mode, &opts, &bar)?;
         bar.finish_and_clear();
@@ -160,7 +165,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let m = match dtype {
                 WeightDtype::F32 => f32_model.clone(),
                 _ => match loaded.to_device(&chosen.device, dtype) {
-                    Ok(m) => m,
+                    Ok(mut m) => {
+                        m.set_fused_kernels(!a.no_fused_kernels);
+                        m
+                    }
                     // A dtype the device cannot compute in is reported, not fatal.
                     Err(e) => {
                         eprintln!("  {dtype}: skipped ({e})");
@@ -190,7 +198,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
             bar.finish_and_clear();
             let ppl_secs = t2.elapsed().as_secs_f64() / a.repeats as f64;
             let f = Figure {
-                name: format!("evocomp {dtype} {}", chosen.description),
+                name: format!(
+                    "evocomp {dtype} {}{}",
+                    chosen.description,
+                    if a.no_fused_kernels {
+                        ", no fused kernels"
+                    } else {
+                        ""
+                    }
+                ),
                 tokens_per_s: n_tokens as f64 / secs,
                 seconds_per_eval: secs,
                 warmup_s,

@@ -11,32 +11,7 @@
 
 const LANES: usize = 16;
 
-/// e^x for x ≤ 0 (a row's logits minus its maximum), relative error below
-/// 2e-7: x = n·ln 2 + f with n an integer and |f| ≤ ln2/2 (Cody–Waite: ln 2
-/// in two parts, so f is exact to about 1e-10), e^f by its Taylor series to
-/// degree 7, times 2^n through the exponent bits. Below -87 it returns about
-/// 1e-38, which no sum of 2^31 terms notices.
-#[inline(always)]
-fn exp_neg(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_359_4; // 0.693359375: few mantissa bits, n * LN2_HI is exact
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // A select, as the AVX-512 kernel's max with -87 computes it.
-    let x = if x < -87.0 { -87.0 } else { x };
-    // Round to nearest by adding 1.5 * 2^23: the sum's low mantissa bits
-    // are then the rounded integer, read without a float-to-int conversion.
-    const MAGIC: f32 = 12_582_912.0;
-    let shifted = x * std::f32::consts::LOG2_E + MAGIC;
-    let n = shifted - MAGIC;
-    let ni = shifted.to_bits() as i32 - MAGIC.to_bits() as i32;
-    let f = (x - n * LN2_HI) - n * LN2_LO;
-    let p = 1.0
-        + f * (1.0
-            + f * (0.5
-                + f * (1.0 / 6.0
-                    + f * (1.0 / 24.0
-                        + f * (1.0 / 120.0 + f * (1.0 / 720.0 + f * (1.0 / 5040.0)))))));
-    f32::from_bits((p.to_bits() as i32 + (ni << 23)) as u32)
-}
+use evocomp_model::kernels::exp_neg;
 
 /// The row maximum from the per-lane maxima and the tail, or None when the
 /// row holds a NaN or an infinity (`bad`: per-lane sums of x * 0).
@@ -208,21 +183,6 @@ mod tests {
     fn exact_lse(row: &[f32]) -> f64 {
         let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
         m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln()
-    }
-
-    #[test]
-    fn exp_is_accurate_over_its_range() {
-        let mut worst = 0.0f64;
-        let mut x = -87.0f32;
-        while x <= 0.0 {
-            let want = (x as f64).exp();
-            let rel = ((exp_neg(x) as f64) - want).abs() / want;
-            worst = worst.max(rel);
-            x += 0.000_731;
-        }
-        assert!(worst < 2e-7, "worst relative error {worst}");
-        assert_eq!(exp_neg(0.0), 1.0);
-        assert!(exp_neg(-1e4) > 0.0 && exp_neg(-1e4) < 1e-37);
     }
 
     #[test]

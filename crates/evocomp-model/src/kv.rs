@@ -10,7 +10,6 @@
 use crate::llama::{ForwardError, LlamaModel, NoHook};
 use crate::weights::LinearKind;
 use burn::tensor::activation::softmax;
-use burn::tensor::module::linear;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -228,7 +227,9 @@ impl LlamaModel {
             let probs = softmax(scores, 3);
             let o = probs.clone().matmul(expand(v_all.clone()));
             let o = o.swap_dims(1, 2).reshape([rows, nh * hd]);
-            let y = linear(o, w(LinearKind::O), None).reshape([b, n, hidden]);
+            let y = self
+                .linear(o, w(LinearKind::O), None)
+                .reshape([b, n, hidden]);
             h = self.residual(l, h, y, 0);
             *cache = Some(evict(
                 k_all,

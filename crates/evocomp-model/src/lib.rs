@@ -7,6 +7,7 @@
 
 mod config;
 mod error;
+pub mod kernels;
 mod kv;
 mod llama;
 mod load;

@@ -2,6 +2,7 @@
 //! whatever `Device` the caller hands in; nothing here names a backend.
 
 use crate::config::{Activation, LlamaConfig};
+use crate::kernels;
 use crate::kv::KvPolicy;
 use crate::weights::{HostTensor, LayerWeights, LinearKind, LlamaWeights};
 use burn::tensor::module::{attention, embedding, linear};
@@ -190,6 +191,9 @@ pub struct LlamaModel {
     pub(crate) kv: Vec<Option<KvPolicy>>,
     pub(crate) kv_chunk: usize,
     weight_dtype: WeightDtype,
+    /// Attention and SiLU through the fused CPU kernels (`kernels`): on
+    /// when the device is flex.
+    fused: bool,
 }
 
 fn upload_norm(t: &HostTensor, device: &Device) -> Tensor<3> {
@@ -335,7 +339,14 @@ impl LlamaModel {
             kv: vec![None; cfg.n_layers],
             kv_chunk: 64,
             weight_dtype: dtype,
+            fused: *device == Device::flex(),
         })
+    }
+
+    /// Use the fused CPU kernels where the device is flex (the default), or
+    /// burn's own operations everywhere (to compare the two, or to measure).
+    pub fn set_fused_kernels(&mut self, on: bool) {
+        self.fused = on && self.device == Device::flex();
     }
 
     /// The dtype the weight matrices are held in.
@@ -483,6 +494,16 @@ impl LlamaModel {
         ))
     }
 
+    /// `x @ w (+ bias)`: through `kernels::linear` when the fused kernels
+    /// are on, burn's `linear` otherwise.
+    pub(crate) fn linear(&self, x: Tensor<2>, w: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+        if self.fused {
+            kernels::linear(x, w, bias)
+        } else {
+            linear(x, w, bias)
+        }
+    }
+
     /// Token embeddings `[B, T, hidden]` (times the embedding scale, if any).
     pub fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
         // Rows gathered in the stored dtype, then widened: never the table.
@@ -520,7 +541,10 @@ impl LlamaModel {
             Some(h) => self.weight(h),
             None => self.weight(&self.embed).transpose(),
         };
-        linear(self.rms_norm(h, &self.final_norm), head, None)
+        let [b, t, hidden] = h.dims();
+        let x = self.rms_norm(h, &self.final_norm).reshape([b * t, hidden]);
+        let vocab = head.dims()[1];
+        self.linear(x, head, None).reshape([b, t, vocab])
     }
 
     /// Logits `[B, T, vocab]` for a batch of equal-length sequences.
@@ -569,14 +593,13 @@ impl LlamaModel {
         x * cos + rotated * sin
     }
 
-    /// Block `l`'s queries `[B, H, T, D]`, keys and values `[B, KVH, T, D]`
-    /// for hidden states `h` `[B, T, hidden]` at positions `start..`: the
-    /// input norm, the projections, the q/k norms and RoPE.
-    pub(crate) fn qkv(
+    /// Block `l`'s query, key and value projections `[B, T, heads, D]` of
+    /// hidden states `h` `[B, T, hidden]` (the input norm applied; no q/k
+    /// norms, no RoPE).
+    fn projections(
         &self,
         l: usize,
         h: &Tensor<3>,
-        start: usize,
         hook: &mut dyn ForwardHook,
     ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let blk = &self.blocks[l];
@@ -590,12 +613,28 @@ impl LlamaModel {
         hook.linear_input(l, LinearKind::K, &x);
         hook.linear_input(l, LinearKind::V, &x);
         let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
-        let heads = |y: Tensor<2>, nheads: usize| y.reshape([b, t, nheads, hd]).swap_dims(1, 2);
+        let heads = |y: Tensor<2>, nheads: usize| y.reshape([b, t, nheads, hd]);
         let bias = |i: usize| blk.qkv_bias.as_ref().map(|b| b[i].clone());
-        let mut q = heads(linear(x.clone(), w(LinearKind::Q), bias(0)), nh);
-        let mut k = heads(linear(x.clone(), w(LinearKind::K), bias(1)), nkv);
-        let v = heads(linear(x, w(LinearKind::V), bias(2)), nkv);
-        if let Some([qn, kn]) = &blk.qk_norms {
+        let q = heads(self.linear(x.clone(), w(LinearKind::Q), bias(0)), nh);
+        let k = heads(self.linear(x.clone(), w(LinearKind::K), bias(1)), nkv);
+        let v = heads(self.linear(x, w(LinearKind::V), bias(2)), nkv);
+        (q, k, v)
+    }
+
+    /// Block `l`'s queries `[B, H, T, D]`, keys and values `[B, KVH, T, D]`
+    /// for hidden states `h` `[B, T, hidden]` at positions `start..`: the
+    /// input norm, the projections, the q/k norms and RoPE.
+    pub(crate) fn qkv(
+        &self,
+        l: usize,
+        h: &Tensor<3>,
+        start: usize,
+        hook: &mut dyn ForwardHook,
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let (q, k, v) = self.projections(l, h, hook);
+        let [q, mut k, v] = [q, k, v].map(|y| y.swap_dims(1, 2));
+        let mut q = q;
+        if let Some([qn, kn]) = &self.blocks[l].qk_norms {
             q = self.rms_norm(q, qn);
             k = self.rms_norm(k, kn);
         }
@@ -627,6 +666,17 @@ impl LlamaModel {
         let mut h = h;
         if !blk.skip_attn {
             let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+            if let Some(o) = self.fused_attention(l, &h, hook) {
+                hook.linear_input(l, LinearKind::O, &o);
+                let y = self
+                    .linear(o, w(LinearKind::O), None)
+                    .reshape([b, t, hidden]);
+                h = self.residual(l, h, y, 0);
+                if !blk.skip_mlp {
+                    h = self.mlp(l, h, hook);
+                }
+                return h;
+            }
             let (q, k, v) = self.qkv(l, &h, 0, hook);
             let (k, v) = if nkv == nh {
                 (k, v)
@@ -644,13 +694,53 @@ impl LlamaModel {
                 .swap_dims(1, 2)
                 .reshape([n, nh * hd]);
             hook.linear_input(l, LinearKind::O, &o);
-            let y = linear(o, w(LinearKind::O), None).reshape([b, t, hidden]);
+            let y = self
+                .linear(o, w(LinearKind::O), None)
+                .reshape([b, t, hidden]);
             h = self.residual(l, h, y, 0);
         }
         if !blk.skip_mlp {
             h = self.mlp(l, h, hook);
         }
         h
+    }
+
+    /// Block `l`'s attention up to the output projection's input `[B·T,
+    /// H·D]` through the fused CPU kernel (`kernels::causal_attention`);
+    /// None where the model does not use it (not on flex, or switched off),
+    /// before anything is computed.
+    fn fused_attention(
+        &self,
+        l: usize,
+        h: &Tensor<3>,
+        hook: &mut dyn ForwardHook,
+    ) -> Option<Tensor<2>> {
+        // Everything computed from `h` lives where it does, in f32.
+        if !(self.fused && kernels::on_flex(h)) {
+            return None;
+        }
+        let cfg = &self.cfg;
+        let [b, t, _] = h.dims();
+        let (q, k, v) = self.projections(l, h, hook);
+        let (q, k) = match &self.blocks[l].qk_norms {
+            // The norms are over the last dimension: the same in [B, T, H, D].
+            Some([qn, kn]) => (self.rms_norm(q, qn), self.rms_norm(k, kn)),
+            None => (q, k),
+        };
+        let (cos, sin) = match (&self.rope_local, cfg.window(l)) {
+            (Some((c, s)), Some(_)) => (c, s),
+            _ => (&self.rope_cos, &self.rope_sin),
+        };
+        let shape = kernels::AttentionShape {
+            batch: b,
+            len: t,
+            heads: cfg.n_heads,
+            kv_heads: cfg.n_kv_heads,
+            head_dim: cfg.head_dim,
+            window: cfg.window(l),
+            scale: self.attn_scale() as f32,
+        };
+        Some(kernels::causal_attention(shape, q, k, v, cos, sin))
     }
 
     /// Causal (optionally sliding-window) attention over `[B, H, T, D]`
@@ -738,15 +828,17 @@ impl LlamaModel {
             .reshape([b * t, hidden]);
         hook.linear_input(l, LinearKind::Gate, &x);
         hook.linear_input(l, LinearKind::Up, &x);
-        let g = linear(x.clone(), w(LinearKind::Gate), None);
-        let g = match self.cfg.activation {
-            Activation::Silu => activation::silu(g),
-            Activation::GeluTanh => activation::gelu_approximate(g),
+        let g = self.linear(x.clone(), w(LinearKind::Gate), None);
+        let u = self.linear(x, w(LinearKind::Up), None);
+        let a = match self.cfg.activation {
+            Activation::Silu if self.fused => kernels::silu_mul(g, u),
+            Activation::Silu => activation::silu(g) * u,
+            Activation::GeluTanh => activation::gelu_approximate(g) * u,
         };
-        let u = linear(x, w(LinearKind::Up), None);
-        let a = g * u;
         hook.linear_input(l, LinearKind::Down, &a);
-        let y = linear(a, w(LinearKind::Down), None).reshape([b, t, hidden]);
+        let y = self
+            .linear(a, w(LinearKind::Down), None)
+            .reshape([b, t, hidden]);
         self.residual(l, h, y, 1)
     }
 }
@@ -806,6 +898,49 @@ mod tests {
             let want = attention(q.clone(), k.clone(), v.clone(), mask, None, opts);
             let diff: f32 = (got - want).abs().max().into_scalar();
             assert!(diff < 1e-5, "window {window:?}: max difference {diff}");
+        }
+    }
+
+    /// The fused CPU kernels (attention with RoPE and grouped-query heads,
+    /// SiLU-gate) against burn's operations, through whole forward passes:
+    /// a Llama with 4 query heads over 2 KV heads, and a Gemma 3 with q/k
+    /// norms, a local RoPE base and windows shorter than, inside and longer
+    /// than a chunk of queries; sequence lengths around the chunk size.
+    #[test]
+    fn fused_kernels_match_burns_operations() {
+        let d = Device::flex();
+        let mut cfgs = vec![crate::testing::tiny_config()];
+        for window in [1, 5, ATTENTION_CHUNK + 3, 500] {
+            let mut c = tiny_gemma3_config(window);
+            c.max_context = 256;
+            cfgs.push(c);
+        }
+        for cfg in cfgs {
+            let fused = LlamaModel::new(&cfg, &random_weights(&cfg, 11), &d);
+            assert!(fused.fused, "on flex by default");
+            let mut plain = fused.clone();
+            plain.set_fused_kernels(false);
+            for (b, t) in [
+                (1, 1),
+                (2, 7),
+                (3, ATTENTION_CHUNK + 1),
+                (1, 2 * ATTENTION_CHUNK + 9),
+            ] {
+                let t = t.min(cfg.max_context);
+                let batch: Vec<Vec<u32>> = (0..b)
+                    .map(|i| (0..t).map(|j| ((i * 31 + j * 7) % 250) as u32).collect())
+                    .collect();
+                let got = fused.forward(&batch).unwrap();
+                let want = plain.forward(&batch).unwrap();
+                let scale: f32 = want.clone().abs().max().into_scalar();
+                let diff: f32 = (got - want).abs().max().into_scalar();
+                assert!(
+                    diff <= 1e-5 * scale.max(1.0),
+                    "{:?} window {:?}, {b} x {t}: max difference {diff} (logits up to {scale})",
+                    cfg.family,
+                    cfg.sliding_window
+                );
+            }
         }
     }
 }

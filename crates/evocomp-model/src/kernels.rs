@@ -1,0 +1,599 @@
+//! Fused kernels for activations that live on burn's flex (CPU) backend.
+//!
+//! burn-flex runs a block's attention as a general masked kernel (after the
+//! keys and values of grouped-query heads are copied out to every query
+//! head, and RoPE is a matmul by a permutation), and SiLU as a scalar
+//! `expf` per element followed by two more passes. Here the same arithmetic
+//! runs in one pass each, straight on the flex tensors' buffers:
+//!
+//! - [`silu_mul`]: `silu(g) * u` with a vectorised exponential;
+//! - [`causal_attention`]: RoPE, causal (optionally sliding-window) softmax
+//!   attention and grouped-query heads over `[B, T, H, D]` projections, with
+//!   no expanded keys, no transposed copies and no masked scores.
+//!
+//! The model calls them only when its device is flex (`LlamaModel::fused`);
+//! every other device runs burn's own operations. The loops are written so
+//! that the compiler vectorises them, compiled three times (AVX-512, AVX2 +
+//! FMA, the baseline) and picked at run time; every sum has a fixed order
+//! (lanes or sequential), and Rust never fuses a multiply and an add, so all
+//! three give bit-identical results.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use burn_flex::{Flex, FlexTensor};
+use rayon::prelude::*;
+
+/// e^x for x ≤ 0 (a value minus its row's maximum), relative error below
+/// 2e-7: x = n·ln 2 + f with n an integer and |f| ≤ ln2/2 (Cody–Waite: ln 2
+/// in two parts, so f is exact to about 1e-10), e^f by its Taylor series to
+/// degree 7, times 2^n through the exponent bits. Below -87 it returns about
+/// 1e-38, which no sum of 2^31 terms notices. Integer steps wrap (a NaN
+/// input gives garbage bits, never a panic): callers check for NaN apart.
+#[inline(always)]
+pub fn exp_neg(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4; // 0.693359375: few mantissa bits, n * LN2_HI is exact
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // A select, as an AVX-512 max with -87 computes it.
+    let x = if x < -87.0 { -87.0 } else { x };
+    // Round to nearest by adding 1.5 * 2^23: the sum's low mantissa bits
+    // are then the rounded integer, read without a float-to-int conversion.
+    const MAGIC: f32 = 12_582_912.0;
+    let shifted = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = shifted - MAGIC;
+    let ni = (shifted.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    let f = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + f * (1.0
+            + f * (0.5
+                + f * (1.0 / 6.0
+                    + f * (1.0 / 24.0
+                        + f * (1.0 / 120.0 + f * (1.0 / 720.0 + f * (1.0 / 5040.0)))))));
+    f32::from_bits((p.to_bits() as i32).wrapping_add(ni.wrapping_shl(23)) as u32)
+}
+
+/// `fn $name(args) -> ret` calling `$body(args)` compiled for the best
+/// instruction set the CPU has: AVX-512 (F/BW/DQ/VL), AVX2 + FMA, or the
+/// baseline. `$body` must be `#[inline(always)]` so each copy is compiled
+/// with its own features.
+macro_rules! dispatch {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                unsafe fn v4($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if cpu_has_avx512() {
+                    // SAFETY: the CPU has every feature `v4` is compiled for.
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: as above, for `v3`.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_has_avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+}
+
+/// Lanes of the fixed-order sums (a whole AVX-512 register of f32).
+const LANES: usize = 16;
+
+/// Whether `t` is an f32 tensor on flex (what the kernels take).
+pub(crate) fn on_flex<const D: usize>(t: &Tensor<D>) -> bool {
+    t.dtype() == burn::tensor::DType::F32 && t.device() == Device::flex()
+}
+
+/// The flex primitive of a tensor [`on_flex`] accepted, contiguous (a copy
+/// only when it is a strided view).
+fn flex<const D: usize>(t: Tensor<D>) -> FlexTensor {
+    let p = t
+        .try_into_primitive::<Flex>()
+        .unwrap_or_else(|e| unreachable!("checked to be on flex: {e:?}"));
+    if p.layout().contiguous_offsets().is_some() {
+        p
+    } else {
+        p.to_contiguous()
+    }
+}
+
+fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .unwrap_or_else(|| unreachable!("contiguous f32 (see `flex`)"))
+}
+
+fn to_tensor<const D: usize>(data: Vec<f32>, dims: [usize; D]) -> Tensor<D> {
+    Tensor::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(data, dims)))
+}
+
+/// `x @ w` for `x` `[m, k]` and `w` `[k, n]` on flex: the same call to the
+/// `gemm` crate that burn-flex makes (so the same bits), into a buffer
+/// nothing zeroes or copies first. burn-flex writes each product into a
+/// zeroed byte buffer that its allocator then copies to realign: a memset
+/// and a memcpy of the whole output per matmul, 8% of a forward pass here
+/// (the head's logits alone are 201 MB per batch of 1024 tokens). Tensors
+/// elsewhere than flex get burn's `linear`.
+pub(crate) fn linear(x: Tensor<2>, w: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+    let ([m, k], [k2, n]) = (x.dims(), w.dims());
+    if !(on_flex(&x) && on_flex(&w)) || k != k2 || m == 0 || n == 0 || k == 0 {
+        return burn::tensor::module::linear(x, w, bias);
+    }
+    let xf = flex(x);
+    let xs = slice(&xf);
+    // The weight as it lies: a transposed view (a large tied head read
+    // through the embedding table) is passed by its strides, not copied.
+    let wf = w
+        .try_into_primitive::<Flex>()
+        .unwrap_or_else(|e| unreachable!("checked to be on flex: {e:?}"));
+    let (w_rs, w_cs) = (wf.layout().strides()[0], wf.layout().strides()[1]);
+    if w_rs < 0 || w_cs < 0 {
+        return burn::tensor::module::linear(
+            Tensor::from_primitive::<Flex>(xf),
+            Tensor::from_primitive::<Flex>(wf),
+            bias,
+        );
+    }
+    let ws = &wf.storage::<f32>()[wf.layout().start_offset()..];
+    // burn-flex's threshold for splitting a product over the thread pool.
+    let parallelism = if m.saturating_mul(n).saturating_mul(k) >= 192 * 192 * 192 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: `xs` is m x k, row-major (contiguous, see `flex`); `ws` holds
+    // the k x n weight at the strides its layout gives; `out` has room for m x n; with `read_dst` false gemm
+    // writes every element of the destination before `set_len` exposes it.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            xs.as_ptr(),
+            1,
+            k as isize,
+            ws.as_ptr(),
+            w_cs,
+            w_rs,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        out.set_len(m * n);
+    }
+    let y = to_tensor(out, [m, n]);
+    match bias {
+        Some(b) => y + b.unsqueeze::<2>(),
+        None => y,
+    }
+}
+
+#[inline(always)]
+fn silu_mul_body(g: &mut [f32], u: &[f32]) {
+    for (g, &u) in g.iter_mut().zip(u) {
+        let x = *g;
+        let e = exp_neg(-x.abs());
+        // sigmoid(x) as burn computes it: 1 / (1 + e^-x) for x ≥ 0, e^x / (1 + e^x) below.
+        let s = if x >= 0.0 {
+            1.0 / (1.0 + e)
+        } else {
+            e / (1.0 + e)
+        };
+        *g = x * s * u;
+    }
+}
+
+dispatch!(fn silu_mul_slices(g: &mut [f32], u: &[f32]) = silu_mul_body);
+
+/// Elements per parallel piece of an elementwise kernel.
+const PIECE: usize = 1 << 14;
+
+/// `silu(g) * u` for two `[rows, cols]` tensors, in one pass over `g`'s
+/// buffer where nothing else holds it (a new buffer otherwise). Tensors
+/// elsewhere than flex get burn's operations.
+pub(crate) fn silu_mul(g: Tensor<2>, u: Tensor<2>) -> Tensor<2> {
+    if !(on_flex(&g) && on_flex(&u) && g.dims() == u.dims()) {
+        return burn::tensor::activation::silu(g) * u;
+    }
+    let dims = g.dims();
+    let (mut g, u) = (flex(g), flex(u));
+    let u = slice(&u);
+    let run = |g: &mut [f32]| {
+        g.par_chunks_mut(PIECE)
+            .zip(u.par_chunks(PIECE))
+            .for_each(|(g, u)| silu_mul_slices(g, u));
+    };
+    let range = g.layout().contiguous_offsets();
+    match (range, g.try_storage_mut::<f32>()) {
+        (Some((start, end)), Some(buf)) => {
+            run(&mut buf[start..end]);
+            Tensor::from_primitive::<Flex>(g)
+        }
+        _ => {
+            let mut out = slice(&g).to_vec();
+            run(&mut out);
+            to_tensor(out, dims)
+        }
+    }
+}
+
+/// One causal attention problem: `[B, T, H, D]` queries against `[B, T,
+/// KVH, D]` keys and values, query head h reading key/value head
+/// h / (H / KVH).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttentionShape {
+    pub batch: usize,
+    pub len: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Keys further back than this many positions get no weight.
+    pub window: Option<usize>,
+    pub scale: f32,
+}
+
+/// HF's rotate-half RoPE of one head vector at one position, exactly as
+/// `x * cos + rotate_half(x) * sin` computes it.
+#[inline(always)]
+fn rope(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
+    let half = x.len() / 2;
+    let (lo, hi) = x.split_at(half);
+    let (out_lo, out_hi) = out.split_at_mut(half);
+    let (cos_lo, cos_hi) = cos.split_at(half);
+    let (sin_lo, sin_hi) = sin.split_at(half);
+    for i in 0..half {
+        out_lo[i] = lo[i] * cos_lo[i] + (-hi[i]) * sin_lo[i];
+        out_hi[i] = hi[i] * cos_hi[i] + lo[i] * sin_hi[i];
+    }
+}
+
+/// Keys scored at once, and value dimensions summed at once: 64 floats, four
+/// AVX-512 registers of accumulators the compiler keeps in registers.
+const BLOCK: usize = 64;
+
+/// Queries scored together: each key block loaded once serves all of them
+/// (4 x 4 AVX-512 registers of accumulators).
+const QUERIES: usize = 4;
+
+/// `q_r · k_j` for the `QUERIES` queries in `qt` (transposed: `qt[d *
+/// QUERIES + r]`) and the BLOCK keys from `j0` of `kt` (the keys
+/// transposed, one row of `row` floats per dimension). Each sum runs over
+/// d in order, whatever the instruction set.
+#[inline(always)]
+fn score_block(kt: &[f32], row: usize, j0: usize, qt: &[f32]) -> [[f32; BLOCK]; QUERIES] {
+    let mut acc = [[0.0f32; BLOCK]; QUERIES];
+    for (krow, q) in kt.chunks_exact(row).zip(qt.chunks_exact(QUERIES)) {
+        let krow = &krow[j0..j0 + BLOCK];
+        for r in 0..QUERIES {
+            for l in 0..BLOCK {
+                acc[r][l] = q[r].mul_add(krow[l], acc[r][l]);
+            }
+        }
+    }
+    acc
+}
+
+/// `Σ_j p_rj v_j[db..db + BLOCK]` for the `QUERIES` weight columns of `pt`
+/// (`pt[j * QUERIES + r]`) over the rows of `rows` (`row` floats each), in
+/// order.
+#[inline(always)]
+fn value_block(rows: &[f32], row: usize, db: usize, pt: &[f32]) -> [[f32; BLOCK]; QUERIES] {
+    let mut acc = [[0.0f32; BLOCK]; QUERIES];
+    for (vrow, p) in rows.chunks_exact(row).zip(pt.chunks_exact(QUERIES)) {
+        let vrow = &vrow[db..db + BLOCK];
+        for r in 0..QUERIES {
+            for l in 0..BLOCK {
+                acc[r][l] = p[r].mul_add(vrow[l], acc[r][l]);
+            }
+        }
+    }
+    acc
+}
+
+/// A row of scores scaled in place, its maximum, and whether it holds a
+/// NaN or an infinity; the maximum and the detector in 16 lanes.
+#[inline(always)]
+fn scale_max(sc: &mut [f32], scale: f32) -> Option<f32> {
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let mut bad = [0.0f32; LANES];
+    let mut chunks = sc.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            c[l] *= scale;
+            m[l] = if c[l] > m[l] { c[l] } else { m[l] };
+            bad[l] += c[l] * 0.0;
+        }
+    }
+    let mut max = f32::NEG_INFINITY;
+    let mut badsum = 0.0f32;
+    for l in 0..LANES {
+        max = if m[l] > max { m[l] } else { max };
+        badsum += bad[l];
+    }
+    for x in chunks.into_remainder() {
+        *x *= scale;
+        max = if *x > max { *x } else { max };
+        badsum += *x * 0.0;
+    }
+    (!badsum.is_nan()).then_some(max)
+}
+
+/// A row of scores replaced by e^(s - max), and their sum in 16 lanes.
+#[inline(always)]
+fn exp_sum(sc: &mut [f32], max: f32) -> f32 {
+    let mut sums = [0.0f32; LANES];
+    let mut chunks = sc.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            c[l] = exp_neg(c[l] - max);
+            sums[l] += c[l];
+        }
+    }
+    let mut sum = 0.0f32;
+    for x in sums {
+        sum += x;
+    }
+    for x in chunks.into_remainder() {
+        *x = exp_neg(*x - max);
+        sum += *x;
+    }
+    sum
+}
+
+/// One (sequence, key/value head) task: the outputs `[rep, T, D]` of the
+/// query heads that read this key/value head. Queries go `QUERIES` at a
+/// time over the keys any of them sees; a query's scores for keys it does
+/// not see are never used and its weights there are zero (adding an exact
+/// zero), so every output is what the query alone would give.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attention_task_body(
+    s: &AttentionShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    b: usize,
+    kvh: usize,
+    out: &mut [f32],
+) {
+    let (t, hd, nh, nkv) = (s.len, s.head_dim, s.heads, s.kv_heads);
+    let rep = nh / nkv;
+    // Keys with RoPE, transposed: kt[d * kt_row + j], each row padded by a
+    // block so a block of keys never reads past it. Values as rows padded
+    // to whole blocks of dimensions: vv[j * v_row + d].
+    let kt_row = t + BLOCK;
+    let v_row = hd.next_multiple_of(BLOCK);
+    let mut kt = vec![0.0f32; hd * kt_row];
+    let mut vv = vec![0.0f32; t * v_row];
+    let mut tmp = vec![0.0f32; hd];
+    for j in 0..t {
+        let row = (b * t + j) * nkv + kvh;
+        let pos = j * hd..(j + 1) * hd;
+        rope(
+            &k[row * hd..(row + 1) * hd],
+            &cos[pos.clone()],
+            &sin[pos],
+            &mut tmp,
+        );
+        for (d, &x) in tmp.iter().enumerate() {
+            kt[d * kt_row + j] = x;
+        }
+        vv[j * v_row..j * v_row + hd].copy_from_slice(&v[row * hd..(row + 1) * hd]);
+    }
+    let first_key = |i: usize| s.window.map_or(0, |w| (i + 1).saturating_sub(w));
+    // Per group: the queries transposed, their scores (one row each, over
+    // the group's keys) and their weights transposed.
+    let mut qt = vec![0.0f32; hd * QUERIES];
+    let mut scores = vec![0.0f32; QUERIES * (t + BLOCK)];
+    let mut pt = vec![0.0f32; (t + BLOCK) * QUERIES];
+    let mut one = vec![0.0f32; hd];
+    for r in 0..rep {
+        let h = kvh * rep + r;
+        for i0 in (0..t).step_by(QUERIES) {
+            let g = QUERIES.min(t - i0);
+            qt.fill(0.0);
+            for qi in 0..g {
+                let i = i0 + qi;
+                let row = (b * t + i) * nh + h;
+                let pos = i * hd..(i + 1) * hd;
+                rope(
+                    &q[row * hd..(row + 1) * hd],
+                    &cos[pos.clone()],
+                    &sin[pos],
+                    &mut one,
+                );
+                for (d, &x) in one.iter().enumerate() {
+                    qt[d * QUERIES + qi] = x;
+                }
+            }
+            // The group's keys: from the first query's first key to the last query.
+            let lo = first_key(i0);
+            let n = i0 + g - lo;
+            let srow = t + BLOCK;
+            for (bi, jb) in (lo..lo + n).step_by(BLOCK).enumerate() {
+                let acc = score_block(&kt, kt_row, jb, &qt);
+                for (qi, a) in acc.iter().enumerate() {
+                    scores[qi * srow + bi * BLOCK..qi * srow + (bi + 1) * BLOCK].copy_from_slice(a);
+                }
+            }
+            pt[..n * QUERIES].fill(0.0);
+            let mut sums = [0.0f32; QUERIES];
+            let mut nan = [false; QUERIES];
+            for qi in 0..g {
+                let i = i0 + qi;
+                // This query's keys within the group's: first_key(i)..=i.
+                let seen = first_key(i) - lo..i + 1 - lo;
+                let sc = &mut scores[qi * srow + seen.start..qi * srow + seen.end];
+                match scale_max(sc, s.scale) {
+                    Some(max) => sums[qi] = exp_sum(sc, max),
+                    None => nan[qi] = true,
+                }
+                for (j, &p) in seen.clone().zip(sc.iter()) {
+                    pt[j * QUERIES + qi] = p;
+                }
+            }
+            let rows = &vv[lo * v_row..(lo + n) * v_row];
+            for db in (0..hd).step_by(BLOCK) {
+                let acc = value_block(rows, v_row, db, &pt[..n * QUERIES]);
+                let w = BLOCK.min(hd - db);
+                for qi in 0..g {
+                    let o = &mut out[(r * t + i0 + qi) * hd + db..(r * t + i0 + qi) * hd + db + w];
+                    for (od, &a) in o.iter_mut().zip(&acc[qi]) {
+                        *od = if nan[qi] { f32::NAN } else { a / sums[qi] };
+                    }
+                }
+            }
+        }
+    }
+}
+
+dispatch!(
+    #[allow(clippy::too_many_arguments)]
+    fn attention_task(
+        s: &AttentionShape,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        cos: &[f32],
+        sin: &[f32],
+        b: usize,
+        kvh: usize,
+        out: &mut [f32]
+    ) = attention_task_body
+);
+
+/// Causal attention with RoPE at positions 0..T: `q` `[B, T, H, D]`, `k`
+/// and `v` `[B, T, KVH, D]` (before RoPE), `cos`/`sin` the `[positions, D]`
+/// tables (at least T rows), all f32 on flex ([`on_flex`]: the caller
+/// checks). Returns `[B·T, H·D]`, the input of the output projection.
+pub(crate) fn causal_attention(
+    s: AttentionShape,
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    cos: &Tensor<2>,
+    sin: &Tensor<2>,
+) -> Tensor<2> {
+    let (q, k, v) = (flex(q), flex(k), flex(v));
+    let (cos, sin) = (flex(cos.clone()), flex(sin.clone()));
+    let (q, k, v, cos, sin) = (slice(&q), slice(&k), slice(&v), slice(&cos), slice(&sin));
+    let (t, hd, nh, nkv) = (s.len, s.head_dim, s.heads, s.kv_heads);
+    let rep = nh / nkv;
+    let per_task = rep * t * hd;
+    let tasks: Vec<Vec<f32>> = (0..s.batch * nkv)
+        .into_par_iter()
+        .map(|task| {
+            let mut out = vec![0.0f32; per_task];
+            attention_task(&s, q, k, v, cos, sin, task / nkv, task % nkv, &mut out);
+            out
+        })
+        .collect();
+    // Scatter [B, KVH][rep, T, D] into [B, T, H, D].
+    let mut out = vec![0.0f32; s.batch * t * nh * hd];
+    for (task, o) in tasks.iter().enumerate() {
+        let (b, kvh) = (task / nkv, task % nkv);
+        for r in 0..rep {
+            let h = kvh * rep + r;
+            for i in 0..t {
+                let dst = ((b * t + i) * nh + h) * hd;
+                out[dst..dst + hd].copy_from_slice(&o[(r * t + i) * hd..(r * t + i + 1) * hd]);
+            }
+        }
+    }
+    to_tensor(out, [s.batch * t, nh * hd])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_neg_is_within_2e_7_of_exp() {
+        for i in 0..=200_000 {
+            let x = -(i as f32) * 87.0 / 200_000.0;
+            let want = (x as f64).exp();
+            let rel = ((exp_neg(x) as f64) - want).abs() / want;
+            assert!(rel < 2e-7, "x = {x}: relative error {rel}");
+        }
+        assert_eq!(exp_neg(0.0), 1.0);
+        assert!(exp_neg(-1e4) > 0.0 && exp_neg(-1e4) < 1e-37);
+        // NaN gives some value, never a panic (callers detect NaN apart).
+        let _ = exp_neg(f32::NAN);
+    }
+
+    /// Every compiled copy gives the same bits (they differ only in the
+    /// instructions the compiler may use).
+    #[test]
+    fn silu_mul_matches_the_scalar_formula_on_every_instruction_set() {
+        let n = 3 * LANES + 5;
+        let g: Vec<f32> = (0..n).map(|i| (i as f32 - 30.0) * 0.731).collect();
+        let u: Vec<f32> = (0..n).map(|i| 1.0 + (i as f32) * 0.01).collect();
+        let mut base = g.clone();
+        silu_mul_body(&mut base, &u);
+        for (i, (&x, &y)) in g.iter().zip(&base).enumerate() {
+            let want = x as f64 / (1.0 + (-(x as f64)).exp()) * u[i] as f64;
+            assert!(
+                (y as f64 - want).abs() <= 1e-6 * want.abs().max(1e-3),
+                "{x}: {y} vs {want}"
+            );
+        }
+        let mut dispatched = g.clone();
+        silu_mul_slices(&mut dispatched, &u);
+        assert_eq!(base, dispatched);
+    }
+
+    #[test]
+    fn a_nan_query_gives_nan_outputs_not_numbers() {
+        let d = Device::flex();
+        let s = AttentionShape {
+            batch: 1,
+            len: 3,
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 4,
+            window: None,
+            scale: 0.5,
+        };
+        let mut qv = vec![0.1f32; 3 * 2 * 4];
+        qv[2 * 8] = f32::NAN; // position 2, head 0
+        let q = Tensor::<4>::from_data(TensorData::new(qv, [1, 3, 2, 4]), &d);
+        let kv = || Tensor::<4>::from_data(TensorData::new(vec![0.2f32; 12], [1, 3, 1, 4]), &d);
+        let table = Tensor::<2>::from_data(TensorData::new(vec![1.0f32; 16], [4, 4]), &d);
+        let zeros = Tensor::<2>::zeros([4, 4], &d);
+        let o = causal_attention(s, q, kv(), kv(), &table, &zeros);
+        let o: Vec<f32> = o.into_data().try_to_vec::<f32>().unwrap();
+        // [T, H·D]: position 2's head 0 is NaN, every other output is 0.2.
+        for (i, x) in o.iter().enumerate() {
+            if (16..20).contains(&i) {
+                assert!(x.is_nan(), "output {i}: {x}");
+            } else {
+                assert!((x - 0.2).abs() < 1e-6, "output {i}: {x}");
+            }
+        }
+    }
+}
