@@ -9,7 +9,7 @@
 #      prefix reuse.
 # Needs scripts/setup.sh's assets and Python venv; about 40 minutes.
 #   bash experiments/throughput/run.sh [PYTHON]
-# STEPS="bench torch evocomp" (the default) picks the parts to (re)run; the
+# STEPS="bench unfused torch evocomp" (the default) picks the parts to (re)run; the
 # table at the end reads whatever results/throughput/ holds.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -24,7 +24,7 @@ grep -m1 "model name" /proc/cpuinfo > "$out/cpu.txt"
 grep -o -w 'avx2\|fma\|avx512f\|avx512bw\|avx512vl\|avx512_bf16\|avx512_vnni\|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ' >> "$out/cpu.txt"
 echo >> "$out/cpu.txt"
 
-steps="${STEPS:-bench torch evocomp}"
+steps="${STEPS:-bench unfused torch evocomp}"
 has() { [[ " $steps " == *" $1 "* ]]; }
 
 if has bench; then
@@ -32,6 +32,11 @@ echo "== 1. bench"
 "$EVOCOMP" bench --model "$model" --text assets/text/sotu/eval --backends cpu --python "$py" \
   --json "$out/bench.json" 2>&1 | grep -v XDG_RUNTIME | tee "$out/bench.txt" | tail -n 4
 
+fi
+if has unfused; then
+echo "== 1b. bench with burn's own attention, SiLU and matmul outputs (--no-fused-kernels)"
+"$EVOCOMP" bench --model "$model" --text assets/text/sotu/eval --backends cpu --no-fused-kernels \
+  --json "$out/bench-unfused.json" 2>&1 | grep -v XDG_RUNTIME | tail -n 2
 fi
 
 echo "== 2. one EvoPress generation"
@@ -75,6 +80,15 @@ lines = [
     "|---|---|---|---|",
     f"| KL fitness, {bench['sequences']} x {bench['seq_len']} tokens, batch {bench['batch_size']}, top-{bench['top_k']} (tokens/s) | {f['tokens_per_s']:.1f} | {t['tokens_per_s']:.1f} | {f['tokens_per_s'] / t['tokens_per_s']:.2f}x |",
     f"| perplexity forward, same batches (tokens/s) | {f['ppl_tokens_per_s']:.1f} | {t['ppl_tokens_per_s']:.1f} | {f['ppl_tokens_per_s'] / t['ppl_tokens_per_s']:.2f}x |",
+]
+unfused = out / "bench-unfused.json"
+if unfused.exists():
+    u = json.loads(unfused.read_text())["figures"][0]
+    lines += [
+        f"| KL fitness without the fused kernels (`--no-fused-kernels`, a separate run) | {u['tokens_per_s']:.1f} | | |",
+        f"| perplexity forward without them | {u['ppl_tokens_per_s']:.1f} | | |",
+    ]
+lines += [
     "",
     "One EvoPress generation (64 offspring; 8/2048 -> 2/16384 -> 1/65536 tokens; 75 candidate evaluations):",
     "",
