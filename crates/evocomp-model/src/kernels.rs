@@ -255,6 +255,17 @@ pub(crate) struct AttentionShape {
     pub scale: f32,
 }
 
+/// An attention problem's values, row-major: `q` `[B, T, H, D]`, `k` and
+/// `v` `[B, T, KVH, D]` (before RoPE), the RoPE tables `[positions, D]`.
+#[derive(Clone, Copy)]
+struct AttentionInputs<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    cos: &'a [f32],
+    sin: &'a [f32],
+}
+
 /// HF's rotate-half RoPE of one head vector at one position, exactly as
 /// `x * cos + rotate_half(x) * sin` computes it.
 #[inline(always)]
@@ -278,35 +289,20 @@ const BLOCK: usize = 64;
 /// (4 x 4 AVX-512 registers of accumulators).
 const QUERIES: usize = 4;
 
-/// `q_r · k_j` for the `QUERIES` queries in `qt` (transposed: `qt[d *
-/// QUERIES + r]`) and the BLOCK keys from `j0` of `kt` (the keys
-/// transposed, one row of `row` floats per dimension). Each sum runs over
-/// d in order, whatever the instruction set.
+/// `Σ_i w[i · QUERIES + r] · rows_i[at..at + BLOCK]` for r < QUERIES, over
+/// the `row`-float rows of `rows` in order (each sum in order, with
+/// multiply-adds, whatever the instruction set). With the keys transposed
+/// (a row per dimension) and the queries as weights these are BLOCK keys'
+/// scores; with the values (a row per key) and the softmax weights, BLOCK
+/// output dimensions.
 #[inline(always)]
-fn score_block(kt: &[f32], row: usize, j0: usize, qt: &[f32]) -> [[f32; BLOCK]; QUERIES] {
+fn block_products(rows: &[f32], row: usize, at: usize, w: &[f32]) -> [[f32; BLOCK]; QUERIES] {
     let mut acc = [[0.0f32; BLOCK]; QUERIES];
-    for (krow, q) in kt.chunks_exact(row).zip(qt.chunks_exact(QUERIES)) {
-        let krow = &krow[j0..j0 + BLOCK];
+    for (x, w) in rows.chunks_exact(row).zip(w.chunks_exact(QUERIES)) {
+        let x = &x[at..at + BLOCK];
         for r in 0..QUERIES {
             for l in 0..BLOCK {
-                acc[r][l] = q[r].mul_add(krow[l], acc[r][l]);
-            }
-        }
-    }
-    acc
-}
-
-/// `Σ_j p_rj v_j[db..db + BLOCK]` for the `QUERIES` weight columns of `pt`
-/// (`pt[j * QUERIES + r]`) over the rows of `rows` (`row` floats each), in
-/// order.
-#[inline(always)]
-fn value_block(rows: &[f32], row: usize, db: usize, pt: &[f32]) -> [[f32; BLOCK]; QUERIES] {
-    let mut acc = [[0.0f32; BLOCK]; QUERIES];
-    for (vrow, p) in rows.chunks_exact(row).zip(pt.chunks_exact(QUERIES)) {
-        let vrow = &vrow[db..db + BLOCK];
-        for r in 0..QUERIES {
-            for l in 0..BLOCK {
-                acc[r][l] = p[r].mul_add(vrow[l], acc[r][l]);
+                acc[r][l] = w[r].mul_add(x[l], acc[r][l]);
             }
         }
     }
@@ -363,24 +359,46 @@ fn exp_sum(sc: &mut [f32], max: f32) -> f32 {
     sum
 }
 
+/// [`rope`] of the head vector `x` at position `pos` (`tmp` holds it), its
+/// element d written to `out[d * stride + at]`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rope_transposed(
+    x: &[f32],
+    pos: usize,
+    cos: &[f32],
+    sin: &[f32],
+    tmp: &mut [f32],
+    out: &mut [f32],
+    stride: usize,
+    at: usize,
+) {
+    let d = x.len();
+    rope(
+        x,
+        &cos[pos * d..(pos + 1) * d],
+        &sin[pos * d..(pos + 1) * d],
+        tmp,
+    );
+    for (i, &v) in tmp.iter().enumerate() {
+        out[i * stride + at] = v;
+    }
+}
+
 /// One (sequence, key/value head) task: the outputs `[rep, T, D]` of the
 /// query heads that read this key/value head. Queries go `QUERIES` at a
 /// time over the keys any of them sees; a query's scores for keys it does
 /// not see are never used and its weights there are zero (adding an exact
 /// zero), so every output is what the query alone would give.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn attention_task_body(
     s: &AttentionShape,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    cos: &[f32],
-    sin: &[f32],
+    x: &AttentionInputs,
     b: usize,
     kvh: usize,
     out: &mut [f32],
 ) {
+    let AttentionInputs { q, k, v, cos, sin } = *x;
     let (t, hd, nh, nkv) = (s.len, s.head_dim, s.heads, s.kv_heads);
     let rep = nh / nkv;
     // Keys with RoPE, transposed: kt[d * kt_row + j], each row padded by a
@@ -393,16 +411,16 @@ fn attention_task_body(
     let mut tmp = vec![0.0f32; hd];
     for j in 0..t {
         let row = (b * t + j) * nkv + kvh;
-        let pos = j * hd..(j + 1) * hd;
-        rope(
+        rope_transposed(
             &k[row * hd..(row + 1) * hd],
-            &cos[pos.clone()],
-            &sin[pos],
+            j,
+            cos,
+            sin,
             &mut tmp,
+            &mut kt,
+            kt_row,
+            j,
         );
-        for (d, &x) in tmp.iter().enumerate() {
-            kt[d * kt_row + j] = x;
-        }
         vv[j * v_row..j * v_row + hd].copy_from_slice(&v[row * hd..(row + 1) * hd]);
     }
     let first_key = |i: usize| s.window.map_or(0, |w| (i + 1).saturating_sub(w));
@@ -411,7 +429,6 @@ fn attention_task_body(
     let mut qt = vec![0.0f32; hd * QUERIES];
     let mut scores = vec![0.0f32; QUERIES * (t + BLOCK)];
     let mut pt = vec![0.0f32; (t + BLOCK) * QUERIES];
-    let mut one = vec![0.0f32; hd];
     for r in 0..rep {
         let h = kvh * rep + r;
         for i0 in (0..t).step_by(QUERIES) {
@@ -420,23 +437,23 @@ fn attention_task_body(
             for qi in 0..g {
                 let i = i0 + qi;
                 let row = (b * t + i) * nh + h;
-                let pos = i * hd..(i + 1) * hd;
-                rope(
+                rope_transposed(
                     &q[row * hd..(row + 1) * hd],
-                    &cos[pos.clone()],
-                    &sin[pos],
-                    &mut one,
+                    i,
+                    cos,
+                    sin,
+                    &mut tmp,
+                    &mut qt,
+                    QUERIES,
+                    qi,
                 );
-                for (d, &x) in one.iter().enumerate() {
-                    qt[d * QUERIES + qi] = x;
-                }
             }
             // The group's keys: from the first query's first key to the last query.
             let lo = first_key(i0);
             let n = i0 + g - lo;
             let srow = t + BLOCK;
             for (bi, jb) in (lo..lo + n).step_by(BLOCK).enumerate() {
-                let acc = score_block(&kt, kt_row, jb, &qt);
+                let acc = block_products(&kt, kt_row, jb, &qt);
                 for (qi, a) in acc.iter().enumerate() {
                     scores[qi * srow + bi * BLOCK..qi * srow + (bi + 1) * BLOCK].copy_from_slice(a);
                 }
@@ -459,7 +476,7 @@ fn attention_task_body(
             }
             let rows = &vv[lo * v_row..(lo + n) * v_row];
             for db in (0..hd).step_by(BLOCK) {
-                let acc = value_block(rows, v_row, db, &pt[..n * QUERIES]);
+                let acc = block_products(rows, v_row, db, &pt[..n * QUERIES]);
                 let w = BLOCK.min(hd - db);
                 for qi in 0..g {
                     let o = &mut out[(r * t + i0 + qi) * hd + db..(r * t + i0 + qi) * hd + db + w];
@@ -472,20 +489,7 @@ fn attention_task_body(
     }
 }
 
-dispatch!(
-    #[allow(clippy::too_many_arguments)]
-    fn attention_task(
-        s: &AttentionShape,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        cos: &[f32],
-        sin: &[f32],
-        b: usize,
-        kvh: usize,
-        out: &mut [f32]
-    ) = attention_task_body
-);
+dispatch!(fn attention_task(s: &AttentionShape, x: &AttentionInputs, b: usize, kvh: usize, out: &mut [f32]) = attention_task_body);
 
 /// Causal attention with RoPE at positions 0..T: `q` `[B, T, H, D]`, `k`
 /// and `v` `[B, T, KVH, D]` (before RoPE), `cos`/`sin` the `[positions, D]`
@@ -501,7 +505,13 @@ pub(crate) fn causal_attention(
 ) -> Tensor<2> {
     let (q, k, v) = (flex(q), flex(k), flex(v));
     let (cos, sin) = (flex(cos.clone()), flex(sin.clone()));
-    let (q, k, v, cos, sin) = (slice(&q), slice(&k), slice(&v), slice(&cos), slice(&sin));
+    let x = AttentionInputs {
+        q: slice(&q),
+        k: slice(&k),
+        v: slice(&v),
+        cos: slice(&cos),
+        sin: slice(&sin),
+    };
     let (t, hd, nh, nkv) = (s.len, s.head_dim, s.heads, s.kv_heads);
     let rep = nh / nkv;
     let per_task = rep * t * hd;
@@ -509,7 +519,7 @@ pub(crate) fn causal_attention(
         .into_par_iter()
         .map(|task| {
             let mut out = vec![0.0f32; per_task];
-            attention_task(&s, q, k, v, cos, sin, task / nkv, task % nkv, &mut out);
+            attention_task(&s, &x, task / nkv, task % nkv, &mut out);
             out
         })
         .collect();
@@ -594,11 +604,18 @@ mod tests {
                 window,
                 scale: 0.35,
             };
+            let x = AttentionInputs {
+                q: &q,
+                k: &k,
+                v: &v,
+                cos: &cos,
+                sin: &sin,
+            };
             for kvh in 0..nkv {
                 let mut base = vec![0.0f32; 2 * t * hd];
-                attention_task_body(&s, &q, &k, &v, &cos, &sin, 0, kvh, &mut base);
+                attention_task_body(&s, &x, 0, kvh, &mut base);
                 let mut fast = vec![0.0f32; 2 * t * hd];
-                attention_task(&s, &q, &k, &v, &cos, &sin, 0, kvh, &mut fast);
+                attention_task(&s, &x, 0, kvh, &mut fast);
                 assert!(base.iter().all(|x| x.is_finite()));
                 assert_eq!(base, fast, "window {window:?}, key/value head {kvh}");
             }

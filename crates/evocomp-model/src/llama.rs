@@ -659,40 +659,14 @@ impl LlamaModel {
 
     fn block(&self, l: usize, h: Tensor<3>, hook: &mut dyn ForwardHook) -> Tensor<3> {
         let blk = &self.blocks[l];
-        let cfg = &self.cfg;
         let [b, t, hidden] = h.dims();
-        let n = b * t;
         let w = |k: LinearKind| self.weight(&blk.linears[k as usize]);
         let mut h = h;
         if !blk.skip_attn {
-            let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
-            if let Some(o) = self.fused_attention(l, &h, hook) {
-                hook.linear_input(l, LinearKind::O, &o);
-                let y = self
-                    .linear(o, w(LinearKind::O), None)
-                    .reshape([b, t, hidden]);
-                h = self.residual(l, h, y, 0);
-                if !blk.skip_mlp {
-                    h = self.mlp(l, h, hook);
-                }
-                return h;
-            }
-            let (q, k, v) = self.qkv(l, &h, 0, hook);
-            let (k, v) = if nkv == nh {
-                (k, v)
-            } else {
-                let rep = nh / nkv;
-                let expand = |y: Tensor<4>| {
-                    y.unsqueeze_dim::<5>(2)
-                        .expand([b, nkv, rep, t, hd])
-                        .reshape([b, nh, t, hd])
-                };
-                (expand(k), expand(v))
+            let o = match self.fused_attention(l, &h, hook) {
+                Some(o) => o,
+                None => self.attention(l, &h, hook),
             };
-            let o = self
-                .causal_attention(q, k, v, cfg.window(l))
-                .swap_dims(1, 2)
-                .reshape([n, nh * hd]);
             hook.linear_input(l, LinearKind::O, &o);
             let y = self
                 .linear(o, w(LinearKind::O), None)
@@ -703,6 +677,30 @@ impl LlamaModel {
             h = self.mlp(l, h, hook);
         }
         h
+    }
+
+    /// Block `l`'s attention up to the output projection's input `[B·T,
+    /// H·D]` with burn's operations: keys and values expanded to every
+    /// query head, `causal_attention`.
+    fn attention(&self, l: usize, h: &Tensor<3>, hook: &mut dyn ForwardHook) -> Tensor<2> {
+        let cfg = &self.cfg;
+        let [b, t, _] = h.dims();
+        let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+        let (q, k, v) = self.qkv(l, h, 0, hook);
+        let (k, v) = if nkv == nh {
+            (k, v)
+        } else {
+            let rep = nh / nkv;
+            let expand = |y: Tensor<4>| {
+                y.unsqueeze_dim::<5>(2)
+                    .expand([b, nkv, rep, t, hd])
+                    .reshape([b, nh, t, hd])
+            };
+            (expand(k), expand(v))
+        };
+        self.causal_attention(q, k, v, cfg.window(l))
+            .swap_dims(1, 2)
+            .reshape([b * t, nh * hd])
     }
 
     /// Block `l`'s attention up to the output projection's input `[B·T,
