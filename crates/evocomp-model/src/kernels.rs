@@ -9,14 +9,17 @@
 //! - [`silu_mul`]: `silu(g) * u` with a vectorised exponential;
 //! - [`causal_attention`]: RoPE, causal (optionally sliding-window) softmax
 //!   attention and grouped-query heads over `[B, T, H, D]` projections, with
-//!   no expanded keys, no transposed copies and no masked scores.
+//!   no expanded keys, no transposed copies and no masked scores;
+//! - [`linear`]: burn-flex's own matmul call, into a buffer that is neither
+//!   zeroed nor copied.
 //!
 //! The model calls them only when its device is flex (`LlamaModel::fused`);
 //! every other device runs burn's own operations. The loops are written so
 //! that the compiler vectorises them, compiled three times (AVX-512, AVX2 +
-//! FMA, the baseline) and picked at run time; every sum has a fixed order
-//! (lanes or sequential), and Rust never fuses a multiply and an add, so all
-//! three give bit-identical results.
+//! FMA, the baseline) and picked at run time. Every sum has an order fixed
+//! by the code (lanes, or sequential), multiply-adds are explicit `mul_add`
+//! (one rounding on every instruction set; Rust fuses nothing on its own),
+//! so all three give bit-identical results.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use burn_flex::{Flex, FlexTensor};
@@ -158,8 +161,9 @@ pub(crate) fn linear(x: Tensor<2>, w: Tensor<2>, bias: Option<Tensor<1>>) -> Ten
     };
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
     // SAFETY: `xs` is m x k, row-major (contiguous, see `flex`); `ws` holds
-    // the k x n weight at the strides its layout gives; `out` has room for m x n; with `read_dst` false gemm
-    // writes every element of the destination before `set_len` exposes it.
+    // the k x n weight at the strides its layout gives; `out` has room for
+    // m x n, and with `read_dst` false gemm writes every element of the
+    // destination before `set_len` exposes it.
     unsafe {
         gemm::gemm(
             m,
@@ -619,6 +623,35 @@ mod tests {
                 assert!(base.iter().all(|x| x.is_finite()));
                 assert_eq!(base, fast, "window {window:?}, key/value head {kvh}");
             }
+        }
+    }
+
+    /// The same bits as burn's `linear`, below and above the size where the
+    /// product is split over the thread pool, with a bias, and for a weight
+    /// that is a transposed view (passed by its strides).
+    #[test]
+    fn linear_gives_burns_bits() {
+        use burn::tensor::Distribution;
+        let d = Device::flex();
+        for (m, k, n) in [(7, 5, 3), (300, 200, 260)] {
+            let x = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), &d);
+            let w = Tensor::<2>::random([k, n], Distribution::Normal(0.0, 1.0), &d);
+            let wt = Tensor::<2>::random([n, k], Distribution::Normal(0.0, 1.0), &d);
+            let b = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &d);
+            let bits = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+            let burn_linear = burn::tensor::module::linear;
+            assert_eq!(
+                bits(linear(x.clone(), w.clone(), None)),
+                bits(burn_linear(x.clone(), w.clone(), None))
+            );
+            assert_eq!(
+                bits(linear(x.clone(), w.clone(), Some(b.clone()))),
+                bits(burn_linear(x.clone(), w, Some(b)))
+            );
+            assert_eq!(
+                bits(linear(x.clone(), wt.clone().transpose(), None)),
+                bits(burn_linear(x, wt.transpose(), None))
+            );
         }
     }
 
