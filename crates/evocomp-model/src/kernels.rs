@@ -293,25 +293,35 @@ const BLOCK: usize = 64;
 /// (4 x 4 AVX-512 registers of accumulators).
 const QUERIES: usize = 4;
 
-/// `Σ_i w[i · QUERIES + r] · rows_i[at..at + BLOCK]` for r < QUERIES, over
-/// the `row`-float rows of `rows` in order (each sum in order, with
-/// multiply-adds, whatever the instruction set). With the keys transposed
-/// (a row per dimension) and the queries as weights these are BLOCK keys'
-/// scores; with the values (a row per key) and the softmax weights, BLOCK
-/// output dimensions.
+/// `Σ_i w[r][i] · rows_i[at..at + N]` for each of the `QUERIES` weight
+/// rows `w[r]`, over the `row`-float rows of `rows` in order (each sum in
+/// order, with multiply-adds, whatever the instruction set; as many rows as
+/// the weight rows are long). With the keys transposed (a row per
+/// dimension) and the queries as weights these are N keys' scores; with the
+/// values (a row per key) and the softmax weights, N output dimensions.
 #[inline(always)]
-fn block_products(rows: &[f32], row: usize, at: usize, w: &[f32]) -> [[f32; BLOCK]; QUERIES] {
-    let mut acc = [[0.0f32; BLOCK]; QUERIES];
-    for (x, w) in rows.chunks_exact(row).zip(w.chunks_exact(QUERIES)) {
-        let x = &x[at..at + BLOCK];
+fn block_products<const N: usize>(
+    rows: &[f32],
+    row: usize,
+    at: usize,
+    w: [&[f32]; QUERIES],
+) -> [[f32; N]; QUERIES] {
+    let mut acc = [[0.0f32; N]; QUERIES];
+    let [w0, w1, w2, w3] = w;
+    for ((((x, &a), &b), &c), &d) in rows.chunks_exact(row).zip(w0).zip(w1).zip(w2).zip(w3) {
+        let x = &x[at..at + N];
+        let ws = [a, b, c, d];
         for r in 0..QUERIES {
-            for l in 0..BLOCK {
-                acc[r][l] = w[r].mul_add(x[l], acc[r][l]);
+            for l in 0..N {
+                acc[r][l] = ws[r].mul_add(x[l], acc[r][l]);
             }
         }
     }
     acc
 }
+
+/// Keys scored at once at the end of a row (fewer wasted than a whole block).
+const TAIL: usize = 16;
 
 /// A row of scores scaled in place, its maximum, and whether it holds a
 /// NaN or an infinity; the maximum and the detector in 16 lanes.
@@ -363,32 +373,6 @@ fn exp_sum(sc: &mut [f32], max: f32) -> f32 {
     sum
 }
 
-/// [`rope`] of the head vector `x` at position `pos` (`tmp` holds it), its
-/// element d written to `out[d * stride + at]`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn rope_transposed(
-    x: &[f32],
-    pos: usize,
-    cos: &[f32],
-    sin: &[f32],
-    tmp: &mut [f32],
-    out: &mut [f32],
-    stride: usize,
-    at: usize,
-) {
-    let d = x.len();
-    rope(
-        x,
-        &cos[pos * d..(pos + 1) * d],
-        &sin[pos * d..(pos + 1) * d],
-        tmp,
-    );
-    for (i, &v) in tmp.iter().enumerate() {
-        out[i * stride + at] = v;
-    }
-}
-
 /// One (sequence, key/value head) task: the outputs `[rep, T, D]` of the
 /// query heads that read this key/value head. Queries go `QUERIES` at a
 /// time over the keys any of them sees; a query's scores for keys it does
@@ -415,72 +399,81 @@ fn attention_task_body(
     let mut tmp = vec![0.0f32; hd];
     for j in 0..t {
         let row = (b * t + j) * nkv + kvh;
-        rope_transposed(
+        let pos = j * hd..(j + 1) * hd;
+        rope(
             &k[row * hd..(row + 1) * hd],
-            j,
-            cos,
-            sin,
+            &cos[pos.clone()],
+            &sin[pos],
             &mut tmp,
-            &mut kt,
-            kt_row,
-            j,
         );
+        for (d, &x) in tmp.iter().enumerate() {
+            kt[d * kt_row + j] = x;
+        }
         vv[j * v_row..j * v_row + hd].copy_from_slice(&v[row * hd..(row + 1) * hd]);
     }
     let first_key = |i: usize| s.window.map_or(0, |w| (i + 1).saturating_sub(w));
-    // Per group: the queries transposed, their scores (one row each, over
-    // the group's keys) and their weights transposed.
-    let mut qt = vec![0.0f32; hd * QUERIES];
-    let mut scores = vec![0.0f32; QUERIES * (t + BLOCK)];
-    let mut pt = vec![0.0f32; (t + BLOCK) * QUERIES];
+    // Per group: the queries after RoPE, and their scores then weights (one
+    // row each, over the group's keys).
+    let mut qr = [(); QUERIES].map(|_| vec![0.0f32; hd]);
+    let mut scores = [(); QUERIES].map(|_| vec![0.0f32; t + BLOCK]);
     for r in 0..rep {
         let h = kvh * rep + r;
         for i0 in (0..t).step_by(QUERIES) {
             let g = QUERIES.min(t - i0);
-            qt.fill(0.0);
-            for qi in 0..g {
-                let i = i0 + qi;
-                let row = (b * t + i) * nh + h;
-                rope_transposed(
-                    &q[row * hd..(row + 1) * hd],
-                    i,
-                    cos,
-                    sin,
-                    &mut tmp,
-                    &mut qt,
-                    QUERIES,
-                    qi,
-                );
+            for (qi, qrow) in qr.iter_mut().enumerate() {
+                if qi < g {
+                    let row = (b * t + i0 + qi) * nh + h;
+                    let pos = (i0 + qi) * hd..(i0 + qi + 1) * hd;
+                    rope(
+                        &q[row * hd..(row + 1) * hd],
+                        &cos[pos.clone()],
+                        &sin[pos],
+                        qrow,
+                    );
+                } else {
+                    qrow.fill(0.0);
+                }
             }
-            // The group's keys: from the first query's first key to the last query.
+            let qw = [0, 1, 2, 3].map(|r| qr[r].as_slice());
+            // The group's keys: from the first query's first key to the last
+            // query; whole blocks, then TAIL-sized ones.
             let lo = first_key(i0);
             let n = i0 + g - lo;
-            let srow = t + BLOCK;
-            for (bi, jb) in (lo..lo + n).step_by(BLOCK).enumerate() {
-                let acc = block_products(&kt, kt_row, jb, &qt);
-                for (qi, a) in acc.iter().enumerate() {
-                    scores[qi * srow + bi * BLOCK..qi * srow + (bi + 1) * BLOCK].copy_from_slice(a);
+            let full = n / BLOCK * BLOCK;
+            for jb in (0..full).step_by(BLOCK) {
+                let acc = block_products::<BLOCK>(&kt, kt_row, lo + jb, qw);
+                for (sc, a) in scores.iter_mut().zip(&acc) {
+                    sc[jb..jb + BLOCK].copy_from_slice(a);
                 }
             }
-            pt[..n * QUERIES].fill(0.0);
+            for jb in (full..n).step_by(TAIL) {
+                let acc = block_products::<TAIL>(&kt, kt_row, lo + jb, qw);
+                for (sc, a) in scores.iter_mut().zip(&acc) {
+                    sc[jb..jb + TAIL].copy_from_slice(a);
+                }
+            }
             let mut sums = [0.0f32; QUERIES];
             let mut nan = [false; QUERIES];
-            for qi in 0..g {
+            for (qi, sc) in scores.iter_mut().enumerate() {
+                if qi >= g {
+                    sc[..n].fill(0.0);
+                    continue;
+                }
                 let i = i0 + qi;
-                // This query's keys within the group's: first_key(i)..=i.
+                // This query's keys within the group's: first_key(i)..=i;
+                // the others get weight zero.
                 let seen = first_key(i) - lo..i + 1 - lo;
-                let sc = &mut scores[qi * srow + seen.start..qi * srow + seen.end];
-                match scale_max(sc, s.scale) {
-                    Some(max) => sums[qi] = exp_sum(sc, max),
+                match scale_max(&mut sc[seen.clone()], s.scale) {
+                    Some(max) => sums[qi] = exp_sum(&mut sc[seen.clone()], max),
                     None => nan[qi] = true,
                 }
-                for (j, &p) in seen.clone().zip(sc.iter()) {
-                    pt[j * QUERIES + qi] = p;
-                }
+                sc[..seen.start].fill(0.0);
+                sc[seen.end..n].fill(0.0);
             }
+            let pw = [0, 1, 2, 3].map(|r| &scores[r][..n]);
             let rows = &vv[lo * v_row..(lo + n) * v_row];
             for db in (0..hd).step_by(BLOCK) {
-                let acc = block_products(rows, v_row, db, &pt[..n * QUERIES]);
+                let acc = block_products::<BLOCK>(rows, v_row, db, pw);
                 let w = BLOCK.min(hd - db);
                 for qi in 0..g {
                     let o = &mut out[(r * t + i0 + qi) * hd + db..(r * t + i0 + qi) * hd + db + w];
