@@ -373,7 +373,7 @@ fn exp_sum(sc: &mut [f32], max: f32) -> f32 {
     sum
 }
 
-/// One (sequence, key/value head) task: the outputs `[rep, T, D]` of the
+/// One (sequence, key/value head) task: the outputs `[T, rep, D]` of the
 /// query heads that read this key/value head. Queries go `QUERIES` at a
 /// time over the keys any of them sees; a query's scores for keys it does
 /// not see are never used and its weights there are zero (adding an exact
@@ -476,7 +476,8 @@ fn attention_task_body(
                 let acc = block_products::<BLOCK>(rows, v_row, db, pw);
                 let w = BLOCK.min(hd - db);
                 for qi in 0..g {
-                    let o = &mut out[(r * t + i0 + qi) * hd + db..(r * t + i0 + qi) * hd + db + w];
+                    let at = ((i0 + qi) * rep + r) * hd + db;
+                    let o = &mut out[at..at + w];
                     for (od, &a) in o.iter_mut().zip(&acc[qi]) {
                         *od = if nan[qi] { f32::NAN } else { a / sums[qi] };
                     }
@@ -520,15 +521,13 @@ pub(crate) fn causal_attention(
             out
         })
         .collect();
-    // Scatter [B, KVH][rep, T, D] into [B, T, H, D].
-    let mut out = vec![0.0f32; s.batch * t * nh * hd];
-    for (task, o) in tasks.iter().enumerate() {
-        let (b, kvh) = (task / nkv, task % nkv);
-        for r in 0..rep {
-            let h = kvh * rep + r;
-            for i in 0..t {
-                let dst = ((b * t + i) * nh + h) * hd;
-                out[dst..dst + hd].copy_from_slice(&o[(r * t + i) * hd..(r * t + i + 1) * hd]);
+    // [B, KVH][T, rep, D] into [B, T, H, D]: each position's heads of one
+    // key/value head are adjacent in both, so a row is KVH copies.
+    let mut out = Vec::with_capacity(s.batch * t * nh * hd);
+    for per_b in tasks.chunks_exact(nkv) {
+        for i in 0..t {
+            for o in per_b {
+                out.extend_from_slice(&o[i * rep * hd..(i + 1) * rep * hd]);
             }
         }
     }
