@@ -71,7 +71,7 @@ macro_rules! dispatch {
                 unsafe fn v3($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
-                if cpu_has_avx512() {
+                if $crate::kernels::cpu_has_avx512() {
                     // SAFETY: the CPU has every feature `v4` is compiled for.
                     return unsafe { v4($($arg),*) };
                 }
@@ -88,12 +88,14 @@ macro_rules! dispatch {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn cpu_has_avx512() -> bool {
+pub(crate) fn cpu_has_avx512() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512dq")
         && std::arch::is_x86_feature_detected!("avx512vl")
 }
+
+pub(crate) mod bf16;
 
 /// Lanes of the fixed-order sums (a whole AVX-512 register of f32).
 const LANES: usize = 16;

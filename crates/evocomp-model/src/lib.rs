@@ -18,7 +18,7 @@ mod weights;
 pub use config::{Activation, AttentionKind, Family, LlamaConfig, RopeScaling};
 pub use error::{ModelError, Result};
 pub use kv::{Eviction, KvGroup, KvPolicy, KvQuant};
-pub use llama::{ForwardError, ForwardHook, LlamaModel, NoHook, WeightDtype};
+pub use llama::{ForwardError, ForwardHook, LlamaModel, Matmul, NoHook, WeightDtype};
 pub use load::{
     LoadedModel, ModelFormat, ModelInfo, TensorEntry, inspect_model, load_model,
     save_hf_safetensors, save_hf_safetensors_as,

@@ -53,6 +53,11 @@ pub enum ForwardError {
          use f32, or f16 where the device has it"
     )]
     UnsupportedDtype { dtype: WeightDtype, device: String },
+    #[error(
+        "bf16 matmuls run on the CPU (flex) only, not on {device}: use `matmul: F32` there \
+         (a GPU's half precision comes through the weight dtype)"
+    )]
+    UnsupportedMatmul { device: String },
     #[error("layer {layer} {kind:?}: weight has shape {found:?}, expected {expected:?}")]
     BadWeight {
         layer: usize,
@@ -167,6 +172,39 @@ impl std::str::FromStr for WeightDtype {
     }
 }
 
+/// The precision of every linear layer's products (projections, MLP, head).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Matmul {
+    /// f32 inputs (a half-precision weight widened), f32 sums.
+    #[default]
+    F32,
+    /// Both inputs rounded to bf16, the products summed in f32, as a GPU's
+    /// bf16 matmul with f32 accumulation (`kernels::bf16`): on CPUs with
+    /// AVX512_BF16 at twice the f32 rate, elsewhere the same bits emulated.
+    /// CPU (flex) only.
+    Bf16,
+}
+
+impl std::fmt::Display for Matmul {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Matmul::F32 => "f32",
+            Matmul::Bf16 => "bf16",
+        })
+    }
+}
+
+impl std::str::FromStr for Matmul {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(Matmul::F32),
+            "bf16" => Ok(Matmul::Bf16),
+            other => Err(format!("matmul {other:?} (expected f32 or bf16)")),
+        }
+    }
+}
+
 /// A Llama-family model resident on one device.
 #[derive(Debug, Clone)]
 pub struct LlamaModel {
@@ -191,6 +229,7 @@ pub struct LlamaModel {
     pub(crate) kv: Vec<Option<KvPolicy>>,
     pub(crate) kv_chunk: usize,
     weight_dtype: WeightDtype,
+    matmul: Matmul,
     /// Attention and SiLU through the fused CPU kernels (`kernels`): on
     /// when the device is flex.
     fused: bool,
@@ -339,6 +378,7 @@ impl LlamaModel {
             kv: vec![None; cfg.n_layers],
             kv_chunk: 64,
             weight_dtype: dtype,
+            matmul: Matmul::F32,
             fused: *device == Device::flex(),
         })
     }
@@ -354,9 +394,29 @@ impl LlamaModel {
         self.weight_dtype
     }
 
-    /// A stored weight as the f32 tensor the matmuls take.
+    /// Compute every linear layer's products in `m`; bf16 only on flex.
+    pub fn set_matmul(&mut self, m: Matmul) -> Result<(), ForwardError> {
+        if m == Matmul::Bf16 && self.device != Device::flex() {
+            return Err(ForwardError::UnsupportedMatmul {
+                device: format!("{:?}", self.device),
+            });
+        }
+        self.matmul = m;
+        Ok(())
+    }
+
+    /// The precision of the linear layers' products.
+    pub fn matmul(&self) -> Matmul {
+        self.matmul
+    }
+
+    /// A stored weight as the matmuls take it: in f32, or as stored where
+    /// the bf16 kernel reads it (it rounds an f32 weight itself).
     pub(crate) fn weight(&self, t: &Tensor<2>) -> Tensor<2> {
-        self.widen(t.clone())
+        match self.matmul {
+            Matmul::Bf16 => t.clone(),
+            Matmul::F32 => self.widen(t.clone()),
+        }
     }
 
     /// A tensor read from the stored weights, in f32.
@@ -494,9 +554,20 @@ impl LlamaModel {
         ))
     }
 
-    /// `x @ w (+ bias)`: through `kernels::linear` when the fused kernels
-    /// are on, burn's `linear` otherwise.
+    /// `x @ w (+ bias)`: with bf16 products through `kernels::bf16`; in f32
+    /// through `kernels::linear` when the fused kernels are on, burn's
+    /// `linear` otherwise.
     pub(crate) fn linear(&self, x: Tensor<2>, w: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+        if self.matmul == Matmul::Bf16 {
+            // `set_matmul` keeps bf16 to flex, where the activations are f32.
+            assert!(
+                kernels::bf16::accepts(&x, &w),
+                "bf16 matmul of {:?} by {:?} outside flex",
+                x.dims(),
+                w.dims()
+            );
+            return kernels::bf16::linear(x, w, bias);
+        }
         if self.fused {
             kernels::linear(x, w, bias)
         } else {

@@ -358,3 +358,35 @@ fn half_precision_weights_stay_close_to_f32() {
         assert_eq!(logits(&m, &batch), half, "{dtype:?}");
     }
 }
+
+#[test]
+fn bf16_matmuls_stay_close_to_f32_and_ignore_the_weight_dtype() {
+    use evocomp_model::{Matmul, WeightDtype};
+    let cfg = tiny_config();
+    let w = random_weights(&cfg, 5);
+    let d = Device::flex();
+    let batch = vec![tokens(1, 16), tokens(2, 16)];
+    let full = logits(&LlamaModel::new(&cfg, &w, &d), &batch);
+    let scale = full.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let mut m = LlamaModel::new(&cfg, &w, &d);
+    m.set_matmul(Matmul::Bf16).unwrap();
+    assert_eq!(m.matmul(), Matmul::Bf16);
+    let bf = logits(&m, &batch);
+    let diff = max_diff(&full, &bf);
+    assert!(diff > 0.0 && diff < 0.05 * scale, "{diff} (scale {scale})");
+    // Weights stored in bf16 go through the same kernel (the embedding
+    // rows are rounded too, so the logits move a little further).
+    let mut h = LlamaModel::with_dtype(&cfg, &w, &d, WeightDtype::Bf16).unwrap();
+    h.set_matmul(Matmul::Bf16).unwrap();
+    let hb = logits(&h, &batch);
+    assert!(hb != bf && max_diff(&hb, &full) < 0.05 * scale);
+    // The matmuls do not depend on the fused kernels being on.
+    m.set_fused_kernels(false);
+    let unfused = logits(&m, &batch);
+    // (Attention and SiLU differ in their last bits between the two paths.)
+    assert!(max_diff(&unfused, &bf) < 1e-4 * scale);
+    // Back to f32: the f32 bits again.
+    m.set_fused_kernels(true);
+    m.set_matmul(Matmul::F32).unwrap();
+    assert_eq!(logits(&m, &batch), full);
+}
