@@ -53,6 +53,12 @@ def main():
     ap.add_argument("--top-k", type=int, default=64)
     ap.add_argument("--max-flips", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="the weights' and activations' dtype (EvoPress runs bfloat16/float16 on GPUs)",
+    )
     args = ap.parse_args()
 
     import torch
@@ -77,7 +83,8 @@ def main():
         folder = str(path.parent)
     else:
         kw, folder = {}, str(path)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw)
+    dtype = getattr(torch, args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw).to(dtype)
     model.eval()
     tok = AutoTokenizer.from_pretrained(folder, **kw)
     ids = []
@@ -138,7 +145,7 @@ def main():
             for i, (new, old) in enumerate(zip(genome, state)):
                 if new != old:
                     w = load_file(str(levels_dir / units[i]["module"] / f"{new}.safetensors"))["weight"]
-                    modules[i].weight.data = w
+                    modules[i].weight.data = w.to(dtype)
                     state[i] = new
 
         def fitness(batches):
@@ -175,7 +182,8 @@ def main():
     print(
         json.dumps(
             {
-                "name": f"PyTorch {torch.__version__} + transformers (CPU, float32), EvoPress loop",
+                "name": f"PyTorch {torch.__version__} + transformers (CPU, {args.dtype}), EvoPress loop",
+                "dtype": args.dtype,
                 "threads": torch.get_num_threads(),
                 "offspring": len(offspring),
                 "stages": stages,

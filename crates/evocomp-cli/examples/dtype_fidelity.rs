@@ -1,14 +1,16 @@
-//! How much half-precision weights change the search's fitness and its
-//! ranking of candidates: the genomes finished studies evaluated (their
-//! journals), each scored with f32 weights and with `--dtype` weights on one
-//! fixed sample of the experiment's calibration text (each dtype against its
-//! own uncompressed teacher, as a study in that dtype would score it).
+//! How much half precision changes the search's fitness and its ranking of
+//! candidates: the genomes finished studies evaluated (their journals), each
+//! scored in f32 and with `--dtype` weights and `--matmul` products on one
+//! fixed sample of the experiment's calibration text (each setting against
+//! its own uncompressed teacher, as a study in that setting would score it).
 //!
 //! ```text
 //! cargo run --release -p evocomp-cli --example dtype_fidelity -- \
-//!     experiments/sparsity/60-evopress.ron --dtype bf16 --genomes 200 --tokens 512 \
+//!     experiments/sparsity/60-evopress.ron --dtype bf16 [--matmul bf16] --genomes 200 --tokens 512 \
 //!     results/sparsity-60-evopress results/sparsity-60-dp ...
 //! ```
+//!
+//! A STUDY that is a `.json` file is an earlier run's `--json`: its genomes.
 //!
 //! Prints the mean and largest relative change of the fitness, Spearman's
 //! and Kendall's rank correlations, how often two candidates keep their
@@ -17,7 +19,7 @@
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use evocomp_config::{FitnessSpec, WeightDtype, load_experiments};
+use evocomp_config::{FitnessSpec, Matmul, WeightDtype, load_experiments};
 use evocomp_engine::{Evaluator, prepare};
 use evocomp_search::SampleSpec;
 use evocomp_search::surrogate::{rank_correlation, ranks};
@@ -30,6 +32,7 @@ struct Args {
     config: PathBuf,
     studies: Vec<PathBuf>,
     dtype: WeightDtype,
+    matmul: Matmul,
     genomes: usize,
     tokens: usize,
     seed: u64,
@@ -41,6 +44,7 @@ fn args() -> Result<Args> {
         config: PathBuf::new(),
         studies: Vec::new(),
         dtype: WeightDtype::Bf16,
+        matmul: Matmul::F32,
         genomes: 200,
         tokens: 512,
         seed: 7,
@@ -52,6 +56,7 @@ fn args() -> Result<Args> {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
         match s.as_str() {
             "--dtype" => a.dtype = value("--dtype")?.parse().map_err(anyhow::Error::msg)?,
+            "--matmul" => a.matmul = value("--matmul")?.parse().map_err(anyhow::Error::msg)?,
             "--genomes" => a.genomes = value("--genomes")?.parse()?,
             "--tokens" => a.tokens = value("--tokens")?.parse()?,
             "--seed" => a.seed = value("--seed")?.parse()?,
@@ -63,13 +68,13 @@ fn args() -> Result<Args> {
     let mut positional = positional.into_iter();
     a.config = positional
         .next()
-        .context("usage: dtype_fidelity CONFIG.ron [--dtype bf16] STUDY...")?;
+        .context("usage: dtype_fidelity CONFIG.ron [--dtype bf16] [--matmul bf16] STUDY...")?;
     a.studies = positional.collect();
     if a.studies.is_empty() {
         bail!("name at least one study folder whose journal holds the genomes");
     }
-    if a.dtype == WeightDtype::F32 {
-        bail!("--dtype must be a half precision (bf16 or f16)");
+    if a.dtype == WeightDtype::F32 && a.matmul == Matmul::F32 {
+        bail!("--dtype or --matmul must be a half precision (bf16 or f16)");
     }
     Ok(a)
 }
@@ -118,6 +123,21 @@ fn main() -> Result<()> {
     let mut seen = BTreeSet::new();
     let mut genomes = Vec::new();
     for dir in &a.studies {
+        // An earlier run's --json: its genomes.
+        if dir.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(dir)
+                .with_context(|| format!("reading {}", dir.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", dir.display()))?;
+            let listed: Vec<Vec<i64>> = serde_json::from_value(v["genomes"].clone())
+                .with_context(|| format!("{}: no \"genomes\" list", dir.display()))?;
+            for g in listed {
+                if genomes.len() < a.genomes && seen.insert(g.clone()) {
+                    genomes.push(g);
+                }
+            }
+            continue;
+        }
         let trials = match StudyDir::new(dir).view()? {
             View::Store(s) => s.store().trials()?,
             View::Running { pid, .. } => bail!("{} is held by process {pid}", dir.display()),
@@ -133,10 +153,20 @@ fn main() -> Result<()> {
     }
     let spec = SampleSpec::new(a.tokens, a.seed);
     let mut scores = Vec::new();
-    for dtype in [WeightDtype::F32, a.dtype] {
+    let half = match a.matmul {
+        Matmul::F32 => a.dtype.to_string(),
+        m => format!("{} weights, {m} matmul", a.dtype),
+    };
+    for (dtype, matmul) in [(WeightDtype::F32, Matmul::F32), (a.dtype, a.matmul)] {
         let fitness = FitnessSpec {
             dtype,
+            matmul,
             ..exp.fitness
+        };
+        let label = if dtype == a.dtype && matmul == a.matmul {
+            &half
+        } else {
+            "f32"
         };
         let mut ev = Evaluator::new(
             &prep.loaded,
@@ -147,7 +177,7 @@ fn main() -> Result<()> {
             false,
             &device,
         )?;
-        let bar = evocomp_eval::token_progress(genomes.len() as u64, &format!("{dtype}"));
+        let bar = evocomp_eval::token_progress(genomes.len() as u64, label);
         let t0 = Instant::now();
         let mut v = Vec::new();
         for g in &genomes {
@@ -156,7 +186,7 @@ fn main() -> Result<()> {
         }
         bar.finish_and_clear();
         eprintln!(
-            "{dtype}: {} genomes in {:.0} s",
+            "{label}: {} genomes in {:.0} s",
             genomes.len(),
             t0.elapsed().as_secs_f64()
         );
@@ -181,7 +211,7 @@ fn main() -> Result<()> {
         a.studies.len(),
         a.tokens,
         exp.fitness.metric,
-        a.dtype
+        half
     );
     println!(
         "f32 fitness: {:.4} .. {:.4}",
@@ -197,7 +227,7 @@ fn main() -> Result<()> {
     println!(
         "best in f32: #{bx} ({:.4}); best in {}: #{by} ({:.4}, f32 {:.4}, rank {} in f32)",
         x[bx],
-        a.dtype,
+        half,
         y[by],
         x[by],
         ranks(x)[by]
@@ -205,7 +235,7 @@ fn main() -> Result<()> {
     if let Some(path) = &a.json {
         let v = serde_json::json!({
             "config": a.config, "studies": a.studies, "tokens": a.tokens, "seed": a.seed,
-            "dtype": a.dtype.to_string(), "genomes": genomes, "f32": x, "half": y,
+            "dtype": a.dtype.to_string(), "matmul": a.matmul.to_string(), "genomes": genomes, "f32": x, "half": y,
             "spearman": spearman, "kendall_tau_b": tau, "mean_relative_change": mean_rel,
             "max_relative_change": max_rel, "pairs_agree": agree_all,
             "pairs_agree_over_1pct": agree_1pct,

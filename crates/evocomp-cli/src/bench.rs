@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use evocomp_eval::{
     EvalOptions, TeacherMode, compute_teacher, kl_to_teacher, perplexity, token_progress,
 };
-use evocomp_model::WeightDtype;
+use evocomp_model::{Matmul, WeightDtype};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::process::Command;
@@ -42,6 +42,11 @@ pub struct BenchArgs {
     /// scored against the f32 model's outputs, so its KL is its accuracy cost.
     #[arg(long, value_delimiter = ',', default_value = "f32")]
     dtypes: Vec<WeightDtype>,
+    /// Matmul precisions to time with each dtype, comma-separated (f32,
+    /// bf16: bf16 products summed in f32, CPU only), scored against the f32
+    /// model's outputs like the dtypes.
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    matmuls: Vec<Matmul>,
     /// Seed of the sequence sample.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -161,7 +166,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let bar = token_progress(n_tokens as u64, "teacher");
         let teacher = compute_teacher(&f32_model, &sample, mode, &opts, &bar)?;
         bar.finish_and_clear();
-        for &dtype in &a.dtypes {
+        let runs = a
+            .dtypes
+            .iter()
+            .flat_map(|&d| a.matmuls.iter().map(move |&mm| (d, mm)));
+        for (dtype, matmul) in runs {
             let m = match dtype {
                 WeightDtype::F32 => f32_model.clone(),
                 _ => match loaded.to_device(&chosen.device, dtype) {
@@ -175,6 +184,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
                         continue;
                     }
                 },
+            };
+            let mut m = m;
+            if let Err(e) = m.set_matmul(matmul) {
+                eprintln!("  {dtype}, {matmul} matmul: skipped ({e})");
+                continue;
+            }
+            let label = match matmul {
+                Matmul::F32 => dtype.to_string(),
+                Matmul::Bf16 => format!("{dtype}, bf16 matmul"),
             };
             // One untimed evaluation: shader compilation and autotuning happen here.
             let t0 = Instant::now();
@@ -199,7 +217,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let ppl_secs = t2.elapsed().as_secs_f64() / a.repeats as f64;
             let f = Figure {
                 name: format!(
-                    "evocomp {dtype} {}{}",
+                    "evocomp {label} {}{}",
                     chosen.description,
                     if a.no_fused_kernels {
                         ", no fused kernels"
@@ -214,7 +232,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 ppl_tokens_per_s: n_tokens as f64 / ppl_secs,
             };
             eprintln!(
-                "  {dtype}: {:.1} tokens/s ({secs:.2} s per evaluation), KL to f32 {kl:.3e}",
+                "  {label}: {:.1} tokens/s ({secs:.2} s per evaluation), KL to f32 {kl:.3e}",
                 f.tokens_per_s
             );
             figures.push(f);

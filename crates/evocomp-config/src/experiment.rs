@@ -11,7 +11,7 @@ use crate::database::{DatabaseConfig, load_database_config};
 #[cfg(test)]
 use crate::ron::locate;
 use crate::ron::{Checker, ConfigError, Result, parse_ron, read};
-pub use evocomp_model::WeightDtype;
+pub use evocomp_model::{Matmul, WeightDtype};
 use evocomp_search::{
     AnyStrategy, DpSettings, EvoPressSettings, EvolKvSettings, GreedySettings, Nsga2Settings,
     OwlSettings, PyramidKvSettings, RandomSettings, SearchError, Settings, SettingsError, Setup,
@@ -143,6 +143,17 @@ pub struct FitnessSpec {
     /// checksums.)
     #[serde(default, skip_serializing_if = "is_f32")]
     pub dtype: WeightDtype,
+    /// The precision of every linear layer's products: `F32` (default), or
+    /// `Bf16`: activations and weights rounded to bf16 at each matmul, the
+    /// products summed in f32, as a GPU's bf16 matmul (twice as fast on CPUs
+    /// with AVX512_BF16, the same bits elsewhere; CPU only). Not written
+    /// when f32.
+    #[serde(default, skip_serializing_if = "is_f32_matmul")]
+    pub matmul: Matmul,
+}
+
+fn is_f32_matmul(m: &Matmul) -> bool {
+    *m == Matmul::F32
 }
 
 fn is_f32(d: &WeightDtype) -> bool {
@@ -174,6 +185,7 @@ impl Default for FitnessSpec {
             tokens: default_tokens(),
             batch_size: default_batch(),
             dtype: WeightDtype::F32,
+            matmul: Matmul::F32,
         }
     }
 }
@@ -191,7 +203,11 @@ impl FitnessSpec {
             WeightDtype::F32 => String::new(),
             other => format!("/{other}"),
         };
-        format!("{:?}/{t}/seq{}{dtype}", self.metric, self.seq_len)
+        let matmul = match self.matmul {
+            Matmul::F32 => String::new(),
+            other => format!("/matmul-{other}"),
+        };
+        format!("{:?}/{t}/seq{}{dtype}{matmul}", self.metric, self.seq_len)
     }
 }
 
@@ -616,7 +632,7 @@ Experiment(
     }
 
     #[test]
-    fn the_weight_dtype_is_part_of_the_fitness_key_and_f32_keys_are_unchanged() {
+    fn the_weight_dtype_and_matmul_are_part_of_the_fitness_key_and_f32_keys_are_unchanged() {
         let dir = tempfile::tempdir().unwrap();
         let good = setup(dir.path());
         let f32 = load_experiment(&write(dir.path(), "a.ron", &good)).unwrap();
@@ -628,6 +644,11 @@ Experiment(
         let half = load_experiment(&write(dir.path(), "b.ron", &half)).unwrap();
         assert_eq!(half.fitness.dtype, WeightDtype::Bf16);
         assert_eq!(half.fitness.key(), "Kl/top64/seq256/bf16");
+        let mm = good.replace("seed: 3,", "seed: 3, fitness: (matmul: Bf16),");
+        let mm = load_experiment(&write(dir.path(), "d.ron", &mm)).unwrap();
+        assert_eq!(mm.fitness.matmul, Matmul::Bf16);
+        assert_eq!(mm.fitness.key(), "Kl/top64/seq256/matmul-bf16");
+        assert!(!json.contains("matmul"), "{json}");
         let back: FitnessSpec =
             serde_json::from_str(&serde_json::to_string(&half.fitness).unwrap()).unwrap();
         assert_eq!(back, half.fitness);

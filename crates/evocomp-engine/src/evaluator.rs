@@ -44,6 +44,20 @@ pub fn sample_for(calib: &TokenSet, spec: SampleSpec, seq_len: usize) -> Result<
         .1)
 }
 
+/// The model on `device` as the fitness spec computes it: the weights in its
+/// dtype, the matmuls in its precision.
+pub fn model_for(
+    loaded: &LoadedModel,
+    device: &Device,
+    fitness: &FitnessSpec,
+) -> Result<LlamaModel> {
+    let mut model = loaded
+        .to_device(device, fitness.dtype)
+        .with_context(|| format!("loading {}", loaded.info.path.display()))?;
+    model.set_matmul(fitness.matmul)?;
+    Ok(model)
+}
+
 /// Layers run, against layers a full forward would have run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReuseStats {
@@ -117,9 +131,7 @@ impl Evaluator {
     ) -> Result<Self> {
         // The student starts as the teacher's clone: the two share every
         // weight buffer on the device until a genome replaces one.
-        let teacher_model = loaded
-            .to_device(device, fitness.dtype)
-            .with_context(|| format!("loading {}", loaded.info.path.display()))?;
+        let teacher_model = model_for(loaded, device, &fitness)?;
         let model = teacher_model.clone();
         let applier = Applier::new(&db);
         Ok(Self {

@@ -414,7 +414,7 @@ pub fn new_strategy(prep: &Prepared, device: &Device, batch_size: usize) -> Resu
     if needs.outlier_ratios.is_some() || needs.block_influence {
         let sample =
             crate::evaluator::sample_for(&prep.calib, fixed_sample(exp), exp.fitness.seq_len)?;
-        let model = prep.loaded.to_device(device, exp.fitness.dtype)?;
+        let model = crate::evaluator::model_for(&prep.loaded, device, &exp.fitness)?;
         if let Some(m) = needs.outlier_ratios {
             let lor = evocomp_eval::owl_outlier_ratios(
                 &model,
