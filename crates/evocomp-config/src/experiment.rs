@@ -457,6 +457,11 @@ impl ExperimentSpec {
         if let TeacherSpec::TopK(k) = f.teacher {
             c.ensure(k >= 1, "fitness.teacher", "top-k needs k >= 1")?;
         }
+        c.ensure(
+            !(f.matmul == Matmul::Bf16 && self.backend == BackendSpec::Wgpu),
+            "fitness.matmul",
+            "bf16 matmuls run on the CPU (backend: Cpu); on a GPU use dtype: Bf16 or F16",
+        )?;
         let budgets: Vec<BudgetSpec> = match (&self.budget, self.sweep.is_empty()) {
             (Some(b), true) => vec![*b],
             (None, false) => self.sweep.clone(),
@@ -649,6 +654,17 @@ Experiment(
         assert_eq!(mm.fitness.matmul, Matmul::Bf16);
         assert_eq!(mm.fitness.key(), "Kl/top64/seq256/matmul-bf16");
         assert!(!json.contains("matmul"), "{json}");
+        let gpu = good.replace(
+            "seed: 3,",
+            "seed: 3, backend: Wgpu, fitness: (matmul: Bf16),",
+        );
+        let e = load_experiment(&write(dir.path(), "e.ron", &gpu))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("e.ron:") && e.contains("bf16 matmuls run on the CPU"),
+            "{e}"
+        );
         let back: FitnessSpec =
             serde_json::from_str(&serde_json::to_string(&half.fitness).unwrap()).unwrap();
         assert_eq!(back, half.fitness);
