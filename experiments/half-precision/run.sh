@@ -15,6 +15,14 @@ fidelity experiments/depth/evopress.ron --dtype bf16 --genomes 160 --tokens 512 
     results/depth-shortened-llama/dropped6 results/depth-evopress/dropped6 \
     results/depth-evopress/dropped3 results/depth-evopress/dropped9 \
     results/depth-shortgpt/dropped6 | tee results/half-precision/depth.txt
+# bf16 products (fitness.matmul: Bf16; f32 weights, both matmul inputs rounded to bf16), on the
+# same genomes (read from the runs above).
+fidelity experiments/sparsity/60-evopress.ron --dtype f32 --matmul bf16 --genomes 300 --tokens 512 \
+    --json results/half-precision/sparsity60-matmul-bf16.json results/half-precision/sparsity60.json \
+    | tee results/half-precision/sparsity60-matmul-bf16.txt
+fidelity experiments/depth/evopress.ron --dtype f32 --matmul bf16 --genomes 160 --tokens 512 \
+    --json results/half-precision/depth-matmul-bf16.json results/half-precision/depth.json \
+    | tee results/half-precision/depth-matmul-bf16.txt
 for m in assets/models/SmolLM2-135M-Instruct.Q4_1.gguf assets/models/gemma-3-270m-q4_k_m.gguf; do
     cargo run --release -p evocomp-cli -- bench --model "$m" --text assets/text/sotu/eval \
         --backends cpu --dtypes f32,bf16,f16 --sequences 2 --repeats 1
