@@ -118,6 +118,16 @@ fn flex<const D: usize>(t: Tensor<D>) -> FlexTensor {
     }
 }
 
+/// The flex primitive of a tensor on flex as it lies (a view keeps its
+/// strides), and its two strides.
+fn flex_view(t: Tensor<2>) -> (FlexTensor, isize, isize) {
+    let p = t
+        .try_into_primitive::<Flex>()
+        .unwrap_or_else(|e| unreachable!("checked to be on flex: {e:?}"));
+    let (rs, cs) = (p.layout().strides()[0], p.layout().strides()[1]);
+    (p, rs, cs)
+}
+
 fn slice(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()
         .unwrap_or_else(|| unreachable!("contiguous f32 (see `flex`)"))
@@ -143,10 +153,7 @@ pub(crate) fn linear(x: Tensor<2>, w: Tensor<2>, bias: Option<Tensor<1>>) -> Ten
     let xs = slice(&xf);
     // The weight as it lies: a transposed view (a large tied head read
     // through the embedding table) is passed by its strides, not copied.
-    let wf = w
-        .try_into_primitive::<Flex>()
-        .unwrap_or_else(|e| unreachable!("checked to be on flex: {e:?}"));
-    let (w_rs, w_cs) = (wf.layout().strides()[0], wf.layout().strides()[1]);
+    let (wf, w_rs, w_cs) = flex_view(w);
     if w_rs < 0 || w_cs < 0 {
         return burn::tensor::module::linear(
             Tensor::from_primitive::<Flex>(xf),

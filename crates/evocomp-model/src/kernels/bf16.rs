@@ -25,7 +25,7 @@
 //!
 //! [`Matmul::Bf16`]: crate::Matmul::Bf16
 
-use super::{flex, on_flex, slice, to_tensor};
+use super::{flex, flex_view, on_flex, slice, to_tensor};
 use burn::tensor::{DType, Tensor};
 use burn_flex::Flex;
 use rayon::prelude::*;
@@ -389,10 +389,7 @@ pub(crate) fn linear_on(
     }
     let xf = flex(x);
     let xs = slice(&xf);
-    let wf = w
-        .try_into_primitive::<Flex>()
-        .unwrap_or_else(|e| unreachable!("checked to be on flex: {e:?}"));
-    let (rs, cs) = (wf.layout().strides()[0], wf.layout().strides()[1]);
+    let (wf, rs, cs) = flex_view(w);
     let (Ok(rs), Ok(cs)) = (usize::try_from(rs), usize::try_from(cs)) else {
         // A negative stride (a flipped view): contiguous first.
         let w = Tensor::from_primitive::<Flex>(wf.to_contiguous());
