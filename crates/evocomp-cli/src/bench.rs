@@ -171,7 +171,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .iter()
             .flat_map(|&d| a.matmuls.iter().map(move |&mm| (d, mm)));
         for (dtype, matmul) in runs {
-            let m = match dtype {
+            let mut m = match dtype {
                 WeightDtype::F32 => f32_model.clone(),
                 _ => match loaded.to_device(&chosen.device, dtype) {
                     Ok(mut m) => {
@@ -185,7 +185,6 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     }
                 },
             };
-            let mut m = m;
             if let Err(e) = m.set_matmul(matmul) {
                 eprintln!("  {dtype}, {matmul} matmul: skipped ({e})");
                 continue;

@@ -443,7 +443,7 @@ fn attention_task_body(
                     qrow.fill(0.0);
                 }
             }
-            let qw = [0, 1, 2, 3].map(|r| qr[r].as_slice());
+            let qw = qr.each_ref().map(|q| q.as_slice());
             // The group's keys: from the first query's first key to the last
             // query; whole blocks, then TAIL-sized ones.
             let lo = first_key(i0);
@@ -479,7 +479,7 @@ fn attention_task_body(
                 sc[..seen.start].fill(0.0);
                 sc[seen.end..n].fill(0.0);
             }
-            let pw = [0, 1, 2, 3].map(|r| &scores[r][..n]);
+            let pw = scores.each_ref().map(|sc| &sc[..n]);
             let rows = &vv[lo * v_row..(lo + n) * v_row];
             for db in (0..hd).step_by(BLOCK) {
                 let acc = block_products::<BLOCK>(rows, v_row, db, pw);

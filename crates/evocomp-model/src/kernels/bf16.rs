@@ -104,14 +104,26 @@ fn pairs_body(x: &[f32], k: usize, out: &mut [u32]) {
 
 dispatch!(fn pairs(x: &[f32], k: usize, out: &mut [u32]) = pairs_body);
 
-/// A weight `[k, n]` as it lies in a flex buffer: its values from `start`
-/// at strides `rs` (along k) and `cs` (along n).
+/// A weight's values as they lie in a flex buffer, from its view's start.
 #[derive(Clone, Copy)]
 enum Weight<'a> {
     F32(&'a [f32]),
     Bf16(&'a [half::bf16]),
+    F16(&'a [half::f16]),
 }
 
+impl<'a> Weight<'a> {
+    /// The values from element `at` on.
+    fn from(self, at: usize) -> Weight<'a> {
+        match self {
+            Weight::F32(d) => Weight::F32(&d[at..]),
+            Weight::Bf16(d) => Weight::Bf16(&d[at..]),
+            Weight::F16(d) => Weight::F16(&d[at..]),
+        }
+    }
+}
+
+/// A weight `[k, n]` at strides `rs` (along k) and `cs` (along n).
 #[derive(Clone, Copy)]
 struct WeightView<'a> {
     data: Weight<'a>,
@@ -123,11 +135,12 @@ struct WeightView<'a> {
 
 impl WeightView<'_> {
     #[inline(always)]
-    fn get(&self, r: usize, c: usize) -> u16 {
+    fn get(&self, r: usize, c: usize) -> u32 {
         let i = r * self.rs + c * self.cs;
         match self.data {
-            Weight::F32(d) => bf16_bits(d[i]),
-            Weight::Bf16(d) => flush(d[i].to_bits()),
+            Weight::F32(d) => d[i].bf16(),
+            Weight::Bf16(d) => d[i].bf16(),
+            Weight::F16(d) => d[i].bf16(),
         }
     }
 
@@ -138,37 +151,32 @@ impl WeightView<'_> {
         if cols < NR {
             out.fill(0);
         }
-        let at = j0 * self.cs;
+        let d = self.data.from(j0 * self.cs);
         // The stored layouts, vectorised: rows of n (a weight as stored),
         // or columns of k (a transposed view: a tied head read through the
         // embedding table).
-        match self.data {
-            Weight::F32(d) if self.cs == 1 && cols == NR => {
-                pack_rows_f32(&d[at..], self.rs, k, out)
-            }
-            Weight::Bf16(d) if self.cs == 1 && cols == NR => {
-                pack_rows_bf16(&d[at..], self.rs, k, out)
-            }
-            Weight::F32(d) if self.rs == 1 => pack_cols_f32(&d[at..], self.cs, k, cols, out),
-            Weight::Bf16(d) if self.rs == 1 => pack_cols_bf16(&d[at..], self.cs, k, cols, out),
-            _ => {
-                for p in 0..kp {
-                    for c in 0..cols {
-                        let lo = self.get(2 * p, j0 + c) as u32;
-                        let hi = if 2 * p + 1 < k {
-                            self.get(2 * p + 1, j0 + c) as u32
-                        } else {
-                            0
-                        };
-                        out[p * NR + c] = lo | hi << 16;
-                    }
+        if self.cs == 1 && cols == NR {
+            pack_rows(d, self.rs, k, out);
+        } else if self.rs == 1 {
+            pack_cols(d, self.cs, k, cols, out);
+        } else {
+            for p in 0..kp {
+                for c in 0..cols {
+                    let lo = self.get(2 * p, j0 + c);
+                    let hi = if 2 * p + 1 < k {
+                        self.get(2 * p + 1, j0 + c)
+                    } else {
+                        0
+                    };
+                    out[p * NR + c] = lo | hi << 16;
                 }
             }
         }
     }
 }
 
-/// A stored weight value as the bf16 the kernels multiply.
+/// A stored weight value as the bf16 bits the kernels multiply (an f16 is
+/// widened exactly, then rounded like an f32).
 trait ToBf16: Copy {
     fn bf16(self) -> u32;
 }
@@ -187,10 +195,17 @@ impl ToBf16 for half::bf16 {
     }
 }
 
+impl ToBf16 for half::f16 {
+    #[inline(always)]
+    fn bf16(self) -> u32 {
+        bf16_bits(self.to_f32()) as u32
+    }
+}
+
 /// A panel from rows `d[r * rs..][..NR]` of a `[k, n]` weight (starting
 /// at the panel's first column).
 #[inline(always)]
-fn pack_rows<T: ToBf16>(d: &[T], rs: usize, k: usize, out: &mut [u32]) {
+fn pack_rows_of<T: ToBf16>(d: &[T], rs: usize, k: usize, out: &mut [u32]) {
     for (p, o) in out.chunks_exact_mut(NR).enumerate() {
         let even = &d[2 * p * rs..2 * p * rs + NR];
         if 2 * p + 1 < k {
@@ -208,7 +223,7 @@ fn pack_rows<T: ToBf16>(d: &[T], rs: usize, k: usize, out: &mut [u32]) {
 
 /// A panel from `cols` columns `d[c * cs..][..k]` (k contiguous).
 #[inline(always)]
-fn pack_cols<T: ToBf16>(d: &[T], cs: usize, k: usize, cols: usize, out: &mut [u32]) {
+fn pack_cols_of<T: ToBf16>(d: &[T], cs: usize, k: usize, cols: usize, out: &mut [u32]) {
     for c in 0..cols {
         let col = &d[c * cs..c * cs + k];
         let mut pairs = col.chunks_exact(2);
@@ -222,25 +237,25 @@ fn pack_cols<T: ToBf16>(d: &[T], cs: usize, k: usize, cols: usize, out: &mut [u3
 }
 
 #[inline(always)]
-fn pack_rows_f32_body(d: &[f32], rs: usize, k: usize, out: &mut [u32]) {
-    pack_rows(d, rs, k, out)
+fn pack_rows_body(d: Weight, rs: usize, k: usize, out: &mut [u32]) {
+    match d {
+        Weight::F32(d) => pack_rows_of(d, rs, k, out),
+        Weight::Bf16(d) => pack_rows_of(d, rs, k, out),
+        Weight::F16(d) => pack_rows_of(d, rs, k, out),
+    }
 }
+
 #[inline(always)]
-fn pack_rows_bf16_body(d: &[half::bf16], rs: usize, k: usize, out: &mut [u32]) {
-    pack_rows(d, rs, k, out)
+fn pack_cols_body(d: Weight, cs: usize, k: usize, cols: usize, out: &mut [u32]) {
+    match d {
+        Weight::F32(d) => pack_cols_of(d, cs, k, cols, out),
+        Weight::Bf16(d) => pack_cols_of(d, cs, k, cols, out),
+        Weight::F16(d) => pack_cols_of(d, cs, k, cols, out),
+    }
 }
-#[inline(always)]
-fn pack_cols_f32_body(d: &[f32], cs: usize, k: usize, cols: usize, out: &mut [u32]) {
-    pack_cols(d, cs, k, cols, out)
-}
-#[inline(always)]
-fn pack_cols_bf16_body(d: &[half::bf16], cs: usize, k: usize, cols: usize, out: &mut [u32]) {
-    pack_cols(d, cs, k, cols, out)
-}
-dispatch!(fn pack_rows_f32(d: &[f32], rs: usize, k: usize, out: &mut [u32]) = pack_rows_f32_body);
-dispatch!(fn pack_rows_bf16(d: &[half::bf16], rs: usize, k: usize, out: &mut [u32]) = pack_rows_bf16_body);
-dispatch!(fn pack_cols_f32(d: &[f32], cs: usize, k: usize, cols: usize, out: &mut [u32]) = pack_cols_f32_body);
-dispatch!(fn pack_cols_bf16(d: &[half::bf16], cs: usize, k: usize, cols: usize, out: &mut [u32]) = pack_cols_bf16_body);
+
+dispatch!(fn pack_rows(d: Weight, rs: usize, k: usize, out: &mut [u32]) = pack_rows_body);
+dispatch!(fn pack_cols(d: Weight, cs: usize, k: usize, cols: usize, out: &mut [u32]) = pack_cols_body);
 
 /// One tile on a CPU without the instruction: for each of the [`MR`] rows
 /// of `a` (a tile's pairs, `[kp][MR]`) and each of the panel's [`NR`] columns, the sum
@@ -379,11 +394,9 @@ pub(crate) fn linear_on(
         return burn::tensor::module::linear(x, w.cast(burn::tensor::FloatDType::F32), bias);
     }
     let ([m, k], [_, n]) = (x.dims(), w.dims());
-    // An f16 weight is widened (exactly) and then rounded like an f32 one.
-    let w = match w.dtype() {
-        DType::F32 | DType::BF16 => w,
-        _ => w.cast(burn::tensor::FloatDType::F32),
-    };
+    if !matches!(w.dtype(), DType::F32 | DType::BF16 | DType::F16) {
+        return linear_on(isa, x, w.cast(burn::tensor::FloatDType::F32), bias);
+    }
     if m == 0 || n == 0 || k == 0 {
         return burn::tensor::module::linear(x, w.cast(burn::tensor::FloatDType::F32), bias);
     }
@@ -398,6 +411,7 @@ pub(crate) fn linear_on(
     let start = wf.layout().start_offset();
     let data = match wf.dtype() {
         DType::BF16 => Weight::Bf16(&wf.storage::<half::bf16>()[start..]),
+        DType::F16 => Weight::F16(&wf.storage::<half::f16>()[start..]),
         _ => Weight::F32(&wf.storage::<f32>()[start..]),
     };
     let wv = WeightView { data, rs, cs, k, n };
@@ -557,6 +571,11 @@ mod tests {
         let f32w = run(t2(w.clone(), [k, n]));
         let half = t2(w.clone(), [k, n]).cast(burn::tensor::FloatDType::BF16);
         assert_eq!(run(half), f32w);
+        // An f16 weight (read as stored, not widened first) gives what its
+        // values in f32 give.
+        let as_f16: Vec<f32> = w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        let f16w = t2(w.clone(), [k, n]).cast(burn::tensor::FloatDType::F16);
+        assert_eq!(run(f16w), run(t2(as_f16, [k, n])));
         // The same weight stored [n, k] and read through a transposed view.
         let mut wt = vec![0.0f32; k * n];
         for r in 0..k {
