@@ -12,11 +12,7 @@ use crate::database::{DatabaseConfig, load_database_config};
 use crate::ron::locate;
 use crate::ron::{Checker, ConfigError, Result, parse_ron, read};
 pub use evocomp_model::{Matmul, WeightDtype};
-use evocomp_search::{
-    AnyStrategy, DpSettings, EvoPressSettings, EvolKvSettings, GreedySettings, Nsga2Settings,
-    OwlSettings, PyramidKvSettings, RandomSettings, SearchError, Settings, SettingsError, Setup,
-    ShortGptSettings, ShortenedLlamaSettings, UniformSettings,
-};
+pub use evocomp_search::StrategySettings;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -38,7 +34,7 @@ pub struct ExperimentSpec {
     /// sharing the fitness cache; the report joins them into one front.
     #[serde(default)]
     pub sweep: Vec<BudgetSpec>,
-    pub strategy: StrategySpec,
+    pub strategy: StrategySettings,
     #[serde(default)]
     pub fitness: FitnessSpec,
     #[serde(default)]
@@ -220,110 +216,6 @@ pub enum BackendSpec {
     Cpu,
 }
 
-/// The search strategy and its settings: each variant holds the settings
-/// type its strategy defines in `evocomp-search` (defaults, validation and
-/// construction live there). Written `EvoPress(preset: Sparsity, ...)`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub enum StrategySpec {
-    /// EvoPress: a preset, any field of which may be overridden.
-    EvoPress(EvoPressSettings),
-    /// Every unit at the budget's level.
-    Uniform,
-    /// The best of `n` random feasible configurations.
-    Random(RandomSettings),
-    /// OWL: less sparsity where activations have more outliers.
-    Owl(OwlSettings),
-    /// ShortGPT: drop the blocks whose input and output are most alike.
-    ShortGpt,
-    /// Shortened LLaMA (one-shot, PPL criterion): score each unit by the
-    /// fitness with only it compressed (use `metric: Nll` for the paper's
-    /// perplexity), compress the least harmful first.
-    ShortenedLlama,
-    /// PyramidKV: per-layer KV budgets falling linearly from bottom to top.
-    PyramidKv(PyramidKvSettings),
-    /// Shift a level from the unit where it hurts most to where it hurts least, while it helps.
-    Greedy(GreedySettings),
-    /// SPDY-style DP: per-unit errors from the database, exact knapsack.
-    Dp(DpSettings),
-    /// EvolKV: grouped CMA-ES, bottom-up, with the cache-score objective.
-    EvolKv(EvolKvSettings),
-    /// NSGA-II over (fitness, cost): a whole front, every member within the budget's limit.
-    Nsga2(Nsga2Settings),
-    /// llama.cpp's preset (GGUF-types databases): every tensor at the type
-    /// `llama-quantize` gives it, scored as a reference point.
-    LlamaCpp(evocomp_gguf::Preset),
-}
-
-/// The settings of `StrategySpec::LlamaCpp` before the database is open: the
-/// engine builds the preset's genome from the database
-/// ([`evocomp_search::GivenSettings`]); building from these alone says so.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LlamaCppSettings(pub evocomp_gguf::Preset);
-
-impl LlamaCppSettings {
-    const ALL: [LlamaCppSettings; 7] = [
-        LlamaCppSettings(evocomp_gguf::Preset::Q3_K_M),
-        LlamaCppSettings(evocomp_gguf::Preset::Q4_K_S),
-        LlamaCppSettings(evocomp_gguf::Preset::Q4_K_M),
-        LlamaCppSettings(evocomp_gguf::Preset::Q5_K_S),
-        LlamaCppSettings(evocomp_gguf::Preset::Q5_K_M),
-        LlamaCppSettings(evocomp_gguf::Preset::Q6_K),
-        LlamaCppSettings(evocomp_gguf::Preset::Q8_0),
-    ];
-}
-
-impl Settings for LlamaCppSettings {
-    fn label(&self) -> &'static str {
-        use evocomp_gguf::Preset as P;
-        match self.0 {
-            P::Q3_K_M => "llama.cpp Q3_K_M",
-            P::Q4_K_S => "llama.cpp Q4_K_S",
-            P::Q4_K_M => "llama.cpp Q4_K_M",
-            P::Q5_K_S => "llama.cpp Q5_K_S",
-            P::Q5_K_M => "llama.cpp Q5_K_M",
-            P::Q6_K => "llama.cpp Q6_K",
-            P::Q8_0 => "llama.cpp Q8_0",
-        }
-    }
-
-    fn build(&self, _setup: &Setup) -> std::result::Result<AnyStrategy, SearchError> {
-        Err(SettingsError::new(
-            "",
-            "a llama.cpp preset is built from the database's units (the engine does this)",
-        )
-        .into())
-    }
-}
-
-impl StrategySpec {
-    /// The settings, which build the strategy.
-    pub fn settings(&self) -> &dyn Settings {
-        match self {
-            StrategySpec::EvoPress(s) => s,
-            StrategySpec::Uniform => &UniformSettings,
-            StrategySpec::Random(s) => s,
-            StrategySpec::Owl(s) => s,
-            StrategySpec::ShortGpt => &ShortGptSettings,
-            StrategySpec::ShortenedLlama => &ShortenedLlamaSettings,
-            StrategySpec::PyramidKv(s) => s,
-            StrategySpec::Greedy(s) => s,
-            StrategySpec::Dp(s) => s,
-            StrategySpec::EvolKv(s) => s,
-            StrategySpec::Nsga2(s) => s,
-            StrategySpec::LlamaCpp(p) => LlamaCppSettings::ALL
-                .iter()
-                .find(|s| s.0 == *p)
-                .expect("every preset is listed"),
-        }
-    }
-
-    /// A short name for tables and plots.
-    pub fn label(&self) -> &'static str {
-        self.settings().label()
-    }
-}
-
 /// A validated experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Experiment {
@@ -336,7 +228,7 @@ pub struct Experiment {
     pub database: PathBuf,
     pub data: DataSpec,
     pub budget: BudgetSpec,
-    pub strategy: StrategySpec,
+    pub strategy: StrategySettings,
     pub fitness: FitnessSpec,
     pub backend: BackendSpec,
     pub seed: u64,
@@ -400,6 +292,32 @@ impl Experiment {
 impl ExperimentSpec {
     fn resolve_in(self, path: &Path, text: Option<&str>) -> Result<Vec<Experiment>> {
         let c = Checker { path, text };
+        self.check_name(&c)?;
+        c.exists(&self.model, "model")?;
+        c.exists(&self.database, "database")?;
+        self.data.check(&c)?;
+        let db = self.database_config(&c)?;
+        self.fitness.check(&c, self.backend)?;
+        let budgets = self.budgets(&c)?;
+        if let Some(n) = self.anytime {
+            c.ensure(
+                (1..=64).contains(&n),
+                "anytime",
+                format!("the number of held-out points must be in 1..=64, got {n}"),
+            )?;
+        }
+        if let Err(e) = self.strategy.settings().validate(self.fitness.seq_len) {
+            let field = if e.field.is_empty() {
+                "strategy".to_string()
+            } else {
+                format!("strategy.{}", e.field)
+            };
+            return c.fail(&field, e.message);
+        }
+        Ok(self.experiments(path, &db, budgets))
+    }
+
+    fn check_name(&self, c: &Checker) -> Result<()> {
         c.ensure(
             !self.name.is_empty()
                 && self
@@ -412,23 +330,13 @@ impl ExperimentSpec {
                 "{:?}: use letters, digits, '-', '_' and '.' (it names a folder)",
                 self.name
             ),
-        )?;
-        c.exists(&self.model, "model")?;
-        c.exists(&self.database, "database")?;
-        c.exists(&self.data.calibration, "data.calibration")?;
-        c.exists(&self.data.evaluation, "data.evaluation")?;
-        c.ensure(
-            self.data.held_out_context >= 2,
-            "data.held_out_context",
-            "must be at least 2",
-        )?;
-        c.ensure(
-            self.data.held_out_tokens >= self.data.held_out_context,
-            "data.held_out_tokens",
-            "must be at least one context window",
-        )?;
+        )
+    }
+
+    /// The database config, which must be built from this experiment's model.
+    fn database_config(&self, c: &Checker) -> Result<DatabaseConfig> {
         let db = load_database_config(&self.database).map_err(|e| ConfigError::Invalid {
-            path: path.to_path_buf(),
+            path: c.path.to_path_buf(),
             field: "database".into(),
             message: e.to_string(),
         })?;
@@ -442,26 +350,11 @@ impl ExperimentSpec {
                 ),
             );
         }
-        let f = &self.fitness;
-        c.ensure(f.seq_len >= 2, "fitness.seq_len", "must be at least 2")?;
-        c.ensure(
-            f.tokens >= f.seq_len,
-            "fitness.tokens",
-            "must be at least one sequence (seq_len tokens)",
-        )?;
-        c.ensure(
-            f.batch_size >= 1,
-            "fitness.batch_size",
-            "must be at least 1",
-        )?;
-        if let TeacherSpec::TopK(k) = f.teacher {
-            c.ensure(k >= 1, "fitness.teacher", "top-k needs k >= 1")?;
-        }
-        c.ensure(
-            !(f.matmul == Matmul::Bf16 && self.backend == BackendSpec::Wgpu),
-            "fitness.matmul",
-            "bf16 matmuls run on the CPU (backend: Cpu); on a GPU use dtype: Bf16 or F16",
-        )?;
+        Ok(db)
+    }
+
+    /// `budget` or `sweep` (one of them), each budget checked, none twice.
+    fn budgets(&self, c: &Checker) -> Result<Vec<BudgetSpec>> {
         let budgets: Vec<BudgetSpec> = match (&self.budget, self.sweep.is_empty()) {
             (Some(b), true) => vec![*b],
             (None, false) => self.sweep.clone(),
@@ -481,22 +374,7 @@ impl ExperimentSpec {
             "sweep"
         };
         for (i, b) in budgets.iter().enumerate() {
-            match b {
-                BudgetSpec::Fraction(x) => c.ensure(
-                    *x > 0.0 && *x <= 1.0,
-                    field,
-                    format!("a fraction must be in (0, 1], got {x}"),
-                )?,
-                BudgetSpec::Bpw(x) => c.ensure(
-                    x.is_finite() && *x > 0.0,
-                    field,
-                    format!("bits per weight must be a positive number, got {x}"),
-                )?,
-                BudgetSpec::AtMost(0) | BudgetSpec::Exact(0) => {
-                    return c.fail(field, "a budget of 0 leaves nothing of the model");
-                }
-                _ => {}
-            }
+            b.check(c, field)?;
             if budgets[..i]
                 .iter()
                 .any(|o| budget_label(o) == budget_label(b))
@@ -504,27 +382,23 @@ impl ExperimentSpec {
                 return c.fail(field, format!("{b:?} is listed twice"));
             }
         }
-        if let Some(n) = self.anytime {
-            c.ensure(
-                (1..=64).contains(&n),
-                "anytime",
-                format!("the number of held-out points must be in 1..=64, got {n}"),
-            )?;
-        }
-        if let Err(e) = self.strategy.settings().validate(f.seq_len) {
-            let field = if e.field.is_empty() {
-                "strategy".to_string()
-            } else {
-                format!("strategy.{}", e.field)
-            };
-            return c.fail(&field, e.message);
-        }
+        Ok(budgets)
+    }
+
+    /// One experiment per budget (a sweep's named `<name>-<budget>`, in
+    /// `<output>/<budget>`).
+    fn experiments(
+        &self,
+        path: &Path,
+        db: &DatabaseConfig,
+        budgets: Vec<BudgetSpec>,
+    ) -> Vec<Experiment> {
         let output = self
             .output
             .clone()
             .unwrap_or_else(|| PathBuf::from("results").join(&self.name));
         let sweep = (!self.sweep.is_empty()).then(|| self.name.clone());
-        Ok(budgets
+        budgets
             .into_iter()
             .map(|budget| {
                 let (name, output) = match &sweep {
@@ -552,7 +426,70 @@ impl ExperimentSpec {
                     anytime: self.anytime,
                 }
             })
-            .collect())
+            .collect()
+    }
+}
+
+impl DataSpec {
+    fn check(&self, c: &Checker) -> Result<()> {
+        c.exists(&self.calibration, "data.calibration")?;
+        c.exists(&self.evaluation, "data.evaluation")?;
+        c.ensure(
+            self.held_out_context >= 2,
+            "data.held_out_context",
+            "must be at least 2",
+        )?;
+        c.ensure(
+            self.held_out_tokens >= self.held_out_context,
+            "data.held_out_tokens",
+            "must be at least one context window",
+        )
+    }
+}
+
+impl FitnessSpec {
+    fn check(&self, c: &Checker, backend: BackendSpec) -> Result<()> {
+        c.ensure(self.seq_len >= 2, "fitness.seq_len", "must be at least 2")?;
+        c.ensure(
+            self.tokens >= self.seq_len,
+            "fitness.tokens",
+            "must be at least one sequence (seq_len tokens)",
+        )?;
+        c.ensure(
+            self.batch_size >= 1,
+            "fitness.batch_size",
+            "must be at least 1",
+        )?;
+        if let TeacherSpec::TopK(k) = self.teacher {
+            c.ensure(k >= 1, "fitness.teacher", "top-k needs k >= 1")?;
+        }
+        c.ensure(
+            !(self.matmul == Matmul::Bf16 && backend == BackendSpec::Wgpu),
+            "fitness.matmul",
+            "bf16 matmuls run on the CPU (backend: Cpu); on a GPU use dtype: Bf16 or F16",
+        )
+    }
+}
+
+impl BudgetSpec {
+    /// A budget that cannot mean anything, reported at `field`.
+    fn check(&self, c: &Checker, field: &str) -> Result<()> {
+        match self {
+            BudgetSpec::Fraction(x) => c.ensure(
+                *x > 0.0 && *x <= 1.0,
+                field,
+                format!("a fraction must be in (0, 1], got {x}"),
+            ),
+            BudgetSpec::Bpw(x) => c.ensure(
+                x.is_finite() && *x > 0.0,
+                field,
+                format!("bits per weight must be a positive number, got {x}"),
+            ),
+            BudgetSpec::AtMost(0) | BudgetSpec::Exact(0) => {
+                c.fail(field, "a budget of 0 leaves nothing of the model")
+            }
+            _ => Ok(()),
+        }
     }
 }
 

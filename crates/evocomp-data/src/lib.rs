@@ -9,7 +9,7 @@
 //! This crate does not know the tokenizer type: the caller passes an encode
 //! function and the tokenizer's fingerprint.
 
-use rand::rngs::StdRng;
+use chacha20::ChaCha12Rng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -241,7 +241,8 @@ impl TokenSet {
                 what,
             });
         }
-        let mut rng = StdRng::seed_from_u64(seed);
+        // ChaCha12 named (not `StdRng`): the sample is a contract of config + seed.
+        let mut rng = ChaCha12Rng::seed_from_u64(seed);
         let mut idx: Vec<usize> = (0..available).collect();
         // Partial Fisher-Yates: the first entries are a uniform sample, and
         // the first n_seqs do not depend on how many more are drawn.

@@ -98,8 +98,8 @@ pub fn run_observed(
     };
     let label = exp.strategy.label();
     let mut observers: Vec<Box<dyn Observer>> = vec![
-        Box::new(ProgressObserver::new(opts.progress, label)),
-        Box::new(StatusWriter::new(study.dir().clone(), &exp.name, label)),
+        Box::new(ProgressObserver::new(opts.progress, &label)),
+        Box::new(StatusWriter::new(study.dir().clone(), &exp.name, &label)),
     ];
     observers.extend(extra);
     let reuse = exp.prefix_reuse && !prep.db.is_kv();
@@ -603,7 +603,7 @@ impl Executor<'_> {
         let stats = self.pool.stats();
         Summary {
             name: exp.name.clone(),
-            strategy: exp.strategy.label().into(),
+            strategy: exp.strategy.label(),
             role: self.state.strategy.role(),
             budget: self.prep.budget,
             cost_unit: self.prep.db.cost_unit().to_string(),

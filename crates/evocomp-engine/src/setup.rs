@@ -6,13 +6,13 @@
 
 use anyhow::{Context as _, Result};
 use burn::tensor::Device;
-use evocomp_config::{BudgetSpec, DatabaseConfig, Experiment, StrategySpec, TeacherSpec};
+use evocomp_config::{BudgetSpec, DatabaseConfig, Experiment, TeacherSpec};
 use evocomp_data::{Sample, TokenSet};
 use evocomp_db::{BuildOptions, BuildReport, Database, Propagation, build_database};
 use evocomp_model::LoadedModel;
 use evocomp_search::{
-    AnyStrategy, Budget, BudgetHint, GivenSettings, Kind, Measurements, SampleSpec, SearchError,
-    Settings, Setup, Space, SpaceError, rng,
+    AnyStrategy, Budget, BudgetHint, Kind, Measurements, SampleSpec, SearchError, Setup, Space,
+    SpaceError, rng,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -397,18 +397,7 @@ fn fixed_sample(exp: &Experiment) -> SampleSpec {
 /// build it. Errors in the settings point at the config's `strategy` line.
 pub fn new_strategy(prep: &Prepared, device: &Device, batch_size: usize) -> Result<AnyStrategy> {
     let exp = &prep.exp;
-    let given;
-    let settings: &dyn Settings = match exp.strategy {
-        StrategySpec::LlamaCpp(p) => {
-            given = GivenSettings {
-                label: exp.strategy.label(),
-                genome: evocomp_db::preset_genome(&prep.db, p)
-                    .map_err(|e| exp.error_at("strategy", e.to_string()))?,
-            };
-            &given
-        }
-        _ => exp.strategy.settings(),
-    };
+    let settings = exp.strategy.settings();
     let needs = settings.needs();
     let mut measured = Measurements::default();
     if needs.outlier_ratios.is_some() || needs.block_influence {
@@ -454,7 +443,7 @@ pub fn new_strategy(prep: &Prepared, device: &Device, batch_size: usize) -> Resu
         measured,
         given: &given,
     };
-    settings.build(&setup).map_err(|e| match e {
+    exp.strategy.build(&setup).map_err(|e| match e {
         SearchError::Space(SpaceError::Infeasible(b)) => exp
             .error_at(
                 "budget",

@@ -308,7 +308,7 @@ fn quantization_switches_pair_units_of_one_size_and_keep_the_bit_budget_exact() 
 #[test]
 fn the_depth_start_is_the_best_of_random_feasible_genomes() {
     // Drop 3 of 10 equal blocks.
-    let space = crate::space::kept_or_dropped(10);
+    let space = crate::framework::space::kept_or_dropped(10);
     let budget = Budget::Exact(700);
     let start = crate::heuristics::start_genome(0, &space, &budget).unwrap();
     let cfg = EvoPressConfig::depth(10, 3, 4);

@@ -4,9 +4,9 @@
 use super::{fitness, score_all, small_cfg, sparsity_space};
 use crate::rng::mix;
 use crate::{
-    AnyStrategy, Budget, BudgetHint, DpSettings, EvoPress, EvoPressSettings, Genome, Kind,
-    Measurements, Nsga2Settings, Preset, Racing, SampleSpec, Scored, Settings, Setup, Space, Start,
-    Strategy, SurrogateSettings, WarmStart,
+    Budget, BudgetHint, Build, DpSettings, EvoPress, EvoPressSettings, Genome, Kind, Measurements,
+    Nsga2Settings, Preset, Racing, SampleSpec, Scored, Settings, Setup, Space, Start, Strategy,
+    SurrogateSettings, WarmStart,
 };
 use proptest::prelude::{prop_assert, proptest};
 
@@ -283,9 +283,7 @@ fn warm_starts_are_on_the_budget_and_the_best_one_leads() {
         let settings = warm_settings(vec![WarmStart::Uniform, dp(), WarmStart::Filled], 5, 8);
         settings.validate(8).unwrap();
         let st = setup(&space, budget, &errors);
-        let AnyStrategy::EvoPress(mut s) = settings.build(&st).unwrap() else {
-            panic!("not EvoPress")
-        };
+        let mut s = settings.build(&st).unwrap();
         let first = s.ask(&space);
         let genomes: Vec<Genome> = first.iter().map(|r| r.genome.clone()).collect();
         assert!(genomes.contains(&u));
@@ -377,9 +375,7 @@ fn shortened_llama_warm_start_probes_first_then_its_genome_joins_the_start() {
     let budget = Budget::Exact(space.cost(&u));
     let settings = warm_settings(vec![WarmStart::ShortenedLlama, WarmStart::Uniform], 3, 4);
     let st = setup(&space, budget, &errors);
-    let AnyStrategy::EvoPress(mut s) = settings.build(&st).unwrap() else {
-        panic!("not EvoPress")
-    };
+    let mut s = settings.build(&st).unwrap();
     // One probe per unit: that unit alone at its most compressed level.
     let probes = s.ask(&space);
     assert_eq!(probes.len(), space.len());

@@ -1,8 +1,12 @@
 //! Adding a strategy: this one (best of N random walks from the uniform
-//! genome, kept for the best) is written against the [`Strategy`] and
-//! [`Settings`] traits alone, in this crate. Making it usable from configs
-//! takes one arm of `AnyStrategy` and one variant of the config's strategy
-//! enum; the engine drives it through the same trait calls as below.
+//! genome, kept for the best) is written against the [`Strategy`],
+//! [`Settings`] and [`Build`] traits alone, and registered with the same
+//! [`registry!`](crate::registry) invocation shape as the crate's own list
+//! (`framework/registry.rs`), here beside two of the real strategies. The
+//! config crate and the engine only hold the registry's two enums and call
+//! their methods (`settings`, `build`, the `Strategy` calls), so this is all
+//! it takes: the test parses the strategy from an experiment's RON, builds
+//! it and drives it as the engine does.
 
 use super::*;
 use crate::heuristics::uniform_genome;
@@ -10,19 +14,22 @@ use crate::rng::rng_for;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct BestOfWalks {
+pub struct BestOfWalks {
     genomes: Vec<Genome>,
     sample: SampleSpec,
     fitness: Option<Vec<f64>>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct BestOfWalksSettings {
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BestOfWalksSettings {
     n: usize,
 }
 
-impl BestOfWalksSettings {
-    fn make(&self, setup: &Setup) -> Result<BestOfWalks, SearchError> {
+impl Build for BestOfWalksSettings {
+    type Strategy = BestOfWalks;
+
+    fn build(&self, setup: &Setup) -> Result<BestOfWalks, SearchError> {
         self.validate(0)?;
         let start = uniform_genome(setup.space, &setup.budget)
             .ok_or(SpaceError::Infeasible(setup.budget))?;
@@ -45,8 +52,8 @@ impl BestOfWalksSettings {
 }
 
 impl Settings for BestOfWalksSettings {
-    fn label(&self) -> &'static str {
-        "best-of-walks"
+    fn label(&self) -> String {
+        "best-of-walks".into()
     }
 
     fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
@@ -54,11 +61,6 @@ impl Settings for BestOfWalksSettings {
             return Err(SettingsError::new("n", "must be at least 1"));
         }
         Ok(())
-    }
-
-    fn build(&self, _setup: &Setup) -> Result<AnyStrategy, SearchError> {
-        // Registering it would be one `AnyStrategy` arm; the test drives it directly.
-        Err(SearchError::Config("not registered in AnyStrategy".into()))
     }
 }
 
@@ -94,6 +96,22 @@ impl Strategy for BestOfWalks {
             total: 1,
             label: "step".into(),
         }
+    }
+}
+
+// The registration: the same macro and shape as `framework/registry.rs`, so
+// adding `BestOfWalks` there is these two lines.
+crate::registry! {
+    /// A config's strategy, with the example registered.
+    pub enum ExampleSettings {
+        Uniform = UniformSettings,
+        Dp(DpSettings),
+        BestOfWalks(BestOfWalksSettings),
+    }
+    /// A checkpoint, with the example registered.
+    pub enum ExampleStrategy {
+        Fixed(Fixed),
+        BestOfWalks(BestOfWalks),
     }
 }
 
@@ -140,10 +158,10 @@ fn a_strategy_written_against_the_trait_runs_like_any_other() {
         measured: Measurements::default(),
         given: &[],
     };
-    assert!(BestOfWalksSettings { n: 0 }.make(&setup).is_err());
+    assert!(BestOfWalksSettings { n: 0 }.build(&setup).is_err());
     let settings = BestOfWalksSettings { n: 12 };
     assert_eq!(settings.label(), "best-of-walks");
-    let s = settings.make(&setup).unwrap();
+    let s = settings.build(&setup).unwrap();
     let (done, evals) = run_to_end(s.clone(), &space, fitness);
     assert_eq!(evals, 12);
     let best = done.best().unwrap();
@@ -158,4 +176,58 @@ fn a_strategy_written_against_the_trait_runs_like_any_other() {
     assert_eq!(done.role(), Role::Search);
     // Deterministic from its seed.
     assert_eq!(run_to_end(s, &space, fitness).0, done);
+}
+
+/// The registered example, from a config's RON to a finished checkpoint
+/// through the registry's enums only (what the config crate and the engine
+/// do with `StrategySettings` and `AnyStrategy`).
+#[test]
+fn a_registered_strategy_runs_from_a_config() {
+    #[derive(Deserialize)]
+    struct Config {
+        strategy: ExampleSettings,
+    }
+    // The extensions experiment configs are read with (evocomp-config's `parse_ron`).
+    let options = ron::Options::default().with_default_extension(
+        ron::extensions::Extensions::IMPLICIT_SOME
+            | ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES,
+    );
+    let parse = |text: &str| options.from_str::<Config>(text).map(|c| c.strategy);
+    let settings = parse("(strategy: BestOfWalks(n: 5))").unwrap();
+    assert_eq!(
+        settings,
+        ExampleSettings::BestOfWalks(BestOfWalksSettings { n: 5 })
+    );
+    assert_eq!(settings.label(), "best-of-walks");
+    assert!(parse("(strategy: BestOfWalks(n: 5, m: 1))").is_err());
+    assert_eq!(parse("(strategy: Uniform)").unwrap().label(), "uniform");
+    // Validation goes through the same `settings()` the config crate calls.
+    let zero = parse("(strategy: BestOfWalks(n: 0))").unwrap();
+    assert_eq!(zero.settings().validate(8).unwrap_err().field, "n");
+
+    let space = sparsity_space(6);
+    let u = space.uniform(0).unwrap();
+    let budget = Budget::Exact(space.cost(&u));
+    let setup = Setup {
+        space: &space,
+        budget,
+        hint: BudgetHint::UniformLevel(0),
+        kind: Kind::Sparsity,
+        seed: 11,
+        sample: SampleSpec::new(8, 1),
+        unit_layer: &[0, 0, 1, 1, 2, 2],
+        unit_numel: None,
+        level_errors: None,
+        measured: Measurements::default(),
+        given: &[],
+    };
+    let fresh = settings.build(&setup).unwrap();
+    assert!(matches!(fresh, ExampleStrategy::BestOfWalks(_)));
+    let (done, evals) = run_to_end(fresh, &space, fitness);
+    assert_eq!(evals, 5);
+    assert!(done.is_done());
+    assert!(space.feasible(&done.best().unwrap().genome, &budget));
+    // The other registered entries build their own states.
+    let uniform = parse("(strategy: Uniform)").unwrap().build(&setup).unwrap();
+    assert!(matches!(uniform, ExampleStrategy::Fixed(_)));
 }

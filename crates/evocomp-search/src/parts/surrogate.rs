@@ -10,7 +10,7 @@
 //! per sample by the caller: only differences between genomes scored on
 //! the same tokens are learnt, which is all a ranking needs.
 
-use crate::space::Genome;
+use crate::framework::space::Genome;
 use serde::{Deserialize, Serialize};
 
 /// A fitted model: the training genomes and their dual weights.
@@ -58,7 +58,7 @@ impl Surrogate {
             k[i * n + i] += ridge * units;
         }
         let rhs: Vec<f64> = y.iter().map(|v| v - mean).collect();
-        let alpha = cholesky_solve(&mut k, n, rhs)?;
+        let alpha = cholesky_solve(&k, n, rhs)?;
         Some(Self {
             genomes: genomes.to_vec(),
             alpha,
@@ -78,42 +78,38 @@ impl Surrogate {
     }
 }
 
-/// Solve `a x = b` for a symmetric positive definite `a` (n × n, row-major,
-/// overwritten by its Cholesky factor); None when it is not positive definite.
-fn cholesky_solve(a: &mut [f64], n: usize, mut b: Vec<f64>) -> Option<Vec<f64>> {
+/// Solve `a x = b` for a symmetric positive definite `a` (n × n, row-major)
+/// by faer's Cholesky factorisation, on one thread; None when it is not
+/// positive definite or so close to singular that a pivot falls below
+/// 1e-12 of its diagonal entry.
+fn cholesky_solve(a: &[f64], n: usize, b: Vec<f64>) -> Option<Vec<f64>> {
+    use faer::dyn_stack::{MemBuffer, MemStack};
+    use faer::linalg::cholesky::llt;
+    use faer::{Mat, Par};
+    let mut l = Mat::<f64>::from_fn(n, n, |i, j| if j <= i { a[i * n + j] } else { 0.0 });
+    let mut mem = MemBuffer::new(llt::factor::cholesky_in_place_scratch::<f64>(
+        n,
+        Par::Seq,
+        Default::default(),
+    ));
+    llt::factor::cholesky_in_place(
+        l.as_mut(),
+        Default::default(),
+        Par::Seq,
+        MemStack::new(&mut mem),
+        Default::default(),
+    )
+    .ok()?;
     for j in 0..n {
-        let mut d = a[j * n + j];
-        for k in 0..j {
-            d -= a[j * n + k] * a[j * n + k];
-        }
+        let d = l[(j, j)] * l[(j, j)];
         if d <= 1e-12 * a[j * n + j].abs().max(1.0) || !d.is_finite() {
             return None;
         }
-        let d = d.sqrt();
-        a[j * n + j] = d;
-        for i in j + 1..n {
-            let mut s = a[i * n + j];
-            for k in 0..j {
-                s -= a[i * n + k] * a[j * n + k];
-            }
-            a[i * n + j] = s / d;
-        }
     }
-    for i in 0..n {
-        let mut s = b[i];
-        for k in 0..i {
-            s -= a[i * n + k] * b[k];
-        }
-        b[i] = s / a[i * n + i];
-    }
-    for i in (0..n).rev() {
-        let mut s = b[i];
-        for k in i + 1..n {
-            s -= a[k * n + i] * b[k];
-        }
-        b[i] = s / a[i * n + i];
-    }
-    Some(b)
+    let mut x = Mat::<f64>::from_fn(n, 1, |i, _| b[i]);
+    let mut mem = MemBuffer::new(llt::solve::solve_in_place_scratch::<f64>(n, 1, Par::Seq));
+    llt::solve::solve_in_place(l.as_ref(), x.as_mut(), Par::Seq, MemStack::new(&mut mem));
+    Some((0..n).map(|i| x[(i, 0)]).collect())
 }
 
 /// How well one generation's predictions matched the scores that followed.
@@ -190,7 +186,7 @@ mod tests {
                 .map(|(u, &l)| w[u][l as usize])
                 .sum::<f64>()
         };
-        let random = |r: &mut rand::rngs::StdRng| -> Genome {
+        let random = |r: &mut crate::rng::SeededRng| -> Genome {
             (0..units).map(|_| r.random_range(0..levels)).collect()
         };
         let train: Vec<Genome> = (0..80).map(|_| random(&mut r)).collect();
@@ -223,13 +219,13 @@ mod tests {
     #[test]
     fn pairwise_terms_fit_an_interaction_the_additive_model_cannot() {
         let mut r = rng_for(2, &[]);
-        let random = |r: &mut rand::rngs::StdRng| -> Genome {
+        let random = |r: &mut crate::rng::SeededRng| -> Genome {
             (0..5).map(|_| r.random_range(0..3)).collect()
         };
         let h = |g: &[i64]| -> f64 { g[0] as f64 * 0.3 + if g[1] == g[2] { 1.0 } else { 0.0 } };
         let train: Vec<Genome> = (0..200).map(|_| random(&mut r)).collect();
         let y: Vec<f64> = train.iter().map(|g| h(g)).collect();
-        let err = |pairwise: bool, r: &mut rand::rngs::StdRng| {
+        let err = |pairwise: bool, r: &mut crate::rng::SeededRng| {
             let s = Surrogate::fit(&train, &y, 1e-6, pairwise).unwrap();
             (0..100)
                 .map(|_| {

@@ -1,11 +1,10 @@
 //! EvolKV (Yu et al., 2025): per-layer KV-cache budgets by grouped CMA-ES,
 //! bottom-up, with the cache-score objective and budget completion.
 
-use crate::any::AnyStrategy;
-use crate::cmaes::CmaEs;
-use crate::setup::{Kind, Settings, SettingsError, Setup, ensure};
-use crate::space::{Budget, Genome, Space};
-use crate::strategy::{Best, Progress, Request, SampleSpec, Scored, Strategy, requests};
+use crate::framework::setup::{Build, Kind, Settings, SettingsError, Setup, ensure};
+use crate::framework::space::{Budget, Genome, Space};
+use crate::framework::strategy::{Best, Progress, Request, SampleSpec, Scored, Strategy, requests};
+use crate::parts::cmaes::CmaEs;
 use crate::{SearchError, results_in_order};
 use serde::{Deserialize, Serialize};
 
@@ -44,8 +43,8 @@ fn default_gamma() -> f64 {
 }
 
 impl Settings for EvolKvSettings {
-    fn label(&self) -> &'static str {
-        "EvolKV"
+    fn label(&self) -> String {
+        "EvolKV".into()
     }
 
     fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
@@ -63,8 +62,12 @@ impl Settings for EvolKvSettings {
             "must be in [0, 1]",
         )
     }
+}
 
-    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+impl Build for EvolKvSettings {
+    type Strategy = EvolKv;
+
+    fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
         if !matches!(setup.kind, Kind::KvBudget | Kind::KvBits) {
             return Err(SettingsError::new(
                 "",
@@ -72,7 +75,7 @@ impl Settings for EvolKvSettings {
             )
             .into());
         }
-        Ok(AnyStrategy::EvolKv(Box::new(EvolKv::new(
+        EvolKv::new(
             EvolKvConfig {
                 group_size: self.group_size,
                 generations: self.generations,
@@ -85,7 +88,7 @@ impl Settings for EvolKvSettings {
             },
             setup.space,
             setup.budget,
-        )?)))
+        )
     }
 }
 

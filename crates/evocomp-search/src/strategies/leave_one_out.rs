@@ -1,10 +1,11 @@
 //! Shortened LLaMA's one-shot leave-one-out criterion (Kim et al., 2024).
 
-use crate::any::AnyStrategy;
+use crate::framework::setup::{Build, Settings, Setup};
+use crate::framework::space::{Budget, Genome, Space};
+use crate::framework::strategy::{
+    Best, Progress, Request, Role, SampleSpec, Scored, Strategy, requests,
+};
 use crate::heuristics::lowest_scores_first;
-use crate::setup::{Settings, Setup};
-use crate::space::{Budget, Genome, Space};
-use crate::strategy::{Best, Progress, Request, Role, SampleSpec, Scored, Strategy, requests};
 use crate::{SearchError, results_in_order};
 use serde::{Deserialize, Serialize};
 
@@ -15,16 +16,16 @@ use serde::{Deserialize, Serialize};
 pub struct ShortenedLlamaSettings;
 
 impl Settings for ShortenedLlamaSettings {
-    fn label(&self) -> &'static str {
-        "Shortened-LLaMA"
+    fn label(&self) -> String {
+        "Shortened-LLaMA".into()
     }
+}
 
-    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
-        Ok(AnyStrategy::LeaveOneOut(LeaveOneOut::new(
-            setup.space,
-            setup.budget,
-            setup.sample,
-        )?))
+impl Build for ShortenedLlamaSettings {
+    type Strategy = LeaveOneOut;
+
+    fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
+        LeaveOneOut::new(setup.space, setup.budget, setup.sample)
     }
 }
 

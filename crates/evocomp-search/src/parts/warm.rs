@@ -4,11 +4,12 @@
 //! population holds them all).
 
 use crate::SearchError;
-use crate::any::AnyStrategy;
-use crate::fixed::{DpSettings, OwlSettings, ShortGptSettings, UniformSettings};
+use crate::framework::setup::{Build, Needs, Settings, SettingsError, Setup};
+use crate::framework::space::Genome;
 use crate::heuristics::{fill_budget, start_genome};
-use crate::setup::{Needs, Settings, SettingsError, Setup};
-use crate::space::Genome;
+use crate::strategies::fixed::{
+    DpSettings, Fixed, OwlSettings, ShortGptSettings, UniformSettings, given_genome,
+};
 use serde::{Deserialize, Serialize};
 
 /// A heuristic a search may start from.
@@ -48,9 +49,7 @@ impl WarmStart {
             WarmStart::Given(name) => name.clone(),
             WarmStart::Filled => "filled".into(),
             WarmStart::ShortenedLlama => "Shortened-LLaMA".into(),
-            _ => self
-                .settings()
-                .map_or_else(String::new, |s| s.label().into()),
+            _ => self.settings().map_or_else(String::new, |s| s.label()),
         }
     }
 
@@ -70,21 +69,7 @@ impl WarmStart {
             .into());
         }
         if let WarmStart::Given(name) = self {
-            let offered: Vec<&str> = setup.given.iter().map(|(n, _)| n.as_str()).collect();
-            let (_, g) = setup.given.iter().find(|(n, _)| n == name).ok_or_else(|| {
-                SettingsError::new(
-                    "start",
-                    format!(
-                        "no configuration named {name} here (this study offers: {})",
-                        if offered.is_empty() {
-                            "none".to_string()
-                        } else {
-                            offered.join(", ")
-                        }
-                    ),
-                )
-            })?;
-            setup.space.check(g)?;
+            let g = given_genome(setup, name, "start")?;
             if !setup.budget.allows(setup.space.cost(g)) {
                 return Err(SettingsError::new(
                     "start",
@@ -98,26 +83,28 @@ impl WarmStart {
             }
             return Ok(g.clone());
         }
-        let Some(settings) = self.settings() else {
-            let g = start_genome(setup.seed, setup.space, &setup.budget)
-                .map_err(|e| named(e.into()))?;
-            return Ok(fill_budget(
-                setup.space,
-                &g,
-                &setup.budget,
-                crate::rng::mix(setup.seed, &[0xf111]),
-            ));
-        };
-        match settings.build(setup).map_err(named)? {
-            AnyStrategy::Fixed(f) => f
-                .genomes
-                .into_iter()
-                .next()
-                .ok_or_else(|| named(SearchError::Config("no genome".into()))),
-            _ => Err(named(SearchError::Config(
-                "not a one-shot heuristic".into(),
-            ))),
+        let fixed: Fixed = match self {
+            WarmStart::Uniform => UniformSettings.build(setup),
+            WarmStart::Owl(s) => s.build(setup),
+            WarmStart::ShortGpt => ShortGptSettings.build(setup),
+            WarmStart::Dp(s) => s.build(setup),
+            WarmStart::Filled | WarmStart::Given(_) | WarmStart::ShortenedLlama => {
+                let g = start_genome(setup.seed, setup.space, &setup.budget)
+                    .map_err(|e| named(e.into()))?;
+                return Ok(fill_budget(
+                    setup.space,
+                    &g,
+                    &setup.budget,
+                    crate::rng::mix(setup.seed, &[0xf111]),
+                ));
+            }
         }
+        .map_err(named)?;
+        fixed
+            .genomes
+            .into_iter()
+            .next()
+            .ok_or_else(|| named(SearchError::Config("no genome".into())))
     }
 }
 

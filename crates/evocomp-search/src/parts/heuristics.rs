@@ -4,9 +4,9 @@
 //! The scores themselves (outlier ratios, block cosines) are measured on
 //! the model by the engine; here they are plain numbers.
 
-use crate::evopress::level_switch;
+use crate::framework::space::{Budget, Genome, Space, SpaceError};
 use crate::rng::rng_for;
-use crate::space::{Budget, Genome, Space, SpaceError};
+use crate::strategies::evopress::level_switch;
 use rand::RngExt;
 
 /// The genome nearest to real-valued per-unit level `targets` that meets
@@ -340,7 +340,7 @@ pub fn start_genome(seed: u64, space: &Space, budget: &Budget) -> Result<Genome,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::space::UnitLevels;
+    use crate::framework::space::UnitLevels;
 
     fn grid(n: usize) -> Space {
         Space::new(
@@ -440,7 +440,7 @@ mod tests {
 
     #[test]
     fn shortgpt_drops_the_least_influential_units() {
-        let s = crate::space::kept_or_dropped(5);
+        let s = crate::framework::space::kept_or_dropped(5);
         let g = lowest_scores_first(&s, &[0.5, 0.1, 0.9, 0.05, 0.3], &Budget::Exact(300)).unwrap();
         assert_eq!(g, vec![0, 1, 0, 1, 0]);
     }

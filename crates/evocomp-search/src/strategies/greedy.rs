@@ -2,11 +2,10 @@
 //! levels from where they hurt most to where they hurt least while the real
 //! fitness improves.
 
-use crate::any::AnyStrategy;
+use crate::framework::setup::{Build, Settings, SettingsError, Setup, ensure};
+use crate::framework::space::{Budget, Genome, Space};
+use crate::framework::strategy::{Best, Progress, Request, SampleSpec, Scored, Strategy, requests};
 use crate::heuristics::start_genome;
-use crate::setup::{Settings, SettingsError, Setup, ensure};
-use crate::space::{Budget, Genome, Space};
-use crate::strategy::{Best, Progress, Request, SampleSpec, Scored, Strategy, requests};
 use crate::{SearchError, results_in_order};
 use serde::{Deserialize, Serialize};
 
@@ -28,27 +27,26 @@ fn default_tries() -> usize {
 }
 
 impl Settings for GreedySettings {
-    fn label(&self) -> &'static str {
-        "greedy"
+    fn label(&self) -> String {
+        "greedy".into()
     }
 
     fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
         ensure(self.tries >= 1, "tries", "must be at least 1")
     }
+}
 
-    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+impl Build for GreedySettings {
+    type Strategy = Greedy;
+
+    fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
         let start = start_genome(setup.seed, setup.space, &setup.budget)?;
         let cfg = GreedyConfig {
             max_steps: self.max_steps,
             tries: self.tries,
             sample: setup.sample,
         };
-        Ok(AnyStrategy::Greedy(Greedy::new(
-            cfg,
-            setup.space,
-            setup.budget,
-            start,
-        )?))
+        Greedy::new(cfg, setup.space, setup.budget, start)
     }
 }
 

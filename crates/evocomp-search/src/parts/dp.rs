@@ -2,7 +2,7 @@
 //! multiple-choice knapsack exactly, one level per unit, under the budget.
 
 use crate::SearchError;
-use crate::space::{Budget, Genome, Space};
+use crate::framework::space::{Budget, Genome, Space};
 
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }

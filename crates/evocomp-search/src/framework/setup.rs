@@ -2,14 +2,16 @@
 //! validated here) and a [`Setup`] (space, budget, seed, and the model
 //! measurements a heuristic asked for through [`Needs`]).
 //!
-//! Adding a strategy touches this crate (its file, its settings type, one
-//! arm of [`crate::AnyStrategy`]) and one variant of the config's strategy
-//! enum; the engine builds any strategy through [`Settings::build`].
+//! Adding a strategy touches this crate only: its file (a settings type
+//! with [`Settings`] and [`Build`], a state with [`crate::Strategy`]) and one
+//! line of the registry (`registry.rs`), from which the config's strategy
+//! enum ([`crate::StrategySettings`]) and the checkpoint enum
+//! ([`crate::AnyStrategy`]) follow; the engine builds any strategy through
+//! [`crate::StrategySettings::build`].
 
 use crate::SearchError;
-use crate::any::AnyStrategy;
-use crate::space::{Budget, Space};
-use crate::strategy::SampleSpec;
+use crate::framework::space::{Budget, Space};
+use crate::framework::strategy::SampleSpec;
 use serde::{Deserialize, Serialize};
 
 /// What a space's levels mean.
@@ -67,7 +69,7 @@ pub struct Setup<'a> {
     pub measured: Measurements,
     /// Configurations made outside the search, by name (llama.cpp's presets
     /// on a GGUF-types database), for warm starts to name.
-    pub given: &'a [(String, crate::space::Genome)],
+    pub given: &'a [(String, crate::framework::space::Genome)],
 }
 
 /// A settings value that cannot be used: `field` is the setting's name
@@ -104,7 +106,7 @@ pub(crate) fn ensure(
 /// A strategy's settings, as an experiment config holds them.
 pub trait Settings {
     /// A short name for tables and plots.
-    fn label(&self) -> &'static str;
+    fn label(&self) -> String;
 
     /// Check the values alone; `seq_len` is the tokens per sequence of every sample.
     fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
@@ -121,7 +123,13 @@ pub trait Settings {
     fn search_budget(&self, budget: Budget) -> Budget {
         budget
     }
+}
+
+/// How settings make their strategy's fresh state.
+pub trait Build: Settings {
+    /// The state it makes (one of the registry's strategies).
+    type Strategy: crate::Strategy;
 
     /// A fresh strategy.
-    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError>;
+    fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError>;
 }

@@ -3,27 +3,26 @@
 //! quality-versus-size front in one study), or real vectors.
 
 use crate::SearchError;
-use crate::any::AnyStrategy;
-use crate::heuristics::uniform_genome;
-use crate::pareto::{crowding_distance, non_dominated_sort, select};
-use crate::rng::rng_for;
-use crate::setup::{Settings, SettingsError, Setup, ensure};
-use crate::space::{Budget, Genome, Space};
-use crate::strategy::{
+use crate::framework::setup::{Build, Settings, SettingsError, Setup, ensure};
+use crate::framework::space::{Budget, Genome, Space};
+use crate::framework::strategy::{
     Best, FrontMember, Progress, Request, Role, SampleSpec, Scored, Strategy, requests,
     results_in_order,
 };
+use crate::heuristics::uniform_genome;
+use crate::pareto::{crowding_distance, non_dominated_sort, select};
+use crate::rng::SeededRng;
+use crate::rng::rng_for;
 use rand::RngExt;
-use rand::rngs::StdRng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// How genomes are made, recombined and mutated.
 pub trait Representation {
     type Genome: Clone + PartialEq + std::fmt::Debug + Serialize + DeserializeOwned;
-    fn random(&self, rng: &mut StdRng) -> Self::Genome;
-    fn crossover(&self, a: &Self::Genome, b: &Self::Genome, rng: &mut StdRng) -> Self::Genome;
-    fn mutate(&self, g: &mut Self::Genome, rng: &mut StdRng);
+    fn random(&self, rng: &mut SeededRng) -> Self::Genome;
+    fn crossover(&self, a: &Self::Genome, b: &Self::Genome, rng: &mut SeededRng) -> Self::Genome;
+    fn mutate(&self, g: &mut Self::Genome, rng: &mut SeededRng);
 }
 
 /// NSGA-II's settings.
@@ -153,7 +152,7 @@ impl<R: Representation> Nsga2<R> {
             }
         }
         let n = self.population.len();
-        let tournament = |rng: &mut StdRng| {
+        let tournament = |rng: &mut SeededRng| {
             let (a, b) = (rng.random_range(0..n), rng.random_range(0..n));
             if rank[a] < rank[b] || (rank[a] == rank[b] && crowd[a] > crowd[b]) {
                 a
@@ -193,7 +192,7 @@ pub struct RealVector {
 impl Representation for RealVector {
     type Genome = Vec<f64>;
 
-    fn random(&self, rng: &mut StdRng) -> Vec<f64> {
+    fn random(&self, rng: &mut SeededRng) -> Vec<f64> {
         self.lo
             .iter()
             .zip(&self.hi)
@@ -202,7 +201,7 @@ impl Representation for RealVector {
     }
 
     /// Deb's bounded SBX: one of the two children, at random.
-    fn crossover(&self, a: &Vec<f64>, b: &Vec<f64>, rng: &mut StdRng) -> Vec<f64> {
+    fn crossover(&self, a: &Vec<f64>, b: &Vec<f64>, rng: &mut SeededRng) -> Vec<f64> {
         const ETA: f64 = 20.0;
         let mut c = a.clone();
         if rng.random::<f64>() > 0.9 {
@@ -236,7 +235,7 @@ impl Representation for RealVector {
 
     /// Deb's bounded polynomial mutation: steps shrink near the bounds.
     #[allow(clippy::needless_range_loop)] // g, lo and hi share the index
-    fn mutate(&self, g: &mut Vec<f64>, rng: &mut StdRng) {
+    fn mutate(&self, g: &mut Vec<f64>, rng: &mut SeededRng) {
         const ETA: f64 = 20.0;
         let rate = 1.0 / g.len() as f64;
         for i in 0..g.len() {
@@ -274,7 +273,7 @@ pub struct LevelGenomes {
 }
 
 impl LevelGenomes {
-    fn repair(&self, g: &mut Genome, rng: &mut StdRng) {
+    fn repair(&self, g: &mut Genome, rng: &mut SeededRng) {
         let mut guard = 0;
         while self.space.cost(g) > self.max_cost && guard < 100_000 {
             guard += 1;
@@ -294,7 +293,7 @@ impl LevelGenomes {
 impl Representation for LevelGenomes {
     type Genome = Genome;
 
-    fn random(&self, rng: &mut StdRng) -> Genome {
+    fn random(&self, rng: &mut SeededRng) -> Genome {
         let mut g: Genome = self
             .space
             .units
@@ -305,14 +304,14 @@ impl Representation for LevelGenomes {
         g
     }
 
-    fn crossover(&self, a: &Genome, b: &Genome, rng: &mut StdRng) -> Genome {
+    fn crossover(&self, a: &Genome, b: &Genome, rng: &mut SeededRng) -> Genome {
         a.iter()
             .zip(b)
             .map(|(&x, &y)| if rng.random::<bool>() { x } else { y })
             .collect()
     }
 
-    fn mutate(&self, g: &mut Genome, rng: &mut StdRng) {
+    fn mutate(&self, g: &mut Genome, rng: &mut SeededRng) {
         let flips = rng
             .random_range(1..=3usize)
             .min(rng.random_range(1..=3usize));
@@ -342,8 +341,8 @@ pub struct Nsga2Settings {
 }
 
 impl Settings for Nsga2Settings {
-    fn label(&self) -> &'static str {
-        "NSGA-II"
+    fn label(&self) -> String {
+        "NSGA-II".into()
     }
 
     fn validate(&self, seq_len: usize) -> Result<(), SettingsError> {
@@ -366,7 +365,7 @@ impl Settings for Nsga2Settings {
         Ok(())
     }
 
-    fn needs(&self) -> crate::setup::Needs {
+    fn needs(&self) -> crate::framework::setup::Needs {
         crate::warm::needs(&self.warm)
     }
 
@@ -374,8 +373,12 @@ impl Settings for Nsga2Settings {
     fn search_budget(&self, budget: Budget) -> Budget {
         Budget::AtMost(budget.limit())
     }
+}
 
-    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+impl Build for Nsga2Settings {
+    type Strategy = LevelNsga2;
+
+    fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
         let mut initial: Vec<Genome> = uniform_genome(setup.space, &setup.budget)
             .into_iter()
             .collect();
@@ -384,7 +387,7 @@ impl Settings for Nsga2Settings {
                 initial.push(g);
             }
         }
-        Ok(AnyStrategy::Nsga2(LevelNsga2::new(
+        LevelNsga2::new(
             Nsga2Config {
                 population: self.population,
                 generations: self.generations,
@@ -394,7 +397,7 @@ impl Settings for Nsga2Settings {
             setup.budget.limit(),
             initial,
             setup.sample,
-        )?))
+        )
     }
 }
 

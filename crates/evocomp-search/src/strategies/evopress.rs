@@ -6,13 +6,12 @@
 //! and the generation number: the same seed and the same told fitnesses give
 //! the same asks, before or after a checkpoint round trip.
 
-use crate::any::AnyStrategy;
+use crate::framework::setup::{BudgetHint, Build, Needs, Settings, SettingsError, Setup, ensure};
+use crate::framework::space::{Budget, Genome, Space};
+use crate::framework::strategy::{Best, Progress, Request, SampleSpec, Scored, Strategy};
 use crate::heuristics::start_genome;
 use crate::racing::Racing;
 use crate::rng::rng_for;
-use crate::setup::{BudgetHint, Needs, Settings, SettingsError, Setup, ensure};
-use crate::space::{Budget, Genome, Space};
-use crate::strategy::{Best, Progress, Request, SampleSpec, Scored, Strategy};
 use crate::surrogate::{PredictionError, Surrogate, rank_correlation};
 use crate::warm::WarmStart;
 use crate::{SearchError, results_in_order};
@@ -178,8 +177,8 @@ impl EvoPressSettings {
 }
 
 impl Settings for EvoPressSettings {
-    fn label(&self) -> &'static str {
-        "EvoPress"
+    fn label(&self) -> String {
+        "EvoPress".into()
     }
 
     fn validate(&self, seq_len: usize) -> Result<(), SettingsError> {
@@ -281,8 +280,12 @@ impl Settings for EvoPressSettings {
             _ => Needs::default(),
         }
     }
+}
 
-    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+impl Build for EvoPressSettings {
+    type Strategy = EvoPress;
+
+    fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
         let cfg = self.config(setup.space.len(), setup.hint, setup.seed);
         let s = match &cfg.start {
             Start::Best { of, tokens } => {
@@ -296,7 +299,7 @@ impl Settings for EvoPressSettings {
                 EvoPress::new(cfg, setup.space, setup.budget, start)?
             }
         };
-        Ok(AnyStrategy::EvoPress(Box::new(s)))
+        Ok(s)
     }
 }
 
@@ -725,13 +728,13 @@ impl Strategy for EvoPress {
     fn ask(&self, space: &Space) -> Vec<Request> {
         match &self.phase {
             Phase::Done => Vec::new(),
-            Phase::Probe { tokens, .. } => crate::strategy::requests(
-                &crate::leave_one_out::LeaveOneOut::probes(space),
+            Phase::Probe { tokens, .. } => crate::framework::strategy::requests(
+                &crate::strategies::leave_one_out::LeaveOneOut::probes(space),
                 self.start_sample(*tokens),
                 true,
             ),
             Phase::Start { pool, tokens } => {
-                crate::strategy::requests(pool, self.start_sample(*tokens), false)
+                crate::framework::strategy::requests(pool, self.start_sample(*tokens), false)
             }
             Phase::Stage {
                 stage,
@@ -964,7 +967,7 @@ pub fn level_switch(space: &Space, g: &mut [i64], rng: &mut impl rand::Rng) -> b
     }
 }
 
-fn next_level(u: &crate::space::UnitLevels, level: i64, dir: i64) -> i64 {
+fn next_level(u: &crate::framework::space::UnitLevels, level: i64, dir: i64) -> i64 {
     let i = u.index(level).expect("a valid level") as i64 + dir;
     u.levels[i as usize]
 }

@@ -2,13 +2,16 @@
 //! baselines (uniform, OWL, ShortGPT, PyramidKV, DP) and best-of-N random,
 //! with their settings.
 
-use crate::any::AnyStrategy;
+use crate::framework::setup::{
+    BudgetHint, Build, Kind, Needs, Settings, SettingsError, Setup, ensure,
+};
+use crate::framework::space::{Genome, Space};
+use crate::framework::strategy::{
+    Best, Progress, Request, Role, SampleSpec, Scored, Strategy, requests,
+};
 use crate::heuristics::{
     lowest_scores_first, owl_genome, pyramid_genome, random_feasible, start_genome, uniform_genome,
 };
-use crate::setup::{BudgetHint, Kind, Needs, Settings, SettingsError, Setup, ensure};
-use crate::space::{Genome, Space};
-use crate::strategy::{Best, Progress, Request, Role, SampleSpec, Scored, Strategy, requests};
 use crate::{SearchError, knapsack, knapsack_per_group, results_in_order};
 use serde::{Deserialize, Serialize};
 
@@ -83,39 +86,91 @@ impl Strategy for Fixed {
     }
 }
 
-fn fixed(g: Vec<Genome>, setup: &Setup, role: Role) -> Result<AnyStrategy, SearchError> {
-    Ok(AnyStrategy::Fixed(Fixed::new(g, setup.sample, role)?))
+fn fixed(g: Vec<Genome>, setup: &Setup, role: Role) -> Result<Fixed, SearchError> {
+    Fixed::new(g, setup.sample, role)
 }
 
-/// One configuration made outside the search (llama.cpp's presets, whose
-/// rules know tensor names), scored as a reference point.
+/// A configuration made outside the search and offered by the study by
+/// name, scored as a reference point: llama.cpp's presets on a GGUF-types
+/// database, whose rules know tensor names (`strategy: LlamaCpp(Q4_K_M)`).
+/// The name is written bare in RON and as a string in JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GivenSettings {
-    pub label: &'static str,
-    pub genome: Genome,
+pub struct LlamaCppSettings(pub String);
+
+impl Serialize for LlamaCppSettings {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
 }
 
-impl Settings for GivenSettings {
-    fn label(&self) -> &'static str {
-        self.label
+impl<'de> Deserialize<'de> for LlamaCppSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = LlamaCppSettings;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a preset's name, such as Q4_K_M")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(LlamaCppSettings(v.to_string()))
+            }
+        }
+        d.deserialize_identifier(Name)
     }
+}
 
-    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
-        let space = setup.space;
-        space.check(&self.genome).map_err(SearchError::Space)?;
-        let cost = space.cost(&self.genome);
+impl Settings for LlamaCppSettings {
+    fn label(&self) -> String {
+        format!("llama.cpp {}", self.0)
+    }
+}
+
+impl Build for LlamaCppSettings {
+    type Strategy = Fixed;
+
+    fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
+        let genome = given_genome(setup, &self.0, "")?;
+        let cost = setup.space.cost(genome);
         if cost > setup.budget.limit() {
             return Err(SettingsError::new(
                 "",
                 format!(
                     "{} costs {cost}, over the budget {:?}",
-                    self.label, setup.budget
+                    self.label(),
+                    setup.budget
                 ),
             )
             .into());
         }
-        fixed(vec![self.genome.clone()], setup, Role::Heuristic)
+        fixed(vec![genome.clone()], setup, Role::Heuristic)
     }
+}
+
+/// The configuration the study offers as `name` (see [`Setup::given`]),
+/// checked against the space; an error at `field` lists what is offered.
+pub(crate) fn given_genome<'a>(
+    setup: &Setup<'a>,
+    name: &str,
+    field: &str,
+) -> Result<&'a Genome, SearchError> {
+    let Some((_, g)) = setup.given.iter().find(|(n, _)| n == name) else {
+        let offered: Vec<&str> = setup.given.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(SettingsError::new(
+            field,
+            format!(
+                "no configuration named {name} here (this study offers: {}; llama.cpp's \
+                 presets are offered by GGUF-types databases)",
+                if offered.is_empty() {
+                    "none".to_string()
+                } else {
+                    offered.join(", ")
+                }
+            ),
+        )
+        .into());
+    };
+    setup.space.check(g)?;
+    Ok(g)
 }
 
 /// Every unit at the budget's level.
@@ -123,11 +178,15 @@ impl Settings for GivenSettings {
 pub struct UniformSettings;
 
 impl Settings for UniformSettings {
-    fn label(&self) -> &'static str {
-        "uniform"
+    fn label(&self) -> String {
+        "uniform".into()
     }
+}
 
-    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+impl Build for UniformSettings {
+    type Strategy = Fixed;
+
+    fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
         let g = uniform_genome(setup.space, &setup.budget).ok_or_else(|| {
             SettingsError::new(
                 "",
@@ -149,15 +208,19 @@ pub struct RandomSettings {
 }
 
 impl Settings for RandomSettings {
-    fn label(&self) -> &'static str {
-        "random"
+    fn label(&self) -> String {
+        "random".into()
     }
 
     fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
         ensure(self.n >= 1, "n", "must be at least 1")
     }
+}
 
-    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+impl Build for RandomSettings {
+    type Strategy = Fixed;
+
+    fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
         let start = start_genome(setup.seed, setup.space, &setup.budget)?;
         let gs = random_feasible(setup.space, &start, &setup.budget, self.n, setup.seed);
         fixed(gs, setup, Role::Heuristic)
@@ -183,8 +246,8 @@ fn default_owl_m() -> f64 {
 }
 
 impl Settings for OwlSettings {
-    fn label(&self) -> &'static str {
-        "OWL"
+    fn label(&self) -> String {
+        "OWL".into()
     }
 
     fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
@@ -206,8 +269,12 @@ impl Settings for OwlSettings {
             ..Needs::default()
         }
     }
+}
 
-    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+impl Build for OwlSettings {
+    type Strategy = Fixed;
+
+    fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
         if setup.kind != Kind::Sparsity {
             return Err(SettingsError::new(
                 "",
@@ -261,8 +328,8 @@ impl Settings for OwlSettings {
 pub struct ShortGptSettings;
 
 impl Settings for ShortGptSettings {
-    fn label(&self) -> &'static str {
-        "ShortGPT"
+    fn label(&self) -> String {
+        "ShortGPT".into()
     }
 
     fn needs(&self) -> Needs {
@@ -271,8 +338,12 @@ impl Settings for ShortGptSettings {
             ..Needs::default()
         }
     }
+}
 
-    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+impl Build for ShortGptSettings {
+    type Strategy = Fixed;
+
+    fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
         let bi =
             setup.measured.block_influence.as_ref().ok_or_else(|| {
                 SearchError::Config("ShortGPT needs the blocks' influence".into())
@@ -297,8 +368,8 @@ fn default_beta() -> f64 {
 }
 
 impl Settings for PyramidKvSettings {
-    fn label(&self) -> &'static str {
-        "PyramidKV"
+    fn label(&self) -> String {
+        "PyramidKV".into()
     }
 
     fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
@@ -308,8 +379,12 @@ impl Settings for PyramidKvSettings {
             format!("must be at least 1, got {}", self.beta),
         )
     }
+}
 
-    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+impl Build for PyramidKvSettings {
+    type Strategy = Fixed;
+
+    fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
         if !matches!(setup.kind, Kind::KvBudget | Kind::KvBits) {
             return Err(SettingsError::new(
                 "",
@@ -340,15 +415,19 @@ fn default_dp_states() -> usize {
 }
 
 impl Settings for DpSettings {
-    fn label(&self) -> &'static str {
-        "DP"
+    fn label(&self) -> String {
+        "DP".into()
     }
 
     fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
         ensure(self.max_states >= 16, "max_states", "must be at least 16")
     }
+}
 
-    fn build(&self, setup: &Setup) -> Result<AnyStrategy, SearchError> {
+impl Build for DpSettings {
+    type Strategy = Fixed;
+
+    fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
         let errors = setup.level_errors.ok_or_else(|| {
             SettingsError::new(
                 "",

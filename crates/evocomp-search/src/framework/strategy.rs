@@ -3,7 +3,7 @@
 //! genome, front members and progress.
 
 use crate::SearchError;
-use crate::space::{Genome, Space};
+use crate::framework::space::{Genome, Space};
 use serde::{Deserialize, Serialize};
 
 /// Which token sample a genome is scored on: `tokens` tokens drawn with
