@@ -19,8 +19,9 @@ use std::ops::Range;
 
 mod measure;
 mod rows;
+use evocomp_model::kernels::lse::log_sum_exp_rows;
 pub use measure::{block_influence, owl_outlier_ratios};
-use rows::{log_sum_exp_rows, top_k};
+use rows::top_k;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {

@@ -53,16 +53,25 @@ pub fn exp_neg(x: f32) -> f32 {
     f32::from_bits((p.to_bits() as i32).wrapping_add(ni.wrapping_shl(23)) as u32)
 }
 
-/// `fn $name(args) -> ret` calling `$body(args)` compiled for the best
-/// instruction set the CPU has: AVX-512 (F/BW/DQ/VL), AVX2 + FMA, or the
-/// baseline. `$body` must be `#[inline(always)]` so each copy is compiled
-/// with its own features.
+/// `fn $on(cpu, args) -> ret` calling `$body(args)` compiled for the
+/// instruction set `cpu` proves ([`isa::Cpu`]): AVX-512 (F/BW/DQ/VL), AVX2 +
+/// FMA, or the baseline; and `fn $name(args)`, the same on
+/// [`isa::Cpu::active`]. `$body` must be `#[inline(always)]` so each copy is
+/// compiled with its own features.
 macro_rules! dispatch {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident / $on:ident ($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident) => {
         $(#[$m])*
+        #[allow(dead_code)]
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            $on($crate::kernels::isa::Cpu::active(), $($arg),*)
+        }
+
+        /// The same, on the copy compiled for `cpu`'s instruction set.
+        #[allow(dead_code)]
+        $vis fn $on(cpu: $crate::kernels::isa::Cpu, $($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
+                use $crate::kernels::isa::Isa;
                 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
                 unsafe fn v4($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
@@ -71,31 +80,25 @@ macro_rules! dispatch {
                 unsafe fn v3($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
-                if $crate::kernels::cpu_has_avx512() {
-                    // SAFETY: the CPU has every feature `v4` is compiled for.
-                    return unsafe { v4($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: as above, for `v3`.
-                    return unsafe { v3($($arg),*) };
+                match cpu.isa() {
+                    // SAFETY: a `Cpu` proving AVX-512 (or more) exists only
+                    // where detection found every feature `v4` is compiled for.
+                    Isa::Avx512 | Isa::Avx512Bf16 => return unsafe { v4($($arg),*) },
+                    // SAFETY: as above, for AVX2 + FMA and `v3`.
+                    Isa::Avx2 => return unsafe { v3($($arg),*) },
+                    Isa::Baseline => {}
                 }
             }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = cpu;
             $body($($arg),*)
         }
     };
 }
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn cpu_has_avx512() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512dq")
-        && std::arch::is_x86_feature_detected!("avx512vl")
-}
-
 pub(crate) mod bf16;
+pub mod isa;
+pub mod lse;
 
 /// Lanes of the fixed-order sums (a whole AVX-512 register of f32).
 const LANES: usize = 16;
@@ -219,7 +222,7 @@ fn silu_mul_body(g: &mut [f32], u: &[f32]) {
     }
 }
 
-dispatch!(fn silu_mul_slices(g: &mut [f32], u: &[f32]) = silu_mul_body);
+dispatch!(fn silu_mul_slices / silu_mul_slices_on (g: &mut [f32], u: &[f32]) = silu_mul_body);
 
 /// Elements per parallel piece of an elementwise kernel.
 const PIECE: usize = 1 << 14;
@@ -406,6 +409,11 @@ fn attention_task_body(
     let mut kt = vec![0.0f32; hd * kt_row];
     let mut vv = vec![0.0f32; t * v_row];
     let mut tmp = vec![0.0f32; hd];
+    // bad_before[j]: how many of the first j value rows hold a NaN or an
+    // infinity. A query's zero weight on such a row it does not see would
+    // make its output NaN (0 × inf), so groups whose keys include one take
+    // each query over its own keys alone.
+    let mut bad_before = vec![0usize; t + 1];
     for j in 0..t {
         let row = (b * t + j) * nkv + kvh;
         let pos = j * hd..(j + 1) * hd;
@@ -418,7 +426,9 @@ fn attention_task_body(
         for (d, &x) in tmp.iter().enumerate() {
             kt[d * kt_row + j] = x;
         }
-        vv[j * v_row..j * v_row + hd].copy_from_slice(&v[row * hd..(row + 1) * hd]);
+        let vrow = &v[row * hd..(row + 1) * hd];
+        vv[j * v_row..j * v_row + hd].copy_from_slice(vrow);
+        bad_before[j + 1] = bad_before[j] + usize::from(vrow.iter().any(|x| !x.is_finite()));
     }
     let first_key = |i: usize| s.window.map_or(0, |w| (i + 1).saturating_sub(w));
     // Per group: the queries after RoPE, and their scores then weights (one
@@ -463,6 +473,7 @@ fn attention_task_body(
             }
             let mut sums = [0.0f32; QUERIES];
             let mut nan = [false; QUERIES];
+            let mut seen_of = [(); QUERIES].map(|_| 0..0);
             for (qi, sc) in scores.iter_mut().enumerate() {
                 if qi >= g {
                     sc[..n].fill(0.0);
@@ -472,12 +483,32 @@ fn attention_task_body(
                 // This query's keys within the group's: first_key(i)..=i;
                 // the others get weight zero.
                 let seen = first_key(i) - lo..i + 1 - lo;
+                seen_of[qi] = seen.clone();
                 match scale_max(&mut sc[seen.clone()], s.scale) {
                     Some(max) => sums[qi] = exp_sum(&mut sc[seen.clone()], max),
                     None => nan[qi] = true,
                 }
                 sc[..seen.start].fill(0.0);
                 sc[seen.end..n].fill(0.0);
+            }
+            if bad_before[lo + n] > bad_before[lo] {
+                // A non-finite value among the group's keys: each query over
+                // its own (the same sums: the group's path only adds exact
+                // zeros before and after them).
+                for qi in 0..g {
+                    let seen = seen_of[qi].clone();
+                    let w = &scores[qi][seen.clone()];
+                    let rows = &vv[(lo + seen.start) * v_row..(lo + seen.end) * v_row];
+                    for db in (0..hd).step_by(BLOCK) {
+                        let acc = block_products::<BLOCK>(rows, v_row, db, [w; QUERIES]);
+                        let wd = BLOCK.min(hd - db);
+                        let at = ((i0 + qi) * rep + r) * hd + db;
+                        for (od, &a) in out[at..at + wd].iter_mut().zip(&acc[0]) {
+                            *od = if nan[qi] { f32::NAN } else { a / sums[qi] };
+                        }
+                    }
+                }
+                continue;
             }
             let pw = scores.each_ref().map(|sc| &sc[..n]);
             let rows = &vv[lo * v_row..(lo + n) * v_row];
@@ -496,7 +527,7 @@ fn attention_task_body(
     }
 }
 
-dispatch!(fn attention_task(s: &AttentionShape, x: &AttentionInputs, b: usize, kvh: usize, out: &mut [f32]) = attention_task_body);
+dispatch!(fn attention_task / attention_task_on (s: &AttentionShape, x: &AttentionInputs, b: usize, kvh: usize, out: &mut [f32]) = attention_task_body);
 
 /// Causal attention with RoPE at positions 0..T: `q` `[B, T, H, D]`, `k`
 /// and `v` `[B, T, KVH, D]` (before RoPE), `cos`/`sin` the `[positions, D]`
@@ -545,6 +576,7 @@ pub(crate) fn causal_attention(
 
 #[cfg(test)]
 mod tests {
+    use super::isa::Cpu;
     use super::*;
 
     #[test]
@@ -561,10 +593,8 @@ mod tests {
         let _ = exp_neg(f32::NAN);
     }
 
-    /// Every compiled copy gives the same bits (they differ only in the
-    /// instructions the compiler may use).
     #[test]
-    fn silu_mul_matches_the_scalar_formula_on_every_instruction_set() {
+    fn silu_mul_matches_the_scalar_formula() {
         let n = 3 * LANES + 5;
         let g: Vec<f32> = (0..n).map(|i| (i as f32 - 30.0) * 0.731).collect();
         let u: Vec<f32> = (0..n).map(|i| 1.0 + (i as f32) * 0.01).collect();
@@ -582,27 +612,43 @@ mod tests {
         assert_eq!(base, dispatched);
     }
 
-    /// The attention task compiled for the baseline instruction set (the
-    /// body called directly) and as dispatched on this CPU give the same
-    /// bits, with and without a window, over rows longer than a block and
-    /// a group of queries that does not divide the length.
-    #[test]
-    fn attention_gives_the_same_bits_on_every_instruction_set() {
-        let (t, nh, nkv, hd) = (BLOCK + 23, 4, 2, 8);
-        let mut x = 0.37f32;
-        let mut next = || {
-            x = (x * 3.7 + 0.11).fract();
-            x * 2.0 - 1.0
-        };
-        let q: Vec<f32> = (0..t * nh * hd).map(|_| next()).collect();
-        let k: Vec<f32> = (0..t * nkv * hd).map(|_| next()).collect();
-        let v: Vec<f32> = (0..t * nkv * hd).map(|_| next()).collect();
-        let cos: Vec<f32> = (0..t * hd).map(|i| ((i % 13) as f32 * 0.3).cos()).collect();
-        let sin: Vec<f32> = (0..t * hd).map(|i| ((i % 13) as f32 * 0.3).sin()).collect();
-        for window in [None, Some(5), Some(BLOCK + 1)] {
+    /// Attention inputs: `t` positions, 4 query heads on 2 key/value heads.
+    struct AttentionCase {
+        t: usize,
+        q: Vec<f32>,
+        k: Vec<f32>,
+        v: Vec<f32>,
+        cos: Vec<f32>,
+        sin: Vec<f32>,
+    }
+
+    const HEADS: (usize, usize, usize) = (4, 2, 8);
+
+    impl AttentionCase {
+        fn new(t: usize) -> Self {
+            let (nh, nkv, hd) = HEADS;
+            let mut x = 0.37f32;
+            let mut next = || {
+                x = (x * 3.7 + 0.11).fract();
+                x * 2.0 - 1.0
+            };
+            Self {
+                t,
+                q: (0..t * nh * hd).map(|_| next()).collect(),
+                k: (0..t * nkv * hd).map(|_| next()).collect(),
+                v: (0..t * nkv * hd).map(|_| next()).collect(),
+                cos: (0..t * hd).map(|i| ((i % 13) as f32 * 0.3).cos()).collect(),
+                sin: (0..t * hd).map(|i| ((i % 13) as f32 * 0.3).sin()).collect(),
+            }
+        }
+
+        /// Every key/value head's task output, on `cpu` (None: the body as
+        /// compiled for the baseline, called directly).
+        fn run(&self, cpu: Option<Cpu>, window: Option<usize>) -> Vec<Vec<f32>> {
+            let (nh, nkv, hd) = HEADS;
             let s = AttentionShape {
                 batch: 1,
-                len: t,
+                len: self.t,
                 heads: nh,
                 kv_heads: nkv,
                 head_dim: hd,
@@ -610,19 +656,126 @@ mod tests {
                 scale: 0.35,
             };
             let x = AttentionInputs {
-                q: &q,
-                k: &k,
-                v: &v,
-                cos: &cos,
-                sin: &sin,
+                q: &self.q,
+                k: &self.k,
+                v: &self.v,
+                cos: &self.cos,
+                sin: &self.sin,
             };
-            for kvh in 0..nkv {
-                let mut base = vec![0.0f32; 2 * t * hd];
-                attention_task_body(&s, &x, 0, kvh, &mut base);
-                let mut fast = vec![0.0f32; 2 * t * hd];
-                attention_task(&s, &x, 0, kvh, &mut fast);
-                assert!(base.iter().all(|x| x.is_finite()));
-                assert_eq!(base, fast, "window {window:?}, key/value head {kvh}");
+            (0..nkv)
+                .map(|kvh| {
+                    let mut out = vec![0.0f32; nh / nkv * self.t * hd];
+                    match cpu {
+                        Some(cpu) => attention_task_on(cpu, &s, &x, 0, kvh, &mut out),
+                        None => attention_task_body(&s, &x, 0, kvh, &mut out),
+                    }
+                    out
+                })
+                .collect()
+        }
+    }
+
+    /// Every kernel copy compiled for `cpu`'s instruction set gives the
+    /// baseline copy's bits: SiLU-gate, attention (with and without a
+    /// window, rows longer than a block, a group of queries that does not
+    /// divide the length), log-sum-exp and bf16 products.
+    fn copies_give_the_baseline_bits(cpu: Cpu) {
+        let base = Cpu::with(isa::Isa::Baseline).expect("every CPU has the baseline");
+        let n = 5 * LANES + 3;
+        let g: Vec<f32> = (0..n).map(|i| (i as f32 - 40.0) * 0.531).collect();
+        let u: Vec<f32> = (0..n).map(|i| 1.0 - (i as f32) * 0.013).collect();
+        let (mut a, mut b) = (g.clone(), g.clone());
+        silu_mul_slices_on(base, &mut a, &u);
+        silu_mul_slices_on(cpu, &mut b, &u);
+        assert_eq!(a, b, "silu_mul on {}", cpu.isa());
+
+        let case = AttentionCase::new(BLOCK + 23);
+        for window in [None, Some(5), Some(BLOCK + 1)] {
+            let want = case.run(None, window);
+            assert!(want.iter().flatten().all(|x| x.is_finite()));
+            assert_eq!(case.run(Some(base), window), want, "window {window:?}");
+            assert_eq!(
+                case.run(Some(cpu), window),
+                want,
+                "attention on {}, window {window:?}",
+                cpu.isa()
+            );
+        }
+
+        for len in [1usize, 15, 16, 17, 33, 1000, 49_152] {
+            let row: Vec<f32> = (0..len)
+                .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 30.0)
+                .collect();
+            assert_eq!(
+                lse::log_sum_exp_on(cpu, &row).to_bits(),
+                lse::log_sum_exp_on(base, &row).to_bits(),
+                "log-sum-exp of {len} on {}",
+                cpu.isa()
+            );
+        }
+
+        let d = Device::flex();
+        for (m, k, n) in [(13, 7, 33), (30, 64, 70), (5, 129, 32)] {
+            let x = Tensor::<2>::random([m, k], burn::tensor::Distribution::Default, &d);
+            let w = Tensor::<2>::random([k, n], burn::tensor::Distribution::Default, &d);
+            let bits = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+            assert_eq!(
+                bits(bf16::linear_on(cpu, x.clone(), w.clone(), None)),
+                bits(bf16::linear_on(base, x, w, None)),
+                "bf16 products {m}x{k}x{n} on {}",
+                cpu.isa()
+            );
+        }
+    }
+
+    #[test]
+    #[cfg_attr(not(evocomp_host_avx2), ignore = "this machine has no AVX2 + FMA")]
+    fn avx2_copies_give_the_baseline_bits() {
+        copies_give_the_baseline_bits(Cpu::with(isa::Isa::Avx2).expect("no AVX2 + FMA here"));
+    }
+
+    #[test]
+    #[cfg_attr(not(evocomp_host_avx512), ignore = "this machine has no AVX-512")]
+    fn avx512_copies_give_the_baseline_bits() {
+        copies_give_the_baseline_bits(Cpu::with(isa::Isa::Avx512).expect("no AVX-512 here"));
+    }
+
+    /// A NaN or infinite key and value at one position poison the outputs of
+    /// the queries that see it and no other: not the earlier queries of its
+    /// group of four (their weight on it is zero, and 0 × inf is NaN), nor
+    /// those whose window has passed it. Every copy.
+    #[test]
+    fn a_poisoned_key_reaches_only_the_queries_that_see_it() {
+        let (nh, nkv, hd) = HEADS;
+        let rep = nh / nkv;
+        let t = 2 * QUERIES + 3;
+        let clean = AttentionCase::new(t);
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for j in [1, QUERIES + 2] {
+                for window in [None, Some(2)] {
+                    let mut case = AttentionCase::new(t);
+                    // Position j, key/value head 0: key and value.
+                    case.k[j * nkv * hd] = bad;
+                    case.v[j * nkv * hd + 3] = bad;
+                    let want = clean.run(None, window);
+                    for cpu in Cpu::all() {
+                        let got = case.run(Some(cpu), window);
+                        // Head 1 never reads key/value head 0.
+                        assert_eq!(got[1], want[1]);
+                        for i in 0..t {
+                            let sees = i >= j && window.is_none_or(|w| i < j + w);
+                            for r in 0..rep {
+                                let at = (i * rep + r) * hd;
+                                let o = &got[0][at..at + hd];
+                                if sees {
+                                    assert!(o.iter().all(|x| x.is_nan()), "{bad} at {j}: {i}");
+                                } else {
+                                    assert_eq!(o, &want[0][at..at + hd], "{bad} at {j}: {i}");
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
     }

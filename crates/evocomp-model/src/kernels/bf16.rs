@@ -25,6 +25,7 @@
 //!
 //! [`Matmul::Bf16`]: crate::Matmul::Bf16
 
+use super::isa::Cpu;
 use super::{flex, flex_view, on_flex, slice, to_tensor};
 use burn::tensor::{DType, Tensor};
 use burn_flex::Flex;
@@ -102,7 +103,7 @@ fn pairs_body(x: &[f32], k: usize, out: &mut [u32]) {
     }
 }
 
-dispatch!(fn pairs(x: &[f32], k: usize, out: &mut [u32]) = pairs_body);
+dispatch!(fn pairs / pairs_on (x: &[f32], k: usize, out: &mut [u32]) = pairs_body);
 
 /// A weight's values as they lie in a flex buffer, from its view's start.
 #[derive(Clone, Copy)]
@@ -145,7 +146,7 @@ impl WeightView<'_> {
     }
 
     /// Columns `j0..j0 + NR` (zero past n) as `[kp][NR]` bf16 pairs.
-    fn pack(&self, j0: usize, out: &mut [u32]) {
+    fn pack(&self, cpu: Cpu, j0: usize, out: &mut [u32]) {
         let (k, kp) = (self.k, self.k.div_ceil(2));
         let cols = NR.min(self.n - j0);
         if cols < NR {
@@ -156,9 +157,9 @@ impl WeightView<'_> {
         // or columns of k (a transposed view: a tied head read through the
         // embedding table).
         if self.cs == 1 && cols == NR {
-            pack_rows(d, self.rs, k, out);
+            pack_rows_on(cpu, d, self.rs, k, out);
         } else if self.rs == 1 {
-            pack_cols(d, self.cs, k, cols, out);
+            pack_cols_on(cpu, d, self.cs, k, cols, out);
         } else {
             for p in 0..kp {
                 for c in 0..cols {
@@ -254,8 +255,8 @@ fn pack_cols_body(d: Weight, cs: usize, k: usize, cols: usize, out: &mut [u32]) 
     }
 }
 
-dispatch!(fn pack_rows(d: Weight, rs: usize, k: usize, out: &mut [u32]) = pack_rows_body);
-dispatch!(fn pack_cols(d: Weight, cs: usize, k: usize, cols: usize, out: &mut [u32]) = pack_cols_body);
+dispatch!(fn pack_rows / pack_rows_on (d: Weight, rs: usize, k: usize, out: &mut [u32]) = pack_rows_body);
+dispatch!(fn pack_cols / pack_cols_on (d: Weight, cs: usize, k: usize, cols: usize, out: &mut [u32]) = pack_cols_body);
 
 /// One tile on a CPU without the instruction: for each of the [`MR`] rows
 /// of `a` (a tile's pairs, `[kp][MR]`) and each of the panel's [`NR`] columns, the sum
@@ -284,7 +285,7 @@ fn tile_emulated_body(a: &[u32], kp: usize, b: &[u32], out: &mut [[f32; NR]; MR]
     }
 }
 
-dispatch!(fn tile_emulated(a: &[u32], kp: usize, b: &[u32], out: &mut [[f32; NR]; MR]) = tile_emulated_body);
+dispatch!(fn tile_emulated / tile_emulated_on (a: &[u32], kp: usize, b: &[u32], out: &mut [[f32; NR]; MR]) = tile_emulated_body);
 
 /// One tile with `vdpbf16ps`: [`MR`] rows × [`NR`] columns, the sums in 24
 /// registers over the whole of k.
@@ -326,36 +327,17 @@ unsafe fn tile_avx512bf16(a: &[u32], kp: usize, b: &[u32], out: &mut [[f32; NR];
     }
 }
 
-/// How a tile is computed: the same bits either way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Isa {
-    /// `vdpbf16ps` (AVX512_BF16).
-    Avx512Bf16,
-    /// Fused multiply-adds in the instruction's order (any CPU).
-    Emulated,
-}
-
-impl Isa {
-    /// The fastest this CPU has.
-    pub(crate) fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bf16")
-        {
-            return Isa::Avx512Bf16;
-        }
-        Isa::Emulated
+/// One tile on `cpu`: `vdpbf16ps` where it proves AVX512_BF16, else the
+/// instruction's arithmetic emulated (the same bits either way).
+fn tile_on(cpu: Cpu, a: &[u32], kp: usize, b: &[u32], out: &mut [[f32; NR]; MR]) {
+    #[cfg(target_arch = "x86_64")]
+    if cpu.isa() == super::isa::Isa::Avx512Bf16 {
+        // SAFETY: a `Cpu` proving AVX512_BF16 exists only where detection
+        // found it (and AVX-512 F); the slices are one tile's rows and one
+        // panel.
+        return unsafe { tile_avx512bf16(a, kp, b, out) };
     }
-
-    fn tile(self, a: &[u32], kp: usize, b: &[u32], out: &mut [[f32; NR]; MR]) {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `detect` (or a test that checked the same) found the
-            // features; the slices are one tile's rows and one panel.
-            Isa::Avx512Bf16 => unsafe { tile_avx512bf16(a, kp, b, out) },
-            _ => tile_emulated(a, kp, b, out),
-        }
-    }
+    tile_emulated_on(cpu, a, kp, b, out)
 }
 
 /// The output buffer shared by the tasks, each writing its own tiles.
@@ -381,11 +363,12 @@ pub(crate) fn accepts(x: &Tensor<2>, w: &Tensor<2>) -> bool {
 /// and `w` `[k, n]` in f32, bf16 or f16 (any strides) on flex, as
 /// [`accepts`] checks first. (Anything else gets burn's f32 `linear`.)
 pub(crate) fn linear(x: Tensor<2>, w: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
-    linear_on(Isa::detect(), x, w, bias)
+    linear_on(Cpu::active(), x, w, bias)
 }
 
+/// [`linear`] on the kernel copies for `cpu`'s instruction set.
 pub(crate) fn linear_on(
-    isa: Isa,
+    cpu: Cpu,
     x: Tensor<2>,
     w: Tensor<2>,
     bias: Option<Tensor<1>>,
@@ -395,7 +378,7 @@ pub(crate) fn linear_on(
     }
     let ([m, k], [_, n]) = (x.dims(), w.dims());
     if !matches!(w.dtype(), DType::F32 | DType::BF16 | DType::F16) {
-        return linear_on(isa, x, w.cast(burn::tensor::FloatDType::F32), bias);
+        return linear_on(cpu, x, w.cast(burn::tensor::FloatDType::F32), bias);
     }
     if m == 0 || n == 0 || k == 0 {
         return burn::tensor::module::linear(x, w.cast(burn::tensor::FloatDType::F32), bias);
@@ -406,7 +389,7 @@ pub(crate) fn linear_on(
     let (Ok(rs), Ok(cs)) = (usize::try_from(rs), usize::try_from(cs)) else {
         // A negative stride (a flipped view): contiguous first.
         let w = Tensor::from_primitive::<Flex>(wf.to_contiguous());
-        return linear_on(isa, Tensor::from_primitive::<Flex>(xf), w, bias);
+        return linear_on(cpu, Tensor::from_primitive::<Flex>(xf), w, bias);
     };
     let start = wf.layout().start_offset();
     let data = match wf.dtype() {
@@ -423,7 +406,7 @@ pub(crate) fn linear_on(
     const TILES_PER_PIECE: usize = 8;
     a.par_chunks_mut(kp * MR * TILES_PER_PIECE)
         .zip(xs.par_chunks(k * MR * TILES_PER_PIECE))
-        .for_each(|(dst, src)| pairs(src, k, dst));
+        .for_each(|(dst, src)| pairs_on(cpu, src, k, dst));
 
     let panels = n.div_ceil(NR);
     // Enough tasks for every thread when the panels are few (a k or v
@@ -443,9 +426,9 @@ pub(crate) fn linear_on(
             let (pi, part) = (task / parts, task % parts);
             let j0 = pi * NR;
             let cols = NR.min(n - j0);
-            wv.pack(j0, panel);
+            wv.pack(cpu, j0, panel);
             for t in part * per_part..((part + 1) * per_part).min(tiles) {
-                isa.tile(&a[t * MR * kp..(t + 1) * MR * kp], kp, panel, tile);
+                tile_on(cpu, &a[t * MR * kp..(t + 1) * MR * kp], kp, panel, tile);
                 for (r, row) in tile.iter().enumerate().take(MR.min(m - t * MR)) {
                     let i = t * MR + r;
                     // SAFETY: row i < m and columns j0..j0 + cols < n: inside
@@ -469,6 +452,7 @@ pub(crate) fn linear_on(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::isa::Isa;
     use burn::tensor::{Device, TensorData};
 
     fn rand_vec(n: usize, seed: u64, scale: f32) -> Vec<f32> {
@@ -542,17 +526,17 @@ mod tests {
             let x = rand_vec(m * k, 1, 2.0);
             let w = rand_vec(k * n, 2, 0.5);
             let want = reference(&x, &w, m, k, n);
-            let y = linear_on(
-                Isa::Emulated,
-                t2(x.clone(), [m, k]),
-                t2(w.clone(), [k, n]),
-                None,
-            );
             let want_bits: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
-            assert_eq!(bits(y), want_bits, "{m}x{k}x{n}");
+            // Every emulated copy this CPU can run (the baseline, AVX2,
+            // AVX-512), and vdpbf16ps where it has it.
+            for cpu in Cpu::all() {
+                let y = linear_on(cpu, t2(x.clone(), [m, k]), t2(w.clone(), [k, n]), None);
+                assert_eq!(bits(y), want_bits, "{m}x{k}x{n} on {}", cpu.isa());
+            }
             let b = rand_vec(n, 4, 1.0);
             let bias = Tensor::<1>::from_data(TensorData::new(b.clone(), [n]), &Device::flex());
-            let y = linear_on(Isa::Emulated, t2(x, [m, k]), t2(w, [k, n]), Some(bias));
+            let baseline = Cpu::with(Isa::Baseline).unwrap();
+            let y = linear_on(baseline, t2(x, [m, k]), t2(w, [k, n]), Some(bias));
             let with: Vec<u32> = want
                 .iter()
                 .enumerate()
@@ -567,7 +551,7 @@ mod tests {
         let (m, k, n) = (17, 41, 45);
         let x = rand_vec(m * k, 5, 3.0);
         let w = rand_vec(k * n, 6, 0.2);
-        let run = |w: Tensor<2>| bits(linear_on(Isa::detect(), t2(x.clone(), [m, k]), w, None));
+        let run = |w: Tensor<2>| bits(linear_on(Cpu::active(), t2(x.clone(), [m, k]), w, None));
         let f32w = run(t2(w.clone(), [k, n]));
         let half = t2(w.clone(), [k, n]).cast(burn::tensor::FloatDType::BF16);
         assert_eq!(run(half), f32w);
@@ -586,12 +570,16 @@ mod tests {
         assert_eq!(run(t2(wt, [n, k]).transpose()), f32w);
     }
 
+    /// `vdpbf16ps` and every emulated copy give the same bits. Where the
+    /// CPU lacks AVX512_BF16 the native path cannot run: the test is
+    /// ignored there (see `build.rs`), not passed.
     #[test]
+    #[cfg_attr(
+        not(evocomp_host_avx512bf16),
+        ignore = "this machine has no AVX512_BF16"
+    )]
     fn vdpbf16ps_gives_the_emulated_bits() {
-        if Isa::detect() != Isa::Avx512Bf16 {
-            eprintln!("no AVX512_BF16 on this CPU: nothing to compare");
-            return;
-        }
+        let native = Cpu::with(Isa::Avx512Bf16).expect("this CPU has no AVX512_BF16");
         for (m, k, n) in [(12, 2, 32), (25, 575, 96), (100, 1536, 64), (7, 33, 200)] {
             // Wide magnitudes, so that sums cancel and round.
             let x: Vec<f32> = rand_vec(m * k, 7, 1.0)
@@ -600,15 +588,18 @@ mod tests {
                 .map(|(a, e)| a * e.exp2())
                 .collect();
             let w = rand_vec(k * n, 9, 1.0);
-            let run = |isa| {
+            let run = |cpu: Cpu| {
                 bits(linear_on(
-                    isa,
+                    cpu,
                     t2(x.clone(), [m, k]),
                     t2(w.clone(), [k, n]),
                     None,
                 ))
             };
-            assert_eq!(run(Isa::Avx512Bf16), run(Isa::Emulated), "{m}x{k}x{n}");
+            let want = run(native);
+            for cpu in Cpu::all() {
+                assert_eq!(run(cpu), want, "{m}x{k}x{n} on {}", cpu.isa());
+            }
         }
     }
 
@@ -618,7 +609,7 @@ mod tests {
         let x = rand_vec(m * k, 10, 1.0);
         let w = rand_vec(k * n, 11, 0.05);
         let y = linear_on(
-            Isa::detect(),
+            Cpu::active(),
             t2(x.clone(), [m, k]),
             t2(w.clone(), [k, n]),
             None,
