@@ -1,9 +1,10 @@
-//! `evocomp db ...`: build, describe and check a variant database.
+//! `evocomp db ...`: build, describe and check a variant database (its
+//! arguments and what it prints; the library does the work).
 
-use crate::backend::{self, BackendChoice};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Subcommand;
-use evocomp_db::Database;
+use evocomp::BackendChoice;
+use evocomp::database;
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
@@ -12,7 +13,8 @@ pub enum DbCommand {
     /// build continues where it stopped, a finished one does nothing.
     Build {
         config: PathBuf,
-        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        /// auto, wgpu or cpu.
+        #[arg(long, default_value = "auto")]
         backend: BackendChoice,
     },
     /// Print a database's units, levels and costs.
@@ -46,7 +48,8 @@ pub enum DbCommand {
         model: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        /// auto, wgpu or cpu.
+        #[arg(long, default_value = "auto")]
         backend: BackendChoice,
     },
     /// Perplexity of the model with a genome from the database applied, and
@@ -68,22 +71,26 @@ pub enum DbCommand {
 
 pub fn run(cmd: DbCommand) -> Result<()> {
     match cmd {
-        DbCommand::Build { config, backend } => build(config, backend),
-        DbCommand::Info { dir, levels } => info(dir, levels),
-        DbCommand::Verify { dir } => {
-            let db = Database::open(&dir)?;
-            db.verify()?;
+        DbCommand::Build { config, backend } => {
+            let b = database::build(&config, backend, &crate::note)?;
             println!(
-                "ok: {} units, every file matches its sha256",
-                db.manifest.units.len()
+                "database {}: built {} units, {} already built, {:.1} s",
+                b.output.display(),
+                b.report.built,
+                b.report.skipped,
+                b.report.seconds
             );
             Ok(())
         }
+        DbCommand::Info { dir, levels } => info(dir, levels),
+        DbCommand::Verify { dir } => {
+            let units = database::verify(&dir)?;
+            println!("ok: {units} units, every file matches its sha256");
+            Ok(())
+        }
         DbCommand::Dump { dir, out, levels } => {
-            let db = Database::open(&dir)?;
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let files = evocomp_db::dump_levels(&db, &out, levels.as_deref(), progress)
-                .with_context(|| format!("dumping {} to {}", dir.display(), out.display()))?;
+            let files = database::dump(&dir, &out, levels.as_deref(), progress)?;
             println!(
                 "wrote {files} weight files and index.json to {}",
                 out.display()
@@ -96,144 +103,54 @@ pub fn run(cmd: DbCommand) -> Result<()> {
             windows,
             level,
             genome,
-        } => eval(dir, model, windows, level, genome),
+        } => {
+            use evocomp::score::{Configuration, RunSettings, perplexity_with};
+            let config = match genome {
+                Some(g) => Configuration::Genome(g),
+                None => Configuration::Level(level),
+            };
+            let run = RunSettings {
+                backend: windows.backend,
+                dtype: windows.dtype,
+                ..RunSettings::default()
+            };
+            let r = perplexity_with(&dir, &model, &config, &windows.windows(), &run)?;
+            eprintln!("backend: {}", r.scored.backend);
+            println!("cost: {} {}", r.cost, r.cost_unit);
+            println!(
+                "apply: {} units in {:.3} s; a child differing in {} units: {:.1} ms",
+                r.applied.0,
+                r.applied.1,
+                r.child.0,
+                r.child.1 * 1e3
+            );
+            println!(
+                "evaluation: {} predictions in {:.2} s",
+                r.scored.predictions, r.scored.seconds
+            );
+            println!("perplexity: {:.4}", r.scored.perplexity);
+            Ok(())
+        }
         DbCommand::Imatrix {
             dir,
             model,
             out,
             backend,
-        } => imatrix(dir, model, out, backend),
-    }
-}
-
-fn imatrix(dir: PathBuf, model: PathBuf, out: PathBuf, backend: BackendChoice) -> Result<()> {
-    let db = Database::open(&dir)?;
-    if !matches!(
-        db.manifest.compression,
-        evocomp_db::Compression::GgufTypes { imatrix: true, .. }
-    ) {
-        anyhow::bail!(
-            "{}: not a GGUF-types database built with an importance matrix (imatrix: true)",
-            dir.display()
-        );
-    }
-    let loaded = crate::load(&model)?;
-    db.check_model(&loaded.info.fingerprint()?)?;
-    let chosen = backend::choose(backend)?;
-    eprintln!("backend: {}", chosen.description);
-    let im = evocomp_db::importance_matrix(&dir, &loaded, &chosen.device)?;
-    evocomp_db::write_imatrix(&im, &out)?;
-    println!(
-        "wrote {}: {} tensors, {} calibration tokens",
-        out.display(),
-        im.entries.len(),
-        im.chunks * im.chunk_size
-    );
-    Ok(())
-}
-
-fn eval(
-    dir: PathBuf,
-    model: PathBuf,
-    windows: crate::WindowArgs,
-    level: i64,
-    genome: Option<Vec<i64>>,
-) -> Result<()> {
-    let crate::WindowArgs {
-        text,
-        tokens,
-        context,
-        backend,
-        dtype,
-    } = windows;
-    use evocomp_eval::{EvalOptions, perplexity, token_progress};
-    use std::time::Instant;
-    let db = Database::open(&dir)?;
-    let loaded = crate::load(&model)?;
-    db.check_model(&loaded.info.fingerprint()?)?;
-    let genome = genome.unwrap_or_else(|| vec![level; db.manifest.units.len()]);
-    db.manifest.check_genome(&genome)?;
-    let windows = crate::load_windows(&loaded, &text, tokens, context)?;
-    let chosen = backend::choose(backend)?;
-    eprintln!("backend: {}", chosen.description);
-    let opts = EvalOptions {
-        concurrent_batches: backend::concurrent_batches(&chosen, crate::cores(), None),
-        ..Default::default()
-    };
-    let per_batch = windows.len().min(opts.batch_size) * context;
-    backend::check_fits(&chosen, &model, loaded.config(), per_batch)?;
-    let mut m = loaded.to_device(&chosen.device, dtype)?;
-    let mut ap = evocomp_db::Applier::new(&db);
-    let t0 = Instant::now();
-    let all = ap.apply(&db, &mut m, &genome)?;
-    chosen.device.sync().ok();
-    let apply_all = t0.elapsed().as_secs_f64();
-    let bar = token_progress(tokens as u64, "perplexity");
-    let t1 = Instant::now();
-    let r = perplexity(&m, &windows, &opts, &bar)?;
-    bar.finish_and_clear();
-    let eval_s = t1.elapsed().as_secs_f64();
-    // A child that differs in two units, as in one mutation step.
-    let mut child = genome.clone();
-    let mut switched = 0;
-    for (i, u) in db.manifest.units.iter().enumerate() {
-        if switched == 2 {
-            break;
-        }
-        if let Some(other) = u.levels.iter().map(|l| l.level).find(|&l| l != genome[i]) {
-            child[i] = other;
-            switched += 1;
+        } => {
+            let w = database::imatrix(&dir, &model, &out, backend, &crate::note)?;
+            println!(
+                "wrote {}: {} tensors, {} calibration tokens",
+                out.display(),
+                w.tensors,
+                w.calibration_tokens
+            );
+            Ok(())
         }
     }
-    let t2 = Instant::now();
-    let two = ap.apply(&db, &mut m, &child)?;
-    chosen.device.sync().ok();
-    let apply_two = t2.elapsed().as_secs_f64();
-    println!(
-        "cost: {} {}",
-        db.manifest.cost(&genome)?,
-        db.manifest.cost_unit
-    );
-    println!(
-        "apply: {} units in {:.3} s; a child differing in {} units: {:.1} ms",
-        all.changed,
-        apply_all,
-        two.changed,
-        apply_two * 1e3
-    );
-    println!(
-        "evaluation: {} predictions in {:.2} s",
-        r.predictions, eval_s
-    );
-    println!("perplexity: {:.4}", r.perplexity);
-    Ok(())
-}
-
-fn build(config: PathBuf, backend: BackendChoice) -> Result<()> {
-    let cfg = evocomp_config::load_database_config(&config)?;
-    let loaded = crate::load(&cfg.model)?;
-    eprintln!("hashing {}", cfg.model.display());
-    let fingerprint = loaded.info.fingerprint()?;
-    let chosen = backend::choose(backend)?;
-    eprintln!("backend: {}", chosen.description);
-    let r = evocomp_engine::build_from_config(&cfg, &loaded, &fingerprint, &chosen.device, true)?;
-    println!(
-        "database {}: built {} units, {} already built, {:.1} s",
-        cfg.output.display(),
-        r.built,
-        r.skipped,
-        r.seconds
-    );
-    Ok(())
 }
 
 fn info(dir: PathBuf, levels: bool) -> Result<()> {
-    let m = evocomp_db::Manifest::read(&dir)?.with_context(|| {
-        format!(
-            "{}: no manifest.json: not an evocomp database",
-            dir.display()
-        )
-    })?;
+    let m = database::manifest(&dir)?;
     println!("database: {}", dir.display());
     println!("model: {}", m.model_fingerprint);
     println!(

@@ -1,13 +1,8 @@
-//! `evocomp export`: the compressed model at a study's configuration, as an
-//! HF folder (config.json + model.safetensors + tokenizer.json) that the
-//! model loader (and transformers) can read, plus its per-unit level list.
+//! `evocomp export`: its arguments and what it prints (the library writes).
 
-use anyhow::{Context, Result, bail};
-use evocomp_config::budget_label;
-use evocomp_db::{Database, materialize};
-use evocomp_study::{Measured, StudyDir, Summary, SweepDir};
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use anyhow::Result;
+use evocomp::export::{ExportDetail, ExportFormat, ExportRequest};
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
@@ -33,339 +28,53 @@ pub struct ExportArgs {
     /// model.gguf for llama.cpp, from a GGUF model's GGUF-types study (every
     /// tensor in its searched type, llama.cpp's own bytes) or depth study
     /// (dropped blocks removed), with the source's metadata and tokenizer.
-    #[arg(long, value_enum, default_value = "hf")]
+    #[arg(long, default_value = "hf")]
     pub format: ExportFormat,
 }
 
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExportFormat {
-    Hf,
-    Gguf,
-}
-
-/// Whether `a` and `b` are the same folder or one holds the other.
-fn overlaps(a: &Path, b: &Path) -> bool {
-    let (Ok(a), Ok(b)) = (a.canonicalize(), b.canonicalize()) else {
-        return false;
-    };
-    a.starts_with(&b) || b.starts_with(&a)
-}
-
-/// Refuse to write where the export would destroy something: the study's
-/// inputs (its folder, the model, the database) always; any folder that is
-/// not empty unless `--replace`.
-fn check_out(out: &Path, replace: bool, inputs: &[(&str, &Path)]) -> Result<()> {
-    for (what, p) in inputs {
-        // A folder (study, database, HF model) may neither hold nor lie in
-        // the output; a file (a GGUF model) may not lie in it.
-        let clash = if p.is_file() {
-            match (p.canonicalize(), out.canonicalize()) {
-                (Ok(f), Ok(o)) => f.starts_with(&o),
-                _ => false,
-            }
-        } else {
-            overlaps(out, p)
-        };
-        if out.exists() && clash {
-            bail!(
-                "--out {}: that is (or holds, or is inside) the {what} {}; export somewhere else",
-                out.display(),
-                p.display()
-            );
-        }
-    }
-    if out.is_file() {
-        bail!("--out {}: a file, not a folder", out.display());
-    }
-    let non_empty = out.is_dir()
-        && std::fs::read_dir(out)
-            .with_context(|| format!("reading {}", out.display()))?
-            .next()
-            .is_some();
-    if non_empty && !replace {
-        bail!(
-            "--out {} is not empty; choose a new folder, or pass --replace to overwrite its files",
-            out.display()
-        );
-    }
-    Ok(())
-}
-
-/// The front member with the lowest held-out KL within `limit`.
-fn pick<'a>(s: &'a Summary, limit: &str) -> Result<&'a Measured> {
-    let cap = match limit.strip_suffix('%') {
-        Some(p) => {
-            let p: f64 = p
-                .trim()
-                .parse()
-                .with_context(|| format!("--budget {limit}: not a percentage"))?;
-            (p / 100.0 * s.full_cost as f64).floor() as u64
-        }
-        None => limit.trim().parse().with_context(|| {
-            format!(
-                "--budget {limit}: expected a cost in {} or a percentage like 60%",
-                s.cost_unit
-            )
-        })?,
-    };
-    s.front
-        .iter()
-        .filter(|m| m.cost <= cap)
-        .min_by(|a, b| a.held_out_kl.total_cmp(&b.held_out_kl))
-        .with_context(|| {
-            format!(
-                "no front member costs at most {cap} {} (the cheapest costs {})",
-                s.cost_unit,
-                s.front.iter().map(|m| m.cost).min().unwrap_or(0)
-            )
-        })
-}
-
-/// The study folder and the configuration `args` name.
-fn choose(args: &ExportArgs) -> Result<(PathBuf, Summary, Measured)> {
-    // In a sweep, --budget names the study; otherwise it picks a front member.
-    let sweep = SweepDir::new(&args.dir).members()?;
-    let dir = match &sweep {
-        Some(members) => {
-            let labels: Vec<String> = members.iter().map(|e| budget_label(&e.budget)).collect();
-            let Some(b) = &args.budget else {
-                bail!(
-                    "{} is a sweep: choose a budget with --budget ({})",
-                    args.dir.display(),
-                    labels.join(", ")
-                );
-            };
-            match labels.iter().position(|l| l == b) {
-                Some(i) => members[i].output.clone(),
-                None => bail!(
-                    "{}: no budget {b} in this sweep (it has {})",
-                    args.dir.display(),
-                    labels.join(", ")
-                ),
-            }
-        }
-        None => args.dir.clone(),
-    };
-    let s = StudyDir::new(&dir).summary()?;
-    let m = match (&args.budget, s.front.len() > 1) {
-        (Some(b), true) if sweep.is_none() => pick(&s, b)?.clone(),
-        (Some(b), false) if sweep.is_none() => bail!(
-            "--budget {b}: {} is neither a sweep nor a front; it holds one configuration (export it without --budget)",
-            dir.display()
-        ),
-        (None, true) => bail!(
-            "{} holds a front of {} configurations: choose one with --budget (a cost, or a percentage like 60%)",
-            dir.display(),
-            s.front.len()
-        ),
-        _ => s.best.clone(),
-    };
-    Ok((dir, s, m))
-}
-
 pub fn run(args: ExportArgs) -> Result<()> {
-    let (dir, s, m) = choose(&args)?;
-    let exp = StudyDir::new(&dir).experiment()?;
-    check_out(
-        &args.out,
-        args.replace,
-        &[
-            ("study folder", &args.dir),
-            ("study folder", &dir),
-            ("model", &exp.model),
-            ("database", &exp.database),
-        ],
-    )?;
-    eprintln!("loading {}", exp.model.display());
-    let loaded = evocomp_model::load_model(&exp.model)?;
-    let db = Database::open(&exp.database)?;
-    db.check_model(&loaded.info.fingerprint()?)?;
-    let out = &args.out;
-    if args.format == ExportFormat::Gguf {
-        if args.dtype != evocomp_model::WeightDtype::F32 {
-            bail!(
-                "--dtype applies to --format hf; a GGUF export keeps each tensor's searched type"
+    let e = evocomp::export::export(&ExportRequest {
+        dir: args.dir,
+        budget: args.budget,
+        out: args.out,
+        replace: args.replace,
+        dtype: args.dtype,
+        format: args.format,
+    })?;
+    let files = e.files.join(", ");
+    match &e.detail {
+        ExportDetail::Gguf {
+            tensors,
+            bytes,
+            bits_per_weight,
+            weights_by_type,
+        } => {
+            let types: Vec<String> = weights_by_type
+                .iter()
+                .map(|(t, p)| format!("{t} {p:.1}%"))
+                .collect();
+            println!(
+                "wrote {}: {tensors} tensors, {:.2} MiB, {bits_per_weight:.4} bits per weight ({}); {files}",
+                e.out.join("model.gguf").display(),
+                *bytes as f64 / (1 << 20) as f64,
+                types.join(", ")
             );
         }
-        let source = evocomp_gguf::GgufFile::open(&exp.model).with_context(|| {
-            format!(
-                "--format gguf copies the source model's metadata and tokenizer, so the study's \
-                 model must be a .gguf file ({} is not one)",
-                exp.model.display()
-            )
-        })?;
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        let file = out.join("model.gguf");
-        let genome: Vec<String> = m.genome.iter().map(|g| g.to_string()).collect();
-        let extra = vec![
-            (
-                "general.quantized_by".to_string(),
-                evocomp_gguf::Value::String(format!("evocomp {}", env!("CARGO_PKG_VERSION"))),
-            ),
-            (
-                "evocomp.study".to_string(),
-                evocomp_gguf::Value::String(format!("{} ({})", s.name, s.strategy)),
-            ),
-            (
-                "evocomp.genome".to_string(),
-                evocomp_gguf::Value::String(genome.join(",")),
-            ),
-        ];
-        let report =
-            evocomp_db::export_gguf(&db, loaded.config(), &source, &m.genome, &file, extra)?;
-        write_levels(
-            &dir,
-            &s,
-            &m,
-            &db,
-            out,
-            &exp,
-            serde_json::json!({"format": "gguf", "bits_per_weight": report.bits_per_weight, "bytes": report.bytes}),
-        )?;
-        let types: Vec<String> = report
-            .weights_by_type
-            .iter()
-            .map(|(t, n)| {
-                format!(
-                    "{t} {:.1}%",
-                    100.0 * *n as f64 / report.weights_by_type.values().sum::<u64>() as f64
-                )
-            })
-            .collect();
-        println!(
-            "wrote {}: {} tensors, {:.2} MiB, {:.4} bits per weight ({}); levels.txt, levels.ron, evocomp.json",
-            file.display(),
-            report.tensors,
-            report.bytes as f64 / (1 << 20) as f64,
-            report.bits_per_weight,
-            types.join(", ")
-        );
-        print_measured(&m, &exp);
-        return Ok(());
+        ExportDetail::Hf {
+            layers,
+            removed_layers,
+            ..
+        } => println!(
+            "wrote {} ({layers} layers{}): {files}",
+            e.out.display(),
+            if removed_layers.is_empty() {
+                String::new()
+            } else {
+                format!(", blocks {removed_layers:?} removed")
+            }
+        ),
     }
-    let mat = materialize(&db, loaded.config(), loaded.weights()?, &m.genome)?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    evocomp_model::save_hf_safetensors_as(&mat.config, &mat.weights, out, args.dtype)?;
-    // safetensors creates the file owner-only; a model folder is for sharing.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let st = out.join("model.safetensors");
-        std::fs::set_permissions(&st, std::fs::Permissions::from_mode(0o644))
-            .with_context(|| format!("{}: setting permissions", st.display()))?;
-    }
-    let tok = loaded
-        .tokenizer
-        .to_json()
-        .map_err(|e| anyhow::anyhow!("{}: tokenizer: {e}", exp.model.display()))?;
-    write(&out.join("tokenizer.json"), &tok)?;
-
-    write_levels(
-        &dir,
-        &s,
-        &m,
-        &db,
-        out,
-        &exp,
-        serde_json::json!({
-            "format": "hf",
-            "removed_layers": mat.removed_layers,
-            "runtime_only": mat.runtime_only,
-            "weights_dtype": args.dtype.to_string(),
-        }),
-    )?;
-    println!(
-        "wrote {} ({} layers{}): config.json, model.safetensors, tokenizer.json, levels.txt, levels.ron, evocomp.json",
-        out.display(),
-        mat.config.n_layers,
-        if mat.removed_layers.is_empty() {
-            String::new()
-        } else {
-            format!(", blocks {:?} removed", mat.removed_layers)
-        }
-    );
-    print_measured(&m, &exp);
-    if !mat.runtime_only.is_empty() {
-        println!(
-            "note: {} KV-cache settings are a runtime policy, not weights; they are in levels.txt/levels.ron",
-            mat.runtime_only.len()
-        );
-    }
-    Ok(())
-}
-
-/// levels.txt, levels.ron and evocomp.json (with `more` fields) in `out`.
-fn write_levels(
-    dir: &Path,
-    s: &Summary,
-    m: &Measured,
-    db: &Database,
-    out: &Path,
-    exp: &evocomp_config::Experiment,
-    more: serde_json::Value,
-) -> Result<()> {
-    // The level list, as text and as RON.
-    let mut txt = String::new();
-    let _ = writeln!(
-        txt,
-        "# evocomp export of {} ({})",
-        dir.display(),
-        s.strategy
-    );
-    let _ = writeln!(
-        txt,
-        "# cost {} {} ({:.2}% of the least compressed); held-out KL {:.6}, perplexity {:.4} on {} tokens",
-        m.cost,
-        s.cost_unit,
-        100.0 * m.cost as f64 / s.full_cost.max(1) as f64,
-        m.held_out_kl,
-        m.held_out_perplexity,
-        m.held_out_tokens
-    );
-    let _ = writeln!(txt, "# unit level setting");
-    let mut ron = format!(
-        "// evocomp export of {} ({}); level per unit, with its setting\nLevels(\n    study: {:?},\n    cost: {},\n    cost_unit: {:?},\n    units: [\n",
-        dir.display(),
-        s.strategy,
-        s.name,
-        m.cost,
-        s.cost_unit
-    );
-    for (ui, (name, &g)) in s.units.iter().zip(&m.genome).enumerate() {
-        let param = db
-            .level(ui, g)
-            .with_context(|| format!("{name}: level {g} is not in the database"))?
-            .param;
-        let _ = writeln!(txt, "{name} {g} {param}");
-        let _ = writeln!(ron, "        ({name:?}, {g}, {param}),");
-    }
-    ron.push_str("    ],\n)\n");
-    write(&out.join("levels.txt"), &txt)?;
-    write(&out.join("levels.ron"), &ron)?;
-    let mut meta = serde_json::json!({
-        "format_version": evocomp_study::FORMAT_VERSION,
-        "study": dir,
-        "strategy": s.strategy,
-        "model": exp.model,
-        "database": exp.database,
-        "genome": m.genome,
-        "cost": m.cost,
-        "cost_unit": s.cost_unit,
-        "held_out_kl": m.held_out_kl,
-        "held_out_perplexity": m.held_out_perplexity,
-        "held_out_tokens": m.held_out_tokens,
-    });
-    if let (Some(meta), serde_json::Value::Object(more)) = (meta.as_object_mut(), more) {
-        meta.extend(more);
-    }
-    write(
-        &out.join("evocomp.json"),
-        &serde_json::to_string_pretty(&meta)?,
-    )?;
-    Ok(())
-}
-
-fn print_measured(m: &Measured, exp: &evocomp_config::Experiment) {
+    let (m, exp) = (&e.measured, &e.experiment);
     println!(
         "the study measured held-out perplexity {:.4} (KL {:.6}) on {} tokens of {} (windows of {})",
         m.held_out_perplexity,
@@ -374,8 +83,12 @@ fn print_measured(m: &Measured, exp: &evocomp_config::Experiment) {
         exp.data.evaluation.display(),
         exp.data.held_out_context
     );
-}
-
-fn write(p: &Path, text: &str) -> Result<()> {
-    std::fs::write(p, text).with_context(|| format!("writing {} (is the disk full?)", p.display()))
+    if let ExportDetail::Hf { runtime_only, .. } = e.detail
+        && runtime_only > 0
+    {
+        println!(
+            "note: {runtime_only} KV-cache settings are a runtime policy, not weights; they are in levels.txt/levels.ron"
+        );
+    }
+    Ok(())
 }

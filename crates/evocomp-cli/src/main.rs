@@ -1,6 +1,5 @@
 //! `evocomp`: find the best non-uniform compression of a language model.
 
-mod backend;
 mod bench;
 mod db;
 mod export;
@@ -8,12 +7,10 @@ mod queue;
 mod study;
 
 use anyhow::Result;
-use backend::BackendChoice;
 use clap::{Parser, Subcommand};
-use evocomp_eval::{EvalOptions, perplexity, token_progress};
-use evocomp_model::{LoadedModel, inspect_model, load_model};
+use evocomp::BackendChoice;
+use evocomp_model::inspect_model;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 #[derive(Parser)]
 #[command(
@@ -38,12 +35,28 @@ pub(crate) struct WindowArgs {
     /// Window length C; each window gives C-1 predictions.
     #[arg(long, default_value_t = 512)]
     pub context: usize,
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    /// auto (a GPU through wgpu if there is one, else the CPU), wgpu or cpu.
+    #[arg(long, default_value = "auto")]
     pub backend: BackendChoice,
     /// The dtype weight matrices are held in on the device: f32, bf16 or
     /// f16 (activations and accumulation stay f32).
     #[arg(long, default_value = "f32")]
     pub dtype: evocomp_model::WeightDtype,
+}
+
+impl WindowArgs {
+    pub(crate) fn windows(&self) -> evocomp::score::Windows {
+        evocomp::score::Windows {
+            text: self.text.clone(),
+            tokens: self.tokens,
+            context: self.context,
+        }
+    }
+}
+
+/// A progress line on stderr (the library's `notes`).
+pub(crate) fn note(line: &str) {
+    eprintln!("{line}");
 }
 
 #[derive(Subcommand)]
@@ -59,6 +72,7 @@ enum Command {
     },
     /// Perplexity of a model on a text: the first N tokens in windows of C.
     Perplexity {
+        /// A .gguf file or an HF folder.
         #[arg(long)]
         model: PathBuf,
         #[command(flatten)]
@@ -101,6 +115,7 @@ enum Command {
     /// A study's best configuration(s), and the front for NSGA-II.
     Best {
         dir: PathBuf,
+        /// Print the summary (or a sweep's summaries) as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -132,7 +147,7 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     keep_freed_memory();
-    backend::quiet_vulkan_environment();
+    evocomp::device::quiet_vulkan_environment();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -190,41 +205,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect { model, tensors } => inspect(&model, tensors),
         Command::Perplexity {
             model,
-            windows:
-                WindowArgs {
-                    text,
-                    tokens,
-                    context,
-                    backend,
-                    dtype,
-                },
+            windows,
             batch_size,
         } => {
-            let chosen = backend::choose(backend)?;
-            eprintln!("backend: {}", chosen.description);
-            let loaded = load(&model)?;
-            let windows = load_windows(&loaded, &text, tokens, context)?;
-            backend::check_fits(
-                &chosen,
-                &model,
-                loaded.config(),
-                windows.len().min(batch_size.max(1)) * context,
-            )?;
-            let m = loaded.to_device(&chosen.device, dtype)?;
-            let bar = token_progress(tokens as u64, "perplexity");
-            let t0 = Instant::now();
-            let opts = EvalOptions {
+            let run = evocomp::score::RunSettings {
+                backend: windows.backend,
+                dtype: windows.dtype,
                 batch_size,
-                concurrent_batches: backend::concurrent_batches(&chosen, cores(), None),
-                ..Default::default()
             };
-            let r = perplexity(&m, &windows, &opts, &bar)?;
-            bar.finish_and_clear();
+            let r = evocomp::score::perplexity(&model, &windows.windows(), &run)?;
+            eprintln!("backend: {}", r.backend);
             eprintln!(
                 "{} predictions in {} windows, {:.1} s",
-                r.predictions,
-                windows.len(),
-                t0.elapsed().as_secs_f64()
+                r.predictions, r.windows, r.seconds
             );
             println!("perplexity: {:.4}", r.perplexity);
             Ok(())
@@ -249,28 +242,6 @@ fn run(cli: Cli) -> Result<()> {
         } => study::report(&dirs, out, by_strategy),
         Command::Export(args) => export::run(args),
     }
-}
-
-pub(crate) fn load(path: &Path) -> Result<LoadedModel> {
-    let t0 = Instant::now();
-    let m = load_model(path)?;
-    tracing::info!(
-        "loaded {} in {:.1} s",
-        path.display(),
-        t0.elapsed().as_secs_f64()
-    );
-    Ok(m)
-}
-
-/// The first `tokens` tokens of `text`, without special tokens, in windows of `context`.
-pub(crate) fn load_windows(
-    m: &LoadedModel,
-    text: &Path,
-    tokens: usize,
-    context: usize,
-) -> Result<Vec<Vec<u32>>> {
-    let set = evocomp_engine::token_set(m, text)?;
-    Ok(set.windows(tokens, context)?)
 }
 
 fn inspect(path: &Path, list: bool) -> Result<()> {
@@ -329,9 +300,4 @@ fn inspect(path: &Path, list: bool) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The CPU threads this process may use.
-pub(crate) fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -1,8 +1,8 @@
 //! `evocomp worker` and the queue parts of `run`/`resume`/`status`.
 
-use crate::backend::{self, BackendChoice};
-use anyhow::{Result, bail};
-use evocomp_queue::{WorkerOptions, serve, status};
+use anyhow::Result;
+use evocomp::BackendChoice;
+use evocomp::worker::{WorkerSettings, serve, workers};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,7 +12,8 @@ pub struct WorkerArgs {
     /// The NATS server with JetStream (nats-server -js), e.g. nats://host:4222.
     #[arg(long)]
     pub queue: String,
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    /// auto, wgpu or cpu.
+    #[arg(long, default_value = "auto")]
     pub backend: BackendChoice,
     /// CPU threads this worker computes on (default: every core).
     #[arg(long)]
@@ -39,27 +40,6 @@ pub struct WorkerArgs {
 }
 
 pub fn worker(args: WorkerArgs) -> Result<()> {
-    if args.threads == Some(0) {
-        bail!("--threads must be at least 1");
-    }
-    if !(args.ack_wait.is_finite() && args.ack_wait >= 1.0) {
-        bail!("--ack-wait must be at least 1 second");
-    }
-    if args.max_deliver < 1 {
-        bail!("--max-deliver must be at least 1");
-    }
-    let chosen = backend::choose(args.backend)?;
-    let threads = args.threads.unwrap_or_else(crate::cores);
-    let device = evocomp_engine::WorkerDevice {
-        name: chosen.description.clone(),
-        device: chosen.device.clone(),
-        max_buffer_bytes: chosen.max_buffer_bytes,
-        threads: (chosen.cpu && args.threads.is_some()).then_some(threads),
-        concurrent_batches: backend::concurrent_batches(&chosen, threads, args.concurrent_batches),
-    };
-    let name = args
-        .name
-        .unwrap_or_else(|| format!("{}-{}", evocomp_queue::host(), std::process::id()));
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let _ = ctrlc::set_handler(move || {
@@ -74,11 +54,13 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
         );
     });
     serve(
-        &WorkerOptions {
-            url: args.queue,
-            name,
-            device,
-            ack_wait: Duration::from_secs_f64(args.ack_wait),
+        &WorkerSettings {
+            queue: args.queue,
+            backend: args.backend,
+            threads: args.threads,
+            concurrent_batches: args.concurrent_batches,
+            name: args.name,
+            ack_wait: args.ack_wait,
             max_deliver: args.max_deliver,
             max_jobs: args.max_jobs,
             delay: args.test_delay_ms.map(Duration::from_millis),
@@ -97,8 +79,8 @@ fn ago(secs: u64) -> String {
 
 /// The workers the queue has heard from in the last day.
 pub fn print_workers(url: &str) -> Result<()> {
-    let beats = status::workers(url)?;
-    let now = evocomp_queue::messages::unix_now();
+    let beats = workers(url)?;
+    let now = evocomp::worker::unix_now();
     println!("workers on {url} (last heartbeat of each, the last day):");
     if beats.is_empty() {
         println!("  none");

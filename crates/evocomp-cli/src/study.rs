@@ -1,10 +1,11 @@
-//! `evocomp run | resume | status | best`: search studies.
+//! `evocomp run | resume | status | best | report`: their arguments and
+//! what they print (the library runs the studies).
 
-use crate::backend::{self, BackendChoice};
 use anyhow::{Result, bail};
-use evocomp_config::{BackendSpec, Experiment, budget_label, load_experiments};
-use evocomp_engine::{Outcome, RunOptions};
-use evocomp_study::{Measured, StudyDir, Summary, SweepDir, View};
+use evocomp::BackendChoice;
+use evocomp::study::{StudyEnd, StudyOptions};
+use evocomp_config::{Experiment, budget_label};
+use evocomp_study::{StudyDir, Summary, SweepDir, View};
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
@@ -12,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Override the config's backend.
-    #[arg(long, value_enum)]
+    /// Override the config's backend (auto, wgpu or cpu).
+    #[arg(long)]
     pub backend: Option<BackendChoice>,
     /// Do not read or fill the fitness cache shared by studies in the same results folder.
     #[arg(long)]
@@ -37,12 +38,18 @@ pub struct RunArgs {
     pub queue: Option<String>,
 }
 
-fn choice(exp: &Experiment, args: &RunArgs) -> BackendChoice {
-    args.backend.unwrap_or(match exp.backend {
-        BackendSpec::Auto => BackendChoice::Auto,
-        BackendSpec::Wgpu => BackendChoice::Wgpu,
-        BackendSpec::Cpu => BackendChoice::Cpu,
-    })
+impl RunArgs {
+    fn options(&self) -> StudyOptions {
+        StudyOptions {
+            backend: self.backend,
+            shared_cache: !self.no_shared_cache,
+            cpu_workers: self.cpu_workers,
+            concurrent_batches: self.concurrent_batches,
+            queue: self.queue.clone(),
+            progress: std::io::stderr().is_terminal()
+                || std::env::var_os("EVOCOMP_PROGRESS").is_some(),
+        }
+    }
 }
 
 fn stop_flag() -> Arc<AtomicBool> {
@@ -60,125 +67,62 @@ fn stop_flag() -> Arc<AtomicBool> {
     stop
 }
 
-/// The workers for the chosen device: one on a GPU; `cpu_workers` on the
-/// CPU, each in a pool of an equal share of the cores.
-fn worker_devices(
-    chosen: &backend::Chosen,
-    cpu_workers: usize,
-    concurrent: Option<usize>,
-) -> Result<Vec<evocomp_engine::WorkerDevice>> {
-    if cpu_workers == 0 {
-        bail!("--cpu-workers must be at least 1");
-    }
-    let cores = crate::cores();
-    if !chosen.cpu || cpu_workers == 1 {
-        return Ok(vec![evocomp_engine::WorkerDevice {
-            name: "worker-0".into(),
-            device: chosen.device.clone(),
-            max_buffer_bytes: chosen.max_buffer_bytes,
-            threads: None,
-            concurrent_batches: backend::concurrent_batches(chosen, cores, concurrent),
-        }]);
-    }
-    let threads = (cores / cpu_workers).max(1);
-    Ok((0..cpu_workers)
-        .map(|i| evocomp_engine::WorkerDevice {
-            name: format!("cpu-{i}"),
-            device: chosen.device.clone(),
-            max_buffer_bytes: None,
-            threads: Some(threads),
-            concurrent_batches: backend::concurrent_batches(chosen, threads, concurrent),
-        })
-        .collect())
-}
-
-/// Run one study; false when it was stopped (Ctrl-C) before finishing.
-fn execute(exp: &Experiment, args: &RunArgs, stop: &Arc<AtomicBool>) -> Result<bool> {
-    let chosen = backend::choose(choice(exp, args))?;
-    match &args.queue {
-        Some(url) => eprintln!(
-            "study {} on the workers of {url} (prepared on {})",
-            exp.output.display(),
-            chosen.description
-        ),
-        None => eprintln!("study {} on {}", exp.output.display(), chosen.description),
-    }
-    let opts = RunOptions {
-        progress: std::io::stderr().is_terminal() || std::env::var_os("EVOCOMP_PROGRESS").is_some(),
-        stop: stop.clone(),
-        shared_cache: !args.no_shared_cache,
-        devices: worker_devices(&chosen, args.cpu_workers, args.concurrent_batches)?,
-        remote: args.queue.clone().map(evocomp_queue::remote),
-    };
-    let t0 = std::time::Instant::now();
-    match evocomp_engine::run(exp, &opts)? {
-        Outcome::Finished {
+/// Print each study's end as it comes; exit 130 after a stopped one.
+fn print_end(end: &StudyEnd, json: bool) -> Result<()> {
+    match end {
+        StudyEnd::Finished {
             summary,
             new_evaluations,
+            seconds,
         } => {
-            eprintln!(
-                "{} new evaluations in {:.1} s",
-                new_evaluations,
-                t0.elapsed().as_secs_f64()
-            );
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
+            eprintln!("{new_evaluations} new evaluations in {seconds:.1} s");
+            if json {
+                println!("{}", serde_json::to_string_pretty(summary)?);
             } else {
-                print_summary(&summary, false);
+                print_summary(summary, false);
             }
-            Ok(true)
         }
-        Outcome::Stopped { step, evaluations } => {
-            eprintln!(
-                "stopped at step {step} after {evaluations} evaluations; continue with `evocomp resume {}`",
-                exp.sweep_dir().display()
-            );
-            Ok(false)
-        }
+        StudyEnd::Stopped {
+            step,
+            evaluations,
+            dir,
+        } => eprintln!(
+            "stopped at step {step} after {evaluations} evaluations; continue with `evocomp resume {}`",
+            dir.display()
+        ),
     }
+    Ok(())
 }
 
-/// The sweep's studies, when `dir` holds one.
-fn sweep_members(dir: &Path) -> Result<Option<Vec<Experiment>>> {
-    SweepDir::new(dir).members()
-}
-
-/// Run every study in order (a sweep's share the fitness cache).
-fn execute_all(exps: &[Experiment], args: &RunArgs) -> Result<()> {
-    let stop = stop_flag();
-    if let Some(name) = &exps[0].sweep {
-        SweepDir::prepare(exps)?;
-        eprintln!(
-            "sweep {name}: {} budgets ({})",
-            exps.len(),
-            exps.iter()
-                .map(|e| budget_label(&e.budget))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    for (i, exp) in exps.iter().enumerate() {
-        if exps.len() > 1 {
-            eprintln!("[{}/{}] budget {:?}", i + 1, exps.len(), exp.budget);
-        }
-        if !execute(exp, args, &stop)? {
-            std::process::exit(130);
-        }
+fn finish(ends: &[StudyEnd]) -> Result<()> {
+    if ends
+        .last()
+        .is_some_and(|e| matches!(e, StudyEnd::Stopped { .. }))
+    {
+        std::process::exit(130);
     }
     Ok(())
 }
 
 pub fn run(config: &Path, args: RunArgs) -> Result<()> {
-    let exps = load_experiments(config)?;
-    execute_all(&exps, &args)
+    let stop = stop_flag();
+    let ends = evocomp::study::run(config, &args.options(), &stop, &crate::note, &mut |e| {
+        print_end(e, args.json)
+    })?;
+    finish(&ends)
 }
 
 pub fn resume(dir: &Path, args: RunArgs) -> Result<()> {
-    if let Some(members) = sweep_members(dir)? {
-        return execute_all(&members, &args);
-    }
-    let exp = StudyDir::new(dir).experiment()?;
-    execute_all(&[exp], &args)
+    let stop = stop_flag();
+    let ends = evocomp::study::resume(dir, &args.options(), &stop, &crate::note, &mut |e| {
+        print_end(e, args.json)
+    })?;
+    finish(&ends)
+}
+
+/// The sweep's studies, when `dir` holds one.
+fn sweep_members(dir: &Path) -> Result<Option<Vec<Experiment>>> {
+    SweepDir::new(dir).members()
 }
 
 fn print_genome(units: &[String], g: &[i64]) {
@@ -289,8 +233,7 @@ pub fn status(dir: &Path) -> Result<()> {
             }
         }
         View::Store(study) => {
-            let trials = study.store().trials()?;
-            let fresh = trials.iter().filter(|t| !t.cached).count();
+            let (fresh, cached) = study.trial_counts()?;
             println!(
                 "study: {} ({}) not finished",
                 exp.name,
@@ -301,13 +244,7 @@ pub fn status(dir: &Path) -> Result<()> {
                     let p = st.progress();
                     println!(
                         "{}: {}/{}  steps: {}  evaluations: {}  cache hits: {}  search time: {:.1} s",
-                        p.label,
-                        p.step,
-                        p.total,
-                        st.step,
-                        fresh,
-                        trials.len() - fresh,
-                        st.seconds
+                        p.label, p.step, p.total, st.step, fresh, cached, st.seconds
                     );
                     if let Some(b) = st.best() {
                         println!("best so far: fitness {:.6}", b.fitness);
@@ -380,77 +317,13 @@ fn print_best(s: &Summary, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn study_input(dir: &Path, by_strategy: bool) -> Result<evocomp_report::StudyInput> {
-    let d = StudyDir::new(dir);
-    let s = d.summary()?;
-    let exp = d.experiment()?;
-    let db = exp
-        .database
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let point = |m: &Measured| evocomp_report::MeasuredPoint {
-        cost: m.cost,
-        held_out_kl: m.held_out_kl,
-        held_out_perplexity: m.held_out_perplexity,
-        genome: m.genome.clone(),
-    };
-    Ok(evocomp_report::StudyInput {
-        name: s.name.clone(),
-        strategy: s.strategy.clone(),
-        role: s.role,
-        series: if by_strategy {
-            s.strategy.clone()
-        } else {
-            exp.sweep.clone().unwrap_or_else(|| s.name.clone())
-        },
-        budget: format!("{db}/{}", budget_label(&exp.budget)),
-        cost_unit: s.cost_unit.clone(),
-        full_cost: s.full_cost,
-        units: s.units.clone(),
-        best: point(&s.best),
-        front: s.front.iter().map(point).collect(),
-        history: s
-            .history
-            .iter()
-            .map(|h| evocomp_report::Progress {
-                // Candidates scored so far, computed or served from a cache.
-                evaluations: h.evaluations + h.cache_hits,
-                seconds: h.seconds,
-                best: h.best,
-                front: h.front.clone(),
-            })
-            .collect(),
-        evaluations: s.evaluations,
-        cache_hits: s.cache_hits,
-        seconds: s.seconds,
-        // At the tokens where each measured genome became the best; NaN
-        // where the best genome was never measured.
-        anytime: s
-            .anytime_steps()
-            .into_iter()
-            .map(|(t, kl)| (t, kl.unwrap_or(f64::NAN)))
-            .collect(),
-    })
-}
-
 pub fn report(
     dirs: &[std::path::PathBuf],
     out: Option<std::path::PathBuf>,
     by_strategy: bool,
 ) -> Result<()> {
-    let mut studies = Vec::new();
-    for d in dirs {
-        match sweep_members(d)? {
-            Some(members) => {
-                for e in members {
-                    studies.push(study_input(&e.output, by_strategy)?);
-                }
-            }
-            None => studies.push(study_input(d, by_strategy)?),
-        }
-    }
     let out = out.unwrap_or_else(|| dirs[0].clone());
-    let plots = evocomp_report::write_report(&studies, &out)?;
+    let plots = evocomp::study::report(dirs, &out, by_strategy)?;
     println!(
         "wrote {}/report.md, report.html and {} plots under {}/plots",
         out.display(),

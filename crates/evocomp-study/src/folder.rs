@@ -216,6 +216,13 @@ impl OpenStudy {
         &self.store
     }
 
+    /// Trials in the journal: (evaluated, served from a cache).
+    pub fn trial_counts(&self) -> Result<(usize, usize)> {
+        let trials = self.store.trials()?;
+        let fresh = trials.iter().filter(|t| !t.cached).count();
+        Ok((fresh, trials.len() - fresh))
+    }
+
     fn record_name(&self, key: &str) -> String {
         format!("{} (record {key})", self.dir.file(names::STORE).display())
     }

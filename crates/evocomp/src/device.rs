@@ -1,19 +1,57 @@
-//! The one place that decides which burn device runs the model.
+//! The one place that turns a backend choice (the binary's `--backend`, or
+//! a config's `backend`) into the burn device that runs the model.
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::wgpu::{WgpuBackend, wgpu};
 use burn::tensor::{Device, DeviceKind};
-use clap::ValueEnum;
-use std::future::Future;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// Which backend runs the model (`auto`, `wgpu`, `cpu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendChoice {
+    #[default]
     /// wgpu when a GPU adapter exists, else the CPU.
     Auto,
     /// burn's wgpu backend (Vulkan; a software Vulkan driver if no GPU).
     Wgpu,
     /// burn's `flex` CPU backend.
     Cpu,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(BackendChoice::Auto),
+            "wgpu" => Ok(BackendChoice::Wgpu),
+            "cpu" => Ok(BackendChoice::Cpu),
+            other => Err(format!("unknown backend {other:?} (auto, wgpu or cpu)")),
+        }
+    }
+}
+
+impl std::fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Wgpu => "wgpu",
+            BackendChoice::Cpu => "cpu",
+        })
+    }
+}
+
+impl From<evocomp_config::BackendSpec> for BackendChoice {
+    fn from(b: evocomp_config::BackendSpec) -> Self {
+        match b {
+            evocomp_config::BackendSpec::Auto => BackendChoice::Auto,
+            evocomp_config::BackendSpec::Wgpu => BackendChoice::Wgpu,
+            evocomp_config::BackendSpec::Cpu => BackendChoice::Cpu,
+        }
+    }
+}
+
+/// The CPU threads this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A chosen device and a line describing it.
@@ -25,17 +63,6 @@ pub struct Chosen {
     pub max_buffer_bytes: Option<u64>,
     /// burn's `flex` CPU backend (not a GPU, nor wgpu's software adapter).
     pub cpu: bool,
-}
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::yield_now();
-    }
 }
 
 /// The graphics API we drive wgpu through. OpenGL is never used: burn's
@@ -85,7 +112,7 @@ fn adapters() -> Vec<(String, wgpu::DeviceType, u64)> {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = backends;
     let instance = wgpu::Instance::new(desc);
-    block_on(instance.enumerate_adapters(backends))
+    futures::executor::block_on(instance.enumerate_adapters(backends))
         .into_iter()
         .map(|a| {
             let info = a.get_info();
@@ -120,6 +147,9 @@ fn wgpu_device(kind: DeviceKind) -> Result<Device> {
         .context("initialising wgpu")
 }
 
+/// The device `choice` names on this machine: `Auto` takes a GPU adapter
+/// where wgpu finds one, else the CPU; `Wgpu` falls back to a software
+/// Vulkan adapter (slow) and is an error without any.
 pub fn choose(choice: BackendChoice) -> Result<Chosen> {
     let cpu = || Chosen {
         device: Device::flex(),

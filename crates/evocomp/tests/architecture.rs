@@ -1,0 +1,208 @@
+//! ARCHITECTURE.md's invariants that a test can check, on the workspace's
+//! manifests and sources: each fails when the rule it names is broken.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn crates_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("crates/")
+        .to_path_buf()
+}
+
+/// Every workspace crate's folder name and its `[dependencies]` (names only,
+/// not dev-dependencies).
+fn dependencies() -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(crates_dir()).unwrap() {
+        let dir = e.unwrap().path();
+        let Ok(text) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+            continue;
+        };
+        let mut deps = Vec::new();
+        let mut inside = false;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                inside = line == "[dependencies]";
+                continue;
+            }
+            if inside && let Some((name, _)) = line.split_once(['=', '.']) {
+                let name = name.trim();
+                if !name.is_empty() && !name.starts_with('#') {
+                    deps.push(name.to_string());
+                }
+            }
+        }
+        out.insert(
+            dir.file_name().unwrap().to_string_lossy().into_owned(),
+            deps,
+        );
+    }
+    out
+}
+
+/// Every `.rs` file under `dir`, with its text.
+fn sources(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                out.push((p, text));
+            }
+        }
+    }
+    out
+}
+
+/// The crates in layers, lowest first: a crate may depend only on crates of
+/// lower layers (no arrow runs back up).
+const LAYERS: &[&[&str]] = &[
+    &[
+        "evocomp-gguf",
+        "evocomp-data",
+        "evocomp-compress",
+        "evocomp-search",
+        "evocomp-store",
+    ],
+    &["evocomp-model"],
+    &["evocomp-eval", "evocomp-db"],
+    &["evocomp-config"],
+    &["evocomp-study", "evocomp-report"],
+    &["evocomp-engine"],
+    &["evocomp-queue"],
+    &["evocomp"],
+    &["evocomp-cli"],
+];
+
+fn layer(name: &str) -> Option<usize> {
+    LAYERS.iter().position(|l| l.contains(&name))
+}
+
+#[test]
+fn every_crate_depends_only_on_lower_layers() {
+    let deps = dependencies();
+    for (krate, ds) in &deps {
+        let own = layer(krate).unwrap_or_else(|| panic!("{krate} is in no layer of LAYERS"));
+        for d in ds.iter().filter(|d| d.starts_with("evocomp")) {
+            let theirs = layer(d).unwrap_or_else(|| panic!("{d} is in no layer"));
+            assert!(
+                theirs < own,
+                "{krate} (layer {own}) depends on {d} (layer {theirs}): an arrow up"
+            );
+        }
+    }
+    assert_eq!(
+        deps.len(),
+        LAYERS.iter().map(|l| l.len()).sum::<usize>(),
+        "a crate is missing from the workspace or from LAYERS"
+    );
+}
+
+#[test]
+fn the_search_crate_is_pure_and_one_crate_owns_sled() {
+    let deps = dependencies();
+    let search = &deps["evocomp-search"];
+    for banned in ["burn", "burn-flex", "sled", "memmap2", "wgpu", "tokio"] {
+        assert!(
+            !search.iter().any(|d| d == banned),
+            "evocomp-search depends on {banned}"
+        );
+    }
+    assert!(!search.iter().any(|d| d.starts_with("evocomp")));
+    for (krate, ds) in &deps {
+        if ds.iter().any(|d| d == "sled") {
+            assert_eq!(krate, "evocomp-store", "{krate} uses sled itself");
+        }
+    }
+}
+
+#[test]
+fn the_binary_reaches_the_work_through_the_library() {
+    let deps = dependencies();
+    // The CLI parses, calls `evocomp` and prints; it reads configs and study
+    // folders through their crates, and models' headers for `inspect`.
+    let allowed = [
+        "evocomp",
+        "evocomp-model",
+        "evocomp-config",
+        "evocomp-study",
+    ];
+    for d in deps["evocomp-cli"]
+        .iter()
+        .filter(|d| d.starts_with("evocomp"))
+    {
+        assert!(allowed.contains(&d.as_str()), "evocomp-cli depends on {d}");
+    }
+    for (path, text) in sources(&crates_dir().join("evocomp-cli/src")) {
+        for banned in [
+            "evocomp_store",
+            "evocomp_engine",
+            "evocomp_db",
+            "evocomp_eval",
+            ".store()",
+        ] {
+            assert!(!text.contains(banned), "{} names {banned}", path.display());
+        }
+    }
+}
+
+/// The names the registry lists (its variants and their settings types), read
+/// from its source.
+fn registered_names() -> Vec<String> {
+    let text =
+        std::fs::read_to_string(crates_dir().join("evocomp-search/src/framework/registry.rs"))
+            .unwrap();
+    let start = text
+        .find("pub enum StrategySettings {")
+        .expect("the registry's settings enum");
+    let body = &text[start..text[start..].find("\n    }").unwrap() + start];
+    let mut names = Vec::new();
+    for line in body.lines().skip(1) {
+        let line = line.trim();
+        if line.starts_with("///") || line.is_empty() {
+            continue;
+        }
+        for word in line.split(|c: char| !c.is_alphanumeric() && c != '_') {
+            if word.ends_with("Settings") && word != "StrategySettings" {
+                names.push(word.to_string());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn only_the_search_crate_names_a_strategy() {
+    let names = registered_names();
+    assert!(
+        names.len() >= 10 && names.contains(&"EvoPressSettings".to_string()),
+        "{names:?}"
+    );
+    for krate in [
+        "evocomp-config",
+        "evocomp-engine",
+        "evocomp-study",
+        "evocomp-queue",
+        "evocomp-report",
+        "evocomp",
+        "evocomp-cli",
+    ] {
+        for (path, text) in sources(&crates_dir().join(krate).join("src")) {
+            for n in &names {
+                assert!(!text.contains(n.as_str()), "{} names {n}", path.display());
+            }
+            assert!(
+                !text.contains("StrategySettings::"),
+                "{} matches on a strategy",
+                path.display()
+            );
+        }
+    }
+}
