@@ -247,303 +247,13 @@ impl DatabaseSpec {
     fn resolve_in(self, path: &Path, text: Option<&str>) -> Result<DatabaseConfig> {
         let c = Checker { path, text };
         c.exists(&self.model, "model")?;
-        c.exists(&self.calibration.text, "calibration.text")?;
-        c.ensure(
-            self.calibration.sequences > 0,
-            "calibration.sequences",
-            "must be at least 1",
-        )?;
-        c.ensure(
-            self.calibration.seq_len >= 2,
-            "calibration.seq_len",
-            "must be at least 2",
-        )?;
-        c.ensure(
-            self.calibration.batch_size > 0,
-            "calibration.batch_size",
-            "must be at least 1",
-        )?;
         c.ensure(
             !self.output.as_os_str().is_empty(),
             "output",
             "must name a folder",
         )?;
-        let obs = |block_size: usize, damp: f64| -> Result<ObsOptions> {
-            c.ensure(
-                block_size > 0,
-                "compression.block_size",
-                "must be at least 1",
-            )?;
-            c.ensure(
-                damp.is_finite() && damp >= 0.0,
-                "compression.damp",
-                format!("must be a non-negative number, got {damp}"),
-            )?;
-            Ok(ObsOptions { block_size, damp })
-        };
-        let (sequential, level) = (self.calibration.sequential, self.calibration.level);
-        c.ensure(
-            sequential || level.is_none(),
-            "calibration.level",
-            "a calibration level only applies with sequential: true",
-        )?;
-        let level_ok = |lo: i64, hi: i64| -> Result<()> {
-            c.ensure(
-                level.is_none_or(|l| (lo..=hi).contains(&l)),
-                "calibration.level",
-                format!("must be a level of the database, {lo}..={hi}"),
-            )
-        };
-        let propagation = |default: i64| {
-            if sequential {
-                Propagation::Sequential {
-                    level: level.unwrap_or(default),
-                }
-            } else {
-                Propagation::Uncompressed
-            }
-        };
-        let compression = match self.compression {
-            CompressionSpec::Sparsity {
-                method,
-                target,
-                step_fraction,
-                max_sparsity,
-                max_levels,
-                block_size,
-                damp,
-            } => {
-                c.ensure(
-                    (0.0..1.0).contains(&target),
-                    "compression.target",
-                    format!("must be in [0, 1), got {target}"),
-                )?;
-                c.ensure(
-                    step_fraction > 0.0 && step_fraction < 1.0,
-                    "compression.step_fraction",
-                    format!("must be in (0, 1), got {step_fraction}"),
-                )?;
-                c.ensure(
-                    max_sparsity > target && max_sparsity <= 1.0,
-                    "compression.max_sparsity",
-                    format!("must be in (target, 1], got {max_sparsity}"),
-                )?;
-                level_ok(-(max_levels as i64), max_levels as i64)?;
-                Compression::Sparsity {
-                    method,
-                    target,
-                    step_fraction,
-                    max_sparsity,
-                    max_levels,
-                    obs: obs(block_size, damp)?,
-                    propagation: propagation(0),
-                }
-            }
-            CompressionSpec::Quantization {
-                method,
-                mut bits,
-                group_size,
-                symmetric,
-                act_order,
-                block_size,
-                damp,
-            } => {
-                c.ensure(
-                    !bits.is_empty(),
-                    "compression.bits",
-                    "needs at least one bit-width",
-                )?;
-                no_repeats(&c, &bits)?;
-                c.ensure(
-                    group_size >= 8 && group_size.is_power_of_two(),
-                    "compression.group_size",
-                    format!(
-                        "{group_size}: a group size is a power of two, at least 8 (128 is usual; \
-                         a group longer than a row quantizes the row as one group)"
-                    ),
-                )?;
-                bits.sort_unstable();
-                for &b in &bits {
-                    c.ensure(
-                        (2..=8).contains(&b),
-                        "compression.bits",
-                        format!("bit-widths must be in 2..=8, got {b}"),
-                    )?;
-                }
-                let act_order = act_order.unwrap_or(method == QuantMethod::Gptq);
-                c.ensure(
-                    !(act_order && method == QuantMethod::Rtn),
-                    "compression.act_order",
-                    "act-order only applies to GPTQ",
-                )?;
-                level_ok(0, bits.len() as i64 - 1)?;
-                Compression::Quantization {
-                    method,
-                    spec: QuantSpec {
-                        bits: bits[0],
-                        group_size,
-                        symmetric,
-                        act_order,
-                    },
-                    // Level i is the i-th most bits: the middle one by default.
-                    propagation: propagation((bits.len() / 2) as i64),
-                    bits,
-                    obs: obs(block_size, damp)?,
-                }
-            }
-            CompressionSpec::GgufTypes { types, imatrix } => {
-                c.ensure(
-                    !types.is_empty(),
-                    "compression.types",
-                    "needs at least one GGUF type",
-                )?;
-                for (i, t) in types.iter().enumerate() {
-                    c.ensure(
-                        !types[..i].contains(t),
-                        "compression.types",
-                        format!("{t} is listed twice"),
-                    )?;
-                    c.ensure(
-                        evocomp_gguf::can_quantize(*t),
-                        "compression.types",
-                        format!(
-                            "evocomp cannot write {t} (it writes F32, F16, BF16, Q8_0, Q4_0, \
-                             Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_NL)"
-                        ),
-                    )?;
-                }
-                c.ensure(
-                    level.is_none(),
-                    "calibration.level",
-                    "GGUF types take no calibration level: llama.cpp quantizes every tensor on \
-                     the uncompressed model's inputs",
-                )?;
-                Compression::GgufTypes { types, imatrix }
-            }
-            CompressionSpec::Depth { unit } => Compression::Depth { unit },
-            CompressionSpec::KvBudget {
-                mut budgets,
-                step,
-                eviction,
-                chunk,
-            } => {
-                c.ensure(
-                    !budgets.is_empty(),
-                    "compression.budgets",
-                    "needs at least one budget",
-                )?;
-                if let Some(step) = step {
-                    c.ensure(step > 0, "compression.step", "must be at least 1 token")?;
-                    c.ensure(
-                        budgets.len() == 2 && budgets[0] < budgets[1],
-                        "compression.budgets",
-                        "with a step, budgets are [lowest, highest]",
-                    )?;
-                    let (lo, hi) = (budgets[0], budgets[1]);
-                    budgets = (lo..hi).step_by(step).chain([hi]).collect();
-                }
-                c.ensure(chunk > 0, "compression.chunk", "must be at least 1")?;
-                budgets.sort_unstable_by(|a, b| b.cmp(a));
-                budgets.dedup();
-                let smallest = *budgets.last().expect("non-empty");
-                c.ensure(
-                    smallest > 0,
-                    "compression.budgets",
-                    "a budget must keep at least 1 token",
-                )?;
-                match eviction {
-                    EvictionSpec::Streaming { sinks } => c.ensure(
-                        sinks < smallest,
-                        "compression.eviction.sinks",
-                        format!("{sinks} sink tokens leave no room for recent ones in a budget of {smallest}"),
-                    )?,
-                    EvictionSpec::SnapKv {
-                        window,
-                        kernel,
-                        prompt,
-                    } => {
-                        c.ensure(window > 0, "compression.eviction.window", "must be at least 1")?;
-                        c.ensure(
-                            window <= smallest,
-                            "compression.eviction.window",
-                            format!("the {window}-token window does not fit the smallest budget {smallest}"),
-                        )?;
-                        c.ensure(
-                            kernel % 2 == 1,
-                            "compression.eviction.kernel",
-                            format!("the pooling width must be odd, got {kernel}"),
-                        )?;
-                        c.ensure(
-                            prompt > window,
-                            "compression.eviction.prompt",
-                            format!("the prompt ({prompt} tokens) must be longer than the window ({window})"),
-                        )?;
-                    }
-                    EvictionSpec::ChunkedSnapKv { window, recent } => {
-                        c.ensure(window > 0, "compression.eviction.window", "must be at least 1")?;
-                        c.ensure(
-                            recent <= smallest,
-                            "compression.eviction.recent",
-                            format!("{recent} recent tokens exceed the smallest budget {smallest}"),
-                        )?;
-                    }
-                }
-                Compression::KvBudget {
-                    budgets,
-                    eviction: match eviction {
-                        EvictionSpec::Streaming { sinks } => Eviction::Streaming { sinks },
-                        EvictionSpec::SnapKv {
-                            window,
-                            kernel,
-                            prompt,
-                        } => Eviction::SnapKv {
-                            window,
-                            kernel,
-                            prompt,
-                        },
-                        EvictionSpec::ChunkedSnapKv { window, recent } => {
-                            Eviction::ChunkedSnapKv { window, recent }
-                        }
-                    },
-                    chunk,
-                }
-            }
-            CompressionSpec::KvBits {
-                mut bits,
-                keys,
-                values,
-                group_size,
-                chunk,
-            } => {
-                c.ensure(
-                    !bits.is_empty(),
-                    "compression.bits",
-                    "needs at least one bit-width",
-                )?;
-                c.ensure(chunk > 0, "compression.chunk", "must be at least 1")?;
-                c.ensure(
-                    group_size > 0,
-                    "compression.group_size",
-                    "must be at least 1",
-                )?;
-                no_repeats(&c, &bits)?;
-                bits.sort_unstable_by(|a, b| b.cmp(a));
-                for &b in &bits {
-                    c.ensure(
-                        (1..=16).contains(&b),
-                        "compression.bits",
-                        format!("KV bit-widths must be in 1..=16, got {b}"),
-                    )?;
-                }
-                Compression::KvBits {
-                    bits,
-                    keys: keys.into(),
-                    values: values.into(),
-                    group_size,
-                    chunk,
-                }
-            }
-        };
+        self.calibration.check(&c)?;
+        let compression = self.compression.resolve(&c, &self.calibration)?;
         Ok(DatabaseConfig {
             source: path.to_path_buf(),
             model: self.model,
@@ -552,6 +262,399 @@ impl DatabaseSpec {
             compression,
         })
     }
+}
+
+impl CalibrationSpec {
+    fn check(&self, c: &Checker) -> Result<()> {
+        c.exists(&self.text, "calibration.text")?;
+        c.ensure(
+            self.sequences > 0,
+            "calibration.sequences",
+            "must be at least 1",
+        )?;
+        c.ensure(
+            self.seq_len >= 2,
+            "calibration.seq_len",
+            "must be at least 2",
+        )?;
+        c.ensure(
+            self.batch_size > 0,
+            "calibration.batch_size",
+            "must be at least 1",
+        )?;
+        c.ensure(
+            self.sequential || self.level.is_none(),
+            "calibration.level",
+            "a calibration level only applies with sequential: true",
+        )
+    }
+}
+
+/// What every compression kind's checks share: the config, and the
+/// calibration level the build propagates through.
+struct Calibrated<'a> {
+    c: &'a Checker<'a>,
+    sequential: bool,
+    level: Option<i64>,
+}
+
+impl Calibrated<'_> {
+    fn obs(&self, block_size: usize, damp: f64) -> Result<ObsOptions> {
+        self.c.ensure(
+            block_size > 0,
+            "compression.block_size",
+            "must be at least 1",
+        )?;
+        self.c.ensure(
+            damp.is_finite() && damp >= 0.0,
+            "compression.damp",
+            format!("must be a non-negative number, got {damp}"),
+        )?;
+        Ok(ObsOptions { block_size, damp })
+    }
+
+    fn level_in(&self, lo: i64, hi: i64) -> Result<()> {
+        self.c.ensure(
+            self.level.is_none_or(|l| (lo..=hi).contains(&l)),
+            "calibration.level",
+            format!("must be a level of the database, {lo}..={hi}"),
+        )
+    }
+
+    fn propagation(&self, default: i64) -> Propagation {
+        if self.sequential {
+            Propagation::Sequential {
+                level: self.level.unwrap_or(default),
+            }
+        } else {
+            Propagation::Uncompressed
+        }
+    }
+}
+
+impl CompressionSpec {
+    /// The database's build description, each kind checked by its own function.
+    fn resolve(self, c: &Checker, calibration: &CalibrationSpec) -> Result<Compression> {
+        let cal = Calibrated {
+            c,
+            sequential: calibration.sequential,
+            level: calibration.level,
+        };
+        match self {
+            CompressionSpec::Sparsity {
+                method,
+                target,
+                step_fraction,
+                max_sparsity,
+                max_levels,
+                block_size,
+                damp,
+            } => sparsity(
+                &cal,
+                method,
+                (target, step_fraction, max_sparsity, max_levels),
+                cal.obs(block_size, damp)?,
+            ),
+            CompressionSpec::Quantization {
+                method,
+                bits,
+                group_size,
+                symmetric,
+                act_order,
+                block_size,
+                damp,
+            } => quantization(
+                &cal,
+                method,
+                bits,
+                (group_size, symmetric, act_order),
+                cal.obs(block_size, damp)?,
+            ),
+            CompressionSpec::GgufTypes { types, imatrix } => gguf_types(&cal, types, imatrix),
+            CompressionSpec::Depth { unit } => Ok(Compression::Depth { unit }),
+            CompressionSpec::KvBudget {
+                budgets,
+                step,
+                eviction,
+                chunk,
+            } => kv_budget(c, budgets, step, eviction, chunk),
+            CompressionSpec::KvBits {
+                bits,
+                keys,
+                values,
+                group_size,
+                chunk,
+            } => kv_bits(c, bits, (keys, values, group_size), chunk),
+        }
+    }
+}
+
+/// `Sparsity`: the target, step and cap (target, step_fraction,
+/// max_sparsity, max_levels).
+fn sparsity(
+    cal: &Calibrated,
+    method: SparsityMethod,
+    (target, step_fraction, max_sparsity, max_levels): (f64, f64, f64, usize),
+    obs: ObsOptions,
+) -> Result<Compression> {
+    let c = cal.c;
+    c.ensure(
+        (0.0..1.0).contains(&target),
+        "compression.target",
+        format!("must be in [0, 1), got {target}"),
+    )?;
+    c.ensure(
+        step_fraction > 0.0 && step_fraction < 1.0,
+        "compression.step_fraction",
+        format!("must be in (0, 1), got {step_fraction}"),
+    )?;
+    c.ensure(
+        max_sparsity > target && max_sparsity <= 1.0,
+        "compression.max_sparsity",
+        format!("must be in (target, 1], got {max_sparsity}"),
+    )?;
+    cal.level_in(-(max_levels as i64), max_levels as i64)?;
+    Ok(Compression::Sparsity {
+        method,
+        target,
+        step_fraction,
+        max_sparsity,
+        max_levels,
+        obs,
+        propagation: cal.propagation(0),
+    })
+}
+
+/// `Quantization`: the bit-widths and the grouping (group_size, symmetric,
+/// act_order).
+fn quantization(
+    cal: &Calibrated,
+    method: QuantMethod,
+    mut bits: Vec<u8>,
+    (group_size, symmetric, act_order): (usize, bool, Option<bool>),
+    obs: ObsOptions,
+) -> Result<Compression> {
+    let c = cal.c;
+    c.ensure(
+        !bits.is_empty(),
+        "compression.bits",
+        "needs at least one bit-width",
+    )?;
+    no_repeats(c, &bits)?;
+    c.ensure(
+        group_size >= 8 && group_size.is_power_of_two(),
+        "compression.group_size",
+        format!(
+            "{group_size}: a group size is a power of two, at least 8 (128 is usual; \
+             a group longer than a row quantizes the row as one group)"
+        ),
+    )?;
+    bits.sort_unstable();
+    for &b in &bits {
+        c.ensure(
+            (2..=8).contains(&b),
+            "compression.bits",
+            format!("bit-widths must be in 2..=8, got {b}"),
+        )?;
+    }
+    let act_order = act_order.unwrap_or(method == QuantMethod::Gptq);
+    c.ensure(
+        !(act_order && method == QuantMethod::Rtn),
+        "compression.act_order",
+        "act-order only applies to GPTQ",
+    )?;
+    cal.level_in(0, bits.len() as i64 - 1)?;
+    Ok(Compression::Quantization {
+        method,
+        spec: QuantSpec {
+            bits: bits[0],
+            group_size,
+            symmetric,
+            act_order,
+        },
+        // Level i is the i-th most bits: the middle one by default.
+        propagation: cal.propagation((bits.len() / 2) as i64),
+        bits,
+        obs,
+    })
+}
+
+/// `GgufTypes`: types llama.cpp's quantizers (ours) can write, once each.
+fn gguf_types(
+    cal: &Calibrated,
+    types: Vec<evocomp_gguf::GgmlType>,
+    imatrix: bool,
+) -> Result<Compression> {
+    let c = cal.c;
+    c.ensure(
+        !types.is_empty(),
+        "compression.types",
+        "needs at least one GGUF type",
+    )?;
+    for (i, t) in types.iter().enumerate() {
+        c.ensure(
+            !types[..i].contains(t),
+            "compression.types",
+            format!("{t} is listed twice"),
+        )?;
+        c.ensure(
+            evocomp_gguf::can_quantize(*t),
+            "compression.types",
+            format!(
+                "evocomp cannot write {t} (it writes F32, F16, BF16, Q8_0, Q4_0, \
+                 Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_NL)"
+            ),
+        )?;
+    }
+    c.ensure(
+        cal.level.is_none(),
+        "calibration.level",
+        "GGUF types take no calibration level: llama.cpp quantizes every tensor on \
+         the uncompressed model's inputs",
+    )?;
+    Ok(Compression::GgufTypes { types, imatrix })
+}
+
+/// `KvBudget`: the budgets (a range with a step, or a list), the eviction
+/// policy against the smallest budget, the prefill chunk.
+fn kv_budget(
+    c: &Checker,
+    mut budgets: Vec<usize>,
+    step: Option<usize>,
+    eviction: EvictionSpec,
+    chunk: usize,
+) -> Result<Compression> {
+    c.ensure(
+        !budgets.is_empty(),
+        "compression.budgets",
+        "needs at least one budget",
+    )?;
+    if let Some(step) = step {
+        c.ensure(step > 0, "compression.step", "must be at least 1 token")?;
+        c.ensure(
+            budgets.len() == 2 && budgets[0] < budgets[1],
+            "compression.budgets",
+            "with a step, budgets are [lowest, highest]",
+        )?;
+        let (lo, hi) = (budgets[0], budgets[1]);
+        budgets = (lo..hi).step_by(step).chain([hi]).collect();
+    }
+    c.ensure(chunk > 0, "compression.chunk", "must be at least 1")?;
+    budgets.sort_unstable_by(|a, b| b.cmp(a));
+    budgets.dedup();
+    let smallest = *budgets.last().expect("non-empty");
+    c.ensure(
+        smallest > 0,
+        "compression.budgets",
+        "a budget must keep at least 1 token",
+    )?;
+    Ok(Compression::KvBudget {
+        budgets,
+        eviction: eviction.resolve(c, smallest)?,
+        chunk,
+    })
+}
+
+impl EvictionSpec {
+    /// The policy, checked against the smallest budget it must fit.
+    fn resolve(self, c: &Checker, smallest: usize) -> Result<Eviction> {
+        Ok(match self {
+            EvictionSpec::Streaming { sinks } => {
+                c.ensure(
+                    sinks < smallest,
+                    "compression.eviction.sinks",
+                    format!(
+                        "{sinks} sink tokens leave no room for recent ones in a budget of {smallest}"
+                    ),
+                )?;
+                Eviction::Streaming { sinks }
+            }
+            EvictionSpec::SnapKv {
+                window,
+                kernel,
+                prompt,
+            } => {
+                c.ensure(
+                    window > 0,
+                    "compression.eviction.window",
+                    "must be at least 1",
+                )?;
+                c.ensure(
+                    window <= smallest,
+                    "compression.eviction.window",
+                    format!(
+                        "the {window}-token window does not fit the smallest budget {smallest}"
+                    ),
+                )?;
+                c.ensure(
+                    kernel % 2 == 1,
+                    "compression.eviction.kernel",
+                    format!("the pooling width must be odd, got {kernel}"),
+                )?;
+                c.ensure(
+                    prompt > window,
+                    "compression.eviction.prompt",
+                    format!(
+                        "the prompt ({prompt} tokens) must be longer than the window ({window})"
+                    ),
+                )?;
+                Eviction::SnapKv {
+                    window,
+                    kernel,
+                    prompt,
+                }
+            }
+            EvictionSpec::ChunkedSnapKv { window, recent } => {
+                c.ensure(
+                    window > 0,
+                    "compression.eviction.window",
+                    "must be at least 1",
+                )?;
+                c.ensure(
+                    recent <= smallest,
+                    "compression.eviction.recent",
+                    format!("{recent} recent tokens exceed the smallest budget {smallest}"),
+                )?;
+                Eviction::ChunkedSnapKv { window, recent }
+            }
+        })
+    }
+}
+
+/// `KvBits`: the bit-widths, grouping (keys, values, group_size) and chunk.
+fn kv_bits(
+    c: &Checker,
+    mut bits: Vec<u8>,
+    (keys, values, group_size): (KvGroupSpec, KvGroupSpec, usize),
+    chunk: usize,
+) -> Result<Compression> {
+    c.ensure(
+        !bits.is_empty(),
+        "compression.bits",
+        "needs at least one bit-width",
+    )?;
+    c.ensure(chunk > 0, "compression.chunk", "must be at least 1")?;
+    c.ensure(
+        group_size > 0,
+        "compression.group_size",
+        "must be at least 1",
+    )?;
+    no_repeats(c, &bits)?;
+    bits.sort_unstable_by(|a, b| b.cmp(a));
+    for &b in &bits {
+        c.ensure(
+            (1..=16).contains(&b),
+            "compression.bits",
+            format!("KV bit-widths must be in 1..=16, got {b}"),
+        )?;
+    }
+    Ok(Compression::KvBits {
+        bits,
+        keys: keys.into(),
+        values: values.into(),
+        group_size,
+        chunk,
+    })
 }
 
 /// A bit-width listed twice is a mistake in the config, not a level.
