@@ -1,6 +1,50 @@
 use crate::{CompressError, Result};
-use faer::linalg::solvers::DenseSolveCore;
-use faer::{Mat, Side};
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::cholesky::llt;
+use faer::{Mat, MatRef, Par};
+
+/// The lower Cholesky factor of `a` (its lower triangle read), on one
+/// thread: `Llt::new`'s steps with `Par::Seq` given to each call rather than
+/// set process-wide, so the bits never depend on what else runs.
+fn cholesky_lower(a: MatRef<'_, f64>) -> Option<Mat<f64>> {
+    let n = a.nrows();
+    let mut l = Mat::<f64>::zeros(n, n);
+    l.copy_from_triangular_lower(a);
+    let mut mem = MemBuffer::new(llt::factor::cholesky_in_place_scratch::<f64>(
+        n,
+        Par::Seq,
+        Default::default(),
+    ));
+    llt::factor::cholesky_in_place(
+        l.as_mut(),
+        Default::default(),
+        Par::Seq,
+        MemStack::new(&mut mem),
+        Default::default(),
+    )
+    .ok()?;
+    for j in 0..n {
+        for i in 0..j {
+            l[(i, j)] = 0.0;
+        }
+    }
+    Some(l)
+}
+
+/// `(L Lᵀ)⁻¹` from the lower factor `l`, symmetric, on one thread (as
+/// `Llt::inverse` computes it).
+fn inverse_from_cholesky(l: MatRef<'_, f64>) -> Mat<f64> {
+    let n = l.nrows();
+    let mut out = Mat::<f64>::zeros(n, n);
+    let mut mem = MemBuffer::new(llt::inverse::inverse_scratch::<f64>(n, Par::Seq));
+    llt::inverse::inverse(out.as_mut(), l, Par::Seq, MemStack::new(&mut mem));
+    for j in 0..n {
+        for i in 0..j {
+            out[(i, j)] = out[(j, i)];
+        }
+    }
+    out
+}
 
 /// `H = 2XᵀX/n` over `n` calibration rows of a layer's input X (`[n, dim]`).
 #[derive(Debug, Clone, PartialEq)]
@@ -62,9 +106,7 @@ impl Hessian {
     /// mean(diag H), after giving dead inputs (H_jj = 0) a unit diagonal.
     /// Returns U row-major and the dead columns.
     pub(crate) fn inverse_cholesky_upper(&self, damp: f64) -> Result<(Vec<f64>, Vec<bool>)> {
-        // One thread inside a matrix: the same bytes on every run (callers
-        // parallelise across matrices).
-        faer::set_global_parallelism(faer::Par::Seq);
+        // One thread inside a matrix (callers parallelise across matrices).
         let n = self.dim;
         let dead: Vec<bool> = (0..n).map(|j| self.diag(j) == 0.0).collect();
         let mean = (0..n).map(|j| self.diag(j)).sum::<f64>() / n.max(1) as f64;
@@ -81,14 +123,10 @@ impl Hessian {
             }
             v
         });
-        let llt = h
-            .llt(Side::Lower)
-            .map_err(|_| CompressError::NotPositiveDefinite { damp })?;
-        let inv = llt.inverse();
-        let l = inv
-            .llt(Side::Lower)
-            .map_err(|_| CompressError::NotPositiveDefinite { damp })?;
-        let lm = l.L();
+        let not_pd = CompressError::NotPositiveDefinite { damp };
+        let l = cholesky_lower(h.as_ref()).ok_or(not_pd.clone())?;
+        let inv = inverse_from_cholesky(l.as_ref());
+        let lm = cholesky_lower(inv.as_ref()).ok_or(not_pd)?;
         // U = Lᵀ.
         let mut u = vec![0.0f64; n * n];
         for i in 0..n {

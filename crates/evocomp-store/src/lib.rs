@@ -351,34 +351,55 @@ impl Study {
     }
 }
 
-/// Write `bytes` to `path` atomically (a temporary file in the same folder,
-/// fsync, rename), so a kill leaves the old file or the new one, never half.
-/// The error names the file that failed.
+/// Write `bytes` to `path` atomically: a temporary file with a random name
+/// in the same folder (`.name.XXXXXX.tmp`, so two writers never share one),
+/// fsync, rename over `path`, then fsync the folder so the rename itself
+/// survives a power cut. A kill leaves the old file or the new one, never
+/// half; a failure removes the temporary file. The error names the file that
+/// failed.
 pub fn write_atomic(
     path: &Path,
     bytes: &[u8],
 ) -> std::result::Result<(), (PathBuf, std::io::Error)> {
     use std::io::Write;
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
     let at = |p: &Path| {
         let p = p.to_path_buf();
         move |e: std::io::Error| (p, e)
     };
-    let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .map_err(at(&tmp))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(at(path)));
-    if written.is_err() {
-        // A full disk must not leave a half-written temporary file behind.
-        let _ = std::fs::remove_file(&tmp);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(at(dir))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(at(tmp.path()))?;
+    // On failure the temporary file is dropped, which removes it.
+    tmp.persist(path)
+        .map_err(|e| (path.to_path_buf(), e.error))?;
+    sync_dir(dir).map_err(at(dir))
+}
+
+/// fsync a folder (its entries: a rename or a new file in it). Unix only;
+/// elsewhere a no-op.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
     }
-    written
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
 }
 
 /// A fitness cache shared by every study under one results folder: a
