@@ -7,9 +7,11 @@
 //! with nothing lost and nothing evaluated twice. Observers (progress bar,
 //! status file, history) watch; they never change what is computed.
 
+use crate::batches::batch_for_device;
+use crate::jobs::{Job, JobKind, Output, Pool, Remote, WorkerDevice, Workers};
 use crate::observer::{History, Observer, ProgressObserver, ResultEvent, StatusWriter, StepEvent};
-use crate::setup::{Prepared, batch_for_device, new_strategy, prepare};
-use crate::worker::{Job, JobKind, Output, Pool, Remote, WorkerDevice, Workers};
+use crate::prepare::{Prepared, prepare};
+use crate::start::new_strategy;
 use anyhow::{Context as _, Result, anyhow, bail};
 use evocomp_config::Experiment;
 use evocomp_eval::KlResult;

@@ -1,14 +1,16 @@
 //! The study engine: everything between a resolved experiment and a
 //! finished study.
 //!
-//! - `setup.rs`: experiment + database → model, space, budget, token sets,
-//!   and a fresh strategy (built by its settings, with the model
-//!   measurements it asks for);
+//! - `prepare.rs`: experiment → model, database (built when missing),
+//!   space, token sets; `budget.rs`: the config's budget in that space;
+//!   `batches.rs`: sequences per forward pass on a device; `start.rs`: a
+//!   fresh strategy (the model measurements its settings ask for, then
+//!   `StrategySettings::build`);
 //! - `executor.rs`: ask → caches → jobs → commit → tell → checkpoint, then
 //!   the held-out measurement as one batch;
 //! - `observer.rs`: the `Observer` trait and its implementations (progress
 //!   bar, status file, history);
-//! - `worker.rs`: the evaluation boundary (`Job`/`Done` on a queue, one
+//! - `jobs.rs`: the evaluation boundary (`Job`/`Done` on a queue, one
 //!   worker per device); `evaluator.rs`: one worker's models, teachers and
 //!   prefix cache.
 //!
@@ -17,17 +19,20 @@
 //! database's accessors) and never names a file in a study folder (that is
 //! `evocomp-study`'s).
 
+pub mod batches;
+pub mod budget;
 pub mod evaluator;
 pub mod executor;
+pub mod jobs;
 pub mod observer;
-pub mod setup;
-pub mod worker;
+pub mod prepare;
+pub mod start;
 
+pub use batches::batch_for_device;
+pub use budget::resolve_budget;
 pub use evaluator::{Evaluator, ReuseStats, sample_for};
 pub use executor::{Outcome, RunOptions, run, run_observed};
+pub use jobs::{Done, Job, JobKind, Output, Pool, Remote, WorkerDevice, Workers};
 pub use observer::{History, Observer, ProgressObserver, ResultEvent, StatusWriter, StepEvent};
-pub use setup::{
-    Prepared, batch_for_device, build_from_config, new_strategy, prepare, prepare_built,
-    resolve_budget, token_set,
-};
-pub use worker::{Done, Job, JobKind, Output, Pool, Remote, WorkerDevice, Workers};
+pub use prepare::{Prepared, build_from_config, prepare, prepare_built, token_set};
+pub use start::new_strategy;

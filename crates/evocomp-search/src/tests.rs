@@ -348,3 +348,44 @@ fn the_depth_start_is_the_best_of_random_feasible_genomes() {
             .all(|r| r.sample.tokens == 2048 && r.genome != s.parent)
     );
 }
+
+/// A sub-block depth space: 3 attention units (cost 10 kept, 0 dropped)
+/// and 3 MLP units (cost 30 kept, 0 dropped), levels 0 kept, 1 dropped.
+fn sub_block_space() -> Space {
+    Space::new(
+        (0..6)
+            .map(|i| UnitLevels {
+                name: format!("{}{}", if i % 2 == 0 { "attn" } else { "mlp" }, i / 2),
+                levels: vec![0, 1],
+                costs: vec![if i % 2 == 0 { 10 } else { 30 }, 0],
+            })
+            .collect(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_space_does_the_budget_arithmetic() {
+    let sp = sub_block_space();
+    assert_eq!((sp.min_cost(), sp.max_cost()), (0, 120));
+    // n of each type dropped: n attention and n MLP units.
+    assert_eq!(sp.cost_with_dropped(0), Ok(120));
+    assert_eq!(sp.cost_with_dropped(1), Ok(80));
+    assert_eq!(sp.cost_with_dropped(3), Ok(0));
+    assert!(
+        sp.cost_with_dropped(4)
+            .unwrap_err()
+            .contains("only 3 units")
+    );
+    assert!(sp.cost_with_dropped(7).unwrap_err().contains("has 6 units"));
+    // Keeping one unit costs at least the cheapest one kept.
+    assert_eq!(sp.cheapest_keeping_one(), 10);
+    // Not a kept/dropped space.
+    let grid = sparsity_space(3);
+    assert!(
+        grid.cost_with_dropped(1)
+            .unwrap_err()
+            .contains("depth database")
+    );
+    assert_eq!(grid.min_cost() + 1000, grid.cheapest_keeping_one());
+}

@@ -171,6 +171,63 @@ impl Space {
         }
         true
     }
+
+    /// The cost of every unit at its cheapest level.
+    pub fn min_cost(&self) -> u64 {
+        self.units.iter().filter_map(|u| u.costs.iter().min()).sum()
+    }
+
+    /// The cost of every unit at its most expensive level.
+    pub fn max_cost(&self) -> u64 {
+        self.units.iter().filter_map(|u| u.costs.iter().max()).sum()
+    }
+
+    /// The cost with `n` units of each type (units sharing a cost vector)
+    /// at their cheapest level and the rest at their most expensive: a depth
+    /// budget of `n` blocks (or `n` attention and `n` MLP sub-blocks)
+    /// dropped. An error says why no such configuration exists.
+    pub fn cost_with_dropped(&self, n: usize) -> Result<u64, String> {
+        if n > self.len() {
+            return Err(format!(
+                "{n} units dropped, but the database has {} units",
+                self.len()
+            ));
+        }
+        if self.units.iter().any(|u| u.levels.len() != 2) {
+            return Err(
+                "Dropped(n) needs kept/dropped units (a depth database); use AtMost(cost)".into(),
+            );
+        }
+        let mut total = 0u64;
+        for members in self.types() {
+            let count = members.len();
+            if n > count {
+                return Err(format!(
+                    "{n} units of each type dropped, but one type has only {count} units"
+                ));
+            }
+            let costs = &self.units[members[0]].costs;
+            let lo = costs.iter().copied().min().unwrap_or(0);
+            let hi = costs.iter().copied().max().unwrap_or(0);
+            total += n as u64 * lo + (count - n) as u64 * hi;
+        }
+        Ok(total)
+    }
+
+    /// The cheapest configuration in which some unit is above its cheapest
+    /// level (for depth: some block of the model is left).
+    pub fn cheapest_keeping_one(&self) -> u64 {
+        let keep_one = self
+            .units
+            .iter()
+            .filter_map(|u| {
+                let lo = u.costs.iter().copied().min()?;
+                u.costs.iter().filter(|&&c| c > lo).map(|c| c - lo).min()
+            })
+            .min()
+            .unwrap_or(0);
+        self.min_cost() + keep_one
+    }
 }
 
 /// `n` units that are kept (cost 100) or dropped (cost 0): a depth-like space for tests.

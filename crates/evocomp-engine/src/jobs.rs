@@ -5,7 +5,7 @@
 //! processes on other machines behind the same `Job`/`Done` messages).
 
 use crate::evaluator::{Evaluator, ReuseStats};
-use crate::setup::Prepared;
+use crate::prepare::Prepared;
 use anyhow::{Result, anyhow};
 use burn::tensor::Device;
 use evocomp_eval::KlResult;
