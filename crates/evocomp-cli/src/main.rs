@@ -3,8 +3,8 @@
 mod bench;
 mod db;
 mod export;
-mod queue;
-mod study;
+mod remote;
+mod studies;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -93,13 +93,13 @@ enum Command {
     Run {
         config: PathBuf,
         #[command(flatten)]
-        args: study::RunArgs,
+        args: studies::RunArgs,
     },
     /// Continue a stopped or killed study.
     Resume {
         dir: PathBuf,
         #[command(flatten)]
-        args: study::RunArgs,
+        args: studies::RunArgs,
     },
     /// A study's progress and its best configuration so far (and, with
     /// --queue, the workers the queue has seen).
@@ -111,7 +111,7 @@ enum Command {
     },
     /// Evaluate jobs from a queue (nats://HOST:PORT with JetStream) for
     /// `evocomp run --queue` coordinators, until interrupted.
-    Worker(queue::WorkerArgs),
+    Worker(remote::WorkerArgs),
     /// A study's best configuration(s), and the front for NSGA-II.
     Best {
         dir: PathBuf,
@@ -224,22 +224,22 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(args) => bench::run(args),
         Command::Db { command } => db::run(command),
-        Command::Run { config, args } => study::run(&config, args),
-        Command::Resume { dir, args } => study::resume(&dir, args),
+        Command::Run { config, args } => studies::run(&config, args),
+        Command::Resume { dir, args } => studies::resume(&dir, args),
         Command::Status { dir, queue } => {
-            study::status(&dir)?;
+            studies::status(&dir)?;
             match queue {
-                Some(url) => queue::print_workers(&url),
+                Some(url) => remote::print_workers(&url),
                 None => Ok(()),
             }
         }
-        Command::Worker(args) => queue::worker(args),
-        Command::Best { dir, json } => study::best(&dir, json),
+        Command::Worker(args) => remote::worker(args),
+        Command::Best { dir, json } => studies::best(&dir, json),
         Command::Report {
             dirs,
             out,
             by_strategy,
-        } => study::report(&dirs, out, by_strategy),
+        } => studies::report(&dirs, out, by_strategy),
         Command::Export(args) => export::run(args),
     }
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use evocomp::BackendChoice;
-use evocomp::worker::{WorkerSettings, serve, workers};
+use evocomp::queue::{WorkerSettings, serve, workers};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -80,7 +80,7 @@ fn ago(secs: u64) -> String {
 /// The workers the queue has heard from in the last day.
 pub fn print_workers(url: &str) -> Result<()> {
     let beats = workers(url)?;
-    let now = evocomp::worker::unix_now();
+    let now = evocomp::queue::unix_now();
     println!("workers on {url} (last heartbeat of each, the last day):");
     if beats.is_empty() {
         println!("  none");

@@ -181,38 +181,9 @@ pub fn build_database(
     let held_out_id = opts.held_out.as_ref().map(|s| s.id.clone());
     let mut manifest = start_manifest(dir, model, fingerprint, calib, held_out_id, compression)?;
     if let Some(sample) = calib.filter(|_| compression.needs_calibration()) {
-        let path = dir.join(CALIBRATION_FILE);
-        if !path.exists() {
-            let text = serde_json::to_vec(sample).map_err(|e| {
-                DbError::Backend(format!("serialising the calibration sample: {e}"))
-            })?;
-            write_atomic(&path, &text)?;
-        }
+        keep_calibration(dir, sample)?;
     }
-    // Leftovers of a killed write are never trusted.
-    for e in std::fs::read_dir(&units_dir)
-        .map_err(DbError::io(&units_dir))?
-        .flatten()
-    {
-        if e.path().extension().is_some_and(|x| x == "tmp") {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-    // A unit counts as built only if its file is intact.
-    for u in &mut manifest.units {
-        if let (Some(f), Some(sha)) = (&u.file, &u.sha256) {
-            let p = dir.join(f);
-            if !p.exists() || sha256_file(&p)? != *sha {
-                tracing::warn!(
-                    "{}: variant file missing or damaged; rebuilding it",
-                    p.display()
-                );
-                u.file = None;
-                u.sha256 = None;
-                u.bytes = None;
-            }
-        }
-    }
+    forget_damaged(dir, &units_dir, &mut manifest)?;
     let skipped = manifest
         .units
         .iter()
@@ -301,61 +272,54 @@ pub fn build_database(
         progress: &progress,
     };
     let mut stopped = false;
-    'layers: for layer in 0..=last_layer {
-        let in_layer: Vec<usize> = (0..manifest.units.len())
-            .filter(|&i| {
-                let u = &manifest.units[i];
-                u.unit.layer == layer && u.needs_file() && !is_table(u)
-            })
-            .collect();
-        let layer_todo: Vec<usize> = in_layer
-            .iter()
-            .copied()
-            .filter(|&i| !manifest.units[i].is_built())
-            .collect();
-        match compression.propagation() {
-            Propagation::Uncompressed => {
-                if layer_todo.is_empty() {
-                    forward_block(&net, layer, &mut hs, &mut ho)?;
-                    continue;
-                }
-                let (cal, held) = capture(&net, layer, &INPUT_GROUPS, &mut hs, &mut ho, true)?;
-                if ctx.build_units(&mut manifest, &layer_todo, &cal, &held)? {
-                    stopped = true;
-                    break 'layers;
-                }
-            }
-            Propagation::Sequential { level } => {
-                for group in INPUT_GROUPS {
-                    let members: Vec<usize> = in_layer
-                        .iter()
-                        .copied()
-                        .filter(|&i| input_group(linear_kind(&manifest.units[i])) == group)
-                        .collect();
-                    let group_todo: Vec<usize> = members
-                        .iter()
-                        .copied()
-                        .filter(|i| layer_todo.contains(i))
-                        .collect();
-                    if !group_todo.is_empty() {
-                        let (cal, held) = capture(&net, layer, &[group], &mut hs, &mut ho, false)?;
-                        if ctx.build_units(&mut manifest, &group_todo, &cal, &held)? {
-                            stopped = true;
-                            break 'layers;
-                        }
-                    }
-                    // The block's later units see this group compressed at `level`.
-                    for &ui in &members {
-                        let v = read_variant(dir, &manifest.units[ui], level)?;
-                        net.set_linear(layer, linear_kind(&manifest.units[ui]), &v)
-                            .map_err(|e| DbError::Backend(e.to_string()))?;
-                    }
-                }
-                forward_block(&net, layer, &mut hs, &mut ho)?;
-            }
+    for layer in 0..=last_layer {
+        if ctx.build_block(&mut manifest, &mut net, layer, (&mut hs, &mut ho))? {
+            stopped = true;
+            break;
         }
     }
     finish(report, &mut manifest, dir, &progress, t0, stopped)
+}
+
+/// The calibration sample written beside the manifest (once), so an
+/// independent implementation can be checked on the same inputs.
+fn keep_calibration(dir: &Path, sample: &Sample) -> Result<()> {
+    let path = dir.join(CALIBRATION_FILE);
+    if !path.exists() {
+        let text = serde_json::to_vec(sample)
+            .map_err(|e| DbError::Backend(format!("serialising the calibration sample: {e}")))?;
+        write_atomic(&path, &text)?;
+    }
+    Ok(())
+}
+
+/// Leftovers of a killed write are removed, and a unit whose file is
+/// missing or damaged is marked unbuilt: a unit counts as built only if its
+/// file is intact.
+fn forget_damaged(dir: &Path, units_dir: &Path, manifest: &mut Manifest) -> Result<()> {
+    for e in std::fs::read_dir(units_dir)
+        .map_err(DbError::io(units_dir))?
+        .flatten()
+    {
+        if e.path().extension().is_some_and(|x| x == "tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    for u in &mut manifest.units {
+        if let (Some(f), Some(sha)) = (&u.file, &u.sha256) {
+            let p = dir.join(f);
+            if !p.exists() || sha256_file(&p)? != *sha {
+                tracing::warn!(
+                    "{}: variant file missing or damaged; rebuilding it",
+                    p.display()
+                );
+                u.file = None;
+                u.sha256 = None;
+                u.bytes = None;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The end of a build run: stopped early (`stop_after_units`), or with the
@@ -424,6 +388,70 @@ struct BuildCtx<'a> {
 }
 
 impl BuildCtx<'_> {
+    /// Block `layer`'s unbuilt units, fitted to the inputs `hs` (and the
+    /// held-out `ho`) bring, which then go on through the block (with
+    /// sequential calibration, through its units at the calibration level,
+    /// one input group at a time). True when the build stopped early.
+    fn build_block(
+        &mut self,
+        manifest: &mut Manifest,
+        net: &mut LlamaModel,
+        layer: usize,
+        (hs, ho): (&mut Vec<Tensor<3>>, &mut Vec<Tensor<3>>),
+    ) -> Result<bool> {
+        let in_layer: Vec<usize> = (0..manifest.units.len())
+            .filter(|&i| {
+                let u = &manifest.units[i];
+                u.unit.layer == layer
+                    && u.needs_file()
+                    && !matches!(u.unit.target, UnitTarget::Embedding | UnitTarget::Head)
+            })
+            .collect();
+        let layer_todo: Vec<usize> = in_layer
+            .iter()
+            .copied()
+            .filter(|&i| !manifest.units[i].is_built())
+            .collect();
+        match self.compression.propagation() {
+            Propagation::Uncompressed => {
+                if layer_todo.is_empty() {
+                    forward_block(net, layer, hs, ho)?;
+                    return Ok(false);
+                }
+                let (cal, held) = capture(net, layer, &INPUT_GROUPS, hs, ho, true)?;
+                self.build_units(manifest, &layer_todo, &cal, &held)
+            }
+            Propagation::Sequential { level } => {
+                for group in INPUT_GROUPS {
+                    let members: Vec<usize> = in_layer
+                        .iter()
+                        .copied()
+                        .filter(|&i| input_group(linear_kind(&manifest.units[i])) == group)
+                        .collect();
+                    let group_todo: Vec<usize> = members
+                        .iter()
+                        .copied()
+                        .filter(|i| layer_todo.contains(i))
+                        .collect();
+                    if !group_todo.is_empty() {
+                        let (cal, held) = capture(net, layer, &[group], hs, ho, false)?;
+                        if self.build_units(manifest, &group_todo, &cal, &held)? {
+                            return Ok(true);
+                        }
+                    }
+                    // The block's later units see this group compressed at `level`.
+                    for &ui in &members {
+                        let v = read_variant(self.dir, &manifest.units[ui], level)?;
+                        net.set_linear(layer, linear_kind(&manifest.units[ui]), &v)
+                            .map_err(|e| DbError::Backend(e.to_string()))?;
+                    }
+                }
+                forward_block(net, layer, hs, ho)?;
+                Ok(false)
+            }
+        }
+    }
+
     /// Compress `units` at every level (in parallel) against the calibration
     /// Hessians `cal`, record errors (held-out ones against `held`), and write
     /// each unit's file and manifest entry. True when `stop_after_units` says

@@ -193,27 +193,7 @@ pub fn export_gguf(
 ) -> Result<GgufExport> {
     db.manifest.check_genome(genome)?;
     let src = source.path().display().to_string();
-    let depth = match &db.manifest.compression {
-        Compression::GgufTypes { .. } => None,
-        Compression::Depth { .. } => Some(DepthPlan::new(db, genome, cfg.n_layers)),
-        other => {
-            let why = match other {
-                Compression::Sparsity { .. } => {
-                    "llama.cpp has no sparse tensors: the zeros would be stored, quantized, at full cost"
-                }
-                Compression::Quantization { .. } => {
-                    "GPTQ/RTN grids with groups of 128 are not ggml types (a GGUF-types database searches llama.cpp's own)"
-                }
-                _ => "KV-cache settings are a runtime policy, not weights",
-            };
-            return Err(DbError::Unsupported(format!(
-                "GGUF export writes GGUF-types studies and depth studies; {} holds {}: {why}; \
-                 export it as an HF folder (--format hf)",
-                db.dir().display(),
-                crate::units::cost_unit(&db.manifest.compression)
-            )));
-        }
-    };
+    let depth = depth_plan(db, cfg, genome)?;
     let arch = match source.get("general.architecture") {
         Some(Value::String(a)) => a.clone(),
         _ => {
@@ -260,57 +240,9 @@ pub fn export_gguf(
             };
             name = renamed;
         }
-        let (ty, bytes): (GgmlType, Cow<[u8]>) = match by_name.remove(&info.name) {
-            Some(ui) => {
-                let u = &db.manifest.units[ui];
-                let shape = u.shape.ok_or_else(|| DbError::Corrupt {
-                    path: crate::manifest::Manifest::path(db.dir()),
-                    message: format!("{} has no weight shape", u.name),
-                })?;
-                if info.shape() != shape.to_vec() {
-                    return Err(DbError::Unsupported(format!(
-                        "{src}: {} has shape {:?}, the database's {} {:?}: not the database's model",
-                        info.name,
-                        info.shape(),
-                        u.name,
-                        shape
-                    )));
-                }
-                let (ty, bytes) =
-                    db.ggml_variant(ui, genome[ui])?
-                        .ok_or_else(|| DbError::Corrupt {
-                            path: db.dir().join(u.file.as_deref().unwrap_or("?")),
-                            message: format!("{}: level {} has no ggml blocks", u.name, genome[ui]),
-                        })?;
-                match gguf_rope_heads(cfg, u.unit.target) {
-                    Some(n) => (
-                        ty,
-                        Cow::Owned(permute_rope_row_bytes(bytes, shape[0], n, true)),
-                    ),
-                    None => (ty, Cow::Borrowed(bytes)),
-                }
-            }
-            None => {
-                let zeroed = depth.as_ref().is_some_and(|d| match block_of(&info.name) {
-                    Some((l, "attn_output.weight")) => d.zero_attn[l],
-                    Some((l, "ffn_down.weight")) => d.zero_mlp[l],
-                    _ => false,
-                });
-                if zeroed {
-                    let zeros = vec![0.0f32; info.n_elements() as usize];
-                    let bytes =
-                        evocomp_gguf::quantize(info.ty, &zeros, info.dims[0] as usize, None)
-                            .map_err(|e| {
-                                DbError::Unsupported(format!(
-                                    "{src}: {}: zeroing a dropped sub-block: {e}",
-                                    info.name
-                                ))
-                            })?;
-                    (info.ty, Cow::Owned(bytes))
-                } else {
-                    (info.ty, Cow::Borrowed(source.tensor_bytes(info)))
-                }
-            }
+        let (ty, bytes) = match by_name.remove(&info.name) {
+            Some(ui) => unit_tensor(db, cfg, genome, ui, info, &src)?,
+            None => source_tensor(source, depth.as_ref(), info, &src)?,
         };
         *weights_by_type.entry(ty).or_default() += info.n_elements();
         tensors.push((name, info.dims.clone(), ty, bytes));
@@ -325,16 +257,141 @@ pub fn export_gguf(
         .filter(|(t, _)| !matches!(t, GgmlType::F32))
         .max_by_key(|(_, n)| **n)
         .map_or(GgmlType::F32, |(t, _)| *t);
+    copy_metadata(&mut w, source, &arch, cfg.n_layers, depth.as_ref());
+    if depth.is_none() {
+        w.meta("general.file_type", Value::U32(file_type(mostly)));
+    }
+    imatrix_metadata(&mut w, db)?;
+    for (k, v) in extra {
+        w.meta(k, v);
+    }
+    for (name, dims, ty, bytes) in &tensors {
+        w.tensor_borrowed(name.clone(), dims, *ty, bytes.as_ref())
+            .map_err(|e| DbError::Unsupported(e.to_string()))?;
+    }
+    let bytes = write_file(&w, out)?;
+    let total: u64 = weights_by_type.values().sum();
+    let bits: f64 = tensors
+        .iter()
+        .map(|(_, _, _, b)| b.len() as f64 * 8.0)
+        .sum();
+    Ok(GgufExport {
+        tensors: tensors.len(),
+        bytes,
+        weights_by_type,
+        bits_per_weight: bits / total.max(1) as f64,
+    })
+}
+
+/// For a depth study, which blocks go and which sub-blocks are zeroed;
+/// None for a GGUF-types study; an error for a database GGUF cannot hold.
+fn depth_plan(db: &Database, cfg: &LlamaConfig, genome: &[i64]) -> Result<Option<DepthPlan>> {
+    let why = match &db.manifest.compression {
+        Compression::GgufTypes { .. } => return Ok(None),
+        Compression::Depth { .. } => return Ok(Some(DepthPlan::new(db, genome, cfg.n_layers))),
+        Compression::Sparsity { .. } => {
+            "llama.cpp has no sparse tensors: the zeros would be stored, quantized, at full cost"
+        }
+        Compression::Quantization { .. } => {
+            "GPTQ/RTN grids with groups of 128 are not ggml types (a GGUF-types database searches llama.cpp's own)"
+        }
+        _ => "KV-cache settings are a runtime policy, not weights",
+    };
+    Err(DbError::Unsupported(format!(
+        "GGUF export writes GGUF-types studies and depth studies; {} holds {}: {why}; \
+         export it as an HF folder (--format hf)",
+        db.dir().display(),
+        crate::units::cost_unit(&db.manifest.compression)
+    )))
+}
+
+/// Unit `ui`'s tensor at its level: the database's stored ggml blocks, Q/K
+/// rows put back into llama.cpp's RoPE order.
+fn unit_tensor<'a>(
+    db: &'a Database,
+    cfg: &LlamaConfig,
+    genome: &[i64],
+    ui: usize,
+    info: &evocomp_gguf::TensorInfo,
+    src: &str,
+) -> Result<(GgmlType, Cow<'a, [u8]>)> {
+    let u = &db.manifest.units[ui];
+    let shape = u.shape.ok_or_else(|| DbError::Corrupt {
+        path: crate::manifest::Manifest::path(db.dir()),
+        message: format!("{} has no weight shape", u.name),
+    })?;
+    if info.shape() != shape.to_vec() {
+        return Err(DbError::Unsupported(format!(
+            "{src}: {} has shape {:?}, the database's {} {:?}: not the database's model",
+            info.name,
+            info.shape(),
+            u.name,
+            shape
+        )));
+    }
+    let (ty, bytes) = db
+        .ggml_variant(ui, genome[ui])?
+        .ok_or_else(|| DbError::Corrupt {
+            path: db.dir().join(u.file.as_deref().unwrap_or("?")),
+            message: format!("{}: level {} has no ggml blocks", u.name, genome[ui]),
+        })?;
+    Ok(match gguf_rope_heads(cfg, u.unit.target) {
+        Some(n) => (
+            ty,
+            Cow::Owned(permute_rope_row_bytes(bytes, shape[0], n, true)),
+        ),
+        None => (ty, Cow::Borrowed(bytes)),
+    })
+}
+
+/// A tensor the database does not hold: the source's bytes, or zeros in
+/// its own type for the output projection of a dropped sub-block.
+fn source_tensor<'a>(
+    source: &'a GgufFile,
+    depth: Option<&DepthPlan>,
+    info: &evocomp_gguf::TensorInfo,
+    src: &str,
+) -> Result<(GgmlType, Cow<'a, [u8]>)> {
+    let zeroed = depth.is_some_and(|d| match block_of(&info.name) {
+        Some((l, "attn_output.weight")) => d.zero_attn[l],
+        Some((l, "ffn_down.weight")) => d.zero_mlp[l],
+        _ => false,
+    });
+    if !zeroed {
+        return Ok((info.ty, Cow::Borrowed(source.tensor_bytes(info))));
+    }
+    let zeros = vec![0.0f32; info.n_elements() as usize];
+    let bytes =
+        evocomp_gguf::quantize(info.ty, &zeros, info.dims[0] as usize, None).map_err(|e| {
+            DbError::Unsupported(format!(
+                "{src}: {}: zeroing a dropped sub-block: {e}",
+                info.name
+            ))
+        })?;
+    Ok((info.ty, Cow::Owned(bytes)))
+}
+
+/// The source's metadata (its alignment aside, and its file type for a
+/// GGUF-types export, which gets its own): for depth, the block count and
+/// every per-block array without the removed blocks.
+fn copy_metadata(
+    w: &mut GgufWriter,
+    source: &GgufFile,
+    arch: &str,
+    n_layers: usize,
+    depth: Option<&DepthPlan>,
+) {
+    let removed = depth.map_or(0, |d| d.removed.iter().filter(|&&r| r).count());
     let block_count = format!("{arch}.block_count");
     for (k, v) in source.metadata() {
         if k == "general.alignment" || (k == "general.file_type" && depth.is_none()) {
             continue;
         }
-        let v = match (&depth, v) {
-            (Some(_), _) if *k == block_count => Value::U32((cfg.n_layers - removed) as u32),
+        let v = match (depth, v) {
+            (Some(_), _) if *k == block_count => Value::U32((n_layers - removed) as u32),
             // A per-layer array (one entry per block) loses the removed blocks' entries.
             (Some(d), Value::Array(t, items))
-                if k.starts_with(&format!("{arch}.")) && items.len() == cfg.n_layers =>
+                if k.starts_with(&format!("{arch}.")) && items.len() == n_layers =>
             {
                 let kept = items
                     .iter()
@@ -348,11 +405,11 @@ pub fn export_gguf(
         };
         w.meta(k.clone(), v);
     }
-    if depth.is_none() {
-        w.meta("general.file_type", Value::U32(file_type(mostly)));
-    }
-    // What llama-quantize records of an importance matrix (the dataset, the
-    // tensors it covers, its chunks), for the database's own.
+}
+
+/// What llama-quantize records of an importance matrix (the dataset, the
+/// tensors it covers, its chunks), for the database's own.
+fn imatrix_metadata(w: &mut GgufWriter, db: &Database) -> Result<()> {
     if let Compression::GgufTypes { imatrix: true, .. } = db.manifest.compression {
         let calib = crate::build::read_calibration(db.dir())?;
         let linear = db
@@ -368,13 +425,12 @@ pub fn export_gguf(
             Value::I32(calib.sequences.len() as i32),
         );
     }
-    for (k, v) in extra {
-        w.meta(k, v);
-    }
-    for (name, dims, ty, bytes) in &tensors {
-        w.tensor_borrowed(name.clone(), dims, *ty, bytes.as_ref())
-            .map_err(|e| DbError::Unsupported(e.to_string()))?;
-    }
+    Ok(())
+}
+
+/// `w` written to a temporary name beside `out`, synced and renamed; the
+/// file's size.
+fn write_file(w: &GgufWriter, out: &Path) -> Result<u64> {
     let tmp = out.with_extension("gguf.tmp");
     let io = |e| DbError::Io {
         path: tmp.clone(),
@@ -387,16 +443,5 @@ pub fn export_gguf(
     file.sync_all().map_err(io)?;
     drop(file);
     std::fs::rename(&tmp, out).map_err(DbError::io(out))?;
-    let bytes = std::fs::metadata(out).map_err(DbError::io(out))?.len();
-    let total: u64 = weights_by_type.values().sum();
-    let bits: f64 = tensors
-        .iter()
-        .map(|(_, _, _, b)| b.len() as f64 * 8.0)
-        .sum();
-    Ok(GgufExport {
-        tensors: tensors.len(),
-        bytes,
-        weights_by_type,
-        bits_per_weight: bits / total.max(1) as f64,
-    })
+    Ok(std::fs::metadata(out).map_err(DbError::io(out))?.len())
 }

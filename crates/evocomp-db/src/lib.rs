@@ -18,9 +18,9 @@ mod build;
 mod capture;
 mod codec;
 mod dump;
-mod export;
 mod gguf;
 mod manifest;
+mod materialize;
 mod spec;
 mod units;
 
@@ -34,9 +34,9 @@ pub use codec::encoded_size;
 pub use dump::dump_levels;
 /// The KV policies a KV database applies (the model's runtime types).
 pub use evocomp_model::{Eviction, KvGroup};
-pub use export::{Materialized, materialize};
 pub use gguf::{GgufExport, export_gguf, preset_genome, preset_genomes, write_imatrix};
 pub use manifest::{FORMAT_VERSION, MANIFEST, Manifest, UnitEntry, sha256_file, write_atomic};
+pub use materialize::{Materialized, materialize};
 pub use spec::{Compression, DepthUnit, Propagation};
 pub use units::{
     Level, UnitId, UnitTarget, cost_unit, gguf_levels, level_type, plan, sub_block_params,

@@ -142,18 +142,16 @@ pub fn serve(opts: &WorkerOptions, stop: Arc<AtomicBool>) -> Result<()> {
         } else {
             Duration::from_nanos(u64::try_from(unix_nanos() - published).unwrap_or(0))
         };
-        if let Err(e) = handle(
+        let handler = Handler {
             opts,
-            &rt,
-            &conn,
-            msg,
-            delivery,
-            &mut loaded,
-            &state,
-            &stop,
+            rt: &rt,
+            conn: &conn,
+            state: &state,
+            stop: &stop,
             max_deliver,
             ack_wait,
-        ) {
+        };
+        if let Err(e) = handler.handle(msg, delivery, &mut loaded) {
             // The job's result or ack did not reach the server: it is
             // delivered again after the ack wait (and a result that did get
             // through is recorded once).
@@ -247,159 +245,197 @@ fn load(job: &JobMsg, device: &WorkerDevice, stop: &Arc<AtomicBool>) -> Result<L
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn handle(
-    opts: &WorkerOptions,
-    rt: &tokio::runtime::Runtime,
-    conn: &Connection,
-    msg: Message,
-    delivery: Duration,
-    loaded: &mut Option<Loaded>,
-    state: &Arc<Mutex<State>>,
-    stop: &Arc<AtomicBool>,
+/// What answering a job needs besides the job: the worker's settings, its
+/// runtime and connection, its heartbeat state and stop flag, and the
+/// consumer's delivery limits.
+struct Handler<'a> {
+    opts: &'a WorkerOptions,
+    rt: &'a tokio::runtime::Runtime,
+    conn: &'a Connection,
+    state: &'a Arc<Mutex<State>>,
+    stop: &'a Arc<AtomicBool>,
     max_deliver: i64,
     ack_wait: Duration,
-) -> Result<()> {
-    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-    let t0 = Instant::now();
-    // A refusal is final (the same worker would refuse it again); a failure
-    // is retried until the last delivery.
-    let (job, outcome): (Option<JobMsg>, Result<Output, (bool, String)>) =
-        match serde_json::from_slice::<JobMsg>(&msg.payload) {
-            Ok(job) if job.format == FORMAT => {
-                tracing::info!(
-                    "job {} (attempt {}, delivery {delivered}): started",
-                    job.cid,
-                    job.attempt
-                );
-                let ready = match loaded {
-                    Some(l) if l.key == job.context.key() => Ok(()),
-                    _ => {
-                        *loaded = None;
-                        state.lock().expect("state").beat.study =
-                            Some(job.context.experiment.name.clone());
-                        load(&job, &opts.device, stop).map(|l| *loaded = Some(l))
-                    }
-                };
-                let outcome = match ready {
-                    Err(why) => Err((true, format!("worker {} refuses the job: {why}", opts.name))),
-                    Ok(()) => {
-                        let pool = &mut loaded.as_mut().expect("loaded").pool;
-                        evaluate(rt, &msg, pool, &job, opts.delay, ack_wait)
-                            .map_err(|e| (false, format!("worker {}: {e}", opts.name)))
-                    }
-                };
-                (Some(job), outcome)
-            }
-            other => {
-                let v: Option<Versioned> = serde_json::from_slice(&msg.payload).ok();
-                let (format, evocomp) = (
-                    v.as_ref().and_then(|v| v.format),
-                    v.as_ref().and_then(|v| v.evocomp.clone()),
-                );
-                let why = match (other, format) {
-                    (Ok(job), _) => {
-                        format!("message format {} (evocomp {})", job.format, job.evocomp)
-                    }
-                    (Err(_), Some(f)) if f != FORMAT => format!(
-                        "message format {f} (evocomp {})",
-                        evocomp.unwrap_or_else(|| "?".into())
-                    ),
-                    (Err(e), _) => format!("a message it cannot read ({e})"),
-                };
-                let why = format!(
-                    "worker {} (message format {FORMAT}, evocomp {VERSION}) refuses {why}",
-                    opts.name
-                );
-                // Answer it where it says answers go, if it says so.
-                if let Some(v) = v.filter(|v| v.results.is_some() && v.cid.is_some()) {
-                    let r = ResultMsg {
-                        format: FORMAT,
-                        evocomp: VERSION.into(),
-                        study: v.study.unwrap_or_default(),
-                        cid: v.cid.unwrap_or_default(),
-                        attempt: v.attempt.unwrap_or(0),
-                        worker: opts.name.clone(),
-                        seconds: 0.0,
-                        result: Err(why.clone()),
-                        reuse: None,
-                    };
-                    rt.block_on(publish(
-                        &conn.js,
-                        v.results.unwrap_or_default(),
-                        Some(r.message_id()),
-                        serde_json::to_vec(&r)?,
-                    ))?;
-                }
-                eprintln!("{why}");
-                note(state, false, Some(why), t0);
-                rt.block_on(msg.ack_with(AckKind::Term))
-                    .map_err(|e| anyhow!("ack: {e}"))?;
-                return Ok(());
-            }
+}
+
+impl Handler<'_> {
+    /// Evaluate one delivered message and answer it: a result (stored
+    /// before the job is acked), a refusal, or the job handed back.
+    fn handle(&self, msg: Message, delivery: Duration, loaded: &mut Option<Loaded>) -> Result<()> {
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+        let t0 = Instant::now();
+        let job = match serde_json::from_slice::<JobMsg>(&msg.payload) {
+            Ok(job) if job.format == FORMAT => job,
+            other => return self.refuse_unreadable(&msg, other.map(|j| j.format), t0),
         };
-    let job = job.expect("a job");
-    if let Ok(Output::Skipped) = outcome {
-        // Stopping: the job goes back for another worker at once.
-        rt.block_on(msg.ack_with(AckKind::Nak(None)))
-            .map_err(|e| anyhow!("nak: {e}"))?;
-        return Ok(());
-    }
-    let retry = matches!(&outcome, Err((false, _))) && delivered < max_deliver;
-    if let Err((_, why)) = &outcome {
-        eprintln!(
-            "{why} (delivery {delivered} of {max_deliver}{})",
-            if retry { "; handed back" } else { "" }
+        tracing::info!(
+            "job {} (attempt {}, delivery {delivered}): started",
+            job.cid,
+            job.attempt
         );
-        note(state, false, Some(why.clone()), t0);
-        if retry {
-            rt.block_on(msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))))
+        let outcome = self.evaluate(&msg, &job, loaded);
+        if let Ok(Output::Skipped) = outcome {
+            // Stopping: the job goes back for another worker at once.
+            self.rt
+                .block_on(msg.ack_with(AckKind::Nak(None)))
                 .map_err(|e| anyhow!("nak: {e}"))?;
             return Ok(());
         }
-    }
-    let seconds = t0.elapsed().as_secs_f64();
-    let r = ResultMsg {
-        format: FORMAT,
-        evocomp: VERSION.into(),
-        study: job.study.clone(),
-        cid: job.cid.clone(),
-        attempt: job.attempt,
-        worker: opts.name.clone(),
-        seconds,
-        reuse: loaded.as_ref().map(|l| l.pool.stats()),
-        result: outcome.map_err(|(_, why)| {
-            if delivered >= max_deliver && delivered > 1 {
-                format!("{why} (failed on all {delivered} deliveries)")
-            } else {
-                why
+        let retry = matches!(&outcome, Err((false, _))) && delivered < self.max_deliver;
+        if let Err((_, why)) = &outcome {
+            eprintln!(
+                "{why} (delivery {delivered} of {}{})",
+                self.max_deliver,
+                if retry { "; handed back" } else { "" }
+            );
+            note(self.state, false, Some(why.clone()), t0);
+            if retry {
+                self.rt
+                    .block_on(msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))))
+                    .map_err(|e| anyhow!("nak: {e}"))?;
+                return Ok(());
             }
-        }),
-    };
-    let ok = r.result.is_ok();
-    let t_answer = Instant::now();
-    // The result is stored before the job is acked: a worker that dies in
-    // between leaves a job that is evaluated again, and its second result
-    // is dropped by the results stream as a duplicate.
-    rt.block_on(publish(
-        &conn.js,
-        job.results.clone(),
-        Some(r.message_id()),
-        serde_json::to_vec(&r)?,
-    ))?;
-    rt.block_on(msg.double_ack())
-        .map_err(|e| anyhow!("ack: {e}"))?;
-    if ok {
-        note(state, true, None, t0);
-        tracing::info!(
-            "job {} done in {seconds:.3} s; queue overhead {:.2} ms (delivery {:.2} ms, result stored and job acked {:.2} ms)",
-            job.cid,
-            1e3 * (delivery + t_answer.elapsed()).as_secs_f64(),
-            1e3 * delivery.as_secs_f64(),
-            1e3 * t_answer.elapsed().as_secs_f64()
-        );
+        }
+        let reuse = loaded.as_ref().map(|l| l.pool.stats());
+        self.answer(msg, &job, outcome, reuse, (delivered, delivery, t0))
     }
-    Ok(())
+
+    /// The job evaluated on the loaded study (loaded first when it is
+    /// another study's): Err((final, why)), final for a refusal, which the
+    /// same worker would repeat.
+    fn evaluate(
+        &self,
+        msg: &Message,
+        job: &JobMsg,
+        loaded: &mut Option<Loaded>,
+    ) -> Result<Output, (bool, String)> {
+        let name = &self.opts.name;
+        let ready = match loaded {
+            Some(l) if l.key == job.context.key() => Ok(()),
+            _ => {
+                *loaded = None;
+                self.state.lock().expect("state").beat.study =
+                    Some(job.context.experiment.name.clone());
+                load(job, &self.opts.device, self.stop).map(|l| *loaded = Some(l))
+            }
+        };
+        match ready {
+            Err(why) => Err((true, format!("worker {name} refuses the job: {why}"))),
+            Ok(()) => {
+                let pool = &mut loaded.as_mut().expect("loaded").pool;
+                evaluate(self.rt, msg, pool, job, self.opts.delay, self.ack_wait)
+                    .map_err(|e| (false, format!("worker {name}: {e}")))
+            }
+        }
+    }
+
+    /// Store the result, then ack the job: a worker that dies in between
+    /// leaves a job that is evaluated again, and its second result is
+    /// dropped by the results stream as a duplicate.
+    fn answer(
+        &self,
+        msg: Message,
+        job: &JobMsg,
+        outcome: Result<Output, (bool, String)>,
+        reuse: Option<evocomp_engine::ReuseStats>,
+        (delivered, delivery, t0): (i64, Duration, Instant),
+    ) -> Result<()> {
+        let seconds = t0.elapsed().as_secs_f64();
+        let r = ResultMsg {
+            format: FORMAT,
+            evocomp: VERSION.into(),
+            study: job.study.clone(),
+            cid: job.cid.clone(),
+            attempt: job.attempt,
+            worker: self.opts.name.clone(),
+            seconds,
+            reuse,
+            result: outcome.map_err(|(_, why)| {
+                if delivered >= self.max_deliver && delivered > 1 {
+                    format!("{why} (failed on all {delivered} deliveries)")
+                } else {
+                    why
+                }
+            }),
+        };
+        let ok = r.result.is_ok();
+        let t_answer = Instant::now();
+        self.rt.block_on(publish(
+            &self.conn.js,
+            job.results.clone(),
+            Some(r.message_id()),
+            serde_json::to_vec(&r)?,
+        ))?;
+        self.rt
+            .block_on(msg.double_ack())
+            .map_err(|e| anyhow!("ack: {e}"))?;
+        if ok {
+            note(self.state, true, None, t0);
+            tracing::info!(
+                "job {} done in {seconds:.3} s; queue overhead {:.2} ms (delivery {:.2} ms, result stored and job acked {:.2} ms)",
+                job.cid,
+                1e3 * (delivery + t_answer.elapsed()).as_secs_f64(),
+                1e3 * delivery.as_secs_f64(),
+                1e3 * t_answer.elapsed().as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+
+    /// A message of another format, or none it can read: refused for good
+    /// (answered where it says answers go, if it says so) and terminated.
+    fn refuse_unreadable(
+        &self,
+        msg: &Message,
+        parsed: Result<u32, serde_json::Error>,
+        t0: Instant,
+    ) -> Result<()> {
+        let v: Option<Versioned> = serde_json::from_slice(&msg.payload).ok();
+        let (format, evocomp) = (
+            v.as_ref().and_then(|v| v.format),
+            v.as_ref().and_then(|v| v.evocomp.clone()),
+        );
+        let why = match (parsed, format) {
+            (Ok(f), _) => format!(
+                "message format {f} (evocomp {})",
+                evocomp.unwrap_or_else(|| "?".into())
+            ),
+            (Err(_), Some(f)) if f != FORMAT => format!(
+                "message format {f} (evocomp {})",
+                evocomp.unwrap_or_else(|| "?".into())
+            ),
+            (Err(e), _) => format!("a message it cannot read ({e})"),
+        };
+        let why = format!(
+            "worker {} (message format {FORMAT}, evocomp {VERSION}) refuses {why}",
+            self.opts.name
+        );
+        if let Some(v) = v.filter(|v| v.results.is_some() && v.cid.is_some()) {
+            let r = ResultMsg {
+                format: FORMAT,
+                evocomp: VERSION.into(),
+                study: v.study.unwrap_or_default(),
+                cid: v.cid.unwrap_or_default(),
+                attempt: v.attempt.unwrap_or(0),
+                worker: self.opts.name.clone(),
+                seconds: 0.0,
+                result: Err(why.clone()),
+                reuse: None,
+            };
+            self.rt.block_on(publish(
+                &self.conn.js,
+                v.results.unwrap_or_default(),
+                Some(r.message_id()),
+                serde_json::to_vec(&r)?,
+            ))?;
+        }
+        eprintln!("{why}");
+        note(self.state, false, Some(why), t0);
+        self.rt
+            .block_on(msg.ack_with(AckKind::Term))
+            .map_err(|e| anyhow!("ack: {e}"))?;
+        Ok(())
+    }
 }
 
 /// Note a lost connection, say so, and wait a second before trying again.

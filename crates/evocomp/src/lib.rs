@@ -11,7 +11,7 @@
 //! | [`database::build`] and the rest of [`database`] | build, check and dump variant databases |
 //! | [`study::report`] | report.md, report.html and plots over finished studies |
 //! | [`bench::bench`] | fitness throughput, beside PyTorch |
-//! | [`worker::serve`] | evaluate a queue's jobs for studies on other machines |
+//! | [`queue::serve`] | evaluate a queue's jobs for studies on other machines |
 //!
 //! Functions that take `notes: &dyn Fn(&str)` report progress lines through
 //! it (the binary prints them on stderr); long work also draws a progress
@@ -68,9 +68,9 @@ pub mod database;
 pub mod demo;
 pub mod device;
 pub mod export;
+pub mod queue;
 pub mod score;
 pub mod study;
-pub mod worker;
 
 pub use device::BackendChoice;
 pub use evocomp_config::{Experiment, load_experiments};

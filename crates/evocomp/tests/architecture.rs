@@ -43,7 +43,8 @@ fn dependencies() -> BTreeMap<String, Vec<String>> {
     out
 }
 
-/// Every `.rs` file under `dir`, with its text.
+/// Every `.rs` file under `dir`, with its code: comments (`//` to the end
+/// of a line, doc comments included) are left out.
 fn sources(dir: &Path) -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -54,7 +55,11 @@ fn sources(dir: &Path) -> Vec<(PathBuf, String)> {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "rs") {
                 let text = std::fs::read_to_string(&p).unwrap();
-                out.push((p, text));
+                let code: Vec<&str> = text
+                    .lines()
+                    .map(|l| l.split_once("//").map_or(l, |(code, _)| code))
+                    .collect();
+                out.push((p, code.join("\n")));
             }
         }
     }
