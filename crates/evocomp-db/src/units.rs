@@ -136,64 +136,8 @@ pub fn plan(cfg: &LlamaConfig, c: &Compression) -> Result<Vec<(UnitId, Vec<Level
             max_sparsity,
             max_levels,
             ..
-        } => {
-            let units = linear_units(cfg);
-            let numels: Vec<usize> = units
-                .iter()
-                .map(|u| match u.target {
-                    UnitTarget::Linear(k) => numel(cfg, k),
-                    _ => unreachable!("linear units"),
-                })
-                .collect();
-            let grid =
-                SparsityGrid::fit(&numels, *target, *step_fraction, *max_sparsity, *max_levels)
-                    .map_err(|e| e.to_string())?;
-            Ok(units
-                .into_iter()
-                .zip(numels)
-                .map(|(u, n)| {
-                    let levels = grid
-                        .unit_levels(n)
-                        .into_iter()
-                        .map(|l| {
-                            let z = grid.zeros(n, l).expect("unit_levels are valid");
-                            Level {
-                                level: l,
-                                cost: (n - z) as u64,
-                                label: format!("{:.2}% sparse", 100.0 * z as f64 / n as f64),
-                                param: z as u64,
-                            }
-                        })
-                        .collect();
-                    (u, levels)
-                })
-                .collect())
-        }
-        Compression::Quantization { bits, spec, .. } => Ok(linear_units(cfg)
-            .into_iter()
-            .map(|u| {
-                let UnitTarget::Linear(k) = u.target else {
-                    unreachable!()
-                };
-                let [o, i] = k.shape(cfg);
-                // Most bits first: level 0 is the least compressed.
-                let levels = bits
-                    .iter()
-                    .rev()
-                    .enumerate()
-                    .map(|(lv, &b)| {
-                        let s = evocomp_compress::QuantSpec { bits: b, ..*spec };
-                        Level {
-                            level: lv as i64,
-                            cost: quant_cost_bits(o, i, &s),
-                            label: format!("{b} bits"),
-                            param: b as u64,
-                        }
-                    })
-                    .collect();
-                (u, levels)
-            })
-            .collect()),
+        } => sparsity_plan(cfg, *target, *step_fraction, *max_sparsity, *max_levels),
+        Compression::Quantization { bits, spec, .. } => Ok(quantization_plan(cfg, bits, spec)),
         Compression::GgufTypes { types, .. } => Ok(gguf_units(cfg)
             .into_iter()
             .map(|u| {
@@ -201,33 +145,7 @@ pub fn plan(cfg: &LlamaConfig, c: &Compression) -> Result<Vec<(UnitId, Vec<Level
                 (u, gguf_levels(types, rows, cols))
             })
             .collect()),
-        Compression::Depth { unit } => {
-            let targets: &[UnitTarget] = match unit {
-                DepthUnit::SubBlock => &[UnitTarget::Attention, UnitTarget::Mlp],
-                DepthUnit::Block => &[UnitTarget::Block],
-            };
-            Ok((0..cfg.n_layers)
-                .flat_map(|layer| targets.iter().map(move |&target| UnitId { layer, target }))
-                .map(|u| {
-                    let p = sub_block_params(cfg, u.target);
-                    let levels = vec![
-                        Level {
-                            level: 0,
-                            cost: p,
-                            label: "kept".into(),
-                            param: 0,
-                        },
-                        Level {
-                            level: 1,
-                            cost: 0,
-                            label: "dropped".into(),
-                            param: 1,
-                        },
-                    ];
-                    (u, levels)
-                })
-                .collect())
-        }
+        Compression::Depth { unit } => Ok(depth_plan(cfg, *unit)),
         Compression::KvBudget { budgets, .. } => Ok((0..cfg.n_layers)
             .map(|layer| {
                 let levels = budgets
@@ -255,30 +173,146 @@ pub fn plan(cfg: &LlamaConfig, c: &Compression) -> Result<Vec<(UnitId, Vec<Level
             values,
             group_size,
             chunk,
-        } => Ok((0..cfg.n_layers)
-            .flat_map(|layer| {
-                [(UnitTarget::KvKeys, *keys), (UnitTarget::KvValues, *values)].map(
-                    |(target, group)| {
-                        let levels = bits
-                            .iter()
-                            .enumerate()
-                            .map(|(lv, &b)| Level {
-                                level: lv as i64,
-                                cost: kv_bits_per_token(cfg, b, group, *group_size, *chunk),
-                                label: if b >= 16 {
-                                    "16 bits (fp16)".into()
-                                } else {
-                                    format!("{b} bits")
-                                },
-                                param: b as u64,
-                            })
-                            .collect();
-                        (UnitId { layer, target }, levels)
-                    },
-                )
-            })
-            .collect()),
+        } => Ok(kv_bits_plan(
+            cfg,
+            bits,
+            (*keys, *values),
+            *group_size,
+            *chunk,
+        )),
     }
+}
+
+/// Every linear layer on EvoPress's sparsity grid around `target`.
+fn sparsity_plan(
+    cfg: &LlamaConfig,
+    target: f64,
+    step_fraction: f64,
+    max_sparsity: f64,
+    max_levels: usize,
+) -> Result<Vec<(UnitId, Vec<Level>)>, String> {
+    let units = linear_units(cfg);
+    let numels: Vec<usize> = units
+        .iter()
+        .map(|u| match u.target {
+            UnitTarget::Linear(k) => numel(cfg, k),
+            _ => unreachable!("linear units"),
+        })
+        .collect();
+    let grid = SparsityGrid::fit(&numels, target, step_fraction, max_sparsity, max_levels)
+        .map_err(|e| e.to_string())?;
+    Ok(units
+        .into_iter()
+        .zip(numels)
+        .map(|(u, n)| {
+            let levels = grid
+                .unit_levels(n)
+                .into_iter()
+                .map(|l| {
+                    let z = grid.zeros(n, l).expect("unit_levels are valid");
+                    Level {
+                        level: l,
+                        cost: (n - z) as u64,
+                        label: format!("{:.2}% sparse", 100.0 * z as f64 / n as f64),
+                        param: z as u64,
+                    }
+                })
+                .collect();
+            (u, levels)
+        })
+        .collect())
+}
+
+/// Every linear layer at each bit-width, most bits first (level 0).
+fn quantization_plan(
+    cfg: &LlamaConfig,
+    bits: &[u8],
+    spec: &evocomp_compress::QuantSpec,
+) -> Vec<(UnitId, Vec<Level>)> {
+    linear_units(cfg)
+        .into_iter()
+        .map(|u| {
+            let UnitTarget::Linear(k) = u.target else {
+                unreachable!()
+            };
+            let [o, i] = k.shape(cfg);
+            let levels = bits
+                .iter()
+                .rev()
+                .enumerate()
+                .map(|(lv, &b)| {
+                    let s = evocomp_compress::QuantSpec { bits: b, ..*spec };
+                    Level {
+                        level: lv as i64,
+                        cost: quant_cost_bits(o, i, &s),
+                        label: format!("{b} bits"),
+                        param: b as u64,
+                    }
+                })
+                .collect();
+            (u, levels)
+        })
+        .collect()
+}
+
+/// Every block (or attention and MLP sub-block), kept (level 0) or dropped.
+fn depth_plan(cfg: &LlamaConfig, unit: DepthUnit) -> Vec<(UnitId, Vec<Level>)> {
+    let targets: &[UnitTarget] = match unit {
+        DepthUnit::SubBlock => &[UnitTarget::Attention, UnitTarget::Mlp],
+        DepthUnit::Block => &[UnitTarget::Block],
+    };
+    (0..cfg.n_layers)
+        .flat_map(|layer| targets.iter().map(move |&target| UnitId { layer, target }))
+        .map(|u| {
+            let p = sub_block_params(cfg, u.target);
+            let levels = vec![
+                Level {
+                    level: 0,
+                    cost: p,
+                    label: "kept".into(),
+                    param: 0,
+                },
+                Level {
+                    level: 1,
+                    cost: 0,
+                    label: "dropped".into(),
+                    param: 1,
+                },
+            ];
+            (u, levels)
+        })
+        .collect()
+}
+
+/// Each layer's cached keys and values at each bit-width.
+fn kv_bits_plan(
+    cfg: &LlamaConfig,
+    bits: &[u8],
+    (keys, values): (KvGroup, KvGroup),
+    group_size: usize,
+    chunk: usize,
+) -> Vec<(UnitId, Vec<Level>)> {
+    (0..cfg.n_layers)
+        .flat_map(|layer| {
+            [(UnitTarget::KvKeys, keys), (UnitTarget::KvValues, values)].map(|(target, group)| {
+                let levels = bits
+                    .iter()
+                    .enumerate()
+                    .map(|(lv, &b)| Level {
+                        level: lv as i64,
+                        cost: kv_bits_per_token(cfg, b, group, group_size, chunk),
+                        label: if b >= 16 {
+                            "16 bits (fp16)".into()
+                        } else {
+                            format!("{b} bits")
+                        },
+                        param: b as u64,
+                    })
+                    .collect();
+                (UnitId { layer, target }, levels)
+            })
+        })
+        .collect()
 }
 
 /// The units of a GGUF-types database: the token embedding, every linear

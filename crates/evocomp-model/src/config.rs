@@ -539,70 +539,10 @@ impl LlamaConfig {
             message,
         };
         let model_type = raw.model_type.as_deref().unwrap_or("llama");
-        let family = match model_type {
-            "llama" => Family::Llama,
-            "mistral" => Family::Mistral,
-            "gemma3_text" => Family::Gemma3,
-            "qwen2" => Family::Qwen2,
-            "qwen3" => Family::Qwen3,
-            "gemma3" => {
-                return Err(unsupported(
-                    "model_type \"gemma3\" is Gemma 3's image-text model; evocomp loads the text \
-                     decoder (model_type \"gemma3_text\", or the GGUF)"
-                        .into(),
-                ));
-            }
-            other => {
-                return Err(unsupported(format!(
-                    "model_type {other:?} (supported: llama, mistral, gemma3_text, qwen2, qwen3)"
-                )));
-            }
-        };
+        let family = hf_family(model_type).map_err(unsupported)?;
         let gemma = family == Family::Gemma3;
-        // Qwen 2 has q/k/v biases whatever the config says; elsewhere
-        // `attention_bias` also puts one on o_proj, which evocomp does not run.
-        if (family != Family::Qwen2 && raw.attention_bias.unwrap_or(false))
-            || raw.mlp_bias.unwrap_or(false)
-        {
-            return Err(unsupported(
-                "linear-layer biases are not supported (only Qwen 2's q/k/v biases)".into(),
-            ));
-        }
-        // Qwen's configs name a window they do not use unless told to.
-        let qwen = matches!(family, Family::Qwen2 | Family::Qwen3);
-        let sliding_window = if qwen && !raw.use_sliding_window.unwrap_or(false) {
-            None
-        } else {
-            raw.sliding_window
-        };
-        if qwen && sliding_window.is_some() {
-            return Err(unsupported(
-                "use_sliding_window (Qwen's windows on the layers past max_window_layers)".into(),
-            ));
-        }
-        let (want_act, activation) = if gemma {
-            ("gelu_pytorch_tanh", Activation::GeluTanh)
-        } else {
-            ("silu", Activation::Silu)
-        };
-        for act in [&raw.hidden_act, &raw.hidden_activation]
-            .into_iter()
-            .flatten()
-        {
-            if act != want_act {
-                return Err(unsupported(format!(
-                    "activation {act:?} for {model_type} (only {want_act})"
-                )));
-            }
-        }
-        for (name, v) in [
-            ("final_logit_softcapping", raw.final_logit_softcapping),
-            ("attn_logit_softcapping", raw.attn_logit_softcapping),
-        ] {
-            if let Some(v) = v {
-                return Err(unsupported(format!("{name} = {v} is not supported")));
-            }
-        }
+        let (sliding_window, activation) =
+            hf_supported(&raw, family, model_type).map_err(unsupported)?;
         // Gemma 3 nests the global and the local RoPE under `rope_parameters`.
         let params = raw.rope_parameters.as_ref();
         let global = params.and_then(|p| p.full_attention.as_deref()).or(params);
@@ -610,32 +550,8 @@ impl LlamaConfig {
             .rope_theta
             .or(global.and_then(|p| p.rope_theta))
             .unwrap_or(if gemma { 1_000_000.0 } else { 10000.0 });
-        let scaling = raw.rope_scaling.as_ref().or(global);
-        let rope_scaling = match scaling {
-            None => RopeScaling::None,
-            Some(s) => match s
-                .rope_type
-                .as_deref()
-                .or(s.kind.as_deref())
-                .unwrap_or("default")
-            {
-                "default" => RopeScaling::None,
-                "linear" => RopeScaling::Linear {
-                    factor: s.factor.unwrap_or(1.0),
-                },
-                "llama3" => RopeScaling::Llama3 {
-                    factor: s.factor.unwrap_or(8.0),
-                    low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
-                    high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
-                    original_max_position: s.original_max_position_embeddings.unwrap_or(8192.0),
-                },
-                other => {
-                    return Err(unsupported(format!(
-                        "RoPE scaling {other:?} (supported: default, linear, llama3)"
-                    )));
-                }
-            },
-        };
+        let rope_scaling =
+            hf_rope_scaling(raw.rope_scaling.as_ref().or(global)).map_err(unsupported)?;
         let n_heads = raw.num_attention_heads;
         let head_dim = raw
             .head_dim
@@ -664,7 +580,9 @@ impl LlamaConfig {
             layer_types: Vec::new(),
             rope_theta_local: None,
         };
-        if !gemma && let Some(types) = &raw.layer_types {
+        if gemma {
+            cfg.hf_gemma3(&raw).map_err(unsupported)?;
+        } else if let Some(types) = &raw.layer_types {
             // transformers writes them for every family; only all-global is
             // plain Llama attention (Mistral's window applies to every block).
             let plain = |t: &&String| {
@@ -675,31 +593,36 @@ impl LlamaConfig {
                 return Err(unsupported(format!("layer type {t:?} for {model_type}")));
             }
         }
-        if gemma {
-            let local = params
-                .and_then(|p| p.sliding_attention.as_deref())
-                .and_then(|p| p.rope_theta)
-                .or(raw.rope_local_base_freq)
-                .unwrap_or(10_000.0);
-            cfg.gemma3(
-                raw.sliding_window_pattern.unwrap_or(GEMMA3_SLIDING_PATTERN),
-                local,
-            );
-            if let Some(types) = &raw.layer_types {
-                cfg.layer_types = types
-                    .iter()
-                    .map(|t| match t.as_str() {
-                        "sliding_attention" => Ok(AttentionKind::Sliding),
-                        "full_attention" => Ok(AttentionKind::Global),
-                        other => Err(unsupported(format!("layer type {other:?}"))),
-                    })
-                    .collect::<Result<_>>()?;
-            }
-            let scalar = raw.query_pre_attn_scalar.unwrap_or(256.0);
-            cfg.attn_scale = Some(1.0 / scalar.sqrt());
-        }
         cfg.validate(path)?;
         Ok(cfg)
+    }
+
+    /// Gemma 3's additions from an HF config: the sliding-window pattern (or
+    /// `layer_types`), the local RoPE base, the attention scale.
+    fn hf_gemma3(&mut self, raw: &HfConfig) -> std::result::Result<(), String> {
+        let params = raw.rope_parameters.as_ref();
+        let local = params
+            .and_then(|p| p.sliding_attention.as_deref())
+            .and_then(|p| p.rope_theta)
+            .or(raw.rope_local_base_freq)
+            .unwrap_or(10_000.0);
+        self.gemma3(
+            raw.sliding_window_pattern.unwrap_or(GEMMA3_SLIDING_PATTERN),
+            local,
+        );
+        if let Some(types) = &raw.layer_types {
+            self.layer_types = types
+                .iter()
+                .map(|t| match t.as_str() {
+                    "sliding_attention" => Ok(AttentionKind::Sliding),
+                    "full_attention" => Ok(AttentionKind::Global),
+                    other => Err(format!("layer type {other:?}")),
+                })
+                .collect::<std::result::Result<_, _>>()?;
+        }
+        let scalar = raw.query_pre_attn_scalar.unwrap_or(256.0);
+        self.attn_scale = Some(1.0 / scalar.sqrt());
+        Ok(())
     }
 
     /// The HF `config.json` for this architecture (used by export).
@@ -854,4 +777,112 @@ struct HfRope {
     low_freq_factor: Option<f64>,
     high_freq_factor: Option<f64>,
     original_max_position_embeddings: Option<f64>,
+}
+
+/// The family an HF `model_type` names.
+fn hf_family(model_type: &str) -> std::result::Result<Family, String> {
+    Ok(match model_type {
+        "llama" => Family::Llama,
+        "mistral" => Family::Mistral,
+        "gemma3_text" => Family::Gemma3,
+        "qwen2" => Family::Qwen2,
+        "qwen3" => Family::Qwen3,
+        "gemma3" => {
+            return Err(
+                "model_type \"gemma3\" is Gemma 3's image-text model; evocomp loads the text \
+                 decoder (model_type \"gemma3_text\", or the GGUF)"
+                    .into(),
+            );
+        }
+        other => {
+            return Err(format!(
+                "model_type {other:?} (supported: llama, mistral, gemma3_text, qwen2, qwen3)"
+            ));
+        }
+    })
+}
+
+/// What an HF config may ask for that evocomp does not run (biases other
+/// than Qwen 2's, Qwen's sliding windows, another activation, soft-capping);
+/// else the sliding window and the activation.
+fn hf_supported(
+    raw: &HfConfig,
+    family: Family,
+    model_type: &str,
+) -> std::result::Result<(Option<usize>, Activation), String> {
+    // Qwen 2 has q/k/v biases whatever the config says; elsewhere
+    // `attention_bias` also puts one on o_proj, which evocomp does not run.
+    if (family != Family::Qwen2 && raw.attention_bias.unwrap_or(false))
+        || raw.mlp_bias.unwrap_or(false)
+    {
+        return Err("linear-layer biases are not supported (only Qwen 2's q/k/v biases)".into());
+    }
+    // Qwen's configs name a window they do not use unless told to.
+    let qwen = matches!(family, Family::Qwen2 | Family::Qwen3);
+    let sliding_window = if qwen && !raw.use_sliding_window.unwrap_or(false) {
+        None
+    } else {
+        raw.sliding_window
+    };
+    if qwen && sliding_window.is_some() {
+        return Err(
+            "use_sliding_window (Qwen's windows on the layers past max_window_layers)".into(),
+        );
+    }
+    let (want_act, activation) = if family == Family::Gemma3 {
+        ("gelu_pytorch_tanh", Activation::GeluTanh)
+    } else {
+        ("silu", Activation::Silu)
+    };
+    for act in [&raw.hidden_act, &raw.hidden_activation]
+        .into_iter()
+        .flatten()
+    {
+        if act != want_act {
+            return Err(format!(
+                "activation {act:?} for {model_type} (only {want_act})"
+            ));
+        }
+    }
+    for (name, v) in [
+        ("final_logit_softcapping", raw.final_logit_softcapping),
+        ("attn_logit_softcapping", raw.attn_logit_softcapping),
+    ] {
+        if let Some(v) = v {
+            return Err(format!("{name} = {v} is not supported"));
+        }
+    }
+    Ok((sliding_window, activation))
+}
+
+/// The RoPE scaling an HF config's `rope_scaling` (or Gemma's global
+/// `rope_parameters`) names.
+fn hf_rope_scaling(s: Option<&HfRope>) -> std::result::Result<RopeScaling, String> {
+    let Some(s) = s else {
+        return Ok(RopeScaling::None);
+    };
+    Ok(
+        match s
+            .rope_type
+            .as_deref()
+            .or(s.kind.as_deref())
+            .unwrap_or("default")
+        {
+            "default" => RopeScaling::None,
+            "linear" => RopeScaling::Linear {
+                factor: s.factor.unwrap_or(1.0),
+            },
+            "llama3" => RopeScaling::Llama3 {
+                factor: s.factor.unwrap_or(8.0),
+                low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
+                high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
+                original_max_position: s.original_max_position_embeddings.unwrap_or(8192.0),
+            },
+            other => {
+                return Err(format!(
+                    "RoPE scaling {other:?} (supported: default, linear, llama3)"
+                ));
+            }
+        },
+    )
 }

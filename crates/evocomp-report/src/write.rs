@@ -13,6 +13,21 @@ use std::path::Path;
 pub fn markdown(studies: &[StudyInput], plots: &[String]) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# evocomp report\n");
+    summary_table(&mut md, studies);
+    per_budget_table(&mut md, studies);
+    anytime_table(&mut md, studies);
+    fronts_and_layers(&mut md, studies);
+    if !plots.is_empty() {
+        let _ = writeln!(md, "\n## Plots\n");
+        for p in plots {
+            let _ = writeln!(md, "![{p}](plots/{p}.png)");
+        }
+    }
+    md
+}
+
+/// One row per study: its best configuration and what the search cost.
+fn summary_table(md: &mut String, studies: &[StudyInput]) {
     let _ = writeln!(
         md,
         "| study | strategy | budget | cost | % of max | held-out KL | held-out perplexity | evaluations | cache hits | search time (s) |"
@@ -35,7 +50,11 @@ pub fn markdown(studies: &[StudyInput], plots: &[String]) -> String {
             s.seconds
         );
     }
-    // Best configuration per budget: every strategy side by side.
+}
+
+/// The best configuration per budget: every series side by side, the best
+/// of a row in bold.
+fn per_budget_table(md: &mut String, studies: &[StudyInput]) {
     let mut budgets: Vec<&str> = Vec::new();
     for s in studies {
         if !budgets.contains(&s.budget.as_str()) {
@@ -79,6 +98,10 @@ pub fn markdown(studies: &[StudyInput], plots: &[String]) -> String {
             let _ = writeln!(md);
         }
     }
+}
+
+/// Held-out KL against tokens per variant, against the first variant.
+fn anytime_table(md: &mut String, studies: &[StudyInput]) {
     let curves = anytime_curves(studies);
     if let Some(reference) = curves.first() {
         let _ = writeln!(
@@ -121,6 +144,10 @@ pub fn markdown(studies: &[StudyInput], plots: &[String]) -> String {
             );
         }
     }
+}
+
+/// NSGA-II's fronts, and each study's mean level per layer.
+fn fronts_and_layers(md: &mut String, studies: &[StudyInput]) {
     for s in studies.iter().filter(|s| s.front.len() > 1) {
         let _ = writeln!(md, "\n## {}: front\n", s.name);
         let _ = writeln!(
@@ -153,13 +180,6 @@ pub fn markdown(studies: &[StudyInput], plots: &[String]) -> String {
             let _ = writeln!(md, "    {}", chunk.join("  "));
         }
     }
-    if !plots.is_empty() {
-        let _ = writeln!(md, "\n## Plots\n");
-        for p in plots {
-            let _ = writeln!(md, "![{p}](plots/{p}.png)");
-        }
-    }
-    md
 }
 
 /// Write `report.md`, `report.html` (SVGs inlined) and `plots/*.{svg,png}` under `out`.

@@ -201,50 +201,10 @@ pub fn bench(a: &BenchRequest, notes: &dyn Fn(&str)) -> Result<BenchReport> {
                 notes(&format!("  {dtype}, {matmul} matmul: skipped ({e})"));
                 continue;
             }
-            let label = match matmul {
-                Matmul::F32 => dtype.to_string(),
-                Matmul::Bf16 => format!("{dtype}, bf16 matmul"),
-            };
-            // One untimed evaluation: shader compilation and autotuning happen here.
-            let t0 = Instant::now();
-            let bar = token_progress(n_tokens as u64, "warm-up");
-            kl_to_teacher(&m, &sample, &teacher, &opts, &bar)?;
-            bar.finish_and_clear();
-            let warmup_s = t0.elapsed().as_secs_f64();
-            let bar = token_progress((n_tokens * a.repeats) as u64, "timed");
-            let t1 = Instant::now();
-            let mut kl = 0.0;
-            for _ in 0..a.repeats {
-                kl = kl_to_teacher(&m, &sample, &teacher, &opts, &bar)?.kl;
-            }
-            bar.finish_and_clear();
-            let secs = t1.elapsed().as_secs_f64() / a.repeats as f64;
-            let bar = token_progress((n_tokens * a.repeats) as u64, "perplexity");
-            let t2 = Instant::now();
-            for _ in 0..a.repeats {
-                perplexity(&m, &sample.sequences, &opts, &bar)?;
-            }
-            bar.finish_and_clear();
-            let ppl_secs = t2.elapsed().as_secs_f64() / a.repeats as f64;
-            let f = Figure {
-                name: format!(
-                    "evocomp {label} {}{}",
-                    chosen.description,
-                    if a.no_fused_kernels {
-                        ", no fused kernels"
-                    } else {
-                        ""
-                    }
-                ),
-                tokens_per_s: n_tokens as f64 / secs,
-                seconds_per_eval: secs,
-                warmup_s,
-                kl,
-                ppl_tokens_per_s: n_tokens as f64 / ppl_secs,
-            };
+            let f = time_model(a, &m, (&sample, &teacher), &opts, (dtype, matmul, &chosen))?;
             notes(&format!(
-                "  {label}: {:.1} tokens/s ({secs:.2} s per evaluation), KL to f32 {kl:.3e}",
-                f.tokens_per_s
+                "  {}: {:.1} tokens/s ({:.2} s per evaluation), KL to f32 {:.3e}",
+                f.name, f.tokens_per_s, f.seconds_per_eval, f.kl
             ));
             figures.push(f);
         }
@@ -267,6 +227,59 @@ pub fn bench(a: &BenchRequest, notes: &dyn Fn(&str)) -> Result<BenchReport> {
         repeats: a.repeats,
         figures,
         torch,
+    })
+}
+
+/// One model timed: a warm-up, then `repeats` KL evaluations and
+/// perplexity forwards on the sample.
+fn time_model(
+    a: &BenchRequest,
+    m: &evocomp_model::LlamaModel,
+    (sample, teacher): (&evocomp_data::Sample, &evocomp_eval::Teacher),
+    opts: &EvalOptions,
+    (dtype, matmul, chosen): (WeightDtype, Matmul, &device::Chosen),
+) -> Result<Figure> {
+    let n_tokens = sample.n_tokens();
+    let label = match matmul {
+        Matmul::F32 => dtype.to_string(),
+        Matmul::Bf16 => format!("{dtype}, bf16 matmul"),
+    };
+    // One untimed evaluation: shader compilation and autotuning happen here.
+    let t0 = Instant::now();
+    let bar = token_progress(n_tokens as u64, "warm-up");
+    kl_to_teacher(m, sample, teacher, opts, &bar)?;
+    bar.finish_and_clear();
+    let warmup_s = t0.elapsed().as_secs_f64();
+    let bar = token_progress((n_tokens * a.repeats) as u64, "timed");
+    let t1 = Instant::now();
+    let mut kl = 0.0;
+    for _ in 0..a.repeats {
+        kl = kl_to_teacher(m, sample, teacher, opts, &bar)?.kl;
+    }
+    bar.finish_and_clear();
+    let secs = t1.elapsed().as_secs_f64() / a.repeats as f64;
+    let bar = token_progress((n_tokens * a.repeats) as u64, "perplexity");
+    let t2 = Instant::now();
+    for _ in 0..a.repeats {
+        perplexity(m, &sample.sequences, opts, &bar)?;
+    }
+    bar.finish_and_clear();
+    let ppl_secs = t2.elapsed().as_secs_f64() / a.repeats as f64;
+    Ok(Figure {
+        name: format!(
+            "evocomp {label} {}{}",
+            chosen.description,
+            if a.no_fused_kernels {
+                ", no fused kernels"
+            } else {
+                ""
+            }
+        ),
+        tokens_per_s: n_tokens as f64 / secs,
+        seconds_per_eval: secs,
+        warmup_s,
+        kl,
+        ppl_tokens_per_s: n_tokens as f64 / ppl_secs,
     })
 }
 

@@ -239,70 +239,112 @@ pub fn export(args: &ExportRequest) -> Result<Exported> {
     let loaded = evocomp_model::load_model(&exp.model)?;
     let db = Database::open(&exp.database)?;
     db.check_model(&loaded.info.fingerprint()?)?;
-    let out = &args.out;
-    if args.format == ExportFormat::Gguf {
-        if args.dtype != evocomp_model::WeightDtype::F32 {
-            bail!(
-                "--dtype applies to --format hf; a GGUF export keeps each tensor's searched type"
-            );
-        }
-        let source = evocomp_gguf::GgufFile::open(&exp.model).with_context(|| {
-            format!(
-                "--format gguf copies the source model's metadata and tokenizer, so the study's \
-                 model must be a .gguf file ({} is not one)",
-                exp.model.display()
-            )
-        })?;
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        let file = out.join("model.gguf");
-        let genome: Vec<String> = m.genome.iter().map(|g| g.to_string()).collect();
-        let extra = vec![
-            (
-                "general.quantized_by".to_string(),
-                evocomp_gguf::Value::String(format!("evocomp {}", env!("CARGO_PKG_VERSION"))),
-            ),
-            (
-                "evocomp.study".to_string(),
-                evocomp_gguf::Value::String(format!("{} ({})", s.name, s.strategy)),
-            ),
-            (
-                "evocomp.genome".to_string(),
-                evocomp_gguf::Value::String(genome.join(",")),
-            ),
-        ];
-        let report =
-            evocomp_db::export_gguf(&db, loaded.config(), &source, &m.genome, &file, extra)?;
-        write_levels(
-            &dir,
-            &s,
-            &m,
-            &db,
-            out,
-            &exp,
-            serde_json::json!({"format": "gguf", "bits_per_weight": report.bits_per_weight, "bytes": report.bytes}),
-        )?;
-        let total = report.weights_by_type.values().sum::<u64>().max(1) as f64;
-        let weights_by_type = report
-            .weights_by_type
-            .iter()
-            .map(|(t, n)| (t.to_string(), 100.0 * *n as f64 / total))
-            .collect();
-        return Ok(Exported {
-            study: dir,
-            experiment: exp,
-            measured: m,
-            out: out.clone(),
-            files: ["model.gguf", "levels.txt", "levels.ron", "evocomp.json"]
-                .map(String::from)
-                .to_vec(),
-            detail: ExportDetail::Gguf {
-                tensors: report.tensors,
-                bytes: report.bytes,
-                bits_per_weight: report.bits_per_weight,
-                weights_by_type,
-            },
-        });
+    let job = Job {
+        args,
+        dir: &dir,
+        summary: &s,
+        measured: &m,
+        db: &db,
+        exp: &exp,
+    };
+    match args.format {
+        ExportFormat::Gguf => export_gguf(&job, &loaded),
+        ExportFormat::Hf => export_hf(&job, &loaded),
     }
+}
+
+/// What both formats write from.
+struct Job<'a> {
+    args: &'a ExportRequest,
+    dir: &'a Path,
+    summary: &'a Summary,
+    measured: &'a Measured,
+    db: &'a Database,
+    exp: &'a Experiment,
+}
+
+/// model.gguf from the source GGUF with each unit at its level.
+fn export_gguf(job: &Job, loaded: &evocomp_model::LoadedModel) -> Result<Exported> {
+    let Job {
+        args,
+        dir,
+        summary: s,
+        measured: m,
+        db,
+        exp,
+    } = *job;
+    let out = &args.out;
+    if args.dtype != evocomp_model::WeightDtype::F32 {
+        bail!("--dtype applies to --format hf; a GGUF export keeps each tensor's searched type");
+    }
+    let source = evocomp_gguf::GgufFile::open(&exp.model).with_context(|| {
+        format!(
+            "--format gguf copies the source model's metadata and tokenizer, so the study's \
+             model must be a .gguf file ({} is not one)",
+            exp.model.display()
+        )
+    })?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let file = out.join("model.gguf");
+    let genome: Vec<String> = m.genome.iter().map(|g| g.to_string()).collect();
+    let extra = vec![
+        (
+            "general.quantized_by".to_string(),
+            evocomp_gguf::Value::String(format!("evocomp {}", env!("CARGO_PKG_VERSION"))),
+        ),
+        (
+            "evocomp.study".to_string(),
+            evocomp_gguf::Value::String(format!("{} ({})", s.name, s.strategy)),
+        ),
+        (
+            "evocomp.genome".to_string(),
+            evocomp_gguf::Value::String(genome.join(",")),
+        ),
+    ];
+    let report = evocomp_db::export_gguf(&db, loaded.config(), &source, &m.genome, &file, extra)?;
+    write_levels(
+        &dir,
+        &s,
+        &m,
+        &db,
+        out,
+        &exp,
+        serde_json::json!({"format": "gguf", "bits_per_weight": report.bits_per_weight, "bytes": report.bytes}),
+    )?;
+    let total = report.weights_by_type.values().sum::<u64>().max(1) as f64;
+    let weights_by_type = report
+        .weights_by_type
+        .iter()
+        .map(|(t, n)| (t.to_string(), 100.0 * *n as f64 / total))
+        .collect();
+    return Ok(Exported {
+        study: dir.to_path_buf(),
+        experiment: exp.clone(),
+        measured: m.clone(),
+        out: out.clone(),
+        files: ["model.gguf", "levels.txt", "levels.ron", "evocomp.json"]
+            .map(String::from)
+            .to_vec(),
+        detail: ExportDetail::Gguf {
+            tensors: report.tensors,
+            bytes: report.bytes,
+            bits_per_weight: report.bits_per_weight,
+            weights_by_type,
+        },
+    });
+}
+
+/// An HF folder: config.json, model.safetensors, tokenizer.json.
+fn export_hf(job: &Job, loaded: &evocomp_model::LoadedModel) -> Result<Exported> {
+    let Job {
+        args,
+        dir,
+        summary: s,
+        measured: m,
+        db,
+        exp,
+    } = *job;
+    let out = &args.out;
     let mat = materialize(&db, loaded.config(), loaded.weights()?, &m.genome)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     evocomp_model::save_hf_safetensors_as(&mat.config, &mat.weights, out, args.dtype)?;
@@ -335,9 +377,9 @@ pub fn export(args: &ExportRequest) -> Result<Exported> {
         }),
     )?;
     Ok(Exported {
-        study: dir,
-        experiment: exp,
-        measured: m,
+        study: dir.to_path_buf(),
+        experiment: exp.clone(),
+        measured: m.clone(),
         out: out.clone(),
         files: [
             "config.json",
