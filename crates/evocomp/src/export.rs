@@ -301,14 +301,14 @@ fn export_gguf(job: &Job, loaded: &evocomp_model::LoadedModel) -> Result<Exporte
             evocomp_gguf::Value::String(genome.join(",")),
         ),
     ];
-    let report = evocomp_db::export_gguf(&db, loaded.config(), &source, &m.genome, &file, extra)?;
+    let report = evocomp_db::export_gguf(db, loaded.config(), &source, &m.genome, &file, extra)?;
     write_levels(
-        &dir,
-        &s,
-        &m,
-        &db,
+        dir,
+        s,
+        m,
+        db,
         out,
-        &exp,
+        exp,
         serde_json::json!({"format": "gguf", "bits_per_weight": report.bits_per_weight, "bytes": report.bytes}),
     )?;
     let total = report.weights_by_type.values().sum::<u64>().max(1) as f64;
@@ -317,7 +317,7 @@ fn export_gguf(job: &Job, loaded: &evocomp_model::LoadedModel) -> Result<Exporte
         .iter()
         .map(|(t, n)| (t.to_string(), 100.0 * *n as f64 / total))
         .collect();
-    return Ok(Exported {
+    Ok(Exported {
         study: dir.to_path_buf(),
         experiment: exp.clone(),
         measured: m.clone(),
@@ -331,7 +331,7 @@ fn export_gguf(job: &Job, loaded: &evocomp_model::LoadedModel) -> Result<Exporte
             bits_per_weight: report.bits_per_weight,
             weights_by_type,
         },
-    });
+    })
 }
 
 /// An HF folder: config.json, model.safetensors, tokenizer.json.
@@ -345,7 +345,7 @@ fn export_hf(job: &Job, loaded: &evocomp_model::LoadedModel) -> Result<Exported>
         exp,
     } = *job;
     let out = &args.out;
-    let mat = materialize(&db, loaded.config(), loaded.weights()?, &m.genome)?;
+    let mat = materialize(db, loaded.config(), loaded.weights()?, &m.genome)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     evocomp_model::save_hf_safetensors_as(&mat.config, &mat.weights, out, args.dtype)?;
     // safetensors creates the file owner-only; a model folder is for sharing.
@@ -363,12 +363,12 @@ fn export_hf(job: &Job, loaded: &evocomp_model::LoadedModel) -> Result<Exported>
     write(&out.join("tokenizer.json"), &tok)?;
 
     write_levels(
-        &dir,
-        &s,
-        &m,
-        &db,
+        dir,
+        s,
+        m,
+        db,
         out,
-        &exp,
+        exp,
         serde_json::json!({
             "format": "hf",
             "removed_layers": mat.removed_layers,
