@@ -263,16 +263,33 @@ struct Job<'a> {
     exp: &'a Experiment,
 }
 
+impl<'a> Job<'a> {
+    /// The request, study folder, summary, configuration, database and experiment.
+    #[allow(clippy::type_complexity)]
+    fn parts(
+        &self,
+    ) -> (
+        &'a ExportRequest,
+        &'a Path,
+        &'a Summary,
+        &'a Measured,
+        &'a Database,
+        &'a Experiment,
+    ) {
+        (
+            self.args,
+            self.dir,
+            self.summary,
+            self.measured,
+            self.db,
+            self.exp,
+        )
+    }
+}
+
 /// model.gguf from the source GGUF with each unit at its level.
 fn export_gguf(job: &Job, loaded: &evocomp_model::LoadedModel) -> Result<Exported> {
-    let Job {
-        args,
-        dir,
-        summary: s,
-        measured: m,
-        db,
-        exp,
-    } = *job;
+    let (args, dir, s, m, db, exp) = job.parts();
     let out = &args.out;
     if args.dtype != evocomp_model::WeightDtype::F32 {
         bail!("--dtype applies to --format hf; a GGUF export keeps each tensor's searched type");
@@ -336,14 +353,7 @@ fn export_gguf(job: &Job, loaded: &evocomp_model::LoadedModel) -> Result<Exporte
 
 /// An HF folder: config.json, model.safetensors, tokenizer.json.
 fn export_hf(job: &Job, loaded: &evocomp_model::LoadedModel) -> Result<Exported> {
-    let Job {
-        args,
-        dir,
-        summary: s,
-        measured: m,
-        db,
-        exp,
-    } = *job;
+    let (args, dir, s, m, db, exp) = job.parts();
     let out = &args.out;
     let mat = materialize(db, loaded.config(), loaded.weights()?, &m.genome)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;

@@ -140,13 +140,10 @@ where
     (s, evals)
 }
 
-#[test]
-fn a_strategy_written_against_the_trait_runs_like_any_other() {
-    let space = sparsity_space(6);
-    let u = space.uniform(0).unwrap();
-    let budget = Budget::Exact(space.cost(&u));
-    let setup = Setup {
-        space: &space,
+/// What the engine would build a strategy from, on a 6-unit sparsity space.
+fn example_setup(space: &Space, budget: Budget) -> Setup<'_> {
+    Setup {
+        space,
         budget,
         hint: BudgetHint::UniformLevel(0),
         kind: Kind::Sparsity,
@@ -157,7 +154,15 @@ fn a_strategy_written_against_the_trait_runs_like_any_other() {
         level_errors: None,
         measured: Measurements::default(),
         given: &[],
-    };
+    }
+}
+
+#[test]
+fn a_strategy_written_against_the_trait_runs_like_any_other() {
+    let space = sparsity_space(6);
+    let u = space.uniform(0).unwrap();
+    let budget = Budget::Exact(space.cost(&u));
+    let setup = example_setup(&space, budget);
     assert!(BestOfWalksSettings { n: 0 }.build(&setup).is_err());
     let settings = BestOfWalksSettings { n: 12 };
     assert_eq!(settings.label(), "best-of-walks");
@@ -208,19 +213,7 @@ fn a_registered_strategy_runs_from_a_config() {
     let space = sparsity_space(6);
     let u = space.uniform(0).unwrap();
     let budget = Budget::Exact(space.cost(&u));
-    let setup = Setup {
-        space: &space,
-        budget,
-        hint: BudgetHint::UniformLevel(0),
-        kind: Kind::Sparsity,
-        seed: 11,
-        sample: SampleSpec::new(8, 1),
-        unit_layer: &[0, 0, 1, 1, 2, 2],
-        unit_numel: None,
-        level_errors: None,
-        measured: Measurements::default(),
-        given: &[],
-    };
+    let setup = example_setup(&space, budget);
     let fresh = settings.build(&setup).unwrap();
     assert!(matches!(fresh, ExampleStrategy::BestOfWalks(_)));
     let (done, evals) = run_to_end(fresh, &space, fitness);
