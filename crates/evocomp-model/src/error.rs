@@ -1,3 +1,5 @@
+use crate::linear::LinearKind;
+use crate::precision::WeightDtype;
 use std::path::PathBuf;
 
 /// Everything that can go wrong loading a model. Every variant names the file.
@@ -6,7 +8,7 @@ pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] evocomp_gguf::GgufError),
     #[error(transparent)]
-    Forward(#[from] crate::llama::ForwardError),
+    Forward(#[from] ForwardError),
     #[error("{path}: cannot read: {source}")]
     Io {
         path: PathBuf,
@@ -54,3 +56,62 @@ impl ModelError {
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+/// Bad input to the forward pass.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ForwardError {
+    #[error("batch is empty")]
+    EmptyBatch,
+    #[error(
+        "sequence {index} has {len} tokens, but sequence 0 has {expected}: a batch needs equal lengths"
+    )]
+    RaggedBatch {
+        index: usize,
+        len: usize,
+        expected: usize,
+    },
+    #[error("sequence length {len} exceeds the model's context of {max}")]
+    TooLong { len: usize, max: usize },
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    BadToken { id: u32, vocab: usize },
+    #[error("layer range {start}..{end} is outside 0..{n_layers}")]
+    BadLayers {
+        start: usize,
+        end: usize,
+        n_layers: usize,
+    },
+    #[error(
+        "block {layer} attends within a window of {window} positions, shorter than the {len} tokens: \
+         KV-cache policies on sliding-window blocks need sequences no longer than the window"
+    )]
+    WindowedKv {
+        layer: usize,
+        window: usize,
+        len: usize,
+    },
+    #[error(
+        "weights in {dtype} are not supported on {device} (it cannot compute in that type); \
+         use f32, or f16 where the device has it"
+    )]
+    UnsupportedDtype { dtype: WeightDtype, device: String },
+    #[error(
+        "bf16 matmuls run on the CPU (flex) only, not on {device}: use `matmul: F32` there \
+         (a GPU's half precision comes through the weight dtype)"
+    )]
+    UnsupportedMatmul { device: String },
+    #[error("layer {layer} {kind:?}: weight has shape {found:?}, expected {expected:?}")]
+    BadWeight {
+        layer: usize,
+        kind: LinearKind,
+        expected: [usize; 2],
+        found: Vec<usize>,
+    },
+    #[error("{what}: shape {found:?}, expected {expected:?}")]
+    BadTable {
+        what: &'static str,
+        expected: [usize; 2],
+        found: Vec<usize>,
+    },
+    #[error("the model ties its head to the token embedding: it has no separate head to replace")]
+    TiedHead,
+}

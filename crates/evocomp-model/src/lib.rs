@@ -9,16 +9,19 @@ mod config;
 mod error;
 pub mod kernels;
 mod kv;
+mod kv_policy;
+mod linear;
 mod llama;
 mod load;
+mod precision;
 pub mod testing;
 mod tokenizer;
 mod weights;
 
 pub use config::{Activation, AttentionKind, Family, LlamaConfig, RopeScaling};
-pub use error::{ModelError, Result};
-pub use kv::{Eviction, KvGroup, KvPolicy, KvQuant};
-pub use llama::{ForwardError, ForwardHook, LlamaModel, Matmul, NoHook, WeightDtype};
+pub use error::{ForwardError, ModelError, Result};
+pub use kv_policy::{Eviction, KvGroup, KvPolicy, KvQuant};
+pub use llama::{ForwardHook, LlamaModel, Matmul, NoHook, WeightDtype};
 pub use load::{
     LoadedModel, ModelFormat, ModelInfo, TensorEntry, inspect_model, load_model,
     save_hf_safetensors, save_hf_safetensors_as,

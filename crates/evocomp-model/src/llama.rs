@@ -2,8 +2,10 @@
 //! whatever `Device` the caller hands in; nothing here names a backend.
 
 use crate::config::{Activation, LlamaConfig};
+use crate::error::ForwardError;
 use crate::kernels;
-use crate::kv::KvPolicy;
+use crate::kv_policy::KvPolicy;
+pub use crate::precision::{Matmul, WeightDtype};
 use crate::weights::{HostTensor, LayerWeights, LinearKind, LlamaWeights};
 use burn::tensor::module::{attention, embedding, linear};
 use burn::tensor::ops::AttentionModuleOptions;
@@ -15,65 +17,6 @@ use std::ops::Range;
 
 /// Queries per attention call on long sequences (see `causal_attention`).
 const ATTENTION_CHUNK: usize = 64;
-
-/// Bad input to the forward pass.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ForwardError {
-    #[error("batch is empty")]
-    EmptyBatch,
-    #[error(
-        "sequence {index} has {len} tokens, but sequence 0 has {expected}: a batch needs equal lengths"
-    )]
-    RaggedBatch {
-        index: usize,
-        len: usize,
-        expected: usize,
-    },
-    #[error("sequence length {len} exceeds the model's context of {max}")]
-    TooLong { len: usize, max: usize },
-    #[error("token id {id} is outside the vocabulary of {vocab}")]
-    BadToken { id: u32, vocab: usize },
-    #[error("layer range {start}..{end} is outside 0..{n_layers}")]
-    BadLayers {
-        start: usize,
-        end: usize,
-        n_layers: usize,
-    },
-    #[error(
-        "block {layer} attends within a window of {window} positions, shorter than the {len} tokens: \
-         KV-cache policies on sliding-window blocks need sequences no longer than the window"
-    )]
-    WindowedKv {
-        layer: usize,
-        window: usize,
-        len: usize,
-    },
-    #[error(
-        "weights in {dtype} are not supported on {device} (it cannot compute in that type); \
-         use f32, or f16 where the device has it"
-    )]
-    UnsupportedDtype { dtype: WeightDtype, device: String },
-    #[error(
-        "bf16 matmuls run on the CPU (flex) only, not on {device}: use `matmul: F32` there \
-         (a GPU's half precision comes through the weight dtype)"
-    )]
-    UnsupportedMatmul { device: String },
-    #[error("layer {layer} {kind:?}: weight has shape {found:?}, expected {expected:?}")]
-    BadWeight {
-        layer: usize,
-        kind: LinearKind,
-        expected: [usize; 2],
-        found: Vec<usize>,
-    },
-    #[error("{what}: shape {found:?}, expected {expected:?}")]
-    BadTable {
-        what: &'static str,
-        expected: [usize; 2],
-        found: Vec<usize>,
-    },
-    #[error("the model ties its head to the token embedding: it has no separate head to replace")]
-    TiedHead,
-}
 
 /// Observes the forward pass. Every method has a no-op default.
 pub trait ForwardHook {
@@ -102,20 +45,11 @@ pub(crate) struct Block {
     pub(crate) skip_mlp: bool,
 }
 
-/// The dtype the linear, embedding and head weights are held in on the
-/// device. Activations, norms and every matmul's accumulation stay f32: a
-/// half-precision weight is widened to f32 where it is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub enum WeightDtype {
-    #[default]
-    F32,
-    Bf16,
-    F16,
-}
-
+/// Putting weights on a device in a dtype (here, beside the model that
+/// does it; the type is `precision.rs`'s).
 impl WeightDtype {
     /// The half precision the weights are stored in; None for f32.
-    fn half(self) -> Option<FloatDType> {
+    pub(crate) fn half(self) -> Option<FloatDType> {
         match self {
             WeightDtype::F32 => None,
             WeightDtype::Bf16 => Some(FloatDType::BF16),
@@ -126,7 +60,7 @@ impl WeightDtype {
     /// A host weight on `device` in this dtype. A half-precision one is
     /// rounded on the host and the f32 values dropped before the upload, so
     /// no f32 copy of it ever exists on the device.
-    fn upload(self, t: HostTensor, device: &Device) -> Tensor<2> {
+    pub(crate) fn upload(self, t: HostTensor, device: &Device) -> Tensor<2> {
         let HostTensor { shape, data } = t;
         let half = |data: TensorData, dtype: DType| {
             Tensor::from_data(
@@ -146,61 +80,6 @@ impl WeightDtype {
                 drop(data);
                 half(TensorData::new(v, shape), DType::F16)
             }
-        }
-    }
-}
-
-impl std::fmt::Display for WeightDtype {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            WeightDtype::F32 => "f32",
-            WeightDtype::Bf16 => "bf16",
-            WeightDtype::F16 => "f16",
-        })
-    }
-}
-
-impl std::str::FromStr for WeightDtype {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" => Ok(WeightDtype::F32),
-            "bf16" => Ok(WeightDtype::Bf16),
-            "f16" => Ok(WeightDtype::F16),
-            other => Err(format!("dtype {other:?} (expected f32, bf16 or f16)")),
-        }
-    }
-}
-
-/// The precision of every linear layer's products (projections, MLP, head).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub enum Matmul {
-    /// f32 inputs (a half-precision weight widened), f32 sums.
-    #[default]
-    F32,
-    /// Both inputs rounded to bf16, the products summed in f32, as a GPU's
-    /// bf16 matmul with f32 accumulation (`kernels::bf16`): on CPUs with
-    /// AVX512_BF16 at twice the f32 rate, elsewhere the same bits emulated.
-    /// CPU (flex) only.
-    Bf16,
-}
-
-impl std::fmt::Display for Matmul {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Matmul::F32 => "f32",
-            Matmul::Bf16 => "bf16",
-        })
-    }
-}
-
-impl std::str::FromStr for Matmul {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" => Ok(Matmul::F32),
-            "bf16" => Ok(Matmul::Bf16),
-            other => Err(format!("matmul {other:?} (expected f32 or bf16)")),
         }
     }
 }

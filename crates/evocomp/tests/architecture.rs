@@ -1,5 +1,6 @@
 //! ARCHITECTURE.md's invariants that a test can check, on the workspace's
-//! manifests and sources: each fails when the rule it names is broken.
+//! manifests and sources: each fails when the rule it names is broken (the
+//! model crate's own files, too, form no circle).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -210,4 +211,77 @@ fn only_the_search_crate_names_a_strategy() {
             );
         }
     }
+}
+
+/// The files of `krate`'s `src/` (one module each) and the modules each
+/// names through `crate::`, in code (not comments).
+fn module_graph(krate: &str) -> BTreeMap<String, Vec<String>> {
+    let src = crates_dir().join(krate).join("src");
+    let files = sources(&src);
+    let names: Vec<String> = files
+        .iter()
+        .filter_map(|(p, _)| Some(p.strip_prefix(&src).ok()?.to_str()?.to_string()))
+        .filter(|p| !p.contains('/'))
+        .map(|p| p.trim_end_matches(".rs").to_string())
+        .collect();
+    let mut graph = BTreeMap::new();
+    for (p, code) in &files {
+        let Some(me) = p
+            .strip_prefix(&src)
+            .ok()
+            .and_then(|r| r.components().next())
+            .and_then(|c| c.as_os_str().to_str())
+            .map(|c| c.trim_end_matches(".rs").to_string())
+        else {
+            continue;
+        };
+        let uses: &mut Vec<String> = graph.entry(me.clone()).or_default();
+        for n in &names {
+            if *n != me && code.contains(&format!("crate::{n}::")) && !uses.contains(n) {
+                uses.push(n.clone());
+            }
+        }
+    }
+    graph
+}
+
+/// A circle in `graph`, if any (as the modules along it).
+fn circle(graph: &BTreeMap<String, Vec<String>>) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        graph: &BTreeMap<String, Vec<String>>,
+        path: &mut Vec<String>,
+        done: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == n) {
+            return Some(path[i..].to_vec());
+        }
+        if done.iter().any(|d| d == n) {
+            return None;
+        }
+        path.push(n.to_string());
+        for m in graph.get(n).into_iter().flatten() {
+            if let Some(c) = visit(m, graph, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.push(n.to_string());
+        None
+    }
+    let mut done = Vec::new();
+    graph
+        .keys()
+        .find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn the_model_crates_files_form_no_circle() {
+    let graph = module_graph("evocomp-model");
+    assert!(graph.len() >= 10, "{graph:?}");
+    assert_eq!(circle(&graph), None, "{graph:?}");
+    // The check itself finds one.
+    let mut bad = graph.clone();
+    bad.entry("error".into()).or_default().push("llama".into());
+    assert!(circle(&bad).is_some());
 }
