@@ -115,6 +115,20 @@ struct TorchInput<'a> {
     repeats: usize,
 }
 
+/// ```
+/// # fn main() -> anyhow::Result<()> {
+/// let dir = tempfile::tempdir()?;
+/// let project = evocomp::demo::tiny_project(dir.path())?;
+/// let mut req = evocomp::bench::BenchRequest::new(&project.model, &project.text);
+/// (req.sequences, req.seq_len, req.repeats) = (2, 32, 1);
+/// req.backends = vec![evocomp::BackendChoice::Cpu];
+/// let report = evocomp::bench::bench(&req, &|_| {})?;
+/// assert_eq!(report.figures.len(), 1);
+/// assert!(report.figures[0].tokens_per_s > 0.0 && report.figures[0].kl == 0.0);
+/// # Ok(())
+/// # }
+/// ```
+///
 /// Time the KL fitness and a perplexity forward for every backend, dtype
 /// and matmul `a` names (one that cannot run here is reported through
 /// `notes` and skipped), and PyTorch on the same tokens when a Python is

@@ -68,6 +68,19 @@ pub fn verify(dir: &Path) -> Result<usize> {
     Ok(db.manifest.units.len())
 }
 
+/// ```
+/// # fn main() -> anyhow::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// # let project = evocomp::demo::tiny_project(dir.path())?;
+/// let db = evocomp::database::build(&project.sparsity_database, evocomp::BackendChoice::Cpu, &|_| {})?;
+/// let out = dir.path().join("dump");
+/// let files = evocomp::database::dump(&db.output, &out, Some(&[0]), false)?;
+/// assert_eq!(files, 28); // level 0 of each of the 28 linear layers
+/// assert!(out.join("index.json").is_file());
+/// # Ok(())
+/// # }
+/// ```
+///
 /// Write the variants in EvoPress's layout for PyTorch scripts:
 /// `out/<HF module>/<level>.safetensors` and `out/index.json`; the number of
 /// weight files written.

@@ -147,6 +147,12 @@ fn wgpu_device(kind: DeviceKind) -> Result<Device> {
         .context("initialising wgpu")
 }
 
+/// ```
+/// let cpu = evocomp::device::choose(evocomp::BackendChoice::Cpu).unwrap();
+/// assert!(cpu.cpu && cpu.max_buffer_bytes.is_none());
+/// assert_eq!("wgpu".parse::<evocomp::BackendChoice>(), Ok(evocomp::BackendChoice::Wgpu));
+/// ```
+///
 /// The device `choice` names on this machine: `Auto` takes a GPU adapter
 /// where wgpu finds one, else the CPU; `Wgpu` falls back to a software
 /// Vulkan adapter (slow) and is an error without any.

@@ -220,7 +220,29 @@ fn choose(args: &ExportRequest) -> Result<(PathBuf, Summary, Measured)> {
     Ok((dir, s, m))
 }
 
-/// Export the configuration `args` names. Refuses to write into the
+/// Export the configuration `args` names (an HF folder by default; see the
+/// crate's example for a whole run). A second export into the same folder
+/// needs `replace`:
+///
+/// ```
+/// # use std::sync::{Arc, atomic::AtomicBool};
+/// # fn main() -> anyhow::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// # let project = evocomp::demo::tiny_project(dir.path())?;
+/// # let stop = Arc::new(AtomicBool::new(false));
+/// # let opts = evocomp::study::StudyOptions::default();
+/// # evocomp::study::run(&project.study, &opts, &stop, &|_| {}, &mut |_| Ok(()))?;
+/// use evocomp::export::{ExportRequest, export};
+/// let mut req = ExportRequest::new(dir.path().join("results/tiny"), dir.path().join("out"));
+/// let first = export(&req)?;
+/// assert!(first.files.contains(&"model.safetensors".to_string()));
+/// assert!(export(&req).is_err()); // not empty
+/// req.replace = true;
+/// export(&req)?;
+/// # Ok(())
+/// # }
+/// ```
+/// Refuses to write into the
 /// study's inputs, or into a folder that is not empty without `replace`.
 pub fn export(args: &ExportRequest) -> Result<Exported> {
     let (dir, s, m) = choose(args)?;

@@ -50,6 +50,16 @@ impl WorkerSettings {
     }
 }
 
+/// ```no_run
+/// # use std::sync::{Arc, atomic::AtomicBool};
+/// # fn main() -> anyhow::Result<()> {
+/// // Needs a `nats-server -js` there, and a coordinator (`evocomp run --queue`).
+/// let settings = evocomp::queue::WorkerSettings::new("nats://127.0.0.1:4222");
+/// evocomp::queue::serve(&settings, Arc::new(AtomicBool::new(false)))?;
+/// # Ok(())
+/// # }
+/// ```
+///
 /// Take jobs from the queue one at a time, evaluate them and publish the
 /// results, until `stop` is set (after the job in progress) or `max_jobs`;
 /// a lost connection is waited out.

@@ -171,6 +171,25 @@ pub struct AppliedScore {
 }
 
 /// The model's perplexity with `config` from the database in `db` applied.
+///
+/// ```
+/// # fn main() -> anyhow::Result<()> {
+/// use evocomp::score::{Configuration, RunSettings, Windows, perplexity_with};
+/// let dir = tempfile::tempdir()?;
+/// let project = evocomp::demo::tiny_project(dir.path())?;
+/// let db = evocomp::database::build(
+///     &project.sparsity_database,
+///     evocomp::BackendChoice::Cpu,
+///     &|_| {},
+/// )?;
+/// let windows = Windows { text: project.text.clone(), tokens: 128, context: 64 };
+/// let run = RunSettings { backend: evocomp::BackendChoice::Cpu, ..Default::default() };
+/// let dense = perplexity_with(&db.output, &project.model, &Configuration::Level(-2), &windows, &run)?;
+/// let sparse = perplexity_with(&db.output, &project.model, &Configuration::Level(2), &windows, &run)?;
+/// assert!(sparse.cost < dense.cost); // level 2 keeps fewer weights
+/// # Ok(())
+/// # }
+/// ```
 pub fn perplexity_with(
     db: &Path,
     model: &Path,

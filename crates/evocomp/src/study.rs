@@ -184,6 +184,28 @@ pub fn run_experiments(
 
 /// Start (or continue, or re-open) the studies the config at `config`
 /// describes (one, or one per budget of a sweep).
+///
+/// A study stopped through `stop` ends as [`StudyEnd::Stopped`] and
+/// [`resume`] finishes it from its checkpoint:
+///
+/// ```
+/// # use std::sync::{Arc, atomic::{AtomicBool, Ordering}};
+/// # fn main() -> anyhow::Result<()> {
+/// use evocomp::study::{StudyEnd, StudyOptions};
+/// let dir = tempfile::tempdir()?;
+/// let project = evocomp::demo::tiny_project(dir.path())?;
+/// let stop = Arc::new(AtomicBool::new(true)); // stop at the first trial boundary
+/// let opts = StudyOptions::default();
+/// let ends = evocomp::study::run(&project.study, &opts, &stop, &|_| {}, &mut |_| Ok(()))?;
+/// assert!(matches!(ends[0], StudyEnd::Stopped { .. }));
+///
+/// stop.store(false, Ordering::SeqCst);
+/// let folder = dir.path().join("results/tiny");
+/// let ends = evocomp::study::resume(&folder, &opts, &stop, &|_| {}, &mut |_| Ok(()))?;
+/// assert!(matches!(ends[0], StudyEnd::Finished { .. }));
+/// # Ok(())
+/// # }
+/// ```
 pub fn run(
     config: &Path,
     opts: &StudyOptions,
