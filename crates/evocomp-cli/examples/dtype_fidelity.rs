@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use evocomp_config::{FitnessSpec, Matmul, WeightDtype, load_experiments};
 use evocomp_engine::{Evaluator, prepare};
-use evocomp_search::SampleSpec;
+use evocomp_search::SampleDraw;
 use evocomp_search::surrogate::{rank_correlation, ranks};
 use evocomp_study::{StudyDir, View};
 use std::collections::BTreeSet;
@@ -151,7 +151,7 @@ fn main() -> Result<()> {
     if genomes.len() < 3 {
         bail!("the journals hold {} distinct genomes", genomes.len());
     }
-    let spec = SampleSpec::new(a.tokens, a.seed);
+    let spec = SampleDraw::new(a.tokens, a.seed);
     let mut scores = Vec::new();
     let half = match a.matmul {
         Matmul::F32 => a.dtype.to_string(),

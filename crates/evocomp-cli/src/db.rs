@@ -104,15 +104,15 @@ pub fn run(cmd: DbCommand) -> Result<()> {
             level,
             genome,
         } => {
-            use evocomp::score::{Configuration, RunSettings, perplexity_with};
+            use evocomp::score::{Configuration, ScoreOptions, perplexity_with};
             let config = match genome {
                 Some(g) => Configuration::Genome(g),
                 None => Configuration::Level(level),
             };
-            let run = RunSettings {
+            let run = ScoreOptions {
                 backend: windows.backend,
                 dtype: windows.dtype,
-                ..RunSettings::default()
+                ..ScoreOptions::default()
             };
             let r = perplexity_with(&dir, &model, &config, &windows.windows(), &run)?;
             eprintln!("backend: {}", r.scored.backend);

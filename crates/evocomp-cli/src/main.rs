@@ -208,7 +208,7 @@ fn run(cli: Cli) -> Result<()> {
             windows,
             batch_size,
         } => {
-            let run = evocomp::score::RunSettings {
+            let run = evocomp::score::ScoreOptions {
                 backend: windows.backend,
                 dtype: windows.dtype,
                 batch_size,

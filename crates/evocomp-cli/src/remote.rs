@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use evocomp::BackendChoice;
-use evocomp::queue::{WorkerSettings, serve, workers};
+use evocomp::queue::{ServeOptions, serve, workers};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -54,7 +54,7 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
         );
     });
     serve(
-        &WorkerSettings {
+        &ServeOptions {
             queue: args.queue,
             backend: args.backend,
             threads: args.threads,

@@ -21,8 +21,8 @@ mod sparse;
 pub use grid::{GridError, SparsityGrid};
 pub use hessian::Hessian;
 pub use matrix::{Matrix, random_matrix};
-pub use quant::{QuantMethod, QuantSpec, quant_cost_bits, quantize, quantize_rtn_row};
-pub use sparse::{ObsOptions, SparsityMethod, prune, sparsegpt_with_mask};
+pub use quant::{QuantConfig, QuantMethod, quant_cost_bits, quantize, quantize_rtn_row};
+pub use sparse::{ObsConfig, SparsityMethod, prune, sparsegpt_with_mask};
 
 /// Errors of the compression methods: always a bad request, never bad luck.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

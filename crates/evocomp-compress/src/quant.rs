@@ -3,7 +3,7 @@
 
 use crate::hessian::Hessian;
 use crate::matrix::Matrix;
-use crate::sparse::{ObsOptions, lazy_update};
+use crate::sparse::{ObsConfig, lazy_update};
 use crate::{CompressError, Result};
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +27,7 @@ impl QuantMethod {
 
 /// A quantization grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct QuantSpec {
+pub struct QuantConfig {
     /// Bits per weight, 2..=8.
     pub bits: u8,
     /// Columns sharing one scale (and zero point); 0 means one per row.
@@ -41,7 +41,7 @@ pub struct QuantSpec {
     pub act_order: bool,
 }
 
-impl QuantSpec {
+impl QuantConfig {
     pub fn validate(&self) -> Result<()> {
         if !(2..=8).contains(&self.bits) {
             return Err(CompressError::BadSpec(format!(
@@ -69,7 +69,7 @@ impl QuantSpec {
 /// a 16-bit scale per row and group and a `bits`-bit zero point per row and
 /// group when asymmetric. Act-order uses static groups (consecutive columns),
 /// so it stores no group index.
-pub fn quant_cost_bits(rows: usize, cols: usize, spec: &QuantSpec) -> u64 {
+pub fn quant_cost_bits(rows: usize, cols: usize, spec: &QuantConfig) -> u64 {
     let groups = spec.groups(cols) as u64;
     let (rows, cols, bits) = (rows as u64, cols as u64, spec.bits as u64);
     let zero = if spec.symmetric { 0 } else { bits };
@@ -85,7 +85,7 @@ struct Grid {
 }
 
 impl Grid {
-    fn fit(xs: impl Iterator<Item = f64>, spec: &QuantSpec) -> Grid {
+    fn fit(xs: impl Iterator<Item = f64>, spec: &QuantConfig) -> Grid {
         let (mut lo, mut hi) = (0.0f64, 0.0f64);
         for x in xs {
             lo = lo.min(x);
@@ -118,7 +118,7 @@ impl Grid {
 }
 
 /// Round one row to nearest on `spec`'s grid, in place (groups along the row).
-pub fn quantize_rtn_row(row: &mut [f32], spec: &QuantSpec) {
+pub fn quantize_rtn_row(row: &mut [f32], spec: &QuantConfig) {
     let g = if spec.group_size == 0 {
         row.len()
     } else {
@@ -137,8 +137,8 @@ pub fn quantize(
     w: &Matrix,
     h: Option<&Hessian>,
     method: QuantMethod,
-    spec: &QuantSpec,
-    opts: &ObsOptions,
+    spec: &QuantConfig,
+    opts: &ObsConfig,
 ) -> Result<Matrix> {
     spec.validate()?;
     match method {
@@ -162,7 +162,7 @@ pub fn quantize(
     }
 }
 
-fn gptq(w: &Matrix, h: &Hessian, spec: &QuantSpec, opts: &ObsOptions) -> Result<Matrix> {
+fn gptq(w: &Matrix, h: &Hessian, spec: &QuantConfig, opts: &ObsConfig) -> Result<Matrix> {
     let (rows, cols) = (w.rows, w.cols);
     // Act-order: columns by decreasing H_jj (stable, so ties keep their order).
     let perm: Vec<usize> = if spec.act_order {
@@ -283,8 +283,8 @@ mod tests {
         x
     }
 
-    fn spec(bits: u8, group_size: usize, symmetric: bool, act_order: bool) -> QuantSpec {
-        QuantSpec {
+    fn spec(bits: u8, group_size: usize, symmetric: bool, act_order: bool) -> QuantConfig {
+        QuantConfig {
             bits,
             group_size,
             symmetric,
@@ -298,7 +298,7 @@ mod tests {
         for bits in 2..=8u8 {
             for sym in [false, true] {
                 let s = spec(bits, 16, sym, false);
-                let q = quantize(&w, None, QuantMethod::Rtn, &s, &ObsOptions::default()).unwrap();
+                let q = quantize(&w, None, QuantMethod::Rtn, &s, &ObsConfig::default()).unwrap();
                 for r in 0..6 {
                     for g in q.row(r).chunks(16) {
                         let mut v: Vec<f32> = g.to_vec();
@@ -328,7 +328,7 @@ mod tests {
     fn gptq_error_is_below_rtn_at_3_bits() {
         let w = random(32, 96, 2);
         let h = Hessian::from_inputs(96, &inputs(400, 96, 3));
-        let opts = ObsOptions {
+        let opts = ObsConfig {
             block_size: 32,
             damp: 0.01,
         };
@@ -360,7 +360,7 @@ mod tests {
         let w = random(rows, cols, 7);
         let h = Hessian::from_inputs(cols, &inputs(500, cols, 8));
         let s = spec(3, g, false, true);
-        let opts = ObsOptions {
+        let opts = ObsConfig {
             block_size: 40,
             damp: 0.01,
         };
@@ -403,7 +403,7 @@ mod tests {
             n_tokens: 100,
         };
         let s = spec(3, 8, false, false);
-        let opts = ObsOptions {
+        let opts = ObsConfig {
             block_size: 5,
             damp: 0.0,
         };

@@ -35,14 +35,14 @@ impl SparsityMethod {
 
 /// Settings of the OBS sweeps (SparseGPT and GPTQ).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ObsOptions {
+pub struct ObsConfig {
     /// Columns per lazy-update block.
     pub block_size: usize,
     /// Dampening, as a fraction of the mean diagonal of H.
     pub damp: f64,
 }
 
-impl Default for ObsOptions {
+impl Default for ObsConfig {
     fn default() -> Self {
         Self {
             block_size: 128,
@@ -119,7 +119,7 @@ pub fn prune(
     h: Option<&Hessian>,
     method: SparsityMethod,
     zeros: usize,
-    opts: &ObsOptions,
+    opts: &ObsConfig,
 ) -> Result<Matrix> {
     check(w, h, zeros)?;
     let need_h = || {
@@ -163,7 +163,7 @@ pub fn sparsegpt_with_mask(
     w: &Matrix,
     h: &Hessian,
     mask: &[bool],
-    opts: &ObsOptions,
+    opts: &ObsConfig,
 ) -> Result<Matrix> {
     assert_eq!(mask.len(), w.numel());
     check(w, Some(h), 0)?;
@@ -175,7 +175,7 @@ enum Mask<'a> {
     Given(&'a [bool]),
 }
 
-fn sparsegpt(w: &Matrix, h: &Hessian, mask: Mask<'_>, opts: &ObsOptions) -> Result<Matrix> {
+fn sparsegpt(w: &Matrix, h: &Hessian, mask: Mask<'_>, opts: &ObsConfig) -> Result<Matrix> {
     let (rows, cols) = (w.rows, w.cols);
     let bs = opts.block_size.max(1);
     let (u, dead) = h.inverse_cholesky_upper(opts.damp)?;
@@ -322,7 +322,7 @@ mod tests {
     fn every_method_zeros_exactly_the_requested_count() {
         let w = random(24, 40, 1);
         let h = Hessian::from_inputs(40, &inputs(200, 40, 2));
-        let opts = ObsOptions {
+        let opts = ObsConfig {
             block_size: 16,
             damp: 0.01,
         };
@@ -414,7 +414,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(5);
         let mask: Vec<bool> = (0..32).map(|_| rng.random::<f32>() < 0.5).collect();
         for block_size in [1, 3, 8, 128] {
-            let opts = ObsOptions {
+            let opts = ObsConfig {
                 block_size,
                 damp: 0.01,
             };
@@ -430,7 +430,7 @@ mod tests {
     fn sparsegpt_beats_magnitude_and_wanda_on_reconstruction_error() {
         let w = random(32, 64, 6);
         let h = Hessian::from_inputs(64, &inputs(512, 64, 7));
-        let opts = ObsOptions {
+        let opts = ObsConfig {
             block_size: 32,
             damp: 0.01,
         };
@@ -460,7 +460,7 @@ mod tests {
             Some(&h),
             SparsityMethod::Magnitude,
             12,
-            &ObsOptions::default(),
+            &ObsConfig::default(),
         )
         .unwrap();
         let mut direct = 0.0f64;

@@ -4,7 +4,7 @@
 //! stored format is the database's.
 
 use crate::ron::{Checker, Result, parse_ron, read};
-use evocomp_compress::{ObsOptions, QuantMethod, QuantSpec, SparsityMethod};
+use evocomp_compress::{ObsConfig, QuantConfig, QuantMethod, SparsityMethod};
 use evocomp_db::{Compression, DepthUnit, Eviction, KvGroup, Propagation};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -299,7 +299,7 @@ struct Calibrated<'a> {
 }
 
 impl Calibrated<'_> {
-    fn obs(&self, block_size: usize, damp: f64) -> Result<ObsOptions> {
+    fn obs(&self, block_size: usize, damp: f64) -> Result<ObsConfig> {
         self.c.ensure(
             block_size > 0,
             "compression.block_size",
@@ -310,7 +310,7 @@ impl Calibrated<'_> {
             "compression.damp",
             format!("must be a non-negative number, got {damp}"),
         )?;
-        Ok(ObsOptions { block_size, damp })
+        Ok(ObsConfig { block_size, damp })
     }
 
     fn level_in(&self, lo: i64, hi: i64) -> Result<()> {
@@ -395,7 +395,7 @@ fn sparsity(
     cal: &Calibrated,
     method: SparsityMethod,
     (target, step_fraction, max_sparsity, max_levels): (f64, f64, f64, usize),
-    obs: ObsOptions,
+    obs: ObsConfig,
 ) -> Result<Compression> {
     let c = cal.c;
     c.ensure(
@@ -432,7 +432,7 @@ fn quantization(
     method: QuantMethod,
     mut bits: Vec<u8>,
     (group_size, symmetric, act_order): (usize, bool, Option<bool>),
-    obs: ObsOptions,
+    obs: ObsConfig,
 ) -> Result<Compression> {
     let c = cal.c;
     c.ensure(
@@ -466,7 +466,7 @@ fn quantization(
     cal.level_in(0, bits.len() as i64 - 1)?;
     Ok(Compression::Quantization {
         method,
-        spec: QuantSpec {
+        spec: QuantConfig {
             bits: bits[0],
             group_size,
             symmetric,
@@ -810,7 +810,7 @@ mod tests {
                 ..
             } => {
                 assert_eq!(method, SparsityMethod::SparseGpt);
-                assert_eq!(obs, ObsOptions::default());
+                assert_eq!(obs, ObsConfig::default());
                 assert_eq!(max_levels, 13);
                 assert_eq!(propagation, Propagation::Sequential { level: 0 });
             }

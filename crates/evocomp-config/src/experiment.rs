@@ -12,7 +12,7 @@ use crate::database::{DatabaseConfig, load_database_config};
 use crate::ron::locate;
 use crate::ron::{Checker, ConfigError, Result, parse_ron, read};
 pub use evocomp_model::{Matmul, WeightDtype};
-pub use evocomp_search::StrategySettings;
+pub use evocomp_search::StrategySpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -34,7 +34,7 @@ pub struct ExperimentSpec {
     /// sharing the fitness cache; the report joins them into one front.
     #[serde(default)]
     pub sweep: Vec<BudgetSpec>,
-    pub strategy: StrategySettings,
+    pub strategy: StrategySpec,
     #[serde(default)]
     pub fitness: FitnessSpec,
     #[serde(default)]
@@ -228,7 +228,7 @@ pub struct Experiment {
     pub database: PathBuf,
     pub data: DataSpec,
     pub budget: BudgetSpec,
-    pub strategy: StrategySettings,
+    pub strategy: StrategySpec,
     pub fitness: FitnessSpec,
     pub backend: BackendSpec,
     pub seed: u64,
@@ -306,7 +306,7 @@ impl ExperimentSpec {
                 format!("the number of held-out points must be in 1..=64, got {n}"),
             )?;
         }
-        if let Err(e) = self.strategy.settings().validate(self.fitness.seq_len) {
+        if let Err(e) = self.strategy.spec().validate(self.fitness.seq_len) {
             let field = if e.field.is_empty() {
                 "strategy".to_string()
             } else {

@@ -12,7 +12,7 @@ use crate::units::{
 };
 use crate::{DbError, Result};
 use burn::tensor::{Device, Tensor};
-use evocomp_compress::{Hessian, Matrix, QuantSpec, prune, quantize};
+use evocomp_compress::{Hessian, Matrix, QuantConfig, prune, quantize};
 use evocomp_data::Sample;
 use evocomp_gguf::{GgmlType, GgufFile};
 use evocomp_model::{
@@ -900,7 +900,7 @@ pub fn compress_one(
         Compression::Quantization {
             method, spec, obs, ..
         } => {
-            let s = QuantSpec {
+            let s = QuantConfig {
                 bits: level.param as u8,
                 ..*spec
             };

@@ -2,7 +2,7 @@
 //! database owns this type (it is stored in `manifest.json`); configs build
 //! it from their own syntax.
 
-use evocomp_compress::{ObsOptions, QuantMethod, QuantSpec, SparsityMethod};
+use evocomp_compress::{ObsConfig, QuantConfig, QuantMethod, SparsityMethod};
 use evocomp_gguf::GgmlType;
 use evocomp_model::{Eviction, KvGroup};
 use serde::{Deserialize, Serialize};
@@ -40,7 +40,7 @@ pub enum Compression {
         step_fraction: f64,
         max_sparsity: f64,
         max_levels: usize,
-        obs: ObsOptions,
+        obs: ObsConfig,
         #[serde(default)]
         propagation: Propagation,
     },
@@ -49,8 +49,8 @@ pub enum Compression {
         /// Ascending, distinct; level i is `bits[i]`.
         bits: Vec<u8>,
         /// The grid, with `bits` left at the first level's.
-        spec: QuantSpec,
-        obs: ObsOptions,
+        spec: QuantConfig,
+        obs: ObsConfig,
         #[serde(default)]
         propagation: Propagation,
     },

@@ -227,7 +227,7 @@ fn sparsity_plan(
 fn quantization_plan(
     cfg: &LlamaConfig,
     bits: &[u8],
-    spec: &evocomp_compress::QuantSpec,
+    spec: &evocomp_compress::QuantConfig,
 ) -> Vec<(UnitId, Vec<Level>)> {
     linear_units(cfg)
         .into_iter()
@@ -241,7 +241,7 @@ fn quantization_plan(
                 .rev()
                 .enumerate()
                 .map(|(lv, &b)| {
-                    let s = evocomp_compress::QuantSpec { bits: b, ..*spec };
+                    let s = evocomp_compress::QuantConfig { bits: b, ..*spec };
                     Level {
                         level: lv as i64,
                         cost: quant_cost_bits(o, i, &s),

@@ -1,7 +1,7 @@
 //! Building, resuming, checking and applying databases on a seeded tiny model.
 
 use burn::tensor::{Device, Tensor};
-use evocomp_compress::{ObsOptions, QuantMethod, QuantSpec, SparsityMethod};
+use evocomp_compress::{ObsConfig, QuantConfig, QuantMethod, SparsityMethod};
 use evocomp_data::Sample;
 use evocomp_db::{Applier, BuildOptions, Database, DbError, Manifest, UnitTarget, build_database};
 use evocomp_db::{Compression, DepthUnit, Propagation};
@@ -43,7 +43,7 @@ fn sparsity_through(propagation: Propagation) -> Compression {
         step_fraction: 0.1,
         max_sparsity: 0.9,
         max_levels: 2,
-        obs: ObsOptions {
+        obs: ObsConfig {
             block_size: 16,
             damp: 0.01,
         },
@@ -287,13 +287,13 @@ fn applying_reloads_only_changed_units_and_matches_a_fresh_model() {
     let quant = Compression::Quantization {
         method: QuantMethod::Gptq,
         bits: vec![2, 3, 4, 8],
-        spec: QuantSpec {
+        spec: QuantConfig {
             bits: 2,
             group_size: 16,
             symmetric: false,
             act_order: false,
         },
-        obs: ObsOptions::default(),
+        obs: ObsConfig::default(),
         propagation: Propagation::Uncompressed,
     };
     build(&m, &fp, &quant, &dir, None).unwrap();

@@ -378,7 +378,7 @@ fn depth_genomes_export_with_blocks_removed_or_zeroed_and_others_are_refused() {
             step_fraction: 0.1,
             max_sparsity: 0.9,
             max_levels: 1,
-            obs: evocomp_compress::ObsOptions::default(),
+            obs: evocomp_compress::ObsConfig::default(),
             propagation: evocomp_db::Propagation::Uncompressed,
         },
         &tmp.path().join("sparse"),

@@ -11,7 +11,7 @@ use evocomp_search::{Budget, Kind, Space};
 /// config's `budget` line.
 pub fn resolve_budget(exp: &Experiment, db: &Database, space: &Space) -> Result<Budget> {
     let b = written_budget(exp, db, space)?;
-    Ok(exp.strategy.settings().search_budget(b))
+    Ok(exp.strategy.spec().search_budget(b))
 }
 
 fn written_budget(exp: &Experiment, db: &Database, space: &Space) -> Result<Budget> {

@@ -16,7 +16,7 @@ use evocomp_eval::{
     kl_to_teacher_with,
 };
 use evocomp_model::{LlamaModel, LoadedModel, NoHook};
-use evocomp_search::{Genome, SampleSpec};
+use evocomp_search::{Genome, SampleDraw};
 use indicatif::ProgressBar;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use std::sync::Arc;
 /// The token sample a spec names: ⌈tokens / seq_len⌉ random windows of the
 /// calibration text, drawn with the spec's seed, after the draw's first
 /// `skip / seq_len` windows.
-pub fn sample_for(calib: &TokenSet, spec: SampleSpec, seq_len: usize) -> Result<Sample> {
+pub fn sample_for(calib: &TokenSet, spec: SampleDraw, seq_len: usize) -> Result<Sample> {
     let n = spec.tokens.div_ceil(seq_len).max(1);
     if spec.skip == 0 {
         return calib
@@ -109,7 +109,7 @@ pub struct Evaluator {
     calib: Arc<TokenSet>,
     fitness: FitnessSpec,
     opts: EvalOptions,
-    samples: HashMap<SampleSpec, Sample>,
+    samples: HashMap<SampleDraw, Sample>,
     teachers: Vec<Teacher>,
     anchor: Option<Anchor>,
     reuse: bool,
@@ -173,7 +173,7 @@ impl Evaluator {
         }
     }
 
-    fn sample(&mut self, spec: SampleSpec) -> Result<Sample> {
+    fn sample(&mut self, spec: SampleDraw) -> Result<Sample> {
         if let Some(s) = self.samples.get(&spec) {
             return Ok(s.clone());
         }
@@ -280,7 +280,7 @@ impl Evaluator {
     pub fn fitness(
         &mut self,
         genome: &[i64],
-        spec: SampleSpec,
+        spec: SampleDraw,
         anchor: Option<&Genome>,
     ) -> Result<f64> {
         let sample = self.sample(spec)?;

@@ -15,7 +15,7 @@ use crate::start::new_strategy;
 use anyhow::{Context as _, Result, anyhow, bail};
 use evocomp_config::Experiment;
 use evocomp_eval::KlResult;
-use evocomp_search::{FrontMember, Genome, Request, Role, SampleSpec, Scored, Strategy};
+use evocomp_search::{FrontMember, Genome, Request, Role, SampleDraw, Scored, Strategy};
 use evocomp_store::{CacheKey, Commit, SharedCache, Trial};
 use evocomp_study::{
     AnytimePoint, Measured, OpenStudy, State, StepRecord, StudyDir, Summary, best_genome_at,
@@ -662,7 +662,7 @@ fn anytime_members(
 struct Keys<'a> {
     prep: &'a Prepared,
     fitness_key: String,
-    sample_ids: HashMap<SampleSpec, String>,
+    sample_ids: HashMap<SampleDraw, String>,
 }
 
 impl<'a> Keys<'a> {
@@ -674,7 +674,7 @@ impl<'a> Keys<'a> {
         }
     }
 
-    fn sample_id(&mut self, s: SampleSpec) -> Result<String> {
+    fn sample_id(&mut self, s: SampleDraw) -> Result<String> {
         if let Some(id) = self.sample_ids.get(&s) {
             return Ok(id.clone());
         }
@@ -684,7 +684,7 @@ impl<'a> Keys<'a> {
         Ok(id)
     }
 
-    fn key(&mut self, genome: &[i64], s: SampleSpec) -> Result<(CacheKey, String)> {
+    fn key(&mut self, genome: &[i64], s: SampleDraw) -> Result<(CacheKey, String)> {
         let sid = self.sample_id(s)?;
         Ok((
             CacheKey::new(

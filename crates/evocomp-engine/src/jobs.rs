@@ -9,7 +9,7 @@ use crate::prepare::Prepared;
 use anyhow::{Result, anyhow};
 use burn::tensor::Device;
 use evocomp_eval::KlResult;
-use evocomp_search::{Genome, SampleSpec};
+use evocomp_search::{Genome, SampleDraw};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -24,7 +24,7 @@ pub enum JobKind {
     /// hidden states are worth keeping for this sample.
     Fitness {
         genome: Genome,
-        sample: SampleSpec,
+        sample: SampleDraw,
         anchor: Option<Genome>,
     },
     /// KL and NLL on the held-out sample.

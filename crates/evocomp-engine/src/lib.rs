@@ -5,7 +5,7 @@
 //!   space, token sets; `budget.rs`: the config's budget in that space;
 //!   `batches.rs`: sequences per forward pass on a device; `start.rs`: a
 //!   fresh strategy (the model measurements its settings ask for, then
-//!   `StrategySettings::build`);
+//!   `StrategySpec::build`);
 //! - `executor.rs`: ask → caches → jobs → commit → tell → checkpoint, then
 //!   the held-out measurement as one batch;
 //! - `observer.rs`: the `Observer` trait and its implementations (progress

@@ -1,17 +1,17 @@
 //! A fresh strategy for a study: the model measurements its settings ask
-//! for, then the registry's `StrategySettings::build`.
+//! for, then the registry's `StrategySpec::build`.
 
 use crate::prepare::Prepared;
 use anyhow::Result;
 use burn::tensor::Device;
 use evocomp_config::{BudgetSpec, Experiment};
 use evocomp_search::{
-    AnyStrategy, BudgetHint, Measurements, SampleSpec, SearchError, Setup, SpaceError, rng,
+    AnyStrategy, BudgetHint, Measurements, SampleDraw, SearchError, Setup, SpaceError, rng,
 };
 
 /// The one sample strategies with a fixed sample score on.
-fn fixed_sample(exp: &Experiment) -> SampleSpec {
-    SampleSpec::new(exp.fitness.tokens, rng::mix(exp.seed, &[0xf17]))
+fn fixed_sample(exp: &Experiment) -> SampleDraw {
+    SampleDraw::new(exp.fitness.tokens, rng::mix(exp.seed, &[0xf17]))
 }
 
 /// A fresh strategy for the experiment: the model measurements its settings
@@ -19,8 +19,8 @@ fn fixed_sample(exp: &Experiment) -> SampleSpec {
 /// build it. Errors in the settings point at the config's `strategy` line.
 pub fn new_strategy(prep: &Prepared, device: &Device, batch_size: usize) -> Result<AnyStrategy> {
     let exp = &prep.exp;
-    let settings = exp.strategy.settings();
-    let needs = settings.needs();
+    let spec = exp.strategy.spec();
+    let needs = spec.needs();
     let mut measured = Measurements::default();
     if needs.outlier_ratios.is_some() || needs.block_influence {
         let sample =
@@ -72,7 +72,7 @@ pub fn new_strategy(prep: &Prepared, device: &Device, batch_size: usize) -> Resu
                 format!("no configuration of the database's levels meets {b:?}"),
             )
             .into(),
-        SearchError::Settings(e) => {
+        SearchError::Spec(e) => {
             let field = if e.field.is_empty() {
                 "strategy".to_string()
             } else {

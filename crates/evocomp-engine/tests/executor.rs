@@ -291,7 +291,7 @@ fn sample_parts_are_the_sample_in_pieces() {
         &[],
     )
     .unwrap();
-    let whole = evocomp_search::SampleSpec::new(256, 9);
+    let whole = evocomp_search::SampleDraw::new(256, 9);
     let full = evocomp_engine::sample_for(&calib, whole, 32).unwrap();
     let mut pieces = Vec::new();
     for i in 0..4 {
@@ -301,6 +301,6 @@ fn sample_parts_are_the_sample_in_pieces() {
     }
     assert_eq!(pieces, full.sequences);
     // A part that does not start at a sequence boundary is refused.
-    let odd = evocomp_search::SampleSpec { skip: 10, ..whole };
+    let odd = evocomp_search::SampleDraw { skip: 10, ..whole };
     assert!(evocomp_engine::sample_for(&calib, odd, 32).is_err());
 }

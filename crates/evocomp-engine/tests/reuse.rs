@@ -2,7 +2,7 @@
 //! scores bit-identically to a full forward pass, whatever layer it changes first.
 
 use burn::tensor::Device;
-use evocomp_compress::{ObsOptions, SparsityMethod};
+use evocomp_compress::{ObsConfig, SparsityMethod};
 use evocomp_config::{FitnessSpec, Metric, TeacherSpec};
 use evocomp_data::{Sample, TokenSet};
 use evocomp_db::Compression;
@@ -10,7 +10,7 @@ use evocomp_db::{BuildOptions, Database, Propagation, build_database};
 use evocomp_engine::Evaluator;
 use evocomp_model::load_model;
 use evocomp_model::testing::{random_weights, tiny_config, write_gguf};
-use evocomp_search::SampleSpec;
+use evocomp_search::SampleDraw;
 use std::sync::Arc;
 
 #[test]
@@ -40,7 +40,7 @@ fn children_resumed_from_the_anchor_score_exactly_like_full_passes() {
             step_fraction: 0.1,
             max_sparsity: 0.9,
             max_levels: 2,
-            obs: ObsOptions::default(),
+            obs: ObsConfig::default(),
             propagation: Propagation::Sequential { level: 0 },
         },
         &db_dir,
@@ -77,7 +77,7 @@ fn children_resumed_from_the_anchor_score_exactly_like_full_passes() {
     };
     let mut with = make(true);
     let mut without = make(false);
-    let spec = SampleSpec::new(128, 5);
+    let spec = SampleDraw::new(128, 5);
     let n = unit_layer.len();
     let anchor = vec![0i64; n];
     // Children that first differ in every layer, and the anchor itself.

@@ -241,11 +241,11 @@ pub struct Versioned {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use evocomp_search::SampleSpec;
+    use evocomp_search::SampleDraw;
 
     #[test]
     fn content_ids_ignore_the_anchor_and_tell_kinds_apart() {
-        let s = SampleSpec::new(64, 3);
+        let s = SampleDraw::new(64, 3);
         let a = JobKind::Fitness {
             genome: vec![1, 0],
             sample: s,

@@ -19,14 +19,12 @@ mod framework;
 mod parts;
 mod strategies;
 
-pub use framework::registry::{AnyStrategy, StrategySettings};
+pub use framework::registry::{AnyStrategy, StrategySpec};
 pub use framework::rng;
-pub use framework::setup::{
-    BudgetHint, Build, Kind, Measurements, Needs, Settings, SettingsError, Setup,
-};
+pub use framework::setup::{BudgetHint, Build, Kind, Measurements, Needs, Setup, Spec, SpecError};
 pub use framework::space::{Budget, Genome, Space, SpaceError, UnitLevels};
 pub use framework::strategy::{
-    Best, FrontMember, Progress, Request, Role, SampleSpec, Scored, Strategy, requests,
+    Best, FrontMember, Progress, Request, Role, SampleDraw, Scored, Strategy, requests,
     results_in_order,
 };
 pub use parts::cmaes::CmaEs;
@@ -43,7 +41,7 @@ pub enum SearchError {
     #[error("invalid strategy settings: {0}")]
     Config(String),
     #[error(transparent)]
-    Settings(#[from] SettingsError),
+    Spec(#[from] SpecError),
     #[error("ask/tell out of step: {0}")]
     Protocol(String),
 }

@@ -53,7 +53,7 @@
 //! let mut windows = evocomp::score::Windows::new(&project.text);
 //! windows.tokens = 256;
 //! windows.context = 64;
-//! let run = evocomp::score::RunSettings {
+//! let run = evocomp::score::ScoreOptions {
 //!     backend: evocomp::BackendChoice::Cpu,
 //!     ..Default::default()
 //! };

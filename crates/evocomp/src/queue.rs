@@ -12,7 +12,7 @@ pub use evocomp_queue::status::workers;
 
 /// How a worker runs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WorkerSettings {
+pub struct ServeOptions {
     /// The NATS server with JetStream (nats-server -js), e.g. nats://host:4222.
     pub queue: String,
     pub backend: BackendChoice,
@@ -33,7 +33,7 @@ pub struct WorkerSettings {
     pub delay: Option<Duration>,
 }
 
-impl WorkerSettings {
+impl ServeOptions {
     /// A worker on `queue` with the CLI's defaults (30 s ack wait, 3 deliveries).
     pub fn new(queue: impl Into<String>) -> Self {
         Self {
@@ -54,7 +54,7 @@ impl WorkerSettings {
 /// # use std::sync::{Arc, atomic::AtomicBool};
 /// # fn main() -> anyhow::Result<()> {
 /// // Needs a `nats-server -js` there, and a coordinator (`evocomp run --queue`).
-/// let settings = evocomp::queue::WorkerSettings::new("nats://127.0.0.1:4222");
+/// let settings = evocomp::queue::ServeOptions::new("nats://127.0.0.1:4222");
 /// evocomp::queue::serve(&settings, Arc::new(AtomicBool::new(false)))?;
 /// # Ok(())
 /// # }
@@ -63,7 +63,7 @@ impl WorkerSettings {
 /// Take jobs from the queue one at a time, evaluate them and publish the
 /// results, until `stop` is set (after the job in progress) or `max_jobs`;
 /// a lost connection is waited out.
-pub fn serve(s: &WorkerSettings, stop: Arc<AtomicBool>) -> Result<()> {
+pub fn serve(s: &ServeOptions, stop: Arc<AtomicBool>) -> Result<()> {
     if s.threads == Some(0) {
         bail!("--threads must be at least 1");
     }

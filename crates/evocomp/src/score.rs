@@ -57,7 +57,7 @@ impl Windows {
 
 /// How a model is run for scoring.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RunSettings {
+pub struct ScoreOptions {
     pub backend: device::BackendChoice,
     /// The dtype weight matrices are held in on the device (activations and
     /// accumulation stay f32).
@@ -66,7 +66,7 @@ pub struct RunSettings {
     pub batch_size: usize,
 }
 
-impl Default for RunSettings {
+impl Default for ScoreOptions {
     fn default() -> Self {
         Self {
             backend: device::BackendChoice::Auto,
@@ -98,7 +98,7 @@ pub struct Scored {
 ///     tokens: 128,
 ///     context: 64,
 /// };
-/// let run = evocomp::score::RunSettings {
+/// let run = evocomp::score::ScoreOptions {
 ///     backend: evocomp::BackendChoice::Cpu,
 ///     ..Default::default()
 /// };
@@ -107,7 +107,7 @@ pub struct Scored {
 /// # Ok(())
 /// # }
 /// ```
-pub fn perplexity(model: &Path, windows: &Windows, run: &RunSettings) -> Result<Scored> {
+pub fn perplexity(model: &Path, windows: &Windows, run: &ScoreOptions) -> Result<Scored> {
     let chosen = device::choose(run.backend)?;
     let loaded = load(model)?;
     let w = load_windows(&loaded, &windows.text, windows.tokens, windows.context)?;
@@ -174,7 +174,7 @@ pub struct AppliedScore {
 ///
 /// ```
 /// # fn main() -> anyhow::Result<()> {
-/// use evocomp::score::{Configuration, RunSettings, Windows, perplexity_with};
+/// use evocomp::score::{Configuration, ScoreOptions, Windows, perplexity_with};
 /// let dir = tempfile::tempdir()?;
 /// let project = evocomp::demo::tiny_project(dir.path())?;
 /// let db = evocomp::database::build(
@@ -183,7 +183,7 @@ pub struct AppliedScore {
 ///     &|_| {},
 /// )?;
 /// let windows = Windows { text: project.text.clone(), tokens: 128, context: 64 };
-/// let run = RunSettings { backend: evocomp::BackendChoice::Cpu, ..Default::default() };
+/// let run = ScoreOptions { backend: evocomp::BackendChoice::Cpu, ..Default::default() };
 /// let dense = perplexity_with(&db.output, &project.model, &Configuration::Level(-2), &windows, &run)?;
 /// let sparse = perplexity_with(&db.output, &project.model, &Configuration::Level(2), &windows, &run)?;
 /// assert!(sparse.cost < dense.cost); // level 2 keeps fewer weights
@@ -195,7 +195,7 @@ pub fn perplexity_with(
     model: &Path,
     config: &Configuration,
     windows: &Windows,
-    run: &RunSettings,
+    run: &ScoreOptions,
 ) -> Result<AppliedScore> {
     let db = Database::open(db)?;
     let loaded = load(model)?;

@@ -166,7 +166,7 @@ fn registered_names() -> Vec<String> {
         std::fs::read_to_string(crates_dir().join("evocomp-search/src/framework/registry.rs"))
             .unwrap();
     let start = text
-        .find("pub enum StrategySettings {")
+        .find("pub enum StrategySpec {")
         .expect("the registry's settings enum");
     let body = &text[start..text[start..].find("\n    }").unwrap() + start];
     let mut names = Vec::new();
@@ -176,7 +176,7 @@ fn registered_names() -> Vec<String> {
             continue;
         }
         for word in line.split(|c: char| !c.is_alphanumeric() && c != '_') {
-            if word.ends_with("Settings") && word != "StrategySettings" {
+            if word.ends_with("Spec") && word != "StrategySpec" {
                 names.push(word.to_string());
             }
         }
@@ -188,7 +188,7 @@ fn registered_names() -> Vec<String> {
 fn only_the_search_crate_names_a_strategy() {
     let names = registered_names();
     assert!(
-        names.len() >= 10 && names.contains(&"EvoPressSettings".to_string()),
+        names.len() >= 10 && names.contains(&"EvoPressSpec".to_string()),
         "{names:?}"
     );
     for krate in [
@@ -205,7 +205,7 @@ fn only_the_search_crate_names_a_strategy() {
                 assert!(!text.contains(n.as_str()), "{} names {n}", path.display());
             }
             assert!(
-                !text.contains("StrategySettings::"),
+                !text.contains("StrategySpec::"),
                 "{} matches on a strategy",
                 path.display()
             );

@@ -1,5 +1,5 @@
 //! The registry: every strategy listed once. From the one list below follow
-//! [`StrategySettings`] (what an experiment config's `strategy:` holds, and
+//! [`StrategySpec`] (what an experiment config's `strategy:` holds, and
 //! what builds a fresh strategy) and [`AnyStrategy`] (the serde value a
 //! study checkpoints, dispatching ask/tell).
 //!
@@ -46,7 +46,7 @@ macro_rules! registry {
 
         impl $settings {
             /// The settings, which validate and label the strategy.
-            pub fn settings(&self) -> &dyn $crate::Settings {
+            pub fn spec(&self) -> &dyn $crate::Spec {
                 match self {
                     $( $crate::registry!(@pattern $settings $sv $( ( $st ) )? , s) =>
                         $crate::registry!(@settings s $( ( $st ) )? $( = $sconst )?), )*
@@ -55,7 +55,7 @@ macro_rules! registry {
 
             /// A short name for tables and plots.
             pub fn label(&self) -> String {
-                self.settings().label()
+                self.spec().label()
             }
 
             /// A fresh strategy under `setup`.
@@ -151,34 +151,34 @@ use crate::strategies::*;
 registry! {
     /// The search strategy and its settings, as an experiment config writes
     /// it (`strategy: EvoPress(preset: Sparsity, ...)`, `strategy: Uniform`).
-    pub enum StrategySettings {
+    pub enum StrategySpec {
         /// EvoPress: a preset, any field of which may be overridden.
-        EvoPress(EvoPressSettings),
+        EvoPress(EvoPressSpec),
         /// Every unit at the budget's level.
-        Uniform = UniformSettings,
+        Uniform = UniformSpec,
         /// The best of `n` random feasible configurations.
-        Random(RandomSettings),
+        Random(RandomSpec),
         /// OWL: less sparsity where activations have more outliers.
-        Owl(OwlSettings),
+        Owl(OwlSpec),
         /// ShortGPT: drop the blocks whose input and output are most alike.
-        ShortGpt = ShortGptSettings,
+        ShortGpt = ShortGptSpec,
         /// Shortened LLaMA (one-shot, PPL criterion): score each unit by the
         /// fitness with only it compressed (use `metric: Nll` for the paper's
         /// perplexity), compress the least harmful first.
-        ShortenedLlama = ShortenedLlamaSettings,
+        ShortenedLlama = ShortenedLlamaSpec,
         /// PyramidKV: per-layer KV budgets falling linearly from bottom to top.
-        PyramidKv(PyramidKvSettings),
+        PyramidKv(PyramidKvSpec),
         /// Shift a level from the unit where it hurts most to where it hurts least, while it helps.
-        Greedy(GreedySettings),
+        Greedy(GreedySpec),
         /// SPDY-style DP: per-unit errors from the database, exact knapsack.
-        Dp(DpSettings),
+        Dp(DpSpec),
         /// EvolKV: grouped CMA-ES, bottom-up, with the cache-score objective.
-        EvolKv(EvolKvSettings),
+        EvolKv(EvolKvSpec),
         /// NSGA-II over (fitness, cost): a whole front, every member within the budget's limit.
-        Nsga2(Nsga2Settings),
+        Nsga2(Nsga2Spec),
         /// llama.cpp's preset (GGUF-types databases): every tensor at the type
         /// `llama-quantize` gives it, scored as a reference point.
-        LlamaCpp(LlamaCppSettings),
+        LlamaCpp(LlamaCppSpec),
     }
 
     /// Any strategy's state, as one serde value: the checkpoint a study stores.

@@ -5,13 +5,13 @@
 //! Adding a strategy touches this crate only: its file (a settings type
 //! with [`Settings`] and [`Build`], a state with [`crate::Strategy`]) and one
 //! line of the registry (`registry.rs`), from which the config's strategy
-//! enum ([`crate::StrategySettings`]) and the checkpoint enum
+//! enum ([`crate::StrategySpec`]) and the checkpoint enum
 //! ([`crate::AnyStrategy`]) follow; the engine builds any strategy through
-//! [`crate::StrategySettings::build`].
+//! [`crate::StrategySpec::build`].
 
 use crate::SearchError;
 use crate::framework::space::{Budget, Space};
-use crate::framework::strategy::SampleSpec;
+use crate::framework::strategy::SampleDraw;
 use serde::{Deserialize, Serialize};
 
 /// What a space's levels mean.
@@ -59,7 +59,7 @@ pub struct Setup<'a> {
     pub kind: Kind,
     pub seed: u64,
     /// The one sample strategies with a fixed sample score on.
-    pub sample: SampleSpec,
+    pub sample: SampleDraw,
     /// The model layer of every unit, in genome order.
     pub unit_layer: &'a [usize],
     /// Weights per unit (linear units), in genome order.
@@ -76,12 +76,12 @@ pub struct Setup<'a> {
 /// (empty for the strategy as a whole); the config adds file:line:column.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{}{message}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
-pub struct SettingsError {
+pub struct SpecError {
     pub field: String,
     pub message: String,
 }
 
-impl SettingsError {
+impl SpecError {
     pub fn new(field: &str, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
@@ -91,25 +91,21 @@ impl SettingsError {
 }
 
 /// `Err` at `field` unless `ok`.
-pub(crate) fn ensure(
-    ok: bool,
-    field: &str,
-    message: impl Into<String>,
-) -> Result<(), SettingsError> {
+pub(crate) fn ensure(ok: bool, field: &str, message: impl Into<String>) -> Result<(), SpecError> {
     if ok {
         Ok(())
     } else {
-        Err(SettingsError::new(field, message))
+        Err(SpecError::new(field, message))
     }
 }
 
 /// A strategy's settings, as an experiment config holds them.
-pub trait Settings {
+pub trait Spec {
     /// A short name for tables and plots.
     fn label(&self) -> String;
 
     /// Check the values alone; `seq_len` is the tokens per sequence of every sample.
-    fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
+    fn validate(&self, _seq_len: usize) -> Result<(), SpecError> {
         Ok(())
     }
 
@@ -126,7 +122,7 @@ pub trait Settings {
 }
 
 /// How settings make their strategy's fresh state.
-pub trait Build: Settings {
+pub trait Build: Spec {
     /// The state it makes (one of the registry's strategies).
     type Strategy: crate::Strategy;
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// `(c, seed, 0)`, `(c, seed, c)`, `(c, seed, 2c)`, ... are the sample
 /// `(n·c, seed, 0)` in pieces (racing scores a stage's sample in chunks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct SampleSpec {
+pub struct SampleDraw {
     pub tokens: usize,
     pub seed: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -23,7 +23,7 @@ fn is_zero(x: &usize) -> bool {
     *x == 0
 }
 
-impl SampleSpec {
+impl SampleDraw {
     /// The first `tokens` tokens of `seed`'s draw.
     pub fn new(tokens: usize, seed: u64) -> Self {
         Self {
@@ -49,7 +49,7 @@ pub struct Request {
     /// Unique within one ask; the result answering it carries the same id.
     pub id: u64,
     pub genome: Genome,
-    pub sample: SampleSpec,
+    pub sample: SampleDraw,
     /// A measurement (greedy's single-unit sensitivity probes, leave-one-out
     /// scores), not a candidate: it may be off budget and never becomes a result.
     #[serde(default)]
@@ -153,7 +153,7 @@ pub trait Strategy {
 }
 
 /// Requests for `genomes` in order, with ids 0, 1, 2, ...
-pub fn requests(genomes: &[Genome], sample: SampleSpec, probe: bool) -> Vec<Request> {
+pub fn requests(genomes: &[Genome], sample: SampleDraw, probe: bool) -> Vec<Request> {
     genomes
         .iter()
         .enumerate()

@@ -4,12 +4,10 @@
 //! population holds them all).
 
 use crate::SearchError;
-use crate::framework::setup::{Build, Needs, Settings, SettingsError, Setup};
+use crate::framework::setup::{Build, Needs, Setup, Spec, SpecError};
 use crate::framework::space::Genome;
 use crate::heuristics::{fill_budget, start_genome};
-use crate::strategies::fixed::{
-    DpSettings, Fixed, OwlSettings, ShortGptSettings, UniformSettings, given_genome,
-};
+use crate::strategies::fixed::{DpSpec, Fixed, OwlSpec, ShortGptSpec, UniformSpec, given_genome};
 use serde::{Deserialize, Serialize};
 
 /// A heuristic a search may start from.
@@ -19,9 +17,9 @@ pub enum WarmStart {
     Uniform,
     /// The uniform genome with the rest of an `AtMost` budget spent.
     Filled,
-    Owl(OwlSettings),
+    Owl(OwlSpec),
     ShortGpt,
-    Dp(DpSettings),
+    Dp(DpSpec),
     /// A configuration the study offers by name, made outside the search
     /// (`Given("Q4_K_M")`: llama.cpp's preset on a GGUF-types database).
     Given(String),
@@ -33,12 +31,12 @@ pub enum WarmStart {
 }
 
 impl WarmStart {
-    fn settings(&self) -> Option<Box<dyn Settings>> {
+    fn spec(&self) -> Option<Box<dyn Spec>> {
         match self {
-            WarmStart::Uniform => Some(Box::new(UniformSettings)),
+            WarmStart::Uniform => Some(Box::new(UniformSpec)),
             WarmStart::Filled => None,
             WarmStart::Owl(s) => Some(Box::new(*s)),
-            WarmStart::ShortGpt => Some(Box::new(ShortGptSettings)),
+            WarmStart::ShortGpt => Some(Box::new(ShortGptSpec)),
             WarmStart::Dp(s) => Some(Box::new(*s)),
             WarmStart::Given(_) | WarmStart::ShortenedLlama => None,
         }
@@ -49,12 +47,12 @@ impl WarmStart {
             WarmStart::Given(name) => name.clone(),
             WarmStart::Filled => "filled".into(),
             WarmStart::ShortenedLlama => "Shortened-LLaMA".into(),
-            _ => self.settings().map_or_else(String::new, |s| s.label()),
+            _ => self.spec().map_or_else(String::new, |s| s.label()),
         }
     }
 
-    pub fn validate(&self, seq_len: usize) -> Result<(), SettingsError> {
-        self.settings().map_or(Ok(()), |s| s.validate(seq_len))
+    pub fn validate(&self, seq_len: usize) -> Result<(), SpecError> {
+        self.spec().map_or(Ok(()), |s| s.validate(seq_len))
     }
 
     /// This heuristic's genome under the setup's budget.
@@ -62,7 +60,7 @@ impl WarmStart {
         let named =
             |e: SearchError| SearchError::Config(format!("warm start {}: {e}", self.label()));
         if *self == WarmStart::ShortenedLlama {
-            return Err(SettingsError::new(
+            return Err(SpecError::new(
                 "start",
                 "Shortened LLaMA's genome needs its probes scored first: it is a warm start of EvoPress only",
             )
@@ -71,7 +69,7 @@ impl WarmStart {
         if let WarmStart::Given(name) = self {
             let g = given_genome(setup, name, "start")?;
             if !setup.budget.allows(setup.space.cost(g)) {
-                return Err(SettingsError::new(
+                return Err(SpecError::new(
                     "start",
                     format!(
                         "{name} costs {}, which does not meet the budget {:?}",
@@ -84,9 +82,9 @@ impl WarmStart {
             return Ok(g.clone());
         }
         let fixed: Fixed = match self {
-            WarmStart::Uniform => UniformSettings.build(setup),
+            WarmStart::Uniform => UniformSpec.build(setup),
             WarmStart::Owl(s) => s.build(setup),
-            WarmStart::ShortGpt => ShortGptSettings.build(setup),
+            WarmStart::ShortGpt => ShortGptSpec.build(setup),
             WarmStart::Dp(s) => s.build(setup),
             WarmStart::Filled | WarmStart::Given(_) | WarmStart::ShortenedLlama => {
                 let g = start_genome(setup.seed, setup.space, &setup.budget)
@@ -111,7 +109,7 @@ impl WarmStart {
 /// The measurements the heuristics need together.
 pub fn needs(of: &[WarmStart]) -> Needs {
     of.iter()
-        .filter_map(WarmStart::settings)
+        .filter_map(WarmStart::spec)
         .map(|s| s.needs())
         .fold(Needs::default(), |a, b| Needs {
             outlier_ratios: a.outlier_ratios.or(b.outlier_ratios),

@@ -1,9 +1,9 @@
 //! EvolKV (Yu et al., 2025): per-layer KV-cache budgets by grouped CMA-ES,
 //! bottom-up, with the cache-score objective and budget completion.
 
-use crate::framework::setup::{Build, Kind, Settings, SettingsError, Setup, ensure};
+use crate::framework::setup::{Build, Kind, Setup, Spec, SpecError, ensure};
 use crate::framework::space::{Budget, Genome, Space};
-use crate::framework::strategy::{Best, Progress, Request, SampleSpec, Scored, Strategy, requests};
+use crate::framework::strategy::{Best, Progress, Request, SampleDraw, Scored, Strategy, requests};
 use crate::parts::cmaes::CmaEs;
 use crate::{SearchError, results_in_order};
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// EvolKV's settings, as a config holds them.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EvolKvSettings {
+pub struct EvolKvSpec {
     #[serde(default = "default_group")]
     pub group_size: usize,
     #[serde(default = "default_generations")]
@@ -42,12 +42,12 @@ fn default_gamma() -> f64 {
     0.2
 }
 
-impl Settings for EvolKvSettings {
+impl Spec for EvolKvSpec {
     fn label(&self) -> String {
         "EvolKV".into()
     }
 
-    fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
+    fn validate(&self, _seq_len: usize) -> Result<(), SpecError> {
         ensure(self.group_size >= 1, "group_size", "must be at least 1")?;
         ensure(self.generations >= 1, "generations", "must be at least 1")?;
         ensure(
@@ -64,12 +64,12 @@ impl Settings for EvolKvSettings {
     }
 }
 
-impl Build for EvolKvSettings {
+impl Build for EvolKvSpec {
     type Strategy = EvolKv;
 
     fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
         if !matches!(setup.kind, Kind::KvBudget | Kind::KvBits) {
-            return Err(SettingsError::new(
+            return Err(SpecError::new(
                 "",
                 "EvolKV allocates KV-cache budgets: it needs a KvBudget database",
             )
@@ -107,7 +107,7 @@ pub struct EvolKvConfig {
     pub lambda: f64,
     /// Penalty slope under the target (γ).
     pub gamma: f64,
-    pub sample: SampleSpec,
+    pub sample: SampleDraw,
     pub seed: u64,
 }
 
@@ -137,10 +137,10 @@ pub struct EvolKv {
 impl EvolKv {
     pub fn new(cfg: EvolKvConfig, space: &Space, budget: Budget) -> Result<Self, SearchError> {
         if cfg.group_size == 0 {
-            return Err(SettingsError::new("group_size", "must be at least 1").into());
+            return Err(SpecError::new("group_size", "must be at least 1").into());
         }
         if cfg.generations == 0 {
-            return Err(SettingsError::new("generations", "must be at least 1").into());
+            return Err(SpecError::new("generations", "must be at least 1").into());
         }
         let target = budget.limit() as f64 / space.len() as f64;
         let mut s = Self {

@@ -6,9 +6,9 @@
 //! and the generation number: the same seed and the same told fitnesses give
 //! the same asks, before or after a checkpoint round trip.
 
-use crate::framework::setup::{BudgetHint, Build, Needs, Settings, SettingsError, Setup, ensure};
+use crate::framework::setup::{BudgetHint, Build, Needs, Setup, Spec, SpecError, ensure};
 use crate::framework::space::{Budget, Genome, Space};
-use crate::framework::strategy::{Best, Progress, Request, SampleSpec, Scored, Strategy};
+use crate::framework::strategy::{Best, Progress, Request, SampleDraw, Scored, Strategy};
 use crate::heuristics::start_genome;
 use crate::racing::Racing;
 use crate::rng::rng_for;
@@ -32,7 +32,7 @@ pub enum Preset {
 /// which may be overridden.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EvoPressSettings {
+pub struct EvoPressSpec {
     pub preset: Preset,
     #[serde(default)]
     pub generations: Option<usize>,
@@ -53,7 +53,7 @@ pub struct EvoPressSettings {
     pub racing: Option<Racing>,
     /// Screen offspring with a surrogate model (off by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub surrogate: Option<SurrogateSettings>,
+    pub surrogate: Option<SurrogateSpec>,
     /// Start no generation once this many tokens were asked for (for
     /// comparisons at equal tokens); none by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,7 +66,7 @@ pub struct EvoPressSettings {
 /// from the rest, so that a wrong model cannot trap the search.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SurrogateSettings {
+pub struct SurrogateSpec {
     #[serde(default = "default_screen")]
     pub screen: usize,
     #[serde(default = "default_explore")]
@@ -101,7 +101,7 @@ fn default_ridge() -> f64 {
     0.05
 }
 
-impl Default for SurrogateSettings {
+impl Default for SurrogateSpec {
     fn default() -> Self {
         Self {
             screen: default_screen(),
@@ -135,7 +135,7 @@ pub enum Start {
     Best { of: Vec<WarmStart>, tokens: usize },
 }
 
-impl EvoPressSettings {
+impl EvoPressSpec {
     /// The preset's config with the overrides applied; `n_units` and the
     /// budget hint size the depth preset.
     pub fn config(&self, n_units: usize, hint: BudgetHint, seed: u64) -> EvoPressConfig {
@@ -176,12 +176,12 @@ impl EvoPressSettings {
     }
 }
 
-impl Settings for EvoPressSettings {
+impl Spec for EvoPressSpec {
     fn label(&self) -> String {
         "EvoPress".into()
     }
 
-    fn validate(&self, seq_len: usize) -> Result<(), SettingsError> {
+    fn validate(&self, seq_len: usize) -> Result<(), SpecError> {
         ensure(
             self.generations.is_none_or(|g| g >= 1),
             "generations",
@@ -215,7 +215,7 @@ impl Settings for EvoPressSettings {
                 )?;
                 for w in of {
                     w.validate(seq_len)
-                        .map_err(|e| SettingsError::new("start", e.to_string()))?;
+                        .map_err(|e| SpecError::new("start", e.to_string()))?;
                 }
             }
             _ => {}
@@ -282,7 +282,7 @@ impl Settings for EvoPressSettings {
     }
 }
 
-impl Build for EvoPressSettings {
+impl Build for EvoPressSpec {
     type Strategy = EvoPress;
 
     fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
@@ -328,7 +328,7 @@ pub struct EvoPressConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub racing: Option<Racing>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub surrogate: Option<SurrogateSettings>,
+    pub surrogate: Option<SurrogateSpec>,
     /// No generation starts once this many tokens were asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
@@ -652,14 +652,14 @@ impl EvoPress {
     }
 
     /// The sample the start's candidates (and probes) are scored on.
-    fn start_sample(&self, tokens: usize) -> SampleSpec {
-        SampleSpec::new(tokens, crate::rng::mix(self.cfg.seed, &[0x57a3]))
+    fn start_sample(&self, tokens: usize) -> SampleDraw {
+        SampleDraw::new(tokens, crate::rng::mix(self.cfg.seed, &[0x57a3]))
     }
 
     /// The stage's sample and the chunks it is scored in.
-    fn stage_sample(&self, stage: usize) -> (SampleSpec, usize) {
+    fn stage_sample(&self, stage: usize) -> (SampleDraw, usize) {
         let s = self.cfg.stages[stage];
-        let base = SampleSpec::new(s.tokens, sample_seed(self.cfg.seed, self.generation, stage));
+        let base = SampleDraw::new(s.tokens, sample_seed(self.cfg.seed, self.generation, stage));
         let chunks = self.cfg.racing.map_or(1, |r| r.chunks(s.tokens));
         (base, chunks)
     }

@@ -2,12 +2,10 @@
 //! baselines (uniform, OWL, ShortGPT, PyramidKV, DP) and best-of-N random,
 //! with their settings.
 
-use crate::framework::setup::{
-    BudgetHint, Build, Kind, Needs, Settings, SettingsError, Setup, ensure,
-};
+use crate::framework::setup::{BudgetHint, Build, Kind, Needs, Setup, Spec, SpecError, ensure};
 use crate::framework::space::{Genome, Space};
 use crate::framework::strategy::{
-    Best, Progress, Request, Role, SampleSpec, Scored, Strategy, requests,
+    Best, Progress, Request, Role, SampleDraw, Scored, Strategy, requests,
 };
 use crate::heuristics::{
     lowest_scores_first, owl_genome, pyramid_genome, random_feasible, start_genome, uniform_genome,
@@ -19,14 +17,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fixed {
     pub genomes: Vec<Genome>,
-    pub sample: SampleSpec,
+    pub sample: SampleDraw,
     pub fitness: Option<Vec<f64>>,
     #[serde(default)]
     pub role: Role,
 }
 
 impl Fixed {
-    pub fn new(genomes: Vec<Genome>, sample: SampleSpec, role: Role) -> Result<Self, SearchError> {
+    pub fn new(genomes: Vec<Genome>, sample: SampleDraw, role: Role) -> Result<Self, SearchError> {
         if genomes.is_empty() {
             return Err(SearchError::Config("no genome to score".into()));
         }
@@ -95,44 +93,44 @@ fn fixed(g: Vec<Genome>, setup: &Setup, role: Role) -> Result<Fixed, SearchError
 /// database, whose rules know tensor names (`strategy: LlamaCpp(Q4_K_M)`).
 /// The name is written bare in RON and as a string in JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LlamaCppSettings(pub String);
+pub struct LlamaCppSpec(pub String);
 
-impl Serialize for LlamaCppSettings {
+impl Serialize for LlamaCppSpec {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)
     }
 }
 
-impl<'de> Deserialize<'de> for LlamaCppSettings {
+impl<'de> Deserialize<'de> for LlamaCppSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Name;
         impl serde::de::Visitor<'_> for Name {
-            type Value = LlamaCppSettings;
+            type Value = LlamaCppSpec;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a preset's name, such as Q4_K_M")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(LlamaCppSettings(v.to_string()))
+                Ok(LlamaCppSpec(v.to_string()))
             }
         }
         d.deserialize_identifier(Name)
     }
 }
 
-impl Settings for LlamaCppSettings {
+impl Spec for LlamaCppSpec {
     fn label(&self) -> String {
         format!("llama.cpp {}", self.0)
     }
 }
 
-impl Build for LlamaCppSettings {
+impl Build for LlamaCppSpec {
     type Strategy = Fixed;
 
     fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
         let genome = given_genome(setup, &self.0, "")?;
         let cost = setup.space.cost(genome);
         if cost > setup.budget.limit() {
-            return Err(SettingsError::new(
+            return Err(SpecError::new(
                 "",
                 format!(
                     "{} costs {cost}, over the budget {:?}",
@@ -155,7 +153,7 @@ pub(crate) fn given_genome<'a>(
 ) -> Result<&'a Genome, SearchError> {
     let Some((_, g)) = setup.given.iter().find(|(n, _)| n == name) else {
         let offered: Vec<&str> = setup.given.iter().map(|(n, _)| n.as_str()).collect();
-        return Err(SettingsError::new(
+        return Err(SpecError::new(
             field,
             format!(
                 "no configuration named {name} here (this study offers: {}; llama.cpp's \
@@ -175,20 +173,20 @@ pub(crate) fn given_genome<'a>(
 
 /// Every unit at the budget's level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct UniformSettings;
+pub struct UniformSpec;
 
-impl Settings for UniformSettings {
+impl Spec for UniformSpec {
     fn label(&self) -> String {
         "uniform".into()
     }
 }
 
-impl Build for UniformSettings {
+impl Build for UniformSpec {
     type Strategy = Fixed;
 
     fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
         let g = uniform_genome(setup.space, &setup.budget).ok_or_else(|| {
-            SettingsError::new(
+            SpecError::new(
                 "",
                 format!(
                     "no level common to every unit meets the budget {:?}",
@@ -203,21 +201,21 @@ impl Build for UniformSettings {
 /// The best of `n` random feasible configurations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RandomSettings {
+pub struct RandomSpec {
     pub n: usize,
 }
 
-impl Settings for RandomSettings {
+impl Spec for RandomSpec {
     fn label(&self) -> String {
         "random".into()
     }
 
-    fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
+    fn validate(&self, _seq_len: usize) -> Result<(), SpecError> {
         ensure(self.n >= 1, "n", "must be at least 1")
     }
 }
 
-impl Build for RandomSettings {
+impl Build for RandomSpec {
     type Strategy = Fixed;
 
     fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
@@ -230,7 +228,7 @@ impl Build for RandomSettings {
 /// OWL (Yin et al., 2024): less sparsity where activations have more outliers.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OwlSettings {
+pub struct OwlSpec {
     #[serde(default = "default_owl_lambda")]
     pub lambda: f64,
     /// Outlier threshold M (a score above M × the layer's mean).
@@ -245,12 +243,12 @@ fn default_owl_m() -> f64 {
     5.0
 }
 
-impl Settings for OwlSettings {
+impl Spec for OwlSpec {
     fn label(&self) -> String {
         "OWL".into()
     }
 
-    fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
+    fn validate(&self, _seq_len: usize) -> Result<(), SpecError> {
         ensure(
             (0.0..0.5).contains(&self.lambda),
             "lambda",
@@ -271,16 +269,14 @@ impl Settings for OwlSettings {
     }
 }
 
-impl Build for OwlSettings {
+impl Build for OwlSpec {
     type Strategy = Fixed;
 
     fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
         if setup.kind != Kind::Sparsity {
-            return Err(SettingsError::new(
-                "",
-                "OWL allocates sparsity: it needs a Sparsity database",
-            )
-            .into());
+            return Err(
+                SpecError::new("", "OWL allocates sparsity: it needs a Sparsity database").into(),
+            );
         }
         let lor =
             setup.measured.outlier_ratios.as_ref().ok_or_else(|| {
@@ -325,9 +321,9 @@ impl Build for OwlSettings {
 
 /// ShortGPT (Men et al., 2024): drop the blocks whose input and output are most alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct ShortGptSettings;
+pub struct ShortGptSpec;
 
-impl Settings for ShortGptSettings {
+impl Spec for ShortGptSpec {
     fn label(&self) -> String {
         "ShortGPT".into()
     }
@@ -340,7 +336,7 @@ impl Settings for ShortGptSettings {
     }
 }
 
-impl Build for ShortGptSettings {
+impl Build for ShortGptSpec {
     type Strategy = Fixed;
 
     fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
@@ -358,7 +354,7 @@ impl Build for ShortGptSettings {
 /// top layer keeping total / (beta x layers).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PyramidKvSettings {
+pub struct PyramidKvSpec {
     #[serde(default = "default_beta")]
     pub beta: f64,
 }
@@ -367,12 +363,12 @@ fn default_beta() -> f64 {
     20.0
 }
 
-impl Settings for PyramidKvSettings {
+impl Spec for PyramidKvSpec {
     fn label(&self) -> String {
         "PyramidKV".into()
     }
 
-    fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
+    fn validate(&self, _seq_len: usize) -> Result<(), SpecError> {
         ensure(
             self.beta >= 1.0 && self.beta.is_finite(),
             "beta",
@@ -381,12 +377,12 @@ impl Settings for PyramidKvSettings {
     }
 }
 
-impl Build for PyramidKvSettings {
+impl Build for PyramidKvSpec {
     type Strategy = Fixed;
 
     fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
         if !matches!(setup.kind, Kind::KvBudget | Kind::KvBits) {
-            return Err(SettingsError::new(
+            return Err(SpecError::new(
                 "",
                 "PyramidKV allocates KV-cache budgets: it needs a KvBudget database",
             )
@@ -400,7 +396,7 @@ impl Build for PyramidKvSettings {
 /// SPDY-style DP: the database's per-unit errors, exact knapsack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DpSettings {
+pub struct DpSpec {
     #[serde(default = "default_dp_states")]
     pub max_states: usize,
     /// Solve one knapsack per group of units of equal size, each group
@@ -414,22 +410,22 @@ fn default_dp_states() -> usize {
     2_000_000
 }
 
-impl Settings for DpSettings {
+impl Spec for DpSpec {
     fn label(&self) -> String {
         "DP".into()
     }
 
-    fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
+    fn validate(&self, _seq_len: usize) -> Result<(), SpecError> {
         ensure(self.max_states >= 16, "max_states", "must be at least 16")
     }
 }
 
-impl Build for DpSettings {
+impl Build for DpSpec {
     type Strategy = Fixed;
 
     fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
         let errors = setup.level_errors.ok_or_else(|| {
-            SettingsError::new(
+            SpecError::new(
                 "",
                 "DP needs per-level normalised reconstruction errors; this database records \
                  none (build it again with this version)",
@@ -437,7 +433,7 @@ impl Build for DpSettings {
         })?;
         let (g, exact) = if self.per_size_group {
             let sizes = setup.unit_numel.ok_or_else(|| {
-                SettingsError::new("per_size_group", "needs units with a weight count")
+                SpecError::new("per_size_group", "needs units with a weight count")
             })?;
             knapsack_per_group(setup.space, errors, setup.budget, sizes, self.max_states)?
         } else {

@@ -2,9 +2,9 @@
 //! levels from where they hurt most to where they hurt least while the real
 //! fitness improves.
 
-use crate::framework::setup::{Build, Settings, SettingsError, Setup, ensure};
+use crate::framework::setup::{Build, Setup, Spec, SpecError, ensure};
 use crate::framework::space::{Budget, Genome, Space};
-use crate::framework::strategy::{Best, Progress, Request, SampleSpec, Scored, Strategy, requests};
+use crate::framework::strategy::{Best, Progress, Request, SampleDraw, Scored, Strategy, requests};
 use crate::heuristics::start_genome;
 use crate::{SearchError, results_in_order};
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// Greedy's settings, as a config holds them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GreedySettings {
+pub struct GreedySpec {
     #[serde(default = "default_steps")]
     pub max_steps: usize,
     #[serde(default = "default_tries")]
@@ -26,17 +26,17 @@ fn default_tries() -> usize {
     4
 }
 
-impl Settings for GreedySettings {
+impl Spec for GreedySpec {
     fn label(&self) -> String {
         "greedy".into()
     }
 
-    fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
+    fn validate(&self, _seq_len: usize) -> Result<(), SpecError> {
         ensure(self.tries >= 1, "tries", "must be at least 1")
     }
 }
 
-impl Build for GreedySettings {
+impl Build for GreedySpec {
     type Strategy = Greedy;
 
     fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
@@ -59,7 +59,7 @@ pub struct GreedyConfig {
     /// 1, 2, 4, ... up to `tries` predicted shifts (disjoint units) applied
     /// together and keeps the best candidate if it beats the current genome.
     pub tries: usize,
-    pub sample: SampleSpec,
+    pub sample: SampleDraw,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,7 +98,7 @@ impl Greedy {
         initial: Genome,
     ) -> Result<Self, SearchError> {
         if cfg.tries == 0 {
-            return Err(SettingsError::new("tries", "must be at least 1").into());
+            return Err(SpecError::new("tries", "must be at least 1").into());
         }
         space.check(&initial)?;
         if !budget.allows(space.cost(&initial)) {

@@ -1,9 +1,9 @@
 //! Shortened LLaMA's one-shot leave-one-out criterion (Kim et al., 2024).
 
-use crate::framework::setup::{Build, Settings, Setup};
+use crate::framework::setup::{Build, Setup, Spec};
 use crate::framework::space::{Budget, Genome, Space};
 use crate::framework::strategy::{
-    Best, Progress, Request, Role, SampleSpec, Scored, Strategy, requests,
+    Best, Progress, Request, Role, SampleDraw, Scored, Strategy, requests,
 };
 use crate::heuristics::lowest_scores_first;
 use crate::{SearchError, results_in_order};
@@ -13,15 +13,15 @@ use serde::{Deserialize, Serialize};
 /// fitness with only it compressed (use `metric: Nll` for the paper's
 /// perplexity), compress the least harmful first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct ShortenedLlamaSettings;
+pub struct ShortenedLlamaSpec;
 
-impl Settings for ShortenedLlamaSettings {
+impl Spec for ShortenedLlamaSpec {
     fn label(&self) -> String {
         "Shortened-LLaMA".into()
     }
 }
 
-impl Build for ShortenedLlamaSettings {
+impl Build for ShortenedLlamaSpec {
     type Strategy = LeaveOneOut;
 
     fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
@@ -37,7 +37,7 @@ impl Build for ShortenedLlamaSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeaveOneOut {
     pub budget: Budget,
-    pub sample: SampleSpec,
+    pub sample: SampleDraw,
     /// Fitness with only unit i compressed, once measured.
     pub scores: Option<Vec<f64>>,
     /// The chosen genome, once the scores are in.
@@ -46,7 +46,7 @@ pub struct LeaveOneOut {
 }
 
 impl LeaveOneOut {
-    pub fn new(space: &Space, budget: Budget, sample: SampleSpec) -> Result<Self, SearchError> {
+    pub fn new(space: &Space, budget: Budget, sample: SampleDraw) -> Result<Self, SearchError> {
         // Fail now, not after the probes, when no genome meets the budget.
         lowest_scores_first(space, &vec![0.0; space.len()], &budget)?;
         Ok(Self {

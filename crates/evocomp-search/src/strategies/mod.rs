@@ -8,17 +8,16 @@ pub(crate) mod greedy;
 pub(crate) mod leave_one_out;
 pub(crate) mod nsga2;
 
-pub use evolkv::{EvolKv, EvolKvConfig, EvolKvSettings};
+pub use evolkv::{EvolKv, EvolKvConfig, EvolKvSpec};
 pub use evopress::{
-    EvoPress, EvoPressConfig, EvoPressSettings, Preset, Stage, Start, SurrogateSettings,
-    level_switch, offspring,
+    EvoPress, EvoPressConfig, EvoPressSpec, Preset, Stage, Start, SurrogateSpec, level_switch,
+    offspring,
 };
 pub use fixed::{
-    DpSettings, Fixed, LlamaCppSettings, OwlSettings, PyramidKvSettings, RandomSettings,
-    ShortGptSettings, UniformSettings,
+    DpSpec, Fixed, LlamaCppSpec, OwlSpec, PyramidKvSpec, RandomSpec, ShortGptSpec, UniformSpec,
 };
-pub use greedy::{Greedy, GreedyConfig, GreedySettings};
-pub use leave_one_out::{LeaveOneOut, ShortenedLlamaSettings};
+pub use greedy::{Greedy, GreedyConfig, GreedySpec};
+pub use leave_one_out::{LeaveOneOut, ShortenedLlamaSpec};
 pub use nsga2::{
-    LevelGenomes, LevelNsga2, Member, Nsga2, Nsga2Config, Nsga2Settings, RealVector, Representation,
+    LevelGenomes, LevelNsga2, Member, Nsga2, Nsga2Config, Nsga2Spec, RealVector, Representation,
 };

@@ -3,10 +3,10 @@
 //! quality-versus-size front in one study), or real vectors.
 
 use crate::SearchError;
-use crate::framework::setup::{Build, Settings, SettingsError, Setup, ensure};
+use crate::framework::setup::{Build, Setup, Spec, SpecError, ensure};
 use crate::framework::space::{Budget, Genome, Space};
 use crate::framework::strategy::{
-    Best, FrontMember, Progress, Request, Role, SampleSpec, Scored, Strategy, requests,
+    Best, FrontMember, Progress, Request, Role, SampleDraw, Scored, Strategy, requests,
     results_in_order,
 };
 use crate::heuristics::uniform_genome;
@@ -331,7 +331,7 @@ impl Representation for LevelGenomes {
 /// NSGA-II's settings, as a config holds them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Nsga2Settings {
+pub struct Nsga2Spec {
     pub population: usize,
     pub generations: usize,
     /// Heuristics whose genomes join the first population (a warm start)
@@ -340,12 +340,12 @@ pub struct Nsga2Settings {
     pub warm: Vec<crate::warm::WarmStart>,
 }
 
-impl Settings for Nsga2Settings {
+impl Spec for Nsga2Spec {
     fn label(&self) -> String {
         "NSGA-II".into()
     }
 
-    fn validate(&self, seq_len: usize) -> Result<(), SettingsError> {
+    fn validate(&self, seq_len: usize) -> Result<(), SpecError> {
         ensure(self.population >= 4, "population", "must be at least 4")?;
         ensure(self.generations >= 1, "generations", "must be at least 1")?;
         ensure(
@@ -355,7 +355,7 @@ impl Settings for Nsga2Settings {
         )?;
         for w in &self.warm {
             w.validate(seq_len)
-                .map_err(|e| SettingsError::new("warm", e.to_string()))?;
+                .map_err(|e| SpecError::new("warm", e.to_string()))?;
             ensure(
                 *w != crate::warm::WarmStart::ShortenedLlama,
                 "warm",
@@ -375,7 +375,7 @@ impl Settings for Nsga2Settings {
     }
 }
 
-impl Build for Nsga2Settings {
+impl Build for Nsga2Spec {
     type Strategy = LevelNsga2;
 
     fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
@@ -406,7 +406,7 @@ impl Build for Nsga2Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LevelNsga2 {
     pub inner: Nsga2<LevelGenomes>,
-    pub sample: SampleSpec,
+    pub sample: SampleDraw,
 }
 
 impl LevelNsga2 {
@@ -415,7 +415,7 @@ impl LevelNsga2 {
         space: &Space,
         max_cost: u64,
         initial: Vec<Genome>,
-        sample: SampleSpec,
+        sample: SampleDraw,
     ) -> Result<Self, SearchError> {
         let rep = LevelGenomes {
             space: space.clone(),

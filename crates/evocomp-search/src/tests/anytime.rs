@@ -4,9 +4,9 @@
 use super::{fitness, score_all, small_cfg, sparsity_space};
 use crate::rng::mix;
 use crate::{
-    Budget, BudgetHint, Build, DpSettings, EvoPress, EvoPressSettings, Genome, Kind, Measurements,
-    Nsga2Settings, Preset, Racing, SampleSpec, Scored, Settings, Setup, Space, Start, Strategy,
-    SurrogateSettings, WarmStart,
+    Budget, BudgetHint, Build, DpSpec, EvoPress, EvoPressSpec, Genome, Kind, Measurements,
+    Nsga2Spec, Preset, Racing, SampleDraw, Scored, Setup, Space, Spec, Start, Strategy,
+    SurrogateSpec, WarmStart,
 };
 use proptest::prelude::{prop_assert, proptest};
 
@@ -27,7 +27,7 @@ fn seq_value(g: &[i64], seed: u64, k: usize) -> f64 {
 }
 
 /// The mean over the sample's sequences, as the engine's KL is a mean over tokens.
-fn noisy(g: &[i64], s: SampleSpec) -> f64 {
+fn noisy(g: &[i64], s: SampleDraw) -> f64 {
     assert!(s.tokens.is_multiple_of(8) && s.skip.is_multiple_of(8));
     let (n, first) = (s.tokens / 8, s.skip / 8);
     (first..first + n)
@@ -174,7 +174,7 @@ fn the_surrogate_screens_offspring_and_reports_its_error() {
     let budget = Budget::Exact(space.cost(&u));
     let mut cfg = small_cfg(5);
     cfg.generations = 30;
-    cfg.surrogate = Some(SurrogateSettings::default());
+    cfg.surrogate = Some(SurrogateSpec::default());
     let mut s = EvoPress::new(cfg, &space, budget, u.clone()).unwrap();
     let asks = drive(&mut s, &space);
     assert!(
@@ -220,7 +220,7 @@ fn setup<'a>(space: &'a Space, budget: Budget, errors: &'a [Vec<f64>]) -> Setup<
         hint: BudgetHint::UniformLevel(0),
         kind: Kind::Sparsity,
         seed: 4,
-        sample: SampleSpec::new(64, 1),
+        sample: SampleDraw::new(64, 1),
         unit_layer: &[0, 0, 1, 1, 2, 2, 3, 3],
         unit_numel: None,
         level_errors: Some(errors),
@@ -250,15 +250,15 @@ fn level_errors(space: &Space) -> Vec<Vec<f64>> {
 }
 
 fn dp() -> WarmStart {
-    WarmStart::Dp(DpSettings {
+    WarmStart::Dp(DpSpec {
         max_states: 100_000,
         per_size_group: false,
     })
 }
 
 /// EvoPress from the best of `of` on 64 tokens, stages 2 on 64 → 1 on 256.
-fn warm_settings(of: Vec<WarmStart>, generations: usize, offspring: usize) -> EvoPressSettings {
-    EvoPressSettings {
+fn warm_settings(of: Vec<WarmStart>, generations: usize, offspring: usize) -> EvoPressSpec {
+    EvoPressSpec {
         preset: Preset::Sparsity,
         generations: Some(generations),
         offspring: Some(offspring),
@@ -307,7 +307,7 @@ fn nsga2_warm_starts_join_the_first_population() {
     let space = sparsity_space(8);
     let u = space.uniform(0).unwrap();
     let errors = level_errors(&space);
-    let settings = Nsga2Settings {
+    let settings = Nsga2Spec {
         population: 8,
         generations: 2,
         warm: vec![dp(), WarmStart::Uniform],
@@ -321,7 +321,7 @@ fn nsga2_warm_starts_join_the_first_population() {
     assert!(first.contains(&u));
     assert!(first.iter().all(|g| space.cost(g) <= budget.limit()));
     assert!(
-        Nsga2Settings {
+        Nsga2Spec {
             population: 4,
             generations: 1,
             warm: vec![dp(); 4],
@@ -396,7 +396,7 @@ fn shortened_llama_warm_start_probes_first_then_its_genome_joins_the_start() {
     drive(&mut s, &space);
     assert_eq!(s.history.len(), 3);
     // Not a warm start NSGA-II can take.
-    let n = Nsga2Settings {
+    let n = Nsga2Spec {
         population: 8,
         generations: 1,
         warm: vec![WarmStart::ShortenedLlama],

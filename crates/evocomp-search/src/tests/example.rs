@@ -16,17 +16,17 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BestOfWalks {
     genomes: Vec<Genome>,
-    sample: SampleSpec,
+    sample: SampleDraw,
     fitness: Option<Vec<f64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BestOfWalksSettings {
+pub struct BestOfWalksSpec {
     n: usize,
 }
 
-impl Build for BestOfWalksSettings {
+impl Build for BestOfWalksSpec {
     type Strategy = BestOfWalks;
 
     fn build(&self, setup: &Setup) -> Result<BestOfWalks, SearchError> {
@@ -51,14 +51,14 @@ impl Build for BestOfWalksSettings {
     }
 }
 
-impl Settings for BestOfWalksSettings {
+impl Spec for BestOfWalksSpec {
     fn label(&self) -> String {
         "best-of-walks".into()
     }
 
-    fn validate(&self, _seq_len: usize) -> Result<(), SettingsError> {
+    fn validate(&self, _seq_len: usize) -> Result<(), SpecError> {
         if self.n == 0 {
-            return Err(SettingsError::new("n", "must be at least 1"));
+            return Err(SpecError::new("n", "must be at least 1"));
         }
         Ok(())
     }
@@ -103,10 +103,10 @@ impl Strategy for BestOfWalks {
 // adding `BestOfWalks` there is these two lines.
 crate::registry! {
     /// A config's strategy, with the example registered.
-    pub enum ExampleSettings {
-        Uniform = UniformSettings,
-        Dp(DpSettings),
-        BestOfWalks(BestOfWalksSettings),
+    pub enum ExampleSpec {
+        Uniform = UniformSpec,
+        Dp(DpSpec),
+        BestOfWalks(BestOfWalksSpec),
     }
     /// A checkpoint, with the example registered.
     pub enum ExampleStrategy {
@@ -148,7 +148,7 @@ fn example_setup(space: &Space, budget: Budget) -> Setup<'_> {
         hint: BudgetHint::UniformLevel(0),
         kind: Kind::Sparsity,
         seed: 11,
-        sample: SampleSpec::new(8, 1),
+        sample: SampleDraw::new(8, 1),
         unit_layer: &[0, 0, 1, 1, 2, 2],
         unit_numel: None,
         level_errors: None,
@@ -163,8 +163,8 @@ fn a_strategy_written_against_the_trait_runs_like_any_other() {
     let u = space.uniform(0).unwrap();
     let budget = Budget::Exact(space.cost(&u));
     let setup = example_setup(&space, budget);
-    assert!(BestOfWalksSettings { n: 0 }.build(&setup).is_err());
-    let settings = BestOfWalksSettings { n: 12 };
+    assert!(BestOfWalksSpec { n: 0 }.build(&setup).is_err());
+    let settings = BestOfWalksSpec { n: 12 };
     assert_eq!(settings.label(), "best-of-walks");
     let s = settings.build(&setup).unwrap();
     let (done, evals) = run_to_end(s.clone(), &space, fitness);
@@ -185,12 +185,12 @@ fn a_strategy_written_against_the_trait_runs_like_any_other() {
 
 /// The registered example, from a config's RON to a finished checkpoint
 /// through the registry's enums only (what the config crate and the engine
-/// do with `StrategySettings` and `AnyStrategy`).
+/// do with `StrategySpec` and `AnyStrategy`).
 #[test]
 fn a_registered_strategy_runs_from_a_config() {
     #[derive(Deserialize)]
     struct Config {
-        strategy: ExampleSettings,
+        strategy: ExampleSpec,
     }
     // The extensions experiment configs are read with (evocomp-config's `parse_ron`).
     let options = ron::Options::default().with_default_extension(
@@ -199,16 +199,13 @@ fn a_registered_strategy_runs_from_a_config() {
     );
     let parse = |text: &str| options.from_str::<Config>(text).map(|c| c.strategy);
     let settings = parse("(strategy: BestOfWalks(n: 5))").unwrap();
-    assert_eq!(
-        settings,
-        ExampleSettings::BestOfWalks(BestOfWalksSettings { n: 5 })
-    );
+    assert_eq!(settings, ExampleSpec::BestOfWalks(BestOfWalksSpec { n: 5 }));
     assert_eq!(settings.label(), "best-of-walks");
     assert!(parse("(strategy: BestOfWalks(n: 5, m: 1))").is_err());
     assert_eq!(parse("(strategy: Uniform)").unwrap().label(), "uniform");
     // Validation goes through the same `settings()` the config crate calls.
     let zero = parse("(strategy: BestOfWalks(n: 0))").unwrap();
-    assert_eq!(zero.settings().validate(8).unwrap_err().field, "n");
+    assert_eq!(zero.spec().validate(8).unwrap_err().field, "n");
 
     let space = sparsity_space(6);
     let u = space.uniform(0).unwrap();

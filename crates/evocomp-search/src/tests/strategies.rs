@@ -56,7 +56,7 @@ fn greedy_run(n: usize, max_steps: usize, tries: usize) -> (Space, Budget, Genom
     let sp = space(n);
     let u = sp.uniform(0).unwrap();
     let budget = Budget::Exact(sp.cost(&u));
-    let sample = SampleSpec::new(8, 1);
+    let sample = SampleDraw::new(8, 1);
     let cfg = GreedyConfig {
         max_steps,
         tries,
@@ -103,7 +103,7 @@ fn leave_one_out_compresses_the_least_harmful_units() {
     let budget = Budget::Exact(40);
     let harm = [5.0, 1.0, 4.0, 0.5, 3.0, 2.0];
     let f = |g: &[i64]| -> f64 { g.iter().zip(harm).map(|(&l, h)| l as f64 * h).sum() };
-    let sample = SampleSpec::new(8, 1);
+    let sample = SampleDraw::new(8, 1);
     let mut s = AnyStrategy::LeaveOneOut(LeaveOneOut::new(&sp, budget, sample).unwrap());
     let mut probes = 0;
     while !s.is_done() {
@@ -130,7 +130,7 @@ fn leave_one_out_compresses_the_least_harmful_units() {
 #[test]
 fn fixed_keeps_the_best_of_its_genomes() {
     let sp = space(3);
-    let sample = SampleSpec::new(8, 1);
+    let sample = SampleDraw::new(8, 1);
     let gs = vec![vec![1, 0, -1], vec![-1, 0, 1], vec![0, 0, 0]];
     let mut s = AnyStrategy::Fixed(Fixed::new(gs, sample, Role::Heuristic).unwrap());
     assert_eq!(drive(&mut s, &sp, None), 3);
@@ -173,7 +173,7 @@ fn evolkv_respects_the_budget_and_beats_uniform() {
         population: None,
         lambda: 0.3,
         gamma: 0.2,
-        sample: SampleSpec::new(8, 0),
+        sample: SampleDraw::new(8, 0),
         seed: 3,
     };
     let mut s = AnyStrategy::EvolKv(Box::new(EvolKv::new(cfg, &sp, budget).unwrap()));
@@ -208,7 +208,7 @@ fn every_strategy_is_deterministic_from_its_seed() {
     let sp = space(8);
     let u = sp.uniform(0).unwrap();
     let budget = Budget::Exact(sp.cost(&u));
-    let sample = SampleSpec::new(8, 1);
+    let sample = SampleDraw::new(8, 1);
     let make = |seed: u64| -> Vec<AnyStrategy> {
         vec![
             AnyStrategy::EvoPress(Box::new(
@@ -325,7 +325,7 @@ fn evolkv_scores_the_cache_of_the_genome_it_evaluated() {
         population: None,
         lambda: 0.3,
         gamma: 0.2,
-        sample: SampleSpec::new(8, 0),
+        sample: SampleDraw::new(8, 0),
         seed: 1,
     };
     let mut s = EvolKv::new(cfg, &sp, budget).unwrap();
@@ -361,7 +361,7 @@ fn nsga2_levels_give_a_front_under_the_ceiling() {
             &sp,
             max,
             vec![sp.uniform(0).unwrap()],
-            SampleSpec::new(8, 0),
+            SampleDraw::new(8, 0),
         )
         .unwrap(),
     );
