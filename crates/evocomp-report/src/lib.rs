@@ -17,6 +17,7 @@ use std::path::Path;
 
 mod data;
 mod draw;
+pub mod stats;
 mod write;
 pub use data::{
     AnytimeCurve, Heatmap, MeasuredPoint, Progress, Series, SeriesPlot, StudyInput, anytime_curves,
