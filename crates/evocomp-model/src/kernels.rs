@@ -33,25 +33,40 @@ use rayon::prelude::*;
 /// input gives garbage bits, never a panic): callers check for NaN apart.
 #[inline(always)]
 pub fn exp_neg(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_359_4; // 0.693359375: few mantissa bits, n * LN2_HI is exact
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // A select, as an AVX-512 max with -87 computes it.
-    let x = if x < -87.0 { -87.0 } else { x };
+    // A select, as an AVX-512 max with the floor computes it.
+    let x = if x < EXP_FLOOR { EXP_FLOOR } else { x };
     // Round to nearest by adding 1.5 * 2^23: the sum's low mantissa bits
     // are then the rounded integer, read without a float-to-int conversion.
-    const MAGIC: f32 = 12_582_912.0;
-    let shifted = x * std::f32::consts::LOG2_E + MAGIC;
-    let n = shifted - MAGIC;
-    let ni = (shifted.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
-    let f = (x - n * LN2_HI) - n * LN2_LO;
-    let p = 1.0
-        + f * (1.0
-            + f * (0.5
-                + f * (1.0 / 6.0
-                    + f * (1.0 / 24.0
-                        + f * (1.0 / 120.0 + f * (1.0 / 720.0 + f * (1.0 / 5040.0)))))));
+    let shifted = x * std::f32::consts::LOG2_E + EXP_MAGIC;
+    let n = shifted - EXP_MAGIC;
+    let ni = (shifted.to_bits() as i32).wrapping_sub(EXP_MAGIC.to_bits() as i32);
+    let f = (x - n * EXP_LN2_HI) - n * EXP_LN2_LO;
+    // Horner, innermost first.
+    let mut p = EXP_TAYLOR[0];
+    for &c in &EXP_TAYLOR[1..] {
+        p = c + f * p;
+    }
     f32::from_bits((p.to_bits() as i32).wrapping_add(ni.wrapping_shl(23)) as u32)
 }
+
+/// [`exp_neg`]'s constants, which the vector copies (`lse.rs`) use too, so
+/// every copy computes the same bits: the floor, ln 2 in two parts (few
+/// mantissa bits in the high one, so n · hi is exact), the rounding magic
+/// 1.5 · 2^23, and e^f's Taylor coefficients, innermost (1/7!) first.
+pub(crate) const EXP_FLOOR: f32 = -87.0;
+pub(crate) const EXP_LN2_HI: f32 = 0.693_359_4;
+pub(crate) const EXP_LN2_LO: f32 = -2.121_944_4e-4;
+pub(crate) const EXP_MAGIC: f32 = 12_582_912.0;
+pub(crate) const EXP_TAYLOR: [f32; 8] = [
+    1.0 / 5040.0,
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+    1.0,
+    1.0,
+];
 
 /// `fn $on(cpu, args) -> ret` calling `$body(args)` compiled for the
 /// instruction set `cpu` proves ([`isa::Cpu`]): AVX-512 (F/BW/DQ/VL), AVX2 +

@@ -11,6 +11,8 @@ use super::exp_neg;
 use super::isa::Cpu;
 #[cfg(target_arch = "x86_64")]
 use super::isa::Isa;
+#[cfg(target_arch = "x86_64")]
+use super::{EXP_FLOOR, EXP_LN2_HI, EXP_LN2_LO, EXP_MAGIC, EXP_TAYLOR};
 
 const LANES: usize = 16;
 
@@ -96,22 +98,12 @@ unsafe fn lse_avx512(row: &[f32]) -> f32 {
         return f32::NAN;
     };
     let vmax = _mm512_set1_ps(max);
-    let lo = _mm512_set1_ps(-87.0);
+    let lo = _mm512_set1_ps(EXP_FLOOR);
     let log2e = _mm512_set1_ps(std::f32::consts::LOG2_E);
-    let magic = _mm512_set1_ps(12_582_912.0);
-    let magic_bits = _mm512_set1_epi32(12_582_912.0f32.to_bits() as i32);
-    let (hi, lo2) = (_mm512_set1_ps(0.693_359_4), _mm512_set1_ps(-2.121_944_4e-4));
-    let coef = [
-        1.0 / 5040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ]
-    .map(|c: f32| _mm512_set1_ps(c));
+    let magic = _mm512_set1_ps(EXP_MAGIC);
+    let magic_bits = _mm512_set1_epi32(EXP_MAGIC.to_bits() as i32);
+    let (hi, lo2) = (_mm512_set1_ps(EXP_LN2_HI), _mm512_set1_ps(EXP_LN2_LO));
+    let coef = EXP_TAYLOR.map(|c| _mm512_set1_ps(c));
     let mut s = _mm512_setzero_ps();
     for c in chunks {
         // SAFETY: as above.
@@ -173,22 +165,12 @@ unsafe fn lse_avx2(row: &[f32]) -> f32 {
         return f32::NAN;
     };
     let vmax = _mm256_set1_ps(max);
-    let lo = _mm256_set1_ps(-87.0);
+    let lo = _mm256_set1_ps(EXP_FLOOR);
     let log2e = _mm256_set1_ps(std::f32::consts::LOG2_E);
-    let magic = _mm256_set1_ps(12_582_912.0);
-    let magic_bits = _mm256_set1_epi32(12_582_912.0f32.to_bits() as i32);
-    let (hi, lo2) = (_mm256_set1_ps(0.693_359_4), _mm256_set1_ps(-2.121_944_4e-4));
-    let coef = [
-        1.0 / 5040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ]
-    .map(|c: f32| _mm256_set1_ps(c));
+    let magic = _mm256_set1_ps(EXP_MAGIC);
+    let magic_bits = _mm256_set1_epi32(EXP_MAGIC.to_bits() as i32);
+    let (hi, lo2) = (_mm256_set1_ps(EXP_LN2_HI), _mm256_set1_ps(EXP_LN2_LO));
+    let coef = EXP_TAYLOR.map(|c| _mm256_set1_ps(c));
     let mut s = [_mm256_setzero_ps(); 2];
     for c in chunks {
         for (h, sh) in s.iter_mut().enumerate() {
