@@ -221,8 +221,8 @@ fn choose(args: &ExportRequest) -> Result<(PathBuf, Summary, Measured)> {
 }
 
 /// Export the configuration `args` names (an HF folder by default; see the
-/// crate's example for a whole run). A second export into the same folder
-/// needs `replace`:
+/// crate's example for a whole run). Refuses to write into the study's
+/// inputs, or into a folder that is not empty without `replace`:
 ///
 /// ```
 /// # use std::sync::{Arc, atomic::AtomicBool};
@@ -242,8 +242,6 @@ fn choose(args: &ExportRequest) -> Result<(PathBuf, Summary, Measured)> {
 /// # Ok(())
 /// # }
 /// ```
-/// Refuses to write into the
-/// study's inputs, or into a folder that is not empty without `replace`.
 pub fn export(args: &ExportRequest) -> Result<Exported> {
     let (dir, s, m) = choose(args)?;
     let exp = StudyDir::new(&dir).experiment()?;
@@ -261,57 +259,40 @@ pub fn export(args: &ExportRequest) -> Result<Exported> {
     let loaded = evocomp_model::load_model(&exp.model)?;
     let db = Database::open(&exp.database)?;
     db.check_model(&loaded.info.fingerprint()?)?;
-    let job = Job {
-        args,
-        dir: &dir,
-        summary: &s,
-        measured: &m,
-        db: &db,
-        exp: &exp,
+    let written = match args.format {
+        ExportFormat::Gguf => write_gguf(args, &s, &m, &db, &exp, &loaded)?,
+        ExportFormat::Hf => write_hf(args, &m, &db, &exp, &loaded)?,
     };
-    match args.format {
-        ExportFormat::Gguf => export_gguf(&job, &loaded),
-        ExportFormat::Hf => export_hf(&job, &loaded),
-    }
+    write_levels(&dir, &s, &m, &db, &args.out, &exp, written.meta)?;
+    let mut files: Vec<String> = written.files.iter().map(|f| f.to_string()).collect();
+    files.extend(["levels.txt", "levels.ron", "evocomp.json"].map(String::from));
+    Ok(Exported {
+        study: dir,
+        experiment: exp,
+        measured: m,
+        out: args.out.clone(),
+        files,
+        detail: written.detail,
+    })
 }
 
-/// What both formats write from.
-struct Job<'a> {
-    args: &'a ExportRequest,
-    dir: &'a Path,
-    summary: &'a Summary,
-    measured: &'a Measured,
-    db: &'a Database,
-    exp: &'a Experiment,
-}
-
-impl<'a> Job<'a> {
-    /// The request, study folder, summary, configuration, database and experiment.
-    #[allow(clippy::type_complexity)]
-    fn parts(
-        &self,
-    ) -> (
-        &'a ExportRequest,
-        &'a Path,
-        &'a Summary,
-        &'a Measured,
-        &'a Database,
-        &'a Experiment,
-    ) {
-        (
-            self.args,
-            self.dir,
-            self.summary,
-            self.measured,
-            self.db,
-            self.exp,
-        )
-    }
+/// What one format wrote: its files, what `evocomp.json` adds for it, and
+/// the details reported.
+struct Written {
+    files: &'static [&'static str],
+    meta: serde_json::Value,
+    detail: ExportDetail,
 }
 
 /// model.gguf from the source GGUF with each unit at its level.
-fn export_gguf(job: &Job, loaded: &evocomp_model::LoadedModel) -> Result<Exported> {
-    let (args, dir, s, m, db, exp) = job.parts();
+fn write_gguf(
+    args: &ExportRequest,
+    s: &Summary,
+    m: &Measured,
+    db: &Database,
+    exp: &Experiment,
+    loaded: &evocomp_model::LoadedModel,
+) -> Result<Written> {
     let out = &args.out;
     if args.dtype != evocomp_model::WeightDtype::F32 {
         bail!("--dtype applies to --format hf; a GGUF export keeps each tensor's searched type");
@@ -341,29 +322,15 @@ fn export_gguf(job: &Job, loaded: &evocomp_model::LoadedModel) -> Result<Exporte
         ),
     ];
     let report = evocomp_db::export_gguf(db, loaded.config(), &source, &m.genome, &file, extra)?;
-    write_levels(
-        dir,
-        s,
-        m,
-        db,
-        out,
-        exp,
-        serde_json::json!({"format": "gguf", "bits_per_weight": report.bits_per_weight, "bytes": report.bytes}),
-    )?;
     let total = report.weights_by_type.values().sum::<u64>().max(1) as f64;
     let weights_by_type = report
         .weights_by_type
         .iter()
         .map(|(t, n)| (t.to_string(), 100.0 * *n as f64 / total))
         .collect();
-    Ok(Exported {
-        study: dir.to_path_buf(),
-        experiment: exp.clone(),
-        measured: m.clone(),
-        out: out.clone(),
-        files: ["model.gguf", "levels.txt", "levels.ron", "evocomp.json"]
-            .map(String::from)
-            .to_vec(),
+    Ok(Written {
+        files: &["model.gguf"],
+        meta: serde_json::json!({"format": "gguf", "bits_per_weight": report.bits_per_weight, "bytes": report.bytes}),
         detail: ExportDetail::Gguf {
             tensors: report.tensors,
             bytes: report.bytes,
@@ -374,8 +341,13 @@ fn export_gguf(job: &Job, loaded: &evocomp_model::LoadedModel) -> Result<Exporte
 }
 
 /// An HF folder: config.json, model.safetensors, tokenizer.json.
-fn export_hf(job: &Job, loaded: &evocomp_model::LoadedModel) -> Result<Exported> {
-    let (args, dir, s, m, db, exp) = job.parts();
+fn write_hf(
+    args: &ExportRequest,
+    m: &Measured,
+    db: &Database,
+    exp: &Experiment,
+    loaded: &evocomp_model::LoadedModel,
+) -> Result<Written> {
     let out = &args.out;
     let mat = materialize(db, loaded.config(), loaded.weights()?, &m.genome)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -393,36 +365,14 @@ fn export_hf(job: &Job, loaded: &evocomp_model::LoadedModel) -> Result<Exported>
         .to_json()
         .map_err(|e| anyhow::anyhow!("{}: tokenizer: {e}", exp.model.display()))?;
     write(&out.join("tokenizer.json"), &tok)?;
-
-    write_levels(
-        dir,
-        s,
-        m,
-        db,
-        out,
-        exp,
-        serde_json::json!({
+    Ok(Written {
+        files: &["config.json", "model.safetensors", "tokenizer.json"],
+        meta: serde_json::json!({
             "format": "hf",
             "removed_layers": mat.removed_layers,
             "runtime_only": mat.runtime_only,
             "weights_dtype": args.dtype.to_string(),
         }),
-    )?;
-    Ok(Exported {
-        study: dir.to_path_buf(),
-        experiment: exp.clone(),
-        measured: m.clone(),
-        out: out.clone(),
-        files: [
-            "config.json",
-            "model.safetensors",
-            "tokenizer.json",
-            "levels.txt",
-            "levels.ron",
-            "evocomp.json",
-        ]
-        .map(String::from)
-        .to_vec(),
         detail: ExportDetail::Hf {
             layers: mat.config.n_layers,
             removed_layers: mat.removed_layers.clone(),
