@@ -285,17 +285,7 @@ impl NatsWorkers {
         let results = self.results_subject.clone();
         let js = &self.conn.js;
         self.rt.block_on(async move {
-            let r = ResultMsg {
-                format: FORMAT,
-                evocomp: VERSION.into(),
-                study: job.study.clone(),
-                cid: job.cid.clone(),
-                attempt: job.attempt,
-                worker: "queue".into(),
-                seconds: 0.0,
-                result: Err(why),
-                reuse: None,
-            };
+            let r = ResultMsg::answering(&job, "queue", 0.0, Err(why), None);
             publish(js, results, Some(r.message_id()), serde_json::to_vec(&r)?).await?;
             let _ = jobs.delete_message(seq).await;
             anyhow::Ok(())

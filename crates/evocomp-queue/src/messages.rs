@@ -181,6 +181,27 @@ pub struct ResultMsg {
 }
 
 impl ResultMsg {
+    /// The answer to `job` from `worker` (this version's format).
+    pub fn answering(
+        job: &JobMsg,
+        worker: &str,
+        seconds: f64,
+        result: Result<Output, String>,
+        reuse: Option<ReuseStats>,
+    ) -> Self {
+        Self {
+            format: FORMAT,
+            evocomp: VERSION.into(),
+            study: job.study.clone(),
+            cid: job.cid.clone(),
+            attempt: job.attempt,
+            worker: worker.into(),
+            seconds,
+            result,
+            reuse,
+        }
+    }
+
     pub fn message_id(&self) -> String {
         format!("{}.{}.{}", self.study, self.cid, self.attempt)
     }

@@ -341,23 +341,14 @@ impl Handler<'_> {
         (delivered, delivery, t0): (i64, Duration, Instant),
     ) -> Result<()> {
         let seconds = t0.elapsed().as_secs_f64();
-        let r = ResultMsg {
-            format: FORMAT,
-            evocomp: VERSION.into(),
-            study: job.study.clone(),
-            cid: job.cid.clone(),
-            attempt: job.attempt,
-            worker: self.opts.name.clone(),
-            seconds,
-            reuse,
-            result: outcome.map_err(|(_, why)| {
-                if delivered >= self.max_deliver && delivered > 1 {
-                    format!("{why} (failed on all {delivered} deliveries)")
-                } else {
-                    why
-                }
-            }),
-        };
+        let result = outcome.map_err(|(_, why)| {
+            if delivered >= self.max_deliver && delivered > 1 {
+                format!("{why} (failed on all {delivered} deliveries)")
+            } else {
+                why
+            }
+        });
+        let r = ResultMsg::answering(job, &self.opts.name, seconds, result, reuse);
         let ok = r.result.is_ok();
         let t_answer = Instant::now();
         self.rt.block_on(publish(
