@@ -59,34 +59,30 @@ impl WarmStart {
     pub fn genome(&self, setup: &Setup) -> Result<Genome, SearchError> {
         let named =
             |e: SearchError| SearchError::Config(format!("warm start {}: {e}", self.label()));
-        if *self == WarmStart::ShortenedLlama {
-            return Err(SpecError::new(
-                "start",
-                "Shortened LLaMA's genome needs its probes scored first: it is a warm start of EvoPress only",
-            )
-            .into());
-        }
-        if let WarmStart::Given(name) = self {
-            let g = given_genome(setup, name, "start")?;
-            if !setup.budget.allows(setup.space.cost(g)) {
+        let fixed: Fixed = match self {
+            WarmStart::ShortenedLlama => {
                 return Err(SpecError::new(
                     "start",
-                    format!(
-                        "{name} costs {}, which does not meet the budget {:?}",
-                        setup.space.cost(g),
-                        setup.budget
-                    ),
+                    "Shortened LLaMA's genome needs its probes scored first: it is a warm start of EvoPress only",
                 )
                 .into());
             }
-            return Ok(g.clone());
-        }
-        let fixed: Fixed = match self {
-            WarmStart::Uniform => UniformSpec.build(setup),
-            WarmStart::Owl(s) => s.build(setup),
-            WarmStart::ShortGpt => ShortGptSpec.build(setup),
-            WarmStart::Dp(s) => s.build(setup),
-            WarmStart::Filled | WarmStart::Given(_) | WarmStart::ShortenedLlama => {
+            WarmStart::Given(name) => {
+                let g = given_genome(setup, name, "start")?;
+                if !setup.budget.allows(setup.space.cost(g)) {
+                    return Err(SpecError::new(
+                        "start",
+                        format!(
+                            "{name} costs {}, which does not meet the budget {:?}",
+                            setup.space.cost(g),
+                            setup.budget
+                        ),
+                    )
+                    .into());
+                }
+                return Ok(g.clone());
+            }
+            WarmStart::Filled => {
                 let g = start_genome(setup.seed, setup.space, &setup.budget)
                     .map_err(|e| named(e.into()))?;
                 return Ok(fill_budget(
@@ -96,6 +92,10 @@ impl WarmStart {
                     crate::rng::mix(setup.seed, &[0xf111]),
                 ));
             }
+            WarmStart::Uniform => UniformSpec.build(setup),
+            WarmStart::Owl(s) => s.build(setup),
+            WarmStart::ShortGpt => ShortGptSpec.build(setup),
+            WarmStart::Dp(s) => s.build(setup),
         }
         .map_err(named)?;
         fixed
