@@ -285,3 +285,57 @@ fn the_model_crates_files_form_no_circle() {
     bad.entry("error".into()).or_default().push("llama".into());
     assert!(circle(&bad).is_some());
 }
+
+/// ARCHITECTURE.md's crate table names each crate's own dependencies, no
+/// more and no fewer: the map stays true when a dependency changes.
+#[test]
+fn the_architecture_table_lists_each_crates_dependencies() {
+    let doc = std::fs::read_to_string(crates_dir().parent().unwrap().join("ARCHITECTURE.md"))
+        .expect("ARCHITECTURE.md");
+    let deps = dependencies();
+    let mut seen = Vec::new();
+    for row in doc.lines().filter(|l| l.starts_with("| `evocomp")) {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 3, "a crate row has three cells: {row}");
+        let krate = cells[0].trim_matches('`');
+        // "model (`WeightDtype`, `Matmul`), search" → model, search
+        let mut listed = Vec::new();
+        let mut depth = 0;
+        let mut word = String::new();
+        for c in cells[2].chars().chain([',']) {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    let w = word.trim();
+                    if !w.is_empty() && w != "–" {
+                        listed.push(if w == "evocomp" {
+                            w.to_string()
+                        } else {
+                            format!("evocomp-{w}")
+                        });
+                    }
+                    word.clear();
+                }
+                _ if depth == 0 => word.push(c),
+                _ => {}
+            }
+        }
+        listed.sort();
+        let mut actual: Vec<String> = deps
+            .get(krate)
+            .unwrap_or_else(|| panic!("ARCHITECTURE.md lists {krate}, which is no crate"))
+            .iter()
+            .filter(|d| d.starts_with("evocomp"))
+            .cloned()
+            .collect();
+        actual.sort();
+        assert_eq!(listed, actual, "ARCHITECTURE.md's row for {krate}");
+        seen.push(krate.to_string());
+    }
+    assert_eq!(
+        seen.len(),
+        deps.len(),
+        "ARCHITECTURE.md's table misses a crate"
+    );
+}
