@@ -122,6 +122,35 @@ enum Command {
     /// Write the compressed model at a study's configuration (HF folder:
     /// config.json, model.safetensors, tokenizer.json) and its level list.
     Export(export::ExportArgs),
+    /// Held-out comparison with error bars: each study's configuration on
+    /// the same windows of one or more texts, full-vocabulary KL to the
+    /// uncompressed model and perplexity, and each one's difference from the
+    /// first with a paired bootstrap 95% interval (better, worse or tie).
+    Compare {
+        /// Study or sweep folders; DIR@BUDGET picks a sweep's budget or a
+        /// front's member (as export --budget). The first is the reference.
+        #[arg(required = true)]
+        studies: Vec<String>,
+        /// A named text, NAME=PATH (a file or a folder of .txt files);
+        /// repeat it for several genres.
+        #[arg(long = "text", required = true)]
+        texts: Vec<String>,
+        /// Tokens scored per text: the first N, in windows of --context.
+        #[arg(long, default_value_t = 16384)]
+        tokens: usize,
+        #[arg(long, default_value_t = 512)]
+        context: usize,
+        #[arg(long, default_value = "auto")]
+        backend: BackendChoice,
+        #[arg(long, default_value_t = 2)]
+        batch_size: usize,
+        /// Bootstrap resamples.
+        #[arg(long, default_value_t = 10000)]
+        resamples: usize,
+        /// Also write the comparison (with every window's scores) as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// report.md, report.html and plots/ (PNG + SVG) over finished studies
     /// and sweeps: fronts on shared axes, convergence, hypervolume, where the
     /// budget went, tables per budget.
@@ -220,6 +249,47 @@ fn run(cli: Cli) -> Result<()> {
                 r.predictions, r.windows, r.seconds
             );
             println!("perplexity: {:.4}", r.perplexity);
+            Ok(())
+        }
+        Command::Compare {
+            studies,
+            texts,
+            tokens,
+            context,
+            backend,
+            batch_size,
+            resamples,
+            json,
+        } => {
+            let studies = studies
+                .iter()
+                .map(|s| match s.rsplit_once('@') {
+                    Some((d, b)) => (PathBuf::from(d), Some(b.to_string())),
+                    None => (PathBuf::from(s), None),
+                })
+                .collect();
+            let texts = texts
+                .iter()
+                .map(|t| {
+                    t.split_once('=')
+                        .map(|(n, p)| (n.to_string(), PathBuf::from(p)))
+                        .ok_or_else(|| anyhow::anyhow!("--text {t}: write NAME=PATH"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut req = evocomp::compare::CompareRequest::new(studies, texts);
+            req.tokens = tokens;
+            req.context = context;
+            req.resamples = resamples;
+            req.run.backend = backend;
+            req.run.batch_size = batch_size;
+            let c = evocomp::compare::compare(&req)?;
+            print!("{}", c.markdown());
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&c)?;
+                std::fs::write(&path, text)
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
             Ok(())
         }
         Command::Bench(args) => bench::run(args),

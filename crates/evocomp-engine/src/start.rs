@@ -20,7 +20,7 @@ fn fixed_sample(exp: &Experiment) -> SampleDraw {
 pub fn new_strategy(prep: &Prepared, device: &Device, batch_size: usize) -> Result<AnyStrategy> {
     let exp = &prep.exp;
     let spec = exp.strategy.spec();
-    let needs = spec.needs();
+    let needs = spec.needs(prep.db.kind());
     let mut measured = Measurements::default();
     if needs.outlier_ratios.is_some() || needs.block_influence {
         let sample =

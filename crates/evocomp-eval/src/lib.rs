@@ -19,9 +19,11 @@ use std::ops::Range;
 
 mod measure;
 mod rows;
+mod windows;
 use evocomp_model::kernels::lse::log_sum_exp_rows;
 pub use measure::{block_influence, owl_outlier_ratios};
 use rows::top_k;
+pub use windows::{WindowScore, window_scores};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {

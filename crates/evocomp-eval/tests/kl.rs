@@ -199,3 +199,44 @@ fn bad_settings_are_errors() {
     ));
     assert!(perplexity(&m, &[], &opts(2), &bar).is_err());
 }
+
+#[test]
+fn window_scores_agree_with_kl_to_teacher_and_perplexity() {
+    let cfg = tiny_config();
+    let w = random_weights(&cfg, 7);
+    let d = Device::flex();
+    let teacher = LlamaModel::new(&cfg, &w, &d);
+    let mut student = LlamaModel::new(&cfg, &w, &d);
+    let mut p = w.layers[1].linear(LinearKind::Down).clone();
+    p.data.iter_mut().for_each(|x| *x *= -4.0);
+    student.set_linear(1, LinearKind::Down, &p).unwrap();
+    let s = sample();
+    let bar = ProgressBar::hidden();
+    let got = evocomp_eval::window_scores(
+        &teacher,
+        &[&teacher, &student],
+        &s.sequences,
+        &opts(2),
+        &bar,
+    )
+    .unwrap();
+    assert_eq!(got[0].len(), s.sequences.len());
+    // The teacher against itself: KL 0, full agreement, its own NLL.
+    for w in &got[0] {
+        assert!(w.kl.abs() < 1e-6, "{w:?}");
+        assert_eq!(w.top1_agree, 1.0);
+        assert!((w.nll - w.teacher_nll).abs() < 1e-12);
+    }
+    // The student: the mean over windows is kl_to_teacher's with a full
+    // teacher, and perplexity's NLL (windows of equal length).
+    let full = compute_teacher(&teacher, &s, TeacherMode::Full, &opts(2), &bar).unwrap();
+    let r = kl_to_teacher(&student, &s, &full, &opts(2), &bar).unwrap();
+    let n = got[1].len() as f64;
+    let kl = got[1].iter().map(|w| w.kl).sum::<f64>() / n;
+    let nll = got[1].iter().map(|w| w.nll).sum::<f64>() / n;
+    assert!(kl > 1e-4);
+    assert!((kl - r.kl).abs() < 1e-5 * r.kl, "{kl} vs {}", r.kl);
+    let ppl = perplexity(&student, &s.sequences, &opts(2), &bar).unwrap();
+    assert!((nll - ppl.nll).abs() < 1e-9, "{nll} vs {}", ppl.nll);
+    assert!(got[1].iter().any(|w| w.top1_agree < 1.0));
+}

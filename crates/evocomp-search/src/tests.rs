@@ -83,6 +83,7 @@ fn small_cfg(seed: u64) -> EvoPressConfig {
         max_flips: 3,
         seed,
         start: Start::Uniform,
+        final_choice: crate::FinalChoice::Off,
         racing: None,
         surrogate: None,
         max_tokens: None,

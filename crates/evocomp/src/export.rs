@@ -179,7 +179,7 @@ fn pick<'a>(s: &'a Summary, limit: &str) -> Result<&'a Measured> {
 }
 
 /// The study folder and the configuration `args` name.
-fn choose(args: &ExportRequest) -> Result<(PathBuf, Summary, Measured)> {
+pub(crate) fn choose(args: &ExportRequest) -> Result<(PathBuf, Summary, Measured)> {
     // In a sweep, --budget names the study; otherwise it picks a front member.
     let sweep = SweepDir::new(&args.dir).members()?;
     let dir = match &sweep {

@@ -109,8 +109,9 @@ pub trait Spec {
         Ok(())
     }
 
-    /// The measurements [`Settings::build`] needs in its [`Setup`].
-    fn needs(&self) -> Needs {
+    /// The measurements [`Build::build`] needs in its [`Setup`], on a
+    /// database of `kind`.
+    fn needs(&self, _kind: Kind) -> Needs {
         Needs::default()
     }
 

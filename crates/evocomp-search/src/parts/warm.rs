@@ -4,10 +4,14 @@
 //! population holds them all).
 
 use crate::SearchError;
+use crate::framework::setup::Kind;
 use crate::framework::setup::{Build, Needs, Setup, Spec, SpecError};
 use crate::framework::space::Genome;
+use crate::heuristics::random_feasible;
 use crate::heuristics::{fill_budget, start_genome};
-use crate::strategies::fixed::{DpSpec, Fixed, OwlSpec, ShortGptSpec, UniformSpec, given_genome};
+use crate::strategies::fixed::{
+    DpSpec, Fixed, OwlSpec, PyramidKvSpec, ShortGptSpec, UniformSpec, given_genome,
+};
 use serde::{Deserialize, Serialize};
 
 /// A heuristic a search may start from.
@@ -28,6 +32,9 @@ pub enum WarmStart {
     /// harmful compressed first. It needs evaluations, so EvoPress's start
     /// runs the probes first (one per unit; their tokens count).
     ShortenedLlama,
+    PyramidKv(PyramidKvSpec),
+    /// `n` random feasible genomes (EvoPress's published depth start draws 64).
+    Random(usize),
 }
 
 impl WarmStart {
@@ -38,7 +45,8 @@ impl WarmStart {
             WarmStart::Owl(s) => Some(Box::new(*s)),
             WarmStart::ShortGpt => Some(Box::new(ShortGptSpec)),
             WarmStart::Dp(s) => Some(Box::new(*s)),
-            WarmStart::Given(_) | WarmStart::ShortenedLlama => None,
+            WarmStart::PyramidKv(s) => Some(Box::new(*s)),
+            WarmStart::Given(_) | WarmStart::ShortenedLlama | WarmStart::Random(_) => None,
         }
     }
 
@@ -47,12 +55,43 @@ impl WarmStart {
             WarmStart::Given(name) => name.clone(),
             WarmStart::Filled => "filled".into(),
             WarmStart::ShortenedLlama => "Shortened-LLaMA".into(),
+            WarmStart::Dp(DpSpec {
+                per_size_group: true,
+                ..
+            }) => "DP-per-size".into(),
+            WarmStart::Random(n) => format!("random-{n}"),
             _ => self.spec().map_or_else(String::new, |s| s.label()),
         }
     }
 
     pub fn validate(&self, seq_len: usize) -> Result<(), SpecError> {
+        if let WarmStart::Random(n) = self {
+            crate::framework::setup::ensure(
+                (1..=4096).contains(n),
+                "start",
+                format!("Random({n}): between 1 and 4096 genomes"),
+            )?;
+        }
         self.spec().map_or(Ok(()), |s| s.validate(seq_len))
+    }
+
+    /// This heuristic's genomes under the setup's budget (one, or `n` for `Random(n)`).
+    pub fn genomes(&self, setup: &Setup) -> Result<Vec<Genome>, SearchError> {
+        if let WarmStart::Random(n) = self {
+            let start = start_genome(setup.seed, setup.space, &setup.budget)?;
+            let mut gs = random_feasible(
+                setup.space,
+                &start,
+                &setup.budget,
+                *n,
+                crate::rng::mix(setup.seed, &[0x4a4d]),
+            );
+            if gs.is_empty() {
+                gs.push(start);
+            }
+            return Ok(gs);
+        }
+        Ok(vec![self.genome(setup)?])
     }
 
     /// This heuristic's genome under the setup's budget.
@@ -60,6 +99,9 @@ impl WarmStart {
         let named =
             |e: SearchError| SearchError::Config(format!("warm start {}: {e}", self.label()));
         let fixed: Fixed = match self {
+            WarmStart::Random(_) => {
+                return Ok(self.genomes(setup)?.swap_remove(0));
+            }
             WarmStart::ShortenedLlama => {
                 return Err(SpecError::new(
                     "start",
@@ -96,6 +138,7 @@ impl WarmStart {
             WarmStart::Owl(s) => s.build(setup),
             WarmStart::ShortGpt => ShortGptSpec.build(setup),
             WarmStart::Dp(s) => s.build(setup),
+            WarmStart::PyramidKv(s) => s.build(setup),
         }
         .map_err(named)?;
         fixed
@@ -107,10 +150,10 @@ impl WarmStart {
 }
 
 /// The measurements the heuristics need together.
-pub fn needs(of: &[WarmStart]) -> Needs {
+pub fn needs(of: &[WarmStart], kind: Kind) -> Needs {
     of.iter()
         .filter_map(WarmStart::spec)
-        .map(|s| s.needs())
+        .map(|s| s.needs(kind))
         .fold(Needs::default(), |a, b| Needs {
             outlier_ratios: a.outlier_ratios.or(b.outlier_ratios),
             block_influence: a.block_influence || b.block_influence,
@@ -122,10 +165,84 @@ pub fn needs(of: &[WarmStart]) -> Needs {
 pub fn genomes(of: &[WarmStart], setup: &Setup) -> Result<Vec<Genome>, SearchError> {
     let mut out: Vec<Genome> = Vec::new();
     for w in of.iter().filter(|w| **w != WarmStart::ShortenedLlama) {
-        let g = w.genome(setup)?;
-        if !out.contains(&g) {
-            out.push(g);
+        for g in w.genomes(setup)? {
+            if !out.contains(&g) {
+                out.push(g);
+            }
         }
     }
     Ok(out)
+}
+
+/// Every heuristic known for a database of `kind` (EvoPress's default
+/// start), with the configurations the study offers by name (`given`):
+/// depth: ShortGPT, Shortened LLaMA, 16 random genomes; sparsity: uniform,
+/// the uniform genome filled to the budget, OWL, DP on normalised errors,
+/// per-size DP; quantization: the same without OWL, and the given presets;
+/// KV: uniform, PyramidKV. [`applicable`] drops those that cannot meet the
+/// study's budget.
+pub fn known(kind: Kind, given: &[String]) -> Vec<WarmStart> {
+    let dp = DpSpec {
+        max_states: 2_000_000,
+        per_size_group: false,
+    };
+    let per_size = DpSpec {
+        per_size_group: true,
+        ..dp
+    };
+    let mut of = match kind {
+        Kind::Depth => vec![
+            WarmStart::ShortGpt,
+            WarmStart::ShortenedLlama,
+            WarmStart::Random(16),
+        ],
+        Kind::Sparsity => vec![
+            WarmStart::Uniform,
+            WarmStart::Filled,
+            WarmStart::Owl(OwlSpec::default()),
+            WarmStart::Dp(dp),
+            WarmStart::Dp(per_size),
+        ],
+        Kind::Quantization => vec![
+            WarmStart::Uniform,
+            WarmStart::Filled,
+            WarmStart::Dp(dp),
+            WarmStart::Dp(per_size),
+        ],
+        Kind::KvBudget | Kind::KvBits => vec![
+            WarmStart::Uniform,
+            WarmStart::Filled,
+            WarmStart::PyramidKv(PyramidKvSpec::default()),
+        ],
+    };
+    of.extend(given.iter().map(|n| WarmStart::Given(n.clone())));
+    of
+}
+
+/// The heuristics of `of` that make a genome under this setup (a preset
+/// over the budget, a uniform level the budget does not allow, DP without
+/// recorded errors are left out, each with the reason), and their genomes.
+pub fn applicable(
+    of: &[WarmStart],
+    setup: &Setup,
+) -> (Vec<WarmStart>, Vec<Genome>, Vec<(String, String)>) {
+    let (mut kept, mut pool, mut left_out) = (Vec::new(), Vec::new(), Vec::new());
+    for w in of {
+        if *w == WarmStart::ShortenedLlama {
+            kept.push(w.clone());
+            continue;
+        }
+        match w.genomes(setup) {
+            Ok(gs) => {
+                kept.push(w.clone());
+                for g in gs {
+                    if !pool.contains(&g) {
+                        pool.push(g);
+                    }
+                }
+            }
+            Err(e) => left_out.push((w.label(), e.to_string())),
+        }
+    }
+    (kept, pool, left_out)
 }

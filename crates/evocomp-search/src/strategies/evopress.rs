@@ -6,7 +6,7 @@
 //! and the generation number: the same seed and the same told fitnesses give
 //! the same asks, before or after a checkpoint round trip.
 
-use crate::framework::setup::{BudgetHint, Build, Needs, Setup, Spec, SpecError, ensure};
+use crate::framework::setup::{BudgetHint, Build, Kind, Needs, Setup, Spec, SpecError, ensure};
 use crate::framework::space::{Budget, Genome, Space};
 use crate::framework::strategy::{Best, Progress, Request, SampleDraw, Scored, Strategy};
 use crate::heuristics::start_genome;
@@ -43,11 +43,18 @@ pub struct EvoPressSpec {
     pub stages: Option<Vec<(usize, usize)>>,
     #[serde(default)]
     pub max_flips: Option<usize>,
-    /// Where the search starts (the preset's by default: the best of 64
-    /// random feasible genomes on 2048 tokens for depth, else the uniform
-    /// genome).
+    /// Where the search starts. By default the best that is known: every
+    /// heuristic for the database's kind ([`crate::warm::known`]) scored on
+    /// the first stage's tokens. `Random` is the preset's published start
+    /// (the best of 64 random feasible genomes on 2048 tokens for depth,
+    /// else the uniform genome), for reproducing the paper.
     #[serde(default)]
     pub start: Option<Start>,
+    /// The final choice among the best genomes seen, on a fresh sample
+    /// scored in chunks (its standard error is recorded). By default on,
+    /// except with `start: Random`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_choice: Option<FinalChoice>,
     /// Racing selection (off by default: EvoPress's selection).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub racing: Option<Racing>,
@@ -114,9 +121,41 @@ impl Default for SurrogateSpec {
     }
 }
 
+/// The final choice: after the last generation, the parent, the best start
+/// genomes and the earlier parents (up to `candidates`, by their latest
+/// fitness) are scored on one fresh sample of `tokens` tokens, in chunks of
+/// `chunk` tokens, and the lowest mean becomes the result. The chunks give
+/// each candidate's standard error and that of its gap to the runner-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FinalChoice {
+    Off,
+    Best {
+        candidates: usize,
+        tokens: usize,
+        chunk: usize,
+    },
+}
+
+/// What the final choice measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalReport {
+    /// Per candidate (in the order scored): its mean fitness and the standard error of that mean.
+    pub candidates: Vec<(Genome, f64, f64)>,
+    /// The chosen candidate's index.
+    pub chosen: usize,
+    /// The runner-up's mean minus the chosen one's, and the standard error
+    /// of that paired difference (same chunks); none with one candidate.
+    pub gap: Option<(f64, f64)>,
+    pub tokens: usize,
+    pub chunks: usize,
+}
+
 /// EvoPress's initial parent.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub enum Start {
+    /// The preset's published start (a config's spelling; it resolves to
+    /// `Uniform` or, for depth, `BestOfRandom`).
+    Random,
     /// The uniform genome where one meets the budget, else one random
     /// feasible genome.
     #[default]
@@ -166,9 +205,16 @@ impl EvoPressSpec {
         if let Some(f) = self.max_flips {
             cfg.max_flips = f;
         }
-        if let Some(st) = &self.start {
+        if let Some(st) = &self.start
+            && *st != Start::Random
+        {
             cfg.start = st.clone();
         }
+        cfg.final_choice = match (self.final_choice, &self.start) {
+            (Some(f), _) => f,
+            (None, Some(Start::Random)) => FinalChoice::Off,
+            (None, _) => cfg.default_final_choice(),
+        };
         cfg.racing = self.racing;
         cfg.surrogate = self.surrogate;
         cfg.max_tokens = self.max_tokens;
@@ -219,6 +265,35 @@ impl Spec for EvoPressSpec {
                 }
             }
             _ => {}
+        }
+        let final_choice = self.config(4, BudgetHint::Other, 0).final_choice;
+        if let FinalChoice::Best {
+            candidates,
+            tokens,
+            chunk,
+        } = final_choice
+        {
+            ensure(
+                (1..=64).contains(&candidates),
+                "final_choice",
+                format!("candidates must be between 1 and 64, got {candidates}"),
+            )?;
+            ensure(
+                chunk >= seq_len
+                    && chunk.is_multiple_of(seq_len)
+                    && tokens.is_multiple_of(chunk)
+                    && (2..=1024).contains(&(tokens / chunk)),
+                "final_choice",
+                format!(
+                    "chunk ({chunk}) must be a whole number of seq_len ({seq_len}) sequences, \
+                     and tokens ({tokens}) 2 to 1024 chunks{}",
+                    if self.final_choice.is_none() {
+                        " (this is the default, from the stages' tokens: set final_choice)"
+                    } else {
+                        ""
+                    }
+                ),
+            )?;
         }
         if let Some(r) = &self.racing {
             ensure(
@@ -274,9 +349,10 @@ impl Spec for EvoPressSpec {
         Ok(())
     }
 
-    fn needs(&self) -> Needs {
+    fn needs(&self, kind: Kind) -> Needs {
         match &self.start {
-            Some(Start::Best { of, .. }) => crate::warm::needs(of),
+            Some(Start::Best { of, .. }) => crate::warm::needs(of, kind),
+            None => crate::warm::needs(&crate::warm::known(kind, &[]), kind),
             _ => Needs::default(),
         }
     }
@@ -286,7 +362,30 @@ impl Build for EvoPressSpec {
     type Strategy = EvoPress;
 
     fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
-        let cfg = self.config(setup.space.len(), setup.hint, setup.seed);
+        let mut cfg = self.config(setup.space.len(), setup.hint, setup.seed);
+        if self.start.is_none() {
+            // The best that is known: every heuristic for this kind that
+            // meets the budget, scored on the first stage's tokens.
+            let names: Vec<String> = setup.given.iter().map(|(n, _)| n.clone()).collect();
+            let (of, _, left_out) =
+                crate::warm::applicable(&crate::warm::known(setup.kind, &names), setup);
+            for (label, why) in left_out {
+                tracing::info!("EvoPress's start leaves out {label}: {why}");
+            }
+            cfg.start = if of.is_empty() {
+                EvoPressSpec {
+                    start: Some(Start::Random),
+                    ..self.clone()
+                }
+                .config(setup.space.len(), setup.hint, setup.seed)
+                .start
+            } else {
+                Start::Best {
+                    of,
+                    tokens: cfg.stages[0].tokens,
+                }
+            };
+        }
         let s = match &cfg.start {
             Start::Best { of, tokens } => {
                 let pool = crate::warm::genomes(of, setup)?;
@@ -332,6 +431,17 @@ pub struct EvoPressConfig {
     /// No generation starts once this many tokens were asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
+    /// The final choice (off in checkpoints from before it existed).
+    #[serde(default = "final_off", skip_serializing_if = "is_off")]
+    pub final_choice: FinalChoice,
+}
+
+fn final_off() -> FinalChoice {
+    FinalChoice::Off
+}
+
+fn is_off(f: &FinalChoice) -> bool {
+    *f == FinalChoice::Off
 }
 
 impl EvoPressConfig {
@@ -378,6 +488,26 @@ impl EvoPressConfig {
             racing: None,
             surrogate: None,
             max_tokens: None,
+            final_choice: FinalChoice::Off,
+        }
+    }
+
+    /// The default final choice: 4 candidates on twice the last stage's
+    /// tokens, in chunks of the first stage's tokens (doubled until there
+    /// are at most 64 chunks).
+    pub fn default_final_choice(&self) -> FinalChoice {
+        let first = self.stages.first().map_or(1, |s| s.tokens).max(1);
+        let last = self.stages.last().map_or(1, |s| s.tokens).max(1);
+        let want = last.saturating_mul(2);
+        let mut chunk = first;
+        while want.div_ceil(chunk) > 64 {
+            chunk = chunk.saturating_mul(2);
+        }
+        let chunks = want.div_ceil(chunk).max(2);
+        FinalChoice::Best {
+            candidates: 4,
+            tokens: chunks.saturating_mul(chunk),
+            chunk,
         }
     }
 
@@ -436,6 +566,10 @@ enum Phase {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         predicted: Vec<f64>,
     },
+    /// The final choice's candidates await their chunks' scores.
+    Final {
+        pool: Vec<Genome>,
+    },
     Done,
 }
 
@@ -461,6 +595,13 @@ pub struct EvoPress {
     /// The surrogate's prediction error, per generation it screened.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub surrogate_errors: Vec<PredictionError>,
+    /// The start's genomes (best first) and every parent since, each with
+    /// its latest fitness: the final choice's candidates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finalists: Vec<(Genome, f64)>,
+    /// What the final choice measured, once it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_report: Option<FinalReport>,
 }
 
 fn is_zero(x: &u64) -> bool {
@@ -570,14 +711,109 @@ impl EvoPress {
             tokens_asked: 0,
             scored: Vec::new(),
             surrogate_errors: Vec::new(),
+            finalists: Vec::new(),
+            final_report: None,
         }
+    }
+
+    /// Record `g`'s latest fitness among the final choice's candidates.
+    fn note_finalist(&mut self, g: &Genome, fitness: f64) {
+        match self.finalists.iter_mut().find(|(h, _)| h == g) {
+            Some(f) => f.1 = fitness,
+            None => self.finalists.push((g.clone(), fitness)),
+        }
+    }
+
+    /// After the last generation: the final choice, where it is on and has
+    /// not run, else done. Its candidates: the parent, the start's best
+    /// genome (the first finalist), then the others by their latest fitness.
+    fn finish(&self) -> Phase {
+        let FinalChoice::Best { candidates, .. } = self.cfg.final_choice else {
+            return Phase::Done;
+        };
+        if self.final_report.is_some() {
+            return Phase::Done;
+        }
+        let mut pool = vec![self.parent.clone()];
+        let mut rest: Vec<&(Genome, f64)> = self.finalists.iter().collect();
+        if let Some((first, rest_of)) = rest.split_first() {
+            if !pool.contains(&first.0) {
+                pool.push(first.0.clone());
+            }
+            let mut others: Vec<&(Genome, f64)> = rest_of.to_vec();
+            others.sort_by(|a, b| a.1.total_cmp(&b.1));
+            rest = others;
+        }
+        for (g, _) in rest {
+            if pool.len() >= candidates {
+                break;
+            }
+            if !pool.contains(g) {
+                pool.push(g.clone());
+            }
+        }
+        pool.truncate(candidates.max(1));
+        Phase::Final { pool }
+    }
+
+    /// The final choice's sample, its chunk size and number of chunks.
+    fn final_sample(&self) -> (SampleDraw, usize, usize) {
+        let (tokens, chunk) = match self.cfg.final_choice {
+            FinalChoice::Best { tokens, chunk, .. } => (tokens, chunk.max(1)),
+            FinalChoice::Off => (0, 1),
+        };
+        (
+            SampleDraw::new(tokens, crate::rng::mix(self.cfg.seed, &[0xf1a1])),
+            chunk,
+            tokens / chunk,
+        )
+    }
+
+    /// Choose among the final candidates by their mean over the chunks.
+    fn tell_final(&mut self, pool: Vec<Genome>, results: &[Scored]) -> Result<(), SearchError> {
+        let (base, chunk, chunks) = self.final_sample();
+        let fit = results_in_order(pool.len() * chunks, results)?;
+        let per: Vec<&[f64]> = fit.chunks(chunks).collect();
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let se = |v: &[f64]| {
+            if v.len() < 2 {
+                return f64::NAN;
+            }
+            let m = mean(v);
+            (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64 / v.len() as f64)
+                .sqrt()
+        };
+        let means: Vec<f64> = per.iter().map(|v| mean(v)).collect();
+        let mut order: Vec<usize> = (0..pool.len()).collect();
+        order.sort_by(|&a, &b| means[a].total_cmp(&means[b]).then(a.cmp(&b)));
+        let chosen = order[0];
+        let gap = order.get(1).map(|&r| {
+            let d: Vec<f64> = per[r].iter().zip(per[chosen]).map(|(a, b)| a - b).collect();
+            (mean(&d), se(&d))
+        });
+        self.tokens_asked += (pool.len() * base.tokens) as u64;
+        self.parent = pool[chosen].clone();
+        self.parent_fitness = Some(means[chosen]);
+        self.final_report = Some(FinalReport {
+            candidates: pool
+                .iter()
+                .zip(&per)
+                .map(|(g, v)| (g.clone(), mean(v), se(v)))
+                .collect(),
+            chosen,
+            gap,
+            tokens: chunk * chunks,
+            chunks,
+        });
+        self.phase = Phase::Done;
+        Ok(())
     }
 
     fn start_generation(&self, space: &Space) -> Phase {
         if self.generation >= self.cfg.generations
             || self.cfg.max_tokens.is_some_and(|m| self.tokens_asked >= m)
         {
-            return Phase::Done;
+            return self.finish();
         }
         let (mut pool, mut predicted) = self.children(space);
         if self.cfg.stages.len() == 1 {
@@ -588,7 +824,7 @@ impl EvoPress {
             }
         }
         if pool.is_empty() {
-            return Phase::Done;
+            return self.finish();
         }
         Self::stage(0, pool, predicted)
     }
@@ -736,6 +972,19 @@ impl Strategy for EvoPress {
             Phase::Start { pool, tokens } => {
                 crate::framework::strategy::requests(pool, self.start_sample(*tokens), false)
             }
+            Phase::Final { pool } => {
+                let (base, chunk, chunks) = self.final_sample();
+                pool.iter()
+                    .flat_map(|g| (0..chunks).map(move |j| (g, j)))
+                    .enumerate()
+                    .map(|(k, (g, j))| Request {
+                        id: k as u64,
+                        genome: g.clone(),
+                        sample: base.part(chunk, j),
+                        probe: false,
+                    })
+                    .collect()
+            }
             Phase::Stage {
                 stage,
                 pool,
@@ -781,8 +1030,19 @@ impl Strategy for EvoPress {
                 .expect("a non-empty pool");
             self.parent = pool[best].clone();
             self.parent_fitness = Some(fit[best]);
+            // The start's genomes, best first, are final candidates too.
+            let mut order: Vec<usize> = (0..pool.len()).collect();
+            order.sort_by(|&a, &b| fit[a].total_cmp(&fit[b]).then(a.cmp(&b)));
+            let pool = pool.clone();
+            for i in order {
+                self.note_finalist(&pool[i], fit[i]);
+            }
             self.phase = self.start_generation(space);
             return Ok(());
+        }
+        if let Phase::Final { pool } = &self.phase {
+            let pool = pool.clone();
+            return self.tell_final(pool, results);
         }
         let Phase::Stage { stage, .. } = self.phase else {
             return Err(SearchError::Protocol(
@@ -847,6 +1107,7 @@ impl Strategy for EvoPress {
         if last {
             self.parent = survivors[0].clone();
             self.parent_fitness = Some(best_fitness);
+            self.note_finalist(&survivors[0], best_fitness);
             self.history.push((self.generation, best_fitness));
             self.generation += 1;
             self.phase = self.start_generation(space);
@@ -884,6 +1145,16 @@ impl Strategy for EvoPress {
         if let Some(e) = self.surrogate_errors.last() {
             m.push(("surrogate_rank_correlation".into(), e.rank_correlation));
             m.push(("surrogate_rmse".into(), e.rmse));
+        }
+        if let Some(r) = &self.final_report {
+            let (_, fit, se) = &r.candidates[r.chosen];
+            m.push(("final_fitness".into(), *fit));
+            m.push(("final_standard_error".into(), *se));
+            m.push(("final_candidates".into(), r.candidates.len() as f64));
+            if let Some((gap, gap_se)) = r.gap {
+                m.push(("final_gap_to_runner_up".into(), gap));
+                m.push(("final_gap_standard_error".into(), gap_se));
+            }
         }
         m
     }

@@ -236,6 +236,15 @@ pub struct OwlSpec {
     pub m: f64,
 }
 
+impl Default for OwlSpec {
+    fn default() -> Self {
+        Self {
+            lambda: default_owl_lambda(),
+            m: default_owl_m(),
+        }
+    }
+}
+
 fn default_owl_lambda() -> f64 {
     0.08
 }
@@ -261,7 +270,7 @@ impl Spec for OwlSpec {
         )
     }
 
-    fn needs(&self) -> Needs {
+    fn needs(&self, _kind: Kind) -> Needs {
         Needs {
             outlier_ratios: Some(self.m),
             ..Needs::default()
@@ -328,7 +337,7 @@ impl Spec for ShortGptSpec {
         "ShortGPT".into()
     }
 
-    fn needs(&self) -> Needs {
+    fn needs(&self, _kind: Kind) -> Needs {
         Needs {
             block_influence: true,
             ..Needs::default()
@@ -357,6 +366,14 @@ impl Build for ShortGptSpec {
 pub struct PyramidKvSpec {
     #[serde(default = "default_beta")]
     pub beta: f64,
+}
+
+impl Default for PyramidKvSpec {
+    fn default() -> Self {
+        Self {
+            beta: default_beta(),
+        }
+    }
 }
 
 fn default_beta() -> f64 {

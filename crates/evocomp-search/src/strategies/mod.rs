@@ -10,8 +10,8 @@ pub(crate) mod nsga2;
 
 pub use evolkv::{EvolKv, EvolKvConfig, EvolKvSpec};
 pub use evopress::{
-    EvoPress, EvoPressConfig, EvoPressSpec, Preset, Stage, Start, SurrogateSpec, level_switch,
-    offspring,
+    EvoPress, EvoPressConfig, EvoPressSpec, FinalChoice, FinalReport, Preset, Stage, Start,
+    SurrogateSpec, level_switch, offspring,
 };
 pub use fixed::{
     DpSpec, Fixed, LlamaCppSpec, OwlSpec, PyramidKvSpec, RandomSpec, ShortGptSpec, UniformSpec,

@@ -365,8 +365,8 @@ impl Spec for Nsga2Spec {
         Ok(())
     }
 
-    fn needs(&self) -> crate::framework::setup::Needs {
-        crate::warm::needs(&self.warm)
+    fn needs(&self, kind: crate::framework::setup::Kind) -> crate::framework::setup::Needs {
+        crate::warm::needs(&self.warm, kind)
     }
 
     /// The whole front up to the budget's total.

@@ -265,6 +265,7 @@ fn warm_settings(of: Vec<WarmStart>, generations: usize, offspring: usize) -> Ev
         stages: Some(vec![(2, 64), (1, 256)]),
         max_flips: None,
         start: Some(Start::Best { of, tokens: 64 }),
+        final_choice: Some(crate::FinalChoice::Off),
         racing: None,
         surrogate: None,
         max_tokens: None,
@@ -402,4 +403,162 @@ fn shortened_llama_warm_start_probes_first_then_its_genome_joins_the_start() {
         warm: vec![WarmStart::ShortenedLlama],
     };
     assert!(n.validate(8).is_err());
+}
+
+/// EvoPress with the defaults: no `start`, no `final_choice`.
+fn default_settings(generations: usize) -> EvoPressSpec {
+    EvoPressSpec {
+        preset: Preset::Sparsity,
+        generations: Some(generations),
+        offspring: Some(8),
+        stages: Some(vec![(2, 64), (1, 256)]),
+        max_flips: None,
+        start: None,
+        final_choice: None,
+        racing: None,
+        surrogate: None,
+        max_tokens: None,
+    }
+}
+
+#[test]
+fn the_default_start_is_every_known_heuristic_and_the_best_leads() {
+    let space = sparsity_space(8);
+    let u = space.uniform(0).unwrap();
+    let errors = level_errors(&space);
+    let budget = Budget::Exact(space.cost(&u));
+    let settings = default_settings(3);
+    settings.validate(8).unwrap();
+    let st = setup(&space, budget, &errors);
+    // OWL needs outlier ratios: the default asks for them on a sparsity database only.
+    assert!(settings.needs(Kind::Sparsity).outlier_ratios.is_some());
+    assert!(settings.needs(Kind::Depth).block_influence);
+    assert_eq!(settings.needs(Kind::Quantization), crate::Needs::default());
+    let mut s = settings.build(&st).unwrap();
+    // OWL has no ratios in this setup: it is left out, the others are in.
+    let crate::Start::Best { of, tokens } = &s.cfg.start else {
+        panic!("the default start is a warm start: {:?}", s.cfg.start)
+    };
+    assert_eq!(*tokens, 64, "scored on the first stage's tokens");
+    assert!(of.contains(&WarmStart::Uniform));
+    assert!(of.iter().any(|w| matches!(w, WarmStart::Dp(_))));
+    assert!(!of.iter().any(|w| matches!(w, WarmStart::Owl(_))));
+    let first: Vec<Genome> = s.ask(&space).into_iter().map(|r| r.genome).collect();
+    let dp_genome = dp().genome(&st).unwrap();
+    assert!(
+        first.contains(&dp_genome),
+        "the default start holds DP's genome"
+    );
+    assert!(first.contains(&u), "and the uniform one");
+    drive(&mut s, &space);
+    // DP is the additive optimum and the final choice re-scores the start's
+    // best, so the search ends no worse than it.
+    assert!(fitness(&s.parent) <= fitness(&dp_genome) + 1e-9);
+}
+
+#[test]
+fn start_random_is_the_published_start_without_a_final_choice() {
+    let space = sparsity_space(8);
+    let u = space.uniform(0).unwrap();
+    let errors = level_errors(&space);
+    let settings = EvoPressSpec {
+        start: Some(Start::Random),
+        ..default_settings(2)
+    };
+    let st = setup(&space, Budget::Exact(space.cost(&u)), &errors);
+    let s = settings.build(&st).unwrap();
+    assert_eq!(s.cfg.start, Start::Uniform);
+    assert_eq!(s.cfg.final_choice, crate::FinalChoice::Off);
+    assert_eq!(s.ask(&space).len(), 8, "the first generation, from uniform");
+}
+
+#[test]
+fn the_final_choice_rescores_the_finalists_and_keeps_the_lowest_mean() {
+    let space = sparsity_space(8);
+    let u = space.uniform(0).unwrap();
+    let errors = level_errors(&space);
+    let budget = Budget::Exact(space.cost(&u));
+    let settings = EvoPressSpec {
+        start: Some(Start::Best {
+            of: vec![WarmStart::Uniform, dp(), WarmStart::Random(4)],
+            tokens: 64,
+        }),
+        ..default_settings(4)
+    };
+    let st = setup(&space, budget, &errors);
+    let mut s = settings.build(&st).unwrap();
+    // 4 candidates on 512 tokens (twice the last stage) in chunks of 64.
+    assert_eq!(
+        s.cfg.final_choice,
+        crate::FinalChoice::Best {
+            candidates: 4,
+            tokens: 512,
+            chunk: 64
+        }
+    );
+    let asks = drive(&mut s, &space);
+    let last = asks.last().unwrap();
+    let r = s.final_report.clone().expect("the final choice ran");
+    assert_eq!(last.len(), r.candidates.len() * 8);
+    assert!(r.candidates.len() >= 2 && r.candidates.len() <= 4);
+    // Every final request is on the same fresh sample, cut in 8 chunks.
+    let seeds: std::collections::HashSet<u64> = last.iter().map(|q| q.sample.seed).collect();
+    assert_eq!(seeds.len(), 1);
+    assert!(
+        last.iter()
+            .all(|q| q.sample.tokens == 64 && q.sample.skip < 512)
+    );
+    // The chosen one has the lowest mean, recomputed from the asks.
+    let mean = |g: &Genome| {
+        let v: Vec<f64> = last
+            .iter()
+            .filter(|q| &q.genome == g)
+            .map(|q| noisy(&q.genome, q.sample))
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let chosen = &r.candidates[r.chosen].0;
+    assert_eq!(&s.parent, chosen);
+    for (g, m, se) in &r.candidates {
+        assert!((mean(g) - m).abs() < 1e-12);
+        assert!(*m >= r.candidates[r.chosen].1);
+        assert!(se.is_finite() && *se >= 0.0);
+    }
+    // The start's best genome was a candidate.
+    let start_best = &s.finalists[0].0;
+    assert!(r.candidates.iter().any(|(g, _, _)| g == start_best));
+    let (gap, gap_se) = r.gap.unwrap();
+    assert!(gap >= 0.0 && gap_se.is_finite());
+    let m: std::collections::HashMap<String, f64> = s.metrics().into_iter().collect();
+    assert_eq!(m["final_fitness"], r.candidates[r.chosen].1);
+    assert!(m.contains_key("final_standard_error"));
+}
+
+#[test]
+fn a_final_choice_that_does_not_cut_into_sequences_is_refused() {
+    let bad = EvoPressSpec {
+        final_choice: Some(crate::FinalChoice::Best {
+            candidates: 4,
+            tokens: 500,
+            chunk: 100,
+        }),
+        ..default_settings(2)
+    };
+    assert!(bad.validate(8).is_err());
+    let too_many = EvoPressSpec {
+        final_choice: Some(crate::FinalChoice::Best {
+            candidates: 0,
+            tokens: 512,
+            chunk: 64,
+        }),
+        ..default_settings(2)
+    };
+    assert!(too_many.validate(8).is_err());
+    // The default is checked too: stages of 60 tokens do not cut into 8-token sequences.
+    let odd = EvoPressSpec {
+        stages: Some(vec![(1, 60)]),
+        ..default_settings(2)
+    };
+    let e = odd.validate(8).unwrap_err();
+    assert!(e.to_string().contains("set final_choice"), "{e}");
 }

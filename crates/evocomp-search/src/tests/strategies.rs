@@ -235,6 +235,7 @@ fn every_strategy_is_deterministic_from_its_seed() {
                         racing: None,
                         surrogate: None,
                         max_tokens: None,
+                        final_choice: crate::FinalChoice::Off,
                     },
                     &sp,
                     budget,
