@@ -26,6 +26,12 @@ fn every_strategy_runs_end_to_end() {
     let u_cost = uniform["best"]["cost"].as_u64().unwrap();
     for (name, db, budget, strategy) in [
         ("evo", "grid", "UniformLevel(0)", EVO),
+        (
+            "evo-published",
+            "grid",
+            "UniformLevel(0)",
+            "EvoPress(preset: Sparsity, generations: Some(40), offspring: Some(8), stages: Some([(2, 64), (1, 128)]), start: Some(Random))",
+        ),
         ("random", "grid", "UniformLevel(0)", "Random(n: 6)"),
         ("owl", "grid", "UniformLevel(0)", "Owl(lambda: 0.1, m: 3.0)"),
         (
@@ -111,10 +117,23 @@ fn every_strategy_runs_end_to_end() {
                 assert_eq!(cost, u_cost, "{name}");
             }
         }
-        if name == "evo" {
+        if name == "evo-published" {
             assert!(
                 best["search_fitness"].as_f64().unwrap() <= u_fit,
-                "EvoPress starts from uniform and never gets worse"
+                "EvoPress as published starts from uniform and never gets worse"
+            );
+        }
+        if name == "evo" {
+            // The default ends with the final choice: its standard error is
+            // in the last step's metrics, and the result is its lowest mean.
+            let last = s["history"].as_array().unwrap().last().unwrap();
+            let metric = |k: &str| last["metrics"][k].as_f64();
+            let se = metric("final_standard_error").expect("the final choice ran");
+            assert!(se.is_finite() && se > 0.0, "{last}");
+            assert_eq!(
+                metric("final_fitness"),
+                best["search_fitness"].as_f64(),
+                "{last}"
             );
         }
     }

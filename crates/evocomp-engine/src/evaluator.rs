@@ -308,6 +308,11 @@ impl Evaluator {
             stats,
             ..
         } = self;
+        // A KV policy's exact first piece is not scored (its loss is the teacher's).
+        let opts = &EvalOptions {
+            skip_positions: model.exact_prefix(),
+            ..*opts
+        };
         let r = if reuse {
             let states = &anchor.as_ref().expect("built").states;
             kl_to_teacher_with(
@@ -339,10 +344,14 @@ impl Evaluator {
     pub fn held_out(&mut self, genome: &[i64], sample: &Sample) -> Result<KlResult> {
         let ti = self.teacher(sample)?;
         self.applier.apply(&self.db, &mut self.model, genome)?;
+        let opts = EvalOptions {
+            skip_positions: self.model.exact_prefix(),
+            ..self.opts
+        };
         let r = kl_to_teacher_with(
             sample,
             &self.teachers[ti],
-            &self.opts,
+            &opts,
             &ProgressBar::hidden(),
             &|_, batch| Ok(self.model.forward(batch)?),
         )?;

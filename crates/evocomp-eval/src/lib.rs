@@ -113,6 +113,11 @@ pub struct EvalOptions {
     /// forward pass that do not split across threads; results are folded in
     /// batch order, so every sum is bit-identical to one batch at a time.
     pub concurrent_batches: usize,
+    /// Positions at the start of every sequence that KL and NLL leave out:
+    /// a KV policy's prompt, which it runs exactly (its loss is the
+    /// teacher's by construction and would only dilute the mean).
+    #[serde(default)]
+    pub skip_positions: usize,
 }
 
 impl Default for EvalOptions {
@@ -121,6 +126,7 @@ impl Default for EvalOptions {
             batch_size: 4,
             max_teacher_bytes: 4 << 30,
             concurrent_batches: 1,
+            skip_positions: 0,
         }
     }
 }
@@ -393,11 +399,22 @@ pub fn kl_to_teacher_with(
                 teacher.vocab
             )));
         }
-        let tl = rows.target_logp(batch);
-        let mut kls = Vec::with_capacity(b * t);
+        let skip = opts.skip_positions;
+        if skip + 1 >= t {
+            return Err(EvalError::Invalid(format!(
+                "{skip} positions left out of sequences of {t}: nothing is scored"
+            )));
+        }
+        // Next-token log-likelihoods of the scored positions only.
+        let tl: Vec<f32> = rows
+            .target_logp(batch)
+            .chunks(t - 1)
+            .flat_map(|s| s[skip..].iter().copied())
+            .collect();
+        let mut kls = Vec::with_capacity(b * (t - skip));
         let mut slp = Vec::new();
         for (i, s) in teacher.seqs[r].iter().enumerate() {
-            for pos in 0..t {
+            for pos in skip..t {
                 let (row, lse) = rows.row(i, pos);
                 kls.push(match s {
                     TeacherSeq::Full(tlp) => {

@@ -183,6 +183,7 @@ fn bad_settings_are_errors() {
         batch_size: 2,
         max_teacher_bytes: 1000,
         concurrent_batches: 1,
+        skip_positions: 0,
     };
     assert!(matches!(
         compute_teacher(&m, &s, TeacherMode::Full, &small, &bar),
@@ -239,4 +240,59 @@ fn window_scores_agree_with_kl_to_teacher_and_perplexity() {
     let ppl = perplexity(&student, &s.sequences, &opts(2), &bar).unwrap();
     assert!((nll - ppl.nll).abs() < 1e-9, "{nll} vs {}", ppl.nll);
     assert!(got[1].iter().any(|w| w.top1_agree < 1.0));
+}
+
+#[test]
+fn skipped_positions_are_left_out_of_kl_and_nll() {
+    // The first k positions' share of the sums is what the same sequences
+    // cut to their first k tokens give (the model is causal), so the scores
+    // with k skipped are the rest exactly.
+    let cfg = tiny_config();
+    let w = random_weights(&cfg, 21);
+    let d = Device::flex();
+    let teacher = LlamaModel::new(&cfg, &w, &d);
+    let mut student = LlamaModel::new(&cfg, &w, &d);
+    let mut p = w.layers[0].linear(LinearKind::Up).clone();
+    p.data.iter_mut().for_each(|x| *x *= 0.7);
+    student.set_linear(0, LinearKind::Up, &p).unwrap();
+    let bar = ProgressBar::hidden();
+    let s = sample();
+    let (t, k, n) = (s.seq_len, 6usize, s.sequences.len());
+    let cut = |len: usize| Sample {
+        id: format!("cut-{len}"),
+        seq_len: len,
+        sequences: s.sequences.iter().map(|q| q[..len].to_vec()).collect(),
+    };
+    let score = |s: &Sample, skip: usize| {
+        let o = EvalOptions {
+            skip_positions: skip,
+            ..opts(2)
+        };
+        let teacher = compute_teacher(&teacher, s, TeacherMode::Full, &o, &bar).unwrap();
+        kl_to_teacher(&student, s, &teacher, &o, &bar).unwrap()
+    };
+    let all = score(&s, 0);
+    let rest = score(&s, k);
+    assert_eq!(rest.tokens, n * (t - k));
+    let head_kl = score(&cut(k), 0);
+    let head_nll = score(&cut(k + 1), 0);
+    let kl_sum = rest.kl * (t - k) as f64 + head_kl.kl * k as f64;
+    assert!((kl_sum - all.kl * t as f64).abs() < 1e-4 * all.kl * t as f64);
+    let nll_sum = rest.nll * (t - 1 - k) as f64 + head_nll.nll * k as f64;
+    assert!((nll_sum - all.nll * (t - 1) as f64).abs() < 1e-9 * all.nll * t as f64);
+    assert!((rest.kl - all.kl).abs() > 1e-6, "skipping changes the mean");
+    // Skipping every position is an error, not a NaN.
+    assert!(matches!(
+        kl_to_teacher(
+            &student,
+            &s,
+            &compute_teacher(&teacher, &s, TeacherMode::Full, &opts(2), &bar).unwrap(),
+            &EvalOptions {
+                skip_positions: t - 1,
+                ..opts(2)
+            },
+            &bar
+        ),
+        Err(EvalError::Invalid(_))
+    ));
 }

@@ -59,6 +59,33 @@ impl LlamaModel {
         self.kv_chunk = chunk.max(1);
     }
 
+    /// Leading positions that the KV policies leave exact by construction:
+    /// the first prefill piece (SnapKV's prompt, else the first chunk) runs
+    /// with nothing cached, so its logits are the uncompressed model's. 0
+    /// without a policy, or when a policy quantizes keys or values (the
+    /// first piece then differs too). Scores leave these positions out.
+    pub fn exact_prefix(&self) -> usize {
+        if !self.has_kv_policy()
+            || self
+                .kv
+                .iter()
+                .flatten()
+                .any(|p| p.keys.is_some() || p.values.is_some())
+        {
+            return 0;
+        }
+        self.kv
+            .iter()
+            .flatten()
+            .filter_map(|p| match p.eviction {
+                Eviction::SnapKv { prompt, .. } => Some(prompt),
+                _ => None,
+            })
+            .max()
+            .filter(|&p| p > 0)
+            .unwrap_or(self.kv_chunk)
+    }
+
     pub(crate) fn has_kv_policy(&self) -> bool {
         self.kv.iter().any(Option::is_some)
     }

@@ -176,3 +176,46 @@ fn snapkv_compresses_once_after_the_prompt_and_keeps_later_tokens() {
     let (out, _) = m.forward_kv(&batch).unwrap();
     assert!(max_diff(&vec3(out), &full) < 1e-4);
 }
+
+#[test]
+fn the_exact_prefix_is_the_first_prefill_piece_unless_the_cache_is_quantized() {
+    let mut m = model();
+    m.set_kv_chunk(8);
+    assert_eq!(m.exact_prefix(), 0, "no policy: nothing to leave out");
+    m.set_kv_policy(0, snapkv(12));
+    assert_eq!(m.exact_prefix(), 32, "SnapKV's prompt");
+    // The prefix is exact: the logits of those positions are the model's own.
+    let batch = vec![seq(50, 2)];
+    let (out, _) = m.forward_kv(&batch).unwrap();
+    let mut plain = model();
+    plain.set_kv_chunk(8);
+    let full = vec3(plain.forward(&batch).unwrap());
+    let v = tiny_config().vocab;
+    assert!(max_diff(&vec3(out)[..32 * v], &full[..32 * v]) < 1e-4);
+    // A budget policy without SnapKV: its first chunk.
+    m.set_kv_policy(
+        0,
+        Some(KvPolicy {
+            budget: Some(16),
+            eviction: Eviction::Streaming { sinks: 4 },
+            keys: None,
+            values: None,
+        }),
+    );
+    assert_eq!(m.exact_prefix(), 8);
+    // A quantized cache changes the first piece too.
+    m.set_kv_policy(
+        1,
+        Some(KvPolicy {
+            budget: None,
+            eviction: Eviction::Streaming { sinks: 4 },
+            keys: Some(KvQuant {
+                bits: 4,
+                group: KvGroup::PerToken,
+                group_size: 8,
+            }),
+            values: None,
+        }),
+    );
+    assert_eq!(m.exact_prefix(), 0);
+}

@@ -114,10 +114,12 @@ pub struct EvolKvConfig {
 /// EvolKV: the units are split into contiguous groups; each group in turn is
 /// optimised by a fresh CMA-ES over its units' costs, earlier groups frozen at
 /// their best and later ones at the target mean cost. The objective is
-/// EvolKV's `score · (1 + λ · CacheScore)` with `score = exp(−fitness)`.
-/// Every candidate is budget-completed (costs rescaled to the target total,
-/// snapped onto the unit's levels, repaired under the limit) before it is
-/// scored, so no infeasible genome is ever evaluated.
+/// EvolKV's `score · (1 + λ · CacheScore)` with `score = exp(−fitness)`, the
+/// cache score taken from the candidate's own mean cost. As published,
+/// candidates are scored as proposed (each unit at the level nearest its
+/// cost; off the budget, so they are probes), and the budget is completed
+/// once, after the search: the frozen costs are rescaled to the target total
+/// and that one genome, on the budget, is scored and is the result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvolKv {
     pub cfg: EvolKvConfig,
@@ -132,6 +134,12 @@ pub struct EvolKv {
     pub best: Option<(f64, Genome, f64)>,
     /// Best of the current group: (objective, unit costs of the group).
     group_best: Option<(f64, Vec<f64>)>,
+    /// The completed genome awaits its score (after the last group).
+    #[serde(default)]
+    completing: bool,
+    /// The result: the completed genome and its fitness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<(Genome, f64)>,
 }
 
 impl EvolKv {
@@ -152,6 +160,8 @@ impl EvolKv {
             pending: Vec::new(),
             best: None,
             group_best: None,
+            completing: false,
+            result: None,
         };
         s.start_group(space)?;
         Ok(s)
@@ -175,8 +185,10 @@ impl EvolKv {
 
     fn start_group(&mut self, space: &Space) -> Result<(), SearchError> {
         if self.group >= self.n_groups() {
+            // Every group is frozen: complete the budget once.
             self.cma = None;
-            self.pending.clear();
+            self.pending = vec![Self::complete(space, &self.x, &self.budget)];
+            self.completing = true;
             return Ok(());
         }
         let mean: Vec<f64> = self
@@ -214,6 +226,25 @@ impl EvolKv {
             x[i] = lo + y[k].clamp(0.0, 1.0) * span;
         }
         x
+    }
+
+    /// A candidate as proposed: each unit at the level of nearest cost.
+    pub fn snap(space: &Space, x: &[f64]) -> Genome {
+        space
+            .units
+            .iter()
+            .zip(x)
+            .map(|(u, &xi)| {
+                let k = (0..u.levels.len())
+                    .min_by(|&a, &c| {
+                        ((u.costs[a] as f64) - xi)
+                            .abs()
+                            .total_cmp(&((u.costs[c] as f64) - xi).abs())
+                    })
+                    .expect("levels");
+                u.levels[k]
+            })
+            .collect()
     }
 
     /// Budget completion: scale the costs to the target total, snap each
@@ -279,7 +310,7 @@ impl EvolKv {
         self.pending.clear();
         for y in ys {
             let x = self.costs_of(space, &y);
-            self.pending.push(Self::complete(space, &x, &self.budget));
+            self.pending.push(Self::snap(space, &x));
         }
     }
 
@@ -289,14 +320,21 @@ impl EvolKv {
     }
 
     /// The objective (lower is better) of a genome as evaluated: its cache
-    /// score comes from the genome's own mean cost, after budget completion,
-    /// not from the proposal it was completed from.
+    /// score comes from the genome's own mean cost (over the target is
+    /// penalised, under it slightly).
     pub fn genome_objective(&self, space: &Space, genome: &[i64], fitness: f64) -> f64 {
         let mean = space.cost(genome) as f64 / space.len() as f64;
         self.objective(fitness, mean, space)
     }
 
     fn tell_results(&mut self, space: &Space, results: &[Scored]) -> Result<(), SearchError> {
+        if self.completing {
+            let fit = results_in_order(1, results)?;
+            self.result = Some((self.pending[0].clone(), fit[0]));
+            self.pending.clear();
+            self.completing = false;
+            return Ok(());
+        }
         if self.cma.is_none() {
             return Err(SearchError::Protocol(
                 "tell after the search finished".into(),
@@ -340,8 +378,9 @@ impl EvolKv {
 }
 
 impl Strategy for EvolKv {
+    /// The candidates as probes (off the budget), or the completed genome.
     fn ask(&self, _space: &Space) -> Vec<Request> {
-        requests(&self.pending, self.cfg.sample, false)
+        requests(&self.pending, self.cfg.sample, !self.completing)
     }
 
     fn tell(&mut self, space: &Space, results: &[Scored]) -> Result<(), SearchError> {
@@ -352,8 +391,10 @@ impl Strategy for EvolKv {
         self.pending.is_empty()
     }
 
+    /// The completed genome, once scored (the candidates before it are off
+    /// the budget).
     fn best(&self) -> Option<Best> {
-        self.best.as_ref().map(|(_, g, f)| Best {
+        self.result.as_ref().map(|(g, f)| Best {
             genome: g.clone(),
             fitness: *f,
         })
