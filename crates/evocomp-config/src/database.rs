@@ -45,6 +45,11 @@ pub struct CalibrationSpec {
     /// the uncompressed model's inputs.
     #[serde(default = "default_sequential")]
     pub sequential: bool,
+    /// With `sequential`: fit a block's input groups in turn (true, GPTQ's
+    /// true-sequential), or all on the block's inputs through the block as
+    /// it is uncompressed (false, LLM Compressor's pipeline).
+    #[serde(default = "default_sequential")]
+    pub true_sequential: bool,
     /// The level calibration inputs propagate through; by default the
     /// target for sparsity (level 0) and the middle bit-width for quantization.
     #[serde(default)]
@@ -286,6 +291,11 @@ impl CalibrationSpec {
             self.sequential || self.level.is_none(),
             "calibration.level",
             "a calibration level only applies with sequential: true",
+        )?;
+        c.ensure(
+            self.sequential || self.true_sequential,
+            "calibration.true_sequential",
+            "true_sequential: false only applies with sequential: true",
         )
     }
 }
@@ -295,6 +305,7 @@ impl CalibrationSpec {
 struct Calibrated<'a> {
     c: &'a Checker<'a>,
     sequential: bool,
+    true_sequential: bool,
     level: Option<i64>,
 }
 
@@ -322,12 +333,11 @@ impl Calibrated<'_> {
     }
 
     fn propagation(&self, default: i64) -> Propagation {
-        if self.sequential {
-            Propagation::Sequential {
-                level: self.level.unwrap_or(default),
-            }
-        } else {
-            Propagation::Uncompressed
+        let level = self.level.unwrap_or(default);
+        match (self.sequential, self.true_sequential) {
+            (false, _) => Propagation::Uncompressed,
+            (true, true) => Propagation::Sequential { level },
+            (true, false) => Propagation::Blockwise { level },
         }
     }
 }
@@ -338,6 +348,7 @@ impl CompressionSpec {
         let cal = Calibrated {
             c,
             sequential: calibration.sequential,
+            true_sequential: calibration.true_sequential,
             level: calibration.level,
         };
         match self {
@@ -746,6 +757,23 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+        // Block by block (LLM Compressor's pipeline), and only when sequential.
+        let blockwise = cfg("Quantization(method: Gptq, bits: [2, 3, 4])")
+            .replace("seed: 3)", "seed: 3, true_sequential: false)");
+        let p = write(dir.path(), "q.ron", &blockwise);
+        match load_database_config(&p).unwrap().compression {
+            Compression::Quantization { propagation, .. } => {
+                assert_eq!(propagation, Propagation::Blockwise { level: 1 });
+            }
+            other => panic!("{other:?}"),
+        }
+        let p = write(
+            dir.path(),
+            "q.ron",
+            &blockwise.replace("seed: 3,", "seed: 3, sequential: false,"),
+        );
+        let e = load_database_config(&p).unwrap_err().to_string();
+        assert!(e.contains("calibration.true_sequential"), "{e}");
     }
 
     #[test]

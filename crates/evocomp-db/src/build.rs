@@ -81,7 +81,7 @@ fn start_manifest(
 ) -> Result<Manifest> {
     let cfg = model.config();
     let planned = plan(cfg, compression).map_err(DbError::Plan)?;
-    if let Propagation::Sequential { level } = compression.propagation()
+    if let Some(level) = compression.propagation().level()
         && let Some((u, _)) = planned
             .iter()
             .find(|(_, levels)| !levels.iter().any(|l| l.level == level))
@@ -420,6 +420,22 @@ impl BuildCtx<'_> {
                 }
                 let (cal, held) = capture(net, layer, &INPUT_GROUPS, hs, ho, true)?;
                 self.build_units(manifest, &layer_todo, &cal, &held)
+            }
+            Propagation::Blockwise { level } => {
+                if !layer_todo.is_empty() {
+                    let (cal, held) = capture(net, layer, &INPUT_GROUPS, hs, ho, false)?;
+                    if self.build_units(manifest, &layer_todo, &cal, &held)? {
+                        return Ok(true);
+                    }
+                }
+                // The next block sees this one compressed at `level`.
+                for &ui in &in_layer {
+                    let v = read_variant(self.dir, &manifest.units[ui], level)?;
+                    net.set_linear(layer, linear_kind(&manifest.units[ui]), &v)
+                        .map_err(|e| DbError::Backend(e.to_string()))?;
+                }
+                forward_block(net, layer, hs, ho)?;
+                Ok(false)
             }
             Propagation::Sequential { level } => {
                 for group in INPUT_GROUPS {

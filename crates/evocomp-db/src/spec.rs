@@ -29,6 +29,21 @@ pub enum Propagation {
     /// are fitted true-sequentially (q/k/v, then o, then gate/up, then down),
     /// each on inputs through the block's earlier units already at `level`.
     Sequential { level: i64 },
+    /// Block by block (LLM Compressor's sequential pipeline): a block's
+    /// inputs come from the earlier blocks compressed at `level`, and every
+    /// unit of a block is fitted on inputs through the block as it is
+    /// uncompressed (not true-sequential inside the block).
+    Blockwise { level: i64 },
+}
+
+impl Propagation {
+    /// The level inputs propagate through, if any.
+    pub fn level(&self) -> Option<i64> {
+        match *self {
+            Propagation::Uncompressed => None,
+            Propagation::Sequential { level } | Propagation::Blockwise { level } => Some(level),
+        }
+    }
 }
 
 /// A compression kind, its method and parameters.

@@ -465,9 +465,15 @@ fn materialized_sub_blocks_compute_what_the_applied_genome_computes() {
 }
 
 /// Each unit's recorded error, recomputed from inputs captured here: through
-/// the earlier blocks and the block's earlier input groups set to the
-/// `through` level (None: the uncompressed model).
-fn recomputed_errors(m: &LoadedModel, db: &Database, ui: usize, through: Option<i64>) -> Vec<f64> {
+/// the earlier blocks (and, when `in_block`, the block's earlier input
+/// groups) set to the `through` level (None: the uncompressed model).
+fn recomputed_errors(
+    m: &LoadedModel,
+    db: &Database,
+    ui: usize,
+    through: Option<i64>,
+    in_block: bool,
+) -> Vec<f64> {
     use evocomp_compress::Matrix;
     use evocomp_db::{INPUT_GROUPS, XtxCapture, input_group};
     let u = &db.manifest.units[ui];
@@ -486,7 +492,9 @@ fn recomputed_errors(m: &LoadedModel, db: &Database, ui: usize, through: Option<
             let UnitTarget::Linear(k) = v.unit.target else {
                 continue;
             };
-            if v.unit.layer < u.unit.layer || (v.unit.layer == u.unit.layer && pos(k) < pos(kind)) {
+            if v.unit.layer < u.unit.layer
+                || (in_block && v.unit.layer == u.unit.layer && pos(k) < pos(kind))
+            {
                 net.set_linear(v.unit.layer, k, &db.variant(vi, level).unwrap())
                     .unwrap();
             }
@@ -511,6 +519,35 @@ fn recomputed_errors(m: &LoadedModel, db: &Database, ui: usize, through: Option<
 }
 
 #[test]
+fn a_blockwise_build_fits_a_blocks_units_together_on_the_compressed_prefix() {
+    // LLM Compressor's pipeline: block 0's units all see uncompressed
+    // inputs; block 1's see block 0 compressed, but not each other.
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, fp) = tiny_model(tmp.path());
+    let dir = tmp.path().join("db");
+    let c = sparsity_through(Propagation::Blockwise { level: 1 });
+    build(&m, &fp, &c, &dir, None).unwrap();
+    let db = Database::open(&dir).unwrap();
+    let close = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= 1e-6 * x.abs().max(y.abs()))
+    };
+    for (ui, u) in db.manifest.units.iter().enumerate() {
+        let recorded = u.errors.as_ref().unwrap();
+        let blockwise = recomputed_errors(&m, &db, ui, Some(1), false);
+        assert!(close(recorded, &blockwise), "{}: {recorded:?} vs {blockwise:?}", u.name);
+        let uncompressed = recomputed_errors(&m, &db, ui, None, false);
+        assert_eq!(
+            close(recorded, &uncompressed),
+            u.unit.layer == 0,
+            "{}: only block 0 sees the uncompressed model's inputs",
+            u.name
+        );
+    }
+}
+
+#[test]
 fn a_sequential_build_fits_each_unit_to_the_compressed_prefix_outputs() {
     let tmp = tempfile::tempdir().unwrap();
     let (m, fp) = tiny_model(tmp.path());
@@ -526,7 +563,7 @@ fn a_sequential_build_fits_each_unit_to_the_compressed_prefix_outputs() {
     let mut differs = 0;
     for (ui, u) in db.manifest.units.iter().enumerate() {
         let recorded = u.errors.as_ref().unwrap();
-        let seq = recomputed_errors(&m, &db, ui, Some(1));
+        let seq = recomputed_errors(&m, &db, ui, Some(1), true);
         assert!(close(recorded, &seq), "{}: {recorded:?} vs {seq:?}", u.name);
         // Held-out errors are recorded, normalised, and above zero where weights changed.
         let held = u.held_out_errors.as_ref().unwrap();
@@ -540,7 +577,7 @@ fn a_sequential_build_fits_each_unit_to_the_compressed_prefix_outputs() {
         // The first unit group of block 0 sees the uncompressed inputs; every
         // later one sees compressed inputs, so its errors are not those of an
         // uncompressed-input build.
-        if !close(recorded, &recomputed_errors(&m, &db, ui, None)) {
+        if !close(recorded, &recomputed_errors(&m, &db, ui, None, false)) {
             differs += 1;
         }
     }

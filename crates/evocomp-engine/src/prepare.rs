@@ -58,6 +58,9 @@ pub fn build_from_config(
             Propagation::Sequential { level } => {
                 format!("sequential, propagated through level {level}")
             }
+            Propagation::Blockwise { level } => format!(
+                "block by block, propagated through level {level} (each block's units fitted together)"
+            ),
         };
         eprintln!(
             "calibration: {} sequences x {} tokens from {} (seed {}), {} held out; {how}",
