@@ -536,7 +536,11 @@ fn a_blockwise_build_fits_a_blocks_units_together_on_the_compressed_prefix() {
     for (ui, u) in db.manifest.units.iter().enumerate() {
         let recorded = u.errors.as_ref().unwrap();
         let blockwise = recomputed_errors(&m, &db, ui, Some(1), false);
-        assert!(close(recorded, &blockwise), "{}: {recorded:?} vs {blockwise:?}", u.name);
+        assert!(
+            close(recorded, &blockwise),
+            "{}: {recorded:?} vs {blockwise:?}",
+            u.name
+        );
         let uncompressed = recomputed_errors(&m, &db, ui, None, false);
         assert_eq!(
             close(recorded, &uncompressed),

@@ -338,7 +338,18 @@ pub struct Nsga2Spec {
     /// besides the uniform genome; none by default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warm: Vec<crate::warm::WarmStart>,
+    /// DP's solutions across the budget range that join the first
+    /// population (one knapsack over the database's normalised errors per
+    /// cost point, evenly from the cheapest genome to the budget), where the
+    /// database records errors; by default a quarter of the population, at
+    /// most 16. The configurations the study offers by name (llama.cpp's
+    /// presets) that fit the budget join it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp_points: Option<usize>,
 }
+
+/// Most DP states per knapsack when seeding the first population.
+const DP_SEED_STATES: usize = 200_000;
 
 impl Spec for Nsga2Spec {
     fn label(&self) -> String {
@@ -352,6 +363,11 @@ impl Spec for Nsga2Spec {
             self.warm.len() < self.population,
             "warm",
             "more warm starts than the population holds",
+        )?;
+        ensure(
+            self.dp_points.is_none_or(|n| n < self.population),
+            "dp_points",
+            "more DP points than the population holds",
         )?;
         for w in &self.warm {
             w.validate(seq_len)
@@ -382,9 +398,30 @@ impl Build for Nsga2Spec {
         let mut initial: Vec<Genome> = uniform_genome(setup.space, &setup.budget)
             .into_iter()
             .collect();
-        for g in crate::warm::genomes(&self.warm, setup)? {
+        let mut add = |g: Genome| {
             if !initial.contains(&g) {
                 initial.push(g);
+            }
+        };
+        for g in crate::warm::genomes(&self.warm, setup)? {
+            add(g);
+        }
+        let limit = setup.budget.limit();
+        for (_, g) in setup.given {
+            if setup.space.cost(g) <= limit {
+                add(g.clone());
+            }
+        }
+        if let Some(errors) = setup.level_errors {
+            let n = self.dp_points.unwrap_or((self.population / 4).min(16)) as u64;
+            let lo = setup.space.min_cost().min(limit);
+            for k in 1..=n {
+                let c = lo + (limit - lo) * k / n;
+                if let Ok((g, _, _)) =
+                    crate::knapsack(setup.space, errors, Budget::AtMost(c), DP_SEED_STATES)
+                {
+                    add(g);
+                }
             }
         }
         LevelNsga2::new(

@@ -312,6 +312,7 @@ fn nsga2_warm_starts_join_the_first_population() {
         population: 8,
         generations: 2,
         warm: vec![dp(), WarmStart::Uniform],
+        dp_points: None,
     };
     settings.validate(8).unwrap();
     let budget = settings.search_budget(Budget::Exact(space.cost(&u)));
@@ -326,6 +327,7 @@ fn nsga2_warm_starts_join_the_first_population() {
             population: 4,
             generations: 1,
             warm: vec![dp(); 4],
+            dp_points: None,
         }
         .validate(8)
         .is_err()
@@ -401,6 +403,7 @@ fn shortened_llama_warm_start_probes_first_then_its_genome_joins_the_start() {
         population: 8,
         generations: 1,
         warm: vec![WarmStart::ShortenedLlama],
+        dp_points: None,
     };
     assert!(n.validate(8).is_err());
 }
@@ -561,4 +564,47 @@ fn a_final_choice_that_does_not_cut_into_sequences_is_refused() {
     };
     let e = odd.validate(8).unwrap_err();
     assert!(e.to_string().contains("set final_choice"), "{e}");
+}
+
+#[test]
+fn nsga2_starts_with_dp_across_the_budget_range_and_the_given_presets() {
+    let space = sparsity_space(8);
+    let u = space.uniform(0).unwrap();
+    let errors = level_errors(&space);
+    let settings = Nsga2Spec {
+        population: 16,
+        generations: 2,
+        warm: vec![],
+        dp_points: None,
+    };
+    settings.validate(8).unwrap();
+    let budget = settings.search_budget(Budget::Exact(space.cost(&u)));
+    let preset = space.uniform(space.units[0].levels[1]).unwrap();
+    let given = [("preset".to_string(), preset.clone())];
+    let mut st = setup(&space, budget, &errors);
+    st.given = &given;
+    let s = settings.build(&st).unwrap();
+    let first: Vec<Genome> = s.ask(&space).into_iter().map(|r| r.genome).collect();
+    // A quarter of the population: 4 knapsacks, evenly up to the budget.
+    let (lo, hi) = (space.min_cost(), budget.limit());
+    for k in 1..=4u64 {
+        let c = lo + (hi - lo) * k / 4;
+        let (g, _, _) = crate::knapsack(&space, &errors, Budget::AtMost(c), 200_000).unwrap();
+        assert!(
+            first.contains(&g),
+            "DP at cost {c} is in the first population"
+        );
+    }
+    if space.cost(&preset) <= hi {
+        assert!(first.contains(&preset));
+    }
+    assert!(first.iter().all(|g| space.cost(g) <= hi));
+    assert!(
+        Nsga2Spec {
+            dp_points: Some(16),
+            ..settings
+        }
+        .validate(8)
+        .is_err()
+    );
 }
