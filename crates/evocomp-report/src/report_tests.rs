@@ -121,14 +121,22 @@ fn a_sweep_is_one_series_across_budgets() {
     assert_eq!(g.series[1].points, vec![(0.0003, 1.5), (0.0006, 0.6)]);
     assert!(g.x_label.contains("millions"));
     let md = markdown(&s, &[]);
-    // One row per budget, one column per series, the best in bold.
+    // One row per budget, one column per series, the lowest KL in bold.
     assert!(md.contains("| budget | uniform | evopress |"), "{md}");
     assert!(
-        md.contains("| level-2 | 18.00 (0.8000) | **16.00** (0.6000) |"),
+        md.contains("| level-2 | 0.8000 (18.00) | **0.6000** (16.00) |"),
         "{md}"
     );
     assert!(
-        md.contains("| level2 | 29.00 (1.9000) | **25.00** (1.5000) |"),
+        md.contains("| level2 | 1.9000 (29.00) | **1.5000** (25.00) |"),
+        "{md}"
+    );
+    // Bold goes by KL, the objective, even where the perplexity says otherwise.
+    let mut by_kl = s.clone();
+    by_kl[3].best.held_out_perplexity = 30.0;
+    let md = markdown(&by_kl, &[]);
+    assert!(
+        md.contains("| level2 | 1.9000 (29.00) | **1.5000** (30.00) |"),
         "{md}"
     );
 }

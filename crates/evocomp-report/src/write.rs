@@ -65,7 +65,10 @@ fn per_budget_table(md: &mut String, studies: &[StudyInput]) {
     if groups.len() > 1 && !budgets.is_empty() {
         let _ = writeln!(
             md,
-            "\n## Held-out perplexity (KL) per budget\n\nThe best of each row in bold.\n"
+            "\n## Held-out KL (perplexity) per budget\n\nThe lowest KL of each row in bold: KL \
+             to the uncompressed model is what the search minimises. One held-out sample per \
+             study; `evocomp compare` scores several studies on the same windows of several \
+             texts and gives each difference its interval.\n"
         );
         let _ = write!(md, "| budget |");
         for (n, _) in &groups {
@@ -81,17 +84,17 @@ fn per_budget_table(md: &mut String, studies: &[StudyInput]) {
             let best = cells
                 .iter()
                 .flatten()
-                .map(|m| m.held_out_perplexity)
+                .map(|m| m.held_out_kl)
                 .fold(f64::INFINITY, f64::min);
             let _ = write!(md, "| {b} |");
             for c in cells {
                 let _ = match c {
-                    Some(m) if m.held_out_perplexity == best => write!(
+                    Some(m) if m.held_out_kl == best => write!(
                         md,
-                        " **{:.2}** ({:.4}) |",
-                        m.held_out_perplexity, m.held_out_kl
+                        " **{:.4}** ({:.2}) |",
+                        m.held_out_kl, m.held_out_perplexity
                     ),
-                    Some(m) => write!(md, " {:.2} ({:.4}) |", m.held_out_perplexity, m.held_out_kl),
+                    Some(m) => write!(md, " {:.4} ({:.2}) |", m.held_out_kl, m.held_out_perplexity),
                     None => write!(md, " - |"),
                 };
             }
