@@ -442,7 +442,7 @@ fn the_default_start_is_every_known_heuristic_and_the_best_leads() {
     let crate::Start::Best { of, tokens } = &s.cfg.start else {
         panic!("the default start is a warm start: {:?}", s.cfg.start)
     };
-    assert_eq!(*tokens, 64, "scored on the first stage's tokens");
+    assert_eq!(*tokens, 256, "scored on the last stage's tokens");
     assert!(of.contains(&WarmStart::Uniform));
     assert!(of.iter().any(|w| matches!(w, WarmStart::Dp(_))));
     assert!(!of.iter().any(|w| matches!(w, WarmStart::Owl(_))));
