@@ -85,6 +85,16 @@ fn every_strategy_runs_end_to_end() {
         );
         let best = &s["best"];
         assert!(best["held_out_kl"].as_f64().unwrap() >= 0.0, "{name}: {s}");
+        // Each held-out window's KL is kept (for intervals); windows are of
+        // equal length, so their mean is the KL.
+        let w: Vec<f64> = serde_json::from_value(best["held_out_kl_windows"].clone()).unwrap();
+        assert!(w.len() >= 2, "{name}: {w:?}");
+        let mean = w.iter().sum::<f64>() / w.len() as f64;
+        let kl = best["held_out_kl"].as_f64().unwrap();
+        assert!(
+            (mean - kl).abs() <= 1e-9 * kl.max(1e-3),
+            "{name}: {mean} vs {kl}"
+        );
         assert!(
             best["held_out_perplexity"].as_f64().unwrap() > 1.0,
             "{name}"

@@ -498,7 +498,9 @@ impl Executor<'_> {
         let mut results: Vec<Option<KlResult>> = vec![None; front.len()];
         // A genome listed twice is measured once.
         let mut jobs: HashMap<u64, Vec<usize>> = HashMap::new();
-        let mut keys: Vec<(CacheKey, CacheKey)> = Vec::with_capacity(front.len());
+        // Per genome: its KL, its NLL and each window's KL (for paired comparisons).
+        let windows = self.prep.held_out.sequences.len();
+        let mut keys: Vec<Vec<CacheKey>> = Vec::with_capacity(front.len());
         for (i, m) in front.iter().enumerate() {
             if let Some(ids) = jobs
                 .values_mut()
@@ -508,36 +510,42 @@ impl Executor<'_> {
                 keys.push(keys[ids[0]].clone());
                 continue;
             }
-            let kk = self.keys.held_out(&m.genome, "kl");
-            let kn = self.keys.held_out(&m.genome, "nll");
-            let (kl, nll) = match (store.cached(&kk)?, store.cached(&kn)?) {
-                (Some(kl), Some(nll)) => (Some(kl), Some(nll)),
-                _ => {
-                    let v = self.shared.get_many(&[kk.clone(), kn.clone()]);
-                    (v[0], v[1])
-                }
-            };
-            match (kl, nll) {
-                (Some(kl), Some(nll)) => {
-                    store.commit(&Commit {
-                        trials: Vec::new(),
-                        fitness: vec![(kk.clone(), kl), (kn.clone(), nll)],
-                        checkpoint: None,
-                    })?;
-                    results[i] = Some(KlResult { kl, nll, tokens: 0 });
-                }
-                _ => {
-                    self.job_id += 1;
-                    jobs.insert(self.job_id, vec![i]);
-                    self.pool.submit(Job {
-                        id: self.job_id,
-                        kind: JobKind::HeldOut {
-                            genome: m.genome.clone(),
-                        },
-                    })?;
-                }
+            let mut ks = vec![
+                self.keys.held_out(&m.genome, "kl"),
+                self.keys.held_out(&m.genome, "nll"),
+            ];
+            ks.extend((0..windows).map(|w| self.keys.held_out(&m.genome, &format!("kl/{w}"))));
+            let mut vals = ks
+                .iter()
+                .map(|k| store.cached(k))
+                .collect::<Result<Vec<Option<f64>>, _>>()?;
+            if vals.iter().any(Option::is_none) {
+                vals = self.shared.get_many(&ks);
             }
-            keys.push((kk, kn));
+            if vals.iter().all(Option::is_some) {
+                let vals: Vec<f64> = vals.into_iter().flatten().collect();
+                store.commit(&Commit {
+                    trials: Vec::new(),
+                    fitness: ks.iter().cloned().zip(vals.iter().copied()).collect(),
+                    checkpoint: None,
+                })?;
+                results[i] = Some(KlResult {
+                    kl: vals[0],
+                    nll: vals[1],
+                    tokens: 0,
+                    per_sequence: vals[2..].to_vec(),
+                });
+            } else {
+                self.job_id += 1;
+                jobs.insert(self.job_id, vec![i]);
+                self.pool.submit(Job {
+                    id: self.job_id,
+                    kind: JobKind::HeldOut {
+                        genome: m.genome.clone(),
+                    },
+                })?;
+            }
+            keys.push(ks);
         }
         let mut stopped = false;
         for _ in 0..jobs.len() {
@@ -556,8 +564,16 @@ impl Executor<'_> {
                 Ok(_) => bail!("a worker answered the wrong job"),
                 Err(e) => return Err(anyhow!(e)).context("held-out evaluation"),
             };
-            let (kk, kn) = keys[i].clone();
-            let entries = vec![(kk, r.kl), (kn, r.nll)];
+            if r.per_sequence.len() != windows {
+                bail!(
+                    "a worker measured {} held-out windows, the study has {windows}",
+                    r.per_sequence.len()
+                );
+            }
+            let values = [r.kl, r.nll]
+                .into_iter()
+                .chain(r.per_sequence.iter().copied());
+            let entries: Vec<(CacheKey, f64)> = keys[i].iter().cloned().zip(values).collect();
             store.commit(&Commit {
                 trials: Vec::new(),
                 fitness: entries.clone(),
@@ -566,7 +582,7 @@ impl Executor<'_> {
             self.shared.put(&entries);
             self.new_evaluations += 1;
             for j in ids {
-                results[j] = Some(r);
+                results[j] = Some(r.clone());
             }
         }
         if stopped {
@@ -587,6 +603,7 @@ impl Executor<'_> {
                         held_out_nll: r.nll,
                         held_out_perplexity: r.nll.exp(),
                         held_out_tokens: tokens,
+                        held_out_kl_windows: r.per_sequence,
                     }
                 })
                 .collect(),
@@ -616,6 +633,7 @@ impl Executor<'_> {
                 .sum(),
             units: space.units.iter().map(|u| u.name.clone()).collect(),
             best,
+            held_out_id: Some(self.prep.held_out.id.clone()),
             front: measured,
             steps: self.state.step,
             evaluations: self.evaluations,

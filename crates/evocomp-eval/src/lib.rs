@@ -340,13 +340,34 @@ pub fn topk_kl(teacher_logp: &[f32], student_logp: &[f32]) -> f64 {
 }
 
 /// The result of scoring a student against its teacher.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KlResult {
     /// Mean KL(teacher ‖ student) per token, in nats.
     pub kl: f64,
     /// Mean next-token negative log-likelihood of the student on the sample.
     pub nll: f64,
     pub tokens: usize,
+    /// Each sequence's mean KL over its scored positions, in sample order
+    /// (the values a paired comparison over windows resamples).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_sequence: Vec<f64>,
+}
+
+impl KlResult {
+    /// The standard error of the mean over sequences (NaN with fewer than two).
+    pub fn standard_error(&self) -> f64 {
+        standard_error(&self.per_sequence)
+    }
+}
+
+/// The standard error of the mean of `v` (NaN with fewer than two values).
+pub fn standard_error(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return f64::NAN;
+    }
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) / n).sqrt()
 }
 
 impl KlResult {
@@ -389,7 +410,7 @@ pub fn kl_to_teacher_with(
         });
     }
     // Per batch: its next-token log-probs and each position's KL, in order.
-    let one = |bi: usize, r: Range<usize>| -> Result<(Vec<f32>, Vec<f64>, u64)> {
+    let one = |bi: usize, r: Range<usize>| -> Result<(Vec<f32>, Vec<f64>, u64, usize)> {
         let batch = &sample.sequences[r.clone()];
         let rows = HostRows::new(logits(bi, batch)?)?;
         let [b, t, v] = rows.dims;
@@ -436,20 +457,30 @@ pub fn kl_to_teacher_with(
                 });
             }
         }
-        Ok((tl, kls, batch.iter().map(|s| s.len() as u64).sum()))
+        Ok((
+            tl,
+            kls,
+            batch.iter().map(|s| s.len() as u64).sum(),
+            t - skip,
+        ))
     };
     let (mut kl_sum, mut kl_n, mut nll_sum, mut nll_n) = (0.0f64, 0usize, 0.0f64, 0usize);
+    let mut per_sequence = Vec::with_capacity(sample.sequences.len());
     for_batches(
         &batches(&sample.sequences, opts.batch_size),
         opts.concurrent_batches,
         &one,
-        &mut |(tl, kls, tokens)| {
+        &mut |(tl, kls, tokens, per)| {
             nll_sum -= tl.iter().map(|&x| x as f64).sum::<f64>();
             nll_n += tl.len();
             for kl in &kls {
                 kl_sum += kl;
             }
             kl_n += kls.len();
+            per_sequence.extend(
+                kls.chunks(per)
+                    .map(|c| c.iter().sum::<f64>() / c.len() as f64),
+            );
             progress.inc(tokens);
             Ok(())
         },
@@ -458,6 +489,7 @@ pub fn kl_to_teacher_with(
         kl: kl_sum / kl_n.max(1) as f64,
         nll: nll_sum / nll_n.max(1) as f64,
         tokens: kl_n,
+        per_sequence,
     })
 }
 

@@ -212,10 +212,16 @@ impl ResultMsg {
 pub fn finite(result: Result<Output, String>) -> Result<Output, String> {
     match result {
         Ok(Output::Fitness(f)) if !f.is_finite() => Err(format!("fitness {f}: the model diverged")),
-        Ok(Output::HeldOut(r)) if !(r.kl.is_finite() && r.nll.is_finite()) => Err(format!(
-            "held-out KL {} / NLL {}: the model diverged",
-            r.kl, r.nll
-        )),
+        Ok(Output::HeldOut(r))
+            if !(r.kl.is_finite()
+                && r.nll.is_finite()
+                && r.per_sequence.iter().all(|x| x.is_finite())) =>
+        {
+            Err(format!(
+                "held-out KL {} / NLL {}: the model diverged",
+                r.kl, r.nll
+            ))
+        }
         r => r,
     }
 }

@@ -12,6 +12,9 @@ pub struct MeasuredPoint {
     pub held_out_kl: f64,
     pub held_out_perplexity: f64,
     pub genome: Vec<i64>,
+    /// Each held-out window's KL (empty for studies from before they were kept).
+    #[serde(default)]
+    pub kl_windows: Vec<f64>,
 }
 
 /// Where a search stood after one step.
@@ -43,6 +46,10 @@ pub struct StudyInput {
     pub units: Vec<String>,
     pub best: MeasuredPoint,
     pub front: Vec<MeasuredPoint>,
+    /// The held-out sample's id: studies with the same id were measured on
+    /// the same windows, so their difference has a paired interval.
+    #[serde(default)]
+    pub held_out_id: Option<String>,
     pub history: Vec<Progress>,
     pub evaluations: usize,
     pub cache_hits: usize,

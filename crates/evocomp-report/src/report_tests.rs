@@ -11,6 +11,7 @@ fn study(name: &str, strategy: &str, front: &[(u64, f64)], hist: &[(usize, f64)]
             held_out_kl: kl,
             held_out_perplexity: 10.0 * (1.0 + kl),
             genome: vec![0, 1, -1, 0],
+            kl_windows: vec![],
         })
         .collect();
     StudyInput {
@@ -35,6 +36,7 @@ fn study(name: &str, strategy: &str, front: &[(u64, f64)], hist: &[(usize, f64)]
         ],
         best: pts[0].clone(),
         front: pts,
+        held_out_id: None,
         history: hist
             .iter()
             .map(|&(e, b)| Progress {
@@ -130,6 +132,36 @@ fn a_sweep_is_one_series_across_budgets() {
     assert!(
         md.contains("| level2 | 1.9000 (29.00) | **1.5000** (25.00) |"),
         "{md}"
+    );
+    // Studies measured on the same windows: KL ± its standard error, and the
+    // other cell's difference from the bold one with its interval.
+    let mut paired = s.clone();
+    paired[0].best.kl_windows = vec![0.7, 0.9, 0.75, 0.85];
+    paired[2].best.kl_windows = vec![0.55, 0.65, 0.58, 0.62];
+    for p in &mut paired {
+        p.held_out_id = Some("h".into());
+    }
+    let md = markdown(&paired, &[]);
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| level-2 |"))
+        .unwrap()
+        .to_string();
+    assert!(
+        row.contains("| 0.8000 ± 0.0456 (18.00); +0.2000 ["),
+        "{row}"
+    );
+    assert!(
+        row.contains("] worse | **0.6000 ± 0.0220** (16.00) |"),
+        "{row}"
+    );
+    // On other windows, no interval is claimed.
+    paired[0].held_out_id = Some("other".into());
+    let md = markdown(&paired, &[]);
+    let row = md.lines().find(|l| l.starts_with("| level-2 |")).unwrap();
+    assert_eq!(
+        row,
+        "| level-2 | 0.8000 ± 0.0456 (18.00) | **0.6000 ± 0.0220** (16.00) |"
     );
     // Bold goes by KL, the objective, even where the perplexity says otherwise.
     let mut by_kl = s.clone();

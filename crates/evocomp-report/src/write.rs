@@ -6,8 +6,42 @@ use crate::data::{
     MeasuredPoint, SeriesPlot, StudyInput, anytime_curves, anytime_plot, convergence_plot,
     front_plot, hypervolume_plot, level_by_layer, profile_heatmap, series_groups,
 };
+use crate::stats::{Verdict, paired_bootstrap};
 use std::fmt::Write as _;
 use std::path::Path;
+
+/// "KL ± its standard error over the held-out windows", or the KL alone for
+/// studies measured before windows were kept.
+fn kl_cell(m: &MeasuredPoint) -> String {
+    let w = &m.kl_windows;
+    if w.len() < 2 {
+        return format!("{:.4}", m.held_out_kl);
+    }
+    let n = w.len() as f64;
+    let mean = w.iter().sum::<f64>() / n;
+    let se = (w.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) / n).sqrt();
+    format!("{:.4} ± {:.4}", m.held_out_kl, se)
+}
+
+/// `a` against `b` on the same held-out windows: the KL difference with its
+/// 95% paired bootstrap interval and the verdict; None where the windows
+/// are not the same ones (another held-out sample, or none kept).
+fn against(a: (&MeasuredPoint, &StudyInput), b: (&MeasuredPoint, &StudyInput)) -> Option<String> {
+    let same = a.1.held_out_id.is_some() && a.1.held_out_id == b.1.held_out_id;
+    if !same || a.0.kl_windows.len() < 2 || a.0.kl_windows.len() != b.0.kl_windows.len() {
+        return None;
+    }
+    let d = paired_bootstrap(&a.0.kl_windows, &b.0.kl_windows, 10_000, 0.95, 0)?;
+    let word = match d.verdict() {
+        Verdict::Better => "better",
+        Verdict::Worse => "worse",
+        Verdict::Tie => "tie",
+    };
+    Some(format!(
+        "{:+.4} [{:+.4}, {:+.4}] {word}",
+        d.mean, d.lo, d.hi
+    ))
+}
 
 /// The report's tables as Markdown.
 pub fn markdown(studies: &[StudyInput], plots: &[String]) -> String {
@@ -30,20 +64,20 @@ pub fn markdown(studies: &[StudyInput], plots: &[String]) -> String {
 fn summary_table(md: &mut String, studies: &[StudyInput]) {
     let _ = writeln!(
         md,
-        "| study | strategy | budget | cost | % of max | held-out KL | held-out perplexity | evaluations | cache hits | search time (s) |"
+        "| study | strategy | budget | cost | % of max | held-out KL ± s.e. | held-out perplexity | evaluations | cache hits | search time (s) |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
     for s in studies {
         let b = &s.best;
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {:.2}% | {:.4} | {:.2} | {} | {} | {:.0} |",
+            "| {} | {} | {} | {} | {:.2}% | {} | {:.2} | {} | {} | {:.0} |",
             s.name,
             s.strategy,
             s.budget,
             b.cost,
             100.0 * b.cost as f64 / s.full_cost.max(1) as f64,
-            b.held_out_kl,
+            kl_cell(b),
             b.held_out_perplexity,
             s.evaluations,
             s.cache_hits,
@@ -65,10 +99,12 @@ fn per_budget_table(md: &mut String, studies: &[StudyInput]) {
     if groups.len() > 1 && !budgets.is_empty() {
         let _ = writeln!(
             md,
-            "\n## Held-out KL (perplexity) per budget\n\nThe lowest KL of each row in bold: KL \
-             to the uncompressed model is what the search minimises. One held-out sample per \
-             study; `evocomp compare` scores several studies on the same windows of several \
-             texts and gives each difference its interval.\n"
+            "\n## Held-out KL (perplexity) per budget\n\nKL ± its standard error over the \
+             held-out windows; the lowest KL of each row in bold (KL to the uncompressed model \
+             is what the search minimises). Where two studies were measured on the same \
+             windows, each other cell gives its KL difference from the bold one with a paired \
+             bootstrap 95% interval: worse where the interval excludes zero, else tie. \
+             `evocomp compare` does the same on several texts at once.\n"
         );
         let _ = write!(md, "| budget |");
         for (n, _) in &groups {
@@ -77,25 +113,37 @@ fn per_budget_table(md: &mut String, studies: &[StudyInput]) {
         let _ = writeln!(md);
         let _ = writeln!(md, "|---|{}", "---|".repeat(groups.len()));
         for b in &budgets {
-            let cells: Vec<Option<&MeasuredPoint>> = groups
+            let cells: Vec<Option<(&MeasuredPoint, &StudyInput)>> = groups
                 .iter()
-                .map(|(_, m)| m.iter().find(|s| s.budget == *b).map(|s| &s.best))
+                .map(|(_, m)| m.iter().find(|s| s.budget == *b).map(|s| (&s.best, *s)))
                 .collect();
             let best = cells
                 .iter()
                 .flatten()
-                .map(|m| m.held_out_kl)
-                .fold(f64::INFINITY, f64::min);
+                .min_by(|x, y| x.0.held_out_kl.total_cmp(&y.0.held_out_kl))
+                .copied();
             let _ = write!(md, "| {b} |");
             for c in cells {
-                let _ = match c {
-                    Some(m) if m.held_out_kl == best => write!(
-                        md,
-                        " **{:.4}** ({:.2}) |",
-                        m.held_out_kl, m.held_out_perplexity
-                    ),
-                    Some(m) => write!(md, " {:.4} ({:.2}) |", m.held_out_kl, m.held_out_perplexity),
-                    None => write!(md, " - |"),
+                let _ = match (c, best) {
+                    (Some(m), Some(top)) if std::ptr::eq(m.0, top.0) => {
+                        write!(
+                            md,
+                            " **{}** ({:.2}) |",
+                            kl_cell(m.0),
+                            m.0.held_out_perplexity
+                        )
+                    }
+                    (Some(m), top) => {
+                        let vs = top.and_then(|t| against(m, t));
+                        write!(
+                            md,
+                            " {} ({:.2}){} |",
+                            kl_cell(m.0),
+                            m.0.held_out_perplexity,
+                            vs.map_or(String::new(), |v| format!("; {v}"))
+                        )
+                    }
+                    (None, _) => write!(md, " - |"),
                 };
             }
             let _ = writeln!(md);

@@ -85,6 +85,11 @@ pub struct Measured {
     pub held_out_nll: f64,
     pub held_out_perplexity: f64,
     pub held_out_tokens: usize,
+    /// Each held-out window's KL, in window order: what gives the KL its
+    /// standard error and a comparison with another study on the same
+    /// windows its interval (none in summaries from before they were kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_out_kl_windows: Vec<f64>,
 }
 
 /// What a finished study found (`summary.json`, and in the store).
@@ -102,6 +107,9 @@ pub struct Summary {
     pub units: Vec<String>,
     /// The best configuration.
     pub best: Measured,
+    /// The held-out sample's id (the same id: the same windows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out_id: Option<String>,
     /// The front (the best alone for strategies without one), cheapest first.
     pub front: Vec<Measured>,
     pub steps: u64,
@@ -210,6 +218,7 @@ mod anytime_tests {
             held_out_nll: 1.0,
             held_out_perplexity: 2.7,
             held_out_tokens: 8,
+            held_out_kl_windows: vec![],
         };
         let point = |tokens, kl| AnytimePoint {
             tokens,
@@ -228,6 +237,7 @@ mod anytime_tests {
             full_cost: 1,
             units: vec!["u".into()],
             best: m.clone(),
+            held_out_id: None,
             front: vec![m],
             steps: 5,
             evaluations: 5,

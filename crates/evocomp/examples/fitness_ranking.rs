@@ -54,10 +54,13 @@ fn next(state: &mut u64) -> u64 {
 fn main() -> Result<()> {
     let a: Vec<String> = std::env::args().skip(1).collect();
     if a.len() != 8 {
-        bail!("usage: fitness_ranking MODEL DEPTH_DB TEXT N_GENOMES DROPPED SEQ_LEN SEQUENCES TOP_K");
+        bail!(
+            "usage: fitness_ranking MODEL DEPTH_DB TEXT N_GENOMES DROPPED SEQ_LEN SEQUENCES TOP_K"
+        );
     }
     let num = |i: usize| -> Result<usize> {
-        a[i].parse().with_context(|| format!("argument {}: {}", i + 1, a[i]))
+        a[i].parse()
+            .with_context(|| format!("argument {}: {}", i + 1, a[i]))
     };
     let (n, dropped, seq_len, seqs, k) = (num(3)?, num(4)?, num(5)?, num(6)?, num(7)?);
     let loaded = evocomp::score::load(a[0].as_ref())?;

@@ -249,6 +249,7 @@ fn report_input(dir: &Path, by_strategy: bool) -> Result<evocomp_report::StudyIn
         held_out_kl: m.held_out_kl,
         held_out_perplexity: m.held_out_perplexity,
         genome: m.genome.clone(),
+        kl_windows: m.held_out_kl_windows.clone(),
     };
     Ok(evocomp_report::StudyInput {
         name: s.name.clone(),
@@ -265,6 +266,7 @@ fn report_input(dir: &Path, by_strategy: bool) -> Result<evocomp_report::StudyIn
         units: s.units.clone(),
         best: point(&s.best),
         front: s.front.iter().map(point).collect(),
+        held_out_id: s.held_out_id.clone(),
         history: s
             .history
             .iter()
