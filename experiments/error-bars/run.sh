@@ -1,28 +1,34 @@
 #!/usr/bin/env bash
-# Depth 20% on SmolLM2-135M: EvoPress with the new defaults (3 seeds each, search sequences of
-# 128 and of 512 tokens) against the one-shot heuristics and the EvoPress of experiments/depth,
-# compared on the same held-out windows of three genres with paired bootstrap intervals.
-# Run from anywhere, after scripts/setup.sh and a release build.
+# EvoPress with the new defaults (3 seeds per variant) against the one-shot heuristics at depth 20%
+# and 30% and sparsity 60% (and 50%) on SmolLM2-135M, compared on the same held-out windows of
+# three genres with paired bootstrap intervals. Run from anywhere, after scripts/setup.sh and a
+# release build. Each study resumes if interrupted; a finished one costs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 EVOCOMP=${EVOCOMP:-./target/release/evocomp}
-# The baselines: the depth experiment's sweeps (run them first if missing).
+TEXTS=(--text sotu=assets/text/sotu/eval --text moby-dick=assets/text/moby-dick --text shakespeare=assets/text/shakespeare)
+run() { echo "== $1"; "$EVOCOMP" run "experiments/error-bars/$1.ron" --no-shared-cache 2>&1 | grep -v XDG_RUNTIME | tail -n 4; }
+# The baselines: the depth and sparsity experiments' studies (run them first if missing).
 for s in shortgpt shortened-llama evopress; do
   [ -f results/depth-$s/sweep.json ] || "$EVOCOMP" run experiments/depth/$s.ron
 done
-for v in depth20 depth20-ctx512; do
-  for seed in 0 1 2; do
-    echo "== $v seed $seed"
-    /usr/bin/time -f "%e s, %M KB" "$EVOCOMP" run experiments/error-bars/$v-s$seed.ron --no-shared-cache 2>&1 \
-      | grep -v XDG_RUNTIME | tail -n 4
-  done
+for t in 50 60; do for s in uniform owl dp evopress; do
+  [ -f results/sparsity-$t-$s/summary.json ] || "$EVOCOMP" run experiments/sparsity/$t-$s.ron
+done; done
+# depth20-s*: the default start scored on the first stage's tokens (before it moved to the last
+# stage's); depth20-laststart-*: as the defaults are now; -ctx512: 512-token search sequences.
+for v in depth20 depth20-laststart depth20-laststart-ctx512 depth30 depth30-ctx512 sparsity60 sparsity50; do
+  for s in 0 1 2; do run $v-s$s; done
 done
 mkdir -p results/error-bars
-"$EVOCOMP" compare \
-  results/depth-shortened-llama@dropped6 results/depth-shortgpt@dropped6 results/depth-evopress@dropped6 \
-  results/errorbars-depth20-s0 results/errorbars-depth20-s1 results/errorbars-depth20-s2 \
-  results/errorbars-depth20-ctx512-s0 results/errorbars-depth20-ctx512-s1 results/errorbars-depth20-ctx512-s2 \
-  --text sotu=assets/text/sotu/eval --text moby-dick=assets/text/moby-dick --text shakespeare=assets/text/shakespeare \
-  --tokens 6144 --context 512 --backend cpu \
-  --json results/error-bars/depth20.json > results/error-bars/depth20.md
-python3 experiments/error-bars/scale.py > results/error-bars/scale.md
+compare() { out=$1; shift; "$EVOCOMP" compare "$@" "${TEXTS[@]}" --tokens 6144 --context 512 --backend cpu \
+  --json results/error-bars/$out.json > results/error-bars/$out.md; }
+compare depth20 results/depth-shortened-llama@dropped6 results/depth-shortgpt@dropped6 results/depth-evopress@dropped6 \
+  results/errorbars-depth20-s{0,1,2} results/errorbars-depth20-laststart-s{0,1,2} results/errorbars-depth20-laststart-ctx512-s{0,1,2}
+compare depth30 results/depth-shortened-llama@dropped9 results/depth-shortgpt@dropped9 results/depth-evopress@dropped9 \
+  results/errorbars-depth30-s{0,1,2} results/errorbars-depth30-ctx512-s{0,1,2}
+for t in 60 50; do
+  compare sparsity$t results/sparsity-$t-{dp,uniform,owl,evopress} results/errorbars-sparsity$t-s{0,1,2}
+done
+python3 experiments/error-bars/table.py > results/error-bars/table.md
+python3 scripts/study-scale.py results/depth-evopress/dropped6 results/errorbars-* > results/error-bars/scale.md
