@@ -687,7 +687,13 @@ impl<'a> Keys<'a> {
     fn new(prep: &'a Prepared) -> Self {
         Self {
             prep,
-            fitness_key: prep.exp.fitness.key(),
+            // KV-cache scores leave out the exact first prefill piece since
+            // it was added; values cached before then counted it.
+            fitness_key: if prep.db.is_kv() {
+                format!("{}/kv-after-prefix", prep.exp.fitness.key())
+            } else {
+                prep.exp.fitness.key()
+            },
             sample_ids: HashMap::new(),
         }
     }
