@@ -150,6 +150,46 @@ fn every_strategy_runs_end_to_end() {
     // `status` of a finished study.
     let out = ok(&evocomp(d, &["status", "results/evo"]));
     assert!(out.contains("finished"), "{out}");
+    // `compare`: the same windows of two named texts for every study; the
+    // first is the reference, a study against itself is a tie at 0.
+    let out = ok(&evocomp(
+        d,
+        &[
+            "compare",
+            "results/uniform",
+            "results/dp",
+            "results/uniform",
+            "--text",
+            "a=text.txt",
+            "--text",
+            "b=text.txt",
+            "--tokens",
+            "256",
+            "--context",
+            "64",
+            "--resamples",
+            "500",
+            "--backend",
+            "cpu",
+            "--json",
+            "compare.json",
+        ],
+    ));
+    assert!(
+        out.contains("**a** (4 windows") && out.contains("**pooled** (8 windows"),
+        "{out}"
+    );
+    assert!(
+        out.contains("| +0.0000 [+0.0000, +0.0000] | tie |"),
+        "{out}"
+    );
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("compare.json")).unwrap()).unwrap();
+    assert_eq!(c["scores"].as_array().unwrap().len(), 2);
+    assert_eq!(c["entries"][1]["strategy"], "DP");
+    let e = evocomp(d, &["compare", "results/uniform", "--text", "text.txt"]);
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("NAME=PATH"));
 }
 
 #[test]
