@@ -126,6 +126,10 @@ impl Default for SurrogateSpec {
 /// fitness) are scored on one fresh sample of `tokens` tokens, in chunks of
 /// `chunk` tokens, and the lowest mean becomes the result. The chunks give
 /// each candidate's standard error and that of its gap to the runner-up.
+/// While that gap is not larger than its standard error, the two leaders
+/// are scored on `tokens` more fresh tokens each, up to `extend` times, so
+/// the choice is made on a sample that can tell them apart (or says it
+/// cannot: the report keeps the last gap and its standard error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FinalChoice {
     Off,
@@ -133,7 +137,13 @@ pub enum FinalChoice {
         candidates: usize,
         tokens: usize,
         chunk: usize,
+        #[serde(default = "default_extend")]
+        extend: usize,
     },
+}
+
+fn default_extend() -> usize {
+    3
 }
 
 /// What the final choice measured.
@@ -146,8 +156,12 @@ pub struct FinalReport {
     /// The runner-up's mean minus the chosen one's, and the standard error
     /// of that paired difference (same chunks); none with one candidate.
     pub gap: Option<(f64, f64)>,
+    /// Tokens the chosen candidate was scored on, in `chunks` chunks.
     pub tokens: usize,
     pub chunks: usize,
+    /// Rounds of extra chunks for the two leaders.
+    #[serde(default)]
+    pub extended: usize,
 }
 
 /// EvoPress's initial parent.
@@ -271,12 +285,18 @@ impl Spec for EvoPressSpec {
             candidates,
             tokens,
             chunk,
+            extend,
         } = final_choice
         {
             ensure(
                 (1..=64).contains(&candidates),
                 "final_choice",
                 format!("candidates must be between 1 and 64, got {candidates}"),
+            )?;
+            ensure(
+                extend <= 16,
+                "final_choice",
+                format!("extend must be at most 16 rounds, got {extend}"),
             )?;
             ensure(
                 chunk >= seq_len
@@ -512,6 +532,7 @@ impl EvoPressConfig {
             candidates: 4,
             tokens: chunks.saturating_mul(chunk),
             chunk,
+            extend: default_extend(),
         }
     }
 
@@ -570,9 +591,16 @@ enum Phase {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         predicted: Vec<f64>,
     },
-    /// The final choice's candidates await their chunks' scores.
+    /// The final choice's candidates await their chunks' scores: per
+    /// candidate the chunk means so far, and the candidates scored this round.
     Final {
         pool: Vec<Genome>,
+        #[serde(default)]
+        scores: Vec<Vec<f64>>,
+        #[serde(default)]
+        active: Vec<usize>,
+        #[serde(default)]
+        round: usize,
     },
     Done,
 }
@@ -757,10 +785,15 @@ impl EvoPress {
             }
         }
         pool.truncate(candidates.max(1));
-        Phase::Final { pool }
+        Phase::Final {
+            scores: vec![Vec::new(); pool.len()],
+            active: (0..pool.len()).collect(),
+            pool,
+            round: 0,
+        }
     }
 
-    /// The final choice's sample, its chunk size and number of chunks.
+    /// The final choice's sample seed, its chunk size and chunks per round.
     fn final_sample(&self) -> (SampleDraw, usize, usize) {
         let (tokens, chunk) = match self.cfg.final_choice {
             FinalChoice::Best { tokens, chunk, .. } => (tokens, chunk.max(1)),
@@ -773,12 +806,54 @@ impl EvoPress {
         )
     }
 
-    /// Choose among the final candidates by their mean over the chunks.
-    fn tell_final(&mut self, pool: Vec<Genome>, results: &[Scored]) -> Result<(), SearchError> {
+    /// The final choice's requests: each active candidate's next chunks, up
+    /// to the longest active one's count plus a round.
+    fn final_requests(
+        &self,
+        pool: &[Genome],
+        scores: &[Vec<f64>],
+        active: &[usize],
+    ) -> Vec<Request> {
         let (base, chunk, chunks) = self.final_sample();
-        let fit = results_in_order(pool.len() * chunks, results)?;
-        let per: Vec<&[f64]> = fit.chunks(chunks).collect();
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let target = active.iter().map(|&i| scores[i].len()).max().unwrap_or(0) + chunks;
+        active
+            .iter()
+            .flat_map(|&i| (scores[i].len()..target).map(move |j| (i, j)))
+            .enumerate()
+            .map(|(k, (i, j))| Request {
+                id: k as u64,
+                genome: pool[i].clone(),
+                sample: base.part(chunk, j),
+                probe: false,
+            })
+            .collect()
+    }
+
+    /// Take the round's scores; extend the two leaders while their gap is
+    /// not larger than its standard error, else choose the lowest mean.
+    fn tell_final(&mut self, results: &[Scored]) -> Result<(), SearchError> {
+        let Phase::Final {
+            pool,
+            mut scores,
+            active,
+            round,
+        } = std::mem::replace(&mut self.phase, Phase::Done)
+        else {
+            return Err(SearchError::Protocol("not in the final choice".into()));
+        };
+        let asked = self.final_requests(&pool, &scores, &active);
+        let fit = results_in_order(asked.len(), results)?;
+        let (_, chunk, chunks) = self.final_sample();
+        // Each active candidate was asked up to the same count, in order.
+        let target = active.iter().map(|&i| scores[i].len()).max().unwrap_or(0) + chunks;
+        let mut next = 0;
+        for &i in &active {
+            let n = target - scores[i].len();
+            scores[i].extend_from_slice(&fit[next..next + n]);
+            next += n;
+        }
+        self.tokens_asked += (asked.len() * chunk) as u64;
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         let se = |v: &[f64]| {
             if v.len() < 2 {
                 return f64::NAN;
@@ -787,29 +862,50 @@ impl EvoPress {
             (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64 / v.len() as f64)
                 .sqrt()
         };
-        let means: Vec<f64> = per.iter().map(|v| mean(v)).collect();
+        let means: Vec<f64> = scores.iter().map(|v| mean(v)).collect();
         let mut order: Vec<usize> = (0..pool.len()).collect();
         order.sort_by(|&a, &b| means[a].total_cmp(&means[b]).then(a.cmp(&b)));
         let chosen = order[0];
+        // The runner-up's gap over the chunks both were scored on.
         let gap = order.get(1).map(|&r| {
-            let d: Vec<f64> = per[r].iter().zip(per[chosen]).map(|(a, b)| a - b).collect();
+            let n = scores[r].len().min(scores[chosen].len());
+            let d: Vec<f64> = scores[r][..n]
+                .iter()
+                .zip(&scores[chosen][..n])
+                .map(|(a, b)| a - b)
+                .collect();
             (mean(&d), se(&d))
         });
-        self.tokens_asked += (pool.len() * base.tokens) as u64;
+        let extend = match self.cfg.final_choice {
+            FinalChoice::Best { extend, .. } => extend,
+            FinalChoice::Off => 0,
+        };
+        if let Some((g, e)) = gap
+            && !(g > e)
+            && round < extend
+        {
+            self.phase = Phase::Final {
+                active: vec![chosen, order[1]],
+                pool,
+                scores,
+                round: round + 1,
+            };
+            return Ok(());
+        }
         self.parent = pool[chosen].clone();
         self.parent_fitness = Some(means[chosen]);
         self.final_report = Some(FinalReport {
             candidates: pool
                 .iter()
-                .zip(&per)
+                .zip(&scores)
                 .map(|(g, v)| (g.clone(), mean(v), se(v)))
                 .collect(),
             chosen,
             gap,
-            tokens: chunk * chunks,
-            chunks,
+            tokens: chunk * scores[chosen].len(),
+            chunks: scores[chosen].len(),
+            extended: round,
         });
-        self.phase = Phase::Done;
         Ok(())
     }
 
@@ -976,19 +1072,12 @@ impl Strategy for EvoPress {
             Phase::Start { pool, tokens } => {
                 crate::framework::strategy::requests(pool, self.start_sample(*tokens), false)
             }
-            Phase::Final { pool } => {
-                let (base, chunk, chunks) = self.final_sample();
-                pool.iter()
-                    .flat_map(|g| (0..chunks).map(move |j| (g, j)))
-                    .enumerate()
-                    .map(|(k, (g, j))| Request {
-                        id: k as u64,
-                        genome: g.clone(),
-                        sample: base.part(chunk, j),
-                        probe: false,
-                    })
-                    .collect()
-            }
+            Phase::Final {
+                pool,
+                scores,
+                active,
+                ..
+            } => self.final_requests(pool, scores, active),
             Phase::Stage {
                 stage,
                 pool,
@@ -1044,9 +1133,8 @@ impl Strategy for EvoPress {
             self.phase = self.start_generation(space);
             return Ok(());
         }
-        if let Phase::Final { pool } = &self.phase {
-            let pool = pool.clone();
-            return self.tell_final(pool, results);
+        if let Phase::Final { .. } = &self.phase {
+            return self.tell_final(results);
         }
         let Phase::Stage { stage, .. } = self.phase else {
             return Err(SearchError::Protocol(
@@ -1159,6 +1247,8 @@ impl Strategy for EvoPress {
                 m.push(("final_gap_to_runner_up".into(), gap));
                 m.push(("final_gap_standard_error".into(), gap_se));
             }
+            m.push(("final_tokens".into(), r.tokens as f64));
+            m.push(("final_extended_rounds".into(), r.extended as f64));
         }
         m
     }

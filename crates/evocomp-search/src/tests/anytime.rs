@@ -496,24 +496,36 @@ fn the_final_choice_rescores_the_finalists_and_keeps_the_lowest_mean() {
         crate::FinalChoice::Best {
             candidates: 4,
             tokens: 512,
-            chunk: 64
+            chunk: 64,
+            extend: 3,
         }
     );
     let asks = drive(&mut s, &space);
-    let last = asks.last().unwrap();
     let r = s.final_report.clone().expect("the final choice ran");
-    assert_eq!(last.len(), r.candidates.len() * 8);
     assert!(r.candidates.len() >= 2 && r.candidates.len() <= 4);
-    // Every final request is on the same fresh sample, cut in 8 chunks.
-    let seeds: std::collections::HashSet<u64> = last.iter().map(|q| q.sample.seed).collect();
-    assert_eq!(seeds.len(), 1);
+    // The final choice's asks: every request on one fresh sample, in
+    // chunks of 64; the first round every candidate on 8 chunks, each
+    // extension the two leaders on 8 more.
+    let seed = asks.last().unwrap()[0].sample.seed;
+    let finals: Vec<&Vec<crate::Request>> =
+        asks.iter().filter(|a| a[0].sample.seed == seed).collect();
+    assert_eq!(finals.len(), 1 + r.extended);
+    assert_eq!(finals[0].len(), r.candidates.len() * 8);
+    assert!(finals[1..].iter().all(|a| a.len() == 16));
+    let all: Vec<&crate::Request> = finals.iter().flat_map(|a| a.iter()).collect();
     assert!(
-        last.iter()
-            .all(|q| q.sample.tokens == 64 && q.sample.skip < 512)
+        all.iter()
+            .all(|q| q.sample.seed == seed && q.sample.tokens == 64)
+    );
+    // No chunk is scored twice for a genome.
+    let mut seen = std::collections::HashSet::new();
+    assert!(
+        all.iter()
+            .all(|q| seen.insert((q.genome.clone(), q.sample.skip)))
     );
     // The chosen one has the lowest mean, recomputed from the asks.
     let mean = |g: &Genome| {
-        let v: Vec<f64> = last
+        let v: Vec<f64> = all
             .iter()
             .filter(|q| &q.genome == g)
             .map(|q| noisy(&q.genome, q.sample))
@@ -522,6 +534,7 @@ fn the_final_choice_rescores_the_finalists_and_keeps_the_lowest_mean() {
     };
     let chosen = &r.candidates[r.chosen].0;
     assert_eq!(&s.parent, chosen);
+    assert_eq!(r.chunks, 8 * (1 + r.extended));
     for (g, m, se) in &r.candidates {
         assert!((mean(g) - m).abs() < 1e-12);
         assert!(*m >= r.candidates[r.chosen].1);
@@ -530,11 +543,61 @@ fn the_final_choice_rescores_the_finalists_and_keeps_the_lowest_mean() {
     // The start's best genome was a candidate.
     let start_best = &s.finalists[0].0;
     assert!(r.candidates.iter().any(|(g, _, _)| g == start_best));
+    // It stopped because the gap exceeds its standard error, or after 3 rounds.
     let (gap, gap_se) = r.gap.unwrap();
     assert!(gap >= 0.0 && gap_se.is_finite());
+    assert!(gap > gap_se || r.extended == 3, "{r:?}");
     let m: std::collections::HashMap<String, f64> = s.metrics().into_iter().collect();
     assert_eq!(m["final_fitness"], r.candidates[r.chosen].1);
     assert!(m.contains_key("final_standard_error"));
+}
+
+#[test]
+fn a_final_choice_extends_the_two_leaders_while_it_cannot_tell_them_apart() {
+    // Two candidates whose scores differ only by noise: every round leaves
+    // the gap within its standard error, so all 2 extensions run; with
+    // extend 0 the first round decides.
+    let space = sparsity_space(8);
+    let u = space.uniform(0).unwrap();
+    let errors = level_errors(&space);
+    let budget = Budget::Exact(space.cost(&u));
+    for extend in [0usize, 2] {
+        let settings = EvoPressSpec {
+            start: Some(Start::Best {
+                of: vec![WarmStart::Uniform, WarmStart::Random(2)],
+                tokens: 64,
+            }),
+            final_choice: Some(crate::FinalChoice::Best {
+                candidates: 2,
+                tokens: 256,
+                chunk: 64,
+                extend,
+            }),
+            ..default_settings(1)
+        };
+        let st = setup(&space, budget, &errors);
+        let mut s = settings.build(&st).unwrap();
+        // Every genome scores the same mean; chunks differ by alternating noise.
+        while !s.is_done() {
+            let asks = s.ask(&space);
+            let results: Vec<Scored> = asks
+                .iter()
+                .map(|r| Scored {
+                    id: r.id,
+                    fitness: 1.0
+                        + if (r.sample.skip / 64 + r.id as usize) % 2 == 0 {
+                            0.01
+                        } else {
+                            -0.01
+                        },
+                })
+                .collect();
+            s.tell(&space, &results).unwrap();
+        }
+        let r = s.final_report.clone().unwrap();
+        assert_eq!(r.extended, extend, "{r:?}");
+        assert_eq!(r.chunks, 4 * (1 + extend));
+    }
 }
 
 #[test]
@@ -544,6 +607,7 @@ fn a_final_choice_that_does_not_cut_into_sequences_is_refused() {
             candidates: 4,
             tokens: 500,
             chunk: 100,
+            extend: 3,
         }),
         ..default_settings(2)
     };
@@ -553,6 +617,7 @@ fn a_final_choice_that_does_not_cut_into_sequences_is_refused() {
             candidates: 0,
             tokens: 512,
             chunk: 64,
+            extend: 3,
         }),
         ..default_settings(2)
     };
