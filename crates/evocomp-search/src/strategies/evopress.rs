@@ -1220,8 +1220,12 @@ impl Strategy for EvoPress {
         })
     }
 
+    /// The parent while its children are scored; none while the start's,
+    /// the probes' or the final choice's genomes are (they are no children
+    /// of it, and each final chunk is its own sample: an anchor there would
+    /// cost a full pass per chunk and save little).
     fn anchor(&self) -> Option<Genome> {
-        Some(self.parent.clone())
+        matches!(self.phase, Phase::Stage { .. }).then(|| self.parent.clone())
     }
 
     fn progress(&self) -> Progress {
