@@ -814,17 +814,33 @@ impl EvoPress {
         scores: &[Vec<f64>],
         active: &[usize],
     ) -> Vec<Request> {
-        let (base, chunk, chunks) = self.final_sample();
-        let target = active.iter().map(|&i| scores[i].len()).max().unwrap_or(0) + chunks;
-        active
-            .iter()
-            .flat_map(|&i| (scores[i].len()..target).map(move |j| (i, j)))
+        let (base, chunk, _) = self.final_sample();
+        self.final_cells(scores, active)
+            .into_iter()
             .enumerate()
             .map(|(k, (i, j))| Request {
                 id: k as u64,
                 genome: pool[i].clone(),
                 sample: base.part(chunk, j),
                 probe: false,
+            })
+            .collect()
+    }
+
+    /// The (candidate, chunk) pairs of this round: each active candidate's
+    /// chunks from its count up to the longest one's plus a round, chunk by
+    /// chunk (every candidate of a chunk in a row, so a worker computes
+    /// that chunk's teacher outputs once).
+    fn final_cells(&self, scores: &[Vec<f64>], active: &[usize]) -> Vec<(usize, usize)> {
+        let (_, _, chunks) = self.final_sample();
+        let from = active.iter().map(|&i| scores[i].len()).min().unwrap_or(0);
+        let target = active.iter().map(|&i| scores[i].len()).max().unwrap_or(0) + chunks;
+        (from..target)
+            .flat_map(|j| {
+                active
+                    .iter()
+                    .filter(move |&&i| scores[i].len() <= j)
+                    .map(move |&i| (i, j))
             })
             .collect()
     }
@@ -841,18 +857,14 @@ impl EvoPress {
         else {
             return Err(SearchError::Protocol("not in the final choice".into()));
         };
-        let asked = self.final_requests(&pool, &scores, &active);
-        let fit = results_in_order(asked.len(), results)?;
-        let (_, chunk, chunks) = self.final_sample();
-        // Each active candidate was asked up to the same count, in order.
-        let target = active.iter().map(|&i| scores[i].len()).max().unwrap_or(0) + chunks;
-        let mut next = 0;
-        for &i in &active {
-            let n = target - scores[i].len();
-            scores[i].extend_from_slice(&fit[next..next + n]);
-            next += n;
+        let cells = self.final_cells(&scores, &active);
+        let fit = results_in_order(cells.len(), results)?;
+        let (_, chunk, _) = self.final_sample();
+        // A candidate's chunks come in ascending order.
+        for (&(i, _), &f) in cells.iter().zip(&fit) {
+            scores[i].push(f);
         }
-        self.tokens_asked += (asked.len() * chunk) as u64;
+        self.tokens_asked += (cells.len() * chunk) as u64;
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         let se = |v: &[f64]| {
             if v.len() < 2 {

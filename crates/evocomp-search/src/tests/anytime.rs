@@ -511,6 +511,12 @@ fn the_final_choice_rescores_the_finalists_and_keeps_the_lowest_mean() {
         asks.iter().filter(|a| a[0].sample.seed == seed).collect();
     assert_eq!(finals.len(), 1 + r.extended);
     assert_eq!(finals[0].len(), r.candidates.len() * 8);
+    // Chunk by chunk: every candidate of a chunk in a row (one teacher per chunk).
+    assert!(
+        finals[0]
+            .chunks(r.candidates.len())
+            .all(|c| c.iter().all(|q| q.sample.skip == c[0].sample.skip))
+    );
     assert!(finals[1..].iter().all(|a| a.len() == 16));
     let all: Vec<&crate::Request> = finals.iter().flat_map(|a| a.iter()).collect();
     assert!(
