@@ -51,7 +51,19 @@ for f in sorted(ROOT.glob("*.json")):
             per.append(f"{pm:+.4f} [{plo:+.4f}, {phi:+.4f}]")
         print(f"| {entries[i]['label']} | {mean(kl(i)):.4f} | {m:+.4f} [{lo:+.4f}, {hi:+.4f}] | "
               f"{verdict(lo, hi)} | " + " | ".join(per) + " |")
-    if searches:
-        ks = [mean(kl(i)) for i in searches]
-        print(f"\nSearch seeds (new defaults): mean pooled KL {mean(ks):.4f} "
-              f"(range {min(ks):.4f}–{max(ks):.4f}, {len(ks)} studies).\n")
+    # Per variant (a study name without its -s<seed>): seeds, mean pooled KL and range, verdicts.
+    variants = {}
+    for i in searches:
+        name = entries[i]["study"].split("/")[-1]
+        variants.setdefault(name.rsplit("-s", 1)[0], []).append(i)
+    if variants:
+        print("\n| variant | seeds | pooled KL mean (lowest–highest) | better / tie / worse than the best baseline |")
+        print("|---|---|---|---|")
+        for v, idx in variants.items():
+            ks = [mean(kl(i)) for i in idx]
+            verdicts = [bootstrap(kl(i), kl(best))[1:] for i in idx]
+            b = sum(hi < 0 for lo, hi in verdicts)
+            w = sum(lo > 0 for lo, hi in verdicts)
+            print(f"| {v} | {len(idx)} | {mean(ks):.4f} ({min(ks):.4f}–{max(ks):.4f}) | "
+                  f"{b} / {len(idx) - b - w} / {w} |")
+    print()
