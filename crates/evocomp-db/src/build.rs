@@ -429,11 +429,7 @@ impl BuildCtx<'_> {
                     }
                 }
                 // The next block sees this one compressed at `level`.
-                for &ui in &in_layer {
-                    let v = read_variant(self.dir, &manifest.units[ui], level)?;
-                    net.set_linear(layer, linear_kind(&manifest.units[ui]), &v)
-                        .map_err(|e| DbError::Backend(e.to_string()))?;
-                }
+                self.set_at_level(manifest, net, layer, &in_layer, level)?;
                 forward_block(net, layer, hs, ho)?;
                 Ok(false)
             }
@@ -456,16 +452,29 @@ impl BuildCtx<'_> {
                         }
                     }
                     // The block's later units see this group compressed at `level`.
-                    for &ui in &members {
-                        let v = read_variant(self.dir, &manifest.units[ui], level)?;
-                        net.set_linear(layer, linear_kind(&manifest.units[ui]), &v)
-                            .map_err(|e| DbError::Backend(e.to_string()))?;
-                    }
+                    self.set_at_level(manifest, net, layer, &members, level)?;
                 }
                 forward_block(net, layer, hs, ho)?;
                 Ok(false)
             }
         }
+    }
+
+    /// Put `units` of block `layer` into the network at `level`, as built.
+    fn set_at_level(
+        &self,
+        manifest: &Manifest,
+        net: &mut LlamaModel,
+        layer: usize,
+        units: &[usize],
+        level: i64,
+    ) -> Result<()> {
+        for &ui in units {
+            let v = read_variant(self.dir, &manifest.units[ui], level)?;
+            net.set_linear(layer, linear_kind(&manifest.units[ui]), &v)
+                .map_err(|e| DbError::Backend(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Compress `units` at every level (in parallel) against the calibration

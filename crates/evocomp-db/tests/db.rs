@@ -518,6 +518,13 @@ fn recomputed_errors(
         .collect()
 }
 
+/// Equal to a relative 1e-6, element by element.
+fn close(a: &[f64], b: &[f64]) -> bool {
+    a.iter()
+        .zip(b)
+        .all(|(x, y)| (x - y).abs() <= 1e-6 * x.abs().max(y.abs()))
+}
+
 #[test]
 fn a_blockwise_build_fits_a_blocks_units_together_on_the_compressed_prefix() {
     // LLM Compressor's pipeline: block 0's units all see uncompressed
@@ -528,11 +535,6 @@ fn a_blockwise_build_fits_a_blocks_units_together_on_the_compressed_prefix() {
     let c = sparsity_through(Propagation::Blockwise { level: 1 });
     build(&m, &fp, &c, &dir, None).unwrap();
     let db = Database::open(&dir).unwrap();
-    let close = |a: &[f64], b: &[f64]| {
-        a.iter()
-            .zip(b)
-            .all(|(x, y)| (x - y).abs() <= 1e-6 * x.abs().max(y.abs()))
-    };
     for (ui, u) in db.manifest.units.iter().enumerate() {
         let recorded = u.errors.as_ref().unwrap();
         let blockwise = recomputed_errors(&m, &db, ui, Some(1), false);
@@ -559,11 +561,6 @@ fn a_sequential_build_fits_each_unit_to_the_compressed_prefix_outputs() {
     let c = sparsity_through(Propagation::Sequential { level: 1 });
     build(&m, &fp, &c, &dir, None).unwrap();
     let db = Database::open(&dir).unwrap();
-    let close = |a: &[f64], b: &[f64]| {
-        a.iter()
-            .zip(b)
-            .all(|(x, y)| (x - y).abs() <= 1e-6 * x.abs().max(y.abs()))
-    };
     let mut differs = 0;
     for (ui, u) in db.manifest.units.iter().enumerate() {
         let recorded = u.errors.as_ref().unwrap();

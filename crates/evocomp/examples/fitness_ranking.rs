@@ -12,35 +12,8 @@
 use anyhow::{Context, Result, bail};
 use evocomp_db::{Applier, Database};
 use evocomp_eval::{EvalOptions, TeacherMode, batches, compute_teacher, kl_to_teacher_with};
+use evocomp_search::surrogate::rank_correlation;
 use indicatif::ProgressBar;
-
-/// Ranks (1 = lowest), ties averaged.
-fn ranks(v: &[f64]) -> Vec<f64> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-    let mut r = vec![0.0; v.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
-            j += 1;
-        }
-        for &k in &idx[i..=j] {
-            r[k] = (i + j) as f64 / 2.0 + 1.0;
-        }
-        i = j + 1;
-    }
-    r
-}
-
-fn pearson(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len() as f64;
-    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
-    cov / (va * vb).sqrt()
-}
 
 /// A deterministic stream (SplitMix64): the genomes depend on nothing else.
 fn next(state: &mut u64) -> u64 {
@@ -113,7 +86,7 @@ fn main() -> Result<()> {
         progress.inc(sample.n_tokens() as u64);
     }
     progress.finish_and_clear();
-    let spearman = pearson(&ranks(&f_full), &ranks(&f_top));
+    let spearman = rank_correlation(&f_full, &f_top);
     let (mut same, mut pairs) = (0usize, 0usize);
     for i in 0..n {
         for j in i + 1..n {
@@ -125,7 +98,7 @@ fn main() -> Result<()> {
     }
     let argmin = |v: &[f64]| (0..v.len()).min_by(|&x, &y| v[x].total_cmp(&v[y])).unwrap();
     // Where the full-KL best ranks under top-k, and the other way round.
-    let (rf, rt) = (ranks(&f_full), ranks(&f_top));
+    let rank_of = |v: &[f64], i: usize| 1 + v.iter().filter(|&&x| x < v[i]).count();
     println!(
         "{}",
         serde_json::json!({
@@ -137,8 +110,8 @@ fn main() -> Result<()> {
             "spearman": spearman,
             "pairs_in_order": same as f64 / pairs as f64,
             "same_best": argmin(&f_full) == argmin(&f_top),
-            "rank_under_top_k_of_full_best": rt[argmin(&f_full)],
-            "rank_under_full_of_top_k_best": rf[argmin(&f_top)],
+            "rank_under_top_k_of_full_best": rank_of(&f_top, argmin(&f_full)),
+            "rank_under_full_of_top_k_best": rank_of(&f_full, argmin(&f_top)),
             "full_kl": f_full,
             "top_k_kl": f_top,
         })

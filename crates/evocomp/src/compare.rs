@@ -9,7 +9,7 @@ use crate::export::{ExportRequest, choose};
 use crate::score::{ScoreOptions, load, load_windows};
 use anyhow::{Context, Result, bail};
 use evocomp_db::{Applier, Database};
-use evocomp_eval::{EvalOptions, WindowScore, token_progress, window_scores};
+use evocomp_eval::{EvalOptions, WindowScore, standard_error, token_progress, window_scores};
 use evocomp_report::stats::{Difference, Verdict, paired_bootstrap};
 use evocomp_study::StudyDir;
 use serde::Serialize;
@@ -117,14 +117,6 @@ pub struct Compared {
 
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
-}
-
-fn standard_error(v: &[f64]) -> f64 {
-    if v.len() < 2 {
-        return f64::NAN;
-    }
-    let m = mean(v);
-    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64 / v.len() as f64).sqrt()
 }
 
 fn verdict_word(v: Verdict) -> &'static str {

@@ -893,7 +893,8 @@ impl EvoPress {
             FinalChoice::Off => 0,
         };
         if let Some((g, e)) = gap
-            && !(g > e)
+            // Not larger than its standard error (or no error yet: one chunk).
+            && g.partial_cmp(&e) != Some(std::cmp::Ordering::Greater)
             && round < extend
         {
             self.phase = Phase::Final {

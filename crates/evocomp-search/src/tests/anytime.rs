@@ -591,7 +591,7 @@ fn a_final_choice_extends_the_two_leaders_while_it_cannot_tell_them_apart() {
                 .map(|r| Scored {
                     id: r.id,
                     fitness: 1.0
-                        + if (r.sample.skip / 64 + r.id as usize) % 2 == 0 {
+                        + if (r.sample.skip / 64 + r.id as usize).is_multiple_of(2) {
                             0.01
                         } else {
                             -0.01
