@@ -252,22 +252,11 @@ impl EvolKv {
     pub fn complete(space: &Space, x: &[f64], budget: &Budget) -> Genome {
         let total: f64 = x.iter().sum::<f64>().max(1e-9);
         let want = budget.limit() as f64;
-        let mut g: Genome = space
-            .units
+        let scaled: Vec<f64> = x
             .iter()
-            .zip(x)
-            .map(|(u, &xi)| {
-                let b = (xi + xi / total * (want - total)).ceil();
-                let k = (0..u.levels.len())
-                    .min_by(|&a, &c| {
-                        ((u.costs[a] as f64) - b)
-                            .abs()
-                            .total_cmp(&((u.costs[c] as f64) - b).abs())
-                    })
-                    .expect("levels");
-                u.levels[k]
-            })
+            .map(|&xi| (xi + xi / total * (want - total)).ceil())
             .collect();
+        let mut g = Self::snap(space, &scaled);
         let idx = |g: &Genome, i: usize| space.units[i].index(g[i]).expect("valid");
         // Over the limit: cut the unit holding the most.
         while space.cost(&g) > budget.limit() {
