@@ -57,11 +57,12 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|")
     for arg in sys.argv[1:]:
         d = pathlib.Path(arg)
+        name = str(d).removeprefix("results/")
         exp = json.loads((d / "experiment.json").read_text())
         summ = json.loads((d / "summary.json").read_text())
         evo = exp["strategy"].get("EvoPress")
         if evo is None:
-            print(f"| {d.name} | not EvoPress | | | | | | {summ['evaluations']} | |")
+            print(f"| {name} | not EvoPress | | | | | | {summ['evaluations']} | |")
             continue
         preset = evo["preset"]
         stages = [tuple(s) for s in evo["stages"]]
@@ -79,7 +80,7 @@ def main():
         pgens, ptokens = published(preset, n_units, dropped)
         best = [h["best"] for h in hist if h.get("best") is not None]
         first, last, low, slope = trend(best)
-        print(f"| {d.name} | {preset} | {gens} × {lam} (published {pgens}) | "
+        print(f"| {name} | {preset} | {gens} × {lam} (published {pgens}) | "
               f"{' → '.join(f'{k}/{t}' for k, t in stages)} | {int(tokens):,} | {ptokens:,} | "
               f"1/{ptokens / tokens:,.0f} | {summ['evaluations']} | {first:.3f} → {last:.3f} "
               f"({low:.3f}; {slope:+.4f}) |")
