@@ -199,8 +199,8 @@ fn two_devices_reach_what_one_reaches_and_observers_see_every_event() {
 }
 
 /// EvoPress raced in chunks that never drops (confidence 1) selects as
-/// EvoPress does on whole samples: the chunks are the stage's sample in
-/// pieces. Racing that drops scores fewer tokens. The history counts
+/// EvoPress does on whole samples (both as published: from uniform, no
+/// final choice): the chunks are the stage's sample in pieces. Racing that drops scores fewer tokens. The history counts
 /// tokens, and the anytime points measure the best genome along the way.
 #[test]
 fn racing_in_chunks_is_evopress_on_whole_samples_and_anytime_points_follow_the_search() {
@@ -208,7 +208,7 @@ fn racing_in_chunks_is_evopress_on_whole_samples_and_anytime_points_follow_the_s
     let d = dir.path();
     let evo = |more: &str| {
         format!(
-            "EvoPress(preset: Sparsity, generations: Some(4), offspring: Some(6), stages: Some([(2, 64), (1, 256)]){more})"
+            "EvoPress(preset: Sparsity, generations: Some(4), offspring: Some(6), stages: Some([(2, 64), (1, 256)]), start: Some(Random){more})"
         )
     };
     let anytime = "\n    anytime: Some(4),";
