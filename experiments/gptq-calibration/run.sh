@@ -20,3 +20,12 @@ for db in gptq-3bit gptq-3bit-blockwise gptq-3bit-uncompressed rtn-3bit; do
   done
   echo "$row |"
 done
+# The same four configurations on the same held-out windows of each genre, with intervals.
+for db in gptq-3bit gptq-3bit-blockwise gptq-3bit-uncompressed rtn-3bit; do
+  "$EVOCOMP" run experiments/gptq-calibration/uniform-$db.ron > /dev/null 2>&1
+done
+mkdir -p results/gptq-calibration
+"$EVOCOMP" compare results/gptq-calibration-gptq-3bit results/gptq-calibration-gptq-3bit-blockwise \
+  results/gptq-calibration-gptq-3bit-uncompressed results/gptq-calibration-rtn-3bit \
+  --text sotu=assets/text/sotu/eval --text moby-dick=assets/text/moby-dick --text shakespeare=assets/text/shakespeare \
+  --tokens 6144 --context 512 --backend cpu --json results/gptq-calibration/compare.json > results/gptq-calibration/compare.md
