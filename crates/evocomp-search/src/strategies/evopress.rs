@@ -383,15 +383,17 @@ impl Build for EvoPressSpec {
 
     fn build(&self, setup: &Setup) -> Result<Self::Strategy, SearchError> {
         let mut cfg = self.config(setup.space.len(), setup.hint, setup.seed);
+        // The heuristics' genomes, made once: the default start's come from
+        // finding which heuristics apply.
+        let mut pool = None;
         if self.start.is_none() {
             // The best that is known: every heuristic for this kind that
             // meets the budget, scored (and Shortened LLaMA's probes made)
             // on the last stage's tokens, the sample a parent is judged on:
             // on the first stage's (256 tokens at 20% depth) the probes
-            // missed Shortened LLaMA's genome, which is significantly better
-            // on the calibration text itself (experiments/error-bars).
+            // missed Shortened LLaMA's genome (experiments/error-bars).
             let names: Vec<String> = setup.given.iter().map(|(n, _)| n.clone()).collect();
-            let (of, _, left_out) =
+            let (of, genomes, left_out) =
                 crate::warm::applicable(&crate::warm::known(setup.kind, &names), setup);
             for (label, why) in left_out {
                 tracing::info!("EvoPress's start leaves out {label}: {why}");
@@ -404,6 +406,7 @@ impl Build for EvoPressSpec {
                 .config(setup.space.len(), setup.hint, setup.seed)
                 .start
             } else {
+                pool = Some(genomes);
                 Start::Best {
                     of,
                     tokens: cfg.stages.last().map_or(0, |st| st.tokens),
@@ -412,7 +415,10 @@ impl Build for EvoPressSpec {
         }
         let s = match &cfg.start {
             Start::Best { of, tokens } => {
-                let pool = crate::warm::genomes(of, setup)?;
+                let pool = match pool {
+                    Some(p) => p,
+                    None => crate::warm::genomes(of, setup)?,
+                };
                 let probe = of.contains(&WarmStart::ShortenedLlama);
                 let tokens = *tokens;
                 EvoPress::from_pool(cfg, setup.space, setup.budget, pool, tokens, probe)?
@@ -848,17 +854,21 @@ impl EvoPress {
     /// Take the round's scores; extend the two leaders while their gap is
     /// not larger than its standard error, else choose the lowest mean.
     fn tell_final(&mut self, results: &[Scored]) -> Result<(), SearchError> {
+        let Phase::Final { scores, active, .. } = &self.phase else {
+            return Err(SearchError::Protocol("not in the final choice".into()));
+        };
+        // Checked before the state changes: a bad answer leaves it as it was.
+        let cells = self.final_cells(scores, active);
+        let fit = results_in_order(cells.len(), results)?;
         let Phase::Final {
             pool,
             mut scores,
-            active,
             round,
+            ..
         } = std::mem::replace(&mut self.phase, Phase::Done)
         else {
-            return Err(SearchError::Protocol("not in the final choice".into()));
+            unreachable!("matched above");
         };
-        let cells = self.final_cells(&scores, &active);
-        let fit = results_in_order(cells.len(), results)?;
         let (_, chunk, _) = self.final_sample();
         // A candidate's chunks come in ascending order.
         for (&(i, _), &f) in cells.iter().zip(&fit) {

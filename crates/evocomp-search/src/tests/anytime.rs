@@ -679,3 +679,43 @@ fn nsga2_starts_with_dp_across_the_budget_range_and_the_given_presets() {
         .is_err()
     );
 }
+
+#[test]
+fn a_wrong_answer_leaves_every_phase_as_it_was() {
+    // Start, generations and the final choice (with its extensions): an
+    // answer of the wrong size is a Protocol error and changes nothing.
+    let space = sparsity_space(8);
+    let u = space.uniform(0).unwrap();
+    let errors = level_errors(&space);
+    let budget = Budget::Exact(space.cost(&u));
+    let st = setup(&space, budget, &errors);
+    let mut s = default_settings(2).build(&st).unwrap();
+    let mut steps = 0;
+    while !s.is_done() {
+        let asks = s.ask(&space);
+        let before = s.clone();
+        let short: Vec<Scored> = asks
+            .iter()
+            .skip(1)
+            .map(|r| Scored {
+                id: r.id,
+                fitness: noisy(&r.genome, r.sample),
+            })
+            .collect();
+        assert!(matches!(
+            s.tell(&space, &short),
+            Err(crate::SearchError::Protocol(_))
+        ));
+        assert_eq!(s, before, "step {steps}");
+        let all: Vec<Scored> = asks
+            .iter()
+            .map(|r| Scored {
+                id: r.id,
+                fitness: noisy(&r.genome, r.sample),
+            })
+            .collect();
+        s.tell(&space, &all).unwrap();
+        steps += 1;
+    }
+    assert!(s.final_report.is_some());
+}
