@@ -156,11 +156,7 @@ pub fn print_summary(s: &Summary, genomes: bool) {
         100.0 * b.cost as f64 / s.full_cost.max(1) as f64,
         b.search_fitness
     );
-    // The standard error of the KL over the held-out windows.
-    let w = &b.held_out_kl_windows;
-    let n = w.len() as f64;
-    let mean = w.iter().sum::<f64>() / n;
-    let se = (w.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) / n).sqrt();
+    let se = b.held_out_kl_standard_error();
     println!(
         "held-out: KL {:.6}{}  perplexity {:.4}  ({} tokens)",
         b.held_out_kl,

@@ -353,13 +353,6 @@ pub struct KlResult {
     pub per_sequence: Vec<f64>,
 }
 
-impl KlResult {
-    /// The standard error of the mean over sequences (NaN with fewer than two).
-    pub fn standard_error(&self) -> f64 {
-        standard_error(&self.per_sequence)
-    }
-}
-
 /// The standard error of the mean of `v` (NaN with fewer than two values).
 pub fn standard_error(v: &[f64]) -> f64 {
     if v.len() < 2 {

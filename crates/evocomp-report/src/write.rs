@@ -13,14 +13,12 @@ use std::path::Path;
 /// "KL ± its standard error over the held-out windows", or the KL alone for
 /// studies measured before windows were kept.
 fn kl_cell(m: &MeasuredPoint) -> String {
-    let w = &m.kl_windows;
-    if w.len() < 2 {
-        return format!("{:.4}", m.held_out_kl);
+    let (_, se) = evocomp_search::racing::mean_and_standard_error(&m.kl_windows);
+    if se.is_finite() {
+        format!("{:.4} ± {:.4}", m.held_out_kl, se)
+    } else {
+        format!("{:.4}", m.held_out_kl)
     }
-    let n = w.len() as f64;
-    let mean = w.iter().sum::<f64>() / n;
-    let se = (w.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) / n).sqrt();
-    format!("{:.4} ± {:.4}", m.held_out_kl, se)
 }
 
 /// `a` against `b` on the same held-out windows: the KL difference with its

@@ -92,6 +92,14 @@ pub struct Measured {
     pub held_out_kl_windows: Vec<f64>,
 }
 
+impl Measured {
+    /// The standard error of the held-out KL over its windows (NaN for
+    /// summaries from before windows were kept).
+    pub fn held_out_kl_standard_error(&self) -> f64 {
+        evocomp_search::racing::mean_and_standard_error(&self.held_out_kl_windows).1
+    }
+}
+
 /// What a finished study found (`summary.json`, and in the store).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {

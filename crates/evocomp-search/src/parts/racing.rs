@@ -81,9 +81,21 @@ fn confidently_better(a: &[f64], b: &[f64], t: f64) -> bool {
         return false;
     }
     let d: Vec<f64> = (0..j).map(|k| b[k] - a[k]).collect();
-    let mean = d.iter().sum::<f64>() / j as f64;
-    let var = d.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (j - 1) as f64;
-    mean - t * (var / j as f64).sqrt() > 0.0
+    let (mean, se) = mean_and_standard_error(&d);
+    mean - t * se > 0.0
+}
+
+/// The mean of `v` and the standard error of that mean (NaN with fewer
+/// than two values): what racing's t-test, the final choice and the
+/// reports' "±" use.
+pub fn mean_and_standard_error(v: &[f64]) -> (f64, f64) {
+    let n = v.len();
+    let mean = v.iter().sum::<f64>() / n.max(1) as f64;
+    if n < 2 {
+        return (mean, f64::NAN);
+    }
+    let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1) as f64;
+    (mean, (var / n as f64).sqrt())
 }
 
 /// Student's t quantile at `p` with `nu` degrees of freedom (statrs'

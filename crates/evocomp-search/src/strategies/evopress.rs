@@ -10,7 +10,7 @@ use crate::framework::setup::{BudgetHint, Build, Kind, Needs, Setup, Spec, SpecE
 use crate::framework::space::{Budget, Genome, Space};
 use crate::framework::strategy::{Best, Progress, Request, SampleDraw, Scored, Strategy};
 use crate::heuristics::start_genome;
-use crate::racing::Racing;
+use crate::racing::{Racing, mean_and_standard_error};
 use crate::rng::rng_for;
 use crate::surrogate::{PredictionError, Surrogate, rank_correlation};
 use crate::warm::WarmStart;
@@ -875,15 +875,8 @@ impl EvoPress {
             scores[i].push(f);
         }
         self.tokens_asked += (cells.len() * chunk) as u64;
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-        let se = |v: &[f64]| {
-            if v.len() < 2 {
-                return f64::NAN;
-            }
-            let m = mean(v);
-            (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64 / v.len() as f64)
-                .sqrt()
-        };
+        let mean = |v: &[f64]| mean_and_standard_error(v).0;
+        let se = |v: &[f64]| mean_and_standard_error(v).1;
         let means: Vec<f64> = scores.iter().map(|v| mean(v)).collect();
         let mut order: Vec<usize> = (0..pool.len()).collect();
         order.sort_by(|&a, &b| means[a].total_cmp(&means[b]).then(a.cmp(&b)));
