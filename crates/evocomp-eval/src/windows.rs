@@ -22,6 +22,7 @@ pub struct WindowScore {
 /// Every student's [`WindowScore`] on every window (`[student][window]`).
 /// The teacher's log-probabilities are computed once per batch; each
 /// student then costs one forward pass and one pass over its logits.
+/// `progress` counts tokens through a model (the teacher's and each student's).
 pub fn window_scores(
     teacher: &LlamaModel,
     students: &[&LlamaModel],
@@ -109,7 +110,9 @@ pub fn window_scores(
                 });
             }
         }
-        progress.inc(batch.iter().map(|w| w.len() as u64).sum());
+        // Tokens through a model: the teacher's and every student's.
+        let tokens: u64 = batch.iter().map(|w| w.len() as u64).sum();
+        progress.inc(tokens * (1 + students.len() as u64));
     }
     Ok(out)
 }

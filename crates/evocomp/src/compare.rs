@@ -251,9 +251,7 @@ pub fn compare(req: &CompareRequest) -> Result<Compared> {
     for (name, text) in &req.texts {
         let w = load_windows(&loaded, text, req.tokens, req.context)
             .with_context(|| format!("text {name}"))?;
-        let s = window_scores(&teacher, &refs, &w, &opts, &bar)?;
-        bar.inc((req.tokens * entries.len()) as u64);
-        scores.push(s);
+        scores.push(window_scores(&teacher, &refs, &w, &opts, &bar)?);
     }
     bar.finish_and_clear();
     let tables: Vec<Table> = req
