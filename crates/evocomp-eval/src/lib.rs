@@ -419,12 +419,16 @@ pub fn kl_to_teacher_with(
                 "{skip} positions left out of sequences of {t}: nothing is scored"
             )));
         }
-        // Next-token log-likelihoods of the scored positions only.
-        let tl: Vec<f32> = rows
-            .target_logp(batch)
-            .chunks(t - 1)
-            .flat_map(|s| s[skip..].iter().copied())
-            .collect();
+        // Next-token log-likelihoods of the scored positions only (copied
+        // only when some are left out: the fitness loop's usual case is not).
+        let all = rows.target_logp(batch);
+        let tl: Vec<f32> = if skip == 0 {
+            all
+        } else {
+            all.chunks(t - 1)
+                .flat_map(|s| s[skip..].iter().copied())
+                .collect()
+        };
         let mut kls = Vec::with_capacity(b * (t - skip));
         let mut slp = Vec::new();
         for (i, s) in teacher.seqs[r].iter().enumerate() {
