@@ -16,8 +16,9 @@ for t in 50 60; do for s in uniform owl dp evopress; do
   [ -f results/sparsity-$t-$s/summary.json ] || "$EVOCOMP" run experiments/sparsity/$t-$s.ron
 done; done
 # depth20-s*: the default start scored on the first stage's tokens (before it moved to the last
-# stage's); depth20-laststart-*: as the defaults are now; -ctx512: 512-token search sequences.
-for v in depth20 depth20-laststart depth20-laststart-ctx512 depth30 depth30-ctx512 sparsity60 sparsity50; do
+# stage's); depth20-laststart-*: as the defaults are now; -ctx512: 512-token search sequences;
+# -full: those with full-vocabulary KL as the fitness.
+for v in depth20 depth20-laststart depth20-laststart-ctx512 depth20-full depth30 depth30-ctx512 depth30-full sparsity60 sparsity50; do
   for s in 0 1 2; do run $v-s$s; done
 done
 mkdir -p results/error-bars
@@ -27,6 +28,8 @@ compare depth20 results/depth-shortened-llama@dropped6 results/depth-shortgpt@dr
   results/errorbars-depth20-s{0,1,2} results/errorbars-depth20-laststart-s{0,1,2} results/errorbars-depth20-laststart-ctx512-s{0,1,2}
 compare depth30 results/depth-shortened-llama@dropped9 results/depth-shortgpt@dropped9 results/depth-evopress@dropped9 \
   results/errorbars-depth30-s{0,1,2} results/errorbars-depth30-ctx512-s{0,1,2}
+compare depth20-full results/depth-shortened-llama@dropped6 results/errorbars-depth20-full-s{0,1,2}
+compare depth30-full results/depth-shortened-llama@dropped9 results/errorbars-depth30-full-s{0,1,2}
 for t in 60 50; do
   compare sparsity$t results/sparsity-$t-{dp,uniform,owl,evopress} results/errorbars-sparsity$t-s{0,1,2}
 done
