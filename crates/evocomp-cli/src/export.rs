@@ -28,6 +28,10 @@ pub struct ExportArgs {
     /// model.gguf for llama.cpp, from a GGUF model's GGUF-types study (every
     /// tensor in its searched type, llama.cpp's own bytes) or depth study
     /// (dropped blocks removed), with the source's metadata and tokenizer.
+    /// `compressed-tensors`: a quantization study's packed integer weights
+    /// with scales and zero points (LLM Compressor's format, for
+    /// transformers and vLLM); `--dtype` is then the scales' and the dense
+    /// tensors' (f32 keeps the study's values exactly).
     #[arg(long, default_value = "hf")]
     pub format: ExportFormat,
 }
@@ -48,6 +52,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             bytes,
             bits_per_weight,
             weights_by_type,
+            llama_quantize,
         } => {
             let types: Vec<String> = weights_by_type
                 .iter()
@@ -59,6 +64,55 @@ pub fn run(args: ExportArgs) -> Result<()> {
                 *bytes as f64 / (1 << 20) as f64,
                 types.join(", ")
             );
+            if let Some(q) = llama_quantize {
+                println!(
+                    "the same mix from your own F16/BF16 file, with llama.cpp ({} arguments in {}):\n  \
+                     llama-quantize $(cat {}){} MODEL-F16.gguf OUT.gguf {}",
+                    q.args.len(),
+                    q.args_file.display(),
+                    q.args_file.display(),
+                    if q.imatrix {
+                        " --imatrix IMATRIX.gguf"
+                    } else {
+                        ""
+                    },
+                    q.base_type
+                );
+                if q.imatrix {
+                    println!(
+                        "  (the database quantized with an importance matrix: pass llama-imatrix's for your file, \
+                         or `evocomp db imatrix` for this database's model)"
+                    );
+                }
+            }
+        }
+        ExportDetail::CompressedTensors {
+            bytes,
+            bits_per_weight,
+            study_bits_per_weight,
+            groups,
+            notes,
+        } => {
+            let groups: Vec<String> = groups
+                .iter()
+                .map(|(b, g, n)| {
+                    let layers = if *n == 1 { "layer" } else { "layers" };
+                    match g {
+                        0 => format!("{n} {layers} {b}-bit per row"),
+                        g => format!("{n} {layers} {b}-bit in groups of {g}"),
+                    }
+                })
+                .collect();
+            println!(
+                "wrote {}: {:.2} MiB; quantized layers {bits_per_weight:.4} bits per weight as written \
+                 ({study_bits_per_weight:.4} as the study counts them); {}; {files}",
+                e.out.join("model.safetensors").display(),
+                *bytes as f64 / (1 << 20) as f64,
+                groups.join(", ")
+            );
+            for n in notes {
+                println!("note: {n}");
+            }
         }
         ExportDetail::Hf {
             layers,

@@ -157,6 +157,32 @@ fn presets_searches_and_gguf_exports_end_to_end() {
         serde_json::from_slice(&std::fs::read(d.join("evo-gguf/evocomp.json")).unwrap()).unwrap();
     assert_eq!(meta["format"], "gguf");
     assert_eq!(meta["genome"], s["best"]["genome"]);
+    // llama-quantize's arguments name each quantized tensor of the file
+    // once, by an anchored pattern (llama.cpp searches it in the name), with
+    // the type the file holds.
+    assert!(out.contains("llama-quantize $(cat"), "{out}");
+    let args = std::fs::read_to_string(d.join("evo-gguf/llama-quantize.args")).unwrap();
+    let file = evocomp_gguf::GgufFile::open(d.join("evo-gguf/model.gguf")).unwrap();
+    let mut named = 0;
+    for t in file.tensors() {
+        let ty = t.ty.to_string().to_ascii_lowercase();
+        let want = match t.name.as_str() {
+            "token_embd.weight" => format!("--token-embedding-type {ty}"),
+            "output.weight" => format!("--output-tensor-type {ty}"),
+            n if t.dims.len() == 2 => {
+                format!("--tensor-type ^{}$={ty}", n.replace('.', "\\."))
+            }
+            _ => continue,
+        };
+        let hits = args
+            .lines()
+            .filter(|l| l.split('=').next() == want.split('=').next())
+            .count();
+        assert_eq!(hits, 1, "{want}: {hits} lines in\n{args}");
+        assert!(args.lines().any(|l| l == want), "{want} not in\n{args}");
+        named += 1;
+    }
+    assert_eq!(args.lines().count(), named, "{args}");
 
     // What does not make sense says so.
     let p = experiment(d, "bad-budget", "grid", "LlamaCpp(Q4_K_M)", "Uniform");

@@ -4,6 +4,8 @@
 //!   SparseGPT (OBS updates with the Cholesky of H⁻¹, blocks of 128 columns);
 //! - weight quantization: [`quantize`] with RTN or GPTQ, 2..8 bits, groups,
 //!   symmetric or asymmetric, optional act-order;
+//! - integer codes back from quantized values, packed into 32-bit words
+//!   ([`recover_codes`], [`pack_rows`]) for formats that store them;
 //! - the exact cost of each ([`quant_cost_bits`], non-zero counts) and the
 //!   EvoPress level grid of equal absolute steps ([`SparsityGrid`]).
 //!
@@ -15,12 +17,14 @@
 mod grid;
 mod hessian;
 mod matrix;
+mod pack;
 mod quant;
 mod sparse;
 
 pub use grid::{GridError, SparsityGrid};
 pub use hessian::Hessian;
 pub use matrix::{Matrix, random_matrix};
+pub use pack::{Codes, pack_columns, pack_rows, recover_codes};
 pub use quant::{QuantConfig, QuantMethod, quant_cost_bits, quantize, quantize_rtn_row};
 pub use sparse::{ObsConfig, SparsityMethod, prune, sparsegpt_with_mask};
 

@@ -5,7 +5,7 @@ use crate::apply::Database;
 use crate::spec::Compression;
 use crate::units::{UnitTarget, gguf_rope_heads, level_type, tensor_role};
 use crate::{DbError, Result};
-use evocomp_gguf::{GgmlType, GgufFile, GgufWriter, Preset, Value};
+use evocomp_gguf::{GgmlType, GgufFile, GgufWriter, Preset, TensorRole, Value};
 use evocomp_model::{LlamaConfig, permute_rope_row_bytes};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -444,4 +444,53 @@ fn write_file(w: &GgufWriter, out: &Path) -> Result<u64> {
     drop(file);
     std::fs::rename(&tmp, out).map_err(DbError::io(out))?;
     Ok(std::fs::metadata(out).map_err(DbError::io(out))?.len())
+}
+
+/// llama-quantize's arguments that make `genome`'s mix from the user's own
+/// F16/BF16 (or F32) GGUF file: `--token-embedding-type` and
+/// `--output-tensor-type` for those two tensors (they override any
+/// `--tensor-type`), and for every block tensor `--tensor-type` with an
+/// anchored regular expression naming exactly it (llama-quantize matches
+/// the pattern anywhere in the name, and `blk.1.` would also match
+/// `blk.10.`). One argument and its value per line, in the units' order;
+/// the positional type to pass is the mix's most common type, which the
+/// second value names. A GGUF-types database only.
+pub fn llama_quantize_args(db: &Database, genome: &[i64]) -> Result<(Vec<String>, GgmlType)> {
+    if !matches!(db.manifest.compression, Compression::GgufTypes { .. }) {
+        return Err(DbError::Unsupported(
+            "llama-quantize arguments exist for GGUF-types studies (llama.cpp's own tensor types)"
+                .into(),
+        ));
+    }
+    db.manifest.check_genome(genome)?;
+    let mut lines = Vec::with_capacity(genome.len());
+    let mut weights: BTreeMap<GgmlType, u64> = BTreeMap::new();
+    for (ui, &g) in genome.iter().enumerate() {
+        let u = &db.manifest.units[ui];
+        let level = db
+            .level(ui, g)
+            .ok_or_else(|| DbError::BadGenome(format!("{}: no level {g}", u.name)))?;
+        let ty = level_type(level).ok_or_else(|| DbError::Corrupt {
+            path: crate::manifest::Manifest::path(db.dir()),
+            message: format!("{}: level {g} names no ggml type", u.name),
+        })?;
+        let role = tensor_role(u.unit.target)
+            .ok_or_else(|| DbError::Unsupported(format!("{}: not a tensor", u.name)))?;
+        let numel = u.shape.map_or(0, |[r, c]| (r * c) as u64);
+        *weights.entry(ty).or_default() += numel;
+        let t = ty.to_string().to_ascii_lowercase();
+        lines.push(match role {
+            TensorRole::TokenEmbd => format!("--token-embedding-type {t}"),
+            TensorRole::Output => format!("--output-tensor-type {t}"),
+            _ => {
+                let pattern = role.gguf_name(u.unit.layer).replace('.', "\\.");
+                format!("--tensor-type ^{pattern}$={t}")
+            }
+        });
+    }
+    let mostly = weights
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map_or(GgmlType::Q4_K, |(t, _)| *t);
+    Ok((lines, mostly))
 }

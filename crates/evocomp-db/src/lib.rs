@@ -17,6 +17,7 @@ mod apply;
 mod build;
 mod capture;
 mod codec;
+mod compressed_tensors;
 mod dump;
 mod gguf;
 mod manifest;
@@ -31,10 +32,13 @@ pub use build::{
 };
 pub use capture::{INPUT_GROUPS, XtxCapture, input_group};
 pub use codec::encoded_size;
+pub use compressed_tensors::{CompressedTensorsExport, export_compressed_tensors};
 pub use dump::dump_levels;
 /// The KV policies a KV database applies (the model's runtime types).
 pub use evocomp_model::{Eviction, KvGroup};
-pub use gguf::{GgufExport, export_gguf, preset_genome, preset_genomes, write_imatrix};
+pub use gguf::{
+    GgufExport, export_gguf, llama_quantize_args, preset_genome, preset_genomes, write_imatrix,
+};
 pub use manifest::{FORMAT_VERSION, MANIFEST, Manifest, UnitEntry, sha256_file, write_atomic};
 pub use materialize::{Materialized, materialize};
 pub use spec::{Compression, DepthUnit, Propagation};

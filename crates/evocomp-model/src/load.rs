@@ -529,6 +529,40 @@ pub fn save_hf_safetensors_as(
     dir: &Path,
     dtype: WeightDtype,
 ) -> Result<()> {
+    save_hf_safetensors_with(
+        cfg,
+        w,
+        dir,
+        dtype,
+        &BTreeMap::new(),
+        serde_json::Value::Null,
+    )
+}
+
+/// A tensor written as given: its safetensors name, dtype, shape and
+/// little-endian bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTensor {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+/// [`save_hf_safetensors_as`] where the tensors in `replace` (keyed by the
+/// HF name they replace, e.g. `model.layers.0.self_attn.q_proj.weight`) are
+/// written instead of those weights, and the fields of `config` (an object,
+/// or null) are added to config.json: how a compressed format (packed
+/// integer weights with their scales) is written. Every key of `replace`
+/// must name a weight of the model.
+pub fn save_hf_safetensors_with(
+    cfg: &LlamaConfig,
+    w: &LlamaWeights,
+    dir: &Path,
+    dtype: WeightDtype,
+    replace: &BTreeMap<String, Vec<RawTensor>>,
+    config: serde_json::Value,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(ModelError::io(dir))?;
     let names = hf_names(cfg.family);
     // (name, tensor, is a norm: stored minus the offset)
@@ -559,7 +593,33 @@ pub fn save_hf_safetensors_as(
             tensors.push(((names.linear)(k, l), layer.linear(k), false));
         }
     }
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+    let st_path = dir.join("model.safetensors");
+    if let Some(unknown) = replace
+        .keys()
+        .find(|k| !tensors.iter().any(|(n, _, _)| n == *k))
+    {
+        return Err(ModelError::Safetensors {
+            path: st_path,
+            message: format!("{unknown}: not a weight of this model, so it cannot be replaced"),
+        });
+    }
+    let (st_dtype, torch_dtype) = match dtype {
+        WeightDtype::F32 => (Dtype::F32, "float32"),
+        WeightDtype::Bf16 => (Dtype::BF16, "bfloat16"),
+        WeightDtype::F16 => (Dtype::F16, "float16"),
+    };
+    let mut raw: Vec<RawTensor> = Vec::new();
+    let tensors: Vec<(String, &HostTensor, bool)> = tensors
+        .into_iter()
+        .filter(|(n, _, _)| match replace.get(n) {
+            Some(r) => {
+                raw.extend(r.iter().cloned());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let mut bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .into_iter()
         .map(|(n, t, is_norm)| {
             let offset = if is_norm { names.norm_offset } else { 0.0 };
@@ -576,22 +636,21 @@ pub fn save_hf_safetensors_as(
             (n, bytes, t.shape.clone())
         })
         .collect();
-    let (st_dtype, torch_dtype) = match dtype {
-        WeightDtype::F32 => (Dtype::F32, "float32"),
-        WeightDtype::Bf16 => (Dtype::BF16, "bfloat16"),
-        WeightDtype::F16 => (Dtype::F16, "float16"),
-    };
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
-        .iter()
-        .map(|(n, b, s)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(st_dtype, s.clone(), b)
-                    .expect("byte count matches the shape"),
-            )
-        })
-        .collect();
-    let st_path = dir.join("model.safetensors");
+    let mut dtypes = vec![st_dtype; bytes.len()];
+    for r in raw {
+        bytes.push((r.name, r.bytes, r.shape));
+        dtypes.push(r.dtype);
+    }
+    let mut views: Vec<(String, safetensors::tensor::TensorView<'_>)> = Vec::new();
+    for ((n, b, s), dt) in bytes.iter().zip(dtypes) {
+        let view = safetensors::tensor::TensorView::new(dt, s.clone(), b).map_err(|e| {
+            ModelError::Safetensors {
+                path: st_path.clone(),
+                message: format!("{n}: {e}"),
+            }
+        })?;
+        views.push((n.clone(), view));
+    }
     safetensors::serialize_to_file(views, None, &st_path).map_err(|e| ModelError::Safetensors {
         path: st_path.clone(),
         message: e.to_string(),
@@ -599,6 +658,9 @@ pub fn save_hf_safetensors_as(
     let cfg_path = dir.join("config.json");
     let mut json = cfg.to_hf_json();
     json["torch_dtype"] = torch_dtype.into();
+    if let (Some(json), serde_json::Value::Object(extra)) = (json.as_object_mut(), config) {
+        json.extend(extra);
+    }
     let text = serde_json::to_string_pretty(&json).expect("json");
     std::fs::write(&cfg_path, text).map_err(ModelError::io(&cfg_path))?;
     Ok(())

@@ -1,7 +1,8 @@
 //! Export: the compressed model at a study's configuration, as an HF folder
 //! (config.json + model.safetensors + tokenizer.json) that the model loader
-//! (and transformers) can read, or a GGUF file for llama.cpp, plus its
-//! per-unit level list.
+//! (and transformers) can read, a compressed-tensors folder (a quantization
+//! study's packed integer weights, for transformers and vLLM), or a GGUF
+//! file for llama.cpp, plus its per-unit level list.
 
 use anyhow::{Context, Result, bail};
 use evocomp_config::{Experiment, budget_label};
@@ -53,6 +54,10 @@ pub enum ExportFormat {
     /// tensor in its searched type, llama.cpp's own bytes) or depth study
     /// (dropped blocks removed), with the source's metadata and tokenizer.
     Gguf,
+    /// A quantization study as compressed-tensors (LLM Compressor's format,
+    /// loaded by transformers and vLLM): packed integer weights with their
+    /// scales and zero points, one config group per bit-width.
+    CompressedTensors,
 }
 
 impl std::str::FromStr for ExportFormat {
@@ -61,7 +66,10 @@ impl std::str::FromStr for ExportFormat {
         match s.trim().to_ascii_lowercase().as_str() {
             "hf" => Ok(ExportFormat::Hf),
             "gguf" => Ok(ExportFormat::Gguf),
-            other => Err(format!("unknown export format {other:?} (hf or gguf)")),
+            "compressed-tensors" | "compressed_tensors" => Ok(ExportFormat::CompressedTensors),
+            other => Err(format!(
+                "unknown export format {other:?} (hf, gguf or compressed-tensors)"
+            )),
         }
     }
 }
@@ -97,7 +105,38 @@ pub enum ExportDetail {
         bits_per_weight: f64,
         /// Share of the weights in each GGUF type, in percent.
         weights_by_type: Vec<(String, f64)>,
+        /// A GGUF-types study: the llama-quantize arguments (written to
+        /// `llama-quantize.args`) that make the same mix from the user's
+        /// F16/BF16 file, the positional type to pass, and whether the
+        /// database used an importance matrix (pass the same one).
+        llama_quantize: Option<LlamaQuantize>,
     },
+    CompressedTensors {
+        /// model.safetensors' size.
+        bytes: u64,
+        /// Bits per weight of the quantized layers as written, and as the
+        /// study's cost counts them (16-bit scales, groups as built).
+        bits_per_weight: f64,
+        study_bits_per_weight: f64,
+        /// (bits, group size in the file (0: per row), modules).
+        groups: Vec<(u8, usize, usize)>,
+        /// What a user should know: narrower groups than the database's,
+        /// layers vLLM cannot fuse.
+        notes: Vec<String>,
+    },
+}
+
+/// How to make a GGUF-types study's mix with llama.cpp's own tool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaQuantize {
+    /// `llama-quantize.args` in the export folder: one argument and its value per line.
+    pub args_file: PathBuf,
+    pub args: Vec<String>,
+    /// The positional type (the mix's most common).
+    pub base_type: String,
+    /// The database quantized with an importance matrix: pass the same one
+    /// (`evocomp db imatrix` writes it).
+    pub imatrix: bool,
 }
 
 /// Whether `a` and `b` are the same folder or one holds the other.
@@ -262,9 +301,17 @@ pub fn export(args: &ExportRequest) -> Result<Exported> {
     let written = match args.format {
         ExportFormat::Gguf => write_gguf(args, &s, &m, &db, &exp, &loaded)?,
         ExportFormat::Hf => write_hf(args, &m, &db, &exp, &loaded)?,
+        ExportFormat::CompressedTensors => write_compressed_tensors(args, &m, &db, &exp, &loaded)?,
     };
     write_levels(&dir, &s, &m, &db, &args.out, &exp, written.meta)?;
     let mut files: Vec<String> = written.files.iter().map(|f| f.to_string()).collect();
+    if let ExportDetail::Gguf {
+        llama_quantize: Some(_),
+        ..
+    } = &written.detail
+    {
+        files.push("llama-quantize.args".into());
+    }
     files.extend(["levels.txt", "levels.ron", "evocomp.json"].map(String::from));
     Ok(Exported {
         study: dir,
@@ -322,6 +369,20 @@ fn write_gguf(
         ),
     ];
     let report = evocomp_db::export_gguf(db, loaded.config(), &source, &m.genome, &file, extra)?;
+    let llama_quantize = match &db.manifest.compression {
+        evocomp_db::Compression::GgufTypes { imatrix, .. } => {
+            let (args, base) = evocomp_db::llama_quantize_args(db, &m.genome)?;
+            let args_file = out.join("llama-quantize.args");
+            write(&args_file, &(args.join("\n") + "\n"))?;
+            Some(LlamaQuantize {
+                args_file,
+                args,
+                base_type: base.to_string(),
+                imatrix: *imatrix,
+            })
+        }
+        _ => None,
+    };
     let total = report.weights_by_type.values().sum::<u64>().max(1) as f64;
     let weights_by_type = report
         .weights_by_type
@@ -336,8 +397,105 @@ fn write_gguf(
             bytes: report.bytes,
             bits_per_weight: report.bits_per_weight,
             weights_by_type,
+            llama_quantize,
         },
     })
+}
+
+/// A compressed-tensors folder: config.json (with its quantization_config),
+/// model.safetensors, tokenizer.json.
+fn write_compressed_tensors(
+    args: &ExportRequest,
+    m: &Measured,
+    db: &Database,
+    exp: &Experiment,
+    loaded: &evocomp_model::LoadedModel,
+) -> Result<Written> {
+    let out = &args.out;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let r = evocomp_db::export_compressed_tensors(
+        db,
+        loaded.config(),
+        loaded.weights()?,
+        &m.genome,
+        out,
+        args.dtype,
+    )?;
+    share(&out.join("model.safetensors"))?;
+    write_tokenizer(out, exp, loaded)?;
+    let mut notes = Vec::new();
+    if let Some((_, from, to)) = r.regrouped.first() {
+        notes.push(format!(
+            "{} layers are written in groups of {to} (the database's {from} does not divide their \
+             columns, and the format needs it to): the same weights, {}x the scales",
+            r.regrouped.len(),
+            from / to
+        ));
+    }
+    if !r.unfusable.is_empty() {
+        let shown: Vec<&str> = r.unfusable.iter().take(3).map(String::as_str).collect();
+        notes.push(format!(
+            "vLLM fuses q/k/v and gate/up into one layer with one scheme; {} of these groups differ \
+             in bits or group ({}{}; all in evocomp.json): transformers loads them as they are",
+            r.unfusable.len(),
+            shown.join(", "),
+            if r.unfusable.len() > 3 { ", ..." } else { "" }
+        ));
+    }
+    if r.asymmetric {
+        notes.push(
+            "asymmetric grids: the zero points are packed as compressed-tensors writes them; \
+             transformers 5.24 with compressed-tensors 0.20 does not load packed zero points (it \
+             expects them unpacked), the library's own decompressor does; for transformers, build \
+             the database with `symmetric: true`"
+                .to_string(),
+        );
+    }
+    let study_bits_per_weight = m.cost as f64 / db.unit_numel().iter().sum::<u64>().max(1) as f64;
+    Ok(Written {
+        files: &["config.json", "model.safetensors", "tokenizer.json"],
+        meta: serde_json::json!({
+            "format": "compressed-tensors",
+            "bytes": r.bytes,
+            "bits_per_weight": r.bits_per_weight(),
+            "study_bits_per_weight": study_bits_per_weight,
+            "weights_dtype": args.dtype.to_string(),
+            "regrouped": r.regrouped,
+            "vllm_unfusable": r.unfusable,
+        }),
+        detail: ExportDetail::CompressedTensors {
+            bytes: r.bytes,
+            bits_per_weight: r.bits_per_weight(),
+            study_bits_per_weight,
+            groups: r.groups,
+            notes,
+        },
+    })
+}
+
+/// safetensors creates the file owner-only; a model folder is for sharing.
+fn share(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("{}: setting permissions", path.display()))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+fn write_tokenizer(
+    out: &Path,
+    exp: &Experiment,
+    loaded: &evocomp_model::LoadedModel,
+) -> Result<()> {
+    let tok = loaded
+        .tokenizer
+        .to_json()
+        .map_err(|e| anyhow::anyhow!("{}: tokenizer: {e}", exp.model.display()))?;
+    write(&out.join("tokenizer.json"), &tok)
 }
 
 /// An HF folder: config.json, model.safetensors, tokenizer.json.
@@ -352,19 +510,8 @@ fn write_hf(
     let mat = materialize(db, loaded.config(), loaded.weights()?, &m.genome)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     evocomp_model::save_hf_safetensors_as(&mat.config, &mat.weights, out, args.dtype)?;
-    // safetensors creates the file owner-only; a model folder is for sharing.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let st = out.join("model.safetensors");
-        std::fs::set_permissions(&st, std::fs::Permissions::from_mode(0o644))
-            .with_context(|| format!("{}: setting permissions", st.display()))?;
-    }
-    let tok = loaded
-        .tokenizer
-        .to_json()
-        .map_err(|e| anyhow::anyhow!("{}: tokenizer: {e}", exp.model.display()))?;
-    write(&out.join("tokenizer.json"), &tok)?;
+    share(&out.join("model.safetensors"))?;
+    write_tokenizer(out, exp, loaded)?;
     Ok(Written {
         files: &["config.json", "model.safetensors", "tokenizer.json"],
         meta: serde_json::json!({
