@@ -6,7 +6,9 @@
 #   asymmetric grids;
 # - transformers loads the symmetric folder itself (its compressed route) to the same perplexity;
 # - with f16 scales, the quantized layers' bytes are the study's cost (b bits a weight and a 16-bit
-#   scale a group) plus each layer's 16-byte shape, exactly.
+#   scale a group) plus each layer's 16-byte shape, exactly;
+# - `evocomp kld` (through a saved base) gives every figure a PyTorch computation gives on the same
+#   tokens, within 1e-3 relative.
 # Exported folders go to results/exports/<name>/ (ignored); the findings to results/exports/*.json
 # and results/exports/table.md. Run from anywhere after scripts/setup.sh and a release build.
 set -euo pipefail
@@ -32,6 +34,18 @@ for v in sym asym; do
   "$PY" scripts/reference/check_compressed_tensors.py $out/$v-ct-f16 $TEXT --json $out/$v-ct-f16.json 2>/dev/null
   echo "$ppl" > $out/$v-evocomp-perplexity.txt
 done
+# evocomp kld against a PyTorch computation on the same tokens: the base (the GGUF, which
+# transformers dequantises) against the symmetric genome's dense export, through a saved base.
+"$EVOCOMP" kld --base assets/models/SmolLM2-135M-Instruct.Q4_1.gguf --model $out/sym-dense --text $TEXT \
+  --tokens 2048 --context 512 --save-base $out/base.kld > $out/kld.txt
+"$EVOCOMP" kld --base-logits $out/base.kld --model $out/sym-dense --text $TEXT --tokens 2048 --context 512 \
+  --json > $out/kld.json
+rm -f $out/base.kld
+cat $out/kld.txt
+"$PY" scripts/reference/kld_reference.py assets/models/SmolLM2-135M-Instruct.Q4_1.gguf $out/sym-dense $TEXT \
+  --tokens 2048 --context 512 --compare $out/kld.json > $out/kld-pytorch.json 2>$out/kld-pytorch.log \
+  || { cat $out/kld-pytorch.log; exit 1; }
+tail -n 1 $out/kld-pytorch.log
 python3 - "$out" <<'PY'
 import json, struct, sys, os
 out = sys.argv[1]

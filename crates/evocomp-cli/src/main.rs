@@ -151,6 +151,41 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// How far a model is from a base model, as llama-perplexity
+    /// --kl-divergence reports it: both perplexities ± standard error, the
+    /// KL divergence per prediction (mean ± s.e., median, 90%, 99%, max),
+    /// how often the most likely tokens agree and the change in the
+    /// probability of the true token.
+    Kld {
+        /// The base model (.gguf or HF folder); optional with --base-logits.
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// The model compared: a .gguf file or an HF folder (an export).
+        #[arg(long, conflicts_with = "study", required_unless_present = "study")]
+        model: Option<PathBuf>,
+        /// Or a study's configuration (its model with the genome applied).
+        #[arg(long)]
+        study: Option<PathBuf>,
+        /// With --study: a sweep's budget or a front's member, as export --budget.
+        #[arg(long, requires = "study")]
+        budget: Option<String>,
+        #[command(flatten)]
+        windows: WindowArgs,
+        /// Windows per forward pass.
+        #[arg(long, default_value_t = 2)]
+        batch_size: usize,
+        /// Save the base's log-probabilities here, to reuse with
+        /// --base-logits (f32: predictions x vocabulary x 4 bytes).
+        #[arg(long)]
+        save_base: Option<PathBuf>,
+        /// Read the base's log-probabilities from a --save-base file instead
+        /// of running the base (the text, --tokens and --context must match).
+        #[arg(long)]
+        base_logits: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// report.md, report.html and plots/ (PNG + SVG) over finished studies
     /// and sweeps: fronts on shared axes, convergence, hypervolume, where the
     /// budget went, tables per budget.
@@ -289,6 +324,45 @@ fn run(cli: Cli) -> Result<()> {
                 std::fs::write(&path, text)
                     .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
                 eprintln!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+        Command::Kld {
+            base,
+            model,
+            study,
+            budget,
+            windows,
+            batch_size,
+            save_base,
+            base_logits,
+            json,
+        } => {
+            let other = match (model, study) {
+                (Some(m), _) => evocomp::kld::Other::Model(m),
+                (None, Some(dir)) => evocomp::kld::Other::Study { dir, budget },
+                (None, None) => anyhow::bail!("give the model compared: --model or --study"),
+            };
+            let req = evocomp::kld::KldRequest {
+                base,
+                other,
+                windows: windows.windows(),
+                run: evocomp::score::ScoreOptions {
+                    backend: windows.backend,
+                    dtype: windows.dtype,
+                    batch_size,
+                },
+                save_base: save_base.clone(),
+                base_logits,
+            };
+            let r = evocomp::kld::kld(&req)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", r.text());
+            }
+            if let Some(p) = save_base {
+                eprintln!("wrote the base's log-probabilities to {}", p.display());
             }
             Ok(())
         }

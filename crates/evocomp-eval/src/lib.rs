@@ -17,10 +17,12 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
+mod kld;
 mod measure;
 mod rows;
 mod windows;
 use evocomp_model::kernels::lse::log_sum_exp_rows;
+pub use kld::{Base, BaseLogits, Estimate, KldSummary, TokenScores, quantile, token_scores};
 pub use measure::{block_influence, owl_outlier_ratios};
 use rows::top_k;
 pub use windows::{WindowScore, window_scores};

@@ -10,6 +10,7 @@
 //! | [`score::perplexity`], [`score::perplexity_with`] | a model's perplexity on a text, with or without a database's configuration applied |
 //! | [`database::build`] and the rest of [`database`] | build, check and dump variant databases |
 //! | [`study::report`] | report.md, report.html and plots over finished studies |
+//! | [`kld::kld`] | a model against its base as llama-perplexity's KL-divergence mode reports it |
 //! | [`compare::compare`] | studies' configurations on the same held-out windows of several texts, with paired bootstrap intervals |
 //! | [`bench::bench`] | fitness throughput, beside PyTorch |
 //! | [`queue::serve`] | evaluate a queue's jobs for studies on other machines |
@@ -70,6 +71,7 @@ pub mod database;
 pub mod demo;
 pub mod device;
 pub mod export;
+pub mod kld;
 pub mod queue;
 pub mod score;
 pub mod study;
