@@ -126,11 +126,15 @@ impl Default for SurrogateSpec {
 /// fitness) are scored on one fresh sample of `tokens` tokens, in chunks of
 /// `chunk` tokens, and the lowest mean becomes the result. The chunks give
 /// each candidate's standard error and that of its gap to the runner-up.
-/// While that gap is not larger than its standard error, the two leaders
-/// are scored on `tokens` more fresh tokens each, up to `extend` times, so
-/// the choice is made on a sample that can tell them apart (or says it
-/// cannot: the report keeps the last gap and its standard error).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The start's best genome (the best known heuristic) is the incumbent: a
+/// leader that is not the incumbent replaces it only when it is better by
+/// more than `margin` standard errors of their paired gap; while it is not
+/// (or, with the incumbent leading, while the runner-up is within `margin`
+/// standard errors), the two are scored on `tokens` more fresh tokens each,
+/// up to `extend` times, so the choice is made on a sample that can tell
+/// them apart; if it still cannot, the incumbent stays. The report keeps the
+/// last gap and its standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum FinalChoice {
     Off,
     Best {
@@ -139,11 +143,22 @@ pub enum FinalChoice {
         chunk: usize,
         #[serde(default = "default_extend")]
         extend: usize,
+        /// In standard errors of the paired gap.
+        #[serde(default = "default_margin")]
+        margin: f64,
     },
 }
 
 fn default_extend() -> usize {
     3
+}
+
+/// A leader replaces the incumbent when better by two standard errors
+/// (about 97.5% one-sided).
+pub const DEFAULT_MARGIN: f64 = 2.0;
+
+fn default_margin() -> f64 {
+    DEFAULT_MARGIN
 }
 
 /// What the final choice measured.
@@ -153,9 +168,15 @@ pub struct FinalReport {
     pub candidates: Vec<(Genome, f64, f64)>,
     /// The chosen candidate's index.
     pub chosen: usize,
-    /// The runner-up's mean minus the chosen one's, and the standard error
-    /// of that paired difference (same chunks); none with one candidate.
+    /// The rival's mean minus the leader's (the lowest mean's), and the
+    /// standard error of that paired difference (same chunks); the rival is
+    /// the incumbent when the leader is not it, else the runner-up; none
+    /// with one candidate.
     pub gap: Option<(f64, f64)>,
+    /// The leader was not better than the incumbent by the margin, so the
+    /// incumbent (the start's best genome) was chosen.
+    #[serde(default)]
+    pub kept_incumbent: bool,
     /// Tokens the chosen candidate was scored on, in `chunks` chunks.
     pub tokens: usize,
     pub chunks: usize,
@@ -286,8 +307,14 @@ impl Spec for EvoPressSpec {
             tokens,
             chunk,
             extend,
+            margin,
         } = final_choice
         {
+            ensure(
+                margin.is_finite() && (0.0..=10.0).contains(&margin),
+                "final_choice",
+                format!("margin must be between 0 and 10 standard errors, got {margin}"),
+            )?;
             ensure(
                 (1..=64).contains(&candidates),
                 "final_choice",
@@ -539,6 +566,7 @@ impl EvoPressConfig {
             tokens: chunks.saturating_mul(chunk),
             chunk,
             extend: default_extend(),
+            margin: DEFAULT_MARGIN,
         }
     }
 
@@ -644,6 +672,52 @@ pub struct EvoPress {
 
 fn is_zero(x: &u64) -> bool {
     *x == 0
+}
+
+/// Where the final choice stands on the scores so far (per candidate, its
+/// chunks' fitness in chunk order).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Decision {
+    /// The lowest mean.
+    leader: usize,
+    /// The incumbent when the leader is not it, else the runner-up.
+    rival: Option<usize>,
+    /// The rival's mean minus the leader's over the chunks both have, and
+    /// its standard error.
+    gap: Option<(f64, f64)>,
+    /// The gap is not larger than `margin` standard errors (or has none yet).
+    undecided: bool,
+}
+
+fn decide(scores: &[Vec<f64>], incumbent: Option<usize>, margin: f64) -> Decision {
+    let means: Vec<f64> = scores
+        .iter()
+        .map(|v| mean_and_standard_error(v).0)
+        .collect();
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| means[a].total_cmp(&means[b]).then(a.cmp(&b)));
+    let leader = order[0];
+    let rival = match incumbent {
+        Some(i) if i != leader => Some(i),
+        _ => order.get(1).copied(),
+    };
+    let gap = rival.map(|r| {
+        let n = scores[r].len().min(scores[leader].len());
+        let d: Vec<f64> = scores[r][..n]
+            .iter()
+            .zip(&scores[leader][..n])
+            .map(|(a, b)| a - b)
+            .collect();
+        mean_and_standard_error(&d)
+    });
+    Decision {
+        leader,
+        rival,
+        gap,
+        undecided: gap.is_some_and(|(g, e)| {
+            g.partial_cmp(&(margin * e)) != Some(std::cmp::Ordering::Greater)
+        }),
+    }
 }
 
 /// The sample seed of `stage` in `generation`: fresh per stage and generation.
@@ -851,8 +925,10 @@ impl EvoPress {
             .collect()
     }
 
-    /// Take the round's scores; extend the two leaders while their gap is
-    /// not larger than its standard error, else choose the lowest mean.
+    /// Take the round's scores; score the decisive pair (leader and
+    /// incumbent, or leader and runner-up) on more chunks while their gap is
+    /// not larger than `margin` standard errors; then choose the leader,
+    /// unless it is still not shown better than the incumbent.
     fn tell_final(&mut self, results: &[Scored]) -> Result<(), SearchError> {
         let Phase::Final { scores, active, .. } = &self.phase else {
             return Err(SearchError::Protocol("not in the final choice".into()));
@@ -878,36 +954,36 @@ impl EvoPress {
         let mean = |v: &[f64]| mean_and_standard_error(v).0;
         let se = |v: &[f64]| mean_and_standard_error(v).1;
         let means: Vec<f64> = scores.iter().map(|v| mean(v)).collect();
-        let mut order: Vec<usize> = (0..pool.len()).collect();
-        order.sort_by(|&a, &b| means[a].total_cmp(&means[b]).then(a.cmp(&b)));
-        let chosen = order[0];
-        // The runner-up's gap over the chunks both were scored on.
-        let gap = order.get(1).map(|&r| {
-            let n = scores[r].len().min(scores[chosen].len());
-            let d: Vec<f64> = scores[r][..n]
-                .iter()
-                .zip(&scores[chosen][..n])
-                .map(|(a, b)| a - b)
-                .collect();
-            (mean(&d), se(&d))
-        });
-        let extend = match self.cfg.final_choice {
-            FinalChoice::Best { extend, .. } => extend,
-            FinalChoice::Off => 0,
+        let (extend, margin) = match self.cfg.final_choice {
+            FinalChoice::Best { extend, margin, .. } => (extend, margin),
+            FinalChoice::Off => (0, 0.0),
         };
-        if let Some((g, e)) = gap
-            // Not larger than its standard error (or no error yet: one chunk).
-            && g.partial_cmp(&e) != Some(std::cmp::Ordering::Greater)
-            && round < extend
-        {
+        // The start's best genome, the best known heuristic, is the incumbent.
+        let incumbent = self
+            .finalists
+            .first()
+            .and_then(|(g, _)| pool.iter().position(|p| p == g));
+        let Decision {
+            leader,
+            rival,
+            gap,
+            undecided,
+        } = decide(&scores, incumbent, margin);
+        if undecided && round < extend {
             self.phase = Phase::Final {
-                active: vec![chosen, order[1]],
+                active: vec![leader, rival.expect("a gap has a rival")],
                 pool,
                 scores,
                 round: round + 1,
             };
             return Ok(());
         }
+        let kept_incumbent = undecided && incumbent.is_some_and(|i| i != leader);
+        let chosen = if kept_incumbent {
+            incumbent.expect("checked")
+        } else {
+            leader
+        };
         self.parent = pool[chosen].clone();
         self.parent_fitness = Some(means[chosen]);
         self.final_report = Some(FinalReport {
@@ -918,6 +994,7 @@ impl EvoPress {
                 .collect(),
             chosen,
             gap,
+            kept_incumbent,
             tokens: chunk * scores[chosen].len(),
             chunks: scores[chosen].len(),
             extended: round,
@@ -1269,6 +1346,10 @@ impl Strategy for EvoPress {
             }
             m.push(("final_tokens".into(), r.tokens as f64));
             m.push(("final_extended_rounds".into(), r.extended as f64));
+            m.push((
+                "final_kept_incumbent".into(),
+                f64::from(u8::from(r.kept_incumbent)),
+            ));
         }
         m
     }
@@ -1355,4 +1436,45 @@ pub fn level_switch(space: &Space, g: &mut [i64], rng: &mut impl rand::Rng) -> b
 fn next_level(u: &crate::framework::space::UnitLevels, level: i64, dir: i64) -> i64 {
     let i = u.index(level).expect("a valid level") as i64 + dir;
     u.levels[i as usize]
+}
+
+#[cfg(test)]
+mod decision_tests {
+    use super::{DEFAULT_MARGIN, decide};
+
+    #[test]
+    fn a_leader_replaces_the_incumbent_only_when_better_by_the_margin() {
+        // The incumbent (0) and a challenger (1) on 4 paired chunks.
+        let incumbent = vec![1.0, 1.1, 0.9, 1.0];
+        // Better by 0.0125 on average, with a paired s.e. of 0.036: 0.35 s.e.
+        let noisy = vec![0.90, 1.15, 0.85, 1.05];
+        let d = decide(&[incumbent.clone(), noisy], Some(0), DEFAULT_MARGIN);
+        assert_eq!((d.leader, d.rival), (1, Some(0)));
+        let (g, e) = d.gap.unwrap();
+        assert!(
+            (g - 0.0125).abs() < 1e-12 && g < 2.0 * e && d.undecided,
+            "{d:?}"
+        );
+        // Better by 0.02 on every chunk (and 0.03 on one): decided.
+        let clear = vec![0.98, 1.08, 0.88, 0.97];
+        let d = decide(&[incumbent.clone(), clear.clone()], Some(0), DEFAULT_MARGIN);
+        assert_eq!(d.leader, 1);
+        assert!(!d.undecided, "{d:?}");
+        // With a third candidate between them, the rival is still the incumbent.
+        let middle = vec![0.99, 1.09, 0.89, 0.995];
+        let d = decide(&[incumbent.clone(), clear, middle], Some(0), DEFAULT_MARGIN);
+        assert_eq!((d.leader, d.rival), (1, Some(0)));
+        // The incumbent leading: its rival is the runner-up.
+        let worse = vec![1.2, 1.3, 1.1, 1.2];
+        let d = decide(&[worse, incumbent.clone()], Some(1), DEFAULT_MARGIN);
+        assert_eq!((d.leader, d.rival), (1, Some(0)));
+        assert!(!d.undecided);
+        // No incumbent: leader and runner-up, as before; one chunk is undecided.
+        let d = decide(&[vec![1.0], vec![0.5]], None, DEFAULT_MARGIN);
+        assert_eq!((d.leader, d.rival), (1, Some(0)));
+        assert!(d.undecided, "one chunk has no standard error");
+        // A margin of 0 decides on any positive gap.
+        let d = decide(&[incumbent, vec![0.90, 1.15, 0.85, 1.05]], Some(0), 0.0);
+        assert!(!d.undecided);
+    }
 }

@@ -498,6 +498,7 @@ fn the_final_choice_rescores_the_finalists_and_keeps_the_lowest_mean() {
             tokens: 512,
             chunk: 64,
             extend: 3,
+            margin: 2.0,
         }
     );
     let asks = drive(&mut s, &space);
@@ -541,18 +542,29 @@ fn the_final_choice_rescores_the_finalists_and_keeps_the_lowest_mean() {
     let chosen = &r.candidates[r.chosen].0;
     assert_eq!(&s.parent, chosen);
     assert_eq!(r.chunks, 8 * (1 + r.extended));
+    let lowest = r
+        .candidates
+        .iter()
+        .map(|c| c.1)
+        .fold(f64::INFINITY, f64::min);
     for (g, m, se) in &r.candidates {
         assert!((mean(g) - m).abs() < 1e-12);
-        assert!(*m >= r.candidates[r.chosen].1);
         assert!(se.is_finite() && *se >= 0.0);
     }
-    // The start's best genome was a candidate.
+    // The start's best genome was a candidate: the incumbent.
     let start_best = &s.finalists[0].0;
     assert!(r.candidates.iter().any(|(g, _, _)| g == start_best));
-    // It stopped because the gap exceeds its standard error, or after 3 rounds.
+    // It stopped because the gap exceeds 2 standard errors, or after 3 rounds;
+    // the lowest mean won, unless it was not shown better than the incumbent.
     let (gap, gap_se) = r.gap.unwrap();
     assert!(gap >= 0.0 && gap_se.is_finite());
-    assert!(gap > gap_se || r.extended == 3, "{r:?}");
+    assert!(gap > 2.0 * gap_se || r.extended == 3, "{r:?}");
+    if r.kept_incumbent {
+        assert_eq!(chosen, start_best);
+        assert!(gap <= 2.0 * gap_se, "{r:?}");
+    } else {
+        assert_eq!(r.candidates[r.chosen].1, lowest);
+    }
     let m: std::collections::HashMap<String, f64> = s.metrics().into_iter().collect();
     assert_eq!(m["final_fitness"], r.candidates[r.chosen].1);
     assert!(m.contains_key("final_standard_error"));
@@ -578,6 +590,7 @@ fn a_final_choice_extends_the_two_leaders_while_it_cannot_tell_them_apart() {
                 tokens: 256,
                 chunk: 64,
                 extend,
+                margin: crate::strategies::evopress::DEFAULT_MARGIN,
             }),
             ..default_settings(1)
         };
@@ -614,6 +627,7 @@ fn a_final_choice_that_does_not_cut_into_sequences_is_refused() {
             tokens: 500,
             chunk: 100,
             extend: 3,
+            margin: 2.0,
         }),
         ..default_settings(2)
     };
@@ -624,6 +638,7 @@ fn a_final_choice_that_does_not_cut_into_sequences_is_refused() {
             tokens: 512,
             chunk: 64,
             extend: 3,
+            margin: 2.0,
         }),
         ..default_settings(2)
     };
