@@ -12,6 +12,7 @@ pub enum DbCommand {
     /// Build every (unit, level) variant described by CONFIG.ron; a killed
     /// build continues where it stopped, a finished one does nothing.
     Build {
+        /// The database config (a `DatabaseSpec` RON file).
         config: PathBuf,
         /// auto, wgpu or cpu.
         #[arg(long, default_value = "auto")]
@@ -19,18 +20,27 @@ pub enum DbCommand {
     },
     /// Print a database's units, levels and costs.
     Info {
+        /// A database folder (its `output`).
         dir: PathBuf,
         /// Every level of every unit, with its reconstruction error.
         #[arg(long)]
         levels: bool,
+        /// Print the manifest (every unit, level, cost and error) as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Check every variant file against the manifest's sha256.
-    Verify { dir: PathBuf },
+    Verify {
+        /// A database folder.
+        dir: PathBuf,
+    },
     /// Write the variants in EvoPress's layout for PyTorch scripts:
     /// OUT/<HF module>/<level>.safetensors (one f32 tensor `weight`) and
     /// OUT/index.json (units, modules, levels, costs).
     Dump {
+        /// A database folder.
         dir: PathBuf,
+        /// The folder to write.
         #[arg(long)]
         out: PathBuf,
         /// Only these levels (comma-separated); every level by default.
@@ -43,9 +53,12 @@ pub enum DbCommand {
     /// exactly as the build computed them, so llama-quantize with this file
     /// writes the database's bytes.
     Imatrix {
+        /// A GGUF-types database folder.
         dir: PathBuf,
+        /// The database's model (.gguf).
         #[arg(long)]
         model: PathBuf,
+        /// The imatrix GGUF file to write.
         #[arg(long)]
         out: PathBuf,
         /// auto, wgpu or cpu.
@@ -55,7 +68,9 @@ pub enum DbCommand {
     /// Perplexity of the model with a genome from the database applied, and
     /// how long applying takes.
     Eval {
+        /// A database folder.
         dir: PathBuf,
+        /// The database's model (.gguf or HF folder).
         #[arg(long)]
         model: PathBuf,
         #[command(flatten)]
@@ -82,7 +97,15 @@ pub fn run(cmd: DbCommand) -> Result<()> {
             );
             Ok(())
         }
-        DbCommand::Info { dir, levels } => info(dir, levels),
+        DbCommand::Info { dir, levels, json } => {
+            if json {
+                let m = database::manifest(&dir)?;
+                let v = serde_json::json!({"database": dir, "manifest": m});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            info(dir, levels)
+        }
         DbCommand::Verify { dir } => {
             let units = database::verify(&dir)?;
             println!("ok: {units} units, every file matches its sha256");

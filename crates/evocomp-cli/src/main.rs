@@ -69,6 +69,10 @@ enum Command {
         /// List every tensor, not only the count per dtype.
         #[arg(long)]
         tensors: bool,
+        /// Print it as JSON (the architecture, parameter count, dtype
+        /// counts, and every tensor with --tensors).
+        #[arg(long)]
+        json: bool,
     },
     /// Perplexity of a model on a text: the first N tokens in windows of C.
     Perplexity {
@@ -91,12 +95,14 @@ enum Command {
     /// Start (or continue, or re-open) the study CONFIG.ron describes, in
     /// results/<name>/. Ctrl-C stops at the next trial boundary.
     Run {
+        /// The experiment config (an `Experiment` or a list of them, RON).
         config: PathBuf,
         #[command(flatten)]
         args: studies::RunArgs,
     },
     /// Continue a stopped or killed study.
     Resume {
+        /// A study or sweep folder (results/<name>).
         dir: PathBuf,
         #[command(flatten)]
         args: studies::RunArgs,
@@ -104,18 +110,36 @@ enum Command {
     /// A study's progress and its best configuration so far (and, with
     /// --queue, the workers the queue has seen).
     Status {
+        /// A study or sweep folder.
         dir: PathBuf,
         /// Also list the workers of this queue (nats://HOST:PORT).
         #[arg(long)]
         queue: Option<String>,
+        /// Print the state as JSON: finished (with the summary), running
+        /// (the running process's last status) or stopped (progress, best so far).
+        #[arg(long, conflicts_with = "queue")]
+        json: bool,
     },
     /// Evaluate jobs from a queue (nats://HOST:PORT with JetStream) for
     /// `evocomp run --queue` coordinators, until interrupted.
     Worker(remote::WorkerArgs),
     /// A study's best configuration(s), and the front for NSGA-II.
     Best {
+        /// A study or sweep folder.
         dir: PathBuf,
         /// Print the summary (or a sweep's summaries) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every configuration a study evaluated, with its fitness, cost,
+    /// sample and tokens, in order (Optuna's trials table).
+    Trials {
+        /// A study folder (stopped or finished).
+        dir: PathBuf,
+        /// As CSV (a header and one row per trial).
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+        /// As JSON (a list of trials).
         #[arg(long)]
         json: bool,
     },
@@ -138,10 +162,13 @@ enum Command {
         /// Tokens scored per text: the first N, in windows of --context.
         #[arg(long, default_value_t = 16384)]
         tokens: usize,
+        /// Window length C; each window gives C-1 predictions.
         #[arg(long, default_value_t = 512)]
         context: usize,
+        /// auto (a GPU through wgpu if there is one, else the CPU), wgpu or cpu.
         #[arg(long, default_value = "auto")]
         backend: BackendChoice,
+        /// Windows per forward pass.
         #[arg(long, default_value_t = 2)]
         batch_size: usize,
         /// Bootstrap resamples.
@@ -190,6 +217,7 @@ enum Command {
     /// and sweeps: fronts on shared axes, convergence, hypervolume, where the
     /// budget went, tables per budget.
     Report {
+        /// Study and sweep folders.
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
         /// Where to write (default: the first study's folder).
@@ -266,7 +294,11 @@ fn error_text(e: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Inspect { model, tensors } => inspect(&model, tensors),
+        Command::Inspect {
+            model,
+            tensors,
+            json,
+        } => inspect(&model, tensors, json),
         Command::Perplexity {
             model,
             windows,
@@ -366,11 +398,43 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Trials { dir, csv, json } => {
+            let trials = evocomp::study::trials(&dir)?;
+            if csv {
+                print!("{}", evocomp::study::trials_csv(&trials));
+            } else if json {
+                println!("{}", serde_json::to_string_pretty(&trials)?);
+            } else {
+                println!(
+                    "{:>6} {:>5} {:>12} {:>14} {:>7}  cached",
+                    "trial", "step", "fitness", "cost", "tokens"
+                );
+                for t in &trials {
+                    println!(
+                        "{:>6} {:>5} {:>12.6} {:>14} {:>7}  {}",
+                        t.number, t.step, t.fitness, t.cost, t.tokens, t.cached
+                    );
+                }
+                println!(
+                    "{} trials ({} from a cache)",
+                    trials.len(),
+                    trials.iter().filter(|t| t.cached).count()
+                );
+            }
+            Ok(())
+        }
         Command::Bench(args) => bench::run(args),
         Command::Db { command } => db::run(command),
         Command::Run { config, args } => studies::run(&config, args),
         Command::Resume { dir, args } => studies::resume(&dir, args),
-        Command::Status { dir, queue } => {
+        Command::Status { dir, queue, json } => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&studies::status_json(&dir)?)?
+                );
+                return Ok(());
+            }
             studies::status(&dir)?;
             match queue {
                 Some(url) => remote::print_workers(&url),
@@ -388,9 +452,29 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn inspect(path: &Path, list: bool) -> Result<()> {
+fn inspect(path: &Path, list: bool, json: bool) -> Result<()> {
     let info = inspect_model(path)?;
     let c = &info.config;
+    if json {
+        let mut v = serde_json::json!({
+            "model": path,
+            "format": format!("{:?}", info.format),
+            "architecture": c.family.name(),
+            "config": c,
+            "parameters": c.n_params(),
+            "tensor_count": info.tensors.len(),
+            "dtypes": info.dtype_counts(),
+        });
+        if list {
+            v["tensors"] = info
+                .tensors
+                .iter()
+                .map(|t| serde_json::json!({"name": t.name, "dtype": t.dtype, "shape": t.shape}))
+                .collect();
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
     println!("model: {}", path.display());
     println!("format: {:?}", info.format);
     println!("architecture: {}", c.family.name());
@@ -444,4 +528,35 @@ fn inspect(path: &Path, list: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every flag and argument of every command says what it is.
+    #[test]
+    fn every_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "evocomp", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
 }

@@ -214,6 +214,51 @@ fn each_member(members: &[Experiment], f: impl Fn(&Path) -> Result<()>) -> Resul
     Ok(())
 }
 
+/// A study's state as JSON: `finished` (with its summary), `running`
+/// (what the running process last wrote) or `stopped` (its progress and best
+/// so far); a sweep gives its members' in a list.
+pub fn status_json(dir: &Path) -> Result<serde_json::Value> {
+    if let Some(members) = sweep_members(dir)? {
+        return members
+            .iter()
+            .map(|e| status_json(&e.output))
+            .collect::<Result<Vec<_>>>()
+            .map(serde_json::Value::Array);
+    }
+    let d = StudyDir::new(dir);
+    let exp = d.experiment()?;
+    if let Ok(s) = d.summary() {
+        return Ok(serde_json::json!({"dir": dir, "state": "finished", "summary": s}));
+    }
+    Ok(match open_view(dir)? {
+        View::Running { pid, status } => {
+            serde_json::json!({"dir": dir, "state": "running", "pid": pid, "status": status})
+        }
+        View::Store(study) => {
+            let (fresh, cached) = study.trial_counts()?;
+            let mut v = serde_json::json!({
+                "dir": dir,
+                "state": "stopped",
+                "name": exp.name,
+                "strategy": exp.strategy.label(),
+                "evaluations": fresh,
+                "cache_hits": cached,
+            });
+            if let Some(st) = study.state()? {
+                let p = st.progress();
+                v["step"] = st.step.into();
+                v["seconds"] = st.seconds.into();
+                v["progress"] =
+                    serde_json::json!({"label": p.label, "done": p.step, "total": p.total});
+                if let Some(b) = st.best() {
+                    v["best"] = serde_json::json!({"fitness": b.fitness, "genome": b.genome});
+                }
+            }
+            v
+        }
+    })
+}
+
 pub fn status(dir: &Path) -> Result<()> {
     if let Some(members) = sweep_members(dir)? {
         return each_member(&members, status);

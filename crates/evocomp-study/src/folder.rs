@@ -216,6 +216,11 @@ impl OpenStudy {
         &self.store
     }
 
+    /// Every trial in the journal, in the order evaluated.
+    pub fn trials(&self) -> Result<Vec<evocomp_store::Trial>> {
+        Ok(self.store.trials()?)
+    }
+
     /// Trials in the journal: (evaluated, served from a cache).
     pub fn trial_counts(&self) -> Result<(usize, usize)> {
         let trials = self.store.trials()?;

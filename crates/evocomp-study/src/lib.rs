@@ -22,6 +22,8 @@ mod folder;
 mod records;
 mod sweep;
 
+/// One evaluated configuration in a study's journal.
+pub use evocomp_store::Trial;
 pub use files::{FORMAT_VERSION, read_versioned, to_versioned_json};
 pub use folder::{OpenStudy, StudyDir, View, shared_cache_dir};
 pub use records::{AnytimePoint, Measured, State, StatusFile, StepRecord, Summary, best_genome_at};

@@ -310,6 +310,45 @@ fn report_input(dir: &Path, by_strategy: bool) -> Result<evocomp_report::StudyIn
 /// # Ok(())
 /// # }
 /// ```
+/// Every configuration a study evaluated, in order, with its fitness, cost,
+/// sample and tokens (Optuna's trials table), from the journal. A running
+/// study holds its journal: stop it first (or wait for it to finish).
+pub fn trials(dir: &Path) -> Result<Vec<evocomp_study::Trial>> {
+    match StudyDir::new(dir).view()? {
+        evocomp_study::View::Store(s) => Ok(s.trials()?),
+        evocomp_study::View::Running { pid, .. } => anyhow::bail!(
+            "{}: the study is running (pid {pid}) and holds its journal; read the trials when it stops",
+            dir.display()
+        ),
+    }
+}
+
+/// Trials as CSV: a header, then one row per trial; the genome as its
+/// levels joined by spaces.
+pub fn trials_csv(trials: &[evocomp_study::Trial]) -> String {
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let mut out =
+        String::from("number,step,fitness,cost,tokens,sample,probe,cached,seconds,worker,genome\n");
+    for t in trials {
+        let genome: Vec<String> = t.genome.iter().map(|g| g.to_string()).collect();
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{}\n",
+            t.number,
+            t.step,
+            t.fitness,
+            t.cost,
+            t.tokens,
+            quote(&t.sample),
+            t.probe,
+            t.cached,
+            t.seconds,
+            quote(&t.worker),
+            genome.join(" ")
+        ));
+    }
+    out
+}
+
 pub fn report(dirs: &[PathBuf], out: &Path, by_strategy: bool) -> Result<Vec<String>> {
     let mut studies = Vec::new();
     for d in dirs {
