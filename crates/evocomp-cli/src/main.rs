@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
     about = "Non-uniform compression search for LLMs"
 )]
 struct Cli {
+    /// CPU threads to compute on (default: every core).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -293,6 +296,9 @@ fn error_text(e: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        evocomp::device::set_threads(n)?;
+    }
     match cli.command {
         Command::Inspect {
             model,
@@ -441,7 +447,7 @@ fn run(cli: Cli) -> Result<()> {
                 None => Ok(()),
             }
         }
-        Command::Worker(args) => remote::worker(args),
+        Command::Worker(args) => remote::worker(args, cli.threads),
         Command::Best { dir, json } => studies::best(&dir, json),
         Command::Report {
             dirs,

@@ -15,9 +15,6 @@ pub struct WorkerArgs {
     /// auto, wgpu or cpu.
     #[arg(long, default_value = "auto")]
     pub backend: BackendChoice,
-    /// CPU threads this worker computes on (default: every core).
-    #[arg(long)]
-    pub threads: Option<usize>,
     /// Batches evaluated at once (default as for `run`).
     #[arg(long)]
     pub concurrent_batches: Option<usize>,
@@ -39,7 +36,8 @@ pub struct WorkerArgs {
     pub test_delay_ms: Option<u64>,
 }
 
-pub fn worker(args: WorkerArgs) -> Result<()> {
+/// Serve `args.queue`; `threads`: the CPU threads to compute on (the global `--threads`).
+pub fn worker(args: WorkerArgs, threads: Option<usize>) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let _ = ctrlc::set_handler(move || {
@@ -57,7 +55,7 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
         &ServeOptions {
             queue: args.queue,
             backend: args.backend,
-            threads: args.threads,
+            threads,
             concurrent_batches: args.concurrent_batches,
             name: args.name,
             ack_wait: args.ack_wait,

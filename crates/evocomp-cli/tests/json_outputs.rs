@@ -68,3 +68,36 @@ fn inspect_db_info_status_and_trials_speak_json_and_csv() {
     let text = ok(&evocomp(d, &["trials", "results/evo"]));
     assert!(text.contains(&format!("{} trials", trials.len())), "{text}");
 }
+
+#[test]
+fn threads_are_a_global_option_that_the_device_line_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    let args = [
+        "perplexity",
+        "--model",
+        "tiny.gguf",
+        "--text",
+        "text.txt",
+        "--tokens",
+        "128",
+        "--context",
+        "64",
+        "--backend",
+        "cpu",
+    ];
+    let one = evocomp(d, &[&["--threads", "1"][..], &args[..]].concat());
+    let e = String::from_utf8_lossy(&one.stderr);
+    assert!(
+        one.status.success() && e.contains("cpu (burn flex, 1 thread)"),
+        "{e}"
+    );
+    // After the subcommand too, and the same result on 1 and 2 threads.
+    let two = evocomp(d, &[&args[..], &["--threads", "2"][..]].concat());
+    assert!(String::from_utf8_lossy(&two.stderr).contains("2 threads"));
+    assert_eq!(ok(&one), ok(&two));
+    let zero = evocomp(d, &[&args[..], &["--threads", "0"][..]].concat());
+    assert!(!zero.status.success());
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("at least 1"));
+}

@@ -49,9 +49,37 @@ impl From<evocomp_config::BackendSpec> for BackendChoice {
     }
 }
 
-/// The CPU threads this process may use.
+static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Compute on `n` CPU threads in this process (burn's flex backend, the
+/// database builder and every parallel loop share rayon's global pool).
+/// Once per process, before any computation; an error for 0, or when
+/// called again with another number.
+pub fn set_threads(n: usize) -> Result<()> {
+    if n == 0 {
+        bail!("--threads must be at least 1");
+    }
+    if let Some(&set) = THREADS.get() {
+        if set == n {
+            return Ok(());
+        }
+        bail!("the threads were already set to {set}");
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| anyhow::anyhow!("cannot use {n} threads: {e}"))?;
+    let _ = THREADS.set(n);
+    Ok(())
+}
+
+/// The CPU threads this process may use: `set_threads`'s number, else
+/// every core.
 pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    THREADS
+        .get()
+        .copied()
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// A chosen device and a line describing it.
@@ -159,7 +187,10 @@ fn wgpu_device(kind: DeviceKind) -> Result<Device> {
 pub fn choose(choice: BackendChoice) -> Result<Chosen> {
     let cpu = || Chosen {
         device: Device::flex(),
-        description: "cpu (burn flex)".into(),
+        description: match cores() {
+            1 => "cpu (burn flex, 1 thread)".into(),
+            n => format!("cpu (burn flex, {n} threads)"),
+        },
         max_buffer_bytes: None,
         cpu: true,
     };
