@@ -59,6 +59,38 @@ pub struct StudyInput {
     /// (a best genome that was never measured).
     #[serde(default)]
     pub anytime: Vec<(u64, f64)>,
+    /// Weights over the database's units (linear layers), where the
+    /// database was at hand: what bits per weight and sparsity are over.
+    #[serde(default)]
+    pub weights: Option<u64>,
+}
+
+/// A configuration's cost as a user reads it: bits per weight, % sparse,
+/// blocks dropped, cached tokens per layer; a share of the least compressed
+/// configuration's cost where the unit has no better reading (or the
+/// weights are unknown).
+pub fn user_cost(s: &StudyInput, m: &MeasuredPoint) -> String {
+    let per = |total: u64| m.cost as f64 / total.max(1) as f64;
+    match (s.cost_unit.as_str(), s.weights) {
+        ("bits", Some(w)) => format!("{:.3} bits/weight", per(w)),
+        ("non-zero weights", Some(w)) => format!("{:.1}% sparse", 100.0 * (1.0 - per(w))),
+        ("parameters", _) if !m.genome.is_empty() => {
+            let dropped = m.genome.iter().filter(|&&g| g == 1).count();
+            let what = if s.units.iter().all(|u| u.ends_with(".block")) {
+                "blocks"
+            } else {
+                "sub-blocks"
+            };
+            format!("{dropped} of {} {what} dropped", s.units.len())
+        }
+        ("cached tokens", _) if !s.units.is_empty() => {
+            format!("{:.0} cached tokens/layer", per(s.units.len() as u64))
+        }
+        ("bits per cached token", _) if !s.units.is_empty() => {
+            format!("{:.1} bits/cached token/unit", per(s.units.len() as u64))
+        }
+        _ => format!("{:.2}% of max", 100.0 * per(s.full_cost)),
+    }
 }
 
 /// One named series of (x, y) points.

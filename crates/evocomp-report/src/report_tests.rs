@@ -50,7 +50,44 @@ fn study(name: &str, strategy: &str, front: &[(u64, f64)], hist: &[(usize, f64)]
         cache_hits: 0,
         seconds: 1.0,
         anytime: Vec::new(),
+        weights: None,
     }
+}
+
+#[test]
+fn costs_read_in_the_units_users_think_in() {
+    let mut s = study("q", "EvoPress", &[(3500, 0.1)], &[(1, 0.1)]);
+    let m = s.best.clone();
+    s.cost_unit = "bits".into();
+    assert_eq!(
+        user_cost(&s, &m),
+        "350.00% of max",
+        "no weight count: a share of the full cost (1000)"
+    );
+    s.weights = Some(1000);
+    assert_eq!(user_cost(&s, &m), "3.500 bits/weight");
+    s.cost_unit = "non-zero weights".into();
+    let mut half = m.clone();
+    half.cost = 400;
+    assert_eq!(user_cost(&s, &half), "60.0% sparse");
+    s.cost_unit = "parameters".into();
+    s.units = vec!["L00.block".into(), "L01.block".into(), "L02.block".into()];
+    let mut depth = m.clone();
+    depth.genome = vec![1, 0, 1];
+    assert_eq!(user_cost(&s, &depth), "2 of 3 blocks dropped");
+    s.units = vec!["L00.attn".into(), "L00.mlp".into(), "L01.attn".into()];
+    assert_eq!(user_cost(&s, &depth), "2 of 3 sub-blocks dropped");
+    s.cost_unit = "cached tokens".into();
+    let mut kv = m.clone();
+    kv.cost = 768;
+    assert_eq!(user_cost(&s, &kv), "256 cached tokens/layer");
+    // The markdown table shows it.
+    s.cost_unit = "bits".into();
+    let md = markdown(&[s], &[]);
+    assert!(
+        md.contains("| size |") && md.contains("3.500 bits/weight"),
+        "{md}"
+    );
 }
 
 #[test]

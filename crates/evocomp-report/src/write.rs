@@ -62,19 +62,20 @@ pub fn markdown(studies: &[StudyInput], plots: &[String]) -> String {
 fn summary_table(md: &mut String, studies: &[StudyInput]) {
     let _ = writeln!(
         md,
-        "| study | strategy | budget | cost | % of max | held-out KL ± s.e. | held-out perplexity | evaluations | cache hits | search time (s) |"
+        "| study | strategy | budget | size | cost | held-out KL ± s.e. | held-out perplexity | evaluations | cache hits | search time (s) |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
     for s in studies {
         let b = &s.best;
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {:.2}% | {} | {:.2} | {} | {} | {:.0} |",
+            "| {} | {} | {} | {} | {} {} | {} | {:.2} | {} | {} | {:.0} |",
             s.name,
             s.strategy,
             s.budget,
+            crate::user_cost(s, b),
             b.cost,
-            100.0 * b.cost as f64 / s.full_cost.max(1) as f64,
+            s.cost_unit,
             kl_cell(b),
             b.held_out_perplexity,
             s.evaluations,
@@ -201,16 +202,16 @@ fn fronts_and_layers(md: &mut String, studies: &[StudyInput]) {
         let _ = writeln!(md, "\n## {}: front\n", s.name);
         let _ = writeln!(
             md,
-            "| cost | % of max | held-out KL | held-out perplexity |"
+            "| size | cost | held-out KL ± s.e. | held-out perplexity |"
         );
         let _ = writeln!(md, "|---|---|---|---|");
         for m in &s.front {
             let _ = writeln!(
                 md,
-                "| {} | {:.2}% | {:.4} | {:.2} |",
+                "| {} | {} | {} | {:.2} |",
+                crate::user_cost(s, m),
                 m.cost,
-                100.0 * m.cost as f64 / s.full_cost.max(1) as f64,
-                m.held_out_kl,
+                kl_cell(m),
                 m.held_out_perplexity
             );
         }

@@ -288,6 +288,18 @@ fn report_input(dir: &Path, by_strategy: bool) -> Result<evocomp_report::StudyIn
             .into_iter()
             .map(|(t, kl)| (t, kl.unwrap_or(f64::NAN)))
             .collect(),
+        // The database's weights, where it is at hand (bits per weight, % sparse).
+        weights: evocomp_db::Manifest::read(&exp.database)
+            .ok()
+            .flatten()
+            .map(|m| {
+                m.units
+                    .iter()
+                    .filter_map(|u| u.shape)
+                    .map(|[r, c]| (r * c) as u64)
+                    .sum::<u64>()
+            })
+            .filter(|&w| w > 0),
     })
 }
 
