@@ -109,6 +109,28 @@ pub struct Series {
     /// Drawn as steps: each value holds until the next point's x.
     #[serde(default)]
     pub steps: bool,
+    /// A companion of the series at this index: drawn dashed in its colour.
+    #[serde(default)]
+    pub companion_of: Option<usize>,
+}
+
+/// The running minimum of `points`' y, as the points where it changes
+/// (and the last x): a best-so-far line.
+pub fn best_so_far(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    let mut best = f64::INFINITY;
+    for &(x, y) in points {
+        if y < best {
+            best = y;
+            out.push((x, y));
+        }
+    }
+    if let (Some(&(lx, _)), Some(last)) = (points.last(), out.last())
+        && last.0 < lx
+    {
+        out.push((lx, best));
+    }
+    out
 }
 
 /// `points` as the corners of a step line: each y holds until the next x.
@@ -132,6 +154,7 @@ impl Series {
             baseline: false,
             band: Vec::new(),
             steps: false,
+            companion_of: None,
             points,
         }
     }
@@ -243,6 +266,7 @@ pub fn front_plot(studies: &[StudyInput]) -> Result<SeriesPlot, ReportError> {
                 baseline,
                 band: Vec::new(),
                 steps: false,
+                companion_of: None,
                 points: pts,
             }
         })
@@ -327,6 +351,23 @@ pub fn convergence_plot(studies: &[StudyInput], by_time: bool) -> Result<SeriesP
         })
         // A curve needs two points (one-shot baselines have one).
         .filter(|s| s.points.len() > 1)
+        .collect::<Vec<Series>>();
+    // Each curve, then its best so far (dashed, in its colour): a step's
+    // best is on that step's sample, so the curve itself goes up and down.
+    let series = series
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            let best = Series {
+                // Listed right under its curve, in its colour.
+                name: "  best so far".to_string(),
+                points: best_so_far(&s.points),
+                steps: true,
+                companion_of: Some(2 * i),
+                ..s.clone()
+            };
+            [s, best]
+        })
         .collect();
     SeriesPlot::new(
         if by_time {
@@ -453,6 +494,7 @@ pub fn anytime_plot(studies: &[StudyInput]) -> Result<SeriesPlot, ReportError> {
                 Vec::new()
             },
             steps: true,
+            companion_of: None,
         })
         .collect::<Vec<_>>();
     SeriesPlot::new(

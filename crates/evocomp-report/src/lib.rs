@@ -21,8 +21,8 @@ pub mod stats;
 mod write;
 pub use data::{
     AnytimeCurve, Heatmap, MeasuredPoint, Progress, Series, SeriesPlot, StudyInput, anytime_curves,
-    anytime_plot, convergence_plot, front_plot, hypervolume_plot, level_by_layer, profile_heatmap,
-    series_groups, step_corners, user_cost, variant,
+    anytime_plot, best_so_far, convergence_plot, front_plot, hypervolume_plot, level_by_layer,
+    profile_heatmap, series_groups, step_corners, user_cost, variant,
 };
 pub use evocomp_search::Role;
 pub use write::{markdown, write_report};

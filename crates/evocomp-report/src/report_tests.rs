@@ -114,7 +114,10 @@ fn plot_data_follows_the_studies() {
     assert_eq!(f.series[2].points, vec![(40.0, 1.5), (70.0, 0.5)]);
     assert!(f.x_range.0 < 40.0 && f.x_range.1 > 70.0);
     let c = convergence_plot(&s, false).unwrap();
-    assert_eq!(c.series.len(), 2, "one-step studies have no curve");
+    // Two curves, each followed by its best so far; one-step studies have none.
+    assert_eq!(c.series.len(), 4, "one-step studies have no curve");
+    assert_eq!(c.series[1].companion_of, Some(0));
+    assert_eq!(c.series[3].companion_of, Some(2));
     assert_eq!(
         c.series[0].points,
         vec![(8.0, 1.1), (16.0, 1.0), (24.0, 0.9)]
@@ -321,4 +324,29 @@ fn anytime_curves_join_the_seeds_of_a_variant() {
         vec![120.0, 200.0]
     );
     assert!((c[0].points[1].1 - 0.65).abs() < 1e-12);
+}
+
+#[test]
+fn convergence_curves_have_their_best_so_far_and_ticks_read_as_numbers() {
+    assert_eq!(
+        best_so_far(&[(1.0, 3.0), (2.0, 2.0), (3.0, 2.5), (4.0, 1.0), (5.0, 1.5)]),
+        vec![(1.0, 3.0), (2.0, 2.0), (4.0, 1.0), (5.0, 1.0)]
+    );
+    assert!(best_so_far(&[]).is_empty());
+    let s = vec![study(
+        "e",
+        "EvoPress",
+        &[(500, 1.0)],
+        &[(1, 3.0), (2, 2.0), (3, 2.5)],
+    )];
+    let p = convergence_plot(&s, false).unwrap();
+    assert_eq!(p.series.len(), 2);
+    assert_eq!(p.series[1].companion_of, Some(0));
+    assert!(p.series[1].steps);
+    assert_eq!(p.series[1].points, vec![(1.0, 3.0), (2.0, 2.0), (3.0, 2.0)]);
+    assert_eq!(crate::draw::tick(&20.0), "20");
+    assert_eq!(crate::draw::tick(&-3.0), "-3");
+    assert_eq!(crate::draw::tick(&1.25), "1.25");
+    assert_eq!(crate::draw::tick(&0.123456), "0.1235");
+    assert_eq!(crate::draw::tick(&1234.5), "1234.5");
 }
