@@ -188,6 +188,29 @@ fn info(dir: PathBuf, levels: bool) -> Result<()> {
         m.units.len(),
         if m.complete { ", complete" } else { "" }
     );
+    // GGUF types whose level is the source's weights exactly (a Q4_1 file's
+    // Q5_1 with an importance matrix): a search would put them everywhere.
+    if matches!(
+        m.compression,
+        evocomp::database::Compression::GgufTypes { .. }
+    ) {
+        let mut exact: std::collections::BTreeMap<&str, usize> = Default::default();
+        for u in &m.units {
+            for (l, e) in u.levels.iter().zip(u.errors.iter().flatten()) {
+                if *e == 0.0 {
+                    *exact.entry(l.label.as_str()).or_default() += 1;
+                }
+            }
+        }
+        for (label, n) in exact {
+            println!(
+                "warning: {label} reproduces the source's weights exactly in {n} of {} units (zero \
+                 error): a search will choose it wherever it can, which compares nothing; leave it \
+                 out of `types` (for a Q4_1 source, Q5_1), or build from an F16/BF16 file",
+                m.units.len()
+            );
+        }
+    }
     for u in &m.units {
         let lv: Vec<i64> = u.levels.iter().map(|l| l.level).collect();
         println!(

@@ -183,6 +183,26 @@ fn presets_searches_and_gguf_exports_end_to_end() {
         named += 1;
     }
     assert_eq!(args.lines().count(), named, "{args}");
+    // A database built from that file: each tensor's own type is the file's
+    // weights exactly, and `db info` warns that a search would choose it.
+    std::fs::write(
+        d.join("again.ron"),
+        r#"DatabaseSpec(
+    model: "evo-gguf/model.gguf",
+    output: "db/again",
+    calibration: (text: "text.txt", sequences: 4, seq_len: 64, seed: 0),
+    compression: GgufTypes(types: [Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_0]),
+)"#,
+    )
+    .unwrap();
+    ok(&evocomp(d, &["db", "build", "again.ron"]));
+    let info = ok(&evocomp(d, &["db", "info", "db/again"]));
+    assert!(
+        info.contains("warning:") && info.contains("reproduces the source's weights exactly"),
+        "{info}"
+    );
+    let plain = ok(&evocomp(d, &["db", "info", "db/types"]));
+    assert!(!plain.contains("warning:"), "{plain}");
 
     // What does not make sense says so.
     let p = experiment(d, "bad-budget", "grid", "LlamaCpp(Q4_K_M)", "Uniform");

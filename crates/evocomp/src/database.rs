@@ -3,6 +3,8 @@
 
 use crate::device::{self, BackendChoice};
 use anyhow::{Context, Result, bail};
+/// What a database holds (its manifest's `compression`).
+pub use evocomp_db::Compression;
 use evocomp_db::{BuildReport, Database, Manifest};
 use std::path::{Path, PathBuf};
 
