@@ -35,3 +35,31 @@ for t in 60 50; do
 done
 python3 experiments/error-bars/table.py > results/error-bars/table.md
 python3 scripts/study-scale.py results/depth-evopress/dropped6 results/errorbars-* > results/error-bars/scale.md
+
+# The searches' fitness on a calibration mix of the three genres (assets/text/mixed-calib; none of
+# the held-out text), and the calibrated depth baselines on the same mix. DP's sparsity genome
+# comes from the database's errors alone, so the sparsity baselines are compared as they are.
+for s in shortened-llama shortgpt; do run $s-mixed; done
+for v in depth20-mixed depth30-mixed sparsity50-mixed sparsity60-mixed; do
+  for s in 0 1 2; do run $v-s$s; done
+done
+compare depth20-mixed results/depth-shortened-llama@dropped6 results/errorbars-shortened-llama-mixed@dropped6 \
+  results/depth-shortgpt@dropped6 results/errorbars-shortgpt-mixed@dropped6 results/errorbars-depth20-mixed-s{0,1,2}
+compare depth30-mixed results/depth-shortened-llama@dropped9 results/errorbars-shortened-llama-mixed@dropped9 \
+  results/depth-shortgpt@dropped9 results/errorbars-shortgpt-mixed@dropped9 results/errorbars-depth30-mixed-s{0,1,2}
+for t in 60 50; do
+  compare sparsity$t-mixed results/sparsity-$t-{dp,uniform,owl} results/errorbars-sparsity$t-mixed-s{0,1,2}
+done
+
+# The same with the final choice as it is now: the start's best genome (the best heuristic) is the
+# incumbent, replaced only by a candidate better by 2 standard errors of their paired gap.
+for v in depth20-incumbent depth30-incumbent sparsity50-incumbent sparsity60-incumbent; do
+  for s in 0 1 2; do run $v-s$s; done
+done
+compare depth20-incumbent results/depth-shortened-llama@dropped6 results/errorbars-shortened-llama-mixed@dropped6 \
+  results/errorbars-depth20-incumbent-s{0,1,2}
+compare depth30-incumbent results/depth-shortened-llama@dropped9 results/errorbars-shortened-llama-mixed@dropped9 \
+  results/errorbars-depth30-incumbent-s{0,1,2}
+for t in 60 50; do
+  compare sparsity$t-incumbent results/sparsity-$t-{dp,uniform,owl} results/errorbars-sparsity$t-incumbent-s{0,1,2}
+done
