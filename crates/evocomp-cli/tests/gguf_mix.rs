@@ -238,3 +238,85 @@ fn presets_searches_and_gguf_exports_end_to_end() {
     );
     assert!(e.contains("--dtype applies to --format hf"), "{e}");
 }
+
+/// A BF16 copy of `src` (2-D tensors BF16, the rest as they are, every
+/// metadata key): what `convert_hf_to_gguf.py --outtype bf16` writes.
+fn bf16_copy(src: &Path, dst: &Path) {
+    let f = evocomp_gguf::GgufFile::open(src).unwrap();
+    let mut w = evocomp_gguf::GgufWriter::new();
+    for (k, v) in f.metadata() {
+        w.meta(k.clone(), v.clone());
+    }
+    for t in f.tensors() {
+        if t.dims.len() == 2 {
+            let (_, values) = f.dequantize(&t.name).unwrap();
+            let bytes: Vec<u8> = values
+                .iter()
+                .flat_map(|&x| {
+                    // Round to nearest even, as llama.cpp's converter does.
+                    let b = x.to_bits();
+                    let r = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
+                    (r as u16).to_le_bytes()
+                })
+                .collect();
+            w.tensor_raw(t.name.clone(), &t.dims, evocomp_gguf::GgmlType::BF16, bytes)
+                .unwrap();
+        } else {
+            w.tensor_raw(t.name.clone(), &t.dims, t.ty, f.tensor_bytes(t).to_vec())
+                .unwrap();
+        }
+    }
+    w.write(dst).unwrap();
+}
+
+#[test]
+fn a_bf16_source_builds_a_gguf_types_database_with_no_lossless_level() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    bf16_copy(&d.join("tiny.gguf"), &d.join("tiny-bf16.gguf"));
+    let info = ok(&evocomp(d, &["inspect", "--model", "tiny-bf16.gguf"]));
+    assert!(info.contains("BF16"), "{info}");
+    // Its perplexity is the f32 model's up to BF16 rounding.
+    let (a, b) = (
+        perplexity_of(d, "tiny.gguf"),
+        perplexity_of(d, "tiny-bf16.gguf"),
+    );
+    assert!((a - b).abs() < 1e-2 * a && a != b, "{a} vs {b}");
+    std::fs::write(
+        d.join("bf16.ron"),
+        r#"DatabaseSpec(
+    model: "tiny-bf16.gguf",
+    output: "db/bf16",
+    calibration: (text: "text.txt", sequences: 4, seq_len: 64, seed: 0),
+    compression: GgufTypes(types: [Q4_0, Q4_1, Q5_1, Q8_0]),
+)"#,
+    )
+    .unwrap();
+    ok(&evocomp(d, &["db", "build", "bf16.ron"]));
+    let info = ok(&evocomp(d, &["db", "info", "db/bf16", "--levels"]));
+    assert!(
+        !info.contains("warning:"),
+        "no level is the source itself: {info}"
+    );
+    // A search over it exports a GGUF that keeps the source's metadata.
+    let p = experiment(d, "bf16-dp", "bf16", "Bpw(5.0)", "Dp(max_states: 100000)");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("tiny.gguf", "tiny-bf16.gguf");
+    std::fs::write(&p, text).unwrap();
+    ok(&evocomp(d, &["run", p.to_str().unwrap()]));
+    ok(&evocomp(
+        d,
+        &[
+            "export",
+            "results/bf16-dp",
+            "--format",
+            "gguf",
+            "--out",
+            "bf16-gguf",
+        ],
+    ));
+    let out = evocomp_gguf::GgufFile::open(d.join("bf16-gguf/model.gguf")).unwrap();
+    assert!(out.get("tokenizer.ggml.tokens").is_some());
+}
