@@ -6,21 +6,28 @@ mod common;
 
 use common::{EVO, evocomp, experiment, ok, setup};
 
-fn kld(d: &std::path::Path, args: &[&str]) -> serde_json::Value {
+/// `evocomp kld ARGS` on the tiny text: 4 windows of 64 tokens, on the CPU.
+fn run(d: &std::path::Path, args: &[&str]) -> std::process::Output {
     let mut a = vec![
         "kld",
         "--text",
         "text.txt",
-        "--tokens",
-        "256",
         "--context",
         "64",
         "--backend",
         "cpu",
-        "--json",
     ];
     a.extend_from_slice(args);
-    serde_json::from_str(&ok(&evocomp(d, &a))).unwrap()
+    if !args.contains(&"--tokens") {
+        a.extend_from_slice(&["--tokens", "256"]);
+    }
+    evocomp(d, &a)
+}
+
+fn kld(d: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    serde_json::from_str(&ok(&run(d, &a))).unwrap()
 }
 
 fn close(a: &serde_json::Value, b: &serde_json::Value, what: &str) {
@@ -92,22 +99,15 @@ fn kld_of_a_study_from_the_model_a_saved_base_and_the_export_agree() {
     assert_eq!(same["same_top"]["mean"].as_f64(), Some(1.0));
 
     // A saved base for other tokens, a damaged one, and a foreign file: refused by name.
-    let o = evocomp(
+    let o = run(
         d,
         &[
-            "kld",
             "--base-logits",
             "base.kld",
             "--study",
             "results/evo",
-            "--text",
-            "text.txt",
             "--tokens",
             "128",
-            "--context",
-            "64",
-            "--backend",
-            "cpu",
         ],
     );
     let e = String::from_utf8_lossy(&o.stderr);
@@ -119,24 +119,7 @@ fn kld_of_a_study_from_the_model_a_saved_base_and_the_export_agree() {
     std::fs::write(d.join("cut.kld"), &bytes[..bytes.len() - 4]).unwrap();
     std::fs::write(d.join("text.kld"), b"not a saved base at all").unwrap();
     for (f, why) in [("cut.kld", "partial"), ("text.kld", "not a base")] {
-        let o = evocomp(
-            d,
-            &[
-                "kld",
-                "--base-logits",
-                f,
-                "--model",
-                "tiny.gguf",
-                "--text",
-                "text.txt",
-                "--tokens",
-                "256",
-                "--context",
-                "64",
-                "--backend",
-                "cpu",
-            ],
-        );
+        let o = run(d, &["--base-logits", f, "--model", "tiny.gguf"]);
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(
             !o.status.success() && e.contains(f) && e.contains(why),
@@ -144,24 +127,7 @@ fn kld_of_a_study_from_the_model_a_saved_base_and_the_export_agree() {
         );
     }
     // Text output names every figure.
-    let o = ok(&evocomp(
-        d,
-        &[
-            "kld",
-            "--base",
-            "tiny.gguf",
-            "--model",
-            "exported",
-            "--text",
-            "text.txt",
-            "--tokens",
-            "256",
-            "--context",
-            "64",
-            "--backend",
-            "cpu",
-        ],
-    ));
+    let o = ok(&run(d, &["--base", "tiny.gguf", "--model", "exported"]));
     for word in [
         "perplexity (base)",
         "mean KLD",
