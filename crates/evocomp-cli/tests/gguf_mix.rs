@@ -320,3 +320,129 @@ fn a_bf16_source_builds_a_gguf_types_database_with_no_lossless_level() {
     let out = evocomp_gguf::GgufFile::open(d.join("bf16-gguf/model.gguf")).unwrap();
     assert!(out.get("tokenizer.ggml.tokens").is_some());
 }
+
+#[test]
+fn an_importance_matrix_file_in_either_format_builds_the_same_database() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    ok(&evocomp(d, &["db", "build", "types.ron"]));
+    // The matrix the build computed, as llama-imatrix's GGUF file...
+    ok(&evocomp(
+        d,
+        &[
+            "db",
+            "imatrix",
+            "db/types",
+            "--model",
+            "tiny.gguf",
+            "--out",
+            "im.gguf",
+        ],
+    ));
+    // ...and as its legacy .dat (2 calls: the values are sums over calls).
+    let f = evocomp_gguf::GgufFile::open(d.join("im.gguf")).unwrap();
+    let mut dat = Vec::new();
+    let entries: Vec<&str> = f
+        .tensors()
+        .iter()
+        .filter_map(|t| t.name.strip_suffix(".in_sum2"))
+        .collect();
+    dat.extend((entries.len() as i32).to_le_bytes());
+    for name in &entries {
+        let (_, sums) = f.dequantize(&format!("{name}.in_sum2")).unwrap();
+        let (_, count) = f.dequantize(&format!("{name}.counts")).unwrap();
+        dat.extend((name.len() as i32).to_le_bytes());
+        dat.extend(name.as_bytes());
+        dat.extend(2i32.to_le_bytes());
+        dat.extend((sums.len() as i32).to_le_bytes());
+        for s in &sums {
+            // Twice the mean: llama-quantize divides by the calls.
+            dat.extend((s / count[0] * 2.0).to_le_bytes());
+        }
+    }
+    std::fs::write(d.join("im.dat"), &dat).unwrap();
+    let spec = |name: &str, file: &str| {
+        std::fs::write(
+            d.join(format!("{name}.ron")),
+            format!(
+                r#"DatabaseSpec(
+    model: "tiny.gguf",
+    output: "db/{name}",
+    calibration: (text: "text.txt", sequences: 4, seq_len: 64, seed: 0),
+    compression: GgufTypes(types: [Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_0], imatrix_file: Some("{file}")),
+)"#
+            ),
+        )
+        .unwrap();
+    };
+    let hashes = |db: &str| -> Vec<serde_json::Value> {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join(db).join("manifest.json")).unwrap())
+                .unwrap();
+        m["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["sha256"].clone())
+            .collect()
+    };
+    for (name, file) in [("fromgguf", "im.gguf"), ("fromdat", "im.dat")] {
+        spec(name, file);
+        ok(&evocomp(d, &["db", "build", &format!("{name}.ron")]));
+        assert_eq!(hashes(&format!("db/{name}")), hashes("db/types"), "{file}");
+        let o = evocomp(
+            d,
+            &[
+                "db",
+                "imatrix",
+                &format!("db/{name}"),
+                "--model",
+                "tiny.gguf",
+                "--out",
+                "x.gguf",
+            ],
+        );
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains(file), "{e}");
+    }
+    // The file is what the quantizers weigh by: a flat matrix gives other variants.
+    let mut flat = Vec::new();
+    flat.extend((entries.len() as i32).to_le_bytes());
+    for name in &entries {
+        let n = f
+            .tensor_info(&format!("{name}.in_sum2"))
+            .unwrap()
+            .n_elements() as usize;
+        flat.extend((name.len() as i32).to_le_bytes());
+        flat.extend(name.as_bytes());
+        flat.extend(1i32.to_le_bytes());
+        flat.extend((n as i32).to_le_bytes());
+        for _ in 0..n {
+            flat.extend(1f32.to_le_bytes());
+        }
+    }
+    std::fs::write(d.join("flat.dat"), &flat).unwrap();
+    spec("flat", "flat.dat");
+    ok(&evocomp(d, &["db", "build", "flat.ron"]));
+    assert_ne!(hashes("db/flat"), hashes("db/types"));
+    // A changed file is another database; a damaged or foreign one is named.
+    std::fs::write(d.join("im.dat"), &dat[..dat.len() - 3]).unwrap();
+    spec("cut", "im.dat");
+    let o = evocomp(d, &["db", "build", "cut.ron"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("im.dat") && e.contains("ends inside"),
+        "{e}"
+    );
+    let o = evocomp(d, &["db", "build", "fromdat.ron"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "a changed file must not pass as the old one: {e}"
+    );
+    std::fs::write(d.join("none.dat"), 0i32.to_le_bytes()).unwrap();
+    spec("none", "none.dat");
+    let o = evocomp(d, &["db", "build", "none.ron"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("none.dat"));
+}

@@ -120,6 +120,10 @@ pub enum CompressionSpec {
         /// calibration text (llama.cpp's importance matrix).
         #[serde(default = "default_imatrix")]
         imatrix: bool,
+        /// Read the importance matrix from this file (llama-imatrix's GGUF
+        /// or legacy `.dat`) instead of computing it; needs `imatrix: true`.
+        #[serde(default)]
+        imatrix_file: Option<PathBuf>,
     },
     /// Dropping attention / MLP sub-blocks (or whole blocks): kept or dropped.
     Depth {
@@ -381,7 +385,11 @@ impl CompressionSpec {
                 (group_size, symmetric, act_order),
                 cal.obs(block_size, damp)?,
             ),
-            CompressionSpec::GgufTypes { types, imatrix } => gguf_types(&cal, types, imatrix),
+            CompressionSpec::GgufTypes {
+                types,
+                imatrix,
+                imatrix_file,
+            } => gguf_types(&cal, types, imatrix, imatrix_file),
             CompressionSpec::Depth { unit } => Ok(Compression::Depth { unit }),
             CompressionSpec::KvBudget {
                 budgets,
@@ -495,8 +503,29 @@ fn gguf_types(
     cal: &Calibrated,
     types: Vec<evocomp_gguf::GgmlType>,
     imatrix: bool,
+    imatrix_file: Option<PathBuf>,
 ) -> Result<Compression> {
     let c = cal.c;
+    let imatrix_file = match imatrix_file {
+        None => None,
+        Some(path) => {
+            c.ensure(
+                imatrix,
+                "compression.imatrix_file",
+                "an importance matrix file needs `imatrix: true`",
+            )?;
+            c.ensure(
+                path.is_file(),
+                "compression.imatrix_file",
+                format!("{} does not exist", path.display()),
+            )?;
+            let sha256 = match evocomp_db::sha256_file(&path) {
+                Ok(s) => s,
+                Err(e) => return c.fail("compression.imatrix_file", e.to_string()),
+            };
+            Some(evocomp_db::ImatrixFile { path, sha256 })
+        }
+    };
     c.ensure(
         !types.is_empty(),
         "compression.types",
@@ -523,7 +552,11 @@ fn gguf_types(
         "GGUF types take no calibration level: llama.cpp quantizes every tensor on \
          the uncompressed model's inputs",
     )?;
-    Ok(Compression::GgufTypes { types, imatrix })
+    Ok(Compression::GgufTypes {
+        types,
+        imatrix,
+        imatrix_file,
+    })
 }
 
 /// `KvBudget`: the budgets (a range with a step, or a list), the eviction
@@ -788,10 +821,15 @@ mod tests {
             &cfg("GgufTypes(types: [Q4_K, Q8_0, IQ4_NL])"),
         );
         match load_database_config(&p).unwrap().compression {
-            Compression::GgufTypes { types, imatrix } => {
+            Compression::GgufTypes {
+                types,
+                imatrix,
+                imatrix_file,
+            } => {
                 use evocomp_gguf::GgmlType as T;
                 assert_eq!(types, vec![T::Q4_K, T::Q8_0, T::IQ4_NL]);
                 assert!(imatrix, "an importance matrix by default");
+                assert_eq!(imatrix_file, None);
             }
             other => panic!("{other:?}"),
         }
@@ -808,6 +846,16 @@ mod tests {
                 "cannot write IQ2_XXS",
             ),
             ("GgufTypes(types: [Q9_K])", "", "Q9_K"),
+            (
+                "GgufTypes(types: [Q4_K], imatrix_file: Some(\"missing.dat\"))",
+                "compression.imatrix_file",
+                "does not exist",
+            ),
+            (
+                "GgufTypes(types: [Q4_K], imatrix: false, imatrix_file: Some(\"g.ron\"))",
+                "compression.imatrix_file",
+                "needs `imatrix: true`",
+            ),
         ] {
             let p = write(dir.path(), "g.ron", &cfg(compression));
             let e = load_database_config(&p).unwrap_err().to_string();

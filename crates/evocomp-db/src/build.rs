@@ -218,6 +218,24 @@ pub fn build_database(
         .collect();
     let progress = bar(todo.len() as u64, opts.progress, "db build");
     let source = gguf_source(model, compression)?;
+    let imatrix_file = match compression {
+        Compression::GgufTypes {
+            imatrix_file: Some(f),
+            ..
+        } => {
+            let sha = crate::manifest::sha256_file(&f.path)?;
+            if sha != f.sha256 {
+                return Err(DbError::Mismatch {
+                    path: f.path.clone(),
+                    what: "importance matrix",
+                    in_db: f.sha256.clone(),
+                    given: sha,
+                });
+            }
+            Some(crate::gguf::read_imatrix(&f.path)?)
+        }
+        _ => None,
+    };
     if !tables.is_empty() {
         let weights = model.weights()?;
         for &ui in &tables {
@@ -264,6 +282,7 @@ pub fn build_database(
     let mut ctx = BuildCtx {
         weights,
         source: source.as_ref(),
+        imatrix: imatrix_file.as_ref(),
         cfg,
         compression,
         dir,
@@ -379,6 +398,8 @@ struct BuildCtx<'a> {
     weights: &'a LlamaWeights,
     /// The model's GGUF file, for GGUF-types databases ([`gguf_source`]).
     source: Option<&'a GgufFile>,
+    /// A GGUF-types database's importance matrix from a file, by tensor name.
+    imatrix: Option<&'a BTreeMap<String, Vec<f32>>>,
     cfg: &'a LlamaConfig,
     compression: &'a Compression,
     dir: &'a Path,
@@ -530,8 +551,33 @@ impl BuildCtx<'_> {
                 let level = &entry.levels[li];
                 let kept = level_type(level)
                     .and_then(|ty| source_blocks(self.source, self.cfg, entry, ty));
-                let (v, ggml) = compress_variant(&p.w, Some(p.h), self.compression, level, kept)
-                    .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
+                // An importance matrix from a file: this tensor's entry.
+                let from_file = match self.imatrix {
+                    Some(m) => {
+                        let name = tensor_role(entry.unit.target)
+                            .map(|r| r.gguf_name(entry.unit.layer))
+                            .unwrap_or_default();
+                        let v = m.get(&name).ok_or_else(|| {
+                            DbError::Compress(format!(
+                                "{}: the importance matrix file has no entry {name}",
+                                entry.name
+                            ))
+                        })?;
+                        if v.len() != p.w.cols {
+                            return Err(DbError::Compress(format!(
+                                "{}: the importance matrix file's {name} has {} values, the tensor {} columns",
+                                entry.name,
+                                v.len(),
+                                p.w.cols
+                            )));
+                        }
+                        Some(v.as_slice())
+                    }
+                    None => None,
+                };
+                let (v, ggml) =
+                    compress_variant(&p.w, Some(p.h), self.compression, level, kept, from_file)
+                        .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
                 let err = p.w.reconstruction_error(&v, p.h);
                 let held = p
                     .held
@@ -735,6 +781,7 @@ fn compress_variant(
     c: &Compression,
     level: &Level,
     kept: Option<Vec<u8>>,
+    imatrix_from_file: Option<&[f32]>,
 ) -> evocomp_compress::Result<(Matrix, Option<Blocks>)> {
     let Compression::GgufTypes { imatrix, .. } = c else {
         return Ok((compress_one(w, h, c, level)?, None));
@@ -744,6 +791,7 @@ fn compress_variant(
     // llama.cpp's importance matrix: each input's mean square, H = 2XᵀX/n.
     let im: Option<Vec<f32>> = match (imatrix, h, &kept) {
         (_, _, Some(_)) | (false, _, _) => None,
+        (true, _, None) if imatrix_from_file.is_some() => imatrix_from_file.map(<[f32]>::to_vec),
         (true, Some(h), None) => Some(ImatrixEntry::of(h).values()),
         (true, None, None) => {
             return Err(bad("an importance matrix needs calibration inputs".into()));
@@ -931,7 +979,7 @@ pub fn compress_one(
             };
             quantize(w, h, *method, &s, obs)
         }
-        Compression::GgufTypes { .. } => Ok(compress_variant(w, h, c, level, None)?.0),
+        Compression::GgufTypes { .. } => Ok(compress_variant(w, h, c, level, None, None)?.0),
         Compression::Depth { .. } | Compression::KvBudget { .. } | Compression::KvBits { .. } => {
             unreachable!("depth and KV units have no stored variants")
         }

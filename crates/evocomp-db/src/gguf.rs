@@ -410,6 +410,19 @@ fn copy_metadata(
 /// What llama-quantize records of an importance matrix (the dataset, the
 /// tensors it covers, its chunks), for the database's own.
 fn imatrix_metadata(w: &mut GgufWriter, db: &Database) -> Result<()> {
+    if let Compression::GgufTypes {
+        imatrix: true,
+        imatrix_file: Some(f),
+        ..
+    } = &db.manifest.compression
+    {
+        // As llama-quantize records a file it was given.
+        w.meta(
+            "quantize.imatrix.file",
+            Value::String(f.path.display().to_string()),
+        );
+        return Ok(());
+    }
     if let Compression::GgufTypes { imatrix: true, .. } = db.manifest.compression {
         let calib = crate::build::read_calibration(db.dir())?;
         let linear = db
@@ -493,4 +506,90 @@ pub fn llama_quantize_args(db: &Database, genome: &[i64]) -> Result<(Vec<String>
         .max_by_key(|(_, n)| **n)
         .map_or(GgmlType::Q4_K, |(t, _)| *t);
     Ok((lines, mostly))
+}
+
+/// An importance matrix file made by llama-imatrix: per tensor (named as
+/// in the model's GGUF file), each input's mean square, the weights
+/// llama-quantize gives its quantizers. Both formats: GGUF
+/// (`<tensor>.in_sum2` over `<tensor>.counts`) and the legacy `.dat` (an
+/// i32 entry count, then per entry an i32 name length, the name, i32 calls,
+/// i32 values and the f32 values, which llama-quantize divides by the calls).
+pub fn read_imatrix(path: &Path) -> Result<BTreeMap<String, Vec<f32>>> {
+    let bad = |m: String| DbError::Corrupt {
+        path: path.to_path_buf(),
+        message: format!("not an importance matrix: {m}"),
+    };
+    let bytes = std::fs::read(path).map_err(DbError::io(path))?;
+    let mut out = BTreeMap::new();
+    if bytes.starts_with(b"GGUF") {
+        let f = GgufFile::open(path).map_err(|e| bad(e.to_string()))?;
+        for t in f.tensors() {
+            let Some(name) = t.name.strip_suffix(".in_sum2") else {
+                continue;
+            };
+            let (_, sums) = f.dequantize(&t.name).map_err(|e| bad(e.to_string()))?;
+            let counts_name = format!("{name}.counts");
+            let (_, counts) = f
+                .dequantize(&counts_name)
+                .map_err(|_| bad(format!("{} has no {counts_name}", t.name)))?;
+            let count = counts.first().copied().unwrap_or(0.0);
+            if !count.is_finite() || count <= 0.0 || counts.iter().any(|&c| c != count) {
+                return Err(bad(format!(
+                    "{counts_name}: {counts:?} (one positive count per tensor is read)"
+                )));
+            }
+            out.insert(name.to_string(), sums.iter().map(|s| s / count).collect());
+        }
+    } else {
+        let mut at = 0usize;
+        let mut take = |n: usize, what: &str| -> Result<&[u8]> {
+            let end = at
+                .checked_add(n)
+                .filter(|&e| e <= bytes.len())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "the file ends inside {what} (byte {at} of {})",
+                        bytes.len()
+                    ))
+                })?;
+            let s = &bytes[at..end];
+            at = end;
+            Ok(s)
+        };
+        let i32_of = |b: &[u8]| i32::from_le_bytes(b.try_into().expect("4 bytes"));
+        let n = i32_of(take(4, "the entry count")?);
+        if !(1..=1_000_000).contains(&n) {
+            return Err(bad(format!("{n} entries")));
+        }
+        for e in 0..n {
+            let len = i32_of(take(4, "a name length")?);
+            if !(1..=4096).contains(&len) {
+                return Err(bad(format!("entry {e}: a name of {len} bytes")));
+            }
+            let name = String::from_utf8(take(len as usize, "a name")?.to_vec())
+                .map_err(|_| bad(format!("entry {e}: the name is not UTF-8")))?;
+            let calls = i32_of(take(4, "a call count")?);
+            let nval = i32_of(take(4, "a value count")?);
+            if !(1..=1 << 24).contains(&nval) {
+                return Err(bad(format!("{name}: {nval} values")));
+            }
+            let values = take(4 * nval as usize, "the values")?;
+            let div = if calls > 0 { calls as f32 } else { 1.0 };
+            let v: Vec<f32> = values
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")) / div)
+                .collect();
+            out.insert(name, v);
+        }
+    }
+    if out.is_empty() {
+        return Err(bad("no entries".into()));
+    }
+    if let Some((name, _)) = out
+        .iter()
+        .find(|(_, v)| v.iter().any(|x| !x.is_finite() || *x < 0.0))
+    {
+        return Err(bad(format!("{name}: a value is negative or not finite")));
+    }
+    Ok(out)
 }

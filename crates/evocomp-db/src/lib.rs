@@ -37,11 +37,12 @@ pub use dump::dump_levels;
 /// The KV policies a KV database applies (the model's runtime types).
 pub use evocomp_model::{Eviction, KvGroup};
 pub use gguf::{
-    GgufExport, export_gguf, llama_quantize_args, preset_genome, preset_genomes, write_imatrix,
+    GgufExport, export_gguf, llama_quantize_args, preset_genome, preset_genomes, read_imatrix,
+    write_imatrix,
 };
 pub use manifest::{FORMAT_VERSION, MANIFEST, Manifest, UnitEntry, sha256_file, write_atomic};
 pub use materialize::{Materialized, materialize};
-pub use spec::{Compression, DepthUnit, Propagation};
+pub use spec::{Compression, DepthUnit, ImatrixFile, Propagation};
 pub use units::{
     Level, UnitId, UnitTarget, cost_unit, gguf_levels, level_type, plan, sub_block_params,
     tensor_role, unit_shape,

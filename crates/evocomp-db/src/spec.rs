@@ -6,6 +6,7 @@ use evocomp_compress::{ObsConfig, QuantConfig, QuantMethod, SparsityMethod};
 use evocomp_gguf::GgmlType;
 use evocomp_model::{Eviction, KvGroup};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// What one depth unit is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -46,6 +47,14 @@ impl Propagation {
     }
 }
 
+/// An importance-matrix file a GGUF-types database is built with: its path
+/// and sha256 (a changed file is another database).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImatrixFile {
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
 /// A compression kind, its method and parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Compression {
@@ -78,6 +87,11 @@ pub enum Compression {
     GgufTypes {
         types: Vec<GgmlType>,
         imatrix: bool,
+        /// The importance matrix read from a file made by llama-imatrix
+        /// (its GGUF format or the legacy `.dat`) instead of computed from
+        /// the calibration inputs (which still give each level's error).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        imatrix_file: Option<ImatrixFile>,
     },
     Depth {
         unit: DepthUnit,

@@ -55,6 +55,7 @@ fn types(imatrix: bool) -> Compression {
             GgmlType::Q8_0,
         ],
         imatrix,
+        imatrix_file: None,
     }
 }
 
@@ -230,6 +231,7 @@ fn presets_are_genomes_of_llama_cpps_types() {
         &Compression::GgufTypes {
             types: vec![GgmlType::Q4_K, GgmlType::Q8_0],
             imatrix: false,
+            imatrix_file: None,
         },
         &tmp.path().join("small"),
     );

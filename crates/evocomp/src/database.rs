@@ -118,6 +118,17 @@ pub fn imatrix(
             dir.display()
         );
     }
+    if let evocomp_db::Compression::GgufTypes {
+        imatrix_file: Some(f),
+        ..
+    } = &db.manifest.compression
+    {
+        bail!(
+            "{}: built with the importance matrix {}: that file is the one to pass llama-quantize",
+            dir.display(),
+            f.path.display()
+        );
+    }
     let loaded = crate::score::load(model)?;
     db.check_model(&loaded.info.fingerprint()?)?;
     let chosen = device::choose(backend)?;
