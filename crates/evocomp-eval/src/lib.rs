@@ -48,6 +48,14 @@ pub enum EvalError {
     SampleMismatch { teacher: String, sample: String },
     #[error("invalid evaluation settings: {0}")]
     Invalid(String),
+    /// The model's logits hold NaN or an infinity: a weight (or a database
+    /// variant) is not finite. Nothing is scored, so nothing non-finite
+    /// reaches a store or a cache.
+    #[error(
+        "the model's output is not finite (NaN or infinite) at sequence {sequence}, position {position}: \
+         a weight or a database variant holds NaN or infinity; no score was recorded"
+    )]
+    NonFinite { sequence: usize, position: usize },
 }
 
 pub type Result<T, E = EvalError> = std::result::Result<T, E>;
@@ -218,6 +226,13 @@ impl HostRows {
         let dims = logits.dims();
         let logits = read_f32(logits)?;
         let lse = log_sum_exp_rows(&logits, dims[2]);
+        // A row with NaN or an infinity has a log-sum-exp that is not finite.
+        if let Some(r) = lse.iter().position(|x| !x.is_finite()) {
+            return Err(EvalError::NonFinite {
+                sequence: r / dims[1].max(1),
+                position: r % dims[1].max(1),
+            });
+        }
         Ok(Self { logits, lse, dims })
     }
 

@@ -160,7 +160,8 @@ pub fn kld(req: &KldRequest) -> Result<KldReport> {
             let saved = BaseLogits::open(file, &w, vocab)?;
             let name = format!("{} (saved in {})", saved.model(), file.display());
             (
-                token_scores(Base::Saved(&saved), &other, &w, &opts, &bar)?,
+                token_scores(Base::Saved(&saved), &other, &w, &opts, &bar)
+                    .with_context(|| format!("scoring {other_name}"))?,
                 name,
             )
         }
@@ -171,7 +172,8 @@ pub fn kld(req: &KldRequest) -> Result<KldReport> {
             let name = base_path.display().to_string();
             let save = req.save_base.as_deref().map(|p| (p, name.as_str()));
             (
-                token_scores(Base::Model { model: &bm, save }, &other, &w, &opts, &bar)?,
+                token_scores(Base::Model { model: &bm, save }, &other, &w, &opts, &bar)
+                    .with_context(|| format!("scoring {other_name} against {name}"))?,
                 name.clone(),
             )
         }

@@ -2,7 +2,7 @@
 //! configuration applied.
 
 use crate::device::{self, Chosen};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use evocomp_db::Database;
 use evocomp_eval::{EvalOptions, perplexity as eval_perplexity, token_progress};
 use evocomp_model::{LoadedModel, WeightDtype};
@@ -118,7 +118,8 @@ pub fn perplexity(model: &Path, windows: &Windows, run: &ScoreOptions) -> Result
         w.len().min(run.batch_size.max(1)) * windows.context,
     )?;
     let m = loaded.to_device(&chosen.device, run.dtype)?;
-    let (r, seconds) = score(&chosen, &m, &w, windows.tokens, run.batch_size)?;
+    let (r, seconds) = score(&chosen, &m, &w, windows.tokens, run.batch_size)
+        .with_context(|| format!("scoring {}", model.display()))?;
     Ok(Scored {
         perplexity: r.perplexity,
         predictions: r.predictions,
