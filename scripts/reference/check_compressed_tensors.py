@@ -15,7 +15,6 @@ library's decompression gives it within 1e-3 relative.
 """
 import argparse
 import json
-import math
 import sys
 
 import torch
@@ -23,15 +22,7 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModelForCausalLM
 
-
-def perplexity(model, ids, context):
-    nll, n = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, len(ids) - context + 1, context):
-            x = torch.tensor([ids[i : i + context]])
-            nll += model(x, labels=x).loss.item() * (context - 1)
-            n += context - 1
-    return math.exp(nll / n), n
+from check_export import perplexity
 
 
 def decompressed_state_dict(folder):

@@ -19,6 +19,18 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM
 
 
+def perplexity(model, ids, context):
+    """Perplexity over windows of `context` tokens, each scoring its context-1
+    predictions (as `evocomp perplexity` counts them), and the predictions."""
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(ids) - context + 1, context):
+            x = torch.tensor([ids[i : i + context]])
+            nll += model(x, labels=x).loss.item() * (context - 1)
+            n += context - 1
+    return math.exp(nll / n), n
+
+
 def main() -> None:
     folder, text_path = sys.argv[1], sys.argv[2]
     n_tokens = int(sys.argv[3]) if len(sys.argv) > 3 else 2048
@@ -40,15 +52,10 @@ def main() -> None:
         sys.exit(f"{text_path}: {len(ids)} tokens, fewer than one window of {context}")
     # Llama, Mistral or Gemma 3 (text), as config.json says.
     model = AutoModelForCausalLM.from_pretrained(**load, dtype=torch.float32).eval()
-    nll, n = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, len(ids) - context + 1, context):
-            x = torch.tensor([ids[i : i + context]])
-            nll += model(x, labels=x).loss.item() * (context - 1)
-            n += context - 1
+    ppl, n = perplexity(model, ids, context)
     layers = model.config.num_hidden_layers
     kind = type(model).__name__
-    print(f"transformers perplexity: {math.exp(nll / n):.4f} ({n} predictions, {layers} layers, {kind})")
+    print(f"transformers perplexity: {ppl:.4f} ({n} predictions, {layers} layers, {kind})")
 
 
 if __name__ == "__main__":

@@ -132,11 +132,7 @@ impl Database {
 
     /// Weights per unit (1 for units that are not a matrix).
     pub fn unit_numel(&self) -> Vec<u64> {
-        self.manifest
-            .units
-            .iter()
-            .map(|u| u.shape.map_or(1, |s| (s[0] * s[1]) as u64))
-            .collect()
+        self.manifest.unit_numel()
     }
 
     /// Unit `unit`'s level `level` (its cost, setting and label), if it has one.

@@ -391,6 +391,8 @@ struct Prepared<'a> {
     energy: f64,
     /// The held-out Hessian and ‖WX‖² on those inputs.
     held: Option<(&'a Hessian, f64)>,
+    /// Its entry of an importance matrix read from a file.
+    imatrix: Option<&'a [f32]>,
 }
 
 /// What building one group of units needs.
@@ -528,6 +530,10 @@ impl BuildCtx<'_> {
                 let w = original(self.weights, entry.unit.layer, kind);
                 let held = held[group_of(kind)].as_ref();
                 let held = held.map(|hh| (hh, w.output_energy(hh).max(f64::MIN_POSITIVE)));
+                let imatrix = match self.imatrix {
+                    Some(m) => Some(imatrix_entry(m, entry, w.cols)?),
+                    None => None,
+                };
                 Ok((
                     ui,
                     Prepared {
@@ -535,6 +541,7 @@ impl BuildCtx<'_> {
                         w,
                         h,
                         held,
+                        imatrix,
                     },
                 ))
             })
@@ -551,32 +558,8 @@ impl BuildCtx<'_> {
                 let level = &entry.levels[li];
                 let kept = level_type(level)
                     .and_then(|ty| source_blocks(self.source, self.cfg, entry, ty));
-                // An importance matrix from a file: this tensor's entry.
-                let from_file = match self.imatrix {
-                    Some(m) => {
-                        let name = tensor_role(entry.unit.target)
-                            .map(|r| r.gguf_name(entry.unit.layer))
-                            .unwrap_or_default();
-                        let v = m.get(&name).ok_or_else(|| {
-                            DbError::Compress(format!(
-                                "{}: the importance matrix file has no entry {name}",
-                                entry.name
-                            ))
-                        })?;
-                        if v.len() != p.w.cols {
-                            return Err(DbError::Compress(format!(
-                                "{}: the importance matrix file's {name} has {} values, the tensor {} columns",
-                                entry.name,
-                                v.len(),
-                                p.w.cols
-                            )));
-                        }
-                        Some(v.as_slice())
-                    }
-                    None => None,
-                };
                 let (v, ggml) =
-                    compress_variant(&p.w, Some(p.h), self.compression, level, kept, from_file)
+                    compress_variant(&p.w, Some(p.h), self.compression, level, kept, p.imatrix)
                         .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
                 let err = p.w.reconstruction_error(&v, p.h);
                 let held = p
@@ -773,6 +756,32 @@ fn level_blocks(
 
 /// One unit at one level, and its ggml blocks for GGUF types.
 ///
+/// `entry`'s values in an importance matrix read from a file (by its
+/// tensor's GGUF name), checked to have one per column.
+fn imatrix_entry<'a>(
+    m: &'a BTreeMap<String, Vec<f32>>,
+    entry: &UnitEntry,
+    cols: usize,
+) -> Result<&'a [f32]> {
+    let name = tensor_role(entry.unit.target)
+        .map(|r| r.gguf_name(entry.unit.layer))
+        .unwrap_or_default();
+    let v = m.get(&name).ok_or_else(|| {
+        DbError::Compress(format!(
+            "{}: the importance matrix file has no entry {name}",
+            entry.name
+        ))
+    })?;
+    if v.len() != cols {
+        return Err(DbError::Compress(format!(
+            "{}: the importance matrix file's {name} has {} values, the tensor {cols} columns",
+            entry.name,
+            v.len()
+        )));
+    }
+    Ok(v)
+}
+
 /// `kept`: the source's own blocks for this level ([`source_blocks`]),
 /// used as they are.
 fn compress_variant(

@@ -99,7 +99,8 @@ pub fn export_compressed_tensors(
     };
     let mat = materialize(db, cfg, weights, genome)?;
     let mut replace: BTreeMap<String, Vec<RawTensor>> = BTreeMap::new();
-    let mut members: BTreeMap<(u8, usize, bool), Vec<String>> = BTreeMap::new();
+    // (bits, the file's group size, 0 for one group per row) -> modules.
+    let mut members: BTreeMap<(u8, usize), Vec<String>> = BTreeMap::new();
     let mut scheme: BTreeMap<(usize, LinearKind), (u8, usize)> = BTreeMap::new();
     let mut report = CompressedTensorsExport {
         bytes: 0,
@@ -192,10 +193,7 @@ pub fn export_compressed_tensors(
         report.quantized_weights += (rows * cols) as u64;
         report.quantized_bytes += tensors.iter().map(|t| t.bytes.len() as u64).sum::<u64>();
         let file_group = if channel { 0 } else { group };
-        members
-            .entry((bits, file_group, channel))
-            .or_default()
-            .push(module);
+        members.entry((bits, file_group)).or_default().push(module);
         scheme.insert((layer, kind), (bits, file_group));
         replace.insert(kind.hf_name(layer), tensors);
     }
@@ -218,12 +216,13 @@ pub fn export_compressed_tensors(
         }
     }
     let mut config_groups = serde_json::Map::new();
-    for (i, ((bits, group, channel), modules)) in members.iter().enumerate() {
+    for (i, ((bits, group), modules)) in members.iter().enumerate() {
+        let channel = *group == 0;
         let mut weights = serde_json::json!({
             "num_bits": bits,
             "type": "int",
             "symmetric": spec.symmetric,
-            "strategy": if *channel { "channel" } else { "group" },
+            "strategy": if channel { "channel" } else { "group" },
             "dynamic": false,
         });
         if !channel {

@@ -69,6 +69,14 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Weights per unit (1 for units that are not a matrix).
+    pub fn unit_numel(&self) -> Vec<u64> {
+        self.units
+            .iter()
+            .map(|u| u.shape.map_or(1, |s| (s[0] * s[1]) as u64))
+            .collect()
+    }
+
     pub fn path(dir: &Path) -> PathBuf {
         dir.join(MANIFEST)
     }

@@ -8,7 +8,7 @@
 //! reused for other models on the same tokens, as llama.cpp's
 //! `--kl-divergence-base` file is.
 
-use crate::{EvalError, EvalOptions, HostRows, Result, batches, check_batch};
+use crate::{EvalError, EvalOptions, HostRows, Result, argmax, batches, check_batch};
 use evocomp_model::LlamaModel;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
@@ -151,16 +151,6 @@ fn window_logp(rows: &HostRows, i: usize) -> Vec<f32> {
     out
 }
 
-fn argmax(row: &[f32]) -> usize {
-    let mut a = 0;
-    for (k, &x) in row.iter().enumerate() {
-        if x > row[a] {
-            a = k;
-        }
-    }
-    a
-}
-
 /// Score `model` against `base` on every prediction of `windows`.
 /// `progress` counts tokens through a model.
 pub fn token_scores(
@@ -269,17 +259,11 @@ pub struct Estimate {
     pub standard_error: f64,
 }
 
-fn estimate(v: impl Iterator<Item = f64> + Clone) -> Estimate {
-    let n = v.clone().count() as f64;
-    let mean = v.clone().sum::<f64>() / n;
-    let var = if n > 1.0 {
-        v.map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
+fn estimate(v: impl Iterator<Item = f64>) -> Estimate {
+    let v: Vec<f64> = v.collect();
     Estimate {
-        mean,
-        standard_error: (var / n).sqrt(),
+        mean: v.iter().sum::<f64>() / v.len() as f64,
+        standard_error: crate::standard_error(&v),
     }
 }
 

@@ -370,6 +370,17 @@ pub struct KlResult {
     pub per_sequence: Vec<f64>,
 }
 
+/// The index of a row's largest value (the first of equals).
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    let mut a = 0;
+    for (k, &x) in row.iter().enumerate() {
+        if x > row[a] {
+            a = k;
+        }
+    }
+    a
+}
+
 /// The standard error of the mean of `v` (NaN with fewer than two values).
 pub fn standard_error(v: &[f64]) -> f64 {
     if v.len() < 2 {

@@ -91,14 +91,7 @@ pub fn window_scores(
                         .map(|((&p, &lp), &x)| p as f64 * (lp as f64 - (x - lse) as f64))
                         .sum();
                     kl += sum.max(0.0);
-                    let arg = argmax[i * t + pos];
-                    let mut sa = 0usize;
-                    for (k, &x) in row.iter().enumerate() {
-                        if x > row[sa] {
-                            sa = k;
-                        }
-                    }
-                    agree += usize::from(sa == arg);
+                    agree += usize::from(crate::argmax(row) == argmax[i * t + pos]);
                 }
                 let span = i * (t - 1)..(i + 1) * (t - 1);
                 let mean = |x: &[f32]| -x.iter().map(|&y| y as f64).sum::<f64>() / x.len() as f64;

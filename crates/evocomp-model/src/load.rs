@@ -619,7 +619,7 @@ pub fn save_hf_safetensors_with(
             None => true,
         })
         .collect();
-    let mut bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+    let mut bytes: Vec<(String, Dtype, Vec<u8>, Vec<usize>)> = tensors
         .into_iter()
         .map(|(n, t, is_norm)| {
             let offset = if is_norm { names.norm_offset } else { 0.0 };
@@ -633,17 +633,13 @@ pub fn save_hf_safetensors_with(
                     .flat_map(|v| half::f16::from_f32(v).to_le_bytes())
                     .collect(),
             };
-            (n, bytes, t.shape.clone())
+            (n, st_dtype, bytes, t.shape.clone())
         })
         .collect();
-    let mut dtypes = vec![st_dtype; bytes.len()];
-    for r in raw {
-        bytes.push((r.name, r.bytes, r.shape));
-        dtypes.push(r.dtype);
-    }
+    bytes.extend(raw.into_iter().map(|r| (r.name, r.dtype, r.bytes, r.shape)));
     let mut views: Vec<(String, safetensors::tensor::TensorView<'_>)> = Vec::new();
-    for ((n, b, s), dt) in bytes.iter().zip(dtypes) {
-        let view = safetensors::tensor::TensorView::new(dt, s.clone(), b).map_err(|e| {
+    for (n, dt, b, s) in &bytes {
+        let view = safetensors::tensor::TensorView::new(*dt, s.clone(), b).map_err(|e| {
             ModelError::Safetensors {
                 path: st_path.clone(),
                 message: format!("{n}: {e}"),

@@ -16,6 +16,26 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+/// The database of the study in `folder`, checked to be its model's
+/// (`fingerprint`) and to hold weights: a KV-cache study's configuration is
+/// a runtime policy, which `compare` and `kld` cannot score as weights.
+pub(crate) fn weight_database(
+    folder: &std::path::Path,
+    exp: &evocomp_config::Experiment,
+    fingerprint: &str,
+) -> Result<Database> {
+    let db = Database::open(&exp.database)
+        .with_context(|| format!("{}: its database", folder.display()))?;
+    db.check_model(fingerprint)?;
+    if db.is_kv() {
+        bail!(
+            "{}: a KV-cache study's configuration is a runtime policy; only weight configurations are scored",
+            folder.display()
+        );
+    }
+    Ok(db)
+}
+
 /// What to compare, on what.
 #[derive(Debug, Clone)]
 pub struct CompareRequest {
@@ -225,15 +245,7 @@ pub fn compare(req: &CompareRequest) -> Result<Compared> {
                 model.display()
             );
         }
-        let db = Database::open(&exp.database)
-            .with_context(|| format!("{}: its database", e.study.display()))?;
-        db.check_model(&fingerprint)?;
-        if db.is_kv() {
-            bail!(
-                "{}: a KV-cache study's configuration is a runtime policy; compare scores weight configurations",
-                e.study.display()
-            );
-        }
+        let db = weight_database(&e.study, exp, &fingerprint)?;
         let mut m = loaded.to_device(&chosen.device, req.run.dtype)?;
         Applier::new(&db).apply(&db, &mut m, &e.genome)?;
         students.push(m);

@@ -6,11 +6,12 @@
 //! the true next token. The other model is a file or folder, or a study's
 //! configuration; the base's log-probabilities can be saved once and reused.
 
+use crate::compare::weight_database;
 use crate::device;
 use crate::export::{ExportRequest, choose};
 use crate::score::{ScoreOptions, Windows, load, load_windows};
 use anyhow::{Context, Result, bail};
-use evocomp_db::{Applier, Database};
+use evocomp_db::Applier;
 use evocomp_eval::{Base, BaseLogits, EvalOptions, KldSummary, token_progress, token_scores};
 use evocomp_study::StudyDir;
 use serde::Serialize;
@@ -102,15 +103,7 @@ pub fn kld(req: &KldRequest) -> Result<KldReport> {
             let (folder, s, m) = choose(&er)?;
             let exp = StudyDir::new(&folder).experiment()?;
             let loaded = load(&exp.model)?;
-            let db = Database::open(&exp.database)
-                .with_context(|| format!("{}: its database", folder.display()))?;
-            db.check_model(&loaded.info.fingerprint()?)?;
-            if db.is_kv() {
-                bail!(
-                    "{}: a KV-cache study's configuration is a runtime policy; kld compares weights",
-                    folder.display()
-                );
-            }
+            let db = weight_database(&folder, &exp, &loaded.info.fingerprint()?)?;
             let name = format!(
                 "{} ({}, cost {} {})",
                 folder.display(),

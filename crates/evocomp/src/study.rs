@@ -292,36 +292,10 @@ fn report_input(dir: &Path, by_strategy: bool) -> Result<evocomp_report::StudyIn
         weights: evocomp_db::Manifest::read(&exp.database)
             .ok()
             .flatten()
-            .map(|m| {
-                m.units
-                    .iter()
-                    .filter_map(|u| u.shape)
-                    .map(|[r, c]| (r * c) as u64)
-                    .sum::<u64>()
-            })
-            .filter(|&w| w > 0),
+            .map(|m| m.unit_numel().iter().sum()),
     })
 }
 
-/// `report.md`, `report.html` and `plots/` in `out` over the finished
-/// studies and sweeps in `dirs` (one series per study or sweep, or per
-/// strategy); the plot files written.
-///
-/// ```
-/// # use std::sync::{Arc, atomic::AtomicBool};
-/// # fn main() -> anyhow::Result<()> {
-/// # let dir = tempfile::tempdir()?;
-/// # let project = evocomp::demo::tiny_project(dir.path())?;
-/// # let stop = Arc::new(AtomicBool::new(false));
-/// # let opts = evocomp::study::StudyOptions::default();
-/// evocomp::study::run(&project.study, &opts, &stop, &|_| {}, &mut |_| Ok(()))?;
-/// let study = dir.path().join("results/tiny");
-/// let out = dir.path().join("report");
-/// let plots = evocomp::study::report(&[study], &out, false)?;
-/// assert!(!plots.is_empty() && out.join("report.md").is_file());
-/// # Ok(())
-/// # }
-/// ```
 /// Every configuration a study evaluated, in order, with its fitness, cost,
 /// sample and tokens (Optuna's trials table), from the journal. A running
 /// study holds its journal: stop it first (or wait for it to finish).
@@ -361,6 +335,25 @@ pub fn trials_csv(trials: &[evocomp_study::Trial]) -> String {
     out
 }
 
+/// `report.md`, `report.html` and `plots/` in `out` over the finished
+/// studies and sweeps in `dirs` (one series per study or sweep, or per
+/// strategy); the plot files written.
+///
+/// ```
+/// # use std::sync::{Arc, atomic::AtomicBool};
+/// # fn main() -> anyhow::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// # let project = evocomp::demo::tiny_project(dir.path())?;
+/// # let stop = Arc::new(AtomicBool::new(false));
+/// # let opts = evocomp::study::StudyOptions::default();
+/// evocomp::study::run(&project.study, &opts, &stop, &|_| {}, &mut |_| Ok(()))?;
+/// let study = dir.path().join("results/tiny");
+/// let out = dir.path().join("report");
+/// let plots = evocomp::study::report(&[study], &out, false)?;
+/// assert!(!plots.is_empty() && out.join("report.md").is_file());
+/// # Ok(())
+/// # }
+/// ```
 pub fn report(dirs: &[PathBuf], out: &Path, by_strategy: bool) -> Result<Vec<String>> {
     let mut studies = Vec::new();
     for d in dirs {

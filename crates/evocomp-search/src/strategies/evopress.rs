@@ -951,9 +951,6 @@ impl EvoPress {
             scores[i].push(f);
         }
         self.tokens_asked += (cells.len() * chunk) as u64;
-        let mean = |v: &[f64]| mean_and_standard_error(v).0;
-        let se = |v: &[f64]| mean_and_standard_error(v).1;
-        let means: Vec<f64> = scores.iter().map(|v| mean(v)).collect();
         let (extend, margin) = match self.cfg.final_choice {
             FinalChoice::Best { extend, margin, .. } => (extend, margin),
             FinalChoice::Off => (0, 0.0),
@@ -984,14 +981,18 @@ impl EvoPress {
         } else {
             leader
         };
+        let candidates: Vec<(Genome, f64, f64)> = pool
+            .iter()
+            .zip(&scores)
+            .map(|(g, v)| {
+                let (m, se) = mean_and_standard_error(v);
+                (g.clone(), m, se)
+            })
+            .collect();
         self.parent = pool[chosen].clone();
-        self.parent_fitness = Some(means[chosen]);
+        self.parent_fitness = Some(candidates[chosen].1);
         self.final_report = Some(FinalReport {
-            candidates: pool
-                .iter()
-                .zip(&scores)
-                .map(|(g, v)| (g.clone(), mean(v), se(v)))
-                .collect(),
+            candidates,
             chosen,
             gap,
             kept_incumbent,
