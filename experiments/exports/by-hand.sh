@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The figures of the closing note that CI does not compute (they need a bigger database or take
-# longer): the 3-bit EvoPress study (results/quant3-evopress) exported as compressed-tensors and
-# read back; the BF16 GGUF made from the Q4_1 file and its perplexity; --threads 1 against 2.
+# longer): the 3-bit EvoPress study (results/quant3-evopress) and the 50% EvoPress sparsity study
+# (results/sparsity-50-evopress) exported as compressed-tensors and read back; the BF16 GGUF made from the Q4_1 file and its perplexity; --threads 1 against 2.
 # Writes results/exports/by-hand.md. Run from anywhere after scripts/setup.sh and a release
-# build; builds configs/db/quant-2-4bit.ron first if missing (about 4 minutes on 2 cores).
+# build; builds configs/db/quant-2-4bit.ron and sparsity-grid-50.ron first if missing (minutes).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 EVOCOMP=${EVOCOMP:-${CARGO_TARGET_DIR:-./target}/release/evocomp}
@@ -34,6 +34,28 @@ ppl=$("$EVOCOMP" perplexity --model $out/quant3-dense --text $TEXT --tokens 2048
     echo '```'
   done
   echo "MiB: $(du -m $out/quant3-dense/model.safetensors | cut -f1) dense"
+} >> $md
+"$EVOCOMP" db build configs/db/sparsity-grid-50.ron | tail -n 1
+for v in dense dense-f16 ct ct-f16; do
+  case $v in
+    dense) args=() ;;
+    dense-f16) args=(--dtype f16) ;;
+    ct) args=(--format compressed-tensors) ;;
+    ct-f16) args=(--format compressed-tensors --dtype f16) ;;
+  esac
+  "$EVOCOMP" export results/sparsity-50-evopress --out $out/sparsity50-$v --replace "${args[@]}" > $out/sparsity50-$v.txt
+done
+{
+  echo; echo "## sparsity-50-evopress as compressed-tensors (sparse-bitmask)"; echo
+  for v in ct ct-f16; do
+    d=${v/ct/dense}
+    p=$("$EVOCOMP" perplexity --model $out/sparsity50-$d --text $TEXT --tokens 2048 --context 512 | sed -n 's/^perplexity: //p')
+    echo "evocomp perplexity of the $d export: $p; MiB: $(du -m $out/sparsity50-$d/model.safetensors | cut -f1) ($d)"; echo
+    echo '```'; sed -n 1p $out/sparsity50-$v.txt
+    "$PY" scripts/reference/check_sparse_bitmask.py $out/sparsity50-$v $TEXT --expect "$p" 2>/dev/null \
+      | grep -E "^(compressed|transformers|against)" || true
+    echo '```'
+  done
 } >> $md
 # A BF16 GGUF from the Q4_1 file, and both perplexities on 2,048 SOTU tokens.
 bf16=assets/models/SmolLM2-135M-Instruct.BF16.gguf

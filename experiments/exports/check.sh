@@ -7,6 +7,9 @@
 # - transformers loads the symmetric folder itself (its compressed route) to the same perplexity;
 # - with f16 scales, the quantized layers' bytes are the study's cost (b bits a weight and a 16-bit
 #   scale a group) plus each layer's 16-byte shape, exactly;
+# - a 50% SparseGPT genome as sparse bitmasks: compressed-tensors 0.9.4's decompressor and
+#   transformers 4.51.3's own loader (the last releases that read the layout) give evocomp's
+#   perplexity within 1e-3 relative, in f32 and f16;
 # - `evocomp kld` (through a saved base) gives every figure a PyTorch computation gives on the same
 #   tokens, within 1e-3 relative.
 # Exported folders go to results/exports/<name>/ (ignored); the findings to results/exports/*.json
@@ -34,6 +37,24 @@ for v in sym asym; do
   "$PY" scripts/reference/check_compressed_tensors.py $out/$v-ct-f16 $TEXT --json $out/$v-ct-f16.json 2>/dev/null
   echo "$ppl" > $out/$v-evocomp-perplexity.txt
 done
+echo "== sparse"
+"$EVOCOMP" db build configs/db/exports-sparsegpt.ron | tail -n 1
+"$EVOCOMP" run experiments/exports/sparse-dp.ron | tail -n 2
+study=results/exports-sparse-dp
+"$EVOCOMP" export $study --out $out/sparse-dense --replace > $out/sparse-dense.txt
+"$EVOCOMP" export $study --out $out/sparse-dense-f16 --dtype f16 --replace > $out/sparse-dense-f16.txt
+"$EVOCOMP" export $study --out $out/sparse-ct --format compressed-tensors --replace > $out/sparse-ct.txt
+"$EVOCOMP" export $study --out $out/sparse-ct-f16 --format compressed-tensors --dtype f16 --replace > $out/sparse-ct-f16.txt
+sed -n 1p $out/sparse-ct.txt
+for v in dense dense-f16; do
+  "$EVOCOMP" perplexity --model $out/sparse-$v --text $TEXT --tokens 2048 --context 512 \
+    | sed -n 's/^perplexity: //p' > $out/sparse-$v-evocomp-perplexity.txt
+done
+echo "evocomp perplexity of the dense exports: $(cat $out/sparse-dense-evocomp-perplexity.txt) (f32), $(cat $out/sparse-dense-f16-evocomp-perplexity.txt) (f16)"
+"$PY" scripts/reference/check_sparse_bitmask.py $out/sparse-ct $TEXT \
+  --expect "$(cat $out/sparse-dense-evocomp-perplexity.txt)" --json $out/sparse-ct.json 2>/dev/null
+"$PY" scripts/reference/check_sparse_bitmask.py $out/sparse-ct-f16 $TEXT \
+  --expect "$(cat $out/sparse-dense-f16-evocomp-perplexity.txt)" --json $out/sparse-ct-f16.json 2>/dev/null
 # evocomp kld against a PyTorch computation on the same tokens: the base (the GGUF, which
 # transformers dequantises) against the symmetric genome's dense export, through a saved base.
 "$EVOCOMP" kld --base assets/models/SmolLM2-135M-Instruct.Q4_1.gguf --model $out/sym-dense --text $TEXT \
@@ -71,11 +92,22 @@ for v in ("sym", "asym"):
             failed.append(f"{name}: quantized layers take {8 * q} bits, the study counts {meta['cost']} + {128 * layers} of shapes")
         if name == "sym-ct" and (tf.get("perplexity") is None or abs(tf["perplexity"] - evo) / evo > 1e-3):
             failed.append(f"{name}: transformers' own loader: {tf}")
+for name, dense in (("sparse-ct", "sparse-dense"), ("sparse-ct-f16", "sparse-dense-f16")):
+    meta = json.load(open(f"{out}/{name}/evocomp.json"))
+    r = json.load(open(f"{out}/{name}.json"))
+    evo = float(open(f"{out}/{dense}-evocomp-perplexity.txt").read())
+    rows.append((name, os.path.getsize(f"{out}/{name}/model.safetensors") / 2**20,
+                 os.path.getsize(f"{out}/sparse-dense/model.safetensors") / 2**20,
+                 meta["bits_per_weight"], None, evo, r["decompressed"]["perplexity"],
+                 r["transformers"].get("perplexity"), r["transformers"].get("error")))
 with open(f"{out}/table.md", "w") as f:
     f.write("| export | MiB | dense f32 MiB | bits/weight written | study's bits/weight | evocomp ppl | compressed-tensors ppl | transformers ppl |\n|---|---|---|---|---|---|---|---|\n")
     for n, s, d, b, sb, e, c, t, err in rows:
         tcell = f"{t:.4f}" if t is not None else "does not load"
-        f.write(f"| {n} | {s:.2f} | {d:.2f} | {b:.4f} | {sb:.4f} | {e:.4f} | {c:.4f} | {tcell} |\n")
+        sbcell = f"{sb:.4f}" if sb is not None else "(50% sparse)"
+        f.write(f"| {n} | {s:.2f} | {d:.2f} | {b:.4f} | {sbcell} | {e:.4f} | {c:.4f} | {tcell} |\n")
+    f.write("\nsparse-*: the sparse-bitmask layout, read by compressed-tensors 0.9.4 and transformers 4.51.3 "
+            "(the current releases dropped it); its evocomp perplexity is the dense export's in the same dtype.\n")
 print(open(f"{out}/table.md").read())
 if failed:
     sys.exit("\n".join(failed))

@@ -13,4 +13,13 @@ if [ "$(cat "$venv/.requirements-sha256" 2>/dev/null)" != "$want" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt" >&2
   echo "$want" > "$venv/.requirements-sha256"
 fi
+# The last releases that read compressed-tensors' sparse-bitmask layout (transformers 4.51.3 with
+# compressed-tensors 0.9.4), beside the venv and not in it (the venv keeps the current ones):
+# check_sparse_bitmask.py runs with them on its path.
+legacy="$venv/legacy/sparse-bitmask"
+if [ ! -f "$legacy/.done" ]; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --target "$legacy" \
+    transformers==4.51.3 huggingface_hub==0.30.2 compressed-tensors==0.9.4 tokenizers==0.21.1 >&2
+  touch "$legacy/.done"
+fi
 echo "$venv/bin/python"

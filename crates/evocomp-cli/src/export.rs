@@ -1,7 +1,7 @@
 //! `evocomp export`: its arguments and what it prints (the library writes).
 
 use anyhow::Result;
-use evocomp::export::{ExportDetail, ExportFormat, ExportRequest};
+use evocomp::export::{CtLayout, ExportDetail, ExportFormat, ExportRequest};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -30,8 +30,10 @@ pub struct ExportArgs {
     /// (dropped blocks removed), with the source's metadata and tokenizer.
     /// `compressed-tensors`: a quantization study's packed integer weights
     /// with scales and zero points (LLM Compressor's format, for
-    /// transformers and vLLM); `--dtype` is then the scales' and the dense
-    /// tensors' (f32 keeps the study's values exactly).
+    /// transformers and vLLM), or a sparsity study's non-zero weights with
+    /// bitmasks (its `sparse-bitmask` layout); `--dtype` is then the scales',
+    /// sparse values' and dense tensors' (f32 keeps the study's values
+    /// exactly).
     #[arg(long, default_value = "hf")]
     pub format: ExportFormat,
 }
@@ -89,26 +91,46 @@ pub fn run(args: ExportArgs) -> Result<()> {
         ExportDetail::CompressedTensors {
             bytes,
             bits_per_weight,
-            study_bits_per_weight,
-            groups,
+            layout,
             notes,
         } => {
-            let groups: Vec<String> = groups
-                .iter()
-                .map(|(b, g, n)| {
-                    let layers = if *n == 1 { "layer" } else { "layers" };
-                    match g {
-                        0 => format!("{n} {layers} {b}-bit per row"),
-                        g => format!("{n} {layers} {b}-bit in groups of {g}"),
-                    }
-                })
-                .collect();
+            let what = match layout {
+                CtLayout::Packed {
+                    study_bits_per_weight,
+                    groups,
+                } => {
+                    let groups: Vec<String> = groups
+                        .iter()
+                        .map(|(b, g, n)| {
+                            let layers = if *n == 1 { "layer" } else { "layers" };
+                            match g {
+                                0 => format!("{n} {layers} {b}-bit per row"),
+                                g => format!("{n} {layers} {b}-bit in groups of {g}"),
+                            }
+                        })
+                        .collect();
+                    format!(
+                        "quantized layers {bits_per_weight:.4} bits per weight as written \
+                         ({study_bits_per_weight:.4} as the study counts them); {}",
+                        groups.join(", ")
+                    )
+                }
+                CtLayout::Bitmask {
+                    layers,
+                    dense_layers,
+                    sparsity,
+                    study_sparsity,
+                } => format!(
+                    "{layers} layers as sparse bitmasks, {:.2}% zeros, {bits_per_weight:.4} bits \
+                     per weight as written (the study: {:.2}% sparse); {dense_layers} left dense",
+                    100.0 * sparsity,
+                    100.0 * study_sparsity
+                ),
+            };
             println!(
-                "wrote {}: {:.2} MiB; quantized layers {bits_per_weight:.4} bits per weight as written \
-                 ({study_bits_per_weight:.4} as the study counts them); {}; {files}",
+                "wrote {}: {:.2} MiB; {what}; {files}",
                 e.out.join("model.safetensors").display(),
                 *bytes as f64 / (1 << 20) as f64,
-                groups.join(", ")
             );
             for n in notes {
                 println!("note: {n}");

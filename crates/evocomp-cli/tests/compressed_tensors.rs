@@ -256,28 +256,198 @@ fn a_mixed_bit_gptq_genome_exports_as_packed_integers_that_are_the_studys_weight
         cost + 4 * 7 * 128,
         "file bits vs the study's cost"
     );
-    // A sparsity study is refused, with what to do instead.
-    experiment(
-        d,
-        "sparse",
-        "grid",
-        "UniformLevel(0)",
-        "Dp(max_states: 100000)",
-    );
-    ok(&evocomp(d, &["db", "build", "grid.ron"]));
-    ok(&evocomp(d, &["run", "sparse.ron"]));
+    // A depth study is refused, with what to do instead.
+    experiment(d, "depth", "blocks", "Dropped(1)", "ShortGpt");
+    ok(&evocomp(d, &["db", "build", "blocks.ron"]));
+    ok(&evocomp(d, &["run", "depth.ron"]));
     let o = evocomp(
         d,
         &[
             "export",
-            "results/sparse",
+            "results/depth",
             "--out",
-            "sp",
+            "dp",
             "--format",
             "compressed-tensors",
         ],
     );
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("--format hf"), "{e}");
+    assert!(
+        e.contains("--format hf") && e.contains("--format gguf"),
+        "{e}"
+    );
+}
+
+/// One bitmask-compressed layer of `st` by the format's rules: values in
+/// row order, one bit a weight (least significant first), rows starting at
+/// their offsets.
+fn unbitmask(st: &SafeTensors, m: &str, value_bytes: usize) -> (Vec<f32>, usize, usize) {
+    let shape = tensor(st, &format!("{m}.shape"));
+    assert_eq!(shape.dtype(), Dtype::I64);
+    let dims: Vec<usize> = shape
+        .data()
+        .chunks(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as usize)
+        .collect();
+    let (rows, cols) = (dims[0], dims[1]);
+    let values = tensor(st, &format!("{m}.compressed"));
+    let values: Vec<f32> = match value_bytes {
+        4 => f32s(&values),
+        _ => {
+            assert_eq!(values.dtype(), Dtype::F16);
+            values
+                .data()
+                .chunks(2)
+                .map(|b| half::f16::from_le_bytes(b.try_into().unwrap()).to_f32())
+                .collect()
+        }
+    };
+    let mask = tensor(st, &format!("{m}.bitmask"));
+    assert_eq!(mask.dtype(), Dtype::U8);
+    let stride = cols.div_ceil(8);
+    assert_eq!(mask.shape(), &[rows, stride]);
+    let offsets = tensor(st, &format!("{m}.row_offsets"));
+    assert_eq!(offsets.dtype(), Dtype::I64);
+    let offsets: Vec<usize> = offsets
+        .data()
+        .chunks(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as usize)
+        .collect();
+    let mut dense = vec![0.0f32; rows * cols];
+    let mut k = 0;
+    for r in 0..rows {
+        assert_eq!(offsets[r], k, "{m}: row {r}'s offset");
+        for c in 0..cols {
+            if mask.data()[r * stride + c / 8] >> (c % 8) & 1 == 1 {
+                dense[r * cols + c] = values[k];
+                k += 1;
+            }
+        }
+    }
+    assert_eq!(k, values.len(), "{m}: values left over");
+    (dense, rows, cols)
+}
+
+#[test]
+fn a_sparsity_genome_exports_as_bitmasks_that_are_the_studys_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    experiment(
+        d,
+        "sparse",
+        "grid",
+        "UniformLevel(1)",
+        "Dp(max_states: 100000)",
+    );
+    ok(&evocomp(d, &["db", "build", "grid.ron"]));
+    ok(&evocomp(d, &["run", "sparse.ron"]));
+    ok(&evocomp(d, &["export", "results/sparse", "--out", "dense"]));
+    let out = ok(&evocomp(
+        d,
+        &[
+            "export",
+            "results/sparse",
+            "--out",
+            "ct",
+            "--format",
+            "compressed-tensors",
+        ],
+    ));
+    assert!(out.contains("sparse bitmasks"), "{out}");
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("ct/config.json")).unwrap()).unwrap();
+    let q = &cfg["quantization_config"];
+    assert_eq!(q["quant_method"], "compressed-tensors");
+    let sc = &q["sparsity_config"];
+    assert_eq!(sc["format"], "sparse-bitmask");
+    assert_eq!(sc["sparsity_structure"], "unstructured");
+    let targets: Vec<&str> = sc["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(!targets.is_empty());
+    let ct_bytes = std::fs::read(d.join("ct/model.safetensors")).unwrap();
+    let dense_bytes = std::fs::read(d.join("dense/model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&ct_bytes).unwrap();
+    let de = SafeTensors::deserialize(&dense_bytes).unwrap();
+    let (mut zeros, mut total) = (0usize, 0usize);
+    for m in &targets {
+        assert!(st.tensor(&format!("{m}.weight")).is_err(), "{m}: dense too");
+        let (got, rows, cols) = unbitmask(&st, m, 4);
+        let want = f32s(&tensor(&de, &format!("{m}.weight")));
+        assert_eq!(got, want, "{m}: the decoded weights are the study's");
+        zeros += want.iter().filter(|x| **x == 0.0).count();
+        total += rows * cols;
+    }
+    // Every tensor that is not a target is the dense export's, unchanged.
+    for (name, t) in de.tensors() {
+        let module = name.strip_suffix(".weight").unwrap_or(&name);
+        if !targets.contains(&module) {
+            assert_eq!(tensor(&st, &name).data(), t.data(), "{name}");
+        }
+    }
+    let global = sc["global_sparsity"].as_f64().unwrap();
+    assert!(
+        (global - zeros as f64 / total as f64).abs() < 1e-12,
+        "{global}"
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("ct/evocomp.json")).unwrap()).unwrap();
+    assert_eq!(meta["layout"], "sparse-bitmask");
+    // The study's sparsity, from its cost, is what the file holds: the
+    // pruned weights are the zeros (a random model has no others).
+    let study = meta["study_sparsity"].as_f64().unwrap();
+    assert!(
+        (global - study).abs() < 1e-9,
+        "file {global} vs study {study}"
+    );
+    assert!(global > 0.3, "{global}");
+    // In f16 the file is smaller than the dense f16 export by what the
+    // format says: 2 bytes a value, a bit a weight, 8 bytes a row, 16 of shape.
+    for (dir, dtype) in [("ct16", "compressed-tensors"), ("dense16", "hf")] {
+        ok(&evocomp(
+            d,
+            &[
+                "export",
+                "results/sparse",
+                "--out",
+                dir,
+                "--format",
+                dtype,
+                "--dtype",
+                "f16",
+            ],
+        ));
+    }
+    let b16 = std::fs::read(d.join("ct16/model.safetensors")).unwrap();
+    let st16 = SafeTensors::deserialize(&b16).unwrap();
+    let mut want_bytes = 0usize;
+    for m in &targets {
+        let (got, rows, cols) = unbitmask(&st16, m, 2);
+        let want = f32s(&tensor(&de, &format!("{m}.weight")));
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(*g, half::f16::from_f32(*w).to_f32(), "{m}");
+        }
+        let nnz = got.iter().filter(|x| **x != 0.0).count();
+        want_bytes += 2 * nnz + rows * cols.div_ceil(8) + 8 * rows + 16;
+    }
+    let got_bytes: usize = st16
+        .tensors()
+        .iter()
+        .filter(|(n, _)| {
+            [".compressed", ".bitmask", ".row_offsets", ".shape"]
+                .iter()
+                .any(|s| n.ends_with(s))
+        })
+        .map(|(_, t)| t.data().len())
+        .sum();
+    assert_eq!(got_bytes, want_bytes);
+    let dense16 = std::fs::metadata(d.join("dense16/model.safetensors"))
+        .unwrap()
+        .len();
+    assert!((b16.len() as u64) < dense16, "{} vs {dense16}", b16.len());
 }

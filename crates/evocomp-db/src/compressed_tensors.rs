@@ -1,5 +1,7 @@
-//! A quantization genome as a compressed-tensors checkpoint (the format of
-//! LLM Compressor, read by transformers and vLLM): each quantized linear
+//! A study's genome as a compressed-tensors checkpoint (the format of LLM
+//! Compressor, read by transformers and vLLM).
+//!
+//! **Quantization** (`pack-quantized`): each quantized linear
 //! layer as `weight_packed` (int32, codes packed densely along the row),
 //! `weight_scale` (`[out, groups]`), `weight_zero_point` (asymmetric grids:
 //! int32, packed along the output dimension) and `weight_shape`; one config
@@ -13,6 +15,16 @@
 //! is written in the largest group size that divides both, each of the
 //! database's groups as several with the same scale: the same weights, more
 //! scales.
+//!
+//! **Sparsity** (`sparse-bitmask`, the format's unstructured sparse layout,
+//! which compressed-tensors up to 0.12 and the transformers of their day
+//! read, 0.9.4 with 4.51.3 tested; 0.13 and later dropped it): each pruned
+//! linear layer as
+//! `<module>.compressed` (its non-zero values in row order),
+//! `<module>.bitmask` (u8, one bit a weight, `ceil(cols / 8)` bytes a row,
+//! least significant bit first), `<module>.row_offsets` (i64, where each
+//! row's values begin) and `<module>.shape`; a layer is written so only where that is
+//! smaller than dense (above about 1/16 sparse in f16).
 
 use crate::apply::Database;
 use crate::materialize::materialize;
@@ -30,10 +42,19 @@ use std::path::Path;
 pub struct CompressedTensorsExport {
     /// model.safetensors' size in bytes.
     pub bytes: u64,
-    /// The quantized layers' weights, and the bytes they take (codes,
-    /// scales, zero points and shapes).
-    pub quantized_weights: u64,
-    pub quantized_bytes: u64,
+    /// `pack-quantized` or `sparse-bitmask`.
+    pub format: &'static str,
+    /// The compressed layers' weights, and the bytes they take (codes,
+    /// scales, zero points and shapes; or values, bitmasks, offsets and
+    /// shapes).
+    pub compressed_weights: u64,
+    pub compressed_bytes: u64,
+    /// Sparse layers: the number written in the bitmask format, those left
+    /// dense (too little sparsity for the bitmask to pay), and the share of
+    /// zeros among the bitmask layers' weights.
+    pub sparse_layers: usize,
+    pub dense_layers: usize,
+    pub sparsity: f64,
     /// The config groups: (bits, group size in the file (0: one per row),
     /// number of modules).
     pub groups: Vec<(u8, usize, usize)>,
@@ -48,9 +69,9 @@ pub struct CompressedTensorsExport {
 }
 
 impl CompressedTensorsExport {
-    /// Bits per weight of the quantized layers as written.
+    /// Bits per weight of the compressed layers as written.
     pub fn bits_per_weight(&self) -> f64 {
-        8.0 * self.quantized_bytes as f64 / self.quantized_weights.max(1) as f64
+        8.0 * self.compressed_bytes as f64 / self.compressed_weights.max(1) as f64
     }
 }
 
@@ -62,11 +83,27 @@ fn le_bytes<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u
     v.iter().flat_map(|&x| f(x)).collect()
 }
 
-/// Write `genome` of a quantization database as a compressed-tensors folder
-/// (config.json with its `quantization_config`, model.safetensors) in
-/// `out`. Scales and dense tensors are stored in `dtype` (f32 keeps the
-/// study's values exactly; f16/bf16 round the scales). The tokenizer is the
-/// caller's to write.
+fn empty_report(format: &'static str, asymmetric: bool) -> CompressedTensorsExport {
+    CompressedTensorsExport {
+        format,
+        bytes: 0,
+        compressed_weights: 0,
+        compressed_bytes: 0,
+        sparse_layers: 0,
+        dense_layers: 0,
+        sparsity: 0.0,
+        groups: Vec::new(),
+        regrouped: Vec::new(),
+        unfusable: Vec::new(),
+        asymmetric,
+    }
+}
+
+/// Write `genome` of a quantization or sparsity database as a
+/// compressed-tensors folder (config.json with its `quantization_config`,
+/// model.safetensors) in `out`. Scales, sparse values and dense tensors are
+/// stored in `dtype` (f32 keeps the study's values exactly; f16/bf16 round
+/// them). The tokenizer is the caller's to write.
 pub fn export_compressed_tensors(
     db: &Database,
     cfg: &LlamaConfig,
@@ -77,6 +114,9 @@ pub fn export_compressed_tensors(
 ) -> Result<CompressedTensorsExport> {
     let (bits_of, spec) = match &db.manifest.compression {
         Compression::Quantization { bits, spec, .. } => (bits.clone(), *spec),
+        Compression::Sparsity { .. } => {
+            return sparse_bitmask(db, cfg, weights, genome, out, dtype);
+        }
         Compression::GgufTypes { .. } => {
             return Err(DbError::Unsupported(
                 "compressed-tensors holds integer grids with scales; a GGUF-types study's \
@@ -86,7 +126,8 @@ pub fn export_compressed_tensors(
         }
         other => {
             return Err(DbError::Unsupported(format!(
-                "compressed-tensors export is for quantization databases (this one is {}); \
+                "compressed-tensors export is for quantization and sparsity databases (this one \
+                 counts {}); \
                  export with --format hf{}",
                 db.manifest.cost_unit,
                 if matches!(other, Compression::Depth { .. }) {
@@ -102,15 +143,7 @@ pub fn export_compressed_tensors(
     // (bits, the file's group size, 0 for one group per row) -> modules.
     let mut members: BTreeMap<(u8, usize), Vec<String>> = BTreeMap::new();
     let mut scheme: BTreeMap<(usize, LinearKind), (u8, usize)> = BTreeMap::new();
-    let mut report = CompressedTensorsExport {
-        bytes: 0,
-        quantized_weights: 0,
-        quantized_bytes: 0,
-        groups: Vec::new(),
-        regrouped: Vec::new(),
-        unfusable: Vec::new(),
-        asymmetric: !spec.symmetric,
-    };
+    let mut report = empty_report("pack-quantized", !spec.symmetric);
     let scale_dtype = match dtype {
         WeightDtype::F32 => Dtype::F32,
         WeightDtype::F16 => Dtype::F16,
@@ -190,8 +223,8 @@ pub fn export_compressed_tensors(
             shape: vec![2],
             bytes: le_bytes(&[rows as i64, cols as i64], i64::to_le_bytes),
         });
-        report.quantized_weights += (rows * cols) as u64;
-        report.quantized_bytes += tensors.iter().map(|t| t.bytes.len() as u64).sum::<u64>();
+        report.compressed_weights += (rows * cols) as u64;
+        report.compressed_bytes += tensors.iter().map(|t| t.bytes.len() as u64).sum::<u64>();
         let file_group = if channel { 0 } else { group };
         members.entry((bits, file_group)).or_default().push(module);
         scheme.insert((layer, kind), (bits, file_group));
@@ -249,6 +282,136 @@ pub fn export_compressed_tensors(
             "ignore": ["lm_head"],
             "kv_cache_scheme": null,
             "global_compression_ratio": null,
+        }
+    });
+    evocomp_model::save_hf_safetensors_with(
+        &mat.config,
+        &mat.weights,
+        out,
+        dtype,
+        &replace,
+        quantization_config,
+    )?;
+    let st = out.join("model.safetensors");
+    report.bytes = std::fs::metadata(&st).map_err(DbError::io(&st))?.len();
+    Ok(report)
+}
+
+/// A sparsity genome in the `sparse-bitmask` layout (see the module's
+/// documentation).
+fn sparse_bitmask(
+    db: &Database,
+    cfg: &LlamaConfig,
+    weights: &LlamaWeights,
+    genome: &[i64],
+    out: &Path,
+    dtype: WeightDtype,
+) -> Result<CompressedTensorsExport> {
+    let mat = materialize(db, cfg, weights, genome)?;
+    let (value_dtype, size) = match dtype {
+        WeightDtype::F32 => (Dtype::F32, 4),
+        WeightDtype::F16 => (Dtype::F16, 2),
+        WeightDtype::Bf16 => (Dtype::BF16, 2),
+    };
+    let mut report = empty_report("sparse-bitmask", false);
+    let mut replace: BTreeMap<String, Vec<RawTensor>> = BTreeMap::new();
+    let mut targets = Vec::new();
+    let (mut zeros, mut total) = (0u64, 0u64);
+    for u in &db.manifest.units {
+        let UnitTarget::Linear(kind) = u.unit.target else {
+            return Err(DbError::Unsupported(format!(
+                "{}: only linear layers can be written as compressed-tensors",
+                u.name
+            )));
+        };
+        let layer = u.unit.layer;
+        let w = mat.weights.layers[layer].linear(kind);
+        let [rows, cols] = [w.shape[0], w.shape[1]];
+        // Stored values are rounded to `dtype`: a weight that rounds to zero
+        // is a zero of the file, so the mask is taken after rounding.
+        let stored: Vec<u8> = match dtype {
+            WeightDtype::F32 => le_bytes(&w.data, f32::to_le_bytes),
+            WeightDtype::F16 => le_bytes(&w.data, |x| half::f16::from_f32(x).to_le_bytes()),
+            WeightDtype::Bf16 => le_bytes(&w.data, |x| half::bf16::from_f32(x).to_le_bytes()),
+        };
+        let is_zero = |i: usize| match dtype {
+            WeightDtype::F32 => w.data[i] == 0.0,
+            WeightDtype::F16 => half::f16::from_f32(w.data[i]) == half::f16::ZERO,
+            WeightDtype::Bf16 => half::bf16::from_f32(w.data[i]) == half::bf16::ZERO,
+        };
+        let stride = cols.div_ceil(8);
+        let mut mask = vec![0u8; rows * stride];
+        let mut values = Vec::new();
+        let mut offsets = Vec::with_capacity(rows);
+        for r in 0..rows {
+            offsets.push((values.len() / size) as i64);
+            for c in 0..cols {
+                let i = r * cols + c;
+                if !is_zero(i) {
+                    mask[r * stride + c / 8] |= 1 << (c % 8);
+                    values.extend_from_slice(&stored[i * size..(i + 1) * size]);
+                }
+            }
+        }
+        let nnz = values.len() / size;
+        let sparse_bytes = (values.len() + mask.len() + 8 * rows + 16) as u64;
+        if sparse_bytes >= (rows * cols * size) as u64 {
+            report.dense_layers += 1;
+            continue;
+        }
+        let module = kind
+            .hf_name(layer)
+            .strip_suffix(".weight")
+            .expect("an HF weight name")
+            .to_string();
+        zeros += (rows * cols - nnz) as u64;
+        total += (rows * cols) as u64;
+        report.sparse_layers += 1;
+        report.compressed_weights += (rows * cols) as u64;
+        report.compressed_bytes += sparse_bytes;
+        replace.insert(
+            kind.hf_name(layer),
+            vec![
+                RawTensor {
+                    name: format!("{module}.shape"),
+                    dtype: Dtype::I64,
+                    shape: vec![2],
+                    bytes: le_bytes(&[rows as i64, cols as i64], i64::to_le_bytes),
+                },
+                RawTensor {
+                    name: format!("{module}.compressed"),
+                    dtype: value_dtype,
+                    shape: vec![nnz],
+                    bytes: values,
+                },
+                RawTensor {
+                    name: format!("{module}.bitmask"),
+                    dtype: Dtype::U8,
+                    shape: vec![rows, stride],
+                    bytes: mask,
+                },
+                RawTensor {
+                    name: format!("{module}.row_offsets"),
+                    dtype: Dtype::I64,
+                    shape: vec![rows],
+                    bytes: le_bytes(&offsets, i64::to_le_bytes),
+                },
+            ],
+        );
+        targets.push(module);
+    }
+    report.sparsity = zeros as f64 / total.max(1) as f64;
+    let quantization_config = serde_json::json!({
+        "quantization_config": {
+            "quant_method": "compressed-tensors",
+            "version": "0.12.2",
+            "sparsity_config": {
+                "format": "sparse-bitmask",
+                "global_sparsity": report.sparsity,
+                "sparsity_structure": "unstructured",
+                "targets": targets,
+                "ignore": ["lm_head"],
+            },
         }
     });
     evocomp_model::save_hf_safetensors_with(

@@ -56,7 +56,8 @@ pub enum ExportFormat {
     Gguf,
     /// A quantization study as compressed-tensors (LLM Compressor's format,
     /// loaded by transformers and vLLM): packed integer weights with their
-    /// scales and zero points, one config group per bit-width.
+    /// scales and zero points, one config group per bit-width; or a sparsity
+    /// study in its `sparse-bitmask` layout.
     CompressedTensors,
 }
 
@@ -114,15 +115,36 @@ pub enum ExportDetail {
     CompressedTensors {
         /// model.safetensors' size.
         bytes: u64,
-        /// Bits per weight of the quantized layers as written, and as the
-        /// study's cost counts them (16-bit scales, groups as built).
+        /// Bits per weight of the compressed layers as written.
         bits_per_weight: f64,
+        layout: CtLayout,
+        /// What a user should know: narrower groups than the database's,
+        /// layers vLLM cannot fuse, which loaders read the layout.
+        notes: Vec<String>,
+    },
+}
+
+/// How a compressed-tensors export stores its compressed layers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CtLayout {
+    /// `pack-quantized` (a quantization study).
+    Packed {
+        /// Bits per weight as the study's cost counts them (16-bit scales,
+        /// groups as built).
         study_bits_per_weight: f64,
         /// (bits, group size in the file (0: per row), modules).
         groups: Vec<(u8, usize, usize)>,
-        /// What a user should know: narrower groups than the database's,
-        /// layers vLLM cannot fuse.
-        notes: Vec<String>,
+    },
+    /// `sparse-bitmask` (a sparsity study).
+    Bitmask {
+        /// Layers in the bitmask layout, and those left dense (too little
+        /// sparsity for a bitmask to pay).
+        layers: usize,
+        dense_layers: usize,
+        /// Zeros among the bitmask layers' weights, and the study's
+        /// sparsity over all its layers.
+        sparsity: f64,
+        study_sparsity: f64,
     },
 }
 
@@ -451,23 +473,54 @@ fn write_compressed_tensors(
                 .to_string(),
         );
     }
-    let study_bits_per_weight = m.cost as f64 / db.unit_numel().iter().sum::<u64>().max(1) as f64;
+    let numel = db.unit_numel().iter().sum::<u64>().max(1) as f64;
+    let (layout, study) = if r.format == "sparse-bitmask" {
+        notes.push(
+            "sparse-bitmask is compressed-tensors' unstructured sparse layout: releases up to \
+             0.12 read it (compressed-tensors 0.9.4 with transformers 4.51.3 loads this folder), \
+             0.13 and later dropped it; transformers and vLLM decompress it to dense weights"
+                .to_string(),
+        );
+        let study_sparsity = 1.0 - m.cost as f64 / numel;
+        (
+            CtLayout::Bitmask {
+                layers: r.sparse_layers,
+                dense_layers: r.dense_layers,
+                sparsity: r.sparsity,
+                study_sparsity,
+            },
+            serde_json::json!({"study_sparsity": study_sparsity, "sparsity": r.sparsity,
+                "bitmask_layers": r.sparse_layers, "dense_layers": r.dense_layers}),
+        )
+    } else {
+        let study_bits_per_weight = m.cost as f64 / numel;
+        (
+            CtLayout::Packed {
+                study_bits_per_weight,
+                groups: r.groups.clone(),
+            },
+            serde_json::json!({"study_bits_per_weight": study_bits_per_weight}),
+        )
+    };
+    let mut meta = serde_json::json!({
+        "format": "compressed-tensors",
+        "layout": r.format,
+        "bytes": r.bytes,
+        "bits_per_weight": r.bits_per_weight(),
+        "weights_dtype": args.dtype.to_string(),
+        "regrouped": r.regrouped,
+        "vllm_unfusable": r.unfusable,
+    });
+    if let (Some(meta), Some(study)) = (meta.as_object_mut(), study.as_object()) {
+        meta.extend(study.clone());
+    }
     Ok(Written {
         files: &["config.json", "model.safetensors", "tokenizer.json"],
-        meta: serde_json::json!({
-            "format": "compressed-tensors",
-            "bytes": r.bytes,
-            "bits_per_weight": r.bits_per_weight(),
-            "study_bits_per_weight": study_bits_per_weight,
-            "weights_dtype": args.dtype.to_string(),
-            "regrouped": r.regrouped,
-            "vllm_unfusable": r.unfusable,
-        }),
+        meta,
         detail: ExportDetail::CompressedTensors {
             bytes: r.bytes,
             bits_per_weight: r.bits_per_weight(),
-            study_bits_per_weight,
-            groups: r.groups,
+            layout,
             notes,
         },
     })
