@@ -43,42 +43,116 @@ pub enum DataError {
 
 pub type Result<T, E = DataError> = std::result::Result<T, E>;
 
+/// The text files behind a path, and what the walk left out.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TextFiles {
+    /// Read, in this order.
+    pub files: Vec<PathBuf>,
+    /// Left out, each with why: links to folders, links that lead out of
+    /// the tree or to something already read, `.txt` entries that are not
+    /// regular files (a FIFO would block, a device never end).
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
 /// The text files behind `path`: the file itself, or every `.txt` file below
-/// the folder, recursively, in sorted order.
-pub fn text_files(path: &Path) -> Result<Vec<PathBuf>> {
+/// the folder, recursively, in sorted order. The walk never follows a link to
+/// a folder (so `ln -s . x` is read once, not forever) and follows a link to
+/// a file only where the file lies inside the tree and is not read already;
+/// only regular files are read.
+pub fn text_files(path: &Path) -> Result<TextFiles> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| DataError::Io { path: p, source }
     };
     let meta = std::fs::metadata(path).map_err(io(path))?;
     if meta.is_file() {
-        return Ok(vec![path.to_path_buf()]);
+        return Ok(TextFiles {
+            files: vec![path.to_path_buf()],
+            skipped: Vec::new(),
+        });
     }
-    let mut out = Vec::new();
+    if !meta.is_dir() {
+        return Err(DataError::Invalid(format!(
+            "{}: neither a regular file nor a folder (a FIFO, socket or device is never read as text)",
+            path.display()
+        )));
+    }
+    let root = std::fs::canonicalize(path).map_err(io(path))?;
+    let mut found: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut skipped = Vec::new();
     let mut stack = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
-            let p = entry.map_err(io(&dir))?.path();
-            if p.is_dir() {
+            let entry = entry.map_err(io(&dir))?;
+            let p = entry.path();
+            let ty = entry.file_type().map_err(io(&p))?;
+            if ty.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "txt") {
-                out.push(p);
+                continue;
+            }
+            let is_txt = p.extension().is_some_and(|e| e == "txt");
+            if ty.is_symlink() {
+                let Ok(target) = std::fs::canonicalize(&p) else {
+                    if is_txt {
+                        skipped.push((p, "a broken or looping link".into()));
+                    }
+                    continue;
+                };
+                let target_meta = std::fs::metadata(&target).map_err(io(&p))?;
+                if target_meta.is_dir() {
+                    skipped.push((p, "a link to a folder (not followed)".into()));
+                    continue;
+                }
+                if !is_txt {
+                    continue;
+                }
+                if !target.starts_with(&root) {
+                    skipped.push((
+                        p,
+                        format!("a link out of the tree, to {}", target.display()),
+                    ));
+                } else if !target_meta.is_file() {
+                    skipped.push((p, "a link to something that is not a regular file".into()));
+                } else {
+                    found.push((p, target));
+                }
+            } else if !is_txt {
+                continue;
+            } else if ty.is_file() {
+                let target = std::fs::canonicalize(&p).map_err(io(&p))?;
+                found.push((p, target));
+            } else {
+                skipped.push((p, "not a regular file (a FIFO, socket or device)".into()));
             }
         }
     }
-    out.sort();
-    if out.is_empty() {
+    found.sort();
+    // A file reached twice (itself and through a link) is read once.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut files = Vec::new();
+    for (p, target) in found {
+        if seen.insert(target.clone()) {
+            files.push(p);
+        } else {
+            skipped.push((p, format!("{} is read already", target.display())));
+        }
+    }
+    skipped.sort();
+    if files.is_empty() {
         return Err(DataError::Empty {
             path: path.to_path_buf(),
         });
     }
-    Ok(out)
+    Ok(TextFiles { files, skipped })
 }
 
 /// All tokens of a text source, documents concatenated in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenSet {
     pub source: PathBuf,
+    /// The files read, and those the walk left out (see [`text_files`]).
+    #[serde(default)]
+    pub files: TextFiles,
     pub tokens: Vec<u32>,
     /// sha256 of the tokenizer fingerprint and the token ids.
     pub id: String,
@@ -94,7 +168,8 @@ pub fn tokenize_path(
     separator: &[u32],
 ) -> Result<TokenSet> {
     let mut tokens = Vec::new();
-    for (i, f) in text_files(path)?.iter().enumerate() {
+    let files = text_files(path)?;
+    for (i, f) in files.files.iter().enumerate() {
         let bytes = std::fs::read(f).map_err(|source| DataError::Io {
             path: f.clone(),
             source,
@@ -121,6 +196,7 @@ pub fn tokenize_path(
     }
     Ok(TokenSet {
         source: path.to_path_buf(),
+        files,
         tokens,
         id: hex::encode(h.finalize()),
     })
@@ -227,7 +303,7 @@ impl TokenSet {
             )));
         }
         let available = self.tokens.len() / seq_len;
-        let total = n_seqs + held_out;
+        let total = n_seqs.saturating_add(held_out);
         if available < total {
             let what = if held_out == 0 {
                 format!("{n_seqs} sequences of {seq_len} tokens")
@@ -237,7 +313,7 @@ impl TokenSet {
             return Err(DataError::TooFew {
                 path: self.source.clone(),
                 have: self.tokens.len(),
-                need: total * seq_len,
+                need: total.saturating_mul(seq_len),
                 what,
             });
         }
@@ -276,6 +352,59 @@ mod tests {
 
     fn bytes_encode(s: &str) -> Result<Vec<u32>, String> {
         Ok(s.bytes().map(u32::from).collect())
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_folder_walk_reads_each_file_once_and_never_follows_links_around() {
+        use std::os::unix::fs::symlink;
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.txt"), "secret").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::fs::write(d.join("a.txt"), "a").unwrap();
+        std::fs::write(d.join("sub/b.txt"), "b").unwrap();
+        // Two loops (each once read 41 times, and two together hung).
+        symlink(".", d.join("x")).unwrap();
+        symlink("..", d.join("sub/up")).unwrap();
+        // A link to a file in the tree (already read), one out of it, a
+        // dangling one, and a FIFO named .txt.
+        symlink(d.join("a.txt"), d.join("again.txt")).unwrap();
+        symlink(outside.path().join("secret.txt"), d.join("out.txt")).unwrap();
+        symlink(d.join("gone"), d.join("gone.txt")).unwrap();
+        let fifo = d.join("pipe.txt");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let t = text_files(d).unwrap();
+        assert_eq!(t.files, vec![d.join("a.txt"), d.join("sub/b.txt")]);
+        let why: Vec<(&Path, &str)> = t
+            .skipped
+            .iter()
+            .map(|(p, w)| (p.strip_prefix(d).unwrap(), w.as_str()))
+            .collect();
+        let find = |name: &str| {
+            why.iter()
+                .find(|(p, _)| *p == Path::new(name))
+                .unwrap_or_else(|| panic!("{name} not in {why:?}"))
+                .1
+        };
+        assert!(find("x").contains("folder"));
+        assert!(find("sub/up").contains("folder"));
+        assert!(find("again.txt").contains("read already"));
+        assert!(find("out.txt").contains("out of the tree"));
+        assert!(find("gone.txt").contains("broken"));
+        assert!(find("pipe.txt").contains("not a regular file"));
+        let set = tokenize_path(d, &bytes_encode, "bytes", &[]).unwrap();
+        assert_eq!(set.tokens, vec![b'a' as u32, b'b' as u32]);
+        // A FIFO named directly is refused without opening it (which would block).
+        let e = text_files(&fifo).unwrap_err().to_string();
+        assert!(e.contains("pipe.txt") && e.contains("FIFO"), "{e}");
     }
 
     fn set(n: usize) -> TokenSet {

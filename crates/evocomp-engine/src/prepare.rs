@@ -34,8 +34,26 @@ pub fn token_set(m: &LoadedModel, text: &Path) -> Result<TokenSet> {
         .to_json()
         .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
     let encode = |s: &str| m.tokenizer.encode(s);
-    evocomp_data::tokenize_path(text, &encode, &fp, &[])
-        .with_context(|| format!("reading text {}", text.display()))
+    let set = evocomp_data::tokenize_path(text, &encode, &fp, &[])
+        .with_context(|| format!("reading text {}", text.display()))?;
+    let f = &set.files;
+    tracing::info!(
+        "{}: {} text files read ({}), {} tokens",
+        text.display(),
+        f.files.len(),
+        f.files
+            .iter()
+            .take(3)
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+            + if f.files.len() > 3 { ", ..." } else { "" },
+        set.tokens.len()
+    );
+    for (p, why) in &f.skipped {
+        tracing::warn!("{}: left out {}: {why}", text.display(), p.display());
+    }
+    Ok(set)
 }
 
 /// Build (or continue building) the database a config describes; a finished

@@ -52,6 +52,7 @@ fn children_resumed_from_the_anchor_score_exactly_like_full_passes() {
     let unit_layer: Vec<usize> = db.unit_layers();
     let tokens = TokenSet {
         source: path.clone(),
+        files: Default::default(),
         tokens: (0..2000u32).map(|i| 4 + (i * 7 + i / 5) % 250).collect(),
         id: "tokens".into(),
     };

@@ -10,6 +10,9 @@ pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 
 /// Everything that can go wrong reading a GGUF file. Every variant names the file.
+/// How deep metadata arrays may nest (arrays of arrays of ...).
+pub const MAX_ARRAY_DEPTH: usize = 8;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
     #[error("{path}: cannot read: {source}")]
@@ -33,6 +36,13 @@ pub enum GgufError {
     },
     #[error("{path}: metadata key {key:?} has unknown value type id {id}")]
     BadValueType { path: PathBuf, key: String, id: u32 },
+    #[error(
+        "{path}: metadata key {key:?} nests arrays more than {MAX_ARRAY_DEPTH} deep (GGUF files \
+         in use nest at most 1)"
+    )]
+    TooDeep { path: PathBuf, key: String },
+    #[error("{path}: not a regular file (a FIFO, socket, device or folder cannot be a GGUF model)")]
+    NotAFile { path: PathBuf },
     #[error("{path}: metadata key {key:?} is not valid UTF-8")]
     BadString { path: PathBuf, key: String },
     #[error("{path}: tensor {tensor:?} has unknown ggml type id {id}")]
@@ -254,6 +264,13 @@ impl<'a> Cursor<'a> {
     }
 
     fn value(&mut self, ty: ValueType, key: &str) -> Result<Value, GgufError> {
+        self.value_at(ty, key, 0)
+    }
+
+    /// A value inside `depth` arrays: bounded, so that a file cannot nest
+    /// arrays until the parser (or the drop of what it built) runs out of
+    /// stack.
+    fn value_at(&mut self, ty: ValueType, key: &str, depth: usize) -> Result<Value, GgufError> {
         let what = || format!("the value of metadata key {key:?}");
         Ok(match ty {
             ValueType::U8 => Value::U8(self.array::<1>(&what)?[0]),
@@ -274,6 +291,12 @@ impl<'a> Cursor<'a> {
                 })?)
             }
             ValueType::Array => {
+                if depth >= MAX_ARRAY_DEPTH {
+                    return Err(GgufError::TooDeep {
+                        path: self.path.to_path_buf(),
+                        key: key.to_string(),
+                    });
+                }
                 let id = self.u32(&what)?;
                 let elem = ValueType::from_id(id).ok_or_else(|| GgufError::BadValueType {
                     path: self.path.to_path_buf(),
@@ -294,7 +317,7 @@ impl<'a> Cursor<'a> {
                 }
                 let mut v = Vec::with_capacity(n as usize);
                 for _ in 0..n {
-                    v.push(self.value(elem, key)?);
+                    v.push(self.value_at(elem, key, depth + 1)?);
                 }
                 Value::Array(elem, v)
             }
@@ -311,6 +334,12 @@ impl GgufFile {
             path: path.to_path_buf(),
             source,
         };
+        // Opening a FIFO blocks until someone writes to it: look first.
+        if !std::fs::metadata(path).map_err(io)?.is_file() {
+            return Err(GgufError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
         let file = File::open(path).map_err(io)?;
         // SAFETY: the file is opened read-only and we never hand out the map
         // beyond the lifetime of `GgufFile`; like every mmap-based loader we

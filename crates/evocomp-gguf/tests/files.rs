@@ -262,3 +262,61 @@ fn a_wrong_metadata_count_names_the_key_as_a_key() {
         "{e}"
     );
 }
+
+/// A GGUF v3 header with no tensors and one metadata key whose value is
+/// `depth` arrays, each holding the next, the innermost one u8.
+fn nested(depth: usize) -> Vec<u8> {
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes()); // tensors
+    b.extend(1u64.to_le_bytes()); // metadata entries
+    let key = b"deep";
+    b.extend((key.len() as u64).to_le_bytes());
+    b.extend(key);
+    b.extend(9u32.to_le_bytes()); // ARRAY
+    for i in 0..depth {
+        let inner = if i + 1 == depth { 0u32 } else { 9u32 }; // U8, or ARRAY
+        b.extend(inner.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+    }
+    b.push(7);
+    b
+}
+
+#[test]
+fn metadata_arrays_nested_past_the_bound_are_refused_not_a_stack_overflow() {
+    // 50,000 deep once aborted every command with a stack overflow.
+    for depth in [50_000, evocomp_gguf::MAX_ARRAY_DEPTH + 1] {
+        let (_d, r) = open_bytes(&nested(depth));
+        let e = r.err().expect("refused").to_string();
+        assert!(e.contains("\"deep\"") && e.contains("nests arrays"), "{e}");
+    }
+    let (_d, r) = open_bytes(&nested(evocomp_gguf::MAX_ARRAY_DEPTH));
+    let f = r.expect("the bound itself is read");
+    let mut v = f.get("deep").expect("the key");
+    for _ in 1..evocomp_gguf::MAX_ARRAY_DEPTH {
+        match v {
+            Value::Array(ValueType::Array, items) => v = &items[0],
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(v, &Value::Array(ValueType::U8, vec![Value::U8(7)]));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_or_folder_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("model.gguf");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for p in [fifo.as_path(), dir.path()] {
+        let e = GgufFile::open(p).err().expect("refused").to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+}

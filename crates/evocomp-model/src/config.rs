@@ -529,6 +529,7 @@ impl LlamaConfig {
 
     /// Read an HF `config.json`.
     pub fn from_hf_json(path: &Path) -> Result<Self> {
+        crate::error::regular_file(path)?;
         let text = std::fs::read_to_string(path).map_err(ModelError::io(path))?;
         let raw: HfConfig = serde_json::from_str(&text).map_err(|source| ModelError::Json {
             path: path.to_path_buf(),

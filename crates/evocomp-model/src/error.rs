@@ -55,6 +55,23 @@ impl ModelError {
     }
 }
 
+/// `path` is a regular file (followed through links): checked before a model
+/// file is opened, since opening a FIFO blocks and a device never ends.
+pub(crate) fn regular_file(path: &std::path::Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(ModelError::io(path))?;
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err(ModelError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a FIFO, socket, device or folder is never read as a model file)",
+            ),
+        })
+    }
+}
+
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 /// Bad input to the forward pass.

@@ -177,7 +177,7 @@ impl LoadedModel {
 
 fn detect(path: &Path) -> Result<ModelFormat> {
     if path.is_dir() {
-        if path.join("config.json").is_file() {
+        if path.join("config.json").exists() {
             return Ok(ModelFormat::HfSafetensors);
         }
         return Err(ModelError::Unsupported {
@@ -394,7 +394,8 @@ impl HfFolder {
     fn open(dir: &Path) -> Result<Self> {
         let config = LlamaConfig::from_hf_json(&dir.join("config.json"))?;
         let index = dir.join("model.safetensors.index.json");
-        let files: Vec<PathBuf> = if index.is_file() {
+        let files: Vec<PathBuf> = if index.exists() {
+            crate::error::regular_file(&index)?;
             let text = std::fs::read_to_string(&index).map_err(ModelError::io(&index))?;
             let v: serde_json::Value =
                 serde_json::from_str(&text).map_err(|source| ModelError::Json {
@@ -413,8 +414,22 @@ impl HfFolder {
                 .collect();
             files.sort();
             files.dedup();
+            // A shard is a file of this folder: a name with a separator or
+            // `..` would reach anywhere.
+            if let Some(bad) = files.iter().find(|f| {
+                let p = Path::new(f.as_str());
+                p.components().count() != 1
+                    || !matches!(p.components().next(), Some(std::path::Component::Normal(_)))
+            }) {
+                return Err(ModelError::BadConfig {
+                    path: index.clone(),
+                    message: format!(
+                        "weight_map names shard {bad:?}, which is not a file name in this folder"
+                    ),
+                });
+            }
             files.into_iter().map(|f| dir.join(f)).collect()
-        } else if dir.join("model.safetensors").is_file() {
+        } else if dir.join("model.safetensors").exists() {
             vec![dir.join("model.safetensors")]
         } else {
             return Err(ModelError::Unsupported {
@@ -426,6 +441,7 @@ impl HfFolder {
         let mut location = BTreeMap::new();
         let mut tensors = Vec::new();
         for (i, f) in files.iter().enumerate() {
+            crate::error::regular_file(f)?;
             let file = std::fs::File::open(f).map_err(ModelError::io(f))?;
             // SAFETY: read-only map of a file we do not modify while loading.
             let mmap = unsafe { Mmap::map(&file) }.map_err(ModelError::io(f))?;

@@ -279,6 +279,7 @@ impl TextTokenizer {
             path: path.to_path_buf(),
             message,
         };
+        crate::error::regular_file(path)?;
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         // Check the JSON first: the tokenizers crate panics on some syntax
         // errors inside nested parts (its decoder reader unwraps them).

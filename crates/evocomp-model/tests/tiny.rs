@@ -103,6 +103,56 @@ fn sharded_safetensors_load() {
     std::fs::write(hf.join("tokenizer.json"), tk.to_json().unwrap()).unwrap();
     let m = load_model(&hf).unwrap();
     assert_eq!(*m.weights().unwrap(), w);
+    // An index naming a shard outside the folder is refused, naming it.
+    let mut hostile = map.clone();
+    hostile.insert(
+        names[0].clone(),
+        serde_json::Value::String("../../../etc/passwd".into()),
+    );
+    std::fs::write(
+        hf.join("model.safetensors.index.json"),
+        serde_json::json!({ "metadata": {}, "weight_map": hostile }).to_string(),
+    )
+    .unwrap();
+    let e = load_model(&hf).err().expect("refused").to_string();
+    assert!(
+        e.contains("etc/passwd") && e.contains("not a file name in this folder"),
+        "{e}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_as_a_model_file_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config();
+    let hf = dir.path().join("hf");
+    save_hf_safetensors(&cfg, &random_weights(&cfg, 3), &hf).unwrap();
+    for name in ["model.safetensors", "config.json"] {
+        let keep = std::fs::read(hf.join(name)).unwrap();
+        std::fs::remove_file(hf.join(name)).unwrap();
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(hf.join(name))
+                .status()
+                .unwrap()
+                .success()
+        );
+        let e = load_model(&hf).err().expect("refused").to_string();
+        assert!(e.contains(name) && e.contains("not a regular file"), "{e}");
+        std::fs::remove_file(hf.join(name)).unwrap();
+        std::fs::write(hf.join(name), keep).unwrap();
+    }
+    let fifo = dir.path().join("model.gguf");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let e = load_model(&fifo).err().expect("refused").to_string();
+    assert!(e.contains("not a regular file"), "{e}");
 }
 
 fn expect_err(path: &Path) -> String {
