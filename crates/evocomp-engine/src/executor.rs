@@ -702,8 +702,11 @@ impl<'a> Keys<'a> {
         if let Some(id) = self.sample_ids.get(&s) {
             return Ok(id.clone());
         }
-        let id =
-            crate::evaluator::sample_for(&self.prep.calib, s, self.prep.exp.fitness.seq_len)?.id;
+        // A sample the strategy asked for: a token count the text cannot
+        // give is the strategy's setting, so the error points at it.
+        let id = crate::evaluator::sample_for(&self.prep.calib, s, self.prep.exp.fitness.seq_len)
+            .map_err(|e| self.prep.exp.error_at("strategy", format!("{e:#}")))?
+            .id;
         self.sample_ids.insert(s, id.clone());
         Ok(id)
     }

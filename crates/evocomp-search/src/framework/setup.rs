@@ -99,6 +99,27 @@ pub(crate) fn ensure(ok: bool, field: &str, message: impl Into<String>) -> Resul
     }
 }
 
+/// The most genomes a strategy's count may ask for at once (offspring,
+/// candidates, a population, random genomes, surrogate screens) or flips a
+/// child may make: far above any published setting, and low enough that a
+/// mistyped count is an error at the config line rather than a step 0 that
+/// never ends.
+pub const MAX_GENOMES: usize = 10_000;
+/// The most generations a strategy may run.
+pub const MAX_GENERATIONS: usize = 1_000_000;
+/// The most tokens one sample may ask for (about 1 GB of token ids); the
+/// calibration text bounds it further when the study starts.
+pub const MAX_SAMPLE_TOKENS: usize = 1 << 28;
+
+/// `value` of `field` is at most `max`, said with what the bound is for.
+pub(crate) fn at_most(value: usize, max: usize, field: &str, what: &str) -> Result<(), SpecError> {
+    ensure(
+        value <= max,
+        field,
+        format!("{value} {what}: at most {max}"),
+    )
+}
+
 /// A strategy's settings, as an experiment config holds them.
 pub trait Spec {
     /// A short name for tables and plots.

@@ -263,7 +263,7 @@ pub fn random_feasible(
     let equal = budget.allows(space.cost(start))
         && (space.equal_steps() || matches!(budget, Budget::Exact(_)));
     let mut attempt = 0u64;
-    while out.len() < n && attempt < 100 * n as u64 + 100 {
+    while out.len() < n && attempt < (n as u64).saturating_mul(100).saturating_add(100) {
         let mut rng = rng_for(seed, &[0xbe57, attempt]);
         attempt += 1;
         let g = if equal {

@@ -1,7 +1,9 @@
 //! EvolKV (Yu et al., 2025): per-layer KV-cache budgets by grouped CMA-ES,
 //! bottom-up, with the cache-score objective and budget completion.
 
-use crate::framework::setup::{Build, Kind, Setup, Spec, SpecError, ensure};
+use crate::framework::setup::{
+    Build, Kind, MAX_GENERATIONS, MAX_GENOMES, Setup, Spec, SpecError, at_most, ensure,
+};
 use crate::framework::space::{Budget, Genome, Space};
 use crate::framework::strategy::{Best, Progress, Request, SampleDraw, Scored, Strategy, requests};
 use crate::parts::cmaes::CmaEs;
@@ -50,6 +52,20 @@ impl Spec for EvolKvSpec {
     fn validate(&self, _seq_len: usize) -> Result<(), SpecError> {
         ensure(self.group_size >= 1, "group_size", "must be at least 1")?;
         ensure(self.generations >= 1, "generations", "must be at least 1")?;
+        at_most(
+            self.generations,
+            MAX_GENERATIONS,
+            "generations",
+            "generations",
+        )?;
+        if let Some(p) = self.population {
+            at_most(p, MAX_GENOMES, "population", "genomes")?;
+        }
+        ensure(
+            self.lambda.is_finite(),
+            "lambda",
+            format!("must be finite, got {}", self.lambda),
+        )?;
         ensure(
             self.sigma0 > 0.0 && self.sigma0.is_finite(),
             "sigma0",

@@ -6,7 +6,10 @@
 //! and the generation number: the same seed and the same told fitnesses give
 //! the same asks, before or after a checkpoint round trip.
 
-use crate::framework::setup::{BudgetHint, Build, Kind, Needs, Setup, Spec, SpecError, ensure};
+use crate::framework::setup::{
+    BudgetHint, Build, Kind, MAX_GENERATIONS, MAX_GENOMES, MAX_SAMPLE_TOKENS, Needs, Setup, Spec,
+    SpecError, at_most, ensure,
+};
 use crate::framework::space::{Budget, Genome, Space};
 use crate::framework::strategy::{Best, Progress, Request, SampleDraw, Scored, Strategy};
 use crate::heuristics::start_genome;
@@ -278,6 +281,41 @@ impl Spec for EvoPressSpec {
             "max_flips",
             "must be at least 1",
         )?;
+        if let Some(g) = self.generations {
+            at_most(g, MAX_GENERATIONS, "generations", "generations")?;
+        }
+        if let Some(n) = self.offspring {
+            at_most(n, MAX_GENOMES, "offspring", "offspring a generation")?;
+        }
+        if let Some(n) = self.max_flips {
+            at_most(n, MAX_GENOMES, "max_flips", "level switches a child")?;
+        }
+        for &(survivors, tokens) in self.stages.iter().flatten() {
+            at_most(survivors, MAX_GENOMES, "stages", "survivors")?;
+            at_most(tokens, MAX_SAMPLE_TOKENS, "stages", "tokens a stage")?;
+        }
+        match &self.start {
+            Some(Start::BestOfRandom { candidates, tokens }) => {
+                at_most(*candidates, MAX_GENOMES, "start", "random candidates")?;
+                at_most(*tokens, MAX_SAMPLE_TOKENS, "start", "tokens")?;
+            }
+            Some(Start::Best { tokens, .. }) => {
+                at_most(*tokens, MAX_SAMPLE_TOKENS, "start", "tokens")?;
+            }
+            _ => {}
+        }
+        if let Some(sg) = &self.surrogate {
+            at_most(
+                sg.screen,
+                MAX_GENOMES,
+                "surrogate",
+                "screened children a generation",
+            )?;
+            at_most(sg.max_train, MAX_GENOMES, "surrogate", "training genomes")?;
+        }
+        if let Some(r) = &self.racing {
+            at_most(r.chunk, MAX_SAMPLE_TOKENS, "racing", "tokens a chunk")?;
+        }
         match &self.start {
             Some(Start::BestOfRandom { candidates, tokens }) => ensure(
                 *candidates >= 1 && *tokens >= seq_len,

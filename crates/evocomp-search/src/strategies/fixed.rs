@@ -2,7 +2,9 @@
 //! baselines (uniform, OWL, ShortGPT, PyramidKV, DP) and best-of-N random,
 //! with their settings.
 
-use crate::framework::setup::{BudgetHint, Build, Kind, Needs, Setup, Spec, SpecError, ensure};
+use crate::framework::setup::{
+    BudgetHint, Build, Kind, MAX_GENOMES, Needs, Setup, Spec, SpecError, at_most, ensure,
+};
 use crate::framework::space::{Genome, Space};
 use crate::framework::strategy::{
     Best, Progress, Request, Role, SampleDraw, Scored, Strategy, requests,
@@ -211,7 +213,8 @@ impl Spec for RandomSpec {
     }
 
     fn validate(&self, _seq_len: usize) -> Result<(), SpecError> {
-        ensure(self.n >= 1, "n", "must be at least 1")
+        ensure(self.n >= 1, "n", "must be at least 1")?;
+        at_most(self.n, MAX_GENOMES, "n", "random genomes")
     }
 }
 

@@ -3,7 +3,9 @@
 //! quality-versus-size front in one study), or real vectors.
 
 use crate::SearchError;
-use crate::framework::setup::{Build, Setup, Spec, SpecError, ensure};
+use crate::framework::setup::{
+    Build, MAX_GENERATIONS, MAX_GENOMES, Setup, Spec, SpecError, at_most, ensure,
+};
 use crate::framework::space::{Budget, Genome, Space};
 use crate::framework::strategy::{
     Best, FrontMember, Progress, Request, Role, SampleDraw, Scored, Strategy, requests,
@@ -359,6 +361,13 @@ impl Spec for Nsga2Spec {
     fn validate(&self, seq_len: usize) -> Result<(), SpecError> {
         ensure(self.population >= 4, "population", "must be at least 4")?;
         ensure(self.generations >= 1, "generations", "must be at least 1")?;
+        at_most(self.population, MAX_GENOMES, "population", "genomes")?;
+        at_most(
+            self.generations,
+            MAX_GENERATIONS,
+            "generations",
+            "generations",
+        )?;
         ensure(
             self.warm.len() < self.population,
             "warm",
