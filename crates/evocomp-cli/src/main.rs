@@ -118,6 +118,8 @@ enum Command {
         /// Also list the workers of this queue (nats://HOST:PORT).
         #[arg(long)]
         queue: Option<String>,
+        #[command(flatten)]
+        auth: remote::QueueAuth,
         /// Print the state as JSON: finished (with the summary), running
         /// (the running process's last status) or stopped (progress, best so far).
         #[arg(long, conflicts_with = "queue")]
@@ -433,7 +435,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Db { command } => db::run(command),
         Command::Run { config, args } => studies::run(&config, args),
         Command::Resume { dir, args } => studies::resume(&dir, args),
-        Command::Status { dir, queue, json } => {
+        Command::Status {
+            dir,
+            queue,
+            auth,
+            json,
+        } => {
             if json {
                 println!(
                     "{}",
@@ -443,7 +450,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             studies::status(&dir)?;
             match queue {
-                Some(url) => remote::print_workers(&url),
+                Some(url) => remote::print_workers(&auth.access(&url)?),
                 None => Ok(()),
             }
         }

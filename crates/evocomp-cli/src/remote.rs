@@ -3,15 +3,53 @@
 use anyhow::Result;
 use evocomp::BackendChoice;
 use evocomp::queue::{ServeOptions, serve, workers};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// How to reach a queue besides its URL (whose `user:password@` or
+/// `token@` part is sent as the server's credentials).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct QueueAuth {
+    /// The queue's shared secret (at least 16 bytes; `head -c 32 /dev/urandom
+    /// | base64 > FILE`), given to the coordinator and every worker: jobs and
+    /// results are signed with it, and unsigned ones dropped and counted.
+    /// Without it, anyone who can reach the server can answer jobs.
+    #[arg(long, value_name = "FILE")]
+    pub queue_key: Option<PathBuf>,
+    /// A file holding the NATS server's authorization token.
+    #[arg(long, value_name = "FILE")]
+    pub queue_token_file: Option<PathBuf>,
+    /// A CA certificate (PEM) for the server's TLS; TLS is then required.
+    #[arg(long, value_name = "FILE")]
+    pub queue_ca: Option<PathBuf>,
+}
+
+impl QueueAuth {
+    pub fn access(&self, url: &str) -> Result<evocomp::queue::Access> {
+        evocomp::queue::access(
+            url,
+            self.queue_key.as_deref(),
+            self.queue_token_file.as_deref(),
+            self.queue_ca.as_deref(),
+        )
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct WorkerArgs {
-    /// The NATS server with JetStream (nats-server -js), e.g. nats://host:4222.
+    /// The NATS server with JetStream (nats-server -js), e.g. nats://host:4222
+    /// (nats://user:password@host:4222 where the server asks for them).
     #[arg(long)]
     pub queue: String,
+    #[command(flatten)]
+    pub auth: QueueAuth,
+    /// A folder whose files jobs may name (model, database, texts); repeat
+    /// for more. A job naming a file elsewhere is refused unread. Default:
+    /// the working directory.
+    #[arg(long, value_name = "DIR")]
+    pub allow: Vec<PathBuf>,
     /// auto, wgpu or cpu.
     #[arg(long, default_value = "auto")]
     pub backend: BackendChoice,
@@ -53,7 +91,12 @@ pub fn worker(args: WorkerArgs, threads: Option<usize>) -> Result<()> {
     });
     serve(
         &ServeOptions {
-            queue: args.queue,
+            queue: args.auth.access(&args.queue)?,
+            allow: if args.allow.is_empty() {
+                vec![PathBuf::from(".")]
+            } else {
+                args.allow
+            },
             backend: args.backend,
             threads,
             concurrent_batches: args.concurrent_batches,
@@ -76,8 +119,9 @@ fn ago(secs: u64) -> String {
 }
 
 /// The workers the queue has heard from in the last day.
-pub fn print_workers(url: &str) -> Result<()> {
-    let beats = workers(url)?;
+pub fn print_workers(access: &evocomp::queue::Access) -> Result<()> {
+    let url = access.split_url().0;
+    let beats = workers(access)?;
     let now = evocomp::queue::unix_now();
     println!("workers on {url} (last heartbeat of each, the last day):");
     if beats.is_empty() {

@@ -36,19 +36,25 @@ pub struct RunArgs {
     /// (nats://HOST:PORT, JetStream on) instead of threads of this process.
     #[arg(long)]
     pub queue: Option<String>,
+    #[command(flatten)]
+    pub auth: crate::remote::QueueAuth,
 }
 
 impl RunArgs {
-    fn options(&self) -> StudyOptions {
-        StudyOptions {
+    fn options(&self) -> anyhow::Result<StudyOptions> {
+        Ok(StudyOptions {
             backend: self.backend,
             shared_cache: !self.no_shared_cache,
             cpu_workers: self.cpu_workers,
             concurrent_batches: self.concurrent_batches,
-            queue: self.queue.clone(),
+            queue: self
+                .queue
+                .as_deref()
+                .map(|url| self.auth.access(url))
+                .transpose()?,
             progress: std::io::stderr().is_terminal()
                 || std::env::var_os("EVOCOMP_PROGRESS").is_some(),
-        }
+        })
     }
 }
 
@@ -106,7 +112,7 @@ fn finish(ends: &[StudyEnd]) -> Result<()> {
 
 pub fn run(config: &Path, args: RunArgs) -> Result<()> {
     let stop = stop_flag();
-    let ends = evocomp::study::run(config, &args.options(), &stop, &crate::note, &mut |e| {
+    let ends = evocomp::study::run(config, &args.options()?, &stop, &crate::note, &mut |e| {
         print_end(e, args.json)
     })?;
     finish(&ends)
@@ -114,7 +120,7 @@ pub fn run(config: &Path, args: RunArgs) -> Result<()> {
 
 pub fn resume(dir: &Path, args: RunArgs) -> Result<()> {
     let stop = stop_flag();
-    let ends = evocomp::study::resume(dir, &args.options(), &stop, &crate::note, &mut |e| {
+    let ends = evocomp::study::resume(dir, &args.options()?, &stop, &crate::note, &mut |e| {
         print_end(e, args.json)
     })?;
     finish(&ends)

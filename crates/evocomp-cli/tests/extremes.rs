@@ -37,7 +37,10 @@ const EVOPRESS: &str = "EvoPress(preset: Sparsity, generations: Some({generation
 /// Other strategies' counts: (field, strategy with `{x}` for it).
 const STRATEGIES: &[(&str, &str)] = &[
     ("nsga2.population", "Nsga2(population: {x}, generations: 2)"),
-    ("nsga2.generations", "Nsga2(population: 8, generations: {x})"),
+    (
+        "nsga2.generations",
+        "Nsga2(population: 8, generations: {x})",
+    ),
     ("random.n", "Random(n: {x})"),
     (
         "surrogate.screen",

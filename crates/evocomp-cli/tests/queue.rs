@@ -478,3 +478,274 @@ fn a_coordinator_stopped_with_ctrl_c_resumes_to_the_same_result() {
     let computed = computed_once(&d.join("results/q"));
     assert_eq!(fleet.done(), computed + 1, "a job was evaluated twice");
 }
+
+/// What a hostile client publishes: (subject, message id, payload).
+type Forged = Vec<(String, String, Vec<u8>)>;
+
+/// A client of the same server without the queue key: it sees every job as
+/// it is published (a plain subscription) and publishes what `on_job` makes
+/// of it, until the returned flag is set.
+fn hostile(
+    url: &str,
+    on_job: impl Fn(&evocomp_queue::messages::JobMsg) -> Forged + Send + 'static,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    use futures::StreamExt;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let url = url.to_string();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let client = async_nats::connect(&url).await.unwrap();
+            let js = async_nats::jetstream::new(client.clone());
+            let mut sub = client.subscribe("evocomp.jobs.>").await.unwrap();
+            client.flush().await.unwrap();
+            ready_tx.send(()).unwrap();
+            while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                let Ok(Some(m)) =
+                    tokio::time::timeout(Duration::from_millis(100), sub.next()).await
+                else {
+                    continue;
+                };
+                let Ok(job) = serde_json::from_slice(&m.payload) else {
+                    continue;
+                };
+                for (subject, id, payload) in on_job(&job) {
+                    let m = async_nats::jetstream::message::PublishMessage::build()
+                        .payload(payload.into())
+                        .message_id(id);
+                    js.send_publish(subject, m).await.unwrap().await.unwrap();
+                }
+            }
+        });
+    });
+    ready_rx.recv().unwrap();
+    (stop, h)
+}
+
+fn key_file(d: &Path) -> PathBuf {
+    let p = d.join("queue.key");
+    std::fs::write(&p, "c2VjcmV0LWtleS1mb3ItdGhlLXRlc3Qtb25seQ==\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    p
+}
+
+#[test]
+fn with_a_queue_key_forged_results_published_first_are_dropped_and_counted() {
+    use evocomp_queue::messages::{FORMAT, ResultMsg, VERSION};
+    let nats = server();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    local_then_queued(d, SHORT);
+    let reference = summary(d, "results/local");
+    let key = key_file(d);
+    // For every job, at once: a result saying KL -1 (held-out: 0.000123),
+    // with the message id the real result would have had without a key.
+    let (stop, h) = hostile(&nats.url, |job| {
+        let output = match &job.kind {
+            evocomp_engine::JobKind::Fitness { .. } => evocomp_engine::Output::Fitness(-1.0),
+            evocomp_engine::JobKind::HeldOut { .. } => {
+                evocomp_engine::Output::HeldOut(evocomp_eval::KlResult {
+                    kl: 0.000123,
+                    nll: 0.1,
+                    tokens: 1,
+                    per_sequence: vec![0.000123],
+                })
+            }
+        };
+        let forged = ResultMsg {
+            format: FORMAT,
+            evocomp: VERSION.into(),
+            study: job.study.clone(),
+            cid: job.cid.clone(),
+            attempt: job.attempt,
+            worker: "forger".into(),
+            seconds: 0.0,
+            result: Ok(output),
+            reuse: None,
+        };
+        vec![(
+            job.results.clone(),
+            forged.message_id(),
+            serde_json::to_vec(&forged).unwrap(),
+        )]
+    });
+    let mut fleet = Fleet::default();
+    let k = key.to_str().unwrap();
+    fleet.spawn(d, &nats.url, "w", &["--queue-key", k]);
+    let o = bin()
+        .current_dir(d)
+        .args([
+            "run",
+            "q.ron",
+            "--no-shared-cache",
+            "--queue",
+            &nats.url,
+            "--queue-key",
+            k,
+        ])
+        .output()
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    h.join().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    same_best(&summary(d, "results/q"), &reference);
+    assert!(
+        err.contains("results without a valid signature were dropped"),
+        "{err}"
+    );
+    // Nothing the forger sent reached the journal.
+    assert!(
+        journal(&d.join("results/q"))
+            .iter()
+            .all(|t| t.worker != "forger")
+    );
+}
+
+#[test]
+fn crafted_jobs_fail_alone_and_read_nothing_outside_the_workers_folders() {
+    use evocomp_queue::messages::JobMsg;
+    use futures::StreamExt;
+    let nats = server();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    local_then_queued(d, SHORT);
+    let reference = summary(d, "results/local");
+    // From the first real job, four crafted ones: a model outside the
+    // worker's folder, seq_len 0, a genome one unit too long, a sample of
+    // u64's maximum in tokens; answers to a subject of the attacker's.
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = sent.clone();
+    let (stop, h) = hostile(&nats.url, move |job| {
+        if job.cid.starts_with("evil") || s2.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Vec::new();
+        }
+        let mut variants: Vec<JobMsg> = Vec::new();
+        let mut j = job.clone();
+        j.context.experiment.model = "/etc/passwd".into();
+        variants.push(j);
+        let mut j = job.clone();
+        j.context.experiment.fitness.seq_len = 0;
+        variants.push(j);
+        let mut j = job.clone();
+        if let evocomp_engine::JobKind::Fitness { genome, .. } = &mut j.kind {
+            genome.push(0);
+        }
+        variants.push(j);
+        let mut j = job.clone();
+        if let evocomp_engine::JobKind::Fitness { sample, .. } = &mut j.kind {
+            sample.tokens = usize::MAX;
+        }
+        variants.push(j);
+        variants
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut j)| {
+                j.cid = format!("evil{i}");
+                j.results = "evocomp.results.evil".into();
+                (
+                    format!("evocomp.jobs.{}", j.study),
+                    format!("evil.{i}"),
+                    serde_json::to_vec(&j).unwrap(),
+                )
+            })
+            .collect()
+    });
+    let mut fleet = Fleet::default();
+    let log = fleet.spawn(d, &nats.url, "w", &[]);
+    ok(&evocomp(
+        d,
+        &["run", "q.ron", "--no-shared-cache", "--queue", &nats.url],
+    ));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    h.join().unwrap();
+    // The worker went on: the study finished on it with the local result.
+    same_best(&summary(d, "results/q"), &reference);
+    assert!(sent.load(std::sync::atomic::Ordering::SeqCst));
+    // The four refusals, read from the attacker's subject.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let refusals: Vec<String> = rt.block_on(async {
+        let client = async_nats::connect(&nats.url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let consumer = js
+            .get_stream("EVOCOMP_RESULTS")
+            .await
+            .unwrap()
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject: "evocomp.results.evil".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut m = consumer.messages().await.unwrap();
+        let mut out = Vec::new();
+        while out.len() < 4 {
+            let msg = tokio::time::timeout(Duration::from_secs(60), m.next())
+                .await
+                .expect("four answers within 60 s")
+                .unwrap()
+                .unwrap();
+            let r: evocomp_queue::messages::ResultMsg =
+                serde_json::from_slice(&msg.payload).unwrap();
+            out.push(format!("{}: {}", r.cid, r.result.expect_err("refused")));
+        }
+        out.sort();
+        out
+    });
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let first_line = passwd.lines().next().unwrap_or("root:x:0:0");
+    for r in &refusals {
+        assert!(!r.contains(first_line), "file contents echoed: {r}");
+    }
+    assert!(
+        refusals[0].contains("not a file under the folders"),
+        "{}",
+        refusals[0]
+    );
+    assert!(refusals[1].contains("seq_len"), "{}", refusals[1]);
+    assert!(refusals[2].contains("units"), "{}", refusals[2]);
+    assert!(refusals[3].contains("at most"), "{}", refusals[3]);
+    let w = std::fs::read_to_string(&log).unwrap();
+    assert!(!w.contains("panicked"), "{w}");
+}
+
+#[test]
+fn a_server_with_a_user_and_password_takes_them_from_the_url_and_never_shows_the_password() {
+    let nats = NatsServer::start_with_user("evo", "s3cret-pw").expect("nats-server on PATH");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    local_then_queued(d, SHORT);
+    let reference = summary(d, "results/local");
+    let url = nats.url.replacen("nats://", "nats://evo:s3cret-pw@", 1);
+    let mut fleet = Fleet::default();
+    let log = fleet.spawn(d, &url, "w", &[]);
+    let o = bin()
+        .current_dir(d)
+        .args(["run", "q.ron", "--no-shared-cache", "--queue", &url])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    same_best(&summary(d, "results/q"), &reference);
+    assert!(!err.contains("s3cret-pw"), "{err}");
+    assert!(err.contains("evo:***@"), "{err}");
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("s3cret-pw"));
+    // A wrong password is refused by the server, and said so without it.
+    let bad = nats.url.replacen("nats://", "nats://evo:wrong-pw@", 1);
+    let o = evocomp(d, &["status", "results/q", "--queue", &bad]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("evo:***@") && !err.contains("wrong-pw"),
+        "{err}"
+    );
+}

@@ -271,6 +271,30 @@ impl Experiment {
         load_database_config(&self.database_config)
     }
 
+    /// The checks a config's values get, made again on an experiment that
+    /// did not come from a config file here (a queue job's): the data and
+    /// fitness settings, the budget, the strategy's settings.
+    pub fn check_values(&self) -> Result<()> {
+        let c = Checker {
+            path: &self.source,
+            text: None,
+        };
+        self.data.check(&c)?;
+        self.fitness.check(&c, self.backend)?;
+        self.budget.check(&c, "budget")?;
+        if let Some(n) = self.anytime {
+            c.ensure(
+                (1..=64).contains(&n),
+                "anytime",
+                format!("the number of held-out points must be in 1..=64, got {n}"),
+            )?;
+        }
+        if let Err(e) = self.strategy.spec().validate(self.fitness.seq_len) {
+            return c.fail(&format!("strategy.{}", e.field), e.message);
+        }
+        Ok(())
+    }
+
     /// An error about `field`, pointing into the config file when it still
     /// exists and the field can be found in it.
     pub fn error_at(&self, field: &str, message: impl Into<String>) -> ConfigError {

@@ -271,6 +271,13 @@ impl Applier {
         &self.current
     }
 
+    /// Forget what the model holds, so the next [`Self::apply`] writes every
+    /// unit (after an apply that was interrupted, when the model's state is
+    /// not known).
+    pub fn forget(&mut self) {
+        self.current.iter_mut().for_each(|c| *c = None);
+    }
+
     /// Put `genome` into `model`: only units whose level differs from the
     /// model's current one are touched.
     pub fn apply(

@@ -185,6 +185,16 @@ impl Evaluator {
         Ok(s)
     }
 
+    /// Drop every cache (samples, teacher outputs, the anchor's hidden
+    /// states) and forget which genome the model holds: after an evaluation
+    /// that was cut short (a panic), nothing half written is used again.
+    pub fn clear_caches(&mut self) {
+        self.samples.clear();
+        self.teachers.clear();
+        self.anchor = None;
+        self.applier.forget();
+    }
+
     /// The teacher's outputs on `sample`, computed once and kept (the last few samples).
     fn teacher(&mut self, sample: &Sample) -> Result<usize> {
         if let Some(i) = self.teachers.iter().position(|t| t.sample_id == sample.id) {

@@ -9,7 +9,7 @@ use crate::prepare::Prepared;
 use anyhow::{Result, anyhow};
 use burn::tensor::Device;
 use evocomp_eval::KlResult;
-use evocomp_search::{Genome, SampleDraw};
+use evocomp_search::{Genome, SampleDraw, Space};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -29,6 +29,56 @@ pub enum JobKind {
     },
     /// KL and NLL on the held-out sample.
     HeldOut { genome: Genome },
+}
+
+impl JobKind {
+    /// Whether the job can be evaluated in `space`: every genome of the
+    /// space's length with a level each unit has, a sample of 1 to
+    /// `MAX_SAMPLE_TOKENS` tokens. A job from elsewhere (a queue message) is
+    /// checked before it touches a model; the reason otherwise.
+    pub fn check(&self, space: &Space) -> Result<(), String> {
+        let genome = |what: &str, g: &Genome| -> Result<(), String> {
+            if g.len() != space.units.len() {
+                return Err(format!(
+                    "{what}: {} units, the database has {}",
+                    g.len(),
+                    space.units.len()
+                ));
+            }
+            match g
+                .iter()
+                .zip(&space.units)
+                .position(|(l, u)| !u.levels.contains(l))
+            {
+                Some(i) => Err(format!(
+                    "{what}: unit {i} has no level {} (its levels: {:?})",
+                    g[i], space.units[i].levels
+                )),
+                None => Ok(()),
+            }
+        };
+        match self {
+            JobKind::Fitness {
+                genome: g,
+                sample,
+                anchor,
+            } => {
+                genome("genome", g)?;
+                if let Some(a) = anchor {
+                    genome("anchor", a)?;
+                }
+                let max = evocomp_search::MAX_SAMPLE_TOKENS;
+                if sample.tokens == 0 || sample.tokens > max || sample.skip > max {
+                    return Err(format!(
+                        "a sample of {} tokens after {}: each must be at most {max} (and tokens at least 1)",
+                        sample.tokens, sample.skip
+                    ));
+                }
+                Ok(())
+            }
+            JobKind::HeldOut { genome: g } => genome("genome", g),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,6 +207,7 @@ impl Pool {
                 ..prep.exp.fitness
             };
             let held_out = prep.held_out.clone();
+            let space = prep.space.clone();
             let jobs_rx = jobs_rx.clone();
             let done_tx = done_tx.clone();
             let stop = stop.clone();
@@ -181,23 +232,41 @@ impl Pool {
                         };
                         let Ok(job) = job else { break };
                         let t0 = Instant::now();
-                        let result = match &mut ev {
-                            _ if stop.load(Ordering::SeqCst) => Ok(Output::Skipped),
-                            Err(why) => Err(why.clone()),
-                            Ok(ev) => match &job.kind {
-                                JobKind::Fitness {
-                                    genome,
-                                    sample,
-                                    anchor,
-                                } => ev
-                                    .fitness(genome, *sample, anchor.as_ref())
-                                    .map(Output::Fitness),
-                                JobKind::HeldOut { genome } => {
-                                    ev.held_out(genome, &held_out).map(Output::HeldOut)
-                                }
-                            }
-                            .map_err(|e| format!("{e:#}")),
-                        };
+                        let result =
+                            match &mut ev {
+                                _ if stop.load(Ordering::SeqCst) => Ok(Output::Skipped),
+                                Err(why) => Err(why.clone()),
+                                Ok(ev) => match job.kind.check(&space) {
+                                    Err(why) => Err(format!("job refused: {why}")),
+                                    // A panic fails this job only: the worker
+                                    // goes on with the next (its caches cleared,
+                                    // as they may be half written).
+                                    Ok(()) => std::panic::catch_unwind(
+                                        std::panic::AssertUnwindSafe(|| match &job.kind {
+                                            JobKind::Fitness {
+                                                genome,
+                                                sample,
+                                                anchor,
+                                            } => ev
+                                                .fitness(genome, *sample, anchor.as_ref())
+                                                .map(Output::Fitness),
+                                            JobKind::HeldOut { genome } => {
+                                                ev.held_out(genome, &held_out).map(Output::HeldOut)
+                                            }
+                                        }),
+                                    )
+                                    .unwrap_or_else(|panic| {
+                                        ev.clear_caches();
+                                        let what = panic
+                                            .downcast_ref::<String>()
+                                            .map(String::as_str)
+                                            .or_else(|| panic.downcast_ref::<&str>().copied())
+                                            .unwrap_or("no message");
+                                        Err(anyhow!("the evaluation panicked: {what}"))
+                                    })
+                                    .map_err(|e| format!("{e:#}")),
+                                },
+                            };
                         if let Ok(ev) = &ev {
                             stats.lock().expect("stats lock")[wi] = ev.stats;
                         }

@@ -288,7 +288,8 @@ fn metadata_arrays_nested_past_the_bound_are_refused_not_a_stack_overflow() {
     // 50,000 deep once aborted every command with a stack overflow.
     for depth in [50_000, evocomp_gguf::MAX_ARRAY_DEPTH + 1] {
         let (_d, r) = open_bytes(&nested(depth));
-        let e = r.err().expect("refused").to_string();
+        let Err(e) = r else { panic!("refused") };
+        let e = e.to_string();
         assert!(e.contains("\"deep\"") && e.contains("nests arrays"), "{e}");
     }
     let (_d, r) = open_bytes(&nested(evocomp_gguf::MAX_ARRAY_DEPTH));
@@ -316,7 +317,10 @@ fn a_fifo_or_folder_is_refused_without_blocking() {
             .success()
     );
     for p in [fifo.as_path(), dir.path()] {
-        let e = GgufFile::open(p).err().expect("refused").to_string();
+        let Err(e) = GgufFile::open(p) else {
+            panic!("refused")
+        };
+        let e = e.to_string();
         assert!(e.contains("not a regular file"), "{e}");
     }
 }

@@ -7,7 +7,7 @@
 //! is recognised by JetStream's de-duplication and not queued twice.
 
 use crate::messages::*;
-use crate::nats::{Connection, connect, publish};
+use crate::nats::{Access, Connection, connect, publish};
 use anyhow::{Context as _, Result, anyhow, bail};
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use evocomp_engine::{Done, Job, Output, Prepared, Remote, Workers};
@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The `RunOptions::remote` of `evocomp run --queue URL`.
-pub fn remote(url: String) -> Remote {
+pub fn remote(access: Access) -> Remote {
     Arc::new(move |prep: &Prepared, stop: Arc<AtomicBool>| {
-        Ok(Box::new(NatsWorkers::connect(&url, prep, stop)?) as Box<dyn Workers>)
+        Ok(Box::new(NatsWorkers::connect(&access, prep, stop)?) as Box<dyn Workers>)
     })
 }
 
@@ -40,6 +40,7 @@ pub struct NatsWorkers {
     rt: tokio::runtime::Runtime,
     conn: Connection,
     url: String,
+    key: Option<QueueKey>,
     study: String,
     jobs_subject: String,
     results_subject: String,
@@ -66,10 +67,20 @@ pub struct NatsWorkers {
     /// worker's own time (queueing, delivery, acks, the result's way back).
     pub answered: u64,
     pub overhead_seconds: f64,
+    /// Results dropped for want of a valid signature (with a queue key).
+    pub forged: u64,
 }
 
 impl NatsWorkers {
-    pub fn connect(url: &str, prep: &Prepared, stop: Arc<AtomicBool>) -> Result<Self> {
+    pub fn connect(access: &Access, prep: &Prepared, stop: Arc<AtomicBool>) -> Result<Self> {
+        let shown = access.split_url().0;
+        let url = shown.as_str();
+        if access.key.is_none() {
+            eprintln!(
+                "warning: no queue key (--queue-key): any client of {url} can answer this study's \
+                 jobs with numbers of its choosing"
+            );
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -77,7 +88,7 @@ impl NatsWorkers {
         let context = Context::of(prep);
         let study = study_token(&prep.exp, &context);
         let (conn, results, advisories, backlog) = rt.block_on(async {
-            let conn = connect(url, &format!("evocomp coordinator {}", prep.exp.name)).await?;
+            let conn = connect(access, &format!("evocomp coordinator {}", prep.exp.name)).await?;
             let subject = format!("evocomp.results.{study}");
             let consumer = conn
                 .results
@@ -106,6 +117,7 @@ impl NatsWorkers {
             rt,
             conn,
             url: url.to_string(),
+            key: access.key.clone(),
             jobs_subject: format!("evocomp.jobs.{study}"),
             results_subject: format!("evocomp.results.{study}"),
             study,
@@ -125,6 +137,7 @@ impl NatsWorkers {
             publish_seconds: 0.0,
             answered: 0,
             overhead_seconds: 0.0,
+            forged: 0,
         };
         // Every result the study already has (from before a restart), before
         // anything is published.
@@ -147,7 +160,7 @@ impl NatsWorkers {
     /// when nothing came.
     fn next_message(&mut self, wait: Duration) -> Result<bool> {
         enum Got {
-            Result(Vec<u8>),
+            Result(Vec<u8>, String, Option<String>),
             Advisory(Vec<u8>),
             Nothing,
         }
@@ -155,7 +168,14 @@ impl NatsWorkers {
         let got = self.rt.block_on(async {
             tokio::select! {
                 m = self.results.next() => match m {
-                    Some(Ok(m)) => Ok(Got::Result(m.payload.to_vec())),
+                    Some(Ok(m)) => Ok(Got::Result(
+                        m.payload.to_vec(),
+                        m.subject.to_string(),
+                        m.headers
+                            .as_ref()
+                            .and_then(|h| h.get(MAC_HEADER))
+                            .map(|v| v.as_str().to_string()),
+                    )),
                     Some(Err(e)) => Err(anyhow!("reading results from {url}: {e}")),
                     None => Err(anyhow!("the results stream on {url} ended")),
                 },
@@ -167,7 +187,25 @@ impl NatsWorkers {
             }
         })?;
         match got {
-            Got::Result(p) => self.take_result(&p),
+            Got::Result(p, subject, mac) => {
+                let signed = self
+                    .key
+                    .as_ref()
+                    .is_none_or(|k| k.verify(&subject, &p, mac.as_deref()));
+                if signed {
+                    self.take_result(&p)
+                } else {
+                    // Not from a holder of the key: counted, never read.
+                    self.forged += 1;
+                    if self.forged.is_power_of_two() {
+                        eprintln!(
+                            "queue {}: {} results without a valid signature on {subject} dropped \
+                             (someone without the queue key is answering this study's jobs)",
+                            self.url, self.forged
+                        );
+                    }
+                }
+            }
             Got::Advisory(p) => self.take_advisory(&p)?,
             Got::Nothing => return Ok(false),
         }
@@ -284,9 +322,12 @@ impl NatsWorkers {
         }
         let results = self.results_subject.clone();
         let js = &self.conn.js;
+        let key = self.key.clone();
         self.rt.block_on(async move {
             let r = ResultMsg::answering(&job, "queue", 0.0, Err(why), None);
-            publish(js, results, Some(r.message_id()), serde_json::to_vec(&r)?).await?;
+            let payload = serde_json::to_vec(&r)?;
+            let id = r.message_id_signed(key.as_ref(), &results, &payload);
+            publish(js, results, Some(id), payload, key.as_ref()).await?;
             let _ = jobs.delete_message(seq).await;
             anyhow::Ok(())
         })
@@ -325,6 +366,12 @@ impl NatsWorkers {
 
 impl Drop for NatsWorkers {
     fn drop(&mut self) {
+        if self.forged > 0 {
+            eprintln!(
+                "queue {}: {} results without a valid signature were dropped",
+                self.url, self.forged
+            );
+        }
         if self.published > 0 {
             eprintln!(
                 "queue {}: {} jobs published ({:.2} ms each until stored), {} answered in this run \
@@ -375,6 +422,7 @@ impl Workers for NatsWorkers {
                 self.jobs_subject.clone(),
                 Some(id),
                 payload,
+                self.key.as_ref(),
             ))
             .with_context(|| format!("queue {}", self.url))?;
         self.publish_seconds += t0.elapsed().as_secs_f64();

@@ -12,18 +12,20 @@
 //! - `status.rs`: the workers a queue has seen (`evocomp status --queue`);
 //! - `testing.rs`: a throwaway `nats-server -js` for tests.
 //!
-//! **Invariant:** the coordinator alone owns the study store; workers get
+//! **Invariants:** the coordinator alone owns the study store; workers get
 //! everything through messages and the files the job's context names, and
-//! refuse a job whose fingerprints their files do not have.
+//! refuse a job whose fingerprints their files do not have or whose files
+//! lie outside their `--allow` folders; with a queue key, a job or result
+//! without a valid signature is dropped and counted, never read.
 
 pub mod coordinator;
 pub mod messages;
-mod nats;
+pub mod nats;
 pub mod status;
 pub mod testing;
 pub mod worker;
 
 pub use coordinator::{NatsWorkers, remote};
-pub use messages::Beat;
-pub use nats::host;
+pub use messages::{Beat, QueueKey};
+pub use nats::{Access, host};
 pub use worker::{WorkerOptions, serve};

@@ -27,6 +27,105 @@ pub const RESULTS_SUBJECTS: &str = "evocomp.results.>";
 pub const WORKERS_STREAM: &str = "EVOCOMP_WORKERS";
 pub const WORKERS_SUBJECTS: &str = "evocomp.workers.>";
 
+/// The header that carries a message's [`QueueKey`] signature.
+pub const MAC_HEADER: &str = "Evocomp-Mac";
+
+/// The queue's shared secret, given to the coordinator and to every worker
+/// it trusts (`--queue-key FILE`, `worker --key FILE`): jobs and results
+/// carry an HMAC-SHA256 of their subject and body under it, and a message
+/// without a valid one is dropped and counted. Whoever can reach the NATS
+/// server but lacks the key can neither answer a study's jobs nor hand
+/// workers jobs of their own.
+#[derive(Clone, PartialEq, Eq)]
+pub struct QueueKey(std::sync::Arc<Vec<u8>>);
+
+impl std::fmt::Debug for QueueKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueueKey(..)")
+    }
+}
+
+impl QueueKey {
+    /// At least this many bytes of secret.
+    pub const MIN_BYTES: usize = 16;
+
+    /// The key in `path`: its bytes, surrounding whitespace left out (so
+    /// `head -c 32 /dev/urandom | base64 > key` works).
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| anyhow::anyhow!("queue key {}: {e}", path.display()))?;
+        if !meta.is_file() {
+            anyhow::bail!("queue key {}: not a regular file", path.display());
+        }
+        let bytes = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("queue key {}: {e}", path.display()))?;
+        let key = bytes.trim_ascii();
+        if key.len() < Self::MIN_BYTES {
+            anyhow::bail!(
+                "queue key {}: {} bytes; a key needs at least {} (make one: \
+                 head -c 32 /dev/urandom | base64 > {})",
+                path.display(),
+                key.len(),
+                Self::MIN_BYTES,
+                path.display()
+            );
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    "queue key {}: other users can read it (chmod 600 it)",
+                    path.display()
+                );
+            }
+        }
+        Ok(Self::from_bytes(key))
+    }
+
+    pub fn from_bytes(key: &[u8]) -> Self {
+        Self(std::sync::Arc::new(key.to_vec()))
+    }
+
+    /// The signature of `payload` published on `subject` (hex).
+    pub fn sign(&self, subject: &str, payload: &[u8]) -> String {
+        hex::encode(hmac_sha256(&self.0, &[subject.as_bytes(), &[0], payload]))
+    }
+
+    /// Whether `mac` is the signature of `payload` on `subject`, compared in
+    /// time that does not depend on where they differ.
+    pub fn verify(&self, subject: &str, payload: &[u8], mac: Option<&str>) -> bool {
+        let Some(mac) = mac else { return false };
+        let want = self.sign(subject, payload);
+        want.len() == mac.len()
+            && want
+                .bytes()
+                .zip(mac.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) of the concatenated `parts`.
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    for p in parts {
+        inner.update(p);
+    }
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
 fn sha(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {
@@ -205,6 +304,22 @@ impl ResultMsg {
     pub fn message_id(&self) -> String {
         format!("{}.{}.{}", self.study, self.cid, self.attempt)
     }
+
+    /// The message id of a result published with `key`: the signature's
+    /// start joins it, so a forged result published first under the same
+    /// study, job and attempt (which JetStream would keep, dropping the
+    /// real one as its duplicate) has another id.
+    pub fn message_id_signed(
+        &self,
+        key: Option<&QueueKey>,
+        subject: &str,
+        payload: &[u8],
+    ) -> String {
+        match key {
+            Some(k) => format!("{}.{}", self.message_id(), &k.sign(subject, payload)[..16]),
+            None => self.message_id(),
+        }
+    }
 }
 
 /// A result whose numbers JSON can carry: a non-finite value (a diverged
@@ -240,6 +355,9 @@ pub struct Beat {
     pub seen: u64,
     pub jobs_done: u64,
     pub jobs_failed: u64,
+    /// Jobs dropped for want of a valid signature.
+    #[serde(default)]
+    pub jobs_forged: u64,
     pub busy_seconds: f64,
     /// Jobs finished in the last minute.
     pub jobs_last_minute: u64,
@@ -293,6 +411,33 @@ mod tests {
         assert_ne!(content_id("k", &a), content_id("k", &c));
         assert_ne!(content_id("k", &a), content_id("k", &h));
         assert_ne!(content_id("k", &a), content_id("other", &a));
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231_and_signatures_bind_subject_and_body() {
+        // RFC 4231, test cases 2 and 6 (a key longer than a block).
+        assert_eq!(
+            hex::encode(hmac_sha256(
+                b"Jefe",
+                &[b"what do ya want ", b"for nothing?"]
+            )),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            hex::encode(hmac_sha256(
+                &[0xaa; 131],
+                &[b"Test Using Larger Than Block-Size Key - Hash Key First"]
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+        let k = QueueKey::from_bytes(b"0123456789abcdef");
+        let mac = k.sign("evocomp.results.s", b"{}");
+        assert!(k.verify("evocomp.results.s", b"{}", Some(&mac)));
+        assert!(!k.verify("evocomp.results.t", b"{}", Some(&mac)));
+        assert!(!k.verify("evocomp.results.s", b"{ }", Some(&mac)));
+        assert!(!k.verify("evocomp.results.s", b"{}", None));
+        let other = QueueKey::from_bytes(b"0123456789abcdeF");
+        assert!(!other.verify("evocomp.results.s", b"{}", Some(&mac)));
     }
 
     #[test]

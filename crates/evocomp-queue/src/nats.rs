@@ -4,7 +4,71 @@
 use crate::messages::*;
 use anyhow::{Context as _, Result, anyhow};
 use async_nats::jetstream::{self, stream};
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// How to reach the queue: the server's URL (`nats://[user:password@]host:port`,
+/// `tls://` for TLS), the credentials it asks for, and the key that signs
+/// this study's messages.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Access {
+    pub url: String,
+    /// Signs jobs and results (see [`QueueKey`]); without one, any client
+    /// of the server can answer jobs, and a warning says so.
+    pub key: Option<QueueKey>,
+    /// A file holding the server's authorization token.
+    pub token_file: Option<PathBuf>,
+    /// A CA certificate (PEM) the server's TLS certificate must chain to;
+    /// TLS is then required.
+    pub ca: Option<PathBuf>,
+}
+
+impl Access {
+    /// The URL alone: no credentials, no key.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The URL without its password (for messages and logs), and the user
+    /// and password it carries, if any. async-nats does not send a URL's
+    /// user and password itself: they are passed as options.
+    pub fn split_url(&self) -> (String, Option<(String, Option<String>)>) {
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return (self.url.clone(), None);
+        };
+        let host_start = rest.find('/').unwrap_or(rest.len());
+        let Some(at) = rest[..host_start].rfind('@') else {
+            return (self.url.clone(), None);
+        };
+        let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
+        let (user, pass) = match userinfo.split_once(':') {
+            Some((u, p)) => (u.to_string(), Some(p.to_string())),
+            None => (userinfo.to_string(), None),
+        };
+        let shown = format!(
+            "{scheme}://{user}{}@{host}",
+            if pass.is_some() { ":***" } else { "" }
+        );
+        (shown, Some((user, pass)))
+    }
+
+    /// The URL to connect to (without user and password) and the URL to show.
+    fn target(&self) -> (String, String) {
+        let (shown, auth) = self.split_url();
+        match auth {
+            None => (self.url.clone(), shown),
+            Some(_) => {
+                let (scheme, rest) = self.url.split_once("://").expect("split_url found one");
+                let host_start = rest.find('/').unwrap_or(rest.len());
+                let at = rest[..host_start].rfind('@').expect("split_url found one");
+                (format!("{scheme}://{}", &rest[at + 1..]), shown)
+            }
+        }
+    }
+}
 
 /// How long a job's message id is remembered: a job re-published within
 /// this window (a coordinator resumed) is recognised and not queued twice.
@@ -20,12 +84,33 @@ pub struct Connection {
     pub workers: stream::Stream,
 }
 
-/// Connect to `url` and make sure the streams exist.
-pub async fn connect(url: &str, name: &str) -> Result<Connection> {
-    let client = async_nats::ConnectOptions::new()
+/// Connect with `access` and make sure the streams exist.
+pub async fn connect(access: &Access, name: &str) -> Result<Connection> {
+    let (target, url) = access.target();
+    let url = url.as_str();
+    let mut opts = async_nats::ConnectOptions::new()
         .name(name)
-        .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connection_timeout(Duration::from_secs(5));
+    if let (_, Some((user, pass))) = access.split_url() {
+        opts = match pass {
+            Some(pass) => opts.user_and_password(user, pass),
+            // `nats://TOKEN@host`, as the NATS tools read it.
+            None => opts.token(user),
+        };
+    }
+    if let Some(f) = &access.token_file {
+        let token =
+            std::fs::read_to_string(f).map_err(|e| anyhow!("queue token {}: {e}", f.display()))?;
+        opts = opts.token(token.trim().to_string());
+    }
+    if let Some(ca) = &access.ca {
+        if !ca.is_file() {
+            return Err(anyhow!("queue CA certificate {}: not a file", ca.display()));
+        }
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let client = opts
+        .connect(target.as_str())
         .await
         .map_err(|e| anyhow!("connecting to the queue {url}: {e}"))?;
     let js = jetstream::new(client.clone());
@@ -73,17 +158,23 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection> {
     })
 }
 
-/// Publish `payload` with a message id and wait for the stream's ack: the
-/// message's sequence in the stream (the earlier copy's, for a duplicate).
+/// Publish `payload` with a message id (and, with a key, its signature in
+/// the [`MAC_HEADER`] header) and wait for the stream's ack: the message's
+/// sequence in the stream (the earlier copy's, for a duplicate).
 pub async fn publish(
     js: &jetstream::Context,
     subject: String,
     id: Option<String>,
     payload: Vec<u8>,
+    key: Option<&QueueKey>,
 ) -> Result<u64> {
+    let mac = key.map(|k| k.sign(&subject, &payload));
     let mut m = jetstream::message::PublishMessage::build().payload(payload.into());
     if let Some(id) = id {
         m = m.message_id(id);
+    }
+    if let Some(mac) = mac {
+        m = m.header(MAC_HEADER, mac.as_str());
     }
     let ack = js
         .send_publish(subject.clone(), m)

@@ -1,20 +1,22 @@
 //! The workers a queue has seen: the last heartbeat of each.
 
 use crate::messages::*;
-use crate::nats::connect;
+use crate::nats::{Access, connect};
 use anyhow::{Context as _, Result, anyhow};
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::StreamExt;
 use std::time::Duration;
 
 /// The last heartbeat of every worker seen in the last day, most recent first.
-pub fn workers(url: &str) -> Result<Vec<Beat>> {
+pub fn workers(access: &Access) -> Result<Vec<Beat>> {
+    let shown = access.split_url().0;
+    let url = shown.as_str();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the queue client")?;
     rt.block_on(async {
-        let conn = connect(url, "evocomp status").await?;
+        let conn = connect(access, "evocomp status").await?;
         let consumer = conn
             .workers
             .create_consumer(pull::OrderedConfig {

@@ -15,11 +15,22 @@ impl NatsServer {
     /// Start one; `nats-server` must be on PATH (scripts/setup.sh installs
     /// Debian's package).
     pub fn start() -> Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// One whose clients must log in as `user` with `password`; `url` has
+    /// no credentials in it.
+    pub fn start_with_user(user: &str, password: &str) -> Result<Self> {
+        Self::start_with(&["--user", user, "--pass", password])
+    }
+
+    fn start_with(extra: &[&str]) -> Result<Self> {
         let store = tempfile::tempdir()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store.path())
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

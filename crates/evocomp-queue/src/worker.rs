@@ -11,9 +11,16 @@
 //! A job for files this worker does not have (another model, database,
 //! text or fitness settings) or of another message version is refused: the
 //! refusal is its result, never a wrong evaluation.
+//!
+//! A job is checked before it touches a model: with a queue key, its
+//! signature (a job without a valid one is dropped unanswered and counted);
+//! every file it names must lie under the folders the worker was started
+//! with (`--allow`); its settings get the config checks again and its
+//! genomes and sample are checked against the database (in the pool). A
+//! panic in an evaluation fails that job only.
 
 use crate::messages::*;
-use crate::nats::{Connection, connect, host, publish};
+use crate::nats::{Access, Connection, connect, host, publish};
 use anyhow::{Context as _, Result, anyhow};
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::{AckKind, Message};
@@ -22,12 +29,16 @@ use evocomp_engine::{
 };
 use futures::StreamExt;
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct WorkerOptions {
-    pub url: String,
+    pub access: Access,
+    /// The folders whose files jobs may name (model, database, texts); a
+    /// job naming a file elsewhere is refused without reading it.
+    pub allow: Vec<PathBuf>,
     pub name: String,
     pub device: WorkerDevice,
     /// How long a job may go without an ack or in-progress ack before it is
@@ -43,7 +54,7 @@ pub struct WorkerOptions {
 
 /// One loaded study: the context it was loaded for and its evaluation pool.
 struct Loaded {
-    key: String,
+    context: Context,
     pool: Pool,
 }
 
@@ -59,7 +70,19 @@ pub fn serve(opts: &WorkerOptions, stop: Arc<AtomicBool>) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the queue client")?;
-    let conn = rt.block_on(connect(&opts.url, &format!("evocomp worker {}", opts.name)))?;
+    let url = opts.access.split_url().0;
+    let allow: Vec<PathBuf> = opts
+        .allow
+        .iter()
+        .map(|p| std::fs::canonicalize(p).map_err(|e| anyhow!("--allow {}: {e}", p.display())))
+        .collect::<Result<_>>()?;
+    if allow.is_empty() {
+        anyhow::bail!("a worker needs at least one folder its jobs may read (--allow)");
+    }
+    let conn = rt.block_on(connect(
+        &opts.access,
+        &format!("evocomp worker {}", opts.name),
+    ))?;
     let consumer: async_nats::jetstream::consumer::Consumer<pull::Config> = rt
         .block_on(conn.jobs.get_or_create_consumer(
             WORKERS_CONSUMER,
@@ -72,7 +95,7 @@ pub fn serve(opts: &WorkerOptions, stop: Arc<AtomicBool>) -> Result<()> {
                 ..Default::default()
             },
         ))
-        .map_err(|e| anyhow!("the workers' consumer on {}: {e}", opts.url))?;
+        .map_err(|e| anyhow!("the workers' consumer on {url}: {e}"))?;
     let config = &consumer.cached_info().config;
     let (ack_wait, max_deliver) = (config.ack_wait, config.max_deliver);
     let state = Arc::new(Mutex::new(State {
@@ -89,13 +112,24 @@ pub fn serve(opts: &WorkerOptions, stop: Arc<AtomicBool>) -> Result<()> {
         finished: VecDeque::new(),
     }));
     eprintln!(
-        "worker {} on {}: taking jobs from {} (ack wait {:.0} s, {} deliveries at most)",
+        "worker {} on {}: taking jobs from {url} (ack wait {:.0} s, {} deliveries at most); \
+         files under {}",
         opts.name,
         opts.device.name,
-        opts.url,
         ack_wait.as_secs_f64(),
-        max_deliver
+        max_deliver,
+        allow
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
+    if opts.access.key.is_none() {
+        eprintln!(
+            "warning: no queue key (--key): this worker runs any job published on {url}, and \
+             anyone who can publish there can have it read the files under the folders above"
+        );
+    }
     let beats = rt.spawn(heartbeat(conn.js.clone(), state.clone()));
     let mut loaded: Option<Loaded> = None;
     let mut done = 0u64;
@@ -114,10 +148,10 @@ pub fn serve(opts: &WorkerOptions, stop: Arc<AtomicBool>) -> Result<()> {
                 .expires(Duration::from_secs(2))
                 .messages()
                 .await
-                .map_err(|e| anyhow!("taking a job from {}: {e}", opts.url))?;
+                .map_err(|e| anyhow!("taking a job from {url}: {e}"))?;
             match batch.next().await {
                 Some(Ok(m)) => anyhow::Ok(Some(m)),
-                Some(Err(e)) => Err(anyhow!("taking a job from {}: {e}", opts.url)),
+                Some(Err(e)) => Err(anyhow!("taking a job from {url}: {e}")),
                 None => Ok(None),
             }
         });
@@ -144,6 +178,7 @@ pub fn serve(opts: &WorkerOptions, stop: Arc<AtomicBool>) -> Result<()> {
         };
         let handler = Handler {
             opts,
+            allow: &allow,
             rt: &rt,
             conn: &conn,
             state: &state,
@@ -182,6 +217,7 @@ async fn publish_beat(js: &async_nats::jetstream::Context, b: &Beat) -> Result<u
         format!("evocomp.workers.{}", subject_safe(&b.name)),
         None,
         serde_json::to_vec(b)?,
+        None,
     )
     .await
 }
@@ -222,7 +258,41 @@ async fn heartbeat(js: async_nats::jetstream::Context, state: Arc<Mutex<State>>)
     }
 }
 
-/// Load the study a job names, unless it is the one loaded; an error
+/// Every file the job's experiment names, each under one of `allow`
+/// (followed through links); the job's own path in the refusal, nothing
+/// about what is there.
+fn check_paths(job: &JobMsg, allow: &[PathBuf]) -> Result<(), String> {
+    let e = &job.context.experiment;
+    for (what, p) in [
+        ("model", &e.model),
+        ("database config", &e.database_config),
+        ("database", &e.database),
+        ("calibration text", &e.data.calibration),
+        ("evaluation text", &e.data.evaluation),
+    ] {
+        let inside = std::fs::canonicalize(p)
+            .is_ok_and(|real| allow.iter().any(|root| real.starts_with(root)));
+        if !inside {
+            return Err(format!(
+                "its {what} {} is not a file under the folders this worker may read (--allow)",
+                p.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A job's study, checked before anything of it is loaded: its files under
+/// the allowed folders, its settings as a config's would be.
+fn check_context(job: &JobMsg, allow: &[PathBuf]) -> Result<(), String> {
+    check_paths(job, allow)?;
+    job.context
+        .experiment
+        .check_values()
+        .map_err(|e| format!("{e}"))
+}
+
+/// Load the study a job names (checked by [`check_context`]); an error
 /// (missing files, other fingerprints) is the job's refusal.
 fn load(job: &JobMsg, device: &WorkerDevice, stop: &Arc<AtomicBool>) -> Result<Loaded, String> {
     let exp = &job.context.experiment;
@@ -240,7 +310,7 @@ fn load(job: &JobMsg, device: &WorkerDevice, stop: &Arc<AtomicBool>) -> Result<L
     let reuse = exp.prefix_reuse && !prep.db.is_kv();
     let pool = Pool::spawn(&prep, vec![(device.clone(), batch)], reuse, stop.clone());
     Ok(Loaded {
-        key: job.context.key(),
+        context: job.context.clone(),
         pool,
     })
 }
@@ -250,6 +320,7 @@ fn load(job: &JobMsg, device: &WorkerDevice, stop: &Arc<AtomicBool>) -> Result<L
 /// consumer's delivery limits.
 struct Handler<'a> {
     opts: &'a WorkerOptions,
+    allow: &'a [PathBuf],
     rt: &'a tokio::runtime::Runtime,
     conn: &'a Connection,
     state: &'a Arc<Mutex<State>>,
@@ -264,6 +335,29 @@ impl Handler<'_> {
     fn handle(&self, msg: Message, delivery: Duration, loaded: &mut Option<Loaded>) -> Result<()> {
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
         let t0 = Instant::now();
+        if let Some(key) = &self.opts.access.key {
+            let mac = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(MAC_HEADER))
+                .map(|v| v.as_str());
+            if !key.verify(msg.subject.as_str(), &msg.payload, mac) {
+                // Not from a holder of the key: nothing is read or
+                // answered (an answer would go where the forger says).
+                let why = format!(
+                    "worker {} dropped a job on {} without a valid signature (not from a holder \
+                     of the queue key)",
+                    self.opts.name, msg.subject
+                );
+                eprintln!("{why}");
+                self.state.lock().expect("state").beat.jobs_forged += 1;
+                note(self.state, false, Some(why), t0);
+                self.rt
+                    .block_on(msg.ack_with(AckKind::Term))
+                    .map_err(|e| anyhow!("ack: {e}"))?;
+                return Ok(());
+            }
+        }
         let job = match serde_json::from_slice::<JobMsg>(&msg.payload) {
             Ok(job) if job.format == FORMAT => job,
             other => return self.refuse_unreadable(&msg, other.map(|j| j.format), t0),
@@ -310,14 +404,17 @@ impl Handler<'_> {
         loaded: &mut Option<Loaded>,
     ) -> Result<Output, (bool, String)> {
         let name = &self.opts.name;
+        // The loaded study serves only a job whose whole context is the one
+        // it was loaded for; any other is checked before the loaded one is
+        // let go, so a crafted job cannot make a worker drop its study.
         let ready = match loaded {
-            Some(l) if l.key == job.context.key() => Ok(()),
-            _ => {
+            Some(l) if l.context == job.context => Ok(()),
+            _ => check_context(job, self.allow).and_then(|()| {
                 *loaded = None;
                 self.state.lock().expect("state").beat.study =
                     Some(job.context.experiment.name.clone());
                 load(job, &self.opts.device, self.stop).map(|l| *loaded = Some(l))
-            }
+            }),
         };
         match ready {
             Err(why) => Err((true, format!("worker {name} refuses the job: {why}"))),
@@ -351,11 +448,14 @@ impl Handler<'_> {
         let r = ResultMsg::answering(job, &self.opts.name, seconds, result, reuse);
         let ok = r.result.is_ok();
         let t_answer = Instant::now();
+        let payload = serde_json::to_vec(&r)?;
+        let key = self.opts.access.key.as_ref();
         self.rt.block_on(publish(
             &self.conn.js,
             job.results.clone(),
-            Some(r.message_id()),
-            serde_json::to_vec(&r)?,
+            Some(r.message_id_signed(key, &job.results, &payload)),
+            payload,
+            key,
         ))?;
         self.rt
             .block_on(msg.double_ack())
@@ -413,11 +513,15 @@ impl Handler<'_> {
                 result: Err(why.clone()),
                 reuse: None,
             };
+            let subject = v.results.unwrap_or_default();
+            let payload = serde_json::to_vec(&r)?;
+            let key = self.opts.access.key.as_ref();
             self.rt.block_on(publish(
                 &self.conn.js,
-                v.results.unwrap_or_default(),
-                Some(r.message_id()),
-                serde_json::to_vec(&r)?,
+                subject.clone(),
+                Some(r.message_id_signed(key, &subject, &payload)),
+                payload,
+                key,
             ))?;
         }
         eprintln!("{why}");

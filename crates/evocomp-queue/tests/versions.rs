@@ -16,7 +16,8 @@ use std::time::Duration;
 fn a_job_of_another_version_is_refused_with_a_result_saying_so() {
     let nats = NatsServer::start().expect("nats-server on PATH (scripts/setup.sh installs it)");
     let opts = WorkerOptions {
-        url: nats.url.clone(),
+        access: evocomp_queue::Access::new(nats.url.clone()),
+        allow: vec![".".into()],
         name: "w".into(),
         device: WorkerDevice::unlimited("cpu", Device::flex()),
         ack_wait: Duration::from_secs(5),

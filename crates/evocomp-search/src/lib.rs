@@ -21,7 +21,10 @@ mod strategies;
 
 pub use framework::registry::{AnyStrategy, StrategySpec};
 pub use framework::rng;
-pub use framework::setup::{BudgetHint, Build, Kind, Measurements, Needs, Setup, Spec, SpecError};
+pub use framework::setup::{
+    BudgetHint, Build, Kind, MAX_GENERATIONS, MAX_GENOMES, MAX_SAMPLE_TOKENS, Measurements, Needs,
+    Setup, Spec, SpecError,
+};
 pub use framework::space::{Budget, Genome, Space, SpaceError, UnitLevels};
 pub use framework::strategy::{
     Best, FrontMember, Progress, Request, Role, SampleDraw, Scored, Strategy, requests,

@@ -9,12 +9,33 @@ use std::time::Duration;
 
 pub use evocomp_queue::messages::{Beat, unix_now};
 pub use evocomp_queue::status::workers;
+pub use evocomp_queue::{Access, QueueKey};
+
+/// The queue a coordinator, worker or `status` reaches: `url` (with a
+/// `user:password@` or `token@` in it, if the server asks), a token file, a
+/// CA certificate for TLS, and the queue key file that signs messages.
+pub fn access(
+    url: &str,
+    key: Option<&std::path::Path>,
+    token_file: Option<&std::path::Path>,
+    ca: Option<&std::path::Path>,
+) -> Result<Access> {
+    Ok(Access {
+        url: url.to_string(),
+        key: key.map(QueueKey::read).transpose()?,
+        token_file: token_file.map(Into::into),
+        ca: ca.map(Into::into),
+    })
+}
 
 /// How a worker runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServeOptions {
-    /// The NATS server with JetStream (nats-server -js), e.g. nats://host:4222.
-    pub queue: String,
+    /// The NATS server with JetStream (nats-server -js), e.g. nats://host:4222,
+    /// its credentials, and the queue key.
+    pub queue: Access,
+    /// The folders whose files jobs may name (default: the working directory).
+    pub allow: Vec<std::path::PathBuf>,
     pub backend: BackendChoice,
     /// CPU threads this worker computes on (default: every core).
     pub threads: Option<usize>,
@@ -34,10 +55,12 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
-    /// A worker on `queue` with the CLI's defaults (30 s ack wait, 3 deliveries).
+    /// A worker on `queue` with the CLI's defaults (30 s ack wait, 3
+    /// deliveries, files under the working directory).
     pub fn new(queue: impl Into<String>) -> Self {
         Self {
-            queue: queue.into(),
+            queue: Access::new(queue),
+            allow: vec![".".into()],
             backend: BackendChoice::Auto,
             threads: None,
             concurrent_batches: None,
@@ -88,7 +111,8 @@ pub fn serve(s: &ServeOptions, stop: Arc<AtomicBool>) -> Result<()> {
         .unwrap_or_else(|| format!("{}-{}", evocomp_queue::host(), std::process::id()));
     evocomp_queue::serve(
         &evocomp_queue::WorkerOptions {
-            url: s.queue.clone(),
+            access: s.queue.clone(),
+            allow: s.allow.clone(),
             name,
             device: dev,
             ack_wait: Duration::from_secs_f64(s.ack_wait),

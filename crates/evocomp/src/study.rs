@@ -25,7 +25,7 @@ pub struct StudyOptions {
     pub concurrent_batches: Option<usize>,
     /// Evaluate on `evocomp worker` processes through this queue
     /// (nats://HOST:PORT, JetStream on) instead of threads of this process.
-    pub queue: Option<String>,
+    pub queue: Option<crate::queue::Access>,
     /// Draw a progress bar on stderr.
     pub progress: bool,
 }
@@ -102,9 +102,10 @@ pub fn run_experiment(
 ) -> Result<StudyEnd> {
     let chosen = device::choose(opts.backend.unwrap_or(exp.backend.into()))?;
     match &opts.queue {
-        Some(url) => notes(&format!(
-            "study {} on the workers of {url} (prepared on {})",
+        Some(q) => notes(&format!(
+            "study {} on the workers of {} (prepared on {})",
             exp.output.display(),
+            q.split_url().0,
             chosen.description
         )),
         None => notes(&format!(
