@@ -28,4 +28,4 @@ pub mod worker;
 pub use coordinator::{NatsWorkers, remote};
 pub use messages::{Beat, QueueKey};
 pub use nats::{Access, host};
-pub use worker::{WorkerOptions, serve};
+pub use worker::{WorkerOptions, serve, vet};

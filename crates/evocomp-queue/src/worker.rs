@@ -282,6 +282,20 @@ fn check_paths(job: &JobMsg, allow: &[PathBuf]) -> Result<(), String> {
     Ok(())
 }
 
+/// A job message as a worker first takes it, before anything of it is
+/// loaded: parsed, of this format, its files under `allow` (canonical
+/// folders), its settings checked as a config's would be. The worker's
+/// first step on every job it has not loaded the study of.
+pub fn vet(payload: &[u8], allow: &[PathBuf]) -> Result<JobMsg, String> {
+    let job: JobMsg =
+        serde_json::from_slice(payload).map_err(|e| format!("an unreadable job: {e}"))?;
+    if job.format != FORMAT {
+        return Err(format!("message format {}", job.format));
+    }
+    check_context(&job, allow)?;
+    Ok(job)
+}
+
 /// A job's study, checked before anything of it is loaded: its files under
 /// the allowed folders, its settings as a config's would be.
 fn check_context(job: &JobMsg, allow: &[PathBuf]) -> Result<(), String> {
