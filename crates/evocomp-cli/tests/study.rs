@@ -835,3 +835,62 @@ fn cpu_workers_in_their_own_pools_reach_the_same_result() {
     let o = evocomp(d, &["run", "two.ron", "--cpu-workers", "0"]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn calibration_text_that_is_the_evaluation_text_is_warned_of() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    ok(&evocomp(d, &["db", "build", "grid.ron"]));
+    // common's experiments calibrate and evaluate on text.txt.
+    experiment(d, "same", "grid", "UniformLevel(0)", "Random(n: 1)");
+    let o = evocomp(d, &["run", "same.ron"]);
+    ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("not held out") && err.contains("text.txt"),
+        "{err}"
+    );
+    // Another evaluation text: no warning.
+    std::fs::write(
+        d.join("other.txt"),
+        std::fs::read(d.join("text.txt")).unwrap(),
+    )
+    .unwrap();
+    let cfg = std::fs::read_to_string(d.join("same.ron"))
+        .unwrap()
+        .replace("evaluation: \"text.txt\"", "evaluation: \"other.txt\"")
+        .replace("name: \"same\"", "name: \"apart\"");
+    std::fs::write(d.join("apart.ron"), cfg).unwrap();
+    let o = evocomp(d, &["run", "apart.ron"]);
+    ok(&o);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("not held out"));
+}
+
+#[test]
+fn two_builds_of_one_database_at_once_both_end_with_it_built() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    let spawn = || {
+        bin()
+            .current_dir(d)
+            .args(["db", "build", "grid.ron"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    ok(&a);
+    ok(&b);
+    // One built every unit, the other waited and found them built.
+    let outs = [
+        String::from_utf8_lossy(&a.stdout).into_owned(),
+        String::from_utf8_lossy(&b.stdout).into_owned(),
+    ];
+    let idle = outs.iter().filter(|o| o.contains("built 0 units")).count();
+    assert_eq!(idle, 1, "{outs:?}");
+    ok(&evocomp(d, &["db", "verify", "db/grid"]));
+}

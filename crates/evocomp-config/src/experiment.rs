@@ -317,6 +317,21 @@ impl ExperimentSpec {
     fn resolve_in(self, path: &Path, text: Option<&str>) -> Result<Vec<Experiment>> {
         let c = Checker { path, text };
         self.check_name(&c)?;
+        if let Some(out) = &self.output {
+            // "" or "." would put the study's store and caches among the
+            // user's own files (the current folder).
+            c.ensure(
+                !out.as_os_str().is_empty()
+                    && out
+                        .components()
+                        .any(|p| matches!(p, std::path::Component::Normal(_))),
+                "output",
+                format!(
+                    "{:?} names no folder of its own: give one (the default is results/{})",
+                    out, self.name
+                ),
+            )?;
+        }
         c.exists(&self.model, "model")?;
         c.exists(&self.database, "database")?;
         self.data.check(&c)?;
@@ -580,6 +595,28 @@ Experiment(
 )"#,
             d = dir.display()
         )
+    }
+
+    #[test]
+    fn an_output_that_names_no_folder_of_its_own_is_refused_at_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = setup(dir.path());
+        for out in ["\"\"", "\".\"", "\"./\""] {
+            let text = good.replace(
+                "    seed: 3,",
+                &format!("    seed: 3,\n    output: Some({out}),"),
+            );
+            let e = load_experiment(&write(dir.path(), "o.ron", &text))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("o.ron:10:") && e.contains("no folder of its own"),
+                "{e}"
+            );
+        }
+        let text = good.replace("    seed: 3,", "    seed: 3,\n    output: Some(\"mine\"),");
+        let e = load_experiment(&write(dir.path(), "o.ron", &text)).unwrap();
+        assert_eq!(e.output, PathBuf::from("mine"));
     }
 
     #[test]

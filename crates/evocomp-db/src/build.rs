@@ -165,6 +165,33 @@ fn start_manifest(
     })
 }
 
+/// The file whose lock a builder holds.
+pub const BUILD_LOCK: &str = ".build.lock";
+
+/// Hold `dir`'s build lock, waiting (and saying so) while another process
+/// holds it.
+fn lock_build(dir: &Path) -> Result<std::fs::File> {
+    let p = dir.join(BUILD_LOCK);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(DbError::io(&p))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!(
+                "database {}: another process is building it; waiting for it to finish",
+                dir.display()
+            );
+            f.lock().map_err(DbError::io(&p))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(DbError::io(&p)(e)),
+    }
+    Ok(f)
+}
+
 /// Build (or continue building) the database in `dir`.
 pub fn build_database(
     model: &LoadedModel,
@@ -178,6 +205,10 @@ pub fn build_database(
     let t0 = Instant::now();
     let units_dir = dir.join(UNITS_DIR);
     std::fs::create_dir_all(&units_dir).map_err(DbError::io(&units_dir))?;
+    // One builder at a time: a second `db build` (or a `run` that builds)
+    // waits for the first, then finds its units built. The lock goes with
+    // the process, however it ends.
+    let _lock = lock_build(dir)?;
     let held_out_id = opts.held_out.as_ref().map(|s| s.id.clone());
     let mut manifest = start_manifest(dir, model, fingerprint, calib, held_out_id, compression)?;
     if let Some(sample) = calib.filter(|_| compression.needs_calibration()) {

@@ -203,6 +203,17 @@ fn prepare_with(exp: &Experiment, build: Option<(&Device, bool)>) -> Result<Prep
     let budget = resolve_budget(exp, &db, &space)?;
     let calib = token_set(&loaded, &exp.data.calibration)?;
     let eval = token_set(&loaded, &exp.data.evaluation)?;
+    let shared = shared_files(&calib, &eval);
+    if !shared.is_empty() {
+        tracing::warn!(
+            "{}: the calibration and evaluation texts share {} file(s) ({}{}): the held-out \
+             figures are measured on text the search was fitted to, so they are not held out",
+            exp.source.display(),
+            shared.len(),
+            shared[0].display(),
+            if shared.len() > 1 { ", ..." } else { "" }
+        );
+    }
     let held_out = eval
         .window_sample(exp.data.held_out_tokens, exp.data.held_out_context)
         .with_context(|| format!("{}: data.held_out_tokens", exp.source.display()))?;
@@ -217,4 +228,16 @@ fn prepare_with(exp: &Experiment, build: Option<(&Device, bool)>) -> Result<Prep
         calib: Arc::new(calib),
         held_out,
     })
+}
+
+/// The files (followed through links) that two token sets both read.
+pub fn shared_files(a: &TokenSet, b: &TokenSet) -> Vec<std::path::PathBuf> {
+    let real = |t: &TokenSet| -> std::collections::BTreeSet<std::path::PathBuf> {
+        t.files
+            .files
+            .iter()
+            .filter_map(|p| std::fs::canonicalize(p).ok())
+            .collect()
+    };
+    real(a).intersection(&real(b)).cloned().collect()
 }
