@@ -894,3 +894,51 @@ fn two_builds_of_one_database_at_once_both_end_with_it_built() {
     assert_eq!(idle, 1, "{outs:?}");
     ok(&evocomp(d, &["db", "verify", "db/grid"]));
 }
+
+#[cfg(unix)]
+#[test]
+fn an_export_killed_midway_leaves_nothing_the_next_one_keeps_and_odd_folder_names_export() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    ok(&evocomp(d, &["db", "build", "grid.ron"]));
+    experiment(d, "e", "grid", "UniformLevel(0)", "Random(n: 1)");
+    ok(&evocomp(d, &["run", "e.ron"]));
+    // What a killed export leaves: the staging folder with safetensors'
+    // temporary file in it, and a GGUF's temporary file.
+    let out = d.join("out");
+    std::fs::create_dir_all(out.join(".evocomp-partial")).unwrap();
+    std::fs::write(out.join(".evocomp-partial/.tmpAbC123"), vec![0u8; 4096]).unwrap();
+    std::fs::write(out.join("model.gguf.tmp"), vec![0u8; 4096]).unwrap();
+    ok(&evocomp(
+        d,
+        &["export", "results/e", "--out", "out", "--replace"],
+    ));
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') || n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // A folder holding only what a killed export left counts as empty.
+    let again = d.join("again");
+    std::fs::create_dir_all(again.join(".evocomp-partial")).unwrap();
+    ok(&evocomp(d, &["export", "results/e", "--out", "again"]));
+    // A study in a folder whose name is not UTF-8 exports (its name lossy
+    // in evocomp.json).
+    let odd = d.join(std::ffi::OsStr::from_bytes(b"res\xff"));
+    std::fs::create_dir(&odd).unwrap();
+    std::fs::rename(d.join("results/e"), odd.join("e")).unwrap();
+    let o = bin()
+        .current_dir(d)
+        .arg("export")
+        .arg(odd.join("e"))
+        .arg("--out")
+        .arg(odd.join("out"))
+        .output()
+        .unwrap();
+    ok(&o);
+    let meta = std::fs::read_to_string(odd.join("out/evocomp.json")).unwrap();
+    assert!(meta.contains("res\u{fffd}"), "{meta}");
+}

@@ -23,8 +23,8 @@ pub use error::{ForwardError, ModelError, Result};
 pub use kv_policy::{Eviction, KvGroup, KvPolicy, KvQuant};
 pub use llama::{ForwardHook, LlamaModel, Matmul, NoHook, WeightDtype};
 pub use load::{
-    LoadedModel, ModelFormat, ModelInfo, RawTensor, TensorEntry, inspect_model, load_model,
-    save_hf_safetensors, save_hf_safetensors_as, save_hf_safetensors_with,
+    LoadedModel, ModelFormat, ModelInfo, PARTIAL_DIR, RawTensor, TensorEntry, inspect_model,
+    load_model, save_hf_safetensors, save_hf_safetensors_as, save_hf_safetensors_with,
 };
 pub use tokenizer::TextTokenizer;
 pub use weights::{

@@ -571,6 +571,10 @@ pub struct RawTensor {
 /// or null) are added to config.json: how a compressed format (packed
 /// integer weights with their scales) is written. Every key of `replace`
 /// must name a weight of the model.
+/// The folder inside an HF export where model.safetensors is written before
+/// it is moved into place (left behind only by a write that was killed).
+pub const PARTIAL_DIR: &str = ".evocomp-partial";
+
 pub fn save_hf_safetensors_with(
     cfg: &LlamaConfig,
     w: &LlamaWeights,
@@ -663,10 +667,22 @@ pub fn save_hf_safetensors_with(
         })?;
         views.push((n.clone(), view));
     }
-    safetensors::serialize_to_file(views, None, &st_path).map_err(|e| ModelError::Safetensors {
+    // Written in a folder of its own and moved into place: a write killed
+    // midway leaves its temporary file there, where the next write into
+    // `dir` (or an export's check of it) removes it, not a hidden file
+    // among the user's.
+    let partial = dir.join(PARTIAL_DIR);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(ModelError::io(&partial))?;
+    }
+    std::fs::create_dir(&partial).map_err(ModelError::io(&partial))?;
+    let staged = partial.join("model.safetensors");
+    safetensors::serialize_to_file(views, None, &staged).map_err(|e| ModelError::Safetensors {
         path: st_path.clone(),
         message: e.to_string(),
     })?;
+    std::fs::rename(&staged, &st_path).map_err(ModelError::io(&st_path))?;
+    std::fs::remove_dir(&partial).map_err(ModelError::io(&partial))?;
     let cfg_path = dir.join("config.json");
     let mut json = cfg.to_hf_json();
     json["torch_dtype"] = torch_dtype.into();

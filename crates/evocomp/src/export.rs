@@ -195,6 +195,17 @@ fn check_out(out: &Path, replace: bool, inputs: &[(&str, &Path)]) -> Result<()> 
     if out.is_file() {
         bail!("--out {}: a file, not a folder", out.display());
     }
+    // What an export killed midway left: removed, whatever else is there.
+    let partial = out.join(evocomp_model::PARTIAL_DIR);
+    if partial.is_dir() {
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("removing an unfinished export's {}", partial.display()))?;
+    }
+    let stale_gguf = out.join("model.gguf.tmp");
+    if stale_gguf.is_file() {
+        std::fs::remove_file(&stale_gguf)
+            .with_context(|| format!("removing an unfinished export's {}", stale_gguf.display()))?;
+    }
     let non_empty = out.is_dir()
         && std::fs::read_dir(out)
             .with_context(|| format!("reading {}", out.display()))?
@@ -631,10 +642,11 @@ fn write_levels(
     write(&out.join("levels.ron"), &ron)?;
     let mut meta = serde_json::json!({
         "format_version": evocomp_study::FORMAT_VERSION,
-        "study": dir,
+        // Lossy: a path need not be UTF-8, JSON strings must be.
+        "study": dir.to_string_lossy(),
         "strategy": s.strategy,
-        "model": exp.model,
-        "database": exp.database,
+        "model": exp.model.to_string_lossy(),
+        "database": exp.database.to_string_lossy(),
         "genome": m.genome,
         "cost": m.cost,
         "cost_unit": s.cost_unit,
