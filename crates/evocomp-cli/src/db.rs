@@ -108,7 +108,10 @@ pub fn run(cmd: DbCommand) -> Result<()> {
         }
         DbCommand::Verify { dir } => {
             let units = database::verify(&dir)?;
-            println!("ok: {units} units, every file matches its sha256");
+            println!(
+                "ok: {units} units, every cost agrees with its unit's shape and setting, every \
+                 file matches its sha256"
+            );
             Ok(())
         }
         DbCommand::Dump { dir, out, levels } => {

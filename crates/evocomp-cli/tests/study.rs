@@ -942,3 +942,31 @@ fn an_export_killed_midway_leaves_nothing_the_next_one_keeps_and_odd_folder_name
     let meta = std::fs::read_to_string(odd.join("out/evocomp.json")).unwrap();
     assert!(meta.contains("res\u{fffd}"), "{meta}");
 }
+
+#[test]
+fn a_hand_edited_manifest_cost_fails_verify_and_the_study() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    ok(&evocomp(d, &["db", "build", "grid.ron"]));
+    ok(&evocomp(d, &["db", "verify", "db/grid"]));
+    // Every cost of the first unit set to 210, as the hostile round did.
+    let path = d.join("db/grid/manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for l in m["units"][0]["levels"].as_array_mut().unwrap() {
+        l["cost"] = 210.into();
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    for args in [vec!["db", "verify", "db/grid"], vec!["run", "e.ron"]] {
+        if args[0] == "run" {
+            experiment(d, "e", "grid", "UniformLevel(0)", "Random(n: 1)");
+        }
+        let o = evocomp(d, &args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} accepted it");
+        assert!(
+            err.contains("manifest.json") && err.contains("costs 210"),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -45,6 +45,13 @@ impl Database {
                     .into(),
             });
         }
+        // Figures a study would count with: checked before it does.
+        manifest
+            .check_figures()
+            .map_err(|message| DbError::Corrupt {
+                path: Manifest::path(dir),
+                message: format!("{message} (edited by hand? rebuild it with `evocomp db build`)"),
+            })?;
         let mp = Manifest::path(dir);
         let fingerprint = hex::encode(Sha256::digest(
             std::fs::read(&mp).map_err(DbError::io(&mp))?,
@@ -170,8 +177,15 @@ impl Database {
         Ok(())
     }
 
-    /// Check every file's sha256 against the manifest.
+    /// Check the manifest's figures against each unit's shape and setting,
+    /// and every file's sha256 against the manifest.
     pub fn verify(&self) -> Result<()> {
+        self.manifest
+            .check_figures()
+            .map_err(|message| DbError::Corrupt {
+                path: self.dir.join("manifest.json"),
+                message,
+            })?;
         (0..self.manifest.units.len()).try_for_each(|ui| self.check_file(ui))
     }
 

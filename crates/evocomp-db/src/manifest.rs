@@ -69,6 +69,54 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The levels' figures against what each unit's shape and setting give:
+    /// costs fall as levels rise; a sparse level's cost is its weights less
+    /// the zeroed ones, a quantized one's the grid's exact bits, a dropped
+    /// block's 0. A hand-edited cost is the first line that disagrees.
+    pub fn check_figures(&self) -> std::result::Result<(), String> {
+        for u in &self.units {
+            let numel = u.shape.map(|[o, i]| (o * i) as u64);
+            for w in u.levels.windows(2) {
+                if !(w[0].level < w[1].level && w[0].cost >= w[1].cost) {
+                    return Err(format!(
+                        "{}: level {} costs {} and level {} costs {}: a more compressed level \
+                         cannot cost more",
+                        u.name, w[0].level, w[0].cost, w[1].level, w[1].cost
+                    ));
+                }
+            }
+            for l in &u.levels {
+                let want = match (&self.compression, u.shape, numel) {
+                    (Compression::Sparsity { .. }, _, Some(n)) => Some(n.checked_sub(l.param)),
+                    (Compression::Quantization { spec, .. }, Some([o, i]), _) => {
+                        let s = evocomp_compress::QuantConfig {
+                            bits: u8::try_from(l.param).unwrap_or(0),
+                            ..*spec
+                        };
+                        Some((s.bits > 0).then(|| evocomp_compress::quant_cost_bits(o, i, &s)))
+                    }
+                    (Compression::Depth { .. }, _, _) if l.param == 1 => Some(Some(0)),
+                    _ => None,
+                };
+                if let Some(want) = want
+                    && want != Some(l.cost)
+                {
+                    return Err(format!(
+                        "{} level {} ({}): the manifest says it costs {} {}, its shape and \
+                         setting give {}",
+                        u.name,
+                        l.level,
+                        l.label,
+                        l.cost,
+                        self.cost_unit,
+                        want.map_or("no valid cost".to_string(), |w| w.to_string())
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Weights per unit (1 for units that are not a matrix).
     pub fn unit_numel(&self) -> Vec<u64> {
         self.units
