@@ -749,3 +749,35 @@ fn a_server_with_a_user_and_password_takes_them_from_the_url_and_never_shows_the
         "{err}"
     );
 }
+
+#[test]
+fn a_server_restarted_mid_study_is_waited_for_and_the_study_finishes() {
+    let mut nats = server();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    local_then_queued(d, SHORT);
+    let reference = summary(d, "results/local");
+    let mut fleet = Fleet::default();
+    // Slow jobs, so the restart lands mid-study.
+    let log = fleet.spawn(d, &nats.url, "w", &["--test-delay-ms", "150"]);
+    let err_log = d.join("coordinator.log");
+    let mut c = coordinator(d, &nats.url, Stdio::from(File::create(&err_log).unwrap()));
+    wait_for("a few jobs done", || count(&log, "done in") >= 3);
+    nats.restart(Duration::from_millis(500)).unwrap();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(180),
+            "the study did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&err_log).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("reading results again"), "{err}");
+    same_best(&summary(d, "results/q"), &reference);
+    computed_once(&d.join("results/q"));
+}

@@ -57,6 +57,9 @@ pub struct NatsWorkers {
     reuse: HashMap<String, evocomp_engine::ReuseStats>,
     ready: VecDeque<Done>,
     results: Results,
+    /// The results stream's sequence of the last result read: a consumer
+    /// lost with a restarted server is made again from the next one.
+    results_seq: u64,
     advisories: async_nats::Subscriber,
     stop: Arc<AtomicBool>,
     last_news: Instant,
@@ -130,6 +133,7 @@ impl NatsWorkers {
             reuse: HashMap::new(),
             ready: VecDeque::new(),
             results,
+            results_seq: 0,
             advisories,
             stop,
             last_news: Instant::now(),
@@ -160,8 +164,9 @@ impl NatsWorkers {
     /// when nothing came.
     fn next_message(&mut self, wait: Duration) -> Result<bool> {
         enum Got {
-            Result(Vec<u8>, String, Option<String>),
+            Result(Vec<u8>, String, Option<String>, u64),
             Advisory(Vec<u8>),
+            Lost(String),
             Nothing,
         }
         let url = self.url.clone();
@@ -175,9 +180,12 @@ impl NatsWorkers {
                             .as_ref()
                             .and_then(|h| h.get(MAC_HEADER))
                             .map(|v| v.as_str().to_string()),
+                        m.info().map(|i| i.stream_sequence).unwrap_or(0),
                     )),
-                    Some(Err(e)) => Err(anyhow!("reading results from {url}: {e}")),
-                    None => Err(anyhow!("the results stream on {url} ended")),
+                    // The server restarted (or the consumer was deleted):
+                    // made again below, from the next result.
+                    Some(Err(e)) => Ok(Got::Lost(format!("reading results from {url}: {e}"))),
+                    None => Ok(Got::Lost(format!("the results stream on {url} ended"))),
                 },
                 a = self.advisories.next() => match a {
                     Some(a) => Ok(Got::Advisory(a.payload.to_vec())),
@@ -187,7 +195,12 @@ impl NatsWorkers {
             }
         })?;
         match got {
-            Got::Result(p, subject, mac) => {
+            Got::Lost(why) => {
+                self.reconnect_results(&why)?;
+                return Ok(false);
+            }
+            Got::Result(p, subject, mac, seq) => {
+                self.results_seq = self.results_seq.max(seq);
                 let signed = self
                     .key
                     .as_ref()
@@ -278,6 +291,51 @@ impl NatsWorkers {
                 if msg.result.is_ok() {
                     self.known.insert(msg.cid.clone(), msg);
                 }
+            }
+        }
+    }
+
+    /// Make the results consumer again after `why` (a restarted server
+    /// forgets consumers), from the result after the last one read, waiting
+    /// for the server as long as it takes (Ctrl-C stops the wait).
+    fn reconnect_results(&mut self, why: &str) -> Result<()> {
+        eprintln!(
+            "queue {}: {why}; waiting for the server to make the results consumer again",
+            self.url
+        );
+        let subject = self.results_subject.clone();
+        let start = self.results_seq + 1;
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                bail!("stopped while waiting for the queue {}", self.url);
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            let js = self.conn.js.clone();
+            let subject = subject.clone();
+            let made = self.rt.block_on(async move {
+                let stream = js
+                    .get_stream(RESULTS_STREAM)
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
+                let consumer = stream
+                    .create_consumer(pull::OrderedConfig {
+                        filter_subject: subject,
+                        deliver_policy: DeliverPolicy::ByStartSequence {
+                            start_sequence: start,
+                        },
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
+                consumer.messages().await.map_err(|e| anyhow!("{e}"))
+            });
+            match made {
+                Ok(results) => {
+                    self.results = results;
+                    eprintln!("queue {}: reading results again from #{start}", self.url);
+                    return Ok(());
+                }
+                Err(e) => tracing::info!("queue {}: not yet: {e:#}", self.url),
             }
         }
     }
@@ -415,16 +473,31 @@ impl Workers for NatsWorkers {
         let t0 = Instant::now();
         let id = msg.message_id();
         let payload = serde_json::to_vec(&msg)?;
-        let seq = self
-            .rt
-            .block_on(publish(
+        // A server that is restarting is waited for (its stream keeps the
+        // job's id, so a publish that did get through is not queued twice).
+        let mut waited = 0u32;
+        let seq = loop {
+            match self.rt.block_on(publish(
                 &self.conn.js,
                 self.jobs_subject.clone(),
-                Some(id),
-                payload,
+                Some(id.clone()),
+                payload.clone(),
                 self.key.as_ref(),
-            ))
-            .with_context(|| format!("queue {}", self.url))?;
+            )) {
+                Ok(seq) => break seq,
+                Err(e) if waited < 600 && !self.stop.load(Ordering::SeqCst) => {
+                    if waited == 0 {
+                        eprintln!(
+                            "queue {}: {e:#}; waiting for the server (up to 10 min)",
+                            self.url
+                        );
+                    }
+                    waited += 1;
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e).with_context(|| format!("queue {}", self.url)),
+            }
+        };
         self.publish_seconds += t0.elapsed().as_secs_f64();
         self.published += 1;
         self.pending.insert(
