@@ -57,6 +57,20 @@ done
     echo '```'
   done
 } >> $md
+# evocomp kld against PyTorch on the Q3_K_M-size GGUF export (DP on the GGUF-types database,
+# results/gguf-mix-dp-q3-k-m): every figure within 1e-3 relative, or the script fails.
+"$EVOCOMP" db build configs/db/gguf-types.ron | tail -n 1
+"$EVOCOMP" export results/gguf-mix-dp-q3-k-m --out $out/q3km-gguf --format gguf --replace > $out/q3km-gguf.txt
+q3=(--base assets/models/SmolLM2-135M-Instruct.Q4_1.gguf --model $out/q3km-gguf/model.gguf --text $TEXT --tokens 2048 --context 512)
+"$EVOCOMP" kld "${q3[@]}" > $out/q3km-kld.txt
+"$EVOCOMP" kld "${q3[@]}" --json > $out/q3km-kld.json
+"$PY" scripts/reference/kld_reference.py assets/models/SmolLM2-135M-Instruct.Q4_1.gguf $out/q3km-gguf/model.gguf \
+  $TEXT --tokens 2048 --context 512 --compare $out/q3km-kld.json > $out/q3km-kld-pytorch.json 2>$out/q3km-kld-pytorch.log \
+  || { tail -n 20 $out/q3km-kld-pytorch.log; exit 1; }
+{
+  echo; echo "## evocomp kld on the Q3_K_M-size GGUF export, against PyTorch"; echo
+  echo '```'; sed -n 1p $out/q3km-gguf.txt; cat $out/q3km-kld.txt; tail -n 1 $out/q3km-kld-pytorch.log; echo '```'
+} >> $md
 # A BF16 GGUF from the Q4_1 file, and both perplexities on 2,048 SOTU tokens.
 bf16=assets/models/SmolLM2-135M-Instruct.BF16.gguf
 [ -f $bf16 ] || "$PY" scripts/reference/make_bf16_gguf.py assets/models/SmolLM2-135M-Instruct.Q4_1.gguf $bf16
