@@ -13,16 +13,14 @@ With --expect (evocomp's perplexity of the same genome: `evocomp perplexity
 --model` on the dense `evocomp export` of the study), exits 1 unless the
 library's decompression gives it within 1e-3 relative.
 """
-import argparse
 import json
 import sys
 
 import torch
 from safetensors.torch import load_file
-from tokenizers import Tokenizer
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoModelForCausalLM
 
-from check_export import perplexity
+from check_export import folder_args, folder_ids, model_from_state, perplexity
 
 
 def decompressed_state_dict(folder):
@@ -55,29 +53,11 @@ def decompressed_state_dict(folder):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("folder")
-    ap.add_argument("text")
-    ap.add_argument("--tokens", type=int, default=2048)
-    ap.add_argument("--context", type=int, default=512)
-    ap.add_argument("--expect", type=float)
-    ap.add_argument("--json")
-    a = ap.parse_args()
-    ids = Tokenizer.from_file(f"{a.folder}/tokenizer.json").encode(
-        open(a.text, encoding="utf-8").read(), add_special_tokens=False
-    ).ids[: a.tokens]
-    if len(ids) < a.context:
-        sys.exit(f"{a.text}: {len(ids)} tokens, fewer than one window of {a.context}")
+    a = folder_args()
+    ids = folder_ids(a)
     result = {}
     state, modules, bpw = decompressed_state_dict(a.folder)
-    config = AutoConfig.from_pretrained(a.folder)
-    del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
-    if missing or unexpected:
-        sys.exit(f"{a.folder}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    model.tie_weights()
+    model = model_from_state(a.folder, state, "dtype")
     ppl, n = perplexity(model, ids, a.context)
     result["decompressed"] = {"perplexity": ppl, "predictions": n, "modules": modules, "bits_per_weight": bpw}
     print(f"compressed-tensors decompression: perplexity {ppl:.4f} ({n} predictions; {modules} quantized modules, {bpw:.4f} bits per weight)")

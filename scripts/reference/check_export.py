@@ -19,6 +19,48 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM
 
 
+def folder_args():
+    """The command line of the compressed-tensors checks: FOLDER TEXT
+    [--tokens N] [--context N] [--expect PPL] [--json OUT]."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("folder")
+    ap.add_argument("text")
+    ap.add_argument("--tokens", type=int, default=2048)
+    ap.add_argument("--context", type=int, default=512)
+    ap.add_argument("--expect", type=float)
+    ap.add_argument("--json")
+    return ap.parse_args()
+
+
+def folder_ids(a):
+    """The first --tokens tokens of TEXT with the folder's tokenizer.json."""
+    ids = Tokenizer.from_file(f"{a.folder}/tokenizer.json").encode(
+        open(a.text, encoding="utf-8").read(), add_special_tokens=False
+    ).ids[: a.tokens]
+    if len(ids) < a.context:
+        sys.exit(f"{a.text}: {len(ids)} tokens, fewer than one window of {a.context}")
+    return ids
+
+
+def model_from_state(folder, state, dtype_arg="dtype"):
+    """The folder's architecture (its config.json without the quantization
+    config) holding `state`, every weight accounted for. `dtype_arg`: the
+    name transformers gives the dtype argument (`torch_dtype` before 4.56)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(folder)
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, **{dtype_arg: torch.float32}).eval()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        sys.exit(f"{folder}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.tie_weights()
+    return model
+
+
 def perplexity(model, ids, context):
     """Perplexity over windows of `context` tokens, each scoring its context-1
     predictions (as `evocomp perplexity` counts them), and the predictions."""

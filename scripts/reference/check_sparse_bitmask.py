@@ -15,7 +15,6 @@ windows of CONTEXT, as `evocomp perplexity` counts them:
 With --expect (evocomp's perplexity of the same genome), exits 1 unless both
 routes give it within 1e-3 relative.
 """
-import argparse
 import json
 import os
 import sys
@@ -27,10 +26,9 @@ if os.environ.get("PYTHONPATH") != LEGACY:
 
 import torch
 from safetensors import safe_open
-from tokenizers import Tokenizer
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoModelForCausalLM
 
-from check_export import perplexity
+from check_export import folder_args, folder_ids, model_from_state, perplexity
 
 
 
@@ -62,34 +60,16 @@ def decompressed_state_dict(folder):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("folder")
-    ap.add_argument("text")
-    ap.add_argument("--tokens", type=int, default=2048)
-    ap.add_argument("--context", type=int, default=512)
-    ap.add_argument("--expect", type=float)
-    ap.add_argument("--json")
-    a = ap.parse_args()
+    a = folder_args()
     import compressed_tensors
     import transformers
 
     versions = f"compressed-tensors {compressed_tensors.__version__}, transformers {transformers.__version__}"
     if not compressed_tensors.__version__.startswith("0.9."):
         sys.exit(f"{LEGACY}: expected compressed-tensors 0.9.x, got {versions} (run scripts/reference/venv.sh)")
-    ids = Tokenizer.from_file(f"{a.folder}/tokenizer.json").encode(
-        open(a.text, encoding="utf-8").read(), add_special_tokens=False
-    ).ids[: a.tokens]
-    if len(ids) < a.context:
-        sys.exit(f"{a.text}: {len(ids)} tokens, fewer than one window of {a.context}")
+    ids = folder_ids(a)
     state, layers, sparsity, bpw = decompressed_state_dict(a.folder)
-    config = AutoConfig.from_pretrained(a.folder)
-    del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32).eval()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
-    if missing or unexpected:
-        sys.exit(f"{a.folder}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    model.tie_weights()
+    model = model_from_state(a.folder, state, "torch_dtype")
     ppl, n = perplexity(model, ids, a.context)
     result = {"versions": versions, "decompressed": {"perplexity": ppl, "predictions": n, "layers": layers,
                                "sparsity": sparsity, "bits_per_weight": bpw}}

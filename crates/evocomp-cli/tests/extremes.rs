@@ -103,11 +103,28 @@ fn fill(template: &str, name: &str, field: &str, value: &str) -> String {
     s
 }
 
-/// Run `evocomp run` on the case; a run past `limit` is a hang.
-fn run(dir: &Path, config: &str, limit: Duration) -> (Option<bool>, String) {
+/// Write the case `name` (the experiment and its database, `field` set to
+/// `value`) and run it; a run past `limit` is a hang.
+fn run(
+    dir: &Path,
+    name: &str,
+    field: &str,
+    value: &str,
+    limit: Duration,
+) -> (Option<bool>, String) {
+    std::fs::write(
+        dir.join(format!("{name}.ron")),
+        fill(EXPERIMENT, name, field, value),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join(format!("{name}-db.ron")),
+        fill(DATABASE, name, field, value),
+    )
+    .unwrap();
     let mut child = bin()
         .current_dir(dir)
-        .args(["run", config])
+        .args(["run", &format!("{name}.ron")])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -147,17 +164,7 @@ fn every_numeric_config_field_at_its_extremes_gives_a_run_or_a_located_error() {
         ("start.Random", "2"),
     ] {
         let name = format!("valid-{}", field.replace('.', "-"));
-        std::fs::write(
-            d.join(format!("{name}.ron")),
-            fill(EXPERIMENT, &name, field, value),
-        )
-        .unwrap();
-        std::fs::write(
-            d.join(format!("{name}-db.ron")),
-            fill(DATABASE, &name, field, value),
-        )
-        .unwrap();
-        let (status, err) = run(d, &format!("{name}.ron"), Duration::from_secs(120));
+        let (status, err) = run(d, &name, field, value, Duration::from_secs(120));
         assert_eq!(status, Some(true), "{field}: {value}: {err}");
     }
     let fields = DEFAULTS.iter().chain(STRATEGIES).map(|(f, _)| *f);
@@ -169,17 +176,7 @@ fn every_numeric_config_field_at_its_extremes_gives_a_run_or_a_located_error() {
         };
         for (i, value) in values.iter().enumerate() {
             let name = format!("{}-{i}", field.replace('.', "-"));
-            std::fs::write(
-                d.join(format!("{name}.ron")),
-                fill(EXPERIMENT, &name, field, value),
-            )
-            .unwrap();
-            std::fs::write(
-                d.join(format!("{name}-db.ron")),
-                fill(DATABASE, &name, field, value),
-            )
-            .unwrap();
-            let (status, err) = run(d, &format!("{name}.ron"), Duration::from_secs(60));
+            let (status, err) = run(d, &name, field, value, Duration::from_secs(60));
             let case = format!("{field}: {value}");
             match status {
                 None => failures.push(format!("{case}: still running after 60 s")),

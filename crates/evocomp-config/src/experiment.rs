@@ -282,17 +282,7 @@ impl Experiment {
         self.data.check(&c)?;
         self.fitness.check(&c, self.backend)?;
         self.budget.check(&c, "budget")?;
-        if let Some(n) = self.anytime {
-            c.ensure(
-                (1..=64).contains(&n),
-                "anytime",
-                format!("the number of held-out points must be in 1..=64, got {n}"),
-            )?;
-        }
-        if let Err(e) = self.strategy.spec().validate(self.fitness.seq_len) {
-            return c.fail(&format!("strategy.{}", e.field), e.message);
-        }
-        Ok(())
+        check_run(&c, self.anytime, &self.strategy, self.fitness.seq_len)
     }
 
     /// An error about `field`, pointing into the config file when it still
@@ -311,6 +301,32 @@ impl Experiment {
             _ => c.fail::<()>(field, message).unwrap_err(),
         }
     }
+}
+
+/// `anytime` and the strategy's own settings, as a config file or a queue
+/// job gives them.
+fn check_run(
+    c: &Checker,
+    anytime: Option<usize>,
+    strategy: &StrategySpec,
+    seq_len: usize,
+) -> Result<()> {
+    if let Some(n) = anytime {
+        c.ensure(
+            (1..=64).contains(&n),
+            "anytime",
+            format!("the number of held-out points must be in 1..=64, got {n}"),
+        )?;
+    }
+    if let Err(e) = strategy.spec().validate(seq_len) {
+        let field = if e.field.is_empty() {
+            "strategy".to_string()
+        } else {
+            format!("strategy.{}", e.field)
+        };
+        return c.fail(&field, e.message);
+    }
+    Ok(())
 }
 
 impl ExperimentSpec {
@@ -338,21 +354,7 @@ impl ExperimentSpec {
         let db = self.database_config(&c)?;
         self.fitness.check(&c, self.backend)?;
         let budgets = self.budgets(&c)?;
-        if let Some(n) = self.anytime {
-            c.ensure(
-                (1..=64).contains(&n),
-                "anytime",
-                format!("the number of held-out points must be in 1..=64, got {n}"),
-            )?;
-        }
-        if let Err(e) = self.strategy.spec().validate(self.fitness.seq_len) {
-            let field = if e.field.is_empty() {
-                "strategy".to_string()
-            } else {
-                format!("strategy.{}", e.field)
-            };
-            return c.fail(&field, e.message);
-        }
+        check_run(&c, self.anytime, &self.strategy, self.fitness.seq_len)?;
         Ok(self.experiments(path, &db, budgets))
     }
 

@@ -23,7 +23,9 @@ pub struct Database {
     pub manifest: Manifest,
     /// sha256 of `manifest.json` as read.
     fingerprint: String,
-    maps: Vec<Option<Mmap>>,
+    /// Each unit's variants file and its map (the file kept to see whether
+    /// it shrank under the map).
+    maps: Vec<Option<(std::fs::File, Mmap)>>,
     /// Per unit, once its file was first read in this process: None when its
     /// sha256 matched the manifest, else what is wrong.
     checked: Vec<OnceLock<Option<String>>>,
@@ -75,7 +77,8 @@ impl Database {
                 });
             }
             // SAFETY: read-only map; the database is not modified while open.
-            maps.push(Some(unsafe { Mmap::map(&f) }.map_err(DbError::io(&p))?));
+            let map = unsafe { Mmap::map(&f) }.map_err(DbError::io(&p))?;
+            maps.push(Some((f, map)));
         }
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -189,12 +192,34 @@ impl Database {
         (0..self.manifest.units.len()).try_for_each(|ui| self.check_file(ui))
     }
 
+    /// Unit `ui`'s map, once its file is seen to have the size it was mapped
+    /// with: a file cut short under the map would kill the process with
+    /// SIGBUS on the first read past its new end.
+    fn map(&self, ui: usize) -> Result<Option<&Mmap>> {
+        let Some((f, m)) = &self.maps[ui] else {
+            return Ok(None);
+        };
+        let now = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if now < m.len() as u64 {
+            let u = &self.manifest.units[ui];
+            return Err(DbError::Corrupt {
+                path: self.dir.join(u.file.as_deref().unwrap_or("?")),
+                message: format!(
+                    "the file shrank to {now} bytes while open (it had {}): rewritten or \
+                     truncated under this process?",
+                    m.len()
+                ),
+            });
+        }
+        Ok(Some(m))
+    }
+
     /// Unit `ui`'s file against the sha256 the manifest records, hashed the
     /// first time this process asks (a study never scores variants it has
     /// not verified) and remembered.
     fn check_file(&self, ui: usize) -> Result<()> {
         let u = &self.manifest.units[ui];
-        let (Some(map), Some(want)) = (&self.maps[ui], &u.sha256) else {
+        let (Some(map), Some(want)) = (self.map(ui)?, &u.sha256) else {
             return Ok(());
         };
         let damaged = self.checked[ui].get_or_init(|| {
@@ -219,8 +244,8 @@ impl Database {
     pub fn variant(&self, ui: usize, level: i64) -> Result<HostTensor> {
         let u = &self.manifest.units[ui];
         let path = self.dir.join(u.file.as_deref().unwrap_or("?"));
-        let map = self.maps[ui]
-            .as_ref()
+        let map = self
+            .map(ui)?
             .ok_or_else(|| DbError::BadGenome(format!("{} has no stored variants", u.name)))?;
         let bad = |message: String| DbError::Corrupt {
             path: path.clone(),
@@ -246,7 +271,7 @@ impl Database {
         level: i64,
     ) -> Result<Option<(evocomp_gguf::GgmlType, &[u8])>> {
         let u = &self.manifest.units[ui];
-        let Some(map) = self.maps[ui].as_ref() else {
+        let Some(map) = self.map(ui)? else {
             return Ok(None);
         };
         let path = self.dir.join(u.file.as_deref().unwrap_or("?"));

@@ -83,6 +83,30 @@ fn le_bytes<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u
     v.iter().flat_map(|&x| f(x)).collect()
 }
 
+/// The folder: the materialized weights with `replace`'s tensors in place of
+/// theirs, config.json with `quantization_config`; `report` gets the file's
+/// size.
+fn write_folder(
+    mat: &crate::materialize::Materialized,
+    out: &Path,
+    dtype: WeightDtype,
+    replace: &BTreeMap<String, Vec<RawTensor>>,
+    quantization_config: serde_json::Value,
+    mut report: CompressedTensorsExport,
+) -> Result<CompressedTensorsExport> {
+    evocomp_model::save_hf_safetensors_with(
+        &mat.config,
+        &mat.weights,
+        out,
+        dtype,
+        replace,
+        quantization_config,
+    )?;
+    let st = out.join("model.safetensors");
+    report.bytes = std::fs::metadata(&st).map_err(DbError::io(&st))?.len();
+    Ok(report)
+}
+
 fn empty_report(format: &'static str, asymmetric: bool) -> CompressedTensorsExport {
     CompressedTensorsExport {
         format,
@@ -284,17 +308,7 @@ pub fn export_compressed_tensors(
             "global_compression_ratio": null,
         }
     });
-    evocomp_model::save_hf_safetensors_with(
-        &mat.config,
-        &mat.weights,
-        out,
-        dtype,
-        &replace,
-        quantization_config,
-    )?;
-    let st = out.join("model.safetensors");
-    report.bytes = std::fs::metadata(&st).map_err(DbError::io(&st))?.len();
-    Ok(report)
+    write_folder(&mat, out, dtype, &replace, quantization_config, report)
 }
 
 /// A sparsity genome in the `sparse-bitmask` layout (see the module's
@@ -414,15 +428,5 @@ fn sparse_bitmask(
             },
         }
     });
-    evocomp_model::save_hf_safetensors_with(
-        &mat.config,
-        &mat.weights,
-        out,
-        dtype,
-        &replace,
-        quantization_config,
-    )?;
-    let st = out.join("model.safetensors");
-    report.bytes = std::fs::metadata(&st).map_err(DbError::io(&st))?.len();
-    Ok(report)
+    write_folder(&mat, out, dtype, &replace, quantization_config, report)
 }

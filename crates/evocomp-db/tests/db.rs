@@ -277,6 +277,19 @@ fn corrupt_or_partial_variant_files_are_detected() {
     let r = build(&m, &fp, &sparsity(), &dir, None).unwrap();
     assert_eq!(r.built, 1);
     Database::open(&dir).unwrap().verify().unwrap();
+    // Cut short while open (mapped): an error naming it, not a SIGBUS.
+    let db = Database::open(&dir).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_len(64)
+        .unwrap();
+    let e = db.variant(o, 0).unwrap_err().to_string();
+    assert!(
+        e.contains("L01.o.safetensors") && e.contains("shrank"),
+        "{e}"
+    );
 }
 
 #[test]

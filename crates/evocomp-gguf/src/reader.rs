@@ -43,6 +43,16 @@ pub enum GgufError {
     TooDeep { path: PathBuf, key: String },
     #[error("{path}: not a regular file (a FIFO, socket, device or folder cannot be a GGUF model)")]
     NotAFile { path: PathBuf },
+    #[error(
+        "{path}: the file shrank to {len} bytes while open; tensor {tensor:?} needs {need} \
+         (was it rewritten or truncated under this process?)"
+    )]
+    Shrunk {
+        path: PathBuf,
+        tensor: String,
+        len: u64,
+        need: u64,
+    },
     #[error("{path}: metadata key {key:?} is not valid UTF-8")]
     BadString { path: PathBuf, key: String },
     #[error("{path}: tensor {tensor:?} has unknown ggml type id {id}")]
@@ -123,6 +133,8 @@ impl TensorInfo {
 /// An open, memory-mapped, validated GGUF file.
 pub struct GgufFile {
     path: PathBuf,
+    /// The mapped file, kept to see whether it shrank under the map.
+    file: File,
     mmap: Mmap,
     version: u32,
     metadata: Vec<(String, Value)>,
@@ -345,10 +357,10 @@ impl GgufFile {
         // beyond the lifetime of `GgufFile`; like every mmap-based loader we
         // assume nobody truncates the file while it is open.
         let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
-        Self::from_mmap(path, mmap)
+        Self::from_mmap(path, file, mmap)
     }
 
-    fn from_mmap(path: &Path, mmap: Mmap) -> Result<Self, GgufError> {
+    fn from_mmap(path: &Path, file: File, mmap: Mmap) -> Result<Self, GgufError> {
         let len = mmap.len() as u64;
         let mut c = Cursor {
             path,
@@ -469,6 +481,7 @@ impl GgufFile {
 
         Ok(Self {
             path: path.to_path_buf(),
+            file,
             mmap,
             version,
             metadata,
@@ -577,6 +590,18 @@ impl GgufFile {
                 path: self.path.clone(),
                 name: name.to_string(),
             })?;
+        // A file cut short since it was mapped would kill the process with
+        // SIGBUS on the first read past its new end: look before reading.
+        let end = self.data_offset + info.offset + info.byte_size();
+        let now = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        if now < end {
+            return Err(GgufError::Shrunk {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+                len: now,
+                need: end,
+            });
+        }
         let data = dequantize(info.ty, self.tensor_bytes(info), info.n_elements() as usize)
             .map_err(|source| GgufError::Dequant {
                 path: self.path.clone(),

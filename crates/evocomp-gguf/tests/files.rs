@@ -324,3 +324,29 @@ fn a_fifo_or_folder_is_refused_without_blocking() {
         assert!(e.contains("not a regular file"), "{e}");
     }
 }
+
+#[test]
+fn a_file_truncated_while_open_is_an_error_naming_it_not_a_sigbus() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("model.gguf");
+    let mut w = GgufWriter::new();
+    w.meta("general.architecture", "llama");
+    // Tensors larger than a page, so the cut leaves whole pages unmapped.
+    w.tensor_f32("a", &[1024, 8], &[0.5; 8192]);
+    w.tensor_f32("b", &[1024, 8], &[0.25; 8192]);
+    w.write(&p).unwrap();
+    let f = GgufFile::open(&p).unwrap();
+    assert_eq!(f.dequantize("a").unwrap().1[0], 0.5);
+    let cut = f.tensor_data_start() as usize + 1024;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(cut as u64)
+        .unwrap();
+    let Err(e) = f.dequantize("b") else {
+        panic!("read past the new end")
+    };
+    let e = e.to_string();
+    assert!(e.contains("model.gguf") && e.contains("shrank"), "{e}");
+}

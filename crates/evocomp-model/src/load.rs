@@ -386,7 +386,9 @@ impl TensorSource for GgufSource {
 struct HfFolder {
     info: ModelInfo,
     /// (file, map), and per tensor: its index in `info.tensors` and the shard holding it.
-    shards: Vec<(PathBuf, Mmap)>,
+    /// Each shard's path, file (kept to see whether it shrank under the map)
+    /// and map.
+    shards: Vec<(PathBuf, std::fs::File, Mmap)>,
     location: BTreeMap<String, (usize, usize)>,
 }
 
@@ -464,7 +466,7 @@ impl HfFolder {
                 location.insert(name, (tensors.len() - 1, i));
             }
             drop(st);
-            shards.push((f.clone(), mmap));
+            shards.push((f.clone(), file, mmap));
         }
         let mut all_files = vec![dir.join("config.json")];
         all_files.extend(files);
@@ -498,11 +500,21 @@ impl TensorSource for HfFolder {
         let Some(&(_, i)) = self.location.get(name) else {
             return Ok(None);
         };
-        let (path, mmap) = &self.shards[i];
+        let (path, file, mmap) = &self.shards[i];
         let bad = |message: String| ModelError::Safetensors {
             path: path.clone(),
             message,
         };
+        // A shard cut short since it was mapped would kill the process with
+        // SIGBUS on the first read past its new end: look before reading.
+        let now = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if now < mmap.len() as u64 {
+            return Err(bad(format!(
+                "the file shrank to {now} bytes while open (it had {}): rewritten or truncated \
+                 under this process?",
+                mmap.len()
+            )));
+        }
         let st = SafeTensors::deserialize(mmap).map_err(|e| bad(e.to_string()))?;
         let view = st.tensor(name).map_err(|e| bad(e.to_string()))?;
         let bytes = view.data();

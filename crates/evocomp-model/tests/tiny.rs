@@ -449,3 +449,31 @@ fn bf16_matmuls_stay_close_to_f32_and_ignore_the_weight_dtype() {
     m.set_matmul(Matmul::F32).unwrap();
     assert_eq!(logits(&m, &batch), full);
 }
+
+#[test]
+fn a_shard_truncated_while_open_is_an_error_naming_it_not_a_sigbus() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config();
+    let w = random_weights(&cfg, 4);
+    let gguf = dir.path().join("tiny.gguf");
+    write_gguf(&cfg, &w, &gguf).unwrap();
+    let hf = dir.path().join("hf");
+    save_hf_safetensors(&cfg, &w, &hf).unwrap();
+    let tk = load_model(&gguf).unwrap().tokenizer;
+    std::fs::write(hf.join("tokenizer.json"), tk.to_json().unwrap()).unwrap();
+    let m = load_model(&hf).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(hf.join("model.safetensors"))
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    let Err(e) = m.weights() else {
+        panic!("read past the new end")
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("model.safetensors") && e.contains("shrank"),
+        "{e}"
+    );
+}
