@@ -69,6 +69,10 @@ pub struct WorkerArgs {
     /// Exit after this many jobs.
     #[arg(long)]
     pub max_jobs: Option<u64>,
+    /// Abandon a job still running after this many seconds and publish its
+    /// failure (the worker loads the study again for the next job).
+    #[arg(long, value_name = "SECONDS")]
+    pub job_limit: Option<f64>,
     /// Fault injection for tests: sleep this many milliseconds in every evaluation.
     #[arg(long, hide = true)]
     pub test_delay_ms: Option<u64>,
@@ -105,6 +109,12 @@ pub fn worker(args: WorkerArgs, threads: Option<usize>) -> Result<()> {
             max_deliver: args.max_deliver,
             max_jobs: args.max_jobs,
             delay: args.test_delay_ms.map(Duration::from_millis),
+            job_limit: match args.job_limit {
+                Some(s) if !(s.is_finite() && s > 0.0) => {
+                    anyhow::bail!("--job-limit must be a positive number of seconds, got {s}")
+                }
+                s => s.map(Duration::from_secs_f64),
+            },
         },
         stop,
     )

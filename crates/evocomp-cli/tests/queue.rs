@@ -781,3 +781,53 @@ fn a_server_restarted_mid_study_is_waited_for_and_the_study_finishes() {
     same_best(&summary(d, "results/q"), &reference);
     computed_once(&d.join("results/q"));
 }
+
+#[test]
+fn a_job_past_the_workers_limit_is_abandoned_reported_and_the_worker_goes_on() {
+    let nats = server();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    built_study(d);
+    let mut slow = Fleet::default();
+    // Every job takes 3 s here, the limit is 1 s.
+    let log = slow.spawn(
+        d,
+        &nats.url,
+        "slow",
+        &["--job-limit", "1", "--test-delay-ms", "3000"],
+    );
+    let t0 = Instant::now();
+    let o = bin()
+        .current_dir(d)
+        .args(["run", "q.ron", "--no-shared-cache", "--queue", &nats.url])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("ran past the limit of 1 s (--job-limit) and was abandoned"),
+        "{err}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    // The worker is still there, and said nothing of a panic.
+    assert!(
+        slow.0[0].0.try_wait().unwrap().is_none(),
+        "the worker exited"
+    );
+    let w = std::fs::read_to_string(&log).unwrap();
+    assert!(!w.contains("panicked"), "{w}");
+    // Without the slow worker, the study resumes to its end.
+    drop(slow);
+    let mut fast = Fleet::default();
+    fast.spawn(d, &nats.url, "fast", &[]);
+    ok(&evocomp(
+        d,
+        &[
+            "resume",
+            "results/q",
+            "--no-shared-cache",
+            "--queue",
+            &nats.url,
+        ],
+    ));
+}

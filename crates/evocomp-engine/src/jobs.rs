@@ -318,6 +318,24 @@ impl Pool {
             .recv()
             .map_err(|_| anyhow!("every worker has stopped (a worker panicked?)"))
     }
+
+    /// [`Self::recv`], giving up after `wait` (None then).
+    pub fn recv_timeout(&self, wait: std::time::Duration) -> Result<Option<Done>> {
+        match self.done.recv_timeout(wait) {
+            Ok(d) => Ok(Some(d)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(None),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Err(anyhow!("every worker has stopped (a worker panicked?)"))
+            }
+        }
+    }
+
+    /// Let the pool go without waiting for the job its threads are on: they
+    /// finish it (its answer goes nowhere) and end; nothing is joined.
+    pub fn abandon(mut self) {
+        self.jobs = None;
+        self.handles.clear();
+    }
 }
 
 impl Drop for Pool {

@@ -50,6 +50,9 @@ pub struct WorkerOptions {
     pub max_jobs: Option<u64>,
     /// Fault injection for tests: sleep this long inside every evaluation.
     pub delay: Option<Duration>,
+    /// A job still running after this long is abandoned and its failure
+    /// published (None: no limit).
+    pub job_limit: Option<Duration>,
 }
 
 /// One loaded study: the context it was loaded for and its evaluation pool.
@@ -434,8 +437,34 @@ impl Handler<'_> {
             Err(why) => Err((true, format!("worker {name} refuses the job: {why}"))),
             Ok(()) => {
                 let pool = &mut loaded.as_mut().expect("loaded").pool;
-                evaluate(self.rt, msg, pool, job, self.opts.delay, self.ack_wait)
-                    .map_err(|e| (false, format!("worker {name}: {e}")))
+                let limit = self.opts.job_limit;
+                match evaluate(
+                    self.rt,
+                    msg,
+                    pool,
+                    job,
+                    self.opts.delay,
+                    self.ack_wait,
+                    limit,
+                ) {
+                    Ok(Some(out)) => out.map_err(|e| (false, format!("worker {name}: {e}"))),
+                    Ok(None) => {
+                        // Its threads finish the job unseen; the study is
+                        // loaded again for the next one.
+                        if let Some(l) = loaded.take() {
+                            l.pool.abandon();
+                        }
+                        Err((
+                            true,
+                            format!(
+                                "worker {name}: the job ran past the limit of {:.0} s \
+                                 (--job-limit) and was abandoned",
+                                limit.unwrap_or_default().as_secs_f64()
+                            ),
+                        ))
+                    }
+                    Err(e) => Err((false, format!("worker {name}: {e}"))),
+                }
             }
         }
     }
@@ -577,7 +606,8 @@ fn note(state: &Arc<Mutex<State>>, ok: bool, error: Option<String>, t0: Instant)
 }
 
 /// Evaluate one job on the local pool, with in-progress acks every third of
-/// the ack wait while it runs.
+/// the ack wait while it runs: its outcome, or None when it ran past `limit`
+/// (the pool is then still on it); Err when the pool is gone.
 fn evaluate(
     rt: &tokio::runtime::Runtime,
     msg: &Message,
@@ -585,7 +615,8 @@ fn evaluate(
     job: &JobMsg,
     delay: Option<Duration>,
     ack_wait: Duration,
-) -> Result<Output, String> {
+    limit: Option<Duration>,
+) -> Result<Option<Result<Output, String>>, String> {
     let every = (ack_wait / 3).max(Duration::from_millis(100));
     let (ack_subject, client) = (msg.message.reply.clone(), msg.context.client());
     let progress = rt.spawn(async move {
@@ -597,17 +628,29 @@ fn evaluate(
                 .await;
         }
     });
-    if let Some(d) = delay {
-        std::thread::sleep(d);
-    }
-    let out = pool
-        .submit(Job {
+    let t0 = Instant::now();
+    let limit = limit.unwrap_or(Duration::MAX);
+    let out = (|| {
+        if let Some(d) = delay {
+            std::thread::sleep(d.min(limit));
+            if d >= limit {
+                return Ok(None);
+            }
+        }
+        pool.submit(Job {
             id: 0,
             kind: job.kind.clone(),
         })
-        .and_then(|()| Workers::recv(pool))
-        .map_err(|e| format!("{e:#}"))
-        .and_then(|d| d.result);
+        .map_err(|e| format!("{e:#}"))?;
+        let left = limit.saturating_sub(t0.elapsed());
+        let done = if left == Duration::MAX {
+            Workers::recv(pool).map(Some)
+        } else {
+            pool.recv_timeout(left)
+        };
+        done.map(|d| d.map(|d| finite(d.result)))
+            .map_err(|e| format!("{e:#}"))
+    })();
     progress.abort();
-    finite(out)
+    out
 }

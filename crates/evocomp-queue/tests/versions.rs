@@ -24,6 +24,7 @@ fn a_job_of_another_version_is_refused_with_a_result_saying_so() {
         max_deliver: 3,
         max_jobs: Some(1),
         delay: None,
+        job_limit: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let worker = std::thread::spawn(move || serve(&opts, stop));

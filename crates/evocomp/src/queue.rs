@@ -52,6 +52,8 @@ pub struct ServeOptions {
     pub max_jobs: Option<u64>,
     /// Fault injection for tests: sleep this long in every evaluation.
     pub delay: Option<Duration>,
+    /// Abandon (and report as failed) a job still running after this long.
+    pub job_limit: Option<Duration>,
 }
 
 impl ServeOptions {
@@ -69,6 +71,7 @@ impl ServeOptions {
             max_deliver: 3,
             max_jobs: None,
             delay: None,
+            job_limit: None,
         }
     }
 }
@@ -119,6 +122,7 @@ pub fn serve(s: &ServeOptions, stop: Arc<AtomicBool>) -> Result<()> {
             max_deliver: s.max_deliver,
             max_jobs: s.max_jobs,
             delay: s.delay,
+            job_limit: s.job_limit,
         },
         stop,
     )
