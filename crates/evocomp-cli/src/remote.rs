@@ -130,7 +130,7 @@ fn ago(secs: u64) -> String {
 
 /// The workers the queue has heard from in the last day.
 pub fn print_workers(access: &evocomp::queue::Access) -> Result<()> {
-    let url = access.split_url().0;
+    let url = access.shown();
     let beats = workers(access)?;
     let now = evocomp::queue::unix_now();
     println!("workers on {url} (last heartbeat of each, the last day):");

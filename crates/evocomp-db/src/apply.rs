@@ -193,25 +193,20 @@ impl Database {
     }
 
     /// Unit `ui`'s map, once its file is seen to have the size it was mapped
-    /// with: a file cut short under the map would kill the process with
-    /// SIGBUS on the first read past its new end.
+    /// with ([`evocomp_gguf::shrank`]).
     fn map(&self, ui: usize) -> Result<Option<&Mmap>> {
         let Some((f, m)) = &self.maps[ui] else {
             return Ok(None);
         };
-        let now = f.metadata().map(|m| m.len()).unwrap_or(0);
-        if now < m.len() as u64 {
-            let u = &self.manifest.units[ui];
-            return Err(DbError::Corrupt {
-                path: self.dir.join(u.file.as_deref().unwrap_or("?")),
-                message: format!(
-                    "the file shrank to {now} bytes while open (it had {}): rewritten or \
-                     truncated under this process?",
-                    m.len()
-                ),
-            });
+        match evocomp_gguf::shrank(f, m.len() as u64) {
+            Some(message) => Err(DbError::Corrupt {
+                path: self
+                    .dir
+                    .join(self.manifest.units[ui].file.as_deref().unwrap_or("?")),
+                message,
+            }),
+            None => Ok(Some(m)),
         }
-        Ok(Some(m))
     }
 
     /// Unit `ui`'s file against the sha256 the manifest records, hashed the

@@ -107,6 +107,14 @@ fn write_folder(
     Ok(report)
 }
 
+/// The HF module a linear layer's weight belongs to (`model.layers.3.mlp.up_proj`).
+fn module_name(kind: LinearKind, layer: usize) -> String {
+    kind.hf_name(layer)
+        .strip_suffix(".weight")
+        .expect("an HF weight name")
+        .to_string()
+}
+
 fn empty_report(format: &'static str, asymmetric: bool) -> CompressedTensorsExport {
     CompressedTensorsExport {
         format,
@@ -196,11 +204,7 @@ pub fn export_compressed_tensors(
             })?;
         let w = mat.weights.layers[layer].linear(kind);
         let [rows, cols] = [w.shape[0], w.shape[1]];
-        let module = kind
-            .hf_name(layer)
-            .strip_suffix(".weight")
-            .expect("an HF weight name")
-            .to_string();
+        let module = module_name(kind, layer);
         // The file's group: the database's, or the largest that divides the columns too.
         let (channel, group) = if spec.group_size == 0 || spec.group_size >= cols {
             (true, cols)
@@ -373,11 +377,7 @@ fn sparse_bitmask(
             report.dense_layers += 1;
             continue;
         }
-        let module = kind
-            .hf_name(layer)
-            .strip_suffix(".weight")
-            .expect("an HF weight name")
-            .to_string();
+        let module = module_name(kind, layer);
         zeros += (rows * cols - nnz) as u64;
         total += (rows * cols) as u64;
         report.sparse_layers += 1;

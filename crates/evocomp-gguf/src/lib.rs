@@ -16,7 +16,9 @@ mod writer;
 pub use dequant::{DequantError, dequantize};
 pub use mix::{Preset, TensorRole, fallback};
 pub use quantize::{QuantizeError, can_quantize, quantize};
-pub use reader::{DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufError, GgufFile, MAX_ARRAY_DEPTH, TensorInfo};
+pub use reader::{
+    DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufError, GgufFile, MAX_ARRAY_DEPTH, TensorInfo, shrank,
+};
 pub use types::GgmlType;
 pub use value::{Value, ValueType};
 pub use writer::{GgufWriter, WriteSizeError};

@@ -10,6 +10,20 @@ pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 
 /// Everything that can go wrong reading a GGUF file. Every variant names the file.
+/// Whether `file`, mapped when it had `mapped` bytes, has fewer now (what
+/// to say, then). A file cut short under its map kills the process with
+/// SIGBUS on the first read past its new end: every reader of a mapped file
+/// (GGUF tensors, safetensors shards, database variants) looks first.
+pub fn shrank(file: &File, mapped: u64) -> Option<String> {
+    let now = file.metadata().map(|m| m.len()).unwrap_or(0);
+    (now < mapped).then(|| {
+        format!(
+            "the file shrank to {now} bytes while open (it had {mapped}): rewritten or \
+             truncated under this process?"
+        )
+    })
+}
+
 /// How deep metadata arrays may nest (arrays of arrays of ...).
 pub const MAX_ARRAY_DEPTH: usize = 8;
 
@@ -43,15 +57,11 @@ pub enum GgufError {
     TooDeep { path: PathBuf, key: String },
     #[error("{path}: not a regular file (a FIFO, socket, device or folder cannot be a GGUF model)")]
     NotAFile { path: PathBuf },
-    #[error(
-        "{path}: the file shrank to {len} bytes while open; tensor {tensor:?} needs {need} \
-         (was it rewritten or truncated under this process?)"
-    )]
+    #[error("{path}: reading tensor {tensor:?}: {message}")]
     Shrunk {
         path: PathBuf,
         tensor: String,
-        len: u64,
-        need: u64,
+        message: String,
     },
     #[error("{path}: metadata key {key:?} is not valid UTF-8")]
     BadString { path: PathBuf, key: String },
@@ -590,16 +600,11 @@ impl GgufFile {
                 path: self.path.clone(),
                 name: name.to_string(),
             })?;
-        // A file cut short since it was mapped would kill the process with
-        // SIGBUS on the first read past its new end: look before reading.
-        let end = self.data_offset + info.offset + info.byte_size();
-        let now = self.file.metadata().map(|m| m.len()).unwrap_or(0);
-        if now < end {
+        if let Some(message) = shrank(&self.file, self.mmap.len() as u64) {
             return Err(GgufError::Shrunk {
                 path: self.path.clone(),
                 tensor: name.to_string(),
-                len: now,
-                need: end,
+                message,
             });
         }
         let data = dequantize(info.ty, self.tensor_bytes(info), info.n_elements() as usize)

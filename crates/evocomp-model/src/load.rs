@@ -505,15 +505,8 @@ impl TensorSource for HfFolder {
             path: path.clone(),
             message,
         };
-        // A shard cut short since it was mapped would kill the process with
-        // SIGBUS on the first read past its new end: look before reading.
-        let now = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if now < mmap.len() as u64 {
-            return Err(bad(format!(
-                "the file shrank to {now} bytes while open (it had {}): rewritten or truncated \
-                 under this process?",
-                mmap.len()
-            )));
+        if let Some(message) = evocomp_gguf::shrank(file, mmap.len() as u64) {
+            return Err(bad(message));
         }
         let st = SafeTensors::deserialize(mmap).map_err(|e| bad(e.to_string()))?;
         let view = st.tensor(name).map_err(|e| bad(e.to_string()))?;

@@ -76,7 +76,7 @@ pub struct NatsWorkers {
 
 impl NatsWorkers {
     pub fn connect(access: &Access, prep: &Prepared, stop: Arc<AtomicBool>) -> Result<Self> {
-        let shown = access.split_url().0;
+        let shown = access.shown();
         let url = shown.as_str();
         if access.key.is_none() {
             eprintln!(

@@ -32,40 +32,39 @@ impl Access {
         }
     }
 
-    /// The URL without its password (for messages and logs), and the user
-    /// and password it carries, if any. async-nats does not send a URL's
-    /// user and password itself: they are passed as options.
-    pub fn split_url(&self) -> (String, Option<(String, Option<String>)>) {
+    /// The URL to show in messages and logs: its password as `***`.
+    pub fn shown(&self) -> String {
+        self.parse().shown
+    }
+
+    /// The URL split once: what to connect to (no user or password: async-nats
+    /// does not send a URL's own, they are passed as options), what to show,
+    /// and the user and password it carries.
+    fn parse(&self) -> ParsedUrl {
+        let plain = |url: &str| ParsedUrl {
+            connect: url.to_string(),
+            shown: url.to_string(),
+            auth: None,
+        };
         let Some((scheme, rest)) = self.url.split_once("://") else {
-            return (self.url.clone(), None);
+            return plain(&self.url);
         };
         let host_start = rest.find('/').unwrap_or(rest.len());
         let Some(at) = rest[..host_start].rfind('@') else {
-            return (self.url.clone(), None);
+            return plain(&self.url);
         };
         let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
         let (user, pass) = match userinfo.split_once(':') {
             Some((u, p)) => (u.to_string(), Some(p.to_string())),
             None => (userinfo.to_string(), None),
         };
-        let shown = format!(
-            "{scheme}://{user}{}@{host}",
-            if pass.is_some() { ":***" } else { "" }
-        );
-        (shown, Some((user, pass)))
-    }
-
-    /// The URL to connect to (without user and password) and the URL to show.
-    fn target(&self) -> (String, String) {
-        let (shown, auth) = self.split_url();
-        match auth {
-            None => (self.url.clone(), shown),
-            Some(_) => {
-                let (scheme, rest) = self.url.split_once("://").expect("split_url found one");
-                let host_start = rest.find('/').unwrap_or(rest.len());
-                let at = rest[..host_start].rfind('@').expect("split_url found one");
-                (format!("{scheme}://{}", &rest[at + 1..]), shown)
-            }
+        ParsedUrl {
+            connect: format!("{scheme}://{host}"),
+            shown: format!(
+                "{scheme}://{user}{}@{host}",
+                if pass.is_some() { ":***" } else { "" }
+            ),
+            auth: Some((user, pass)),
         }
     }
 }
@@ -84,14 +83,20 @@ pub struct Connection {
     pub workers: stream::Stream,
 }
 
+struct ParsedUrl {
+    connect: String,
+    shown: String,
+    auth: Option<(String, Option<String>)>,
+}
+
 /// Connect with `access` and make sure the streams exist.
 pub async fn connect(access: &Access, name: &str) -> Result<Connection> {
-    let (target, url) = access.target();
-    let url = url.as_str();
+    let parsed = access.parse();
+    let url = parsed.shown.as_str();
     let mut opts = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5));
-    if let (_, Some((user, pass))) = access.split_url() {
+    if let Some((user, pass)) = parsed.auth.clone() {
         opts = match pass {
             Some(pass) => opts.user_and_password(user, pass),
             // `nats://TOKEN@host`, as the NATS tools read it.
@@ -110,7 +115,7 @@ pub async fn connect(access: &Access, name: &str) -> Result<Connection> {
         opts = opts.add_root_certificates(ca.clone()).require_tls(true);
     }
     let client = opts
-        .connect(target.as_str())
+        .connect(parsed.connect.as_str())
         .await
         .map_err(|e| anyhow!("connecting to the queue {url}: {e}"))?;
     let js = jetstream::new(client.clone());

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// The last heartbeat of every worker seen in the last day, most recent first.
 pub fn workers(access: &Access) -> Result<Vec<Beat>> {
-    let shown = access.split_url().0;
+    let shown = access.shown();
     let url = shown.as_str();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

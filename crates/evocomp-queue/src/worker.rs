@@ -73,7 +73,7 @@ pub fn serve(opts: &WorkerOptions, stop: Arc<AtomicBool>) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the queue client")?;
-    let url = opts.access.split_url().0;
+    let url = opts.access.shown();
     let allow: Vec<PathBuf> = opts
         .allow
         .iter()
@@ -629,11 +629,10 @@ fn evaluate(
         }
     });
     let t0 = Instant::now();
-    let limit = limit.unwrap_or(Duration::MAX);
     let out = (|| {
         if let Some(d) = delay {
-            std::thread::sleep(d.min(limit));
-            if d >= limit {
+            std::thread::sleep(limit.map_or(d, |l| d.min(l)));
+            if limit.is_some_and(|l| d >= l) {
                 return Ok(None);
             }
         }
@@ -642,11 +641,9 @@ fn evaluate(
             kind: job.kind.clone(),
         })
         .map_err(|e| format!("{e:#}"))?;
-        let left = limit.saturating_sub(t0.elapsed());
-        let done = if left == Duration::MAX {
-            Workers::recv(pool).map(Some)
-        } else {
-            pool.recv_timeout(left)
+        let done = match limit {
+            None => Workers::recv(pool).map(Some),
+            Some(l) => pool.recv_timeout(l.saturating_sub(t0.elapsed())),
         };
         done.map(|d| d.map(|d| finite(d.result)))
             .map_err(|e| format!("{e:#}"))

@@ -105,7 +105,7 @@ pub fn run_experiment(
         Some(q) => notes(&format!(
             "study {} on the workers of {} (prepared on {})",
             exp.output.display(),
-            q.split_url().0,
+            q.shown(),
             chosen.description
         )),
         None => notes(&format!(
