@@ -175,15 +175,53 @@ def nerr(w, wq, xtx):
     return float(num / den)
 
 
-def load_db(path):
-    from safetensors.torch import load_file
+def decode_variant(path, shape, level=0):
+    """One unit's variant as evocomp's database stores it (codec.rs: dense,
+    sparse or palette), as a float32 tensor of `shape`."""
+    from safetensors.numpy import load_file
 
-    out = {}
-    for f in sorted((pathlib.Path(path) / "units").glob("*.safetensors")):
-        t = load_file(str(f))
-        (layer, kind) = f.stem.split(".")
-        out[(int(layer[1:]), kind)] = next(iter(t.values()))
-    return out
+    t = load_file(str(path))
+    p = f"level_{level}"
+    if p in t:
+        return torch.from_numpy(t[p].copy()).reshape(shape)
+    if f"{p}.palette" in t:
+        pal = t[f"{p}.palette"]  # [rows, groups, 2^bits]
+        rows, groups, size = pal.shape
+        bits = size.bit_length() - 1
+        group = int(t[f"{p}.group"][0])
+        cols = (len(t[f"{p}.codes"]) * 8 // bits) // rows
+        stream = np.unpackbits(t[f"{p}.codes"], bitorder="little")[: rows * cols * bits]
+        codes = (stream.reshape(-1, bits).astype(np.int64) << np.arange(bits)).sum(axis=1)
+        codes = codes.reshape(rows, cols)
+        g = np.arange(cols) // group
+        w = pal[np.arange(rows)[:, None], g[None, :], codes]
+        return torch.from_numpy(w.astype(np.float32))
+    if f"{p}.mask" in t:
+        n = shape[0] * shape[1]
+        keep = np.unpackbits(t[f"{p}.mask"], bitorder="little")[:n].astype(bool)
+        w = np.zeros(n, dtype=np.float32)
+        w[keep] = t[f"{p}.values"]
+        return torch.from_numpy(w.reshape(shape))
+    raise SystemExit(f"{path}: no {p} variant")
+
+
+def load_units(path, level=0):
+    """Every unit's variant at `level` in an evocomp database, decoded, keyed by
+    (layer, kind); the manifest; and the level's labels."""
+    path = pathlib.Path(path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    out, labels = {}, []
+    for u in manifest["units"]:
+        layer, kind = u["name"].split(".")
+        if level >= len(u["levels"]):
+            raise SystemExit(f"{path}: {u['name']} has {len(u['levels'])} levels, no level {level}")
+        out[(int(layer[1:]), kind)] = decode_variant(path / u["file"], u["shape"], level)
+        labels.append(u["levels"][level]["label"])
+    return out, manifest, labels
+
+
+def load_db(path):
+    return load_units(path)[0]
 
 
 def perplexity(model, ids, context=512):

@@ -22,4 +22,14 @@ if [ ! -f "$legacy/.done" ]; then
     transformers==4.51.3 huggingface_hub==0.30.2 compressed-tensors==0.9.4 tokenizers==0.21.1 >&2
   touch "$legacy/.done"
 fi
+# --llmcompressor: LLM Compressor 0.14 (with compressed-tensors 0.19 and the datasets library)
+# beside the venv, for llmcompressor_compare.py; its pins (torch<=2.14, transformers<=5.17) are
+# older than the venv's, so nothing is resolved: the script runs it on the venv's torch.
+if [ "${1:-}" = "--llmcompressor" ] && [ ! -f "$venv/legacy/llmcompressor/.done" ]; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --target "$venv/legacy/llmcompressor" \
+    llmcompressor==0.14.0.1 compressed-tensors==0.19.0 datasets==5.2.0 pyarrow==26.0.1 pandas==3.1.1 \
+    dill==0.4.1 multiprocess==0.70.19 xxhash==4.1.0 pillow==13.0.0 python-dateutil==4.0.0 pytz==2026.6 \
+    tzdata==2026.6 >&2
+  touch "$venv/legacy/llmcompressor/.done"
+fi
 echo "$venv/bin/python"
