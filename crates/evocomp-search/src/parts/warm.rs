@@ -174,6 +174,16 @@ pub fn genomes(of: &[WarmStart], setup: &Setup) -> Result<Vec<Genome>, SearchErr
     Ok(out)
 }
 
+/// The genomes the `Random(n)` entries of `of` draw (the same as
+/// [`genomes`] gives for them): the start's challengers, not heuristics.
+pub fn random_genomes(of: &[WarmStart], setup: &Setup) -> Result<Vec<Genome>, SearchError> {
+    let mut out = Vec::new();
+    for w in of.iter().filter(|w| matches!(w, WarmStart::Random(_))) {
+        out.extend(w.genomes(setup)?);
+    }
+    Ok(out)
+}
+
 /// Every heuristic known for a database of `kind` (EvoPress's default
 /// start), with the configurations the study offers by name (`given`):
 /// depth: ShortGPT, Shortened LLaMA, 16 random genomes; sparsity: uniform,

@@ -734,3 +734,98 @@ fn a_wrong_answer_leaves_every_phase_as_it_was() {
     }
     assert!(s.final_report.is_some());
 }
+
+#[test]
+fn the_incumbent_is_the_best_heuristic_genome_even_where_a_random_one_scores_better() {
+    // The start: the uniform genome (a heuristic's) and 4 random genomes.
+    // Every random genome scores better than the uniform one at the start,
+    // so the search starts from a random one, but the final choice's
+    // incumbent is the uniform genome: a random genome must beat it there.
+    let space = sparsity_space(8);
+    let u = space.uniform(0).unwrap();
+    let errors = level_errors(&space);
+    let budget = Budget::Exact(space.cost(&u));
+    let settings = EvoPressSpec {
+        start: Some(Start::Best {
+            of: vec![WarmStart::Uniform, WarmStart::Random(4)],
+            tokens: 64,
+        }),
+        ..default_settings(1)
+    };
+    let st = setup(&space, budget, &errors);
+    let mut s = settings.build(&st).unwrap();
+    assert_eq!(s.heuristics, vec![u.clone()]);
+    let start = s.ask(&space);
+    assert!(start.len() >= 2 && start.iter().any(|r| r.genome == u));
+    let results: Vec<Scored> = start
+        .iter()
+        .map(|r| Scored {
+            id: r.id,
+            fitness: if r.genome == u { 1.0 } else { 0.5 },
+        })
+        .collect();
+    s.tell(&space, &results).unwrap();
+    assert_ne!(s.parent, u, "the search starts from the best start genome");
+    assert_eq!(
+        s.finalists[0].0, u,
+        "the incumbent is the heuristic's genome"
+    );
+    // The rest follow best first, and survive a checkpoint round trip.
+    assert!(s.finalists[1..].iter().all(|(_, f)| *f == 0.5));
+    let back: EvoPress = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back.heuristics, s.heuristics);
+    // Without that knowledge (an older checkpoint), the best start genome is.
+    let mut old = settings.build(&st).unwrap().with_heuristics(Vec::new());
+    let asks = old.ask(&space);
+    let results: Vec<Scored> = asks
+        .iter()
+        .map(|r| Scored {
+            id: r.id,
+            fitness: if r.genome == u { 1.0 } else { 0.5 },
+        })
+        .collect();
+    old.tell(&space, &results).unwrap();
+    assert_ne!(old.finalists[0].0, u);
+}
+
+#[test]
+fn shortened_llamas_genome_from_the_probes_is_a_heuristic_genome() {
+    let space = sparsity_space(8);
+    let u = space.uniform(0).unwrap();
+    let errors = level_errors(&space);
+    let budget = Budget::Exact(space.cost(&u));
+    let settings = EvoPressSpec {
+        start: Some(Start::Best {
+            of: vec![WarmStart::ShortenedLlama, WarmStart::Random(3)],
+            tokens: 64,
+        }),
+        ..default_settings(1)
+    };
+    let st = setup(&space, budget, &errors);
+    let mut s = settings.build(&st).unwrap();
+    assert!(s.heuristics.is_empty());
+    // The probes: one per unit.
+    let probes = s.ask(&space);
+    assert_eq!(probes.len(), space.len());
+    let results: Vec<Scored> = probes
+        .iter()
+        .map(|r| Scored {
+            id: r.id,
+            fitness: r.id as f64,
+        })
+        .collect();
+    s.tell(&space, &results).unwrap();
+    assert_eq!(s.heuristics.len(), 1);
+    let sl = s.heuristics[0].clone();
+    let start = s.ask(&space);
+    assert!(start.iter().any(|r| r.genome == sl));
+    let results: Vec<Scored> = start
+        .iter()
+        .map(|r| Scored {
+            id: r.id,
+            fitness: if r.genome == sl { 1.0 } else { 0.25 },
+        })
+        .collect();
+    s.tell(&space, &results).unwrap();
+    assert_eq!(s.finalists[0].0, sl);
+}
