@@ -829,3 +829,32 @@ fn shortened_llamas_genome_from_the_probes_is_a_heuristic_genome() {
     s.tell(&space, &results).unwrap();
     assert_eq!(s.finalists[0].0, sl);
 }
+
+#[test]
+fn the_default_depth_start_makes_its_probes_on_four_times_the_last_stage() {
+    // A depth database: Shortened LLaMA's probes are in the default start,
+    // and they and the start's genomes are scored on 4 x 256 tokens; without
+    // probes (sparsity) the start is scored on the last stage's 256.
+    let space = sparsity_space(8);
+    let u = space.uniform(0).unwrap();
+    let errors = level_errors(&space);
+    let budget = Budget::Exact(space.cost(&u));
+    let settings = default_settings(1);
+    let mut st = setup(&space, budget, &errors);
+    st.kind = Kind::Depth;
+    let mut s = settings.build(&st).unwrap();
+    let crate::Start::Best { of, tokens } = &s.cfg.start else {
+        panic!("the default start is a warm start: {:?}", s.cfg.start)
+    };
+    assert!(of.contains(&WarmStart::ShortenedLlama));
+    assert_eq!(*tokens, 4 * 256);
+    let probes = s.ask(&space);
+    assert_eq!(probes.len(), space.len());
+    assert!(probes.iter().all(|r| r.probe && r.sample.tokens == 1024));
+    st.kind = Kind::Sparsity;
+    let s = settings.build(&st).unwrap();
+    let crate::Start::Best { tokens, .. } = &s.cfg.start else {
+        panic!("the default start is a warm start: {:?}", s.cfg.start)
+    };
+    assert_eq!(*tokens, 256);
+}
