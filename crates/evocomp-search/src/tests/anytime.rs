@@ -735,6 +735,26 @@ fn a_wrong_answer_leaves_every_phase_as_it_was() {
     assert!(s.final_report.is_some());
 }
 
+/// EvoPress starting from the best of `of` on 64 tokens, at the uniform genome's cost.
+fn started_from(space: &Space, errors: &[Vec<f64>], of: Vec<WarmStart>) -> EvoPress {
+    let budget = Budget::Exact(space.cost(&space.uniform(0).unwrap()));
+    let settings = EvoPressSpec {
+        start: Some(Start::Best { of, tokens: 64 }),
+        ..default_settings(1)
+    };
+    settings.build(&setup(space, budget, errors)).unwrap()
+}
+
+/// Every ask answered with `f` of its genome.
+fn answer(asks: &[crate::Request], f: impl Fn(&crate::Request) -> f64) -> Vec<Scored> {
+    asks.iter()
+        .map(|r| Scored {
+            id: r.id,
+            fitness: f(r),
+        })
+        .collect()
+}
+
 #[test]
 fn the_incumbent_is_the_best_heuristic_genome_even_where_a_random_one_scores_better() {
     // The start: the uniform genome (a heuristic's) and 4 random genomes.
@@ -744,27 +764,13 @@ fn the_incumbent_is_the_best_heuristic_genome_even_where_a_random_one_scores_bet
     let space = sparsity_space(8);
     let u = space.uniform(0).unwrap();
     let errors = level_errors(&space);
-    let budget = Budget::Exact(space.cost(&u));
-    let settings = EvoPressSpec {
-        start: Some(Start::Best {
-            of: vec![WarmStart::Uniform, WarmStart::Random(4)],
-            tokens: 64,
-        }),
-        ..default_settings(1)
-    };
-    let st = setup(&space, budget, &errors);
-    let mut s = settings.build(&st).unwrap();
+    let of = vec![WarmStart::Uniform, WarmStart::Random(4)];
+    let mut s = started_from(&space, &errors, of.clone());
     assert_eq!(s.heuristics, vec![u.clone()]);
     let start = s.ask(&space);
     assert!(start.len() >= 2 && start.iter().any(|r| r.genome == u));
-    let results: Vec<Scored> = start
-        .iter()
-        .map(|r| Scored {
-            id: r.id,
-            fitness: if r.genome == u { 1.0 } else { 0.5 },
-        })
-        .collect();
-    s.tell(&space, &results).unwrap();
+    let worse_u = |r: &crate::Request| if r.genome == u { 1.0 } else { 0.5 };
+    s.tell(&space, &answer(&start, worse_u)).unwrap();
     assert_ne!(s.parent, u, "the search starts from the best start genome");
     assert_eq!(
         s.finalists[0].0, u,
@@ -775,58 +781,32 @@ fn the_incumbent_is_the_best_heuristic_genome_even_where_a_random_one_scores_bet
     let back: EvoPress = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
     assert_eq!(back.heuristics, s.heuristics);
     // Without that knowledge (an older checkpoint), the best start genome is.
-    let mut old = settings.build(&st).unwrap().with_heuristics(Vec::new());
+    let mut old = started_from(&space, &errors, of).with_heuristics(Vec::new());
     let asks = old.ask(&space);
-    let results: Vec<Scored> = asks
-        .iter()
-        .map(|r| Scored {
-            id: r.id,
-            fitness: if r.genome == u { 1.0 } else { 0.5 },
-        })
-        .collect();
-    old.tell(&space, &results).unwrap();
+    old.tell(&space, &answer(&asks, worse_u)).unwrap();
     assert_ne!(old.finalists[0].0, u);
 }
 
 #[test]
 fn shortened_llamas_genome_from_the_probes_is_a_heuristic_genome() {
     let space = sparsity_space(8);
-    let u = space.uniform(0).unwrap();
     let errors = level_errors(&space);
-    let budget = Budget::Exact(space.cost(&u));
-    let settings = EvoPressSpec {
-        start: Some(Start::Best {
-            of: vec![WarmStart::ShortenedLlama, WarmStart::Random(3)],
-            tokens: 64,
-        }),
-        ..default_settings(1)
-    };
-    let st = setup(&space, budget, &errors);
-    let mut s = settings.build(&st).unwrap();
+    let of = vec![WarmStart::ShortenedLlama, WarmStart::Random(3)];
+    let mut s = started_from(&space, &errors, of);
     assert!(s.heuristics.is_empty());
     // The probes: one per unit.
     let probes = s.ask(&space);
     assert_eq!(probes.len(), space.len());
-    let results: Vec<Scored> = probes
-        .iter()
-        .map(|r| Scored {
-            id: r.id,
-            fitness: r.id as f64,
-        })
-        .collect();
-    s.tell(&space, &results).unwrap();
+    s.tell(&space, &answer(&probes, |r| r.id as f64)).unwrap();
     assert_eq!(s.heuristics.len(), 1);
     let sl = s.heuristics[0].clone();
     let start = s.ask(&space);
     assert!(start.iter().any(|r| r.genome == sl));
-    let results: Vec<Scored> = start
-        .iter()
-        .map(|r| Scored {
-            id: r.id,
-            fitness: if r.genome == sl { 1.0 } else { 0.25 },
-        })
-        .collect();
-    s.tell(&space, &results).unwrap();
+    s.tell(
+        &space,
+        &answer(&start, |r| if r.genome == sl { 1.0 } else { 0.25 }),
+    )
+    .unwrap();
     assert_eq!(s.finalists[0].0, sl);
 }
 
@@ -842,7 +822,7 @@ fn the_default_depth_start_makes_its_probes_on_four_times_the_last_stage() {
     let settings = default_settings(1);
     let mut st = setup(&space, budget, &errors);
     st.kind = Kind::Depth;
-    let mut s = settings.build(&st).unwrap();
+    let s = settings.build(&st).unwrap();
     let crate::Start::Best { of, tokens } = &s.cfg.start else {
         panic!("the default start is a warm start: {:?}", s.cfg.start)
     };
