@@ -33,8 +33,6 @@ compare depth30-full results/depth-shortened-llama@dropped9 results/errorbars-de
 for t in 60 50; do
   compare sparsity$t results/sparsity-$t-{dp,uniform,owl,evopress} results/errorbars-sparsity$t-s{0,1,2}
 done
-python3 experiments/error-bars/table.py > results/error-bars/table.md
-python3 scripts/study-scale.py results/depth-evopress/dropped6 results/errorbars-* > results/error-bars/scale.md
 
 # The searches' fitness on a calibration mix of the three genres (assets/text/mixed-calib; none of
 # the held-out text), and the calibrated depth baselines on the same mix. DP's sparsity genome
@@ -63,3 +61,31 @@ compare depth30-incumbent results/depth-shortened-llama@dropped9 results/errorba
 for t in 60 50; do
   compare sparsity$t-incumbent results/sparsity-$t-{dp,uniform,owl} results/errorbars-sparsity$t-incumbent-s{0,1,2}
 done
+
+# Sub-blocks: attention and MLP dropped separately (configs/db/depth.ron), at most the parameters
+# that 6 and 9 whole blocks leave; and the published random start (best of 64 random genomes on
+# 2048 tokens) with the default's schedule otherwise, which asks more tokens than the default.
+for v in depth20-subblock depth30-subblock depth20-random depth30-random; do
+  for s in 0 1 2; do run $v-s$s; done
+done
+for p in 20:6 30:9; do
+  b=${p%%:*}; n=${p##*:}
+  compare depth$b-subblock-random results/depth-shortened-llama@dropped$n results/errorbars-depth$b-incumbent-s{0,1,2} \
+    results/errorbars-depth$b-subblock-s{0,1,2} results/errorbars-depth$b-random-s{0,1,2}
+done
+# Diagnostic: the 30%-depth genomes on the search's own text (the calibration mix, 12,288 tokens
+# of each genre at 512-token windows, 8,192 at the search's 128), not on the held-out genres.
+"$EVOCOMP" compare results/depth-shortened-llama@dropped9 results/errorbars-depth30-incumbent-s{0,1,2} \
+  --text mix-sotu=assets/text/mixed-calib/sotu --text mix-moby=assets/text/mixed-calib/moby-dick \
+  --text mix-shake=assets/text/mixed-calib/shakespeare --tokens 12288 --context 512 --backend cpu \
+  > results/error-bars/depth30-on-the-mix-ctx512.md
+"$EVOCOMP" compare results/depth-shortened-llama@dropped9 results/errorbars-depth30-incumbent-s{1,2} \
+  --text mix-sotu=assets/text/mixed-calib/sotu --text mix-moby=assets/text/mixed-calib/moby-dick \
+  --text mix-shake=assets/text/mixed-calib/shakespeare --tokens 8192 --context 128 --batch-size 8 --backend cpu \
+  > results/error-bars/depth30-on-the-mix-ctx128.md
+# The start's probes and genomes scored on 4,096 tokens instead of the last stage's 1,024.
+for s in 0 1 2; do run depth30-probes4k-s$s; done
+compare depth30-probes4k results/depth-shortened-llama@dropped9 results/errorbars-depth30-incumbent-s{0,1,2} \
+  results/errorbars-depth30-probes4k-s{0,1,2}
+python3 experiments/error-bars/table.py > results/error-bars/table.md
+python3 scripts/study-scale.py results/depth-evopress/dropped6 results/errorbars-* > results/error-bars/scale.md

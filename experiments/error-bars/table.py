@@ -66,4 +66,14 @@ for f in sorted(ROOT.glob("*.json")):
             w = sum(lo > 0 for lo, hi in verdicts)
             print(f"| {v} | {len(idx)} | {mean(ks):.4f} ({min(ks):.4f}–{max(ks):.4f}) | "
                   f"{b} / {len(idx) - b - w} / {w} |")
+    # The default (-incumbent) against another variant seed by seed, where both are here.
+    for v, idx in variants.items():
+        default = v.rsplit("-", 1)[0] + "-incumbent"
+        if v == default or default not in variants or len(variants[default]) != len(idx):
+            continue
+        print(f"\n| seed | default − {v} pooled KL [95%] | verdict for the default |")
+        print("|---|---|---|")
+        for s, (i, j) in enumerate(zip(variants[default], idx)):
+            m, lo, hi = bootstrap(kl(i), kl(j))
+            print(f"| {s} | {m:+.4f} [{lo:+.4f}, {hi:+.4f}] | {verdict(lo, hi)} |")
     print()
