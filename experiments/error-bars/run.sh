@@ -87,5 +87,9 @@ done
 for s in 0 1 2; do run depth30-probes4k-s$s; done
 compare depth30-probes4k results/depth-shortened-llama@dropped9 results/errorbars-depth30-incumbent-s{0,1,2} \
   results/errorbars-depth30-probes4k-s{0,1,2}
+# The published random start at about the default's tokens (29 generations instead of 10).
+for s in 0 1 2; do run depth30-random29-s$s; done
+compare depth30-equal-tokens results/depth-shortened-llama@dropped9 results/errorbars-depth30-incumbent-s{0,1,2} \
+  results/errorbars-depth30-random29-s{0,1,2}
 python3 experiments/error-bars/table.py > results/error-bars/table.md
 python3 scripts/study-scale.py results/depth-evopress/dropped6 results/errorbars-depth* results/errorbars-sparsity* > results/error-bars/scale.md
