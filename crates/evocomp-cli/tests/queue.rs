@@ -101,6 +101,14 @@ fn coordinator(d: &Path, url: &str, stderr: Stdio) -> Child {
         .unwrap()
 }
 
+/// `evocomp resume results/q` through the queue at `url`.
+fn resume(d: &Path, url: &str) -> std::process::Output {
+    evocomp(
+        d,
+        &["resume", "results/q", "--no-shared-cache", "--queue", url],
+    )
+}
+
 fn server() -> NatsServer {
     NatsServer::start().expect(
         "these tests need nats-server on PATH (scripts/setup.sh installs Debian's nats-server)",
@@ -264,16 +272,7 @@ fn a_killed_coordinator_resumes_with_nothing_lost_or_evaluated_twice() {
         std::thread::sleep(Duration::from_millis(15));
         kill9(&mut c);
     }
-    ok(&evocomp(
-        d,
-        &[
-            "resume",
-            "results/q",
-            "--no-shared-cache",
-            "--queue",
-            &nats.url,
-        ],
-    ));
+    ok(&resume(d, &nats.url));
     same_best(&summary(d, "results/q"), &summary(d, "results/local"));
     let computed = computed_once(&d.join("results/q"));
     assert_eq!(fleet.done(), computed + 1, "a job was evaluated twice");
@@ -343,16 +342,7 @@ fn a_poison_job_fails_after_the_delivery_limit_and_the_study_resumes() {
     // With a sound worker the study goes on from where it stopped.
     let mut fleet = Fleet::default();
     fleet.spawn(d, &nats.url, "good", &[]);
-    ok(&evocomp(
-        d,
-        &[
-            "resume",
-            "results/q",
-            "--no-shared-cache",
-            "--queue",
-            &nats.url,
-        ],
-    ));
+    ok(&resume(d, &nats.url));
     computed_once(&d.join("results/q"));
 }
 
@@ -416,16 +406,7 @@ fn a_job_given_up_while_the_coordinator_was_down_is_recorded_on_resume() {
     // coordinator hears the advisory. The step's other jobs are evaluated.
     fleet.spawn(d, &nats.url, "next", &[]);
     std::thread::sleep(Duration::from_secs(3));
-    let o = evocomp(
-        d,
-        &[
-            "resume",
-            "results/q",
-            "--no-shared-cache",
-            "--queue",
-            &nats.url,
-        ],
-    );
+    let o = resume(d, &nats.url);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(
@@ -433,16 +414,7 @@ fn a_job_given_up_while_the_coordinator_was_down_is_recorded_on_resume() {
         "{err}"
     );
     // Retried as a new attempt, the study finishes.
-    ok(&evocomp(
-        d,
-        &[
-            "resume",
-            "results/q",
-            "--no-shared-cache",
-            "--queue",
-            &nats.url,
-        ],
-    ));
+    ok(&resume(d, &nats.url));
     computed_once(&d.join("results/q"));
 }
 
@@ -464,16 +436,7 @@ fn a_coordinator_stopped_with_ctrl_c_resumes_to_the_same_result() {
     assert_eq!(st.code(), Some(130), "{st:?}");
     // The jobs it left queued are answered while it is away.
     std::thread::sleep(Duration::from_millis(500));
-    ok(&evocomp(
-        d,
-        &[
-            "resume",
-            "results/q",
-            "--no-shared-cache",
-            "--queue",
-            &nats.url,
-        ],
-    ));
+    ok(&resume(d, &nats.url));
     same_best(&summary(d, "results/q"), &summary(d, "results/local"));
     let computed = computed_once(&d.join("results/q"));
     assert_eq!(fleet.done(), computed + 1, "a job was evaluated twice");
@@ -820,14 +783,5 @@ fn a_job_past_the_workers_limit_is_abandoned_reported_and_the_worker_goes_on() {
     drop(slow);
     let mut fast = Fleet::default();
     fast.spawn(d, &nats.url, "fast", &[]);
-    ok(&evocomp(
-        d,
-        &[
-            "resume",
-            "results/q",
-            "--no-shared-cache",
-            "--queue",
-            &nats.url,
-        ],
-    ));
+    ok(&resume(d, &nats.url));
 }
