@@ -249,15 +249,17 @@ def main():
     print(header)
     print("|" + "---|" * (len(genre_of) + 2))
     out = {"texts": genre_of, "tokens": args.tokens, "context": args.context, "configs": {}}
+    def per_window(n, what, gi):
+        """Configuration n's per-window `what` on text gi, or pooled (gi None)."""
+        return np.concatenate(scores[n][what]) if gi is None else scores[n][what][gi]
+
     for n in names:
         cells = []
         for gi in list(range(len(genre_of))) + [None]:
-            pick = (lambda s, n=n: np.concatenate(scores[n][s])) if gi is None else (lambda s, n=n, gi=gi: scores[n][s][gi])
-            kl, nll = pick("kl"), pick("nll")
+            kl, nll = per_window(n, "kl", gi), per_window(n, "nll", gi)
             cell = f"{kl.mean():.4f} ± {kl.std(ddof=1) / math.sqrt(len(kl)):.4f}, ppl {math.exp(nll.mean()):.2f}"
             if n != base:
-                ref = np.concatenate(scores[base]["kl"]) if gi is None else scores[base]["kl"][gi]
-                m, lo, hi = bootstrap(kl - ref)
+                m, lo, hi = bootstrap(kl - per_window(base, "kl", gi))
                 verdict = "better" if hi < 0 else "worse" if lo > 0 else "tie"
                 cell += f"; {m:+.4f} [{lo:+.4f}, {hi:+.4f}] {verdict}"
             cells.append(cell)

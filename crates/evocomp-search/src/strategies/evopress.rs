@@ -132,12 +132,11 @@ impl Default for SurrogateSpec {
 /// The start's best heuristic genome (random start genomes are challengers)
 /// is the incumbent: a leader that is not the incumbent replaces it only
 /// when it is better by more than `margin` standard errors of their paired
-/// gap; while it is not
-/// (or, with the incumbent leading, while the runner-up is within `margin`
-/// standard errors), the two are scored on `tokens` more fresh tokens each,
-/// up to `extend` times, so the choice is made on a sample that can tell
-/// them apart; if it still cannot, the incumbent stays. The report keeps the
-/// last gap and its standard error.
+/// gap; while it is not (or, with the incumbent leading, while the
+/// runner-up is within `margin` standard errors), the two are scored on
+/// `tokens` more fresh tokens each, up to `extend` times, so the choice is
+/// made on a sample that can tell them apart; if it still cannot, the
+/// incumbent stays. The report keeps the last gap and its standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum FinalChoice {
     Off,
@@ -731,9 +730,7 @@ pub struct EvoPress {
     /// The start's genomes that a known heuristic made (not the random
     /// ones): the best of them on the start's sample is the final choice's
     /// incumbent. A random genome that scores better there on a small
-    /// sample is a challenger, not the incumbent (experiments/error-bars:
-    /// at 30% depth one did, and Shortened LLaMA's genome, better by 0.08
-    /// KL on 24,576 tokens of the same text, never reached the final choice).
+    /// sample is a challenger that must beat it by the margin.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub heuristics: Vec<Genome>,
 }
