@@ -21,6 +21,14 @@ pub struct QueueAuth {
     /// A file holding the NATS server's authorization token.
     #[arg(long, value_name = "FILE")]
     pub queue_token_file: Option<PathBuf>,
+    /// A NATS credentials file (user JWT and nkey seed, as `nsc` writes it)
+    /// for a server in operator mode.
+    #[arg(long, value_name = "FILE")]
+    pub queue_creds: Option<PathBuf>,
+    /// A file holding a user nkey seed (SU...) for a server whose users are
+    /// nkeys.
+    #[arg(long, value_name = "FILE")]
+    pub queue_nkey: Option<PathBuf>,
     /// A CA certificate (PEM) for the server's TLS; TLS is then required.
     #[arg(long, value_name = "FILE")]
     pub queue_ca: Option<PathBuf>,
@@ -31,8 +39,12 @@ impl QueueAuth {
         evocomp::queue::access(
             url,
             self.queue_key.as_deref(),
-            self.queue_token_file.as_deref(),
-            self.queue_ca.as_deref(),
+            evocomp::queue::Login {
+                token_file: self.queue_token_file.clone(),
+                creds: self.queue_creds.clone(),
+                nkey: self.queue_nkey.clone(),
+                ca: self.queue_ca.clone(),
+            },
         )
     }
 }

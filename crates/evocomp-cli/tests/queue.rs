@@ -713,6 +713,102 @@ fn a_server_with_a_user_and_password_takes_them_from_the_url_and_never_shows_the
     );
 }
 
+/// A study through a server that asks for a login file (`flag FILE` on the
+/// coordinator and the worker) reaches the thread pool's result; a
+/// stranger's file of the same kind is refused by the server, and a file
+/// that is not one is refused before connecting, naming it.
+fn study_with_login_file(nats: &NatsServer, d: &Path, flag: &str, file: &str, stranger: &str) {
+    local_then_queued(d, SHORT);
+    let reference = summary(d, "results/local");
+    let mut fleet = Fleet::default();
+    fleet.spawn(d, &nats.url, "w", &[flag, file]);
+    let o = bin()
+        .current_dir(d)
+        .args([
+            "run",
+            "q.ron",
+            "--no-shared-cache",
+            "--queue",
+            &nats.url,
+            flag,
+            file,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    same_best(&summary(d, "results/q"), &reference);
+    // Without the file, or with another holder's, the server says no.
+    for extra in [vec![], vec![flag, stranger]] {
+        let mut args = vec!["status", "results/q", "--queue", nats.url.as_str()];
+        args.extend(extra);
+        let o = evocomp(d, &args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} connected");
+        assert!(err.contains("connecting to the queue"), "{err}");
+    }
+    // Not a seed or credentials file at all: refused, naming it.
+    std::fs::write(d.join("junk.txt"), "not a key\n").unwrap();
+    let o = evocomp(
+        d,
+        &[
+            "status",
+            "results/q",
+            "--queue",
+            &nats.url,
+            flag,
+            "junk.txt",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("junk.txt"), "{err}");
+}
+
+#[test]
+fn a_server_whose_users_are_nkeys_takes_a_seed_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let nats = NatsServer::start_with_nkey_user(&d.join("user.nk")).expect("nats-server on PATH");
+    // A stranger's seed: a valid user nkey the server does not know.
+    let other = tempfile::tempdir().unwrap();
+    drop(NatsServer::start_with_nkey_user(&other.path().join("x.nk")).unwrap());
+    std::fs::copy(other.path().join("x.nk"), d.join("stranger.nk")).unwrap();
+    study_with_login_file(&nats, d, "--queue-nkey", "user.nk", "stranger.nk");
+    // The public key where the seed belongs: said so.
+    let seed = std::fs::read_to_string(d.join("user.nk")).unwrap();
+    let public = evocomp_queue::testing::public_key_of(seed.trim()).unwrap();
+    std::fs::write(d.join("public.nk"), public).unwrap();
+    let o = evocomp(
+        d,
+        &[
+            "status",
+            "results/q",
+            "--queue",
+            &nats.url,
+            "--queue-nkey",
+            "public.nk",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("public.nk") && err.contains("not an nkey seed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_server_in_operator_mode_takes_a_credentials_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let nats =
+        NatsServer::start_in_operator_mode(&d.join("user.creds")).expect("nats-server on PATH");
+    // Credentials from another operator: a JWT this server cannot verify.
+    let other = tempfile::tempdir().unwrap();
+    drop(NatsServer::start_in_operator_mode(&other.path().join("x.creds")).unwrap());
+    std::fs::copy(other.path().join("x.creds"), d.join("stranger.creds")).unwrap();
+    study_with_login_file(&nats, d, "--queue-creds", "user.creds", "stranger.creds");
+}
+
 #[test]
 fn a_server_restarted_mid_study_is_waited_for_and_the_study_finishes() {
     let mut nats = server();

@@ -18,6 +18,12 @@ pub struct Access {
     pub key: Option<QueueKey>,
     /// A file holding the server's authorization token.
     pub token_file: Option<PathBuf>,
+    /// A NATS credentials file (a user JWT and its nkey seed, as `nsc`
+    /// writes them), for a server in operator (decentralised JWT) mode.
+    pub creds: Option<PathBuf>,
+    /// A file holding a user nkey seed (`SU...`), for a server whose
+    /// users are nkeys: the server's nonce is signed with it.
+    pub nkey: Option<PathBuf>,
     /// A CA certificate (PEM) the server's TLS certificate must chain to;
     /// TLS is then required.
     pub ca: Option<PathBuf>,
@@ -89,6 +95,30 @@ struct ParsedUrl {
     auth: Option<(String, Option<String>)>,
 }
 
+/// The user nkey seed in file `f`, checked (a seed that does not decode,
+/// or one of an operator or account rather than a user, is refused here
+/// rather than as a bare authentication failure at the server).
+fn read_nkey_seed(f: &std::path::Path) -> Result<String> {
+    let text =
+        std::fs::read_to_string(f).map_err(|e| anyhow!("queue nkey {}: {e}", f.display()))?;
+    let seed = text.trim().to_string();
+    let pair = nkeys::KeyPair::from_seed(&seed).map_err(|e| {
+        anyhow!(
+            "queue nkey {}: not an nkey seed ({e}); it holds the seed that `nk -gen user` \
+             prints (SU...), not the public key (U...)",
+            f.display()
+        )
+    })?;
+    if !matches!(pair.key_pair_type(), nkeys::KeyPairType::User) {
+        return Err(anyhow!(
+            "queue nkey {}: the seed of {:?} key, not of a user (SU...)",
+            f.display(),
+            pair.key_pair_type()
+        ));
+    }
+    Ok(seed)
+}
+
 /// Connect with `access` and make sure the streams exist.
 pub async fn connect(access: &Access, name: &str) -> Result<Connection> {
     let parsed = access.parse();
@@ -107,6 +137,18 @@ pub async fn connect(access: &Access, name: &str) -> Result<Connection> {
         let token =
             std::fs::read_to_string(f).map_err(|e| anyhow!("queue token {}: {e}", f.display()))?;
         opts = opts.token(token.trim().to_string());
+    }
+    if let Some(f) = &access.nkey {
+        opts = opts.nkey(read_nkey_seed(f)?);
+    }
+    if let Some(f) = &access.creds {
+        if !f.is_file() {
+            return Err(anyhow!("queue credentials {}: not a file", f.display()));
+        }
+        opts = opts
+            .credentials_file(f)
+            .await
+            .map_err(|e| anyhow!("queue credentials {}: {e}", f.display()))?;
     }
     if let Some(ca) = &access.ca {
         if !ca.is_file() {

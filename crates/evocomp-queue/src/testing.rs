@@ -2,6 +2,7 @@
 
 use anyhow::{Context as _, Result, bail};
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,42 @@ pub struct NatsServer {
     store: tempfile::TempDir,
     port: u16,
     extra: Vec<String>,
+    /// The folder of the configuration file the server was started with.
+    conf: Option<tempfile::TempDir>,
+}
+
+/// The public key (`U...`) of an nkey seed.
+pub fn public_key_of(seed: &str) -> Result<String> {
+    Ok(nkeys::KeyPair::from_seed(seed)?.public_key())
+}
+
+/// A NATS JWT (`ed25519-nkey`) for `subject`, issued and signed by `issuer`.
+fn jwt(
+    issuer: &nkeys::KeyPair,
+    subject: &nkeys::KeyPair,
+    name: &str,
+    nats: serde_json::Value,
+) -> Result<String> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let mut claims = serde_json::json!({
+        "iat": now,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject.public_key(),
+        "nats": nats,
+    });
+    // The id is a hash of the claims without it, as nats-io/jwt makes it.
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(serde_json::to_vec(&claims)?);
+    claims["jti"] = hex::encode(digest).into();
+    let body = b64.encode(serde_json::to_vec(&claims)?);
+    let signed = format!("{header}.{body}");
+    let signature = issuer.sign(signed.as_bytes())?;
+    Ok(format!("{signed}.{}", b64.encode(signature)))
 }
 
 impl NatsServer {
@@ -26,6 +63,91 @@ impl NatsServer {
         Self::start_with(&["--user", user, "--pass", password])
     }
 
+    /// One whose only user is an nkey: its seed (`SU...`) is written to
+    /// `seed_file`.
+    pub fn start_with_nkey_user(seed_file: &Path) -> Result<Self> {
+        let user = nkeys::KeyPair::new_user();
+        std::fs::write(seed_file, format!("{}\n", user.seed()?))?;
+        let conf = format!(
+            "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+            user.public_key()
+        );
+        Self::start_with_conf(&conf, &[])
+    }
+
+    /// One in operator mode (decentralised JWT authentication, the account
+    /// preloaded in memory, JetStream enabled for it): a user's credentials
+    /// file, as `nsc generate creds` writes it, is written to `creds`.
+    pub fn start_in_operator_mode(creds: &Path) -> Result<Self> {
+        let operator = nkeys::KeyPair::new_operator();
+        let account = nkeys::KeyPair::new_account();
+        let user = nkeys::KeyPair::new_user();
+        let op_jwt = jwt(
+            &operator,
+            &operator,
+            "evocomp-test-operator",
+            serde_json::json!({"type": "operator", "version": 2}),
+        )?;
+        let unlimited = serde_json::json!({
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1,
+            "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+        });
+        let acc_jwt = jwt(
+            &operator,
+            &account,
+            "evocomp-test-account",
+            serde_json::json!({"limits": unlimited, "type": "account", "version": 2}),
+        )?;
+        // JetStream in operator mode needs a system account.
+        let system = nkeys::KeyPair::new_account();
+        let sys_jwt = jwt(
+            &operator,
+            &system,
+            "SYS",
+            serde_json::json!({"type": "account", "version": 2}),
+        )?;
+        let user_jwt = jwt(
+            &account,
+            &user,
+            "evocomp-test-user",
+            serde_json::json!({
+                "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+                "type": "user", "version": 2
+            }),
+        )?;
+        std::fs::write(
+            creds,
+            format!(
+                "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+                 ************************* IMPORTANT *************************\n\
+                 NKEY Seed printed below can be used to sign and prove identity.\n\n\
+                 -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+                user.seed()?
+            ),
+        )?;
+        let conf = format!(
+            "operator: \"{op_jwt}\"\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {sys}: \"{sys_jwt}\"\n  {acc}: \"{acc_jwt}\"\n}}\n",
+            sys = system.public_key(),
+            acc = account.public_key()
+        );
+        Self::start_with_conf(&conf, &[])
+    }
+
+    /// One started with the configuration file `conf` (kept beside its store).
+    fn start_with_conf(conf: &str, extra: &[&str]) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("nats.conf");
+        std::fs::write(&file, conf)?;
+        let file = file.to_string_lossy().into_owned();
+        let mut args = vec!["-c", file.as_str()];
+        args.extend_from_slice(extra);
+        let mut s = Self::start_with(&args)?;
+        s.conf = Some(dir);
+        Ok(s)
+    }
+
     fn start_with(extra: &[&str]) -> Result<Self> {
         let store = tempfile::tempdir()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -37,6 +159,7 @@ impl NatsServer {
             store,
             port,
             extra,
+            conf: None,
         };
         s.wait_listening()?;
         Ok(s)
@@ -48,7 +171,7 @@ impl NatsServer {
             .arg(store)
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(store.join("nats-server.log"))?)
             .spawn()
             .context(
                 "starting nats-server (install it: `apt-get install nats-server`, \
@@ -72,7 +195,9 @@ impl NatsServer {
         let t0 = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Some(st) = self.child.try_wait()? {
-                bail!("nats-server exited at start ({st})");
+                let log = std::fs::read_to_string(self.store.path().join("nats-server.log"))
+                    .unwrap_or_default();
+                bail!("nats-server exited at start ({st}): {}", log.trim());
             }
             if t0.elapsed() > Duration::from_secs(10) {
                 bail!("nats-server did not listen on port {port} within 10 s");

@@ -12,20 +12,32 @@ pub use evocomp_queue::status::workers;
 pub use evocomp_queue::{Access, QueueKey};
 
 /// The queue a coordinator, worker or `status` reaches: `url` (with a
-/// `user:password@` or `token@` in it, if the server asks), a token file, a
-/// CA certificate for TLS, and the queue key file that signs messages.
-pub fn access(
-    url: &str,
-    key: Option<&std::path::Path>,
-    token_file: Option<&std::path::Path>,
-    ca: Option<&std::path::Path>,
-) -> Result<Access> {
+/// `user:password@` or `token@` in it, if the server asks), the server's
+/// credentials, a CA certificate for TLS, and the queue key that signs
+/// messages.
+pub fn access(url: &str, key: Option<&std::path::Path>, login: Login) -> Result<Access> {
     Ok(Access {
         url: url.to_string(),
         key: key.map(QueueKey::read).transpose()?,
-        token_file: token_file.map(Into::into),
-        ca: ca.map(Into::into),
+        token_file: login.token_file,
+        creds: login.creds,
+        nkey: login.nkey,
+        ca: login.ca,
     })
+}
+
+/// The files that log in to a NATS server, besides a URL's own
+/// `user:password@` (each optional; a server asks for one kind).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Login {
+    /// The server's authorization token.
+    pub token_file: Option<std::path::PathBuf>,
+    /// A credentials file (user JWT and nkey seed) for operator mode.
+    pub creds: Option<std::path::PathBuf>,
+    /// A user nkey seed.
+    pub nkey: Option<std::path::PathBuf>,
+    /// A CA certificate (PEM) for the server's TLS; TLS is then required.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// How a worker runs.
