@@ -6,9 +6,9 @@ use crate::manifest::Manifest;
 use crate::spec::Compression;
 use crate::units::{Level, UnitTarget};
 use crate::{DbError, Result};
+use evocomp_gguf::Mapped;
 use evocomp_model::{HostTensor, KvPolicy, KvQuant, LlamaModel};
 use evocomp_search::{Kind, Space, SpaceError, UnitLevels};
-use memmap2::Mmap;
 use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -23,9 +23,9 @@ pub struct Database {
     pub manifest: Manifest,
     /// sha256 of `manifest.json` as read.
     fingerprint: String,
-    /// Each unit's variants file and its map (the file kept to see whether
-    /// it shrank under the map).
-    maps: Vec<Option<(std::fs::File, Mmap)>>,
+    /// Each unit's variants file, mapped (a read that finds it cut short
+    /// is an error).
+    maps: Vec<Option<Mapped>>,
     /// Per unit, once its file was first read in this process: None when its
     /// sha256 matched the manifest, else what is wrong.
     checked: Vec<OnceLock<Option<String>>>,
@@ -76,9 +76,10 @@ impl Database {
                     ),
                 });
             }
-            // SAFETY: read-only map; the database is not modified while open.
-            let map = unsafe { Mmap::map(&f) }.map_err(DbError::io(&p))?;
-            maps.push(Some((f, map)));
+            // SAFETY: read-only map; a file cut short under it is an error at
+            // the next read (`Mapped`).
+            let map = unsafe { Mapped::map(f) }.map_err(DbError::io(&p))?;
+            maps.push(Some(map));
         }
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -192,21 +193,40 @@ impl Database {
         (0..self.manifest.units.len()).try_for_each(|ui| self.check_file(ui))
     }
 
-    /// Unit `ui`'s map, once its file is seen to have the size it was mapped
-    /// with ([`evocomp_gguf::shrank`]).
-    fn map(&self, ui: usize) -> Result<Option<&Mmap>> {
-        let Some((f, m)) = &self.maps[ui] else {
+    /// Unit `ui`'s map, if it has a file.
+    fn map(&self, ui: usize) -> Option<&Mapped> {
+        self.maps[ui].as_ref()
+    }
+
+    /// `read` over unit `ui`'s file, an error naming it if the file was cut
+    /// short before or during the read (None: the unit has no file).
+    fn read_unit<T>(&self, ui: usize, read: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
+        let Some(m) = self.map(ui) else {
             return Ok(None);
         };
-        match evocomp_gguf::shrank(f, m.len() as u64) {
-            Some(message) => Err(DbError::Corrupt {
-                path: self
-                    .dir
-                    .join(self.manifest.units[ui].file.as_deref().unwrap_or("?")),
-                message,
-            }),
-            None => Ok(Some(m)),
+        m.read(read)
+            .map(Some)
+            .map_err(|message| self.damaged(ui, message))
+    }
+
+    fn damaged(&self, ui: usize, message: String) -> DbError {
+        DbError::Corrupt {
+            path: self
+                .dir
+                .join(self.manifest.units[ui].file.as_deref().unwrap_or("?")),
+            message,
         }
+    }
+
+    /// Whether every byte read from the database's files so far was the
+    /// files' own (one was cut short under its map: an error naming it).
+    pub fn intact(&self) -> Result<()> {
+        for (ui, m) in self.maps.iter().enumerate() {
+            if let Some(message) = m.as_ref().and_then(Mapped::check) {
+                return Err(self.damaged(ui, message));
+            }
+        }
+        Ok(())
     }
 
     /// Unit `ui`'s file against the sha256 the manifest records, hashed the
@@ -214,11 +234,14 @@ impl Database {
     /// not verified) and remembered.
     fn check_file(&self, ui: usize) -> Result<()> {
         let u = &self.manifest.units[ui];
-        let (Some(map), Some(want)) = (self.map(ui)?, &u.sha256) else {
+        let (Some(map), Some(want)) = (self.map(ui), &u.sha256) else {
             return Ok(());
         };
         let damaged = self.checked[ui].get_or_init(|| {
-            let got = hex::encode(Sha256::digest(&map[..]));
+            let got = match map.read(|bytes| hex::encode(Sha256::digest(bytes))) {
+                Ok(got) => got,
+                Err(message) => return Some(message),
+            };
             (*want != got).then(|| {
                 format!(
                     "sha256 {got}, but the manifest records {want}: the file was damaged or \
@@ -239,39 +262,43 @@ impl Database {
     pub fn variant(&self, ui: usize, level: i64) -> Result<HostTensor> {
         let u = &self.manifest.units[ui];
         let path = self.dir.join(u.file.as_deref().unwrap_or("?"));
-        let map = self
-            .map(ui)?
-            .ok_or_else(|| DbError::BadGenome(format!("{} has no stored variants", u.name)))?;
         let bad = |message: String| DbError::Corrupt {
             path: path.clone(),
             message,
         };
         self.check_file(ui)?;
-        let st = SafeTensors::deserialize(map).map_err(|e| bad(e.to_string()))?;
         let shape = u
             .shape
             .ok_or_else(|| bad(format!("{} has no weight shape", u.name)))?;
-        let data = crate::codec::decode(&st, &level_tensor(level), shape)
-            .map_err(|e| bad(format!("level {level}: {e}")))?;
+        let data = self
+            .read_unit(ui, |map| {
+                let st = SafeTensors::deserialize(map).map_err(|e| e.to_string())?;
+                crate::codec::decode(&st, &level_tensor(level), shape)
+                    .map_err(|e| format!("level {level}: {e}"))
+            })?
+            .ok_or_else(|| DbError::BadGenome(format!("{} has no stored variants", u.name)))?
+            .map_err(bad)?;
         Ok(HostTensor::new(shape.to_vec(), data))
     }
 }
 
 impl Database {
     /// Unit `ui`'s variant at `level` as the ggml blocks a GGUF file stores
-    /// (GGUF-types databases), checked against the manifest's hash.
+    /// (GGUF-types databases), checked against the manifest's hash. The
+    /// bytes come from the map: a caller that keeps them asks
+    /// [`Self::intact`] once done.
     pub fn ggml_variant(
         &self,
         ui: usize,
         level: i64,
     ) -> Result<Option<(evocomp_gguf::GgmlType, &[u8])>> {
         let u = &self.manifest.units[ui];
-        let Some(map) = self.map(ui)? else {
+        let Some(map) = self.map(ui) else {
             return Ok(None);
         };
         let path = self.dir.join(u.file.as_deref().unwrap_or("?"));
         self.check_file(ui)?;
-        let st = SafeTensors::deserialize(map).map_err(|e| DbError::Corrupt {
+        let st = SafeTensors::deserialize(map.bytes()).map_err(|e| DbError::Corrupt {
             path: path.clone(),
             message: e.to_string(),
         })?;

@@ -587,8 +587,10 @@ impl BuildCtx<'_> {
                 let entry = &manifest.units[ui];
                 let p = &prepared[&ui];
                 let level = &entry.levels[li];
-                let kept = level_type(level)
-                    .and_then(|ty| source_blocks(self.source, self.cfg, entry, ty));
+                let kept = match level_type(level) {
+                    Some(ty) => source_blocks(self.source, self.cfg, entry, ty)?,
+                    None => None,
+                };
                 let (v, ggml) =
                     compress_variant(&p.w, Some(p.h), self.compression, level, kept, p.imatrix)
                         .map_err(|e| DbError::Compress(format!("{}: {e}", entry.name)))?;
@@ -674,7 +676,7 @@ fn build_table(
     for (li, level) in entry.levels.iter().enumerate() {
         let ty = gguf_type(compression, level)?;
         let bytes = level_blocks(
-            source_blocks(source, cfg, entry, ty),
+            source_blocks(source, cfg, entry, ty)?,
             ty,
             &t.data,
             cols,
@@ -726,19 +728,27 @@ fn source_blocks(
     cfg: &LlamaConfig,
     unit: &UnitEntry,
     ty: GgmlType,
-) -> Option<Vec<u8>> {
-    let source = source?;
-    let name = tensor_role(unit.unit.target)?.gguf_name(unit.unit.layer);
-    let info = source.tensor_info(&name)?;
-    let [rows, _] = unit.shape?;
-    if info.ty != ty || info.shape() != unit.shape?.to_vec() {
-        return None;
+) -> Result<Option<Vec<u8>>> {
+    let Some(source) = source else {
+        return Ok(None);
+    };
+    let Some(name) = tensor_role(unit.unit.target).map(|r| r.gguf_name(unit.unit.layer)) else {
+        return Ok(None);
+    };
+    let (Some(info), Some(shape)) = (source.tensor_info(&name), unit.shape) else {
+        return Ok(None);
+    };
+    if info.ty != ty || info.shape() != shape.to_vec() {
+        return Ok(None);
     }
     let bytes = source.tensor_bytes(info);
-    Some(match gguf_rope_heads(cfg, unit.unit.target) {
-        Some(heads) => evocomp_model::permute_rope_row_bytes(bytes, rows, heads, false),
+    let blocks = match gguf_rope_heads(cfg, unit.unit.target) {
+        Some(heads) => evocomp_model::permute_rope_row_bytes(bytes, shape[0], heads, false),
         None => bytes.to_vec(),
-    })
+    };
+    // Cut short under the map while copied: not the file's blocks.
+    source.intact(&name)?;
+    Ok(Some(blocks))
 }
 
 /// The GGUF type of `level` in a GGUF-types database.

@@ -269,7 +269,11 @@ pub fn export_gguf(
         w.tensor_borrowed(name.clone(), dims, *ty, bytes.as_ref())
             .map_err(|e| DbError::Unsupported(e.to_string()))?;
     }
-    let bytes = write_file(&w, out)?;
+    // Every tensor came from a map: written only if none was cut short meanwhile.
+    let bytes = write_file(&w, out, || {
+        source.intact("(copied into the export)")?;
+        db.intact()
+    })?;
     let total: u64 = weights_by_type.values().sum();
     let bits: f64 = tensors
         .iter()
@@ -441,9 +445,10 @@ fn imatrix_metadata(w: &mut GgufWriter, db: &Database) -> Result<()> {
     Ok(())
 }
 
-/// `w` written to a temporary name beside `out`, synced and renamed; the
+/// `w` written to a temporary name beside `out`, synced, and renamed if
+/// `verify` (asked once the bytes are written) finds nothing wrong; the
 /// file's size.
-fn write_file(w: &GgufWriter, out: &Path) -> Result<u64> {
+fn write_file(w: &GgufWriter, out: &Path, verify: impl FnOnce() -> Result<()>) -> Result<u64> {
     let tmp = out.with_extension("gguf.tmp");
     let io = |e| DbError::Io {
         path: tmp.clone(),
@@ -455,6 +460,10 @@ fn write_file(w: &GgufWriter, out: &Path) -> Result<u64> {
     let file = buf.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
     drop(file);
+    if let Err(e) = verify() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, out).map_err(DbError::io(out))?;
     Ok(std::fs::metadata(out).map_err(DbError::io(out))?.len())
 }

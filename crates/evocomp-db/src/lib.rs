@@ -79,6 +79,9 @@ pub enum DbError {
     Forward(#[from] evocomp_model::ForwardError),
     #[error(transparent)]
     Model(#[from] evocomp_model::ModelError),
+    /// The source GGUF model (its file names itself).
+    #[error(transparent)]
+    Gguf(#[from] evocomp_gguf::GgufError),
     #[error("the backend failed: {0}")]
     Backend(String),
     #[error("{0}")]

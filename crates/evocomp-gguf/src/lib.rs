@@ -5,6 +5,7 @@
 //! error that names the file and the problem.
 
 mod dequant;
+mod mapped;
 mod mix;
 mod quantize;
 mod reader;
@@ -14,11 +15,10 @@ mod value;
 mod writer;
 
 pub use dequant::{DequantError, dequantize};
+pub use mapped::{Mapped, shrank};
 pub use mix::{Preset, TensorRole, fallback};
 pub use quantize::{QuantizeError, can_quantize, quantize};
-pub use reader::{
-    DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufError, GgufFile, MAX_ARRAY_DEPTH, TensorInfo, shrank,
-};
+pub use reader::{DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufError, GgufFile, MAX_ARRAY_DEPTH, TensorInfo};
 pub use types::GgmlType;
 pub use value::{Value, ValueType};
 pub use writer::{GgufWriter, WriteSizeError};

@@ -1,7 +1,7 @@
 //! Reading a GGUF file: header, metadata, tensor table, alignment, memory-mapped data.
 
+use crate::mapped::Mapped;
 use crate::{DequantError, GgmlType, Value, ValueType, dequantize};
-use memmap2::Mmap;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -10,20 +10,6 @@ pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 
 /// Everything that can go wrong reading a GGUF file. Every variant names the file.
-/// Whether `file`, mapped when it had `mapped` bytes, has fewer now (what
-/// to say, then). A file cut short under its map kills the process with
-/// SIGBUS on the first read past its new end: every reader of a mapped file
-/// (GGUF tensors, safetensors shards, database variants) looks first.
-pub fn shrank(file: &File, mapped: u64) -> Option<String> {
-    let now = file.metadata().map(|m| m.len()).unwrap_or(0);
-    (now < mapped).then(|| {
-        format!(
-            "the file shrank to {now} bytes while open (it had {mapped}): rewritten or \
-             truncated under this process?"
-        )
-    })
-}
-
 /// How deep metadata arrays may nest (arrays of arrays of ...).
 pub const MAX_ARRAY_DEPTH: usize = 8;
 
@@ -57,10 +43,11 @@ pub enum GgufError {
     TooDeep { path: PathBuf, key: String },
     #[error("{path}: not a regular file (a FIFO, socket, device or folder cannot be a GGUF model)")]
     NotAFile { path: PathBuf },
-    #[error("{path}: reading tensor {tensor:?}: {message}")]
+    #[error("{path}: reading {what}: {message}")]
     Shrunk {
         path: PathBuf,
-        tensor: String,
+        /// `tensor "name"`, or the header.
+        what: String,
         message: String,
     },
     #[error("{path}: metadata key {key:?} is not valid UTF-8")]
@@ -143,9 +130,8 @@ impl TensorInfo {
 /// An open, memory-mapped, validated GGUF file.
 pub struct GgufFile {
     path: PathBuf,
-    /// The mapped file, kept to see whether it shrank under the map.
-    file: File,
-    mmap: Mmap,
+    /// The mapped file (a read that finds it cut short is an error).
+    map: Mapped,
     version: u32,
     metadata: Vec<(String, Value)>,
     index: HashMap<String, usize>,
@@ -364,17 +350,18 @@ impl GgufFile {
         }
         let file = File::open(path).map_err(io)?;
         // SAFETY: the file is opened read-only and we never hand out the map
-        // beyond the lifetime of `GgufFile`; like every mmap-based loader we
-        // assume nobody truncates the file while it is open.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
-        Self::from_mmap(path, file, mmap)
+        // beyond the lifetime of `GgufFile`; a file cut short under it is an
+        // error at the next read (`Mapped`).
+        let map = unsafe { Mapped::map(file) }.map_err(io)?;
+        Self::from_map(path, map)
     }
 
-    fn from_mmap(path: &Path, file: File, mmap: Mmap) -> Result<Self, GgufError> {
+    fn from_map(path: &Path, map: Mapped) -> Result<Self, GgufError> {
+        let mmap = map.bytes();
         let len = mmap.len() as u64;
         let mut c = Cursor {
             path,
-            bytes: &mmap,
+            bytes: mmap,
             pos: 0,
         };
         let magic = c.take(4.min(len), &|| "the magic number".into())?;
@@ -489,10 +476,17 @@ impl GgufFile {
             }
         }
 
+        // Parsed from the file's own bytes only if none was cut meanwhile.
+        if let Some(message) = map.check() {
+            return Err(GgufError::Shrunk {
+                path: path.to_path_buf(),
+                what: "the header".into(),
+                message,
+            });
+        }
         Ok(Self {
             path: path.to_path_buf(),
-            file,
-            mmap,
+            map,
             version,
             metadata,
             index,
@@ -587,9 +581,26 @@ impl GgufFile {
         self.data_offset
     }
 
+    ///
+    /// The bytes come from the map: a caller that keeps what it read asks
+    /// [`Self::intact`] afterwards (a file cut short under the map reads as
+    /// zeros past its new end).
     pub fn tensor_bytes(&self, info: &TensorInfo) -> &[u8] {
         let start = (self.data_offset + info.offset) as usize;
-        &self.mmap[start..start + info.byte_size() as usize]
+        &self.map.bytes()[start..start + info.byte_size() as usize]
+    }
+
+    /// Whether every byte read from this file so far was the file's: an
+    /// error naming the file and `tensor` when it was cut short under the map.
+    pub fn intact(&self, tensor: &str) -> Result<(), GgufError> {
+        match self.map.check() {
+            Some(message) => Err(GgufError::Shrunk {
+                path: self.path.clone(),
+                what: format!("tensor {tensor:?}"),
+                message,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// A tensor dequantised to f32, with its row-major shape.
@@ -600,19 +611,15 @@ impl GgufFile {
                 path: self.path.clone(),
                 name: name.to_string(),
             })?;
-        if let Some(message) = shrank(&self.file, self.mmap.len() as u64) {
-            return Err(GgufError::Shrunk {
-                path: self.path.clone(),
-                tensor: name.to_string(),
-                message,
-            });
-        }
+        self.intact(name)?;
         let data = dequantize(info.ty, self.tensor_bytes(info), info.n_elements() as usize)
             .map_err(|source| GgufError::Dequant {
                 path: self.path.clone(),
                 tensor: name.to_string(),
                 source,
-            })?;
-        Ok((info.shape(), data))
+            });
+        // Cut during the read: the zeros it saw are not the tensor.
+        self.intact(name)?;
+        Ok((info.shape(), data?))
     }
 }

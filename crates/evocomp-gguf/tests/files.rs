@@ -350,3 +350,33 @@ fn a_file_truncated_while_open_is_an_error_naming_it_not_a_sigbus() {
     let e = e.to_string();
     assert!(e.contains("model.gguf") && e.contains("shrank"), "{e}");
 }
+
+#[test]
+fn a_file_cut_between_the_check_and_the_read_is_an_error_too() {
+    // What a reader that borrows the map's bytes meets when the cut lands
+    // after its check: the lost pages read as zeros (no SIGBUS), and
+    // `intact` afterwards names the file.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("model.gguf");
+    let mut w = GgufWriter::new();
+    w.meta("general.architecture", "llama");
+    w.tensor_f32("a", &[1024, 8], &[0.5; 8192]);
+    w.tensor_f32("b", &[1024, 8], &[0.25; 8192]);
+    w.write(&p).unwrap();
+    let f = GgufFile::open(&p).unwrap();
+    f.intact("b").unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(f.tensor_data_start() + 1024)
+        .unwrap();
+    let b = f.tensor_info("b").unwrap();
+    let last = *f.tensor_bytes(b).last().unwrap();
+    assert_eq!(last, 0, "a lost page reads as zeros");
+    let e = f.intact("b").unwrap_err().to_string();
+    assert!(
+        e.contains("model.gguf") && e.contains("tensor \"b\"") && e.contains("shrank"),
+        "{e}"
+    );
+}

@@ -10,7 +10,6 @@ use crate::weights::{
 };
 use burn::tensor::Device;
 use evocomp_gguf::GgufFile;
-use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
@@ -386,9 +385,8 @@ impl TensorSource for GgufSource {
 struct HfFolder {
     info: ModelInfo,
     /// (file, map), and per tensor: its index in `info.tensors` and the shard holding it.
-    /// Each shard's path, file (kept to see whether it shrank under the map)
-    /// and map.
-    shards: Vec<(PathBuf, std::fs::File, Mmap)>,
+    /// Each shard's path and map (a read that finds it cut short is an error).
+    shards: Vec<(PathBuf, evocomp_gguf::Mapped)>,
     location: BTreeMap<String, (usize, usize)>,
 }
 
@@ -445,12 +443,14 @@ impl HfFolder {
         for (i, f) in files.iter().enumerate() {
             crate::error::regular_file(f)?;
             let file = std::fs::File::open(f).map_err(ModelError::io(f))?;
-            // SAFETY: read-only map of a file we do not modify while loading.
-            let mmap = unsafe { Mmap::map(&file) }.map_err(ModelError::io(f))?;
-            let st = SafeTensors::deserialize(&mmap).map_err(|e| ModelError::Safetensors {
-                path: f.clone(),
-                message: e.to_string(),
-            })?;
+            // SAFETY: read-only map of a file we do not modify while loading;
+            // one cut short under it is an error at the next read (`Mapped`).
+            let mmap = unsafe { evocomp_gguf::Mapped::map(file) }.map_err(ModelError::io(f))?;
+            let st =
+                SafeTensors::deserialize(mmap.bytes()).map_err(|e| ModelError::Safetensors {
+                    path: f.clone(),
+                    message: e.to_string(),
+                })?;
             let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
             names.sort();
             for name in names {
@@ -466,7 +466,13 @@ impl HfFolder {
                 location.insert(name, (tensors.len() - 1, i));
             }
             drop(st);
-            shards.push((f.clone(), file, mmap));
+            if let Some(message) = mmap.check() {
+                return Err(ModelError::Safetensors {
+                    path: f.clone(),
+                    message,
+                });
+            }
+            shards.push((f.clone(), mmap));
         }
         let mut all_files = vec![dir.join("config.json")];
         all_files.extend(files);
@@ -500,39 +506,40 @@ impl TensorSource for HfFolder {
         let Some(&(_, i)) = self.location.get(name) else {
             return Ok(None);
         };
-        let (path, file, mmap) = &self.shards[i];
+        let (path, mmap) = &self.shards[i];
         let bad = |message: String| ModelError::Safetensors {
             path: path.clone(),
             message,
         };
-        if let Some(message) = evocomp_gguf::shrank(file, mmap.len() as u64) {
-            return Err(bad(message));
-        }
-        let st = SafeTensors::deserialize(mmap).map_err(|e| bad(e.to_string()))?;
-        let view = st.tensor(name).map_err(|e| bad(e.to_string()))?;
-        let bytes = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(ModelError::UnsupportedDtype {
-                    path: path.clone(),
-                    name: name.to_string(),
-                    dtype: format!("{other:?}"),
-                });
-            }
-        };
-        Ok(Some(HostTensor::new(view.shape().to_vec(), data)))
+        let read = mmap.read(|bytes| -> Result<(Vec<usize>, Vec<f32>)> {
+            let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+            let view = st.tensor(name).map_err(|e| bad(e.to_string()))?;
+            let bytes = view.data();
+            let data: Vec<f32> = match view.dtype() {
+                Dtype::F32 => bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+                Dtype::F16 => bytes
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                Dtype::BF16 => bytes
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                other => {
+                    return Err(ModelError::UnsupportedDtype {
+                        path: path.clone(),
+                        name: name.to_string(),
+                        dtype: format!("{other:?}"),
+                    });
+                }
+            };
+            Ok((view.shape().to_vec(), data))
+        });
+        let (shape, data) = read.map_err(|m| bad(format!("reading tensor {name:?}: {m}")))??;
+        Ok(Some(HostTensor::new(shape, data)))
     }
 }
 
