@@ -425,7 +425,8 @@ impl Executor<'_> {
     ) -> Result<bool> {
         let (prep, study) = (self.prep, self.study);
         let mut stopped = false;
-        for _ in 0..work.jobs.len() {
+        let step_jobs = work.jobs.len();
+        for answered in 1..=step_jobs {
             let d = self.pool.recv()?;
             let idx = work
                 .jobs
@@ -481,6 +482,8 @@ impl Executor<'_> {
                 worker: d.worker,
                 evaluations: self.evaluations,
                 cache_hits: self.hits,
+                step_done: answered,
+                step_jobs,
             };
             for o in observers.iter_mut() {
                 o.on_result(&ev)?;

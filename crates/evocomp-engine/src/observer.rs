@@ -37,6 +37,11 @@ pub struct ResultEvent {
     pub worker: String,
     pub evaluations: usize,
     pub cache_hits: usize,
+    /// Jobs of the current step answered so far (this one included), and
+    /// how many the step has: a long step (a first step that scores
+    /// thousands of candidates) shows its own progress.
+    pub step_done: usize,
+    pub step_jobs: usize,
 }
 
 /// Something that watches a study run.
@@ -65,6 +70,8 @@ pub trait Observer {
 pub struct ProgressObserver {
     bar: ProgressBar,
     best: Option<f64>,
+    /// When the current step began (its jobs' rate and ETA).
+    step_started: std::time::Instant,
 }
 
 impl ProgressObserver {
@@ -80,19 +87,47 @@ impl ProgressObserver {
                 .progress_chars("=> "),
             );
             b.set_prefix(label.to_string());
+            // The clock moves while a long job (a first step's teacher
+            // outputs over a large sample) has nothing to report yet.
+            b.enable_steady_tick(std::time::Duration::from_secs(1));
             b
         } else {
             ProgressBar::hidden()
         };
-        Self { bar, best: None }
+        Self {
+            bar,
+            best: None,
+            step_started: std::time::Instant::now(),
+        }
     }
 
     fn message(&self, evaluations: usize, hits: usize) -> String {
-        format!(
-            "evals {evaluations} (cache hits {hits})  best {}",
-            self.best.map_or("-".into(), |f| format!("{f:.5}"))
-        )
+        progress_message(evaluations, hits, self.best, None)
     }
+}
+
+/// The bar's message: evaluations, cache hits, the best fitness, and for a
+/// step of many jobs `(answered, jobs, seconds so far)`, that step's own
+/// count, rate and ETA.
+pub fn progress_message(
+    evaluations: usize,
+    hits: usize,
+    best: Option<f64>,
+    step: Option<(usize, usize, f64)>,
+) -> String {
+    let mut m = format!(
+        "evals {evaluations} (cache hits {hits})  best {}",
+        best.map_or("-".into(), |f| format!("{f:.5}"))
+    );
+    if let Some((done, jobs, secs)) = step.filter(|&(d, j, _)| j > 1 && d < j) {
+        let rate = done as f64 / secs.max(1e-9);
+        let left = (jobs - done) as f64 / rate.max(1e-12);
+        m.push_str(&format!(
+            "  this step {done}/{jobs} ({rate:.2}/s, {} left)",
+            indicatif::HumanDuration(std::time::Duration::from_secs_f64(left.min(1e9)))
+        ));
+    }
+    m
 }
 
 impl Observer for ProgressObserver {
@@ -103,12 +138,18 @@ impl Observer for ProgressObserver {
         self.bar.set_position(at.progress.step as u64);
         self.bar.reset_eta();
         self.best = at.best.as_ref().map(|b| b.fitness);
+        self.step_started = std::time::Instant::now();
         Ok(())
     }
 
     fn on_result(&mut self, r: &ResultEvent) -> Result<()> {
-        self.bar
-            .set_message(self.message(r.evaluations, r.cache_hits));
+        let secs = self.step_started.elapsed().as_secs_f64();
+        self.bar.set_message(progress_message(
+            r.evaluations,
+            r.cache_hits,
+            self.best,
+            Some((r.step_done, r.step_jobs, secs)),
+        ));
         Ok(())
     }
 
@@ -118,6 +159,7 @@ impl Observer for ProgressObserver {
         self.best = at.best.as_ref().map(|b| b.fitness);
         self.bar
             .set_message(self.message(at.evaluations, at.cache_hits));
+        self.step_started = std::time::Instant::now();
         Ok(())
     }
 
@@ -206,5 +248,32 @@ impl Observer for History {
             metrics: at.metrics.iter().cloned().collect(),
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_message;
+
+    #[test]
+    fn a_long_step_shows_its_own_count_rate_and_time_left() {
+        let m = progress_message(250, 3, Some(0.123456), Some((250, 10_000, 50.0)));
+        assert!(
+            m.starts_with("evals 250 (cache hits 3)  best 0.12346"),
+            "{m}"
+        );
+        // 5 a second: 9,750 left take 32.5 minutes (rounded).
+        assert!(
+            m.contains("this step 250/10000 (5.00/s, 33 minutes left)"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn a_step_of_one_job_or_a_finished_step_says_nothing_more() {
+        let plain = "evals 7 (cache hits 0)  best -";
+        assert_eq!(progress_message(7, 0, None, Some((1, 1, 3.0))), plain);
+        assert_eq!(progress_message(7, 0, None, Some((40, 40, 3.0))), plain);
+        assert_eq!(progress_message(7, 0, None, None), plain);
     }
 }
