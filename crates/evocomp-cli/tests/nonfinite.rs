@@ -1,6 +1,7 @@
 //! A model whose forward pass gives NaN (one weight set to NaN) is an
 //! error, never a score: `perplexity` and `kld` refuse it, and a study over
 //! it stops with the error instead of finishing on an arbitrary genome.
+//! Each error names the block whose output first stopped being finite.
 
 mod common;
 
@@ -43,6 +44,11 @@ fn a_model_with_a_nan_weight_is_an_error_not_a_score() {
             e.contains("not finite") && e.contains("nan.gguf"),
             "{args:?}: {e}"
         );
+        // Where: the block whose weight holds the NaN.
+        assert!(
+            e.contains("first not finite after block 1 (of 4)"),
+            "{args:?}: {e}"
+        );
     }
     // A study of the NaN model: the depth database stores nothing, so the
     // search runs, and its first evaluation stops it.
@@ -64,5 +70,6 @@ fn a_model_with_a_nan_weight_is_an_error_not_a_score() {
         String::from_utf8_lossy(&o.stdout)
     );
     assert!(e.contains("not finite"), "{e}");
+    assert!(e.contains("first not finite after block 1 (of 4)"), "{e}");
     assert!(!d.join("results/nan/summary.json").exists());
 }

@@ -323,6 +323,7 @@ impl Evaluator {
             skip_positions: model.exact_prefix(),
             ..*opts
         };
+        let located = |e| evocomp_eval::locate_nonfinite(e, model, &sample.sequences);
         let r = if reuse {
             let states = &anchor.as_ref().expect("built").states;
             kl_to_teacher_with(
@@ -335,7 +336,8 @@ impl Evaluator {
                     let h = model.forward_layers(h, start..n, &mut NoHook)?;
                     Ok(model.head(h))
                 },
-            )?
+            )
+            .map_err(located)?
         } else {
             kl_to_teacher_with(
                 &sample,
@@ -343,7 +345,8 @@ impl Evaluator {
                 opts,
                 &ProgressBar::hidden(),
                 &|_, batch| Ok(model.forward(batch)?),
-            )?
+            )
+            .map_err(located)?
         };
         stats.layers_run += (n - start) as u64;
         stats.layers_full += n as u64;
@@ -364,7 +367,8 @@ impl Evaluator {
             &opts,
             &ProgressBar::hidden(),
             &|_, batch| Ok(self.model.forward(batch)?),
-        )?;
+        )
+        .map_err(|e| evocomp_eval::locate_nonfinite(e, &self.model, &sample.sequences))?;
         Ok(r)
     }
 

@@ -8,7 +8,7 @@
 //! reused for other models on the same tokens, as llama.cpp's
 //! `--kl-divergence-base` file is.
 
-use crate::{EvalError, EvalOptions, HostRows, Result, argmax, batches, check_batch};
+use crate::{EvalError, EvalOptions, HostRows, Result, argmax, batches, check_batch, model_rows};
 use evocomp_model::LlamaModel;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
@@ -205,9 +205,9 @@ pub fn token_scores(
     let mut done = 0usize;
     for r in batches(windows, opts.batch_size) {
         let batch = &windows[r.clone()];
-        let rows = HostRows::new(model.forward(batch)?)?;
+        let rows = model_rows(model, batch)?;
         let base_rows = match &base {
-            Base::Model { model: b, .. } => Some(HostRows::new(b.forward(batch)?)?),
+            Base::Model { model: b, .. } => Some(model_rows(b, batch)?),
             Base::Saved(_) => None,
         };
         for (i, w) in batch.iter().enumerate() {

@@ -52,10 +52,19 @@ pub enum EvalError {
     /// variant) is not finite. Nothing is scored, so nothing non-finite
     /// reaches a store or a cache.
     #[error(
-        "the model's output is not finite (NaN or infinite) at sequence {sequence}, position {position}: \
-         a weight or a database variant holds NaN or infinity; no score was recorded"
+        "the model's output is not finite (NaN or infinite) at sequence {sequence}, position {position}{}: \
+         a weight or a database variant holds NaN or infinity; no score was recorded",
+        origin.as_ref().map_or(String::new(), |o| format!(" (first not finite after {o})"))
     )]
-    NonFinite { sequence: usize, position: usize },
+    NonFinite {
+        /// The sequence in its batch (as [`HostRows::new`] sees it), or in
+        /// the sample once a caller that knows the batch's place says so.
+        sequence: usize,
+        position: usize,
+        /// The first stage of the forward pass whose output is not finite
+        /// ([`LlamaModel::first_nonfinite`]), where it was looked for.
+        origin: Option<String>,
+    },
 }
 
 pub type Result<T, E = EvalError> = std::result::Result<T, E>;
@@ -213,6 +222,35 @@ fn check_batch(opts: &EvalOptions) -> Result<()> {
     Ok(())
 }
 
+/// `model`'s logits of `batch` on the host; logits that are not finite are
+/// an error that says where in the model they first stopped being finite.
+fn model_rows(model: &LlamaModel, batch: &[Vec<u32>]) -> Result<HostRows> {
+    HostRows::new(model.forward(batch)?).map_err(|e| locate_nonfinite(e, model, batch))
+}
+
+/// `e` with the stage of `model` whose output is first not finite on the
+/// sequence it names (of `sequences`), when it is a [`EvalError::NonFinite`]
+/// without one; any other error as it is.
+pub fn locate_nonfinite(e: EvalError, model: &LlamaModel, sequences: &[Vec<u32>]) -> EvalError {
+    match e {
+        EvalError::NonFinite {
+            sequence,
+            position,
+            origin: None,
+        } => {
+            let origin = sequences
+                .get(sequence)
+                .and_then(|s| model.first_nonfinite(s).ok().flatten());
+            EvalError::NonFinite {
+                sequence,
+                position,
+                origin,
+            }
+        }
+        e => e,
+    }
+}
+
 /// A batch's logits on the host: `[B, T, vocab]` row-major, with each
 /// row's log-sum-exp (so a log-probability is `logit - lse`).
 struct HostRows {
@@ -231,6 +269,7 @@ impl HostRows {
             return Err(EvalError::NonFinite {
                 sequence: r / dims[1].max(1),
                 position: r % dims[1].max(1),
+                origin: None,
             });
         }
         Ok(Self { logits, lse, dims })
@@ -288,7 +327,7 @@ pub fn compute_teacher(
     }
     let one = |_: usize, r: Range<usize>| -> Result<(Vec<TeacherSeq>, u64)> {
         let batch = &sample.sequences[r];
-        let rows = HostRows::new(model.forward(batch)?)?;
+        let rows = model_rows(model, batch)?;
         let [b, t, v] = rows.dims;
         let mut seqs = Vec::with_capacity(b);
         for i in 0..b {
@@ -408,6 +447,7 @@ pub fn kl_to_teacher(
     kl_to_teacher_with(sample, teacher, opts, progress, &|_, batch| {
         Ok(model.forward(batch)?)
     })
+    .map_err(|e| locate_nonfinite(e, model, &sample.sequences))
 }
 
 /// Makes the logits `[B, T, vocab]` of batch `i` (of [`batches`]).
@@ -433,7 +473,19 @@ pub fn kl_to_teacher_with(
     // Per batch: its next-token log-probs and each position's KL, in order.
     let one = |bi: usize, r: Range<usize>| -> Result<(Vec<f32>, Vec<f64>, u64, usize)> {
         let batch = &sample.sequences[r.clone()];
-        let rows = HostRows::new(logits(bi, batch)?)?;
+        // A sequence that is not finite named by its place in the sample.
+        let rows = HostRows::new(logits(bi, batch)?).map_err(|e| match e {
+            EvalError::NonFinite {
+                sequence,
+                position,
+                origin,
+            } => EvalError::NonFinite {
+                sequence: r.start + sequence,
+                position,
+                origin,
+            },
+            e => e,
+        })?;
         let [b, t, v] = rows.dims;
         if v != teacher.vocab {
             return Err(EvalError::Invalid(format!(
@@ -545,7 +597,7 @@ pub fn perplexity(
                 "a window needs at least 2 tokens".into(),
             ));
         }
-        let tl = HostRows::new(model.forward(batch)?)?.target_logp(batch);
+        let tl = model_rows(model, batch)?.target_logp(batch);
         Ok((tl, batch.iter().map(|s| s.len() as u64).sum()))
     };
     let (mut sum, mut n) = (0.0f64, 0usize);

@@ -1,7 +1,7 @@
 //! Per-window scores of several students against one teacher on the same
 //! windows: what a paired comparison (the bootstrap over windows) needs.
 
-use crate::{EvalError, EvalOptions, HostRows, Result, batches, check_batch};
+use crate::{EvalError, EvalOptions, Result, batches, check_batch, model_rows};
 use evocomp_model::LlamaModel;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
@@ -39,7 +39,7 @@ pub fn window_scores(
     let mut out = vec![Vec::with_capacity(windows.len()); students.len()];
     for r in batches(windows, opts.batch_size) {
         let batch = &windows[r];
-        let t_rows = HostRows::new(teacher.forward(batch)?)?;
+        let t_rows = model_rows(teacher, batch)?;
         let [b, t, v] = t_rows.dims;
         // Per position: the teacher's log-probabilities, probabilities and argmax.
         let mut logp = vec![0f32; b * t * v];
@@ -70,7 +70,7 @@ pub fn window_scores(
         }
         let t_nll = t_rows.target_logp(batch);
         for (si, s) in students.iter().enumerate() {
-            let rows = HostRows::new(s.forward(batch)?)?;
+            let rows = model_rows(s, batch)?;
             if rows.dims != t_rows.dims {
                 return Err(EvalError::Invalid(format!(
                     "student logits {:?} differ from the teacher's {:?}",

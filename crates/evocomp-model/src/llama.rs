@@ -497,6 +497,34 @@ impl LlamaModel {
         self.linear(x, head, None).reshape([b, t, vocab])
     }
 
+    /// Where the forward pass of `tokens` first stops being finite (NaN or
+    /// an infinity): `"the token embeddings"`, `"block L (of N)"` or `"the
+    /// final norm and output head"`; None when every stage is finite. Run
+    /// stage by stage on the live weights (a genome applied included), so
+    /// it names the stage a NaN weight or an overflow comes from.
+    pub fn first_nonfinite(&self, tokens: &[u32]) -> Result<Option<String>, ForwardError> {
+        // Host reads: one sequence's states are small. A read that fails
+        // says nothing (None), the caller's error stands without a place.
+        let finite = |t: Tensor<3>| {
+            t.try_into_data()
+                .ok()
+                .and_then(|d| d.convert::<f32>().try_into_vec::<f32>().ok())
+                .is_none_or(|v| v.iter().all(|x| x.is_finite()))
+        };
+        let n = self.blocks.len();
+        let mut h = self.embed(self.tokens_to_device(&[tokens.to_vec()])?);
+        if !finite(h.clone()) {
+            return Ok(Some("the token embeddings".into()));
+        }
+        for l in 0..n {
+            h = self.block(l, h, &mut NoHook);
+            if !finite(h.clone()) {
+                return Ok(Some(format!("block {l} (of {n})")));
+            }
+        }
+        Ok((!finite(self.head(h))).then(|| "the final norm and output head".into()))
+    }
+
     /// Logits `[B, T, vocab]` for a batch of equal-length sequences.
     pub fn forward(&self, batch: &[Vec<u32>]) -> Result<Tensor<3>, ForwardError> {
         self.forward_hooked(batch, &mut NoHook)
