@@ -16,7 +16,7 @@ use evocomp_compress::{Hessian, Matrix, QuantConfig, prune, quantize};
 use evocomp_data::Sample;
 use evocomp_gguf::{GgmlType, GgufFile};
 use evocomp_model::{
-    HostTensor, LinearKind, LlamaConfig, LlamaModel, LlamaWeights, LoadedModel, NoHook,
+    HostTensor, LayerWeights, LinearKind, LlamaConfig, LlamaModel, LoadedModel, NoHook,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -268,12 +268,11 @@ pub fn build_database(
         _ => None,
     };
     if !tables.is_empty() {
-        let weights = model.weights()?;
         for &ui in &tables {
             build_table(
                 &mut manifest,
                 ui,
-                weights,
+                model,
                 compression,
                 source.as_ref(),
                 cfg,
@@ -296,8 +295,10 @@ pub fn build_database(
     };
     // Only weight units have files, and every weight method calibrates.
     let calib = calib.ok_or(DbError::Plan("this method needs calibration data".into()))?;
-    let weights = model.weights()?;
-    let mut net = LlamaModel::new(cfg, weights, device);
+    // The network in f32, streamed block by block from the file (or from
+    // the host weights if something read them): no whole f32 host copy
+    // beside it. Each block's original weights are read when it is built.
+    let mut net = model.to_device(device, evocomp_model::WeightDtype::F32)?;
     let batch_size = 4usize;
     let embed = |s: &Sample| -> Result<Vec<Tensor<3>>> {
         s.sequences
@@ -311,7 +312,8 @@ pub fn build_database(
         None => Vec::new(),
     };
     let mut ctx = BuildCtx {
-        weights,
+        model,
+        block: None,
         source: source.as_ref(),
         imatrix: imatrix_file.as_ref(),
         cfg,
@@ -428,7 +430,9 @@ struct Prepared<'a> {
 
 /// What building one group of units needs.
 struct BuildCtx<'a> {
-    weights: &'a LlamaWeights,
+    model: &'a LoadedModel,
+    /// The original weights of the block being built, read when it starts.
+    block: Option<(usize, LayerWeights)>,
     /// The model's GGUF file, for GGUF-types databases ([`gguf_source`]).
     source: Option<&'a GgufFile>,
     /// A GGUF-types database's importance matrix from a file, by tensor name.
@@ -466,6 +470,11 @@ impl BuildCtx<'_> {
             .copied()
             .filter(|&i| !manifest.units[i].is_built())
             .collect();
+        self.block = if layer_todo.is_empty() {
+            None
+        } else {
+            Some((layer, self.model.layer(layer)?))
+        };
         match self.compression.propagation() {
             Propagation::Uncompressed => {
                 if layer_todo.is_empty() {
@@ -558,7 +567,10 @@ impl BuildCtx<'_> {
                 let h = cal[group_of(kind)].as_ref().ok_or_else(|| {
                     DbError::Backend(format!("{}: no calibration input was captured", entry.name))
                 })?;
-                let w = original(self.weights, entry.unit.layer, kind);
+                let w = match &self.block {
+                    Some((l, b)) if *l == entry.unit.layer => original(b, kind),
+                    _ => original(&self.model.layer(entry.unit.layer)?, kind),
+                };
                 let held = held[group_of(kind)].as_ref();
                 let held = held.map(|hh| (hh, w.output_energy(hh).max(f64::MIN_POSITIVE)));
                 let imatrix = match self.imatrix {
@@ -657,7 +669,7 @@ fn write_unit(
 fn build_table(
     manifest: &mut Manifest,
     ui: usize,
-    weights: &LlamaWeights,
+    model: &LoadedModel,
     compression: &Compression,
     source: Option<&GgufFile>,
     cfg: &LlamaConfig,
@@ -665,10 +677,10 @@ fn build_table(
 ) -> Result<()> {
     let entry = &manifest.units[ui];
     let t = match entry.unit.target {
-        UnitTarget::Head => weights.lm_head.as_ref().ok_or_else(|| {
+        UnitTarget::Head => model.lm_head()?.ok_or_else(|| {
             DbError::Plan("the database plans an output head, but the model ties it".into())
         })?,
-        _ => &weights.embed,
+        _ => model.embed()?,
     };
     let [rows, cols] = [t.shape[0], t.shape[1]];
     let energy: f64 = t.data.iter().map(|&v| (v as f64) * (v as f64)).sum();
@@ -906,7 +918,7 @@ pub(crate) fn read_calibration(db_dir: &Path) -> Result<Sample> {
 pub fn importance_matrix(db_dir: &Path, model: &LoadedModel, device: &Device) -> Result<Imatrix> {
     let calib = read_calibration(db_dir)?;
     let cfg = model.config();
-    let net = LlamaModel::new(cfg, model.weights()?, device);
+    let net = model.to_device(device, evocomp_model::WeightDtype::F32)?;
     let mut hs: Vec<Tensor<3>> = calib
         .sequences
         .chunks(4)
@@ -1004,8 +1016,8 @@ fn read_variant(dir: &Path, entry: &UnitEntry, level: i64) -> Result<HostTensor>
     Ok(HostTensor::new(shape.to_vec(), data))
 }
 
-fn original(weights: &LlamaWeights, layer: usize, kind: LinearKind) -> Matrix {
-    let t = weights.layers[layer].linear(kind);
+fn original(block: &LayerWeights, kind: LinearKind) -> Matrix {
+    let t = block.linear(kind);
     Matrix::new(t.shape[0], t.shape[1], t.data.clone())
 }
 

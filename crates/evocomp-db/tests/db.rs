@@ -120,6 +120,9 @@ fn levels_have_exact_costs_and_switches_keep_the_budget() {
     let dir = tmp.path().join("db");
     let r = build(&m, &fp, &sparsity(), &dir, None).unwrap();
     assert_eq!(r.built, 7 * 2);
+    // Streamed block by block: the build never read the whole model into
+    // host memory (nor left it there).
+    assert!(!m.weights_on_host());
     let db = Database::open(&dir).unwrap();
     db.verify().unwrap();
     for (ui, u) in db.manifest.units.iter().enumerate() {
@@ -675,4 +678,23 @@ fn dumped_levels_are_the_stored_variants_under_hf_module_names() {
     let e = evocomp_db::dump_levels(&Database::open(&depth_dir).unwrap(), &out, None, false)
         .unwrap_err();
     assert!(e.to_string().contains("no weight of its own"), "{e}");
+}
+
+#[test]
+fn a_build_streamed_from_the_file_equals_one_from_host_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, fp) = tiny_model(tmp.path());
+    let streamed = tmp.path().join("streamed");
+    build(&m, &fp, &sparsity(), &streamed, None).unwrap();
+    assert!(!m.weights_on_host());
+    m.weights().unwrap();
+    let held = tmp.path().join("held");
+    build(&m, &fp, &sparsity(), &held, None).unwrap();
+    let hashes = |d: &Path| -> Vec<Option<String>> {
+        let db = Database::open(d).unwrap();
+        db.manifest.units.iter().map(|u| u.sha256.clone()).collect()
+    };
+    let a = hashes(&streamed);
+    assert!(a.iter().filter(|h| h.is_some()).count() >= 7);
+    assert_eq!(a, hashes(&held));
 }

@@ -29,7 +29,7 @@ pub fn new_strategy(prep: &Prepared, device: &Device, batch_size: usize) -> Resu
         if let Some(m) = needs.outlier_ratios {
             let lor = evocomp_eval::owl_outlier_ratios(
                 &model,
-                prep.loaded.weights()?,
+                &|l| prep.loaded.layer(l),
                 &sample,
                 batch_size,
                 m,

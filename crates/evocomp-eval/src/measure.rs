@@ -5,7 +5,7 @@
 use crate::{EvalError, Result};
 use burn::tensor::Tensor;
 use evocomp_data::Sample;
-use evocomp_model::{ForwardHook, LinearKind, LlamaModel, LlamaWeights, NoHook};
+use evocomp_model::{ForwardHook, LayerWeights, LinearKind, LlamaModel, NoHook};
 use std::collections::HashMap;
 
 fn host(t: Tensor<2>) -> Result<Vec<f32>> {
@@ -42,9 +42,12 @@ impl ForwardHook for ColumnNorms {
 
 /// OWL's layer outlier ratio: the share of Wanda scores |W_ij|·‖X_j‖ over all
 /// linear layers of a block that exceed `m` times their mean.
+///
+/// `block(l)` gives block `l`'s weights on the host (read one block at a
+/// time, so no whole f32 copy of the model need be held for this).
 pub fn owl_outlier_ratios(
     model: &LlamaModel,
-    weights: &LlamaWeights,
+    block: &dyn Fn(usize) -> std::result::Result<LayerWeights, evocomp_model::ModelError>,
     sample: &Sample,
     batch_size: usize,
     m: f64,
@@ -56,8 +59,10 @@ pub fn owl_outlier_ratios(
             return Err(EvalError::Backend(format!("reading linear inputs: {e}")));
         }
     }
-    let mut out = Vec::with_capacity(weights.layers.len());
-    for (l, lw) in weights.layers.iter().enumerate() {
+    let n = model.n_layers();
+    let mut out = Vec::with_capacity(n);
+    for l in 0..n {
+        let lw = block(l).map_err(|e| EvalError::Backend(format!("block {l}'s weights: {e}")))?;
         let mut scores: Vec<f64> = Vec::new();
         for kind in LinearKind::ALL {
             let w = lw.linear(kind);

@@ -87,6 +87,30 @@ impl Mapped {
         }
     }
 
+    /// Give the pages under `bytes` (a slice of this map) back to the
+    /// system: a loader that has copied a tensor out of the map releases
+    /// it, so a model read once is not held twice (its file's pages in this
+    /// process's memory beside the copy). Only memory use changes: a page
+    /// touched again is read again from the file.
+    pub fn release(&self, bytes: &[u8]) {
+        let base = self.map.as_ptr() as usize;
+        let at = bytes.as_ptr() as usize;
+        if bytes.is_empty() || at < base || at - base + bytes.len() > self.map.len() {
+            return;
+        }
+        #[cfg(unix)]
+        // SAFETY: a read-only map of a file: nothing in it was written, so a
+        // dropped page is the file's again when touched (a page the SIGBUS
+        // handler replaced stays zeros, and the map stays marked).
+        let _ = unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                at - base,
+                bytes.len(),
+            )
+        };
+    }
+
     /// `read` over the bytes, between two [`Self::check`]s: its result only
     /// if every byte it saw came from the file.
     pub fn read<T>(&self, read: impl FnOnce(&[u8]) -> T) -> Result<T, String> {
@@ -328,6 +352,18 @@ mod tests {
         f.set_len(m.len() as u64).unwrap();
         let e = m.read(|b| b[0]).unwrap_err();
         assert!(e.contains("cut from the file"), "{e}");
+    }
+
+    #[test]
+    fn released_pages_read_the_file_again() {
+        let (_d, p) = file_of(4);
+        let m = unsafe { Mapped::map(File::open(&p).unwrap()) }.unwrap();
+        let sum = |m: &Mapped| m.bytes().iter().map(|&b| b as u64).sum::<u64>();
+        let before = sum(&m);
+        m.release(&m.bytes()[100..m.len() - 100]);
+        m.release(&[1u8, 2, 3]); // not of this map: nothing happens
+        assert_eq!(sum(&m), before);
+        assert_eq!(m.check(), None);
     }
 
     #[test]

@@ -620,6 +620,9 @@ impl GgufFile {
             });
         // Cut during the read: the zeros it saw are not the tensor.
         self.intact(name)?;
-        Ok((info.shape(), data?))
+        let data = data?;
+        // Copied out: its pages need not stay in this process's memory.
+        self.map.release(self.tensor_bytes(info));
+        Ok((info.shape(), data))
     }
 }

@@ -6,7 +6,8 @@ use crate::error::{ModelError, Result};
 use crate::llama::{LlamaModel, WeightDtype};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::{
-    HostTensor, LinearKind, LlamaWeights, Names, TensorSource, WeightReader, unpermute_rope_rows,
+    HostTensor, LayerWeights, LinearKind, LlamaWeights, Names, TensorSource, WeightReader,
+    unpermute_rope_rows,
 };
 use burn::tensor::Device;
 use evocomp_gguf::GgufFile;
@@ -151,6 +152,40 @@ impl LoadedModel {
     /// Whether the f32 host weights have been read (and are held).
     pub fn weights_on_host(&self) -> bool {
         self.weights.get().is_some()
+    }
+
+    /// Block `l`'s weights on the host in f32: a copy of the held ones when
+    /// the host weights are read, else read from the file (nothing kept), so
+    /// a caller going block by block never holds the whole model on the host.
+    pub fn layer(&self, l: usize) -> Result<LayerWeights> {
+        match self.weights.get() {
+            Some(w) => w
+                .layers
+                .get(l)
+                .cloned()
+                .ok_or_else(|| ModelError::Unsupported {
+                    path: self.info.path.clone(),
+                    message: format!("no block {l} (the model has {})", w.layers.len()),
+                }),
+            None => self.reader().layer(l),
+        }
+    }
+
+    /// The token embedding `[vocab, hidden]` in f32, as [`Self::layer`].
+    pub fn embed(&self) -> Result<HostTensor> {
+        match self.weights.get() {
+            Some(w) => Ok(w.embed.clone()),
+            None => self.reader().embed(),
+        }
+    }
+
+    /// The output head `[vocab, hidden]` in f32 (None: tied to the
+    /// embedding), as [`Self::layer`].
+    pub fn lm_head(&self) -> Result<Option<HostTensor>> {
+        match self.weights.get() {
+            Some(w) => Ok(w.lm_head.clone()),
+            None => self.reader().lm_head(),
+        }
     }
 
     /// The model on `device`, its matrices in `dtype`. From the host weights
@@ -536,6 +571,8 @@ impl TensorSource for HfFolder {
                     });
                 }
             };
+            // Copied out: its pages need not stay in this process's memory.
+            mmap.release(bytes);
             Ok((view.shape().to_vec(), data))
         });
         let (shape, data) = read.map_err(|m| bad(format!("reading tensor {name:?}: {m}")))??;
