@@ -204,9 +204,15 @@ impl Database {
         let Some(m) = self.map(ui) else {
             return Ok(None);
         };
-        m.read(read)
+        let out = m
+            .read(read)
             .map(Some)
-            .map_err(|message| self.damaged(ui, message))
+            .map_err(|message| self.damaged(ui, message));
+        // Decoded: the file's pages need not stay in this process's memory
+        // (a study touching every variant would otherwise hold the whole
+        // database; a page read again comes from the file).
+        m.release(m.bytes());
+        out
     }
 
     fn damaged(&self, ui: usize, message: String) -> DbError {
@@ -242,6 +248,7 @@ impl Database {
                 Ok(got) => got,
                 Err(message) => return Some(message),
             };
+            map.release(map.bytes());
             (*want != got).then(|| {
                 format!(
                     "sha256 {got}, but the manifest records {want}: the file was damaged or \

@@ -170,7 +170,7 @@ pub fn export_compressed_tensors(
             )));
         }
     };
-    let mat = materialize(db, cfg, weights, genome)?;
+    let mat = materialize(db, cfg, std::borrow::Cow::Borrowed(weights), genome)?;
     let mut replace: BTreeMap<String, Vec<RawTensor>> = BTreeMap::new();
     // (bits, the file's group size, 0 for one group per row) -> modules.
     let mut members: BTreeMap<(u8, usize), Vec<String>> = BTreeMap::new();
@@ -325,7 +325,7 @@ fn sparse_bitmask(
     out: &Path,
     dtype: WeightDtype,
 ) -> Result<CompressedTensorsExport> {
-    let mat = materialize(db, cfg, weights, genome)?;
+    let mat = materialize(db, cfg, std::borrow::Cow::Borrowed(weights), genome)?;
     let (value_dtype, size) = match dtype {
         WeightDtype::F32 => (Dtype::F32, 4),
         WeightDtype::F16 => (Dtype::F16, 2),

@@ -22,15 +22,17 @@ pub struct Materialized {
     pub runtime_only: Vec<String>,
 }
 
-/// Apply `genome` to a copy of `weights`.
+/// Apply `genome` to `weights`: a copy of borrowed ones, or owned ones in
+/// place (an export that reads the weights for this alone holds one copy,
+/// not two).
 pub fn materialize(
     db: &Database,
     config: &LlamaConfig,
-    weights: &LlamaWeights,
+    weights: std::borrow::Cow<'_, LlamaWeights>,
     genome: &[i64],
 ) -> Result<Materialized> {
     db.manifest.check_genome(genome)?;
-    let mut w = weights.clone();
+    let mut w = weights.into_owned();
     let mut drop = vec![false; config.n_layers];
     let mut runtime_only = Vec::new();
     for (ui, &g) in genome.iter().enumerate() {

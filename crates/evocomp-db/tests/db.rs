@@ -455,7 +455,13 @@ fn materialized_sub_blocks_compute_what_the_applied_genome_computes() {
     let d = Device::flex();
     let mut live = LlamaModel::new(m.config(), m.weights().unwrap(), &d);
     Applier::new(&db).apply(&db, &mut live, &genome).unwrap();
-    let mat = evocomp_db::materialize(&db, m.config(), m.weights().unwrap(), &genome).unwrap();
+    let mat = evocomp_db::materialize(
+        &db,
+        m.config(),
+        std::borrow::Cow::Borrowed(m.weights().unwrap()),
+        &genome,
+    )
+    .unwrap();
     assert!(mat.removed_layers.is_empty() && mat.runtime_only.is_empty());
     assert_eq!(mat.config.n_layers, 2);
     let exported = LlamaModel::new(&mat.config, &mat.weights, &d);
@@ -468,8 +474,13 @@ fn materialized_sub_blocks_compute_what_the_applied_genome_computes() {
     assert!(worst < 1e-4, "max |diff| {worst}");
     // Both blocks dropped through both of their sub-blocks: no layer is removed
     // (a sub-block database zeroes projections), and the weights differ from the original.
-    let all =
-        evocomp_db::materialize(&db, m.config(), m.weights().unwrap(), &[1, 1, 1, 1]).unwrap();
+    let all = evocomp_db::materialize(
+        &db,
+        m.config(),
+        std::borrow::Cow::Borrowed(m.weights().unwrap()),
+        &[1, 1, 1, 1],
+    )
+    .unwrap();
     assert_eq!(all.weights.layers.len(), 2);
     assert!(
         all.weights.layers[1]
@@ -477,7 +488,15 @@ fn materialized_sub_blocks_compute_what_the_applied_genome_computes() {
             .iter()
             .any(|t| t.data.iter().all(|&x| x == 0.0))
     );
-    assert!(evocomp_db::materialize(&db, m.config(), m.weights().unwrap(), &[0, 2, 0, 0]).is_err());
+    assert!(
+        evocomp_db::materialize(
+            &db,
+            m.config(),
+            std::borrow::Cow::Borrowed(m.weights().unwrap()),
+            &[0, 2, 0, 0]
+        )
+        .is_err()
+    );
 }
 
 /// Each unit's recorded error, recomputed from inputs captured here: through

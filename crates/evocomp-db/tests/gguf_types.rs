@@ -326,7 +326,13 @@ fn depth_genomes_export_with_blocks_removed_or_zeroed_and_others_are_refused() {
     let loaded = load_model(&out).unwrap();
     assert_eq!(loaded.config().n_layers, 1);
     let from_file = LlamaModel::new(loaded.config(), loaded.weights().unwrap(), &d);
-    let mat = evocomp_db::materialize(&blocks, m.config(), m.weights().unwrap(), &[1, 0]).unwrap();
+    let mat = evocomp_db::materialize(
+        &blocks,
+        m.config(),
+        std::borrow::Cow::Borrowed(m.weights().unwrap()),
+        &[1, 0],
+    )
+    .unwrap();
     let removed = LlamaModel::new(&mat.config, &mat.weights, &d);
     assert_eq!(logits(&from_file), logits(&removed));
     // Sub-blocks: a dropped attention is a zero output projection.

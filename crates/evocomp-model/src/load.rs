@@ -149,6 +149,15 @@ impl LoadedModel {
         Ok(self.weights.get_or_init(|| w))
     }
 
+    /// Every weight on the host in f32, for a caller that consumes them: a
+    /// copy of the held ones, else read from the file and not kept.
+    pub fn read_weights(&self) -> Result<LlamaWeights> {
+        match self.weights.get() {
+            Some(w) => Ok(w.clone()),
+            None => self.reader().read_all(),
+        }
+    }
+
     /// Whether the f32 host weights have been read (and are held).
     pub fn weights_on_host(&self) -> bool {
         self.weights.get().is_some()

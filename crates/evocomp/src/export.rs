@@ -571,7 +571,9 @@ fn write_hf(
     loaded: &evocomp_model::LoadedModel,
 ) -> Result<Written> {
     let out = &args.out;
-    let mat = materialize(db, loaded.config(), loaded.weights()?, &m.genome)?;
+    // Read for this alone (not kept): the genome is applied in place.
+    let weights = std::borrow::Cow::Owned(loaded.read_weights()?);
+    let mat = materialize(db, loaded.config(), weights, &m.genome)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     evocomp_model::save_hf_safetensors_as(&mat.config, &mat.weights, out, args.dtype)?;
     share(&out.join("model.safetensors"))?;
