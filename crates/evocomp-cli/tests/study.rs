@@ -970,3 +970,68 @@ fn a_hand_edited_manifest_cost_fails_verify_and_the_study() {
         );
     }
 }
+
+/// The fitness cache key names the model, database, fitness settings (dtype
+/// and matmul included), sample and genome, but not the backend: a value
+/// computed on the CPU serves a wgpu study and back (README, "Fitness
+/// cache"). A study served from the cache repeats the first one's choices
+/// bit for bit; computed afresh on the other backend, each value agrees to
+/// far below the gaps a search decides on, but not to the last bit.
+#[test]
+fn the_shared_cache_serves_one_backends_values_to_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let short = "EvoPress(preset: Sparsity, generations: Some(3), offspring: Some(4), stages: Some([(1, 64)]))";
+    let on = |name: &str, backend: &str| {
+        let p = experiment(d, name, "grid", "UniformLevel(0)", short);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(
+            &p,
+            text.replace("backend: Cpu", &format!("backend: {backend}")),
+        )
+        .unwrap();
+    };
+    on("cpu", "Cpu");
+    ok(&evocomp(d, &["run", "cpu.ron"]));
+    on("gpu", "Wgpu");
+    ok(&evocomp(d, &["run", "gpu.ron"]));
+    let cpu = journal(&d.join("results/cpu"));
+    let served = journal(&d.join("results/gpu"));
+    assert!(!computed(&cpu).is_empty());
+    assert!(
+        computed(&served).is_empty(),
+        "the wgpu study computed {:?}",
+        computed(&served)
+    );
+    let (a, b) = (summary(d, "results/cpu"), summary(d, "results/gpu"));
+    same_search(&a, &b);
+    // Afresh on wgpu: every value close to the CPU's.
+    on("fresh", "Wgpu");
+    ok(&evocomp(d, &["run", "fresh.ron", "--no-shared-cache"]));
+    let fresh = journal(&d.join("results/fresh"));
+    assert!(!computed(&fresh).is_empty());
+    let mut compared = 0;
+    for t in &fresh {
+        if let Some(c) = cpu
+            .iter()
+            .find(|c| c.sample == t.sample && c.genome == t.genome)
+        {
+            let rel = ((t.fitness - c.fitness) / c.fitness).abs();
+            assert!(
+                rel < 1e-4,
+                "{:?}: cpu {} wgpu {}",
+                t.genome,
+                c.fitness,
+                t.fitness
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared >= 4, "only {compared} evaluations in common");
+}
+
+fn same_search(a: &serde_json::Value, b: &serde_json::Value) {
+    assert_eq!(a["best"]["genome"], b["best"]["genome"]);
+    assert_eq!(a["best"]["search_fitness"], b["best"]["search_fitness"]);
+}
