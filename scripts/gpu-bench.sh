@@ -10,7 +10,8 @@
 #
 # Needs a release build (built here when $EVOCOMP is unset and cargo is
 # present) and the SmolLM2 asset (scripts/fetch-assets.sh). Time: the build,
-# then about 1-3 minutes of benchmarks.
+# then about 1-3 minutes of benchmarks, then the 1.1B-parameter part (its
+# GGUF written here, about a minute; its bench; a short depth study).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out="${1:-/tmp/evocomp-gpu-bench}"
@@ -61,4 +62,53 @@ if [ -n "$py" ] && "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_avai
 else
   echo "PyTorch CUDA: not run (no Python given, or its torch sees no GPU)" >> "$summary"
 fi
+# Issue 31: the 1.1B-parameter shape (TinyLlama's, seeded random weights, made here by the
+# random_model example: no Python needed) in f16 on wgpu, its GPU memory, and a short depth
+# study on it. BIG_SHAPE=small and BIG_DTYPE=f32 try this part on lavapipe.
+big="$out/${BIG_SHAPE:-tinyllama-1b}.gguf"
+big_dtype="${BIG_DTYPE:-f16}"
+if [ ! -f "$big" ]; then
+  cargo run --release -p evocomp-model --example random_model -- "${BIG_SHAPE:-tinyllama-1b}" "$big" \
+    >> "$summary" 2>> "$out/random-model.log"
+fi
+sample_memory "$out/gpu-memory-1b-wgpu-$big_dtype.csv" & sampler=$!
+"$bin" bench --model "$big" --text "$text" --sequences "${SEQUENCES:-32}" --seq-len "${SEQ_LEN:-512}" \
+  --batch-size "${BATCH:-8}" --top-k 64 --repeats "${REPEATS:-3}" --backends wgpu --dtypes "$big_dtype" \
+  --json "$out/bench-1b-wgpu-$big_dtype.json" 2>&1 | tee -a "$out/bench-1b.log" | tail -n 3 >> "$summary" \
+  || echo "1B wgpu $big_dtype: failed (see $out/bench-1b.log)" >> "$summary"
+kill "$sampler" 2>/dev/null || true
+echo "peak GPU memory in use, 1B wgpu $big_dtype: $(peak "$out/gpu-memory-1b-wgpu-$big_dtype.csv") (MiB)" >> "$summary"
+abs_text="$(cd "$text" && pwd)"
+cat > "$out/db-1b-depth.ron" <<RON
+DatabaseSpec(
+    model: "$big",
+    output: "$out/db-1b-depth",
+    calibration: (text: "$abs_text", sequences: 8, seq_len: 512, seed: 0),
+    compression: Depth(unit: Block),
+)
+RON
+cat > "$out/study-1b-depth.ron" <<RON
+Experiment(
+    name: "study-1b-depth",
+    model: "$big",
+    database: "$out/db-1b-depth.ron",
+    output: "$out/study-1b-depth",
+    data: (calibration: "$abs_text", evaluation: "$abs_text", held_out_tokens: 2048, held_out_context: 512),
+    budget: Dropped(4),
+    strategy: EvoPress(preset: Depth, generations: 5, offspring: 8, stages: [(1, 2048)], start: Some(BestOfRandom(candidates: 8, tokens: 2048))),
+    fitness: (metric: Kl, teacher: TopK(64), seq_len: 512, tokens: 2048, batch_size: 8, dtype: ${big_dtype^}),
+    backend: Wgpu,
+    seed: 0,
+)
+RON
+rm -rf "$out/study-1b-depth"
+sample_memory "$out/gpu-memory-1b-study.csv" & sampler=$!
+start_s=$(date +%s)
+if "$bin" run "$out/study-1b-depth.ron" > "$out/study-1b.log" 2>&1; then
+  echo "1B depth study (wgpu $big_dtype, 5 generations x 8 on 2,048 tokens): $(( $(date +%s) - start_s )) s; $(tail -n 2 "$out/study-1b.log" | tr '\n' ' ')" >> "$summary"
+else
+  echo "1B depth study: failed (see $out/study-1b.log)" >> "$summary"
+fi
+kill "$sampler" 2>/dev/null || true
+echo "peak GPU memory in use, 1B study: $(peak "$out/gpu-memory-1b-study.csv") (MiB)" >> "$summary"
 cat "$summary"
