@@ -101,6 +101,16 @@ fn coordinator(d: &Path, url: &str, stderr: Stdio) -> Child {
         .unwrap()
 }
 
+/// `evocomp run q.ron --queue URL` with `extra` arguments, to its end.
+fn queued_run(d: &Path, url: &str, extra: &[&str]) -> std::process::Output {
+    bin()
+        .current_dir(d)
+        .args(["run", "q.ron", "--no-shared-cache", "--queue", url])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 /// `evocomp resume results/q` through the queue at `url`.
 fn resume(d: &Path, url: &str) -> std::process::Output {
     evocomp(
@@ -544,19 +554,7 @@ fn with_a_queue_key_forged_results_published_first_are_dropped_and_counted() {
     let mut fleet = Fleet::default();
     let k = key.to_str().unwrap();
     fleet.spawn(d, &nats.url, "w", &["--queue-key", k]);
-    let o = bin()
-        .current_dir(d)
-        .args([
-            "run",
-            "q.ron",
-            "--no-shared-cache",
-            "--queue",
-            &nats.url,
-            "--queue-key",
-            k,
-        ])
-        .output()
-        .unwrap();
+    let o = queued_run(d, &nats.url, &["--queue-key", k]);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     h.join().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -722,19 +720,7 @@ fn study_with_login_file(nats: &NatsServer, d: &Path, flag: &str, file: &str, st
     let reference = summary(d, "results/local");
     let mut fleet = Fleet::default();
     fleet.spawn(d, &nats.url, "w", &[flag, file]);
-    let o = bin()
-        .current_dir(d)
-        .args([
-            "run",
-            "q.ron",
-            "--no-shared-cache",
-            "--queue",
-            &nats.url,
-            flag,
-            file,
-        ])
-        .output()
-        .unwrap();
+    let o = queued_run(d, &nats.url, &[flag, file]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     same_best(&summary(d, "results/q"), &reference);
     // Without the file, or with another holder's, the server says no.

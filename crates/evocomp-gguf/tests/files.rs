@@ -325,25 +325,33 @@ fn a_fifo_or_folder_is_refused_without_blocking() {
     }
 }
 
-#[test]
-fn a_file_truncated_while_open_is_an_error_naming_it_not_a_sigbus() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("model.gguf");
+/// A GGUF of two tensors larger than a page ("a", then "b"), opened; and a
+/// function that cuts the file 1,024 bytes into its data, so that whole
+/// pages of the map, "b"'s among them, are lost.
+fn two_tensors(dir: &std::path::Path) -> (GgufFile, impl Fn(&GgufFile)) {
+    let p = dir.join("model.gguf");
     let mut w = GgufWriter::new();
     w.meta("general.architecture", "llama");
-    // Tensors larger than a page, so the cut leaves whole pages unmapped.
     w.tensor_f32("a", &[1024, 8], &[0.5; 8192]);
     w.tensor_f32("b", &[1024, 8], &[0.25; 8192]);
     w.write(&p).unwrap();
-    let f = GgufFile::open(&p).unwrap();
+    let cut = move |f: &GgufFile| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(f.tensor_data_start() + 1024)
+            .unwrap()
+    };
+    (GgufFile::open(dir.join("model.gguf")).unwrap(), cut)
+}
+
+#[test]
+fn a_file_truncated_while_open_is_an_error_naming_it_not_a_sigbus() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, cut) = two_tensors(dir.path());
     assert_eq!(f.dequantize("a").unwrap().1[0], 0.5);
-    let cut = f.tensor_data_start() as usize + 1024;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(cut as u64)
-        .unwrap();
+    cut(&f);
     let Err(e) = f.dequantize("b") else {
         panic!("read past the new end")
     };
@@ -357,20 +365,9 @@ fn a_file_cut_between_the_check_and_the_read_is_an_error_too() {
     // after its check: the lost pages read as zeros (no SIGBUS), and
     // `intact` afterwards names the file.
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("model.gguf");
-    let mut w = GgufWriter::new();
-    w.meta("general.architecture", "llama");
-    w.tensor_f32("a", &[1024, 8], &[0.5; 8192]);
-    w.tensor_f32("b", &[1024, 8], &[0.25; 8192]);
-    w.write(&p).unwrap();
-    let f = GgufFile::open(&p).unwrap();
+    let (f, cut) = two_tensors(dir.path());
     f.intact("b").unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(f.tensor_data_start() + 1024)
-        .unwrap();
+    cut(&f);
     let b = f.tensor_info("b").unwrap();
     let last = *f.tensor_bytes(b).last().unwrap();
     assert_eq!(last, 0, "a lost page reads as zeros");
