@@ -64,7 +64,8 @@ else
 fi
 # Issue 31: the 1.1B-parameter shape (TinyLlama's, seeded random weights, made here by the
 # random_model example: no Python needed) in f16 on wgpu, its GPU memory, and a short depth
-# study on it. BIG_SHAPE=small and BIG_DTYPE=f32 try this part on lavapipe.
+# study on it. BIG_SHAPE=small BIG_DTYPE=f32 STUDY_TOKENS=64 STUDY_GENERATIONS=1 SEQ_LEN=32 try
+# this part on lavapipe.
 big="$out/${BIG_SHAPE:-tinyllama-1b}.gguf"
 big_dtype="${BIG_DTYPE:-f16}"
 if [ ! -f "$big" ]; then
@@ -79,6 +80,9 @@ sample_memory "$out/gpu-memory-1b-wgpu-$big_dtype.csv" & sampler=$!
 kill "$sampler" 2>/dev/null || true
 echo "peak GPU memory in use, 1B wgpu $big_dtype: $(peak "$out/gpu-memory-1b-wgpu-$big_dtype.csv") (MiB)" >> "$summary"
 abs_text="$(cd "$text" && pwd)"
+study_tokens="${STUDY_TOKENS:-2048}"
+study_seq="${SEQ_LEN:-512}"
+study_generations="${STUDY_GENERATIONS:-5}"
 cat > "$out/db-1b-depth.ron" <<RON
 DatabaseSpec(
     model: "$big",
@@ -93,10 +97,10 @@ Experiment(
     model: "$big",
     database: "$out/db-1b-depth.ron",
     output: "$out/study-1b-depth",
-    data: (calibration: "$abs_text", evaluation: "$abs_text", held_out_tokens: 2048, held_out_context: 512),
+    data: (calibration: "$abs_text", evaluation: "$abs_text", held_out_tokens: $study_tokens, held_out_context: $study_seq),
     budget: Dropped(4),
-    strategy: EvoPress(preset: Depth, generations: 5, offspring: 8, stages: [(1, 2048)], start: Some(BestOfRandom(candidates: 8, tokens: 2048))),
-    fitness: (metric: Kl, teacher: TopK(64), seq_len: 512, tokens: 2048, batch_size: 8, dtype: ${big_dtype^}),
+    strategy: EvoPress(preset: Depth, generations: $study_generations, offspring: 8, stages: [(1, $study_tokens)], start: Some(BestOfRandom(candidates: 8, tokens: $study_tokens))),
+    fitness: (metric: Kl, teacher: TopK(64), seq_len: $study_seq, tokens: $study_tokens, batch_size: ${BATCH:-8}, dtype: ${big_dtype^}),
     backend: Wgpu,
     seed: 0,
 )
@@ -105,7 +109,7 @@ rm -rf "$out/study-1b-depth"
 sample_memory "$out/gpu-memory-1b-study.csv" & sampler=$!
 start_s=$(date +%s)
 if "$bin" run "$out/study-1b-depth.ron" > "$out/study-1b.log" 2>&1; then
-  echo "1B depth study (wgpu $big_dtype, 5 generations x 8 on 2,048 tokens): $(( $(date +%s) - start_s )) s; $(tail -n 2 "$out/study-1b.log" | tr '\n' ' ')" >> "$summary"
+  echo "1B depth study (wgpu $big_dtype, $study_generations generations x 8 on $study_tokens tokens): $(( $(date +%s) - start_s )) s; $(tail -n 2 "$out/study-1b.log" | tr '\n' ' ')" >> "$summary"
 else
   echo "1B depth study: failed (see $out/study-1b.log)" >> "$summary"
 fi

@@ -9,7 +9,7 @@
 //!
 //! SHAPE: `tinyllama-1b` (hidden 2048, 22 blocks, 32 heads over 4 KV heads,
 //! FFN 5632, vocabulary 32,000, untied head: 1,100,048,384 parameters, a
-//! 4.1 GiB file) or `small` (the same layout at hidden 256, 4 blocks, to try
+//! 4.1 GiB file) or `small` (the same layout at hidden 256, 8 blocks, to try
 //! a script). The tokenizer is evocomp's test tokenizer (4 special tokens
 //! and one token per byte; the other ids are never produced), so a text's
 //! tokens are its bytes. `scripts/reference/make_1b.py` makes the same
@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = tiny_config();
     let (hidden, layers, heads, kv_heads, ffn) = match shape.as_str() {
         "tinyllama-1b" => (2048, 22, 32, 4, 5632),
-        "small" => (256, 4, 8, 2, 704),
+        "small" => (256, 8, 8, 2, 704),
         other => return Err(format!("unknown shape {other:?}; {usage}").into()),
     };
     cfg.hidden = hidden;
