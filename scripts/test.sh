@@ -8,4 +8,5 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/evocomp-xdg-$UID}"
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
-exec cargo test --release --workspace --locked "$@"
+# --no-fail-fast: one failing test binary does not hide the results of the others.
+exec cargo test --release --workspace --locked --no-fail-fast "$@"
