@@ -313,7 +313,6 @@ pub fn build_database(
     };
     let mut ctx = BuildCtx {
         model,
-        block: None,
         source: source.as_ref(),
         imatrix: imatrix_file.as_ref(),
         cfg,
@@ -431,8 +430,6 @@ struct Prepared<'a> {
 /// What building one group of units needs.
 struct BuildCtx<'a> {
     model: &'a LoadedModel,
-    /// The original weights of the block being built, read when it starts.
-    block: Option<(usize, LayerWeights)>,
     /// The model's GGUF file, for GGUF-types databases ([`gguf_source`]).
     source: Option<&'a GgufFile>,
     /// A GGUF-types database's importance matrix from a file, by tensor name.
@@ -470,11 +467,9 @@ impl BuildCtx<'_> {
             .copied()
             .filter(|&i| !manifest.units[i].is_built())
             .collect();
-        self.block = if layer_todo.is_empty() {
-            None
-        } else {
-            Some((layer, self.model.layer(layer)?))
-        };
+        // The block's original weights, read (from the file) only if a
+        // unit of it is to be built.
+        let original_block = || self.model.layer(layer);
         match self.compression.propagation() {
             Propagation::Uncompressed => {
                 if layer_todo.is_empty() {
@@ -482,12 +477,14 @@ impl BuildCtx<'_> {
                     return Ok(false);
                 }
                 let (cal, held) = capture(net, layer, &INPUT_GROUPS, hs, ho, true)?;
-                self.build_units(manifest, &layer_todo, &cal, &held)
+                let block = original_block()?;
+                self.build_units(manifest, &layer_todo, &block, &cal, &held)
             }
             Propagation::Blockwise { level } => {
                 if !layer_todo.is_empty() {
                     let (cal, held) = capture(net, layer, &INPUT_GROUPS, hs, ho, false)?;
-                    if self.build_units(manifest, &layer_todo, &cal, &held)? {
+                    let block = original_block()?;
+                    if self.build_units(manifest, &layer_todo, &block, &cal, &held)? {
                         return Ok(true);
                     }
                 }
@@ -497,6 +494,10 @@ impl BuildCtx<'_> {
                 Ok(false)
             }
             Propagation::Sequential { level } => {
+                let block = match layer_todo.is_empty() {
+                    true => None,
+                    false => Some(original_block()?),
+                };
                 for group in INPUT_GROUPS {
                     let members: Vec<usize> = in_layer
                         .iter()
@@ -508,9 +509,10 @@ impl BuildCtx<'_> {
                         .copied()
                         .filter(|i| layer_todo.contains(i))
                         .collect();
-                    if !group_todo.is_empty() {
+                    // A group with units to build is in `layer_todo`, so `block` is read.
+                    if let (false, Some(block)) = (group_todo.is_empty(), &block) {
                         let (cal, held) = capture(net, layer, &[group], hs, ho, false)?;
-                        if self.build_units(manifest, &group_todo, &cal, &held)? {
+                        if self.build_units(manifest, &group_todo, block, &cal, &held)? {
                             return Ok(true);
                         }
                     }
@@ -540,7 +542,8 @@ impl BuildCtx<'_> {
         Ok(())
     }
 
-    /// Compress `units` at every level (in parallel) against the calibration
+    /// Compress `units` (of the block whose original weights are `block`)
+    /// at every level (in parallel) against the calibration
     /// Hessians `cal`, record errors (held-out ones against `held`), and write
     /// each unit's file and manifest entry. True when `stop_after_units` says
     /// to stop.
@@ -548,6 +551,7 @@ impl BuildCtx<'_> {
         &mut self,
         manifest: &mut Manifest,
         units: &[usize],
+        block: &LayerWeights,
         cal: &Hessians,
         held: &Hessians,
     ) -> Result<bool> {
@@ -567,10 +571,7 @@ impl BuildCtx<'_> {
                 let h = cal[group_of(kind)].as_ref().ok_or_else(|| {
                     DbError::Backend(format!("{}: no calibration input was captured", entry.name))
                 })?;
-                let w = match &self.block {
-                    Some((l, b)) if *l == entry.unit.layer => original(b, kind),
-                    _ => original(&self.model.layer(entry.unit.layer)?, kind),
-                };
+                let w = original(block, kind);
                 let held = held[group_of(kind)].as_ref();
                 let held = held.map(|hh| (hh, w.output_energy(hh).max(f64::MIN_POSITIVE)));
                 let imatrix = match self.imatrix {

@@ -40,18 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.max_context = 2048;
     cfg.tied_embeddings = false;
     let w = random_weights(&cfg, seed);
-    let params: usize = w.embed.data.len()
-        + w.lm_head.as_ref().map_or(0, |h| h.data.len())
-        + w.final_norm.data.len()
-        + w.layers
-            .iter()
-            .map(|l| {
-                l.attn_norm.data.len()
-                    + l.mlp_norm.data.len()
-                    + l.linears.iter().map(|t| t.data.len()).sum::<usize>()
-            })
-            .sum::<usize>();
     write_gguf(&cfg, &w, std::path::Path::new(&out))?;
-    println!("{out}: {shape}, {params} parameters, seed {seed}");
+    println!("{out}: {shape}, {} parameters, seed {seed}", cfg.n_params());
     Ok(())
 }
