@@ -15,7 +15,7 @@ mod value;
 mod writer;
 
 pub use dequant::{DequantError, dequantize};
-pub use mapped::{Mapped, shrank};
+pub use mapped::Mapped;
 pub use mix::{Preset, TensorRole, fallback};
 pub use quantize::{QuantizeError, can_quantize, quantize};
 pub use reader::{DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufError, GgufFile, MAX_ARRAY_DEPTH, TensorInfo};

@@ -20,7 +20,7 @@ use std::fs::File;
 /// Whether `file`, mapped when it had `mapped` bytes, has fewer now (what
 /// to say, then). A file cut short under its map raises SIGBUS on the first
 /// read past its new end.
-pub fn shrank(file: &File, mapped: u64) -> Option<String> {
+fn shrank(file: &File, mapped: u64) -> Option<String> {
     let now = file.metadata().map(|m| m.len()).unwrap_or(0);
     (now < mapped).then(|| {
         format!(

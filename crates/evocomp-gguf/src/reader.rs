@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 
-/// Everything that can go wrong reading a GGUF file. Every variant names the file.
 /// How deep metadata arrays may nest (arrays of arrays of ...).
 pub const MAX_ARRAY_DEPTH: usize = 8;
 
+/// Everything that can go wrong reading a GGUF file. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
     #[error("{path}: cannot read: {source}")]
@@ -575,14 +575,13 @@ impl GgufFile {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }
 
-    /// The raw (possibly quantised) bytes of a tensor, straight from the map.
     /// Where the tensor data starts in the file (tensor offsets count from here).
     pub fn tensor_data_start(&self) -> u64 {
         self.data_offset
     }
 
-    ///
-    /// The bytes come from the map: a caller that keeps what it read asks
+    /// The raw (possibly quantised) bytes of a tensor, straight from the map.
+    /// A caller that keeps what it read asks
     /// [`Self::intact`] afterwards (a file cut short under the map reads as
     /// zeros past its new end).
     pub fn tensor_bytes(&self, info: &TensorInfo) -> &[u8] {
@@ -594,12 +593,16 @@ impl GgufFile {
     /// error naming the file and `tensor` when it was cut short under the map.
     pub fn intact(&self, tensor: &str) -> Result<(), GgufError> {
         match self.map.check() {
-            Some(message) => Err(GgufError::Shrunk {
-                path: self.path.clone(),
-                what: format!("tensor {tensor:?}"),
-                message,
-            }),
+            Some(message) => Err(self.cut_short(tensor, message)),
             None => Ok(()),
+        }
+    }
+
+    fn cut_short(&self, tensor: &str, message: String) -> GgufError {
+        GgufError::Shrunk {
+            path: self.path.clone(),
+            what: format!("tensor {tensor:?}"),
+            message,
         }
     }
 
@@ -611,16 +614,17 @@ impl GgufFile {
                 path: self.path.clone(),
                 name: name.to_string(),
             })?;
-        self.intact(name)?;
-        let data = dequantize(info.ty, self.tensor_bytes(info), info.n_elements() as usize)
+        // Checked before and after: a cut during the read is an error, not
+        // the zeros it left.
+        let data = self
+            .map
+            .read(|_| dequantize(info.ty, self.tensor_bytes(info), info.n_elements() as usize))
+            .map_err(|message| self.cut_short(name, message))?
             .map_err(|source| GgufError::Dequant {
                 path: self.path.clone(),
                 tensor: name.to_string(),
                 source,
-            });
-        // Cut during the read: the zeros it saw are not the tensor.
-        self.intact(name)?;
-        let data = data?;
+            })?;
         // Copied out: its pages need not stay in this process's memory.
         self.map.release(self.tensor_bytes(info));
         Ok((info.shape(), data))

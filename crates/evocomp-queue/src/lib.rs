@@ -27,5 +27,5 @@ pub mod worker;
 
 pub use coordinator::{NatsWorkers, remote};
 pub use messages::{Beat, QueueKey};
-pub use nats::{Access, host};
+pub use nats::{Access, Login, host};
 pub use worker::{WorkerOptions, serve, vet};

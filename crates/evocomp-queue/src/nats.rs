@@ -16,6 +16,14 @@ pub struct Access {
     /// Signs jobs and results (see [`QueueKey`]); without one, any client
     /// of the server can answer jobs, and a warning says so.
     pub key: Option<QueueKey>,
+    /// The files that log in to the server, besides the URL's own.
+    pub login: Login,
+}
+
+/// The files that log in to a NATS server, besides a URL's own
+/// `user:password@` or `token@` (each optional; a server asks for one kind).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Login {
     /// A file holding the server's authorization token.
     pub token_file: Option<PathBuf>,
     /// A NATS credentials file (a user JWT and its nkey seed, as `nsc`
@@ -133,15 +141,15 @@ pub async fn connect(access: &Access, name: &str) -> Result<Connection> {
             None => opts.token(user),
         };
     }
-    if let Some(f) = &access.token_file {
+    if let Some(f) = &access.login.token_file {
         let token =
             std::fs::read_to_string(f).map_err(|e| anyhow!("queue token {}: {e}", f.display()))?;
         opts = opts.token(token.trim().to_string());
     }
-    if let Some(f) = &access.nkey {
+    if let Some(f) = &access.login.nkey {
         opts = opts.nkey(read_nkey_seed(f)?);
     }
-    if let Some(f) = &access.creds {
+    if let Some(f) = &access.login.creds {
         if !f.is_file() {
             return Err(anyhow!("queue credentials {}: not a file", f.display()));
         }
@@ -150,7 +158,7 @@ pub async fn connect(access: &Access, name: &str) -> Result<Connection> {
             .await
             .map_err(|e| anyhow!("queue credentials {}: {e}", f.display()))?;
     }
-    if let Some(ca) = &access.ca {
+    if let Some(ca) = &access.login.ca {
         if !ca.is_file() {
             return Err(anyhow!("queue CA certificate {}: not a file", ca.display()));
         }

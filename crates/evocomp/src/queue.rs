@@ -9,7 +9,7 @@ use std::time::Duration;
 
 pub use evocomp_queue::messages::{Beat, unix_now};
 pub use evocomp_queue::status::workers;
-pub use evocomp_queue::{Access, QueueKey};
+pub use evocomp_queue::{Access, Login, QueueKey};
 
 /// The queue a coordinator, worker or `status` reaches: `url` (with a
 /// `user:password@` or `token@` in it, if the server asks), the server's
@@ -19,25 +19,8 @@ pub fn access(url: &str, key: Option<&std::path::Path>, login: Login) -> Result<
     Ok(Access {
         url: url.to_string(),
         key: key.map(QueueKey::read).transpose()?,
-        token_file: login.token_file,
-        creds: login.creds,
-        nkey: login.nkey,
-        ca: login.ca,
+        login,
     })
-}
-
-/// The files that log in to a NATS server, besides a URL's own
-/// `user:password@` (each optional; a server asks for one kind).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Login {
-    /// The server's authorization token.
-    pub token_file: Option<std::path::PathBuf>,
-    /// A credentials file (user JWT and nkey seed) for operator mode.
-    pub creds: Option<std::path::PathBuf>,
-    /// A user nkey seed.
-    pub nkey: Option<std::path::PathBuf>,
-    /// A CA certificate (PEM) for the server's TLS; TLS is then required.
-    pub ca: Option<std::path::PathBuf>,
 }
 
 /// How a worker runs.
