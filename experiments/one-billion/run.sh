@@ -129,4 +129,6 @@ for s in $STEPS; do
   esac
 done
 "$PY" experiments/one-billion/table.py "$OUT" > "$OUT/table.md"
+# The 8B projection in ARCHITECTURE.md ("Planned"), from the measured throughput.
+[ -f "$OUT/bench.json" ] && "$PY" experiments/one-billion/project.py "$OUT" > "$OUT/projection.md"
 cat "$OUT/table.md"
